@@ -93,8 +93,9 @@ class MissingToolError(CorralError):
     kind = "missing-tool"
 
     def __init__(self, tool: str, install: str) -> None:
-        super().__init__(f"{tool} is not installed; install it with: {install}", tool=tool,
-                         install=install)
+        super().__init__(
+            f"{tool} is not installed; install it with: {install}", tool=tool, install=install
+        )
 
 
 class EngineError(CorralError):

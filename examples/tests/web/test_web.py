@@ -1,0 +1,1 @@
+"""Tests of the web role (run by `corral test` once the test gate lands)."""

@@ -1,0 +1,306 @@
+"""Bake versioned role images: resolve the base, hash the inputs, build only what changed.
+
+A role image's version is ``<build number>-<content hash[:12]>``. The content hash covers
+everything that shapes the image (the role's base and build sections, its user, the base
+image id and the bytes of every copied file), so an unchanged role is never rebuilt and
+the same version always means the same inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from corral import __version__
+from corral.build import containerfile
+from corral.build.base import ensure_base
+from corral.build.git import git_info
+from corral.build.hashing import combine, hash_json, hash_tree
+from corral.engines.base import Engine, ImageInfo
+from corral.errors import BuildError, CorralError, EngineError, GateError, UsageError
+from corral.progress import NullProgress, Progress
+from corral.spec.load import LoadedSpec
+from corral.spec.model import ContainerfileBase, DebianBase, ImageBase, Role
+from corral.state import ImageRecord, State
+
+IMAGE_RECIPE_VERSION = 1
+SSH_SERVERS = ("openssh-server", "dropbear", "dropbear-bin", "tinysshd")
+LABEL = "io.corral."
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    role: str
+    status: Literal["built", "up-to-date"]
+    version: str
+    tag: str
+    image_id: str
+    seconds: float
+
+
+def image_repo(fleet: str, role: str) -> str:
+    return f"localhost/corral/{fleet}/{role}"
+
+
+@dataclass(frozen=True)
+class BakeTarget:
+    """One image to bake: a role of the spec, or one corral makes itself (the edge)."""
+
+    fleet: str
+    name: str
+    role: Role
+    root: Path  # relative paths in the role resolve against it
+
+
+def build_fleet(
+    spec: LoadedSpec,
+    engine: Engine,
+    state: State,
+    roles: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
+) -> list[BuildResult]:
+    """Bake the images of ``roles`` (default: every role), in spec order.
+
+    Raises:
+        UsageError: a named role is not in the spec.
+        BuildError: a build step failed; the role has no new image.
+        GateError: the image holds an SSH server and the role did not allow it.
+    """
+    progress = progress or NullProgress()
+    state.sweep_stale_builds()
+    targets = [
+        BakeTarget(spec.fleet.fleet, name, spec.fleet.roles[name], spec.root)
+        for name in _select_roles(spec, roles)
+    ]
+    return [bake_target(t, engine, state, progress, force) for t in targets]
+
+
+def _select_roles(spec: LoadedSpec, roles: Sequence[str] | None) -> list[str]:
+    if not roles:
+        return list(spec.fleet.roles)
+    unknown = [r for r in roles if r not in spec.fleet.roles]
+    if unknown:
+        known = ", ".join(spec.fleet.roles)
+        raise UsageError(f"no role called {', '.join(unknown)} in the spec (roles: {known})")
+    return list(dict.fromkeys(roles))
+
+
+def bake_target(
+    target: BakeTarget, engine: Engine, state: State, progress: Progress, force: bool = False
+) -> BuildResult:
+    """Bake one image unless an image with the same content hash exists already."""
+    started = time.monotonic()
+    base = resolve_base(target, engine, progress)
+    content_hash = role_content_hash(target, base.id)
+    current = None if force else _current_image(target, content_hash, engine, state)
+    record = current or _bake(target, base, content_hash, engine, state, progress)
+    status: Literal["built", "up-to-date"] = "up-to-date" if current else "built"
+    return BuildResult(
+        target.name, status, record.version, record.tag, record.image_id, time.monotonic() - started
+    )
+
+
+def _current_image(
+    target: BakeTarget, content_hash: str, engine: Engine, state: State
+) -> ImageRecord | None:
+    """The recorded image with this content hash, if it still exists in the engine."""
+    record = state.find_image(target.fleet, target.name, content_hash)
+    if record is None or engine.inspect_image(record.image_id) is None:
+        return None
+    if engine.inspect_image(record.tag) is None:  # someone removed the tag only
+        engine.tag_image(record.image_id, record.tag)
+    return record
+
+
+def resolve_base(target: BakeTarget, engine: Engine, progress: Progress) -> ImageInfo:
+    """The image a role is built on, made or found according to its ``base`` section."""
+    base = target.role.base
+    if isinstance(base, DebianBase):
+        return ensure_base(engine, base, progress)
+    if isinstance(base, ImageBase):
+        found = engine.inspect_image(base.image)
+        if found is None:
+            raise BuildError(
+                f"role {target.name}: base image {base.image} is not in the "
+                "engine's storage (nothing can be pulled here; build or import "
+                "it first)"
+            )
+        return found
+    return _containerfile_base(target, base, engine, progress)
+
+
+def _containerfile_base(
+    target: BakeTarget, base: ContainerfileBase, engine: Engine, progress: Progress
+) -> ImageInfo:
+    path = (target.root / base.containerfile).resolve()
+    digest = hash_tree(path.parent)
+    tag = f"{image_repo(target.fleet, target.name)}-base:{digest[:16]}"
+    found = engine.inspect_image(tag)
+    if found is not None:
+        return found
+    progress.step(target.name, f"building base from {base.containerfile}")
+    return engine.build_image(
+        path.parent,
+        path,
+        tag,
+        {LABEL + "base-hash": digest},
+        log=lambda line: progress.log(target.name, line),
+    )
+
+
+def role_content_hash(target: BakeTarget, base_id: str) -> str:
+    """The hash of every input that shapes the role's image."""
+    role = target.role
+    section = role.model_dump(mode="json", by_alias=True)
+    shaping = {
+        "base": section["base"],
+        "build": section["build"],
+        "user": role.run.user,
+        "workdir": role.run.workdir,
+        "volumes": sorted(role.volumes.values()),
+    }
+    parts = [f"recipe:{IMAGE_RECIPE_VERSION}", f"spec:{hash_json(shaping)}", f"base:{base_id}"]
+    parts += [f"copy:{hash_tree(target.root / step.src)}" for step in role.build.copy_]
+    return combine(parts)
+
+
+def _bake(
+    target: BakeTarget,
+    base: ImageInfo,
+    content_hash: str,
+    engine: Engine,
+    state: State,
+    progress: Progress,
+) -> ImageRecord:
+    fleet, name = target.fleet, target.name
+    build = state.start_build(fleet, name, content_hash)
+    version = f"{build.number}-{content_hash[:12]}"
+    tag = f"{image_repo(fleet, name)}:{version}"
+    stage_tag = f"{image_repo(fleet, name)}:building-{build.number}"
+    progress.step(name, f"building {tag}")
+    try:
+        record = _bake_steps(
+            target,
+            base,
+            content_hash,
+            engine,
+            progress,
+            version=version,
+            tag=tag,
+            stage_tag=stage_tag,
+        )
+    except BaseException as exc:
+        engine_cleanup(engine, stage_tag, tag)
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        state.fail_build(build.id, status, _error_text(exc))
+        state.record_audit(
+            fleet, "build", name, status, {"version": version, "error": _error_text(exc)}
+        )
+        raise
+    engine_cleanup(engine, stage_tag)
+    state.finish_build(build.id, record)
+    state.record_audit(fleet, "build", name, "ok", {"version": version, "tag": tag})
+    progress.step(name, f"built {tag}")
+    return record
+
+
+def _bake_steps(
+    target: BakeTarget,
+    base: ImageInfo,
+    content_hash: str,
+    engine: Engine,
+    progress: Progress,
+    *,
+    version: str,
+    tag: str,
+    stage_tag: str,
+) -> ImageRecord:
+    name, role = target.name, target.role
+    with tempfile.TemporaryDirectory(prefix="corral-build-") as tmp:
+        cfile = containerfile.stage_context(role, target.root, Path(tmp))
+        cfile.write_text(containerfile.render(role, base.id))
+        staged = engine.build_image(
+            Path(tmp), cfile, stage_tag, {}, log=lambda line: progress.log(name, line)
+        )
+    packages = list_packages(engine, staged.id)
+    check_no_ssh(name, role, packages)
+    labels = image_labels(target, content_hash, version, packages)
+    with tempfile.TemporaryDirectory(prefix="corral-label-") as tmp:
+        cfile = Path(tmp, "Containerfile")
+        cfile.write_text(f"FROM {staged.id}\n")
+        final = engine.build_image(Path(tmp), cfile, tag, labels)
+    return ImageRecord(
+        fleet=target.fleet,
+        role=name,
+        number=int(version.split("-")[0]),
+        content_hash=content_hash,
+        version=version,
+        tag=tag,
+        image_id=final.id,
+        digest=final.digest,
+        built_at=labels[LABEL + "built-at"],
+        git_commit=labels[LABEL + "git-commit"] or None,
+        git_dirty=labels[LABEL + "git-dirty"] == "true",
+        labels=labels,
+    )
+
+
+def list_packages(engine: Engine, image_id: str) -> list[str]:
+    """``name=version`` of every Debian package in the image (empty when not Debian)."""
+    try:
+        out = engine.run_once(image_id, ["dpkg-query", "-W", "-f", "${Package}=${Version}\\n"])
+    except EngineError:
+        return []
+    return sorted(line.strip() for line in out.splitlines() if "=" in line)
+
+
+def check_no_ssh(name: str, role: Role, packages: list[str]) -> None:
+    """Refuse an image that carries an SSH server unless the role relaxed lockdown."""
+    found = [p for p in packages if p.split("=")[0] in SSH_SERVERS]
+    if found and not role.lockdown.allow_ssh:
+        raise GateError(
+            f"role {name}: the image contains an SSH server ({', '.join(found)}); "
+            "remove it, or set lockdown.allow_ssh: true if you really mean it",
+            role=name,
+            packages=found,
+        )
+
+
+def image_labels(
+    target: BakeTarget, content_hash: str, version: str, packages: list[str]
+) -> dict[str, str]:
+    git = git_info(target.root)
+    section = target.role.model_dump(mode="json", by_alias=True)
+    return {
+        LABEL + "fleet": target.fleet,
+        LABEL + "role": target.name,
+        LABEL + "version": version,
+        LABEL + "content-hash": content_hash,
+        LABEL + "spec-hash": hash_json(section),
+        LABEL + "git-commit": git.commit or "",
+        LABEL + "git-dirty": "true" if git.dirty else "false",
+        LABEL + "built-at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        LABEL + "corral-version": __version__,
+        LABEL + "packages": ",".join(packages),
+        "org.opencontainers.image.version": version,
+    }
+
+
+def engine_cleanup(engine: Engine, *refs: str) -> None:
+    """Remove temporary tags; a failure here must not hide the error that led here."""
+    for ref in refs:
+        with contextlib.suppress(CorralError):
+            engine.remove_image(ref)
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return str(exc) or type(exc).__name__

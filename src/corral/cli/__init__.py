@@ -1,0 +1,1 @@
+"""The command line: parse, call one library function, show the result. No logic lives here."""

@@ -1,0 +1,203 @@
+"""The ``corral`` command. Each command parses, calls one library function, shows the result.
+
+Exit codes (docs/cli.md): 0 ok; 1 failure; 2 bad usage or invalid spec; 130 interrupted.
+This module is the one place that turns exceptions into a message and an exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+
+from corral import __version__, app
+from corral.cli import views
+from corral.cli.progress import ConsoleProgress
+from corral.errors import CorralError
+
+EXIT_INTERRUPTED = 130
+DEBUG_LOG = Path.home() / ".cache" / "corral" / "debug.log"
+
+
+@dataclass
+class Options:
+    file: Path = Path("corral.yaml")
+    json: bool = False
+    verbose: bool = False
+
+    @property
+    def out(self) -> Console:
+        return Console(highlight=False, soft_wrap=True)
+
+    @property
+    def err(self) -> Console:
+        return Console(stderr=True, highlight=False)
+
+
+def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """-f, --json and -v, accepted before or after the command name."""
+
+    def wrapper(
+        ctx: click.Context,
+        /,
+        file: Path | None,
+        as_json: bool | None,
+        verbose: bool | None,
+        **kwargs: Any,
+    ) -> Any:
+        opts: Options = ctx.ensure_object(Options)
+        opts.file = file or opts.file
+        opts.json = bool(as_json) or opts.json
+        opts.verbose = bool(verbose) or opts.verbose
+        return command(opts, **kwargs)
+
+    wrapper.__name__, wrapper.__doc__ = command.__name__, command.__doc__
+    decorated = click.pass_context(wrapper)
+    for option in (
+        click.option("-v", "--verbose", is_flag=True, default=None, help="Show full output."),
+        click.option(
+            "--json", "as_json", is_flag=True, default=None, help="Print results as JSON on stdout."
+        ),
+        click.option(
+            "-f",
+            "--file",
+            "file",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="The fleet spec (default: ./corral.yaml).",
+        ),
+    ):
+        decorated = option(decorated)
+    return decorated
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-f",
+    "--file",
+    "file",
+    type=click.Path(path_type=Path),
+    default="corral.yaml",
+    show_default=True,
+    help="The fleet spec.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")
+@click.option("-v", "--verbose", is_flag=True, help="Show full build output.")
+@click.version_option(__version__, prog_name="corral")
+@click.pass_context
+def cli(ctx: click.Context, file: Path, as_json: bool, verbose: bool) -> None:
+    """corral: bake versioned images, test them, replace instances, never patch."""
+    ctx.obj = Options(file=file, json=as_json, verbose=verbose)
+
+
+@cli.command()
+@common_options
+def validate(opts: Options) -> None:
+    """Check the fleet spec; exit 0 when valid, 2 when not."""
+    result = app.validate(opts.file)
+    if opts.json:
+        views.print_json(opts.out, views.validation_data(result))
+    else:
+        views.show_validation(opts.err, result)
+
+
+@cli.command()
+@click.argument("roles", nargs=-1)
+@click.option("--force", is_flag=True, help="Rebuild even when nothing changed.")
+@common_options
+def build(opts: Options, roles: tuple[str, ...], force: bool) -> None:
+    """Bake versioned images for ROLES (default: every role)."""
+    with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
+        results = app.build(opts.file, roles, force=force, progress=progress)
+    if opts.json:
+        views.print_json(opts.out, {"builds": results})
+    else:
+        views.show_builds(opts.out, results)
+
+
+@cli.command()
+@click.argument("role", required=False)
+@common_options
+def images(opts: Options, role: str | None) -> None:
+    """List the images built for the fleet, with their versions."""
+    records = app.images(opts.file, role)
+    if opts.json:
+        views.print_json(opts.out, {"images": records})
+    else:
+        views.show_images(opts.out, records)
+
+
+@cli.command()
+@click.argument("role")
+@click.option("--version", "version", default=None, help="An image version (default: latest).")
+@common_options
+def sbom(opts: Options, role: str, version: str | None) -> None:
+    """List the Debian packages (name, version) in ROLE's image."""
+    result = app.sbom(opts.file, role, version)
+    if opts.json:
+        views.print_json(opts.out, result)
+    else:
+        views.show_sbom(opts.out, result)
+
+
+@cli.command()
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100000))
+@common_options
+def audit(opts: Options, limit: int) -> None:
+    """Show the audit trail: who did what, when, and how it ended."""
+    entries = app.audit(opts.file, limit)
+    if opts.json:
+        views.print_json(opts.out, {"audit": entries})
+    else:
+        views.show_audit(opts.out, entries)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run the CLI and exit with a code that means something (see the module docstring)."""
+    as_json = "--json" in (argv if argv is not None else sys.argv[1:])
+    err = Console(stderr=True, highlight=False)
+    try:
+        code = cli.main(args=argv, prog_name="corral", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        err.print("aborted")
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted: nothing half-done was kept")
+        sys.exit(EXIT_INTERRUPTED)
+    except CorralError as exc:
+        _fail(exc, as_json, err)
+    except Exception as exc:
+        log = _write_debug_log()
+        err.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (details in {log})")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(exc: CorralError, as_json: bool, err: Console) -> NoReturn:
+    if as_json:
+        views.print_json(Console(highlight=False), exc.to_dict())
+    views.show_error(err, exc)
+    sys.exit(exc.exit_code)
+
+
+def _write_debug_log() -> Path:
+    try:
+        DEBUG_LOG.parent.mkdir(parents=True, exist_ok=True)
+        with DEBUG_LOG.open("a") as log:
+            log.write(f"--- {datetime.now(UTC).isoformat()} corral {__version__}\n")
+            log.write(traceback.format_exc())
+    except OSError:
+        return Path("/dev/null")
+    return DEBUG_LOG

@@ -1,0 +1,41 @@
+"""Progress on stderr: a live status line on a terminal, plain lines elsewhere."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich.console import Console
+from rich.status import Status
+from rich.text import Text
+
+
+class ConsoleProgress:
+    """Shows each step as a line and the latest output line of long work as a spinner."""
+
+    def __init__(self, console: Console, verbose: bool = False) -> None:
+        self.console = console
+        self.verbose = verbose
+        self._status: Status | None = None
+
+    def __enter__(self) -> ConsoleProgress:
+        if self.console.is_terminal:
+            self._status = self.console.status("working...")
+            self._status.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._status is not None:
+            self._status.stop()
+
+    def step(self, subject: str, message: str) -> None:
+        self.console.print(f"[bold]{subject}[/bold]: {message}", highlight=False)
+        if self._status is not None:
+            self._status.update(f"{subject}: {message}")
+
+    def log(self, subject: str, line: str) -> None:
+        if self.verbose:
+            self.console.print(Text(f"  {subject}| {line}", style="dim"))
+        elif self._status is not None:
+            self._status.update(f"{subject}: {line[:100]}")

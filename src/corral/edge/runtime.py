@@ -1,0 +1,437 @@
+"""A client for HAProxy's runtime API (the admin ``stats socket``), verified on HAProxy 2.6.
+
+One command per connection: HAProxy answers and closes, so there is no prompt mode to parse
+and no state shared between calls. Answers are matched exactly; anything unexpected becomes
+an ``EngineError`` carrying the command and HAProxy's answer.
+
+Facts this module relies on (HAProxy 2.6, checked by hand and by tests/engine):
+
+- ``add server`` creates the server in maintenance with checks configured but disabled, and
+  ignores the backend's ``default-server`` line, so check timing is passed explicitly.
+- leaving maintenance with checks enabled marks the server UP *before* its first check runs
+  (HAProxy starts it "OK but checks immediately"). ``bring_up`` therefore leaves maintenance
+  into DRAIN (weight 0, checked but given no traffic) and only sets READY once a check passed.
+- ``del server`` needs maintenance and no connection left, and answers "Server deleted.".
+- ``show stat <name>`` resolves a *frontend* first when a frontend and a backend share the
+  name, so statistics are fetched by the backend's numeric id instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from corral.edge.config import CHECK_FALL, CHECK_INTER, CHECK_RISE
+from corral.errors import EngineError, NotFoundError
+
+AdminState = Literal["ready", "drain", "maint"]
+OperState = Literal["down", "starting", "up", "stopping"]
+
+# Answers of HAProxy 2.6 for commands that succeed.
+_ADDED = "New server registered."
+_DELETED = "Server deleted."
+_BUSY = "Server still has connections attached to it, cannot remove it."
+_NOT_FOUND = ("No such server.", "No such backend.", "Can't find backend.")
+
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_POLL = 0.1  # seconds between two looks at a server's state while waiting
+
+# srv_op_state and srv_admin_state of "show servers state" (management.txt, section 9.3).
+_OPER: dict[int, OperState] = {0: "down", 1: "starting", 2: "up", 3: "stopping"}
+_ADMF_MAINT = 0x01 | 0x02 | 0x04 | 0x20 | 0x40  # forced, inherited, config, DNS, FQDN
+_ADMF_DRAIN = 0x08 | 0x10  # forced, inherited
+_CHK_ENABLED = 0x04  # srv_check_state: checks administratively enabled
+_CHK_RES_PASSED = 3  # srv_check_result: the last check succeeded
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """One server of a backend, as ``show servers state`` and ``show stat`` report it.
+
+    ``check_status`` and ``status`` are the short texts of ``show stat`` (for example
+    ``L7OK`` / ``L4CON`` and ``UP`` / ``DRAIN`` / ``MAINT``); ``sessions`` is its ``scur``,
+    the requests in flight on that server right now.
+    """
+
+    backend: str
+    name: str
+    addr: str
+    port: int
+    admin: AdminState
+    operational: OperState
+    weight: int
+    checks_enabled: bool
+    check_passed: bool
+    check_status: str
+    status: str
+    sessions: int
+
+    @property
+    def healthy(self) -> bool:
+        """Whether HAProxy considers the server up, on evidence rather than optimism.
+
+        With checks on, the last check must have passed: a server just taken out of
+        maintenance is "up" before any check ran.
+        """
+        up = self.admin != "maint" and self.operational in ("up", "starting")
+        return up and (self.check_passed or not self.checks_enabled)
+
+
+class RuntimeAPI:
+    """Commands to one HAProxy process through its admin Unix socket.
+
+    Args:
+        socket_path: the ``stats socket`` path, which must be at ``level admin``.
+        timeout: seconds allowed for connecting and for each read of one answer.
+    """
+
+    def __init__(self, socket_path: str, timeout: float = 5.0) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    # -- the raw channel --------------------------------------------------------------------
+
+    def command(self, line: str) -> str:
+        """Send one command on a fresh connection and return HAProxy's whole answer.
+
+        Args:
+            line: one command, without the trailing newline.
+
+        Returns:
+            The answer with surrounding whitespace removed ("" for silent successes).
+
+        Raises:
+            ValueError: the line holds a newline or ';' (which would chain commands).
+            EngineError: the socket is missing, refuses, or does not answer in time.
+        """
+        if "\n" in line or ";" in line:
+            # ';' chains commands on this socket: never let a name smuggle a second one in.
+            raise ValueError(f"one command at a time, without ';' or newlines: {line!r}")
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(self.timeout)
+                sock.connect(self.socket_path)
+                sock.sendall(line.encode() + b"\n")
+                return _read_all(sock).decode(errors="replace").strip()
+        except OSError as exc:  # includes TimeoutError, FileNotFoundError, refusals
+            raise EngineError(
+                f"HAProxy runtime API at {self.socket_path} failed: {exc}",
+                command=line,
+                stderr=str(exc),
+            ) from exc
+
+    def _expect(self, line: str, *accepted: str) -> str:
+        """Run a command and insist on one of the accepted answers."""
+        answer = self.command(line)
+        if answer in accepted:
+            return answer
+        error = NotFoundError if answer in _NOT_FOUND else EngineError
+        raise error(
+            f"HAProxy refused {line!r}: {answer or '(no answer)'}", command=line, stderr=answer
+        )
+
+    # -- single commands --------------------------------------------------------------------
+
+    def add_server(self, backend: str, name: str, addr: str, port: int, check: bool) -> None:
+        """Register a new server; it starts in maintenance and receives nothing yet.
+
+        Args:
+            backend: an existing backend with a dynamic algorithm (corral's use roundrobin).
+            name: a name not used in that backend.
+            addr: an IP address; dynamic servers never resolve host names in HAProxy 2.6.
+            port: the server's TCP port.
+            check: configure health checks (the backend's ``option httpchk`` if any);
+                they still have to be turned on with ``enable_health``.
+
+        Raises:
+            ValueError: a malformed name, address or port.
+            NotFoundError: the backend does not exist.
+            EngineError: HAProxy refused, for example because the name is taken.
+        """
+        target = _target(backend, name)
+        ip = _ip(addr)
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is out of range")
+        where = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+        options = f" check inter {CHECK_INTER} fall {CHECK_FALL} rise {CHECK_RISE}" if check else ""
+        self._expect(f"add server {target} {where}{options}", _ADDED)
+
+    def enable_health(self, backend: str, name: str) -> None:
+        """Start the health checks of a server added with ``check=True``.
+
+        Raises:
+            NotFoundError: no such backend or server.
+            EngineError: HAProxy answered anything but silence.
+        """
+        self._expect(f"enable health {_target(backend, name)}", "")
+
+    def set_state(self, backend: str, name: str, state: AdminState) -> None:
+        """Set a server's administrative state.
+
+        Args:
+            state: ``ready`` takes traffic, ``drain`` keeps current requests and health
+                checks but gets no new traffic, ``maint`` stops traffic and checks.
+
+        Raises:
+            NotFoundError: no such backend or server.
+            EngineError: HAProxy answered anything but silence.
+        """
+        if state not in ("ready", "drain", "maint"):
+            raise ValueError(f"unknown server state {state!r}")
+        self._expect(f"set server {_target(backend, name)} state {state}", "")
+
+    def shutdown_sessions(self, backend: str, name: str) -> None:
+        """Cut every request still in flight on a server (the last resort of a drain).
+
+        Raises:
+            NotFoundError: no such backend or server.
+            EngineError: HAProxy answered anything but silence.
+        """
+        self._expect(f"shutdown sessions server {_target(backend, name)}", "")
+
+    def del_server(self, backend: str, name: str) -> None:
+        """Delete a server, which must be in maintenance with no connection left.
+
+        Raises:
+            NotFoundError: no such backend or server.
+            EngineError: HAProxy refused, e.g. the server is not in maintenance or still has
+                connections.
+        """
+        self._expect(f"del server {_target(backend, name)}", _DELETED)
+
+    # -- reading state ----------------------------------------------------------------------
+
+    def servers(self, backend: str) -> list[ServerState]:
+        """Every server of a backend, in HAProxy's order.
+
+        Returns:
+            One ``ServerState`` per server; empty when the backend has none.
+
+        Raises:
+            NotFoundError: the backend does not exist.
+            EngineError: the socket failed or an answer did not parse.
+        """
+        _check_name(backend)
+        line = f"show servers state {backend}"
+        rows = _parse_state(line, self._expect_table(line))
+        if not rows:
+            return []
+        stats = self._stats(rows[0]["be_id"])
+        try:
+            return [_server(backend, row, stats.get(row["srv_name"], {})) for row in rows]
+        except (KeyError, ValueError) as exc:
+            raise EngineError(f"unexpected answer to {line!r}: {exc}", command=line) from exc
+
+    def server(self, backend: str, name: str) -> ServerState:
+        """One server of a backend.
+
+        Raises:
+            NotFoundError: no such backend or server.
+            EngineError: the socket failed or an answer did not parse.
+        """
+        _check_name(name)
+        for srv in self.servers(backend):
+            if srv.name == name:
+                return srv
+        raise NotFoundError(f"no server {backend}/{name} in HAProxy", backend=backend, server=name)
+
+    def current_sessions(self, backend: str, name: str) -> int:
+        """Requests in flight on one server right now (``scur``).
+
+        Raises:
+            NotFoundError: no such backend or server.
+            EngineError: the socket failed or an answer did not parse.
+        """
+        return self.server(backend, name).sessions
+
+    def _expect_table(self, line: str) -> str:
+        answer = self.command(line)
+        if answer in _NOT_FOUND:
+            raise NotFoundError(f"HAProxy: {answer}", command=line, stderr=answer)
+        return answer
+
+    def _stats(self, backend_id: str) -> dict[str, dict[str, str]]:
+        """The ``show stat`` CSV rows of one backend's servers, by server name."""
+        line = f"show stat {backend_id} 4 -1"  # by id: a frontend may share the name
+        lines = self._expect_table(line).splitlines()
+        if not lines or not lines[0].startswith("# "):
+            raise EngineError(
+                f"unexpected answer to {line!r}", command=line, stderr="".join(lines[:1])
+            )
+        header = lines[0][2:].split(",")
+        rows = (dict(zip(header, raw.split(","), strict=False)) for raw in lines[1:] if raw)
+        return {row["svname"]: row for row in rows}
+
+    # -- procedures -------------------------------------------------------------------------
+
+    def wait_healthy(self, backend: str, name: str, timeout: float) -> bool:
+        """Wait until a server is up with a passed health check (see ``ServerState.healthy``).
+
+        Returns:
+            True once healthy, False if ``timeout`` seconds passed first.
+
+        Raises:
+            NotFoundError: no such backend or server.
+            EngineError: the socket failed.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.server(backend, name).healthy:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL)
+
+    def bring_up(
+        self, backend: str, name: str, addr: str, port: int, health_timeout: float
+    ) -> None:
+        """Add a health-checked server and let it take traffic only once a check passed.
+
+        The server leaves maintenance into DRAIN, where it is checked but gets no requests;
+        going straight to READY would make HAProxy route to it before its first check.
+        On failure the server is removed again so the backend holds no stray entry.
+
+        Raises:
+            EngineError: HAProxy refused a step, or the server was not healthy within
+                ``health_timeout`` seconds.
+        """
+        self.add_server(backend, name, addr, port, check=True)
+        try:
+            self.enable_health(backend, name)
+            self.set_state(backend, name, "drain")
+            if not self.wait_healthy(backend, name, health_timeout):
+                state = self.server(backend, name)
+                raise EngineError(
+                    f"{backend}/{name} at {addr}:{port} is not healthy after "
+                    f"{health_timeout:g}s (check: {state.check_status or 'none'})",
+                    command="wait healthy",
+                    stderr=state.status,
+                )
+            self.set_state(backend, name, "ready")
+        except EngineError:
+            self._discard(backend, name)
+            raise
+
+    def drain_and_remove(self, backend: str, name: str, drain_timeout: float) -> bool:
+        """Take a server out of rotation without failing a request, then delete it.
+
+        Sets DRAIN (no new requests), waits until no request is in flight, sets MAINT and
+        deletes the server. Requests still running after ``drain_timeout`` are cut.
+
+        Returns:
+            True if the server drained on its own, False if sessions had to be cut.
+
+        Raises:
+            NotFoundError: no such backend or server.
+            EngineError: HAProxy refused a step or kept the server.
+        """
+        self.set_state(backend, name, "drain")
+        drained = self._wait_idle(backend, name, drain_timeout)
+        self.set_state(backend, name, "maint")
+        if not drained:
+            self.shutdown_sessions(backend, name)
+        self._delete_when_free(backend, name, grace=max(2.0, self.timeout))
+        return drained
+
+    def _wait_idle(self, backend: str, name: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.current_sessions(backend, name) > 0:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL)
+        return True
+
+    def _delete_when_free(self, backend: str, name: str, grace: float) -> None:
+        # Connections can outlive scur by a moment (a response still being flushed, or
+        # an idle kept-alive one being closed), and HAProxy then refuses the delete.
+        deadline = time.monotonic() + grace
+        line = f"del server {_target(backend, name)}"
+        while True:
+            answer = self._expect(line, _DELETED, _BUSY)
+            if answer == _DELETED:
+                return
+            if time.monotonic() >= deadline:
+                raise EngineError(
+                    f"HAProxy kept {backend}/{name}: {answer}", command=line, stderr=answer
+                )
+            time.sleep(_POLL)
+
+    def _discard(self, backend: str, name: str) -> None:
+        """Best-effort removal of a server that failed to come up."""
+        try:
+            self.set_state(backend, name, "maint")
+            self.shutdown_sessions(backend, name)
+            self._delete_when_free(backend, name, grace=2.0)
+        except EngineError:
+            pass  # the original error matters more; a leftover server in MAINT is inert
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """Read until HAProxy closes the connection, which ends its answer."""
+    chunks: list[bytes] = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_name(value: str) -> None:
+    if not _NAME.match(value):
+        raise ValueError(f"invalid HAProxy name {value!r}: use letters, digits, -_.:")
+
+
+def _target(backend: str, name: str) -> str:
+    _check_name(backend)
+    _check_name(name)
+    return f"{backend}/{name}"
+
+
+def _ip(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(addr)
+    except ValueError as exc:
+        raise ValueError(f"server address must be an IP address, not {addr!r}") from exc
+
+
+def _parse_state(line: str, answer: str) -> list[dict[str, str]]:
+    """Rows of a ``show servers state`` answer (format version 1) as column -> value."""
+    lines = answer.splitlines()
+    if len(lines) < 2 or lines[0] != "1" or not lines[1].startswith("# "):
+        raise EngineError(f"unexpected answer to {line!r}", command=line, stderr=answer[:200])
+    header = lines[1][2:].split()
+    try:
+        return [
+            dict(zip(header, raw.split(), strict=True))
+            for raw in lines[2:]
+            if raw and not raw.startswith("#")
+        ]
+    except ValueError as exc:  # a row with more or fewer fields than the header
+        raise EngineError(
+            f"unexpected answer to {line!r}", command=line, stderr=answer[:200]
+        ) from exc
+
+
+def _server(backend: str, row: dict[str, str], stat: dict[str, str]) -> ServerState:
+    admin_flags = int(row["srv_admin_state"])
+    admin: AdminState = "ready"
+    if admin_flags & _ADMF_MAINT:
+        admin = "maint"
+    elif admin_flags & _ADMF_DRAIN:
+        admin = "drain"
+    return ServerState(
+        backend=backend,
+        name=row["srv_name"],
+        addr=row["srv_addr"],
+        port=int(row["srv_port"]),
+        admin=admin,
+        operational=_OPER.get(int(row["srv_op_state"]), "down"),
+        weight=int(row["srv_uweight"]),
+        checks_enabled=bool(int(row["srv_check_state"]) & _CHK_ENABLED),
+        check_passed=int(row["srv_check_result"]) == _CHK_RES_PASSED,
+        check_status=stat.get("check_status", ""),
+        status=stat.get("status", ""),
+        sessions=int(stat.get("scur") or 0),
+    )

@@ -1,0 +1,194 @@
+"""The narrow interface between corral and a container engine.
+
+The core (spec, build, plan, apply) talks to engines only through ``Engine`` and the
+frozen values below. An engine finds corral's objects by labels (``io.corral.*``), never by
+parsing names. Optional abilities are declared as capability flags; a method an engine
+cannot offer raises ``NotSupportedError`` so callers can say so plainly.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corral.errors import EngineError
+
+LogSink = Callable[[str], None]
+
+
+class NotSupportedError(EngineError):
+    kind = "not-supported"
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    digest: str
+    tags: tuple[str, ...]
+    labels: Mapping[str, str]
+    created: str
+    size: int
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    host_port: int
+    container_port: int
+    host_ip: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A named volume (``volume``) or a host path (``source`` absolute) at ``target``."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to start one instance; lockdown defaults are the safe ones."""
+
+    name: str
+    image: str
+    command: tuple[str, ...] = ()
+    user: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    network: str | None = None
+    network_aliases: tuple[str, ...] = ()
+    ports: tuple[PortMapping, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    workdir: str | None = None
+    read_only: bool = True
+    tmpfs: tuple[str, ...] = ("/tmp", "/run")
+    cap_add: tuple[str, ...] = ()
+    no_new_privileges: bool = True
+    memory: str | None = None
+    cpus: float | None = None
+    pids_limit: int | None = None
+    stop_timeout: int = 10
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    image_id: str
+    labels: Mapping[str, str]
+    state: str  # created | running | exited | ...
+    addresses: Mapping[str, str]  # network name -> IP address
+    created: str
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    time: str
+    kind: str  # e.g. exec, exec_died, died, start
+    container: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class FileChange:
+    kind: str  # A (added) | C (changed) | D (deleted)
+    path: str
+
+
+class Engine(ABC):
+    """What corral needs from a container engine, and nothing more."""
+
+    name: str = "engine"
+    supports_diff: bool = False
+    supports_events: bool = False
+
+    # -- images -----------------------------------------------------------------------
+    @abstractmethod
+    def import_rootfs(
+        self, tarball: Path, tag: str, labels: Mapping[str, str], changes: Sequence[str] = ()
+    ) -> ImageInfo:
+        """Import a root filesystem tarball as an image tagged ``tag``."""
+
+    @abstractmethod
+    def build_image(
+        self,
+        context: Path,
+        containerfile: Path,
+        tag: str,
+        labels: Mapping[str, str],
+        log: LogSink | None = None,
+    ) -> ImageInfo:
+        """Build ``containerfile`` in ``context``; stream output lines to ``log``.
+
+        Raises:
+            BuildError: the build failed; the error carries the tail of the log.
+        """
+
+    @abstractmethod
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        """The image called ``ref`` (tag or id), or None when there is none."""
+
+    @abstractmethod
+    def list_images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
+        """Images carrying every one of ``labels``."""
+
+    @abstractmethod
+    def tag_image(self, ref: str, tag: str) -> None: ...
+
+    @abstractmethod
+    def remove_image(self, ref: str) -> None:
+        """Remove an image; an image that is already gone is not an error."""
+
+    @abstractmethod
+    def run_once(self, image: str, command: Sequence[str], timeout: float = 120) -> str:
+        """Run ``command`` in a throwaway container with no network; return its stdout."""
+
+    # -- containers -------------------------------------------------------------------
+    @abstractmethod
+    def start(self, spec: ContainerSpec) -> ContainerInfo: ...
+
+    @abstractmethod
+    def stop(self, name: str, timeout: int = 10) -> None: ...
+
+    @abstractmethod
+    def remove(self, name: str) -> None:
+        """Remove a container (stopping it first); a missing one is not an error."""
+
+    @abstractmethod
+    def inspect(self, name: str) -> ContainerInfo | None: ...
+
+    @abstractmethod
+    def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        """Containers (running or not) carrying every one of ``labels``."""
+
+    def events(self, labels: Mapping[str, str], since: str | None = None) -> Iterator[EngineEvent]:
+        raise NotSupportedError(f"{self.name} does not report events")
+
+    def diff(self, name: str) -> list[FileChange]:
+        raise NotSupportedError(f"{self.name} cannot list changed files")
+
+    # -- networks and volumes ---------------------------------------------------------
+    @abstractmethod
+    def ensure_network(
+        self, name: str, labels: Mapping[str, str], internal: bool = False
+    ) -> None: ...
+
+    @abstractmethod
+    def remove_network(self, name: str) -> None: ...
+
+    @abstractmethod
+    def list_networks(self, labels: Mapping[str, str]) -> list[str]: ...
+
+    @abstractmethod
+    def ensure_volume(self, name: str, labels: Mapping[str, str]) -> None: ...
+
+    @abstractmethod
+    def list_volumes(self, labels: Mapping[str, str]) -> list[str]: ...
+
+    @abstractmethod
+    def remove_volume(self, name: str) -> None:
+        """Delete a data volume. Only ever called with a name the operator typed."""

@@ -1,0 +1,130 @@
+"""An in-memory engine for fast unit tests of pure logic (planner, strategies, build flow).
+
+It keeps just enough bookkeeping to answer the Engine interface consistently. It is never
+the proof that a feature works: the real-engine tests are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from corral.engines.base import ContainerInfo, ContainerSpec, Engine, ImageInfo, LogSink
+from corral.errors import EngineError
+
+
+def _matches(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
+    return all(have.get(k) == v for k, v in want.items())
+
+
+class FakeEngine(Engine):
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.images: dict[str, ImageInfo] = {}
+        self.containers: dict[str, ContainerInfo] = {}
+        self.networks: dict[str, Mapping[str, str]] = {}
+        self.volumes: dict[str, Mapping[str, str]] = {}
+        self.calls: list[tuple[str, str]] = []
+        self._ids = itertools.count(1)
+
+    def _new_id(self) -> str:
+        return hashlib.sha256(str(next(self._ids)).encode()).hexdigest()
+
+    def _add_image(self, tag: str, labels: Mapping[str, str]) -> ImageInfo:
+        image_id = self._new_id()
+        image = ImageInfo(image_id, "sha256:" + image_id, (tag,), dict(labels), "", 0)
+        self.images[image_id] = image
+        self.calls.append(("image", tag))
+        return image
+
+    def import_rootfs(
+        self, tarball: Path, tag: str, labels: Mapping[str, str], changes: Sequence[str] = ()
+    ) -> ImageInfo:
+        return self._add_image(tag, labels)
+
+    def build_image(
+        self,
+        context: Path,
+        containerfile: Path,
+        tag: str,
+        labels: Mapping[str, str],
+        log: LogSink | None = None,
+    ) -> ImageInfo:
+        return self._add_image(tag, labels)
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        for image in self.images.values():
+            if ref in (image.id, image.digest) or ref in image.tags:
+                return image
+        return None
+
+    def list_images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
+        return [i for i in self.images.values() if _matches(i.labels, labels)]
+
+    def tag_image(self, ref: str, tag: str) -> None:
+        image = self.inspect_image(ref)
+        if image is None:
+            raise EngineError(f"no image {ref}")
+        self.images[image.id] = replace(image, tags=(*image.tags, tag))
+
+    def remove_image(self, ref: str) -> None:
+        image = self.inspect_image(ref)
+        if image is not None:
+            del self.images[image.id]
+
+    def run_once(self, image: str, command: Sequence[str], timeout: float = 120) -> str:
+        return "base-files\t12.4\npython3\t3.11.2-1\n"
+
+    def start(self, spec: ContainerSpec) -> ContainerInfo:
+        if spec.name in self.containers:
+            raise EngineError(f"a container called {spec.name} exists already")
+        address = f"10.88.0.{len(self.containers) + 2}"
+        info = ContainerInfo(
+            self._new_id(),
+            spec.name,
+            spec.image,
+            dict(spec.labels),
+            "running",
+            {spec.network or "podman": address},
+            "",
+        )
+        self.containers[spec.name] = info
+        self.calls.append(("start", spec.name))
+        return info
+
+    def stop(self, name: str, timeout: int = 10) -> None:
+        if name in self.containers:
+            self.containers[name] = replace(self.containers[name], state="exited", exit_code=0)
+            self.calls.append(("stop", name))
+
+    def remove(self, name: str) -> None:
+        if self.containers.pop(name, None) is not None:
+            self.calls.append(("remove", name))
+
+    def inspect(self, name: str) -> ContainerInfo | None:
+        return self.containers.get(name)
+
+    def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        return [c for c in self.containers.values() if _matches(c.labels, labels)]
+
+    def ensure_network(self, name: str, labels: Mapping[str, str], internal: bool = False) -> None:
+        self.networks.setdefault(name, dict(labels))
+
+    def remove_network(self, name: str) -> None:
+        self.networks.pop(name, None)
+
+    def list_networks(self, labels: Mapping[str, str]) -> list[str]:
+        return sorted(n for n, lbl in self.networks.items() if _matches(lbl, labels))
+
+    def ensure_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        self.volumes.setdefault(name, dict(labels))
+
+    def list_volumes(self, labels: Mapping[str, str]) -> list[str]:
+        return sorted(n for n, lbl in self.volumes.items() if _matches(lbl, labels))
+
+    def remove_volume(self, name: str) -> None:
+        self.volumes.pop(name, None)

@@ -1,0 +1,337 @@
+"""Podman, driven through its command line with machine-readable (JSON) output.
+
+Every call is an argv list (no shell); output is parsed only from ``--format json``
+or from plain ids, never from human-readable tables.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from corral.engines.base import (
+    ContainerInfo,
+    ContainerSpec,
+    Engine,
+    EngineEvent,
+    FileChange,
+    ImageInfo,
+    LogSink,
+)
+from corral.errors import BuildError, EngineError, MissingToolError
+
+LOG_TAIL_LINES = 40
+
+
+class PodmanEngine(Engine):
+    name = "podman"
+    supports_diff = True
+    supports_events = True
+
+    def __init__(self, binary: str = "podman") -> None:
+        path = shutil.which(binary)
+        if path is None:
+            raise MissingToolError("podman", "apt-get install podman runc")
+        self.binary = path
+
+    # -- plumbing ---------------------------------------------------------------------
+    def _run(
+        self, *args: str, timeout: float = 300, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [self.binary, *args]
+        try:
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout, input=input, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise EngineError(
+                f"podman {args[0]} timed out after {timeout:.0f}s", command=argv
+            ) from exc
+        except OSError as exc:
+            raise EngineError(f"cannot run podman: {exc}", command=argv) from exc
+        if check and proc.returncode != 0:
+            raise EngineError(
+                f"podman {' '.join(args[:2])} failed: {_last_line(proc.stderr)}",
+                command=argv,
+                stderr=proc.stderr[-2000:],
+            )
+        return proc
+
+    def _json(self, *args: str) -> Any:
+        out = self._run(*args).stdout
+        try:
+            return json.loads(out) if out.strip() else []
+        except json.JSONDecodeError as exc:
+            raise EngineError(f"podman {args[0]} printed invalid JSON") from exc
+
+    def _stream(self, argv: list[str], log: LogSink | None) -> tuple[int, list[str]]:
+        """Run podman, passing each output line to ``log``; return (status, tail)."""
+        tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        with subprocess.Popen(
+            [self.binary, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        ) as proc:
+            assert proc.stdout is not None
+            try:
+                for line in proc.stdout:
+                    line = line.rstrip("\n")
+                    tail.append(line)
+                    if log is not None:
+                        log(line)
+            except BaseException:
+                proc.kill()
+                raise
+            return proc.wait(), list(tail)
+
+    # -- images -----------------------------------------------------------------------
+    def import_rootfs(
+        self, tarball: Path, tag: str, labels: Mapping[str, str], changes: Sequence[str] = ()
+    ) -> ImageInfo:
+        args = ["import", "--quiet"]
+        for change in [*changes, *(f"LABEL {k}={json.dumps(v)}" for k, v in labels.items())]:
+            args += ["--change", change]
+        image_id = self._run(*args, str(tarball), tag, timeout=900).stdout.strip()
+        return self._require_image(image_id or tag)
+
+    def build_image(
+        self,
+        context: Path,
+        containerfile: Path,
+        tag: str,
+        labels: Mapping[str, str],
+        log: LogSink | None = None,
+    ) -> ImageInfo:
+        argv = [
+            "build",
+            "--file",
+            str(containerfile),
+            "--tag",
+            tag,
+            "--network",
+            "host",
+            "--layers",
+            "--force-rm",
+        ]
+        for key, value in labels.items():
+            argv += ["--label", f"{key}={value}"]
+        status, tail = self._stream([*argv, str(context)], log)
+        if status != 0:
+            raise BuildError(f"podman build of {tag} failed (exit {status})", log=tail)
+        return self._require_image(tag)
+
+    def _require_image(self, ref: str) -> ImageInfo:
+        image = self.inspect_image(ref)
+        if image is None:
+            raise EngineError(f"podman reported success but image {ref} is missing")
+        return image
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        proc = self._run("image", "inspect", "--format", "json", ref, check=False)
+        if proc.returncode != 0:
+            return None
+        data = json.loads(proc.stdout)
+        return _image_info(data[0]) if data else None
+
+    def list_images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
+        ids = self._run("images", "--quiet", "--no-trunc", *_label_filters(labels)).stdout.split()
+        if not ids:
+            return []
+        unique = list(dict.fromkeys(ids))
+        return [_image_info(d) for d in self._json("image", "inspect", "--format", "json", *unique)]
+
+    def tag_image(self, ref: str, tag: str) -> None:
+        self._run("tag", ref, tag)
+
+    def remove_image(self, ref: str) -> None:
+        self._run("rmi", "--force", "--ignore", ref)
+
+    def run_once(self, image: str, command: Sequence[str], timeout: float = 120) -> str:
+        proc = self._run(
+            "run", "--rm", "--network", "none", "--user", "root", image, *command, timeout=timeout
+        )
+        return proc.stdout
+
+    # -- containers -------------------------------------------------------------------
+    def start(self, spec: ContainerSpec) -> ContainerInfo:
+        container_id = self._run("run", "--detach", *run_args(spec), timeout=120).stdout.strip()
+        info = self.inspect(container_id)
+        if info is None:
+            raise EngineError(f"container {spec.name} vanished right after it started")
+        return info
+
+    def stop(self, name: str, timeout: int = 10) -> None:
+        self._run("stop", "--ignore", "--time", str(timeout), name, timeout=timeout + 30)
+
+    def remove(self, name: str) -> None:
+        self._run("rm", "--force", "--ignore", "--volumes=false", name, timeout=60)
+
+    def inspect(self, name: str) -> ContainerInfo | None:
+        proc = self._run("container", "inspect", "--format", "json", name, check=False)
+        if proc.returncode != 0:
+            return None
+        data = json.loads(proc.stdout)
+        return _container_info(data[0]) if data else None
+
+    def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        ids = self._run("ps", "--all", "--quiet", "--no-trunc", *_label_filters(labels)).stdout
+        if not ids.split():
+            return []
+        proc = self._run("container", "inspect", "--format", "json", *ids.split(), check=False)
+        # A container may vanish between ps and inspect; inspect still prints the others.
+        return [_container_info(d) for d in json.loads(proc.stdout or "[]")]
+
+    def events(self, labels: Mapping[str, str], since: str | None = None) -> Iterator[EngineEvent]:
+        argv = [
+            self.binary,
+            "events",
+            "--format",
+            "json",
+            "--filter",
+            "type=container",
+            *_label_filters(labels),
+        ]
+        if since:
+            argv += ["--since", since]
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
+            assert proc.stdout is not None
+            try:
+                for line in proc.stdout:
+                    if line.strip():
+                        yield _event(json.loads(line))
+            finally:
+                proc.kill()
+
+    def diff(self, name: str) -> list[FileChange]:
+        data = self._json("diff", "--format", "json", name)
+        changes: list[FileChange] = []
+        for kind, key in (("A", "added"), ("C", "changed"), ("D", "deleted")):
+            changes += [FileChange(kind, path) for path in data.get(key) or []]
+        return changes
+
+    # -- networks and volumes ---------------------------------------------------------
+    def ensure_network(self, name: str, labels: Mapping[str, str], internal: bool = False) -> None:
+        if self._run("network", "exists", name, check=False).returncode == 0:
+            return
+        args = ["network", "create", *_label_args(labels)]
+        if internal:
+            args.append("--internal")
+        self._run(*args, name)
+
+    def remove_network(self, name: str) -> None:
+        if self._run("network", "exists", name, check=False).returncode == 0:
+            self._run("network", "rm", "--force", name)
+
+    def list_networks(self, labels: Mapping[str, str]) -> list[str]:
+        data = self._json("network", "ls", "--format", "json", *_label_filters(labels))
+        return sorted(str(n["name"]) for n in data)
+
+    def ensure_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        if self._run("volume", "exists", name, check=False).returncode != 0:
+            self._run("volume", "create", *_label_args(labels), name)
+
+    def list_volumes(self, labels: Mapping[str, str]) -> list[str]:
+        data = self._json("volume", "ls", "--format", "json", *_label_filters(labels))
+        return sorted(str(v["Name"]) for v in data)
+
+    def remove_volume(self, name: str) -> None:
+        self._run("volume", "rm", name)
+
+
+def run_args(spec: ContainerSpec) -> list[str]:
+    """The ``podman run`` arguments for ``spec``: lockdown first, then the instance."""
+    args = ["--name", spec.name, "--cap-drop", "all", "--stop-timeout", str(spec.stop_timeout)]
+    args += [f"--cap-add={cap}" for cap in spec.cap_add]
+    if spec.read_only:
+        args += ["--read-only", "--read-only-tmpfs=false"]
+    args += [f"--tmpfs={path}:rw,nosuid,nodev,size=64m" for path in spec.tmpfs]
+    if spec.no_new_privileges:
+        args += ["--security-opt", "no-new-privileges"]
+    args += _label_args(spec.labels)
+    args += [f"--env={k}={v}" for k, v in spec.env.items()]
+    args += _placement_args(spec)
+    args += _limit_args(spec)
+    return [*args, spec.image, *spec.command]
+
+
+def _placement_args(spec: ContainerSpec) -> list[str]:
+    args: list[str] = []
+    if spec.user:
+        args += ["--user", spec.user]
+    if spec.workdir:
+        args += ["--workdir", spec.workdir]
+    if spec.network:
+        args += ["--network", spec.network]
+        args += [f"--network-alias={alias}" for alias in spec.network_aliases]
+    args += [f"--publish={p.host_ip}:{p.host_port}:{p.container_port}" for p in spec.ports]
+    for mount in spec.mounts:
+        mode = "ro" if mount.read_only else "rw"
+        args += ["--volume", f"{mount.source}:{mount.target}:{mode}"]
+    return args
+
+
+def _limit_args(spec: ContainerSpec) -> list[str]:
+    args: list[str] = []
+    if spec.memory:
+        args += ["--memory", spec.memory]
+    if spec.cpus:
+        args += ["--cpus", str(spec.cpus)]
+    if spec.pids_limit:
+        args += ["--pids-limit", str(spec.pids_limit)]
+    return args
+
+
+def _label_args(labels: Mapping[str, str]) -> list[str]:
+    return [f"--label={k}={v}" for k, v in labels.items()]
+
+
+def _label_filters(labels: Mapping[str, str]) -> list[str]:
+    return [f"--filter=label={k}={v}" for k, v in labels.items()]
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "(no message)"
+
+
+def _image_info(data: Mapping[str, Any]) -> ImageInfo:
+    labels = data.get("Labels") or (data.get("Config") or {}).get("Labels") or {}
+    return ImageInfo(
+        id=str(data["Id"]),
+        digest=str(data.get("Digest", "")),
+        tags=tuple(data.get("RepoTags") or ()),
+        labels=dict(labels),
+        created=str(data.get("Created", "")),
+        size=int(data.get("Size", 0)),
+    )
+
+
+def _container_info(data: Mapping[str, Any]) -> ContainerInfo:
+    state = data.get("State") or {}
+    networks = (data.get("NetworkSettings") or {}).get("Networks") or {}
+    return ContainerInfo(
+        id=str(data["Id"]),
+        name=str(data.get("Name", "")).lstrip("/"),
+        image_id=str(data.get("Image", "")),
+        labels=dict((data.get("Config") or {}).get("Labels") or {}),
+        state=str(state.get("Status", "unknown")),
+        addresses={n: str(v.get("IPAddress", "")) for n, v in networks.items()},
+        created=str(data.get("Created", "")),
+        exit_code=state.get("ExitCode"),
+    )
+
+
+def _event(data: Mapping[str, Any]) -> EngineEvent:
+    return EngineEvent(
+        time=str(data.get("time", "")),
+        kind=str(data.get("Status", "")),
+        container=str(data.get("Name", "")),
+        labels=dict(data.get("Attributes") or {}),
+    )

@@ -1,0 +1,201 @@
+"""Opening the SQLite state database, translating its errors, and schema migrations.
+
+Migrations live in ``corral/state/migrations/NNNN_<name>.sql``. They are applied in
+order, each in its own ``BEGIN IMMEDIATE`` transaction that also sets
+``PRAGMA user_version`` to the migration's number, so a crash never leaves half a
+migration behind and two processes opening a fresh database cannot both apply one.
+To change the schema add the next file (``0002_releases.sql``); never edit a shipped one.
+
+Connections use WAL journaling, a 10 s busy timeout, ``isolation_level=None`` (no
+implicit transactions) and explicit ``BEGIN IMMEDIATE`` transactions for every write.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from corral.errors import StateError
+
+BUSY_TIMEOUT_S = 10.0
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: after it runs, ``PRAGMA user_version`` equals ``version``."""
+
+    version: int
+    name: str
+    sql: str
+
+    def statements(self) -> list[str]:
+        """The SQL split into complete statements (trigger bodies stay whole)."""
+        result: list[str] = []
+        pending = ""
+        for line in self.sql.splitlines(keepends=True):
+            pending += line
+            if sqlite3.complete_statement(pending):
+                result.append(pending.strip())
+                pending = ""
+        if _strip_comments(pending):
+            raise StateError(
+                f"migration {self.version:04d}_{self.name} ends with an incomplete statement"
+            )
+        return [s for s in result if _strip_comments(s)]
+
+
+def _strip_comments(sql: str) -> str:
+    return "\n".join(line.split("--", 1)[0] for line in sql.splitlines()).strip()
+
+
+def bundled_migrations() -> list[Migration]:
+    """The migrations shipped with corral, in order.
+
+    Returns:
+        The migrations numbered 1..N without gaps.
+
+    Raises:
+        StateError: the migration files are misnumbered (a packaging bug).
+    """
+    folder = resources.files("corral.state").joinpath("migrations")
+    found: list[Migration] = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    if [m.version for m in found] != list(range(1, len(found) + 1)):
+        raise StateError("corral's schema migrations are not numbered 1..N; reinstall corral")
+    return found
+
+
+def state_error(path: Path, doing: str, exc: BaseException) -> StateError:
+    """A :class:`StateError` explaining a sqlite3 or OS failure in plain words."""
+    text = str(exc)
+    if "file is not a database" in text or "malformed" in text:
+        message = f"{path} is not a corral state database (or it is corrupt): {text}"
+    elif "readonly" in text or "unable to open" in text or isinstance(exc, OSError):
+        message = f"cannot write the state database {path}: {text}"
+    elif "locked" in text or "busy" in text:
+        message = f"the state database {path} stayed busy for {BUSY_TIMEOUT_S:g}s while {doing}"
+    else:
+        message = f"state database {path}: {doing} failed: {text}"
+    return StateError(message, path=str(path))
+
+
+@contextmanager
+def translated(path: Path, doing: str) -> Iterator[None]:
+    """Re-raise sqlite3 errors inside the block as :class:`StateError`."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise state_error(path, doing, exc) from exc
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back if the block raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) the database file and configure the connection.
+
+    Raises:
+        StateError: the directory or file cannot be created, or it is not a database.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise state_error(path, "creating its directory", exc) from exc
+    if path.is_dir():
+        raise StateError(f"the state database path {path} is a directory", path=str(path))
+    with translated(path, "opening"):
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    try:
+        with translated(path, "opening"):
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The number of the last migration applied (``PRAGMA user_version``)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _check_not_newer(path: Path, version: int, known: int) -> None:
+    if version > known:
+        raise StateError(
+            f"the state database {path} has schema version {version}, but this corral only "
+            f"knows versions up to {known}: it was written by a newer corral; upgrade corral",
+            path=str(path),
+            schema_version=version,
+            known_version=known,
+        )
+
+
+def _check_is_ours(conn: sqlite3.Connection, path: Path) -> None:
+    tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()
+    if tables[0]:
+        raise StateError(
+            f"{path} is a SQLite database but not a corral state database", path=str(path)
+        )
+
+
+def _apply(conn: sqlite3.Connection, path: Path, migration: Migration, known: int) -> None:
+    doing = f"applying migration {migration.version:04d}_{migration.name}"
+    with translated(path, doing), write_transaction(conn):
+        current = schema_version(conn)
+        _check_not_newer(path, current, known)  # another process may have upgraded it
+        if current >= migration.version:
+            return
+        if current == 0:
+            _check_is_ours(conn, path)
+        for statement in migration.statements():
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {migration.version:d}")
+
+
+def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration]) -> int:
+    """Apply every migration newer than the database, each in one transaction.
+
+    Args:
+        conn: a connection from :func:`connect`.
+        path: the database file, for messages.
+        migrations: all known migrations, numbered 1..N in order.
+
+    Returns:
+        The schema version afterwards.
+
+    Raises:
+        StateError: the database is newer than ``migrations``, is not corral's, or a
+            migration failed (it is rolled back).
+    """
+    known = len(migrations)
+    with translated(path, "reading the schema version"):
+        _check_not_newer(path, schema_version(conn), known)
+    for migration in migrations:
+        _apply(conn, path, migration, known)
+    with translated(path, "reading the schema version"):
+        return schema_version(conn)

@@ -1,0 +1,156 @@
+"""The rows of the state database as frozen dataclasses, and small helpers around them.
+
+Times are UTC ISO-8601 strings with seconds precision and a ``Z`` suffix, for example
+``2026-11-29T15:40:00Z``; :func:`utc_now` is the one place that makes them.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+BUILD_STATUSES = ("running", "ok", "failed", "interrupted")
+FAILED_STATUSES = ("failed", "interrupted")
+
+
+def utc_now() -> str:
+    """The current time as ``YYYY-MM-DDTHH:MM:SSZ`` in UTC."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def current_user() -> str:
+    """The OS user running corral; the numeric uid if the name cannot be found."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError, ImportError):
+        return str(os.getuid())
+
+
+def current_host() -> str:
+    """This machine's host name."""
+    return socket.gethostname()
+
+
+def image_version(number: int, content_hash: str) -> str:
+    """The version string of an image: build number and the first 12 hash characters."""
+    return f"{number}-{content_hash[:12]}"
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    """One attempt to bake an image; ``status`` is running, ok, failed or interrupted.
+
+    ``host`` is the machine the build ran on (needed to tell whether ``pid`` is alive).
+    """
+
+    id: int
+    fleet: str
+    role: str
+    number: int
+    content_hash: str
+    status: str
+    started_at: str
+    finished_at: str | None
+    image_id: str | None
+    tag: str | None
+    error: str | None
+    pid: int
+    user: str
+    host: str = ""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """A successfully baked image; ``version`` is ``image_version(number, content_hash)``."""
+
+    fleet: str
+    role: str
+    number: int
+    content_hash: str
+    version: str
+    tag: str
+    image_id: str
+    digest: str
+    built_at: str
+    git_commit: str | None
+    git_dirty: bool
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of the append-only audit log; ``details`` has secrets already scrubbed."""
+
+    id: int
+    at: str
+    user: str
+    fleet: str
+    action: str
+    target: str
+    outcome: str
+    details: Mapping[str, Any]
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def build_from_row(row: sqlite3.Row) -> BuildRecord:
+    """A :class:`BuildRecord` from a ``builds`` row."""
+    return BuildRecord(
+        id=int(row["id"]),
+        fleet=str(row["fleet"]),
+        role=str(row["role"]),
+        number=int(row["number"]),
+        content_hash=str(row["content_hash"]),
+        status=str(row["status"]),
+        started_at=str(row["started_at"]),
+        finished_at=_opt_str(row["finished_at"]),
+        image_id=_opt_str(row["image_id"]),
+        tag=_opt_str(row["tag"]),
+        error=_opt_str(row["error"]),
+        pid=int(row["pid"]),
+        user=str(row["user"]),
+        host=str(row["host"]),
+    )
+
+
+def image_from_row(row: sqlite3.Row) -> ImageRecord:
+    """An :class:`ImageRecord` from an ``images`` row."""
+    labels = json.loads(row["labels"])
+    return ImageRecord(
+        fleet=str(row["fleet"]),
+        role=str(row["role"]),
+        number=int(row["number"]),
+        content_hash=str(row["content_hash"]),
+        version=str(row["version"]),
+        tag=str(row["tag"]),
+        image_id=str(row["image_id"]),
+        digest=str(row["digest"]),
+        built_at=str(row["built_at"]),
+        git_commit=_opt_str(row["git_commit"]),
+        git_dirty=bool(row["git_dirty"]),
+        labels={str(k): str(v) for k, v in labels.items()},
+    )
+
+
+def audit_from_row(row: sqlite3.Row) -> AuditEntry:
+    """An :class:`AuditEntry` from an ``audit`` row."""
+    details = json.loads(row["details"])
+    return AuditEntry(
+        id=int(row["id"]),
+        at=str(row["at"]),
+        user=str(row["user"]),
+        fleet=str(row["fleet"]),
+        action=str(row["action"]),
+        target=str(row["target"]),
+        outcome=str(row["outcome"]),
+        details=dict(details),
+    )

@@ -1,0 +1,294 @@
+"""The :class:`State` facade: builds, images, the audit log and named locks."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from corral.errors import StateError
+from corral.state import audit, builds, db
+from corral.state.lock import file_lock
+from corral.state.records import (
+    FAILED_STATUSES,
+    AuditEntry,
+    BuildRecord,
+    ImageRecord,
+    current_host,
+    current_user,
+    utc_now,
+)
+
+
+class State:
+    """corral's embedded state database (one SQLite file, usually ``.corral/state.db``).
+
+    Use :meth:`open` to get one, and close it (or use it as a context manager). A
+    ``State`` belongs to one process and thread; other processes open their own.
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = conn
+
+    @classmethod
+    def open(cls, path: Path, migrations: list[db.Migration] | None = None) -> State:
+        """Open the database at ``path``, creating it and applying pending migrations.
+
+        Args:
+            path: the database file; its parent directory is created if missing.
+            migrations: the schema steps to apply; corral's bundled ones by default
+                (tests pass their own).
+
+        Returns:
+            An open ``State``.
+
+        Raises:
+            StateError: the file is not a SQLite database or not corral's, cannot be
+                created or written, or was written by a newer corral.
+        """
+        steps = db.bundled_migrations() if migrations is None else migrations
+        conn = db.connect(path)
+        try:
+            db.migrate(conn, path, steps)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(path, conn)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The open connection; :class:`StateError` after :meth:`close`."""
+        if self._conn is None:
+            raise StateError(f"the state database {self.path} is closed", path=str(self.path))
+        return self._conn
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open database."""
+        with self._translated("reading the schema version"):
+            return db.schema_version(self.conn)
+
+    def close(self) -> None:
+        """Close the connection; closing twice is harmless."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _translated(self, doing: str) -> AbstractContextManager[None]:
+        return db.translated(self.path, doing)
+
+    @contextmanager
+    def _write(self, doing: str) -> Iterator[sqlite3.Connection]:
+        with self._translated(doing), db.write_transaction(self.conn) as conn:
+            yield conn
+
+    # -- builds -------------------------------------------------------------------
+
+    def start_build(self, fleet: str, role: str, content_hash: str) -> BuildRecord:
+        """Record a new running build with the next build number for (fleet, role).
+
+        Args:
+            fleet: the fleet name.
+            role: the role being baked.
+            content_hash: hash of everything that goes into the image.
+
+        Returns:
+            The new build; its ``pid``, ``user`` and ``host`` are this process's.
+
+        Raises:
+            StateError: the database cannot be written.
+        """
+        values = {
+            "fleet": fleet,
+            "role": role,
+            "content_hash": content_hash,
+            "started_at": utc_now(),
+            "pid": os.getpid(),
+            "user": current_user(),
+            "host": current_host(),
+        }
+        with self._write("starting a build") as conn:
+            return builds.insert_build(conn, values)
+
+    def finish_build(self, build_id: int, image: ImageRecord) -> None:
+        """Mark a running build ok and record its image, in one transaction.
+
+        Args:
+            build_id: the ``id`` from :meth:`start_build`.
+            image: the baked image; fleet, role, number and hash must match the build.
+
+        Raises:
+            StateError: no such build, it is not running, or the write failed.
+            ValueError: ``image`` does not belong to the build or its version is wrong.
+        """
+        with self._write("finishing a build") as conn:
+            build = builds.get_running_build(conn, build_id)
+            builds.check_image_matches(build, image)
+            builds.end_build(
+                conn, build_id, utc_now(), status="ok", image_id=image.image_id, tag=image.tag
+            )
+            builds.insert_image(conn, build_id, image)
+
+    def fail_build(self, build_id: int, status: str, error: str) -> None:
+        """Mark a running build failed or interrupted.
+
+        Args:
+            build_id: the ``id`` from :meth:`start_build`.
+            status: ``"failed"`` or ``"interrupted"``.
+            error: what went wrong, shown by ``corral builds``.
+
+        Raises:
+            StateError: no such build, it is not running, or the write failed.
+            ValueError: ``status`` is not failed or interrupted.
+        """
+        if status not in FAILED_STATUSES:
+            raise ValueError(f"a build can only fail as {FAILED_STATUSES}, not {status!r}")
+        with self._write("failing a build") as conn:
+            builds.get_running_build(conn, build_id)
+            builds.end_build(conn, build_id, utc_now(), status=status, error=error)
+
+    def sweep_stale_builds(self) -> int:
+        """Mark interrupted the running builds of this host whose process has died.
+
+        Builds started on other hosts are left alone: their pids mean nothing here.
+
+        Returns:
+            How many builds were marked interrupted.
+
+        Raises:
+            StateError: the database cannot be written.
+        """
+        host = current_host()
+        with self._write("sweeping stale builds") as conn:
+            rows = conn.execute(
+                "SELECT id, pid FROM builds WHERE status = 'running' AND host = ?", (host,)
+            ).fetchall()
+            dead = [(int(r["id"]), int(r["pid"])) for r in rows if not builds.pid_alive(r["pid"])]
+            now = utc_now()
+            for build_id, pid in dead:
+                error = f"the build process (pid {pid} on {host}) died before finishing"
+                builds.end_build(conn, build_id, now, status="interrupted", error=error)
+        return len(dead)
+
+    def builds(self, fleet: str, role: str | None = None, limit: int = 50) -> list[BuildRecord]:
+        """The newest ``limit`` builds of a fleet (or one role), oldest first.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._translated("listing builds"):
+            return builds.query_builds(self.conn, fleet, role, limit)
+
+    # -- images -------------------------------------------------------------------
+
+    def find_image(self, fleet: str, role: str, content_hash: str) -> ImageRecord | None:
+        """The newest image of (fleet, role) baked from exactly ``content_hash``.
+
+        Returns:
+            The image, or None if nothing with that hash was ever baked successfully.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._translated("looking up an image"):
+            return builds.newest_image(self.conn, fleet, role, content_hash)
+
+    def latest_image(self, fleet: str, role: str) -> ImageRecord | None:
+        """The highest-numbered image of (fleet, role), or None if there is none.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._translated("looking up the latest image"):
+            return builds.newest_image(self.conn, fleet, role)
+
+    def images(self, fleet: str, role: str | None = None) -> list[ImageRecord]:
+        """All images of a fleet (or one role), ordered by role, then number.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._translated("listing images"):
+            return builds.query_images(self.conn, fleet, role)
+
+    # -- audit --------------------------------------------------------------------
+
+    def record_audit(
+        self,
+        fleet: str,
+        action: str,
+        target: str,
+        outcome: str,
+        details: Mapping[str, Any] | None = None,
+        user: str | None = None,
+    ) -> AuditEntry:
+        """Append one entry to the audit log.
+
+        Values of ``details`` keys that look secret (containing password, passwd,
+        secret, token or key, at any depth) are stored as ``"***"``.
+
+        Args:
+            fleet: the fleet acted on.
+            action: what was done, e.g. ``"deploy"``.
+            target: what it was done to, e.g. ``"web"``.
+            outcome: how it went, e.g. ``"ok"`` or ``"failed"``.
+            details: extra JSON-able facts; non-JSON values are stored as ``str()``.
+            user: who did it; the OS user by default.
+
+        Returns:
+            The stored entry (scrubbed), with its id and UTC time.
+
+        Raises:
+            StateError: the database cannot be written.
+        """
+        who = current_user() if user is None else user
+        fields = (fleet, action, target, outcome)
+        with self._write("writing the audit log") as conn:
+            return audit.insert_entry(conn, utc_now(), who, fields, details or {})
+
+    def audit_log(
+        self, fleet: str | None = None, limit: int = 100, action: str | None = None
+    ) -> list[AuditEntry]:
+        """The newest ``limit`` audit entries, optionally filtered; newest last.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._translated("reading the audit log"):
+            return audit.query_entries(self.conn, fleet, action, limit)
+
+    # -- locks --------------------------------------------------------------------
+
+    @contextmanager
+    def lock(self, name: str, wait: float = 0.0, purpose: str = "") -> Iterator[None]:
+        """Hold the exclusive OS-level lock ``name`` (file ``<db dir>/<name>.lock``).
+
+        The kernel frees the lock if this process dies, even by kill -9.
+
+        Args:
+            name: the lock's name, e.g. ``"deploy"``.
+            wait: seconds to keep trying before giving up; 0 tries once.
+            purpose: shown to whoever is refused, e.g. ``"deploy web"``.
+
+        Raises:
+            LockedError: someone else holds it; the message and ``holder`` name them.
+            StateError: the lock file cannot be created or written.
+        """
+        with file_lock(self.path.parent, name, wait=wait, purpose=purpose):
+            yield

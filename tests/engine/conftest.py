@@ -1,0 +1,95 @@
+"""Real-engine fixtures: one shared Debian base, a unique fleet per test, full clean-up.
+
+Every test gets a fleet named ``corral-test-<hex>``; everything it creates carries that
+fleet's label and is removed in teardown. The Debian base is shared: it is a cache keyed
+by its recipe, made once per machine.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from corral.build.base import ensure_base
+from corral.engines.podman import PodmanEngine
+from corral.progress import NullProgress
+from corral.spec.model import DebianBase
+
+pytestmark = pytest.mark.engine
+SHARED_BASE = DebianBase(debian="bookworm", packages=("python3",))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/engine/" in str(item.fspath):
+            item.add_marker(pytest.mark.engine)
+
+
+@pytest.fixture(scope="session")
+def engine() -> PodmanEngine:
+    if shutil.which("podman") is None:
+        pytest.fail("podman is not installed: run scripts/setup")
+    return PodmanEngine()
+
+
+@pytest.fixture(scope="session")
+def shared_base(engine: PodmanEngine) -> str:
+    """The id of the shared bookworm+python3 base, bootstrapped once per machine."""
+    return ensure_base(engine, SHARED_BASE, NullProgress()).id
+
+
+@pytest.fixture
+def fleet_name() -> str:
+    return f"corral-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def cleanup_fleet(fleet_name: str) -> Iterator[str]:
+    """Removes every container, image, network and volume labelled with the fleet."""
+    yield fleet_name
+    label = f"label=io.corral.fleet={fleet_name}"
+    _remove(["rm", "--force"], _ids("ps", "--all", "--quiet", "--filter", label))
+    _remove(["rmi", "--force"], _ids("images", "--quiet", "--filter", label))
+    _remove(["rmi", "--force"], _repo_tags(fleet_name))
+    _remove(["network", "rm", "--force"], _ids("network", "ls", "--quiet", "--filter", label))
+    _remove(["volume", "rm", "--force"], _ids("volume", "ls", "--quiet", "--filter", label))
+
+
+def _ids(*args: str) -> list[str]:
+    out = subprocess.run(["podman", *args], capture_output=True, text=True, check=False).stdout
+    return sorted(set(out.split()))
+
+
+def _repo_tags(fleet: str) -> list[str]:
+    names = _ids("images", "--format", "{{.Repository}}:{{.Tag}}")
+    return [n for n in names if f"/corral/{fleet}/" in n]
+
+
+def _remove(command: list[str], names: list[str]) -> None:
+    if names:
+        subprocess.run(["podman", *command, *names], capture_output=True, check=False)
+
+
+def write_fleet(folder: Path, fleet: str, extra_run: str = "true", app_text: str = "v1") -> Path:
+    """A one-role fleet on the shared base; returns the spec path."""
+    (folder / "app").mkdir(parents=True, exist_ok=True)
+    (folder / "app" / "server.py").write_text(f"print({app_text!r})\n")
+    (folder / "tests").mkdir(exist_ok=True)
+    spec = folder / "corral.yaml"
+    spec.write_text(
+        f"fleet: {fleet}\n"
+        "roles:\n"
+        "  web:\n"
+        "    base: {debian: bookworm, packages: [python3]}\n"
+        "    build:\n"
+        "      copy: [{src: app/, dest: /srv/app}]\n"
+        f"      run: [{extra_run!r}]\n"
+        "    run: {command: [python3, /srv/app/server.py], user: app, port: 8000}\n"
+        "    tests: [tests/]\n"
+    )
+    return spec

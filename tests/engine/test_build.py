@@ -1,0 +1,190 @@
+"""The bake, for real: mmdebstrap base, podman build, labels, caching, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tests.engine.conftest import write_fleet
+
+from corral import app
+from corral.build.bake import BakeTarget, resolve_base
+from corral.engines.podman import PodmanEngine
+from corral.errors import BuildError, GateError
+from corral.progress import NullProgress
+from corral.spec import load_spec
+from corral.state import State
+
+CORRAL = [sys.executable, "-m", "corral"]
+
+
+def inspect_labels(ref: str) -> dict[str, str]:
+    out = subprocess.run(
+        ["podman", "image", "inspect", "--format", "json", ref],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(json.loads(out)[0]["Labels"])
+
+
+def test_build_labels_version_and_cache(
+    tmp_path: Path, cleanup_fleet: str, shared_base: str
+) -> None:
+    spec_path = write_fleet(tmp_path, cleanup_fleet)
+    [first] = app.build(spec_path)
+    assert first.status == "built"
+    number, content = first.version.split("-")
+    assert number == "1" and len(content) == 12
+    labels = inspect_labels(first.tag)
+    assert labels["io.corral.version"] == first.version
+    assert labels["io.corral.fleet"] == cleanup_fleet
+    assert len(labels["io.corral.spec-hash"]) == 64
+    assert "io.corral.git-commit" in labels and labels["io.corral.git-dirty"] in ("true", "false")
+    packages = dict(p.split("=", 1) for p in labels["io.corral.packages"].split(","))
+    assert "python3" in packages and "base-files" in packages
+
+    [again] = app.build(spec_path)
+    assert (again.status, again.version, again.image_id) == (
+        "up-to-date",
+        first.version,
+        first.image_id,
+    )
+
+
+def test_one_file_change_rebuilds_role_layer_only(
+    tmp_path: Path, cleanup_fleet: str, shared_base: str
+) -> None:
+    spec_path = write_fleet(tmp_path, cleanup_fleet)
+    [first] = app.build(spec_path)
+    (tmp_path / "app" / "server.py").write_text("print('v2')\n")
+    [second] = app.build(spec_path)
+    assert second.status == "built"
+    assert second.version.startswith("2-") and second.version != first.version
+    parents = {inspect_labels(r.tag).get("io.corral.content-hash") for r in (first, second)}
+    assert len(parents) == 2
+    # The base was reused: still exactly one image carries the shared base recipe's tag.
+    assert shared_base == app_base_id(spec_path)
+
+
+def app_base_id(spec_path: Path) -> str:
+    spec = load_spec(spec_path)
+    target = BakeTarget(spec.fleet.fleet, "web", spec.fleet.roles["web"], spec.root)
+    return resolve_base(target, PodmanEngine(), NullProgress()).id
+
+
+def test_failed_step_registers_nothing(
+    tmp_path: Path, cleanup_fleet: str, shared_base: str
+) -> None:
+    spec_path = write_fleet(tmp_path, cleanup_fleet, extra_run="echo about to fail; exit 3")
+    with pytest.raises(BuildError) as caught:
+        app.build(spec_path)
+    assert any("about to fail" in line for line in caught.value.details["log"])
+    assert app.images(spec_path) == []
+    spec = load_spec(spec_path)
+    with State.open(spec.state_path) as state:
+        [build] = state.builds(cleanup_fleet)
+        assert build.status == "failed"
+        assert state.audit_log(cleanup_fleet)[-1].outcome == "failed"
+    leftovers = subprocess.run(
+        ["podman", "images", "--format", "{{.Repository}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"corral/{cleanup_fleet}/" not in leftovers
+
+
+def test_image_with_ssh_server_is_refused(
+    tmp_path: Path, cleanup_fleet: str, shared_base: str
+) -> None:
+    install = (
+        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+        "apt-get install -y -qq --no-install-recommends openssh-server >/dev/null"
+    )
+    spec_path = write_fleet(tmp_path, cleanup_fleet, extra_run=install)
+    with pytest.raises(GateError, match="SSH server"):
+        app.build(spec_path)
+    assert app.images(spec_path) == []
+
+
+def test_unreachable_mirror_is_a_clear_error(
+    tmp_path: Path, cleanup_fleet: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CORRAL_DEBIAN_MIRROR", "http://127.0.0.1:9/debian")
+    spec_path = write_fleet(tmp_path, cleanup_fleet)
+    before = set(os.listdir("/tmp"))
+    with pytest.raises(BuildError, match="cannot reach the Debian mirror"):
+        app.build(spec_path)
+    left = {name for name in set(os.listdir("/tmp")) - before if name.startswith("corral-")}
+    assert left == set()
+
+
+def test_ctrl_c_leaves_state_unchanged(
+    tmp_path: Path, cleanup_fleet: str, shared_base: str
+) -> None:
+    spec_path = write_fleet(tmp_path, cleanup_fleet, extra_run="sleep 60")
+    before = {n for n in os.listdir("/tmp") if n.startswith("corral-build-")}
+    proc = subprocess.Popen(
+        [*CORRAL, "-f", str(spec_path), "build"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    _wait_for_running_build(spec_path)
+    time.sleep(3)  # inside the podman build's sleep step by now
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert app.images(spec_path) == []
+    with State.open(load_spec(spec_path).state_path) as state:
+        assert [b.status for b in state.builds(cleanup_fleet)] == ["interrupted"]
+    after = {n for n in os.listdir("/tmp") if n.startswith("corral-build-")}
+    assert after <= before
+
+
+def _wait_for_running_build(spec_path: Path) -> None:
+    deadline = time.monotonic() + 60
+    spec = load_spec(spec_path)
+    while time.monotonic() < deadline:
+        if spec.state_path.exists():
+            with State.open(spec.state_path) as state:
+                if any(b.status == "running" for b in state.builds(spec.fleet.fleet)):
+                    return
+        time.sleep(0.2)
+    pytest.fail("the build never started")
+
+
+def test_cli_build_json_and_sbom(tmp_path: Path, cleanup_fleet: str, shared_base: str) -> None:
+    spec_path = write_fleet(tmp_path, cleanup_fleet)
+    out = subprocess.run(
+        [*CORRAL, "-f", str(spec_path), "--json", "build"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    [result] = json.loads(out)["builds"]
+    assert result["status"] == "built" and result["role"] == "web"
+    sbom = subprocess.run(
+        [*CORRAL, "-f", str(spec_path), "sbom", "web", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    names = [name for name, _ in json.loads(sbom)["packages"]]
+    assert "python3" in names
+    audit = subprocess.run(
+        [*CORRAL, "-f", str(spec_path), "audit", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    [entry] = json.loads(audit)["audit"]
+    assert (entry["action"], entry["target"], entry["outcome"]) == ("build", "web", "ok")

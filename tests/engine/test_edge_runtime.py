@@ -1,0 +1,280 @@
+"""A real HAProxy 2.6 on the host, driven through RuntimeAPI, swapping servers under load.
+
+HAProxy runs from the rendered config with an empty backend; the "instances" are small Python
+HTTP servers on 127.0.0.1. The swap test is the edge's promise in miniature: new servers come
+in, old ones drain out, and a client hammering the frontend meanwhile sees no failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from corral.edge.config import Frontend, render_haproxy_cfg
+from corral.edge.runtime import RuntimeAPI
+from corral.errors import EngineError, NotFoundError
+
+HAPROXY = shutil.which("haproxy")
+pytestmark = [
+    pytest.mark.engine,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed"),
+]
+
+BACKEND = "web"
+HEALTHY = 5.0  # seconds allowed for a new server's first passing check (inter is 500 ms)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Answers its server's name; /slow takes 200 ms so drains have something to wait for."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, like real apps: idle connections to drain
+    server: _Server
+
+    def do_GET(self) -> None:
+        if self.path == "/slow":
+            time.sleep(0.2)
+        body = f"{self.server.label}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, label: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.label = label
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # HAProxy's health checks close with a reset; that is not an error here
+
+
+class Instance:
+    """One fake instance: an HTTP server thread on a free port."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.httpd = _Server(label)
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@dataclass
+class Edge:
+    api: RuntimeAPI
+    url: str
+    log: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def instances() -> Iterator[dict[str, Instance]]:
+    made = {label: Instance(label) for label in ("old1", "old2", "new1", "new2")}
+    yield made
+    for inst in made.values():
+        with contextlib.suppress(OSError):
+            inst.stop()
+
+
+@pytest.fixture
+def edge() -> Iterator[Edge]:
+    assert HAPROXY is not None
+    # A short directory of our own: Unix socket paths are limited to 108 bytes.
+    with tempfile.TemporaryDirectory(prefix="corral-edge-") as tmp:
+        sock = str(Path(tmp) / "admin.sock")
+        port = _free_port()
+        cfg = Path(tmp) / "haproxy.cfg"
+        cfg.write_text(render_haproxy_cfg([Frontend("web", port, BACKEND, "/healthz")], sock))
+        log = Path(tmp) / "haproxy.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen([HAPROXY, "-f", str(cfg)], stdout=out, stderr=out)
+        try:
+            api = RuntimeAPI(sock, timeout=2.0)
+            _wait_for_socket(api, proc, log)
+            yield Edge(api=api, url=f"http://127.0.0.1:{port}", log=log)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_for_socket(api: RuntimeAPI, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"haproxy exited {proc.returncode}: {log.read_text()}")
+        with contextlib.suppress(EngineError):
+            if api.command("show info").startswith("Name: HAProxy"):
+                return
+        time.sleep(0.05)
+    pytest.fail(f"haproxy's admin socket never answered: {log.read_text()}")
+
+
+def _bring_up(edge: Edge, *insts: Instance) -> None:
+    for inst in insts:
+        edge.api.bring_up(BACKEND, inst.label, "127.0.0.1", inst.port, HEALTHY)
+
+
+@dataclass
+class Load:
+    """Clients requesting through the edge in a loop until stopped, tallying answers."""
+
+    url: str
+    answers: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    # labels answering after ``mark()``: proves who serves once the swap is over
+    late: Counter[str] = field(default_factory=Counter)
+    marked: bool = False
+
+    def run(self, path: str, deadline: float) -> None:
+        with httpx.Client(base_url=self.url, timeout=5.0) as client:
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                self._one(client, path)
+
+    def _one(self, client: httpx.Client, path: str) -> None:
+        try:
+            resp = client.get(path)
+        except httpx.HTTPError as exc:
+            outcome, ok = f"{type(exc).__name__}: {exc}", False
+        else:
+            outcome, ok = resp.text.strip(), resp.status_code == 200
+            if not ok:
+                outcome = f"{resp.status_code} {outcome}"
+        with self.lock:
+            if not ok:
+                self.failures.append(outcome)
+                return
+            self.answers[outcome] += 1
+            if self.marked:
+                self.late[outcome] += 1
+
+    def mark(self) -> None:
+        with self.lock:
+            self.marked = True
+
+
+def test_empty_backend_answers_a_clean_503(edge: Edge) -> None:
+    resp = httpx.get(edge.url + "/")
+    assert resp.status_code == 503
+    assert resp.text == "no server available\n"
+    assert resp.headers["retry-after"] == "1"
+    assert edge.api.servers(BACKEND) == []
+
+
+def test_verified_answers_and_states(edge: Edge, instances: dict[str, Instance]) -> None:
+    api, inst = edge.api, instances["old1"]
+    api.add_server(BACKEND, "s1", "127.0.0.1", inst.port, check=True)
+    (srv,) = api.servers(BACKEND)
+    assert (srv.admin, srv.operational, srv.checks_enabled) == ("maint", "down", False)
+    with pytest.raises(EngineError, match="Already exists"):
+        api.add_server(BACKEND, "s1", "127.0.0.1", inst.port, check=True)
+    api.enable_health(BACKEND, "s1")
+    api.set_state(BACKEND, "s1", "drain")
+    assert api.wait_healthy(BACKEND, "s1", HEALTHY)
+    srv = api.server(BACKEND, "s1")
+    assert (srv.admin, srv.check_status, srv.status, srv.weight) == ("drain", "L7OK", "DRAIN", 1)
+    with pytest.raises(EngineError, match="Only servers in maintenance"):
+        api.del_server(BACKEND, "s1")
+    api.set_state(BACKEND, "s1", "ready")
+    assert httpx.get(edge.url + "/").text == "old1\n"
+    api.set_state(BACKEND, "s1", "maint")
+    api.del_server(BACKEND, "s1")
+    with pytest.raises(NotFoundError):
+        api.del_server(BACKEND, "s1")
+    with pytest.raises(NotFoundError):
+        api.servers("no-such-backend")
+
+
+def test_leaving_maintenance_is_up_before_any_check(edge: Edge) -> None:
+    """The pitfall bring_up avoids: READY on a dead port is reported UP at first."""
+    api, dead = edge.api, _free_port()
+    api.add_server(BACKEND, "dead", "127.0.0.1", dead, check=True)
+    api.enable_health(BACKEND, "dead")
+    api.set_state(BACKEND, "dead", "ready")
+    srv = api.server(BACKEND, "dead")
+    assert srv.operational == "up" or srv.check_status.startswith("L4")  # raced the 1st check
+    assert not srv.healthy
+    assert not api.wait_healthy(BACKEND, "dead", 1.5)
+    assert api.server(BACKEND, "dead").operational == "down"
+
+
+def test_bring_up_refuses_a_dead_server_and_leaves_nothing(edge: Edge) -> None:
+    with pytest.raises(EngineError, match="not healthy"):
+        edge.api.bring_up(BACKEND, "dead", "127.0.0.1", _free_port(), health_timeout=1.5)
+    assert edge.api.servers(BACKEND) == []
+
+
+def test_traffic_is_balanced_over_healthy_servers(
+    edge: Edge, instances: dict[str, Instance]
+) -> None:
+    _bring_up(edge, instances["old1"], instances["old2"])
+    with httpx.Client(base_url=edge.url) as client:
+        seen = Counter(client.get("/").text.strip() for _ in range(20))
+    assert seen == {"old1": 10, "old2": 10}
+
+
+def test_swap_under_load_fails_no_request(edge: Edge, instances: dict[str, Instance]) -> None:
+    old = [instances["old1"], instances["old2"]]
+    new = [instances["new1"], instances["new2"]]
+    _bring_up(edge, *old)
+
+    load = Load(edge.url)
+    deadline = time.monotonic() + 30  # bound the load even if the swap hangs
+    clients = [threading.Thread(target=load.run, args=("/", deadline)) for _ in range(4)]
+    clients += [threading.Thread(target=load.run, args=("/slow", deadline)) for _ in range(2)]
+    for t in clients:
+        t.start()
+    try:
+        time.sleep(0.5)
+        _bring_up(edge, *new)
+        drained = [edge.api.drain_and_remove(BACKEND, i.label, drain_timeout=10) for i in old]
+        for inst in old:  # the old instances are gone for good: nothing may still need them
+            inst.stop()
+        load.mark()
+        time.sleep(1.0)
+    finally:
+        load.stop.set()
+        for t in clients:
+            t.join(timeout=10)
+
+    assert load.failures == [], f"{len(load.failures)} failed: {load.failures[:5]}"
+    assert drained == [True, True]
+    assert {s.name for s in edge.api.servers(BACKEND)} == {"new1", "new2"}
+    assert load.answers["old1"] > 0 and load.answers["old2"] > 0
+    assert set(load.late) == {"new1", "new2"}, load.late
+    assert sum(load.answers.values()) > 100

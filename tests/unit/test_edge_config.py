@@ -1,0 +1,112 @@
+"""The rendered haproxy.cfg: its content, its validation, and HAProxy's own verdict on it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from corral.edge.config import DEFAULT_RETRY_ON, Frontend, render_haproxy_cfg
+
+HAPROXY = shutil.which("haproxy")
+needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
+
+WEB = Frontend(name="web", bind_port=8080, backend="web", health_path="/healthz")
+API = Frontend(name="api", bind_port=8081, backend="api_be", health_path=None)
+
+
+def _section(cfg: str, header: str) -> str:
+    """The lines of one section, from its header to the next blank line."""
+    start = ("\n" + cfg).index("\n" + header + "\n")  # a line of its own, not a suffix
+    end = cfg.find("\n\n", start)
+    return cfg[start : end if end >= 0 else None]
+
+
+def test_global_has_admin_socket_in_foreground() -> None:
+    cfg = render_haproxy_cfg([WEB], "/run/corral/edge.sock")
+    glob = _section(cfg, "global")
+    assert "stats socket /run/corral/edge.sock mode 600 level admin expose-fd listeners" in glob
+    assert "log stdout" in glob
+    assert "daemon" not in cfg
+
+
+def test_defaults_retry_elsewhere() -> None:
+    defaults = _section(render_haproxy_cfg([WEB], "/s.sock"), "defaults")
+    for line in (
+        "mode http",
+        "option redispatch 1",
+        "retries 3",
+        f"retry-on {DEFAULT_RETRY_ON}",
+        "default-server inter 500ms fall 2 rise 1",
+        "timeout connect",
+    ):
+        assert line in defaults
+
+
+def test_retry_on_can_be_chosen() -> None:
+    cfg = render_haproxy_cfg([WEB], "/s.sock", retry_on="all-retryable-errors")
+    assert "retry-on all-retryable-errors" in cfg
+
+
+def test_frontend_and_backend_per_role_without_servers() -> None:
+    cfg = render_haproxy_cfg([WEB, API], "/s.sock")
+    assert _section(cfg, "frontend web") == (
+        "frontend web\n    bind *:8080\n    default_backend web"
+    )
+    assert "bind *:8081" in _section(cfg, "frontend api")
+    web = _section(cfg, "backend web")
+    assert "balance roundrobin" in web
+    assert "option httpchk GET /healthz" in web
+    assert "if { nbsrv() eq 0 }" in web
+    assert "httpchk" not in _section(cfg, "backend api_be")
+    assert "\n    server " not in cfg
+
+
+def test_shared_backend_is_rendered_once() -> None:
+    other = Frontend(name="web-alt", bind_port=8443, backend="web", health_path="/healthz")
+    cfg = render_haproxy_cfg([WEB, other], "/s.sock")
+    assert cfg.count("\nbackend web\n") == 1
+
+
+def test_no_frontends_is_a_valid_empty_edge() -> None:
+    cfg = render_haproxy_cfg([], "/s.sock")
+    assert "frontend" not in cfg and "backend" not in cfg
+
+
+@pytest.mark.parametrize(
+    ("frontends", "socket_path", "complaint"),
+    [
+        ([Frontend("we b", 80, "web")], "/s", "frontend name"),
+        ([Frontend("web", 80, "web;x")], "/s", "backend name"),
+        ([Frontend("web", 0, "web")], "/s", "out of range"),
+        ([Frontend("web", 70000, "web")], "/s", "out of range"),
+        ([Frontend("web", 80, "web", "healthz")], "/s", "health path"),
+        ([Frontend("web", 80, "web", "/a b")], "/s", "health path"),
+        ([Frontend("a", 80, "a"), Frontend("b", 80, "b")], "/s", "used twice"),
+        ([Frontend("a", 80, "a"), Frontend("a", 81, "b")], "/s", "declared twice"),
+        ([Frontend("a", 80, "x", "/h"), Frontend("b", 81, "x", "/o")], "/s", "two different"),
+        ([WEB], "/tmp/with space.sock", "socket path"),
+        ([WEB], "", "socket path"),
+    ],
+)
+def test_invalid_input_is_refused(
+    frontends: list[Frontend], socket_path: str, complaint: str
+) -> None:
+    with pytest.raises(ValueError, match=complaint):
+        render_haproxy_cfg(frontends, socket_path)
+
+
+@needs_haproxy
+@pytest.mark.parametrize("retry_on", [DEFAULT_RETRY_ON, "all-retryable-errors"])
+def test_haproxy_accepts_the_config(tmp_path: Path, retry_on: str) -> None:
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(render_haproxy_cfg([WEB, API], str(tmp_path / "a.sock"), retry_on=retry_on))
+    assert HAPROXY is not None
+    check = subprocess.run(
+        [HAPROXY, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    # A warning would mean a keyword HAProxy 2.6 ignores or reinterprets.
+    assert "WARNING" not in check.stdout + check.stderr

@@ -1,0 +1,239 @@
+"""RuntimeAPI against a fake admin socket replaying answers captured from HAProxy 2.6.
+
+The real thing is exercised in tests/engine/test_edge_runtime.py; this file pins the
+parsing and the error mapping without starting HAProxy.
+"""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from corral.edge.runtime import RuntimeAPI
+from corral.errors import EngineError, NotFoundError
+
+STATE_HEADER = (
+    "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
+    "srv_iweight srv_time_since_last_change srv_check_status srv_check_result "
+    "srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id "
+    "srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr "
+    "srv_agent_port\n"
+)
+# Captured: "a" up and checked, "b" just taken out of maintenance into drain (UP before any
+# check ran), "c" freshly added (maintenance, checks configured but off).
+STATE = STATE_HEADER + (
+    "3 web 1 a 127.0.0.1 2 0 1 1 25 15 3 2 6 0 0 0 - 19001 - 0 0 - - 0\n"
+    "3 web 2 b 127.0.0.1 2 8 1 1 0 1 0 1 6 0 0 0 - 19002 - 0 0 - - 0\n"
+    "3 web 3 c ::1 0 1 1 1 0 1 0 0 2 0 0 0 - 19003 - 0 0 - - 0\n\n"
+)
+STAT = (
+    "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,"
+    "wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,"
+    "sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status,\n"
+    "web,a,0,0,3,4,,10,0,0,,0,,0,0,0,0,UP,1,1,0,0,0,1,0,,1,3,1,,10,,2,0,,1,L7OK,\n"
+    "web,b,0,0,0,0,,0,0,0,,0,,0,0,0,0,DRAIN,0,1,0,0,0,1,0,,1,3,2,,0,,2,0,,0,INI,\n"
+    "web,c,0,0,0,0,,0,0,0,,0,,0,0,0,0,MAINT,1,1,0,0,0,1,0,,1,3,3,,0,,2,0,,0,,\n\n"
+)
+
+Answer = str | Callable[[str], str]
+
+
+class FakeHAProxy:
+    """A Unix socket answering one command per connection, like HAProxy's admin socket."""
+
+    def __init__(self, path: str, answers: dict[str, Answer]) -> None:
+        self.answers = answers
+        self.received: list[str] = []
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(path)
+        self._sock.listen()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with conn:
+                line = conn.makefile("rb").readline().decode().rstrip("\n")
+                self.received.append(line)
+                answer = self.answers.get(line, "Unknown command.\n")
+                text = answer(line) if callable(answer) else answer
+                conn.sendall(text.encode())
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+@pytest.fixture
+def sock_path() -> Iterator[str]:
+    # Not tmp_path: Unix socket paths are limited to 108 bytes.
+    with tempfile.TemporaryDirectory(prefix="corral-edge-") as tmp:
+        yield str(Path(tmp) / "admin.sock")
+
+
+def _fake(sock_path: str, answers: dict[str, Answer]) -> Iterator[FakeHAProxy]:
+    fake = FakeHAProxy(sock_path, answers)
+    try:
+        yield fake
+    finally:
+        fake.close()
+
+
+@pytest.fixture
+def haproxy(sock_path: str) -> Iterator[FakeHAProxy]:
+    yield from _fake(
+        sock_path,
+        {
+            "show servers state web": STATE,
+            "show stat 3 4 -1": STAT,
+            "show servers state nope": "Can't find backend.\n\n",
+        },
+    )
+
+
+def test_servers_parse_state_and_stat(haproxy: FakeHAProxy, sock_path: str) -> None:
+    a, b, c = RuntimeAPI(sock_path).servers("web")
+    assert (a.name, a.addr, a.port, a.admin, a.operational) == (
+        "a",
+        "127.0.0.1",
+        19001,
+        "ready",
+        "up",
+    )
+    assert (a.sessions, a.check_status, a.status, a.healthy) == (3, "L7OK", "UP", True)
+    # UP only by HAProxy's optimism when leaving maintenance: no check passed yet.
+    assert (b.admin, b.operational, b.check_passed, b.healthy) == ("drain", "up", False, False)
+    assert (c.admin, c.operational, c.checks_enabled, c.addr) == ("maint", "down", False, "::1")
+    assert haproxy.received == ["show servers state web", "show stat 3 4 -1"]
+
+
+def test_current_sessions(haproxy: FakeHAProxy, sock_path: str) -> None:
+    assert RuntimeAPI(sock_path).current_sessions("web", "a") == 3
+
+
+def test_missing_server_and_backend(haproxy: FakeHAProxy, sock_path: str) -> None:
+    api = RuntimeAPI(sock_path)
+    with pytest.raises(NotFoundError):
+        api.server("web", "zz")
+    with pytest.raises(NotFoundError):
+        api.servers("nope")
+
+
+def test_empty_backend_has_no_servers(sock_path: str) -> None:
+    for _ in _fake(sock_path, {"show servers state web": STATE_HEADER + "\n"}):
+        assert RuntimeAPI(sock_path).servers("web") == []
+
+
+def test_commands_and_exact_answers(sock_path: str) -> None:
+    answers: dict[str, Answer] = {
+        "add server web/n 10.0.0.5:8000 check inter 500ms fall 2 rise 1": (
+            "New server registered.\n\n"
+        ),
+        "add server web/m [fd00::5]:8000": "New server registered.\n\n",
+        "enable health web/n": "\n",
+        "set server web/n state drain": "\n",
+        "del server web/n": "Server deleted.\n",
+    }
+    for fake in _fake(sock_path, answers):
+        api = RuntimeAPI(sock_path)
+        api.add_server("web", "n", "10.0.0.5", 8000, check=True)
+        api.add_server("web", "m", "fd00::5", 8000, check=False)
+        api.enable_health("web", "n")
+        api.set_state("web", "n", "drain")
+        api.del_server("web", "n")
+        assert fake.received == list(answers)
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        ("Already exists a server with the same name in backend.\n\n", EngineError),
+        ("No such backend.\n", NotFoundError),
+        ("Permission denied\n", EngineError),
+    ],
+)
+def test_refusals_raise(sock_path: str, answer: str, error: type[EngineError]) -> None:
+    for _ in _fake(sock_path, {"add server web/n 10.0.0.5:80": answer}):
+        with pytest.raises(error) as info:
+            RuntimeAPI(sock_path).add_server("web", "n", "10.0.0.5", 80, check=False)
+        assert info.value.details["stderr"] == answer.strip()
+
+
+def test_silent_commands_refuse_any_text(sock_path: str) -> None:
+    answers: dict[str, Answer] = {
+        "set server web/n state maint": "No such server.\n\n",
+        "del server web/n": "Only servers in maintenance mode can be deleted.\n",
+    }
+    for _ in _fake(sock_path, answers):
+        api = RuntimeAPI(sock_path)
+        with pytest.raises(NotFoundError):
+            api.set_state("web", "n", "maint")
+        with pytest.raises(EngineError, match="maintenance"):
+            api.del_server("web", "n")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda api: api.add_server("web", "n", "app.internal", 80, check=True),
+        lambda api: api.add_server("web", "n;show info", "10.0.0.1", 80, check=True),
+        lambda api: api.add_server("web", "n", "10.0.0.1", 0, check=True),
+        lambda api: api.set_state("web", "n", "up"),
+        lambda api: api.command("show info;show stat"),
+    ],
+)
+def test_bad_arguments_never_reach_haproxy(
+    sock_path: str, call: Callable[[RuntimeAPI], object]
+) -> None:
+    for fake in _fake(sock_path, {}):
+        with pytest.raises(ValueError):
+            call(RuntimeAPI(sock_path))
+        assert fake.received == []
+
+
+def test_unreachable_socket_is_an_engine_error(sock_path: str) -> None:
+    with pytest.raises(EngineError, match="runtime API"):
+        RuntimeAPI(sock_path).command("show info")
+
+
+def test_silent_socket_times_out(sock_path: str) -> None:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(sock_path)
+    server.listen()  # accepts (in the backlog) but never answers
+    try:
+        with pytest.raises(EngineError):
+            RuntimeAPI(sock_path, timeout=0.2).command("show info")
+    finally:
+        server.close()
+
+
+def test_drain_and_remove_waits_for_sessions(sock_path: str) -> None:
+    sessions = iter([2, 1, 0])
+
+    def stat(_: str) -> str:
+        row = f"web,a,0,0,{next(sessions)},,,,,,,,,,,,,DRAIN,,,,,,,,,,,,,,,,,,,L7OK,\n"
+        return STAT.splitlines(keepends=True)[0] + row
+
+    deletes = iter(["Server still has connections attached to it, cannot remove it.\n"])
+    answers: dict[str, Answer] = {
+        "set server web/a state drain": "\n",
+        "set server web/a state maint": "\n",
+        "show servers state web": STATE_HEADER + STATE.splitlines(keepends=True)[2],
+        "show stat 3 4 -1": stat,
+        "del server web/a": lambda _: next(deletes, "Server deleted.\n"),
+    }
+    for fake in _fake(sock_path, answers):
+        assert RuntimeAPI(sock_path).drain_and_remove("web", "a", drain_timeout=5) is True
+        assert fake.received.count("del server web/a") == 2
+        assert "shutdown sessions server web/a" not in fake.received
+        assert fake.received.index("set server web/a state maint") > fake.received.index(
+            "set server web/a state drain"
+        )

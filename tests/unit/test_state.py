@@ -65,12 +65,12 @@ def bake(state: State, content_hash: str = HASH, role: str = "web") -> ImageReco
 
 def test_open_creates_parent_dir_and_applies_migrations(db_path: Path) -> None:
     with State.open(db_path) as st:
-        assert st.schema_version == len(bundled_migrations()) == 1
+        assert st.schema_version == len(bundled_migrations()) >= 2
     assert db_path.is_file()
     conn = sqlite3.connect(db_path)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"builds", "images", "audit"} <= tables
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(bundled_migrations())
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
 
@@ -79,7 +79,7 @@ def test_reopen_is_idempotent(db_path: Path) -> None:
     with State.open(db_path) as st:
         st.record_audit("prod", "bake", "web", "ok")
     with State.open(db_path) as st:
-        assert st.schema_version == 1
+        assert st.schema_version == len(bundled_migrations())
         assert len(st.audit_log()) == 1
 
 
@@ -93,19 +93,21 @@ def test_migrations_are_numbered_from_one() -> None:
 
 def test_a_later_migration_is_applied_on_top(db_path: Path) -> None:
     State.open(db_path).close()
-    extra = Migration(2, "extra", "CREATE TABLE extra (x INTEGER);\n-- trailing comment\n")
+    nxt = len(bundled_migrations()) + 1
+    extra = Migration(nxt, "extra", "CREATE TABLE extra (x INTEGER);\n-- trailing comment\n")
     with State.open(db_path, [*bundled_migrations(), extra]) as st:
-        assert st.schema_version == 2
+        assert st.schema_version == nxt
         st.conn.execute("INSERT INTO extra VALUES (1)")
 
 
 def test_failed_migration_is_rolled_back(db_path: Path) -> None:
     State.open(db_path).close()
-    bad = Migration(2, "bad", "CREATE TABLE half (x INTEGER);\nTHIS IS NOT SQL;\n")
-    with pytest.raises(StateError, match="0002_bad"):
+    nxt = len(bundled_migrations()) + 1
+    bad = Migration(nxt, "bad", "CREATE TABLE half (x INTEGER);\nTHIS IS NOT SQL;\n")
+    with pytest.raises(StateError, match=f"{nxt:04d}_bad"):
         State.open(db_path, [*bundled_migrations(), bad])
     with State.open(db_path) as st:
-        assert st.schema_version == 1
+        assert st.schema_version == nxt - 1
         names = [r[0] for r in st.conn.execute("SELECT name FROM sqlite_master")]
         assert "half" not in names
 

@@ -4,7 +4,7 @@ Migrations live in ``corral/state/migrations/NNNN_<name>.sql``. They are applied
 order, each in its own ``BEGIN IMMEDIATE`` transaction that also sets
 ``PRAGMA user_version`` to the migration's number, so a crash never leaves half a
 migration behind and two processes opening a fresh database cannot both apply one.
-To change the schema add the next file (``0002_releases.sql``); never edit a shipped one.
+To change the schema add the next file (``0003_<name>.sql``); never edit a shipped one.
 
 Connections use WAL journaling, a 10 s busy timeout, ``isolation_level=None`` (no
 implicit transactions) and explicit ``BEGIN IMMEDIATE`` transactions for every write.

@@ -18,6 +18,9 @@ from typing import Any
 
 BUILD_STATUSES = ("running", "ok", "failed", "interrupted")
 FAILED_STATUSES = ("failed", "interrupted")
+RELEASE_KINDS = ("deploy", "rollback")
+RELEASE_STATUSES = ("deploying", "active", "superseded", "failed", "aborted")
+RELEASE_FINISH_STATUSES = ("active", "failed", "aborted")
 
 
 def utc_now() -> str:
@@ -98,6 +101,49 @@ class AuditEntry:
     details: Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class ReleaseRecord:
+    """One numbered deploy or rollback of a fleet; immutable apart from its status.
+
+    ``status`` is deploying, active, superseded, failed or aborted; ``roles`` maps each
+    role name to the caller's data for it (image, run configuration...); ``source`` is,
+    for a rollback, the number of the release rolled back to; ``message`` says why a
+    release failed or was aborted.
+    """
+
+    id: int
+    fleet: str
+    number: int
+    kind: str
+    status: str
+    roles: Mapping[str, Any]
+    source: int | None
+    message: str | None
+    started_at: str
+    finished_at: str | None
+    user: str
+    pid: int
+    host: str
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One container started for ``role`` by release number ``release``.
+
+    ``retired_at`` and ``outcome`` (e.g. ``replaced``, ``failed-health``, ``cleaned-up``,
+    ``destroyed``) are None while it is live.
+    """
+
+    fleet: str
+    name: str
+    role: str
+    release: int
+    image_id: str
+    started_at: str
+    retired_at: str | None
+    outcome: str | None
+
+
 def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -153,4 +199,37 @@ def audit_from_row(row: sqlite3.Row) -> AuditEntry:
         target=str(row["target"]),
         outcome=str(row["outcome"]),
         details=dict(details),
+    )
+
+
+def release_from_row(row: sqlite3.Row) -> ReleaseRecord:
+    """A :class:`ReleaseRecord` from a ``releases`` row."""
+    return ReleaseRecord(
+        id=int(row["id"]),
+        fleet=str(row["fleet"]),
+        number=int(row["number"]),
+        kind=str(row["kind"]),
+        status=str(row["status"]),
+        roles=dict(json.loads(row["roles"])),
+        source=None if row["source"] is None else int(row["source"]),
+        message=_opt_str(row["message"]),
+        started_at=str(row["started_at"]),
+        finished_at=_opt_str(row["finished_at"]),
+        user=str(row["user"]),
+        pid=int(row["pid"]),
+        host=str(row["host"]),
+    )
+
+
+def instance_from_row(row: sqlite3.Row) -> InstanceRecord:
+    """An :class:`InstanceRecord` from an ``instances`` row."""
+    return InstanceRecord(
+        fleet=str(row["fleet"]),
+        name=str(row["name"]),
+        role=str(row["role"]),
+        release=int(row["release"]),
+        image_id=str(row["image_id"]),
+        started_at=str(row["started_at"]),
+        retired_at=_opt_str(row["retired_at"]),
+        outcome=_opt_str(row["outcome"]),
     )

@@ -1,4 +1,4 @@
-"""The :class:`State` facade: builds, images, the audit log and named locks."""
+"""The :class:`State` facade: builds, images, releases, instances, the audit log and locks."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from types import TracebackType
 from typing import Any, Self
 
 from corral.errors import StateError
-from corral.state import audit, builds, db
+from corral.state import audit, builds, db, releases
 from corral.state.lock import file_lock
 from corral.state.records import (
     FAILED_STATUSES,
+    RELEASE_FINISH_STATUSES,
     AuditEntry,
     BuildRecord,
     ImageRecord,
+    InstanceRecord,
+    ReleaseRecord,
     current_host,
     current_user,
     utc_now,
@@ -226,6 +229,113 @@ class State:
         """
         with self._translated("listing images"):
             return builds.query_images(self.conn, fleet, role)
+
+    # -- releases -----------------------------------------------------------------
+
+    def start_release(
+        self, fleet: str, kind: str, roles: Mapping[str, Any], source: int | None = None
+    ) -> ReleaseRecord:
+        """Record a new deploying release with the fleet's next release number.
+
+        Args:
+            fleet: the fleet name.
+            kind: ``"deploy"`` or ``"rollback"``.
+            roles: role name -> the caller's JSON-able data for it (image, run config...).
+            source: for a rollback (and only then), the release number rolled back to.
+
+        Raises:
+            ValueError: unknown ``kind``, ``source`` given (or missing) wrongly, or
+                ``roles`` is not a JSON object.
+            StateError: ``source`` is not a release of the fleet, or the write failed.
+        """
+        values = {
+            "fleet": fleet,
+            "kind": releases.check_kind(kind, source),
+            "roles": releases.roles_json(roles),
+            "source": source,
+            "started_at": utc_now(),
+            "pid": os.getpid(),
+            "user": current_user(),
+            "host": current_host(),
+        }
+        with self._write("starting a release") as conn:
+            return releases.insert_release(conn, values)
+
+    def finish_release(
+        self, release_id: int, status: str, message: str | None = None
+    ) -> ReleaseRecord:
+        """End a deploying release as active, failed or aborted.
+
+        Making it active supersedes the fleet's previously active release in the same
+        transaction, so a fleet never has two active releases.
+
+        Args:
+            release_id: the ``id`` from :meth:`start_release`.
+            status: ``"active"``, ``"failed"`` or ``"aborted"``.
+            message: why it failed or was aborted.
+
+        Raises:
+            ValueError: ``status`` is not one of those.
+            StateError: no such release, it is not deploying, or the write failed.
+        """
+        if status not in RELEASE_FINISH_STATUSES:
+            raise ValueError(f"a release can only finish as {RELEASE_FINISH_STATUSES}")
+        with self._write("finishing a release") as conn:
+            return releases.finish_release(conn, release_id, status, message, utc_now())
+
+    def sweep_stale_releases(self, fleet: str) -> list[ReleaseRecord]:
+        """Abort the fleet's deploying releases of this host whose process has died.
+
+        Releases started on other hosts are left alone. Returns the aborted releases
+        (as updated); raises StateError if the database cannot be written.
+        """
+        with self._write("sweeping stale releases") as conn:
+            return releases.abort_dead(conn, fleet, current_host(), utc_now())
+
+    def active_release(self, fleet: str) -> ReleaseRecord | None:
+        """The fleet's active release, or None. Raises StateError if unreadable."""
+        with self._translated("looking up the active release"):
+            return releases.active_release(self.conn, fleet)
+
+    def get_release(self, fleet: str, number: int) -> ReleaseRecord | None:
+        """Release ``number`` of ``fleet``, or None. Raises StateError if unreadable."""
+        with self._translated("looking up a release"):
+            return releases.find_release(self.conn, fleet, number)
+
+    def releases(self, fleet: str, limit: int = 50) -> list[ReleaseRecord]:
+        """The newest ``limit`` releases of a fleet, oldest first. StateError if unreadable."""
+        with self._translated("listing releases"):
+            return releases.query_releases(self.conn, fleet, limit)
+
+    # -- instances ----------------------------------------------------------------
+
+    def record_instance(
+        self, fleet: str, name: str, role: str, release: int, image_id: str
+    ) -> None:
+        """Record a live container; recording the same live instance again is a no-op.
+
+        A name may be reused once the instance that had it is retired.
+
+        Raises:
+            StateError: ``release`` is not a release of the fleet, a *different* live
+                instance already has ``name``, or the write failed.
+        """
+        instance = InstanceRecord(fleet, name, role, release, image_id, utc_now(), None, None)
+        with self._write("recording an instance") as conn:
+            releases.insert_instance(conn, instance)
+
+    def retire_instance(self, fleet: str, name: str, outcome: str) -> None:
+        """Retire the live instance ``name`` with ``outcome`` (e.g. ``"replaced"``).
+
+        An unknown (or already retired) name is a no-op. StateError if unwritable.
+        """
+        with self._write("retiring an instance") as conn:
+            releases.retire_instance(conn, fleet, name, outcome, utc_now())
+
+    def instances(self, fleet: str, live_only: bool = True) -> list[InstanceRecord]:
+        """The fleet's live (or all) instances in the order recorded. StateError if unreadable."""
+        with self._translated("listing instances"):
+            return releases.query_instances(self.conn, fleet, live_only)
 
     # -- audit --------------------------------------------------------------------
 

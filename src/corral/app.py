@@ -12,9 +12,13 @@ from pathlib import Path
 
 from corral.build import BuildResult, build_fleet
 from corral.build.bake import LABEL
+from corral.deploy import service
+from corral.deploy import status as fleet_status
+from corral.deploy.service import Context, DeployResult, PlanResult
+from corral.deploy.status import FleetStatus, HistoryEntry
 from corral.engines import Engine, get_engine
 from corral.errors import Diagnostic, UsageError
-from corral.progress import Progress
+from corral.progress import NullProgress, Progress
 from corral.spec import LoadedSpec, load_spec
 from corral.state import AuditEntry, ImageRecord, State
 
@@ -108,3 +112,78 @@ def audit(path: Path, limit: int = 100) -> list[AuditEntry]:
     spec = load_spec(path)
     with open_state(spec) as state:
         return state.audit_log(spec.fleet.fleet, limit=limit)
+
+
+# -- deploy -------------------------------------------------------------------------------
+
+
+@contextmanager
+def _deploying(path: Path, progress: Progress | None, engine: Engine | None) -> Iterator[Context]:
+    spec = load_spec(path)
+    with open_state(spec) as state:
+        yield Context(spec, engine or get_engine(), state, progress or NullProgress())
+
+
+def plan(path: Path, roles: Sequence[str] = (), engine: Engine | None = None) -> PlanResult:
+    """What ``deploy`` would change; builds nothing and changes nothing."""
+    with _deploying(path, None, engine) as ctx:
+        return service.plan(ctx, roles)
+
+
+def deploy(
+    path: Path,
+    roles: Sequence[str] = (),
+    progress: Progress | None = None,
+    wait: float = 0,
+    engine: Engine | None = None,
+) -> DeployResult:
+    """Build what changed, then replace instances until the fleet runs the spec.
+
+    Raises:
+        LockedError: another deploy holds the lock (after ``wait`` seconds).
+        DeployError: a role failed; the fleet was taken back to the previous release.
+    """
+    with (
+        _deploying(path, progress, engine) as ctx,
+        ctx.state.lock("deploy", wait=wait, purpose=f"deploy {' '.join(roles) or 'all'}"),
+    ):
+        return service.deploy(ctx, roles)
+
+
+def rollback(
+    path: Path,
+    to: int | None = None,
+    progress: Progress | None = None,
+    wait: float = 0,
+    engine: Engine | None = None,
+) -> DeployResult:
+    """Deploy an earlier release again (default: the one before the active one)."""
+    with (
+        _deploying(path, progress, engine) as ctx,
+        ctx.state.lock("deploy", wait=wait, purpose=f"rollback to {to or 'previous'}"),
+    ):
+        return service.rollback(ctx, to)
+
+
+def status(path: Path, engine: Engine | None = None) -> FleetStatus:
+    with _deploying(path, None, engine) as ctx:
+        return fleet_status.status(ctx)
+
+
+def history(path: Path, limit: int = 50) -> list[HistoryEntry]:
+    with _deploying(path, None, None) as ctx:
+        return fleet_status.history(ctx, limit)
+
+
+def destroy(path: Path, engine: Engine | None = None) -> list[str]:
+    """Remove the fleet's instances, edge and network; never a volume."""
+    with _deploying(path, None, engine) as ctx:
+        return fleet_status.destroy(ctx)
+
+
+def replace_edge(path: Path, progress: Progress | None = None, wait: float = 0) -> str:
+    with (
+        _deploying(path, progress, None) as ctx,
+        ctx.state.lock("deploy", wait=wait, purpose="replace the edge"),
+    ):
+        return service.replace_edge(ctx)

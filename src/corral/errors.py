@@ -9,7 +9,8 @@
     ├── BuildError                   a bake failed; carries the build log (exit 1)
     ├── StateError                   the state database is unusable or locked (exit 1)
     │   └── LockedError              another corral holds the lock; names the holder
-    └── GateError                    a safety gate refused (untested image, SSH server...) (exit 1)
+    ├── GateError                    a safety gate refused (untested image, SSH server...) (exit 1)
+    └── DeployError                  a deploy failed and was rolled back; says why (exit 1)
 
 Foreign exceptions (subprocess, sqlite3, OSError) are caught at the boundary where they
 happen and re-raised as one of these with ``raise ... from exc``. Each error carries
@@ -126,3 +127,9 @@ class LockedError(StateError):
 
 class GateError(CorralError):
     kind = "gate"
+
+
+class DeployError(CorralError):
+    """A deploy did not complete; ``role``, ``reason`` and ``log`` say why."""
+
+    kind = "deploy"

@@ -19,7 +19,7 @@ from typing import Literal
 
 from corral import __version__
 from corral.build import containerfile
-from corral.build.base import ensure_base
+from corral.build.base import BaseRecipe, ensure_base
 from corral.build.git import git_info
 from corral.build.hashing import combine, hash_json, hash_tree
 from corral.engines.base import Engine, ImageInfo
@@ -105,6 +105,21 @@ def bake_target(
     return BuildResult(
         target.name, status, record.version, record.tag, record.image_id, time.monotonic() - started
     )
+
+
+def find_current_image(target: BakeTarget, engine: Engine, state: State) -> ImageRecord | None:
+    """The image baked from the target's current inputs, without building anything."""
+    base = target.role.base
+    if isinstance(base, DebianBase):
+        found = engine.inspect_image(BaseRecipe.from_spec(base).tag)
+    elif isinstance(base, ImageBase):
+        found = engine.inspect_image(base.image)
+    else:
+        digest = hash_tree((target.root / base.containerfile).resolve().parent)
+        found = engine.inspect_image(f"{image_repo(target.fleet, target.name)}-base:{digest[:16]}")
+    if found is None:
+        return None
+    return _current_image(target, role_content_hash(target, found.id), engine, state)
 
 
 def _current_image(

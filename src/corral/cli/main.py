@@ -159,6 +159,115 @@ def audit(opts: Options, limit: int) -> None:
         views.show_audit(opts.out, entries)
 
 
+EXIT_CHANGES = 2  # plan: something would change (as terraform plan -detailed-exitcode)
+
+
+@cli.command()
+@click.argument("roles", nargs=-1)
+@common_options
+def plan(opts: Options, roles: tuple[str, ...]) -> int:
+    """Show what deploy would change; exit 0 if nothing, 2 if something would."""
+    result = app.plan(opts.file, roles)
+    if opts.json:
+        views.print_json(opts.out, views.plan_data(result))
+    else:
+        views.show_plan(opts.out, result)
+    return EXIT_CHANGES if result.has_changes else 0
+
+
+@cli.command()
+@click.argument("roles", nargs=-1)
+@click.option(
+    "--wait",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds to wait for another deploy to finish.",
+)
+@common_options
+def deploy(opts: Options, roles: tuple[str, ...], wait: float) -> None:
+    """Build what changed and replace instances until the fleet runs the spec."""
+    with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
+        result = app.deploy(opts.file, roles, progress=progress, wait=wait)
+    if opts.json:
+        views.print_json(opts.out, views.deploy_data(result))
+    else:
+        views.show_deploy(opts.out, result)
+
+
+@cli.command()
+@click.option("--to", "to", type=int, default=None, help="Release number (default: previous).")
+@click.option("--wait", default=0.0, show_default=True, type=click.FloatRange(0, 3600))
+@common_options
+def rollback(opts: Options, to: int | None, wait: float) -> None:
+    """Deploy an earlier release's images and configuration again."""
+    with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
+        result = app.rollback(opts.file, to, progress=progress, wait=wait)
+    if opts.json:
+        views.print_json(opts.out, views.deploy_data(result))
+    else:
+        views.show_deploy(opts.out, result)
+
+
+@cli.command()
+@common_options
+def status(opts: Options) -> None:
+    """Roles, instances, versions, health and the edge URL of each public role."""
+    result = app.status(opts.file)
+    if opts.json:
+        views.print_json(opts.out, result)
+    else:
+        views.show_status(opts.out, result)
+
+
+@cli.command()
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100000))
+@common_options
+def history(opts: Options, limit: int) -> None:
+    """Releases, newest last, and what each changed."""
+    entries = app.history(opts.file, limit)
+    if opts.json:
+        views.print_json(opts.out, {"releases": entries})
+    else:
+        views.show_history(opts.out, entries)
+
+
+@cli.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@common_options
+def destroy(opts: Options, yes: bool) -> None:
+    """Remove the fleet's instances and edge. Data volumes are never removed."""
+    if not yes:
+        click.confirm(
+            "Remove every instance and the edge of this fleet (volumes are kept)?",
+            abort=True,
+            err=True,
+        )
+    removed = app.destroy(opts.file)
+    if opts.json:
+        views.print_json(opts.out, {"removed": removed})
+    else:
+        opts.out.print(f"removed {len(removed)} container(s); volumes kept")
+
+
+@cli.group()
+def edge() -> None:
+    """The fleet's edge proxy."""
+
+
+@edge.command("replace")
+@click.option("--wait", default=0.0, show_default=True, type=click.FloatRange(0, 3600))
+@common_options
+def edge_replace(opts: Options, wait: float) -> None:
+    """Replace the edge container (a short interruption: about a second)."""
+    with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
+        image = app.replace_edge(opts.file, progress=progress, wait=wait)
+    if opts.json:
+        views.print_json(opts.out, {"edge_image": image})
+    else:
+        opts.out.print(f"edge replaced (image {image[:12]})")
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run the CLI and exit with a code that means something (see the module docstring)."""
     as_json = "--json" in (argv if argv is not None else sys.argv[1:])

@@ -16,6 +16,9 @@ from rich.table import Table
 
 from corral.app import Sbom, Validation
 from corral.build import BuildResult
+from corral.deploy.plan import Plan, summarize
+from corral.deploy.service import DeployResult, PlanResult
+from corral.deploy.status import FleetStatus, HistoryEntry
 from corral.errors import CorralError, SpecError
 from corral.state import AuditEntry, ImageRecord
 
@@ -101,4 +104,110 @@ def show_audit(console: Console, entries: Sequence[AuditEntry]) -> None:
     for e in entries:
         details = " ".join(f"{k}={v}" for k, v in e.details.items())
         table.add_row(e.at, e.user, e.action, e.target, e.outcome, details[:80])
+    console.print(table)
+
+
+# -- deploy -------------------------------------------------------------------------------
+
+
+def plan_lines(plan: Plan) -> list[str]:
+    """The plan in plain words, one line per change."""
+    lines = []
+    if plan.edge.action != "none":
+        lines.append(f"edge: {plan.edge.action} ({plan.edge.reason})")
+    for rp in plan.roles:
+        head = f"{rp.role} ({rp.strategy}, {rp.image_version}, x{rp.replicas}):"
+        changes = [f"  keep {name}" for name in rp.keep]
+        changes += [f"  start {rp.start} new instance(s)"] if rp.start else []
+        changes += [f"  restart stand-by {name}" for name in rp.restart]
+        changes += [f"  replace {c.instance}: {c.reason}" for c in rp.stop]
+        changes += [f"  remove {c.instance}: {c.reason}" for c in rp.cleanup]
+        changes += [f"  create volume {v}" for v in rp.new_volumes]
+        lines += [head, *changes] if rp.changed else [f"{head} up to date"]
+    lines += [f"retire {c.instance}: {c.reason}" for c in plan.orphans]
+    touched = plan.volumes_touched
+    lines.append(
+        f"touches {touched} volume{'s' if touched != 1 else ''} "
+        "(volumes are never deleted by a deploy)"
+    )
+    return lines
+
+
+def show_plan(console: Console, result: PlanResult) -> None:
+    for role in result.unbuilt:
+        console.print(f"{role}: image not built for the current spec (corral build {role})")
+    for line in plan_lines(result.plan):
+        console.print(line, highlight=False, markup=False)
+    verdict = "changes pending" if result.has_changes else "no changes"
+    console.print(f"[bold]{verdict}[/bold]")
+
+
+def plan_data(result: PlanResult) -> dict[str, Any]:
+    return {
+        "has_changes": result.has_changes,
+        "unbuilt": list(result.unbuilt),
+        "volumes_touched": result.plan.volumes_touched,
+        "plan": to_data(result.plan),
+        "summary": dict(summarize(result.plan)),
+    }
+
+
+def show_deploy(console: Console, result: DeployResult) -> None:
+    if result.status == "unchanged":
+        console.print("nothing to change: the fleet already runs the spec")
+        return
+    console.print(
+        f"[green]release r{result.release} is live[/green] ({result.kind}, {result.seconds:.1f}s)"
+    )
+
+
+def deploy_data(result: DeployResult) -> dict[str, Any]:
+    data = to_data(result)
+    data["summary"] = dict(summarize(result.plan))
+    return dict(data)
+
+
+def show_status(console: Console, status: FleetStatus) -> None:
+    for line in status.cleaned:
+        console.print(f"cleaned up: {line}", highlight=False)
+    release = f"r{status.release}" if status.release else "none"
+    console.print(f"fleet {status.fleet}: release {release}, edge {status.edge}", highlight=False)
+    table = Table(box=None)
+    for column in ("ROLE", "INSTANCE", "VERSION", "RELEASE", "STATE", "HEALTH", "AGE"):
+        table.add_column(column, no_wrap=True)
+    for role in status.roles:
+        for i in role.instances:
+            table.add_row(
+                role.role, i.name, i.version, f"r{i.release}", i.state, i.health, _age(i.age_s)
+            )
+    console.print(table)
+    for role in status.roles:
+        if role.url:
+            console.print(f"{role.role}: {role.url}", highlight=False)
+    if status.unfinished:
+        console.print(
+            f"{len(status.unfinished)} instance(s) of an unfinished release still "
+            "run; `corral deploy` converges them",
+            highlight=False,
+        )
+
+
+def _age(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+def show_history(console: Console, entries: Sequence[HistoryEntry]) -> None:
+    table = Table(box=None)
+    for column in ("RELEASE", "KIND", "STATUS", "WHEN (UTC)", "WHO", "CHANGES"):
+        table.add_column(column)
+    for e in entries:
+        kind = f"{e.kind} to r{e.source}" if e.source else e.kind
+        changes = "; ".join(e.changes) or "-"
+        if e.message:
+            changes += f" [{e.message}]"
+        table.add_row(f"r{e.release}", kind, e.status, e.started_at, e.user, changes)
     console.print(table)

@@ -71,6 +71,12 @@ class ContainerSpec:
     cpus: float | None = None
     pids_limit: int | None = None
     stop_timeout: int = 10
+    # A tiny init as PID 1 forwards SIGTERM to the program, which PID 1 would ignore, so
+    # an instance stops at once instead of being killed after the stop timeout.
+    init: bool = True
+    # Secret values by environment variable name: handed to the engine's secret store,
+    # never written into the container's configuration, labels or corral's state.
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class ContainerInfo:
     addresses: Mapping[str, str]  # network name -> IP address
     created: str
     exit_code: int | None = None
+    finished: str = ""  # when it last stopped (ISO time), empty while it never has
 
 
 @dataclass(frozen=True)
@@ -152,7 +159,15 @@ class Engine(ABC):
     def start(self, spec: ContainerSpec) -> ContainerInfo: ...
 
     @abstractmethod
+    def restart(self, name: str) -> ContainerInfo:
+        """Start a stopped container again, as it was (for an instant switch back)."""
+
+    @abstractmethod
     def stop(self, name: str, timeout: int = 10) -> None: ...
+
+    @abstractmethod
+    def logs(self, name: str, tail: int = 40) -> str:
+        """The last ``tail`` lines the container printed (stdout and stderr)."""
 
     @abstractmethod
     def remove(self, name: str) -> None:

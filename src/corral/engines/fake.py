@@ -30,6 +30,7 @@ class FakeEngine(Engine):
         self.volumes: dict[str, Mapping[str, str]] = {}
         self.calls: list[tuple[str, str]] = []
         self._ids = itertools.count(1)
+        self.now = "2026-01-01T00:00:00Z"  # what ``stop`` records as the finish time
 
     def _new_id(self) -> str:
         return hashlib.sha256(str(next(self._ids)).encode()).hexdigest()
@@ -96,9 +97,20 @@ class FakeEngine(Engine):
         self.calls.append(("start", spec.name))
         return info
 
+    def restart(self, name: str) -> ContainerInfo:
+        info = replace(self.containers[name], state="running", exit_code=None)
+        self.containers[name] = info
+        self.calls.append(("restart", name))
+        return info
+
+    def logs(self, name: str, tail: int = 40) -> str:
+        return f"(fake logs of {name})"
+
     def stop(self, name: str, timeout: int = 10) -> None:
         if name in self.containers:
-            self.containers[name] = replace(self.containers[name], state="exited", exit_code=0)
+            self.containers[name] = replace(
+                self.containers[name], state="exited", exit_code=0, finished=self.now
+            )
             self.calls.append(("stop", name))
 
     def remove(self, name: str) -> None:

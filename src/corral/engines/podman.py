@@ -161,17 +161,53 @@ class PodmanEngine(Engine):
 
     # -- containers -------------------------------------------------------------------
     def start(self, spec: ContainerSpec) -> ContainerInfo:
-        container_id = self._run("run", "--detach", *run_args(spec), timeout=120).stdout.strip()
+        secret_args = self._create_secrets(spec)
+        try:
+            container_id = self._run(
+                "run", "--detach", *secret_args, *run_args(spec), timeout=120
+            ).stdout.strip()
+        except EngineError:
+            self._remove_secrets(spec.name)
+            raise
         info = self.inspect(container_id)
         if info is None:
             raise EngineError(f"container {spec.name} vanished right after it started")
         return info
+
+    def _create_secrets(self, spec: ContainerSpec) -> list[str]:
+        """Store each secret in podman's secret store (value on stdin, never on argv)."""
+        args: list[str] = []
+        for variable, value in spec.secrets.items():
+            name = _secret_name(spec.name, variable)
+            self._run("secret", "rm", name, check=False)
+            self._run("secret", "create", name, "-", input=value)
+            args += ["--secret", f"{name},type=env,target={variable}"]
+        return args
+
+    def _remove_secrets(self, container: str) -> None:
+        data = self._json("secret", "ls", "--format", "json")
+        prefix = _secret_name(container, "")
+        names = [str(d["Name"]) for d in data if str(d.get("Name", "")).startswith(prefix)]
+        if names:
+            self._run("secret", "rm", *names, check=False)
+
+    def restart(self, name: str) -> ContainerInfo:
+        self._run("start", name, timeout=120)
+        info = self.inspect(name)
+        if info is None:
+            raise EngineError(f"container {name} vanished right after it started")
+        return info
+
+    def logs(self, name: str, tail: int = 40) -> str:
+        proc = self._run("logs", "--tail", str(tail), name, check=False)
+        return (proc.stdout + proc.stderr).strip()
 
     def stop(self, name: str, timeout: int = 10) -> None:
         self._run("stop", "--ignore", "--time", str(timeout), name, timeout=timeout + 30)
 
     def remove(self, name: str) -> None:
         self._run("rm", "--force", "--ignore", "--volumes=false", name, timeout=60)
+        self._remove_secrets(name)
 
     def inspect(self, name: str) -> ContainerInfo | None:
         proc = self._run("container", "inspect", "--format", "json", name, check=False)
@@ -249,6 +285,8 @@ def run_args(spec: ContainerSpec) -> list[str]:
     """The ``podman run`` arguments for ``spec``: lockdown first, then the instance."""
     args = ["--name", spec.name, "--cap-drop", "all", "--stop-timeout", str(spec.stop_timeout)]
     args += [f"--cap-add={cap}" for cap in spec.cap_add]
+    if spec.init:
+        args.append("--init")
     if spec.read_only:
         args += ["--read-only", "--read-only-tmpfs=false"]
     args += [f"--tmpfs={path}:rw,nosuid,nodev,size=64m" for path in spec.tmpfs]
@@ -296,6 +334,10 @@ def _label_filters(labels: Mapping[str, str]) -> list[str]:
     return [f"--filter=label={k}={v}" for k, v in labels.items()]
 
 
+def _secret_name(container: str, variable: str) -> str:
+    return f"{container}--{variable}"
+
+
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "(no message)"
@@ -325,7 +367,14 @@ def _container_info(data: Mapping[str, Any]) -> ContainerInfo:
         addresses={n: str(v.get("IPAddress", "")) for n, v in networks.items()},
         created=str(data.get("Created", "")),
         exit_code=state.get("ExitCode"),
+        finished=_real_time(state.get("FinishedAt")),
     )
+
+
+def _real_time(value: Any) -> str:
+    """Podman reports 'never' as year 1 (0001-01-01T00:00:00Z); corral says ''."""
+    text = str(value or "")
+    return "" if text.startswith("0001-") else text
 
 
 def _event(data: Mapping[str, Any]) -> EngineEvent:

@@ -124,7 +124,11 @@ def connect(path: Path) -> sqlite3.Connection:
     if path.is_dir():
         raise StateError(f"the state database path {path} is a directory", path=str(path))
     with translated(path, "opening"):
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        # The deploy executor writes from worker threads, one at a time behind a lock
+        # (corral.deploy.apply.Journal); the connection itself may cross threads.
+        conn = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
     try:
         with translated(path, "opening"):
             conn.row_factory = sqlite3.Row

@@ -1,0 +1,1 @@
+"""Deploy by replacement: desired state, observation, a pure planner, and the executor."""

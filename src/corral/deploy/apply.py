@@ -1,0 +1,310 @@
+"""The executor: the only code that changes a running fleet, and only by following a plan.
+
+Instances are never changed in place. New ones start, pass their health check from outside,
+join the edge; only then are old ones drained (no new requests, in-flight ones finish) and
+removed. Roles deploy wave by wave (``after``), roles of one wave in parallel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from corral.deploy.desired import Desired, RoleRelease
+from corral.deploy.edge import Edge
+from corral.deploy.health import wait_healthy
+from corral.deploy.instances import container_spec
+from corral.deploy.observe import KIND_INSTANCE
+from corral.deploy.plan import Change, Plan, RolePlan
+from corral.deploy.scope import LABEL, Scope
+from corral.engines.base import ContainerInfo, Engine
+from corral.errors import CorralError, DeployError
+from corral.progress import Progress
+from corral.state import State
+
+
+class Journal:
+    """Serialises the executor's threads' writes to the state database."""
+
+    def __init__(self, state: State, fleet: str) -> None:
+        self.state = state
+        self.fleet = fleet
+        self._lock = threading.Lock()
+
+    def started(self, name: str, role: str, release: int, image_id: str) -> None:
+        with self._lock:
+            self.state.record_instance(self.fleet, name, role, release, image_id)
+
+    def retired(self, name: str, outcome: str) -> None:
+        with self._lock:
+            self.state.retire_instance(self.fleet, name, outcome)
+
+    def audit(self, action: str, target: str, outcome: str, details: Mapping[str, Any]) -> None:
+        with self._lock:
+            self.state.record_audit(self.fleet, action, target, outcome, details)
+
+
+@dataclass
+class Executor:
+    engine: Engine
+    scope: Scope
+    release: int
+    journal: Journal
+    progress: Progress
+    edge: Edge | None = None
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    first_index: Mapping[str, int] = field(default_factory=dict)  # per role, when reusing
+    _counters: dict[str, itertools.count[int]] = field(default_factory=dict)
+    _count_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- the whole plan -----------------------------------------------------------------
+    def apply(self, plan: Plan, desired: Desired, edge_image: str | None = None) -> None:
+        """Carry out ``plan``; raise DeployError naming every role that failed.
+
+        Roles that failed are left half-way (old and new instances serving side by side);
+        the caller decides to roll them back.
+        """
+        self.engine.ensure_network(self.scope.network, self.scope.labels("network"))
+        if self.edge is not None and edge_image and plan.edge.action in ("create", "start"):
+            self.progress.step("edge", f"starting the edge ({plan.edge.reason})")
+            self.edge.start(desired, edge_image)
+        for change in plan.orphans:
+            self.retire(None, change, "orphan")
+        for wave in plan.waves:
+            self._apply_wave([plan.role(name) for name in wave], desired)
+
+    def _apply_wave(self, role_plans: Sequence[RolePlan], desired: Desired) -> None:
+        errors: list[DeployError] = []
+        with ThreadPoolExecutor(max_workers=max(1, len(role_plans))) as pool:
+            futures = [pool.submit(self.apply_role, rp, desired[rp.role]) for rp in role_plans]
+            for future in futures:
+                exc = future.exception()
+                if isinstance(exc, DeployError):
+                    errors.append(exc)
+                elif isinstance(exc, CorralError):
+                    errors.append(DeployError(exc.message, reason=exc.message))
+                elif exc is not None:
+                    raise exc
+        if errors:
+            failed = [str(e.details.get("role", "?")) for e in errors]
+            raise DeployError(
+                "; ".join(e.message for e in errors),
+                roles=failed,
+                failures=[e.to_dict() for e in errors],
+            )
+
+    # -- one role -----------------------------------------------------------------------
+    def apply_role(self, rp: RolePlan, rr: RoleRelease) -> None:
+        for volume in rp.new_volumes:
+            self.progress.step(rr.role, f"creating volume {volume}")
+            self.engine.ensure_volume(
+                volume, {**self.scope.labels("volume"), LABEL + "role": rr.role}
+            )
+        for change in rp.cleanup:
+            self.remove_stopped(rr, change)
+        self._sync_kept(rp, rr)
+        if rp.strategy == "blue-green" and (rp.start or rp.restart):
+            self._blue_green(rp, rr)
+        else:
+            self._rolling(rp, rr)
+
+    def _sync_kept(self, rp: RolePlan, rr: RoleRelease) -> None:
+        """Kept instances must be in the edge (after an edge restart they are not)."""
+        if self.edge is None or rr.public is None or not rp.keep:
+            return
+        present = {s.name for s in self.edge.servers(rr.role)}
+        for name in rp.keep:
+            info = self.engine.inspect(name)
+            if name not in present and info is not None:
+                self.edge.add(rr, name, self._address(info), self._edge_timeout(rr))
+
+    def _rolling(self, rp: RolePlan, rr: RoleRelease) -> None:
+        """Start new before stopping old, within max_surge and max_unavailable."""
+        olds = list(rp.stop)
+        restarts = list(rp.restart)
+        to_start = rp.start + len(restarts)
+        surge, unavailable = rr.deploy.max_surge, rr.deploy.max_unavailable
+        serving = len(rp.keep) + len(olds)
+        while to_start or olds:
+            room = rr.replicas + surge - serving
+            batch = min(to_start, max(room, 0))
+            if batch == 0 and to_start and olds:  # no room to surge: free some first
+                freed, olds = olds[: max(1, unavailable)], olds[max(1, unavailable) :]
+                self._retire_all(rr, freed)
+                serving -= len(freed)
+                continue
+            batch = batch or to_start  # nothing left to free: start the rest
+            taken, restarts = restarts[:batch], restarts[batch:]
+            self._launch_many(rr, batch - len(taken), taken, join_edge=True)
+            serving += batch
+            to_start -= batch
+            excess = min(len(olds), max(0, serving - (rr.replicas - unavailable)))
+            if to_start and excess > batch + unavailable:
+                excess = batch + unavailable
+            retiring, olds = olds[:excess], olds[excess:]
+            self._retire_all(rr, retiring)
+            serving -= len(retiring)
+
+    def _blue_green(self, rp: RolePlan, rr: RoleRelease) -> None:
+        """Bring the whole new set up beside the old one, then switch traffic at once."""
+        public = self.edge is not None and rr.public is not None
+        names = self._launch_many(rr, rp.start, list(rp.restart), join_edge=False)
+        if public:
+            assert self.edge is not None
+            try:
+                for name in names:
+                    info = self._inspect(name)
+                    self.edge.add_standby(rr, name, self._address(info), self._edge_timeout(rr))
+            except CorralError as exc:
+                self._discard(rr, names, "failed-health")
+                raise DeployError(
+                    f"role {rr.role}: {exc.message}", role=rr.role, reason=exc.message
+                ) from exc
+            old_names = [c.instance for c in rp.stop]
+            self.edge.switch(rr.role, ready=names, drain=old_names)
+            self.progress.step(rr.role, f"traffic switched to {len(names)} new instance(s)")
+        for change in rp.stop:
+            self.retire(rr, change, "standby", keep=True)
+
+    # -- instances ----------------------------------------------------------------------
+    def _launch_many(
+        self, rr: RoleRelease, count: int, restarts: Sequence[str], join_edge: bool
+    ) -> list[str]:
+        jobs: list[Callable[[], str]] = [functools.partial(self.launch, rr, join_edge)] * count
+        jobs += [functools.partial(self.relaunch, rr, name, join_edge) for name in restarts]
+        if not jobs:
+            return []
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            futures = [pool.submit(job) for job in jobs]
+        for future in futures:
+            error = future.exception()
+            if error is not None:
+                raise error
+        return [f.result() for f in futures]
+
+    def _next_index(self, role: str) -> int:
+        with self._count_lock:
+            start = self.first_index.get(role, 1)
+            counter = self._counters.setdefault(role, itertools.count(start))
+            return next(counter)
+
+    def launch(self, rr: RoleRelease, join_edge: bool) -> str:
+        """Start one new instance; return its name once it is healthy (and in the edge)."""
+        spec = container_spec(self.scope, rr, self.release, self._next_index(rr.role), self.secrets)
+        self.progress.step(rr.role, f"starting {spec.name} ({rr.image_version})")
+        info = self.engine.start(spec)
+        self.journal.started(spec.name, rr.role, self.release, rr.image_id)
+        self._become_healthy(rr, info, join_edge)
+        return spec.name
+
+    def relaunch(self, rr: RoleRelease, name: str, join_edge: bool) -> str:
+        """Start a stand-by instance again (a blue-green switch back)."""
+        self.progress.step(rr.role, f"restarting stand-by {name}")
+        info = self.engine.restart(name)
+        self.journal.started(name, rr.role, self.release, rr.image_id)
+        self._become_healthy(rr, info, join_edge)
+        return name
+
+    def _become_healthy(self, rr: RoleRelease, info: ContainerInfo, join_edge: bool) -> None:
+        try:
+            self._check_health(rr, info)
+            if join_edge and self.edge is not None and rr.public is not None:
+                self.edge.add(rr, info.name, self._address(info), self._edge_timeout(rr))
+        except CorralError as exc:
+            logs = self.engine.logs(info.name)
+            self._discard(rr, [info.name], "failed-health")
+            raise DeployError(
+                f"role {rr.role}: new instance {info.name} did not become healthy: {exc.message}",
+                role=rr.role,
+                reason=exc.message,
+                log=logs.splitlines()[-20:],
+            ) from exc
+        self.progress.step(rr.role, f"{info.name} is healthy")
+
+    def _check_health(self, rr: RoleRelease, info: ContainerInfo) -> None:
+        if rr.health is None or rr.run.port is None:
+            current = self._inspect(info.name)
+            if current.state != "running":
+                raise DeployError(f"it exited (code {current.exit_code})", role=rr.role)
+            return
+        result = wait_healthy(
+            self._address(info),
+            rr.run.port,
+            rr.health,
+            still_running=lambda: self._running(info.name),
+        )
+        if not result.healthy:
+            raise DeployError(result.detail, role=rr.role)
+
+    def _running(self, name: str) -> bool:
+        info = self.engine.inspect(name)
+        return info is not None and info.state == "running"
+
+    def _inspect(self, name: str) -> ContainerInfo:
+        info = self.engine.inspect(name)
+        if info is None:
+            raise DeployError(f"instance {name} vanished")
+        return info
+
+    def _address(self, info: ContainerInfo) -> str:
+        address = info.addresses.get(self.scope.network)
+        if not address:
+            raise DeployError(f"instance {info.name} has no address on {self.scope.network}")
+        return address
+
+    def _edge_timeout(self, rr: RoleRelease) -> float:
+        if rr.health is None:
+            return 10.0
+        return max(5.0, rr.health.retries * rr.health.interval)
+
+    def _retire_all(self, rr: RoleRelease, changes: Iterable[Change]) -> None:
+        for change in changes:
+            self.retire(rr, change, "replaced")
+
+    def retire(
+        self, rr: RoleRelease | None, change: Change, outcome: str, keep: bool = False
+    ) -> None:
+        """Drain an instance from the edge, then stop it (and remove it unless ``keep``)."""
+        self.progress.step(
+            rr.role if rr else "fleet", f"retiring {change.instance} ({change.reason})"
+        )
+        if self.edge is not None and rr is not None and rr.public is not None:
+            self.edge.drain(rr.role, change.instance, timeout=rr.deploy.drain)
+        elif self.edge is not None:
+            self._drain_anywhere(change.instance)
+        self.engine.stop(change.instance, timeout=10)
+        if not keep:
+            self.engine.remove(change.instance)
+        self.journal.retired(change.instance, outcome)
+
+    def _drain_anywhere(self, name: str) -> None:
+        info = self.engine.inspect(name)
+        role = info.labels.get(LABEL + "role") if info else None
+        if (
+            self.edge is not None
+            and role
+            and info
+            and info.labels.get(LABEL + "kind") == KIND_INSTANCE
+        ):
+            self.edge.drain(role, name, timeout=5.0)
+
+    def remove_stopped(self, rr: RoleRelease, change: Change) -> None:
+        self.progress.step(rr.role, f"removing {change.instance} ({change.reason})")
+        if self.edge is not None and rr.public is not None:
+            self.edge.drain(rr.role, change.instance, timeout=1.0)
+        self.engine.remove(change.instance)
+        self.journal.retired(change.instance, "cleaned-up")
+
+    def _discard(self, rr: RoleRelease, names: Iterable[str], outcome: str) -> None:
+        for name in names:
+            if self.edge is not None and rr.public is not None:
+                with contextlib.suppress(CorralError):
+                    self.edge.drain(rr.role, name, timeout=1.0)
+            self.engine.remove(name)
+            self.journal.retired(name, outcome)

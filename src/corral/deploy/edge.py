@@ -1,0 +1,197 @@
+"""The edge: one HAProxy container per fleet, baked by corral like any role.
+
+Public roles are HAProxy frontends; their instances are servers added and drained at run
+time through the admin socket, so deploys never restart the edge. The configuration and the
+socket live on the host in a short path under /run/corral (a Unix socket path must stay
+under 108 bytes) and are mounted into the edge container.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from corral.deploy.desired import Desired, RoleRelease
+from corral.deploy.plan import EdgePlan
+from corral.deploy.scope import LABEL, Scope
+from corral.edge.config import Frontend, render_haproxy_cfg
+from corral.edge.runtime import RuntimeAPI, ServerState
+from corral.engines.base import ContainerInfo, ContainerSpec, Engine, Mount, PortMapping
+from corral.errors import EngineError, NotFoundError
+from corral.spec.model import DebianBase, HttpHealth, Resources, Role, RunConfig
+
+KIND_EDGE = "edge"
+EDGE_ROLE = "corral-edge"
+RUNTIME_ROOT = Path("/run/corral")
+CONFIG_IN_CONTAINER = "/etc/corral-edge"
+SOCKET_IN_CONTAINER = "/var/lib/corral-edge"
+SOCKET_NAME = "admin.sock"
+
+
+def edge_role() -> Role:
+    """The edge as a role: Debian's HAProxy, run as its unprivileged user."""
+    return Role(
+        base=DebianBase(debian="bookworm", packages=("haproxy",)),
+        run=RunConfig(
+            command=("haproxy", "-db", "-f", f"{CONFIG_IN_CONTAINER}/haproxy.cfg"),
+            user="haproxy",
+        ),
+        resources=Resources(memory="256m", cpus=1.0, pids=512),
+    )
+
+
+def frontends(desired: Desired) -> list[Frontend]:
+    return [
+        Frontend(
+            name=f"fe_{rr.role}",
+            bind_port=rr.public,
+            backend=rr.role,
+            health_path=rr.health.http if isinstance(rr.health, HttpHealth) else None,
+        )
+        for rr in sorted(desired.values(), key=lambda r: r.role)
+        if rr.public is not None
+    ]
+
+
+@dataclass
+class Edge:
+    """The edge of one scope: its container, its configuration and its admin socket."""
+
+    engine: Engine
+    scope: Scope
+    runtime_key: str  # tells apart fleets of the same name kept in different state files
+    address: str = "127.0.0.1"
+
+    @property
+    def folder(self) -> Path:
+        digest = hashlib.sha256(f"{self.runtime_key}|{self.scope.prefix}".encode()).hexdigest()
+        return RUNTIME_ROOT / digest[:12]
+
+    @property
+    def api(self) -> RuntimeAPI:
+        return RuntimeAPI(str(self.folder / "sock" / SOCKET_NAME))
+
+    def render(self, desired: Desired) -> str:
+        return render_haproxy_cfg(frontends(desired), f"{SOCKET_IN_CONTAINER}/{SOCKET_NAME}")
+
+    def config_hash(self, desired: Desired, image_id: str) -> str:
+        return hashlib.sha256((self.render(desired) + image_id).encode()).hexdigest()[:16]
+
+    def container(self) -> ContainerInfo | None:
+        found = self.engine.list_containers(self.scope.labels(KIND_EDGE))
+        return found[0] if found else None
+
+    def observe(self, desired: Desired, image_id: str | None) -> EdgePlan:
+        """Whether the edge must be created, started again, or replaced by the operator."""
+        if not frontends(desired):
+            return EdgePlan("none")
+        current = self.container()
+        if current is None:
+            return EdgePlan("create", "no edge yet")
+        if current.state != "running" or not (self.folder / "sock" / SOCKET_NAME).exists():
+            return EdgePlan("start", f"the edge is {current.state}")
+        wanted = self.config_hash(desired, image_id) if image_id else None
+        if wanted and current.labels.get(LABEL + "config-hash") != wanted:
+            return EdgePlan(
+                "replace-needed", "public ports or the edge image changed; run: corral edge replace"
+            )
+        return EdgePlan("none")
+
+    def start(self, desired: Desired, image_id: str) -> ContainerInfo:
+        """(Re)create the edge container; servers are added afterwards by ``sync``."""
+        self.remove()
+        (self.folder / "cfg").mkdir(parents=True, exist_ok=True)
+        sock = self.folder / "sock"
+        sock.mkdir(parents=True, exist_ok=True)
+        sock.chmod(0o777)  # HAProxy runs unprivileged; the parent folder is root's only
+        self.folder.chmod(0o711)
+        (self.folder / "cfg" / "haproxy.cfg").write_text(self.render(desired))
+        info = self.engine.start(self._spec(desired, image_id))
+        self._wait_for_socket()
+        return info
+
+    def _spec(self, desired: Desired, image_id: str) -> ContainerSpec:
+        role = edge_role()
+        labels = {
+            **self.scope.labels(KIND_EDGE),
+            LABEL + "config-hash": self.config_hash(desired, image_id),
+        }
+        ports = tuple(
+            PortMapping(fe.bind_port, fe.bind_port, self.address) for fe in frontends(desired)
+        )
+        mounts = (
+            Mount(str(self.folder / "cfg"), CONFIG_IN_CONTAINER, read_only=True),
+            Mount(str(self.folder / "sock"), SOCKET_IN_CONTAINER),
+        )
+        return ContainerSpec(
+            name=self.scope.edge_name,
+            image=image_id,
+            command=role.run.command,
+            user=role.run.user,
+            labels=labels,
+            network=self.scope.network,
+            ports=ports,
+            mounts=mounts,
+            memory=role.resources.memory,
+            cpus=role.resources.cpus,
+            pids_limit=role.resources.pids,
+        )
+
+    def _wait_for_socket(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.api.command("show info")
+                return
+            except EngineError:
+                time.sleep(0.1)
+        logs = self.engine.logs(self.scope.edge_name)
+        raise EngineError(
+            f"the edge did not open its admin socket within {timeout:g}s",
+            log=logs.splitlines()[-20:],
+        )
+
+    def remove(self) -> None:
+        current = self.container()
+        if current is not None:
+            self.engine.remove(current.name)
+
+    # -- servers ----------------------------------------------------------------------
+    def servers(self, role: str) -> list[ServerState]:
+        try:
+            return self.api.servers(role)
+        except NotFoundError:
+            return []
+
+    def add(self, rr: RoleRelease, name: str, address: str, timeout: float) -> None:
+        """Add an instance; it takes traffic only once HAProxy's own check passed."""
+        assert rr.run.port is not None
+        self.api.bring_up(rr.role, name, address, rr.run.port, health_timeout=timeout)
+
+    def add_standby(self, rr: RoleRelease, name: str, address: str, timeout: float) -> None:
+        """Add an instance that is checked but takes no traffic until ``switch``."""
+        assert rr.run.port is not None
+        api = self.api
+        api.add_server(rr.role, name, address, rr.run.port, check=True)
+        api.enable_health(rr.role, name)
+        api.set_state(rr.role, name, "drain")
+        if not api.wait_healthy(rr.role, name, timeout):
+            api.set_state(rr.role, name, "maint")
+            api.del_server(rr.role, name)
+            raise EngineError(f"the edge never saw {name} healthy within {timeout:g}s")
+
+    def switch(self, role: str, ready: Sequence[str], drain: Sequence[str]) -> None:
+        """Blue-green: the new set takes traffic and the old set stops taking it, at once."""
+        api = self.api
+        for name in ready:
+            api.set_state(role, name, "ready")
+        for name in drain:
+            api.set_state(role, name, "drain")
+
+    def drain(self, role: str, name: str, timeout: float) -> None:
+        """Take an instance out of rotation without failing a request; absent is fine."""
+        if any(s.name == name for s in self.servers(role)):
+            self.api.drain_and_remove(role, name, drain_timeout=timeout)

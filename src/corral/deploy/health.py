@@ -1,0 +1,64 @@
+"""Health checks, always observed from outside the instance (never by exec into it)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from corral.spec.model import Health, HttpHealth
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    healthy: bool
+    detail: str
+    attempts: int
+
+
+def probe_once(address: str, port: int, health: Health) -> str | None:
+    """One check; None when healthy, else what was wrong."""
+    if isinstance(health, HttpHealth):
+        return _http(address, port, health.http, health.timeout)
+    return _tcp(address, port, health.timeout)
+
+
+def _http(address: str, port: int, path: str, timeout: float) -> str | None:
+    url = f"http://{address}:{port}{path}"
+    try:
+        response = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return f"GET {path}: {type(exc).__name__}"
+    if 200 <= response.status_code < 400:
+        return None
+    return f"GET {path}: HTTP {response.status_code}"
+
+
+def _tcp(address: str, port: int, timeout: float) -> str | None:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"TCP {port}: {exc.strerror or exc}"
+
+
+def wait_healthy(
+    address: str,
+    port: int,
+    health: Health,
+    still_running: Callable[[], bool] = lambda: True,
+) -> HealthResult:
+    """Probe until one check passes, ``retries`` checks fail, or the instance exits."""
+    detail = "never checked"
+    for attempt in range(1, health.retries + 1):
+        problem = probe_once(address, port, health)
+        if problem is None:
+            return HealthResult(True, "healthy", attempt)
+        detail = problem
+        if not still_running():
+            return HealthResult(False, f"the instance exited ({detail})", attempt)
+        time.sleep(health.interval)
+    return HealthResult(False, f"{detail} after {health.retries} checks", health.retries)

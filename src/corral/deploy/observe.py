@@ -1,0 +1,78 @@
+"""The actual state of a fleet, read from the engine by labels, as plain values.
+
+Instances are recognised by their labels (``io.corral.fleet``, ``io.corral.role``,
+``io.corral.release``...), never by their names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from corral.deploy.scope import Scope
+from corral.engines.base import ContainerInfo, Engine
+
+LABEL = "io.corral."
+KIND_INSTANCE = "instance"
+KIND_EDGE = "edge"
+
+
+@dataclass(frozen=True)
+class Instance:
+    name: str
+    role: str
+    release: int
+    index: int
+    image_id: str
+    config_hash: str
+    state: str  # running | exited | created | ...
+    address: str | None
+    finished: str = ""
+    created: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+def instance_labels(
+    scope: Scope, role: str, release: int, index: int, config_hash: str
+) -> dict[str, str]:
+    """The labels every instance carries."""
+    return {
+        **scope.labels(KIND_INSTANCE),
+        LABEL + "role": role,
+        LABEL + "release": str(release),
+        LABEL + "index": str(index),
+        LABEL + "config-hash": config_hash,
+    }
+
+
+def observe(engine: Engine, scope: Scope) -> list[Instance]:
+    """Every instance of the scope, whatever its state, in a stable order."""
+    found = engine.list_containers(scope.labels(KIND_INSTANCE))
+    instances = (_instance(c, scope.network) for c in found)
+    return sorted(instances, key=lambda i: (i.role, i.release, i.index))
+
+
+def _instance(info: ContainerInfo, network: str) -> Instance:
+    labels: Mapping[str, str] = info.labels
+    return Instance(
+        name=info.name,
+        role=labels.get(LABEL + "role", ""),
+        release=_int(labels.get(LABEL + "release")),
+        index=_int(labels.get(LABEL + "index")),
+        image_id=info.image_id,
+        config_hash=labels.get(LABEL + "config-hash", ""),
+        state=info.state,
+        address=info.addresses.get(network) or None,
+        finished=info.finished,
+        created=info.created,
+    )
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0

@@ -1,0 +1,40 @@
+"""Where a fleet runs: the live environment or a throwaway test environment.
+
+Every engine object corral makes for a fleet carries the scope's labels, and its name
+starts with the scope's prefix, so a test environment can never touch live objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LABEL = "io.corral."
+LIVE = "live"
+
+
+@dataclass(frozen=True)
+class Scope:
+    fleet: str
+    env: str = LIVE  # "live", or the id of a test environment
+
+    @property
+    def prefix(self) -> str:
+        return self.fleet if self.env == LIVE else f"{self.fleet}-{self.env}"
+
+    @property
+    def network(self) -> str:
+        return f"corral-{self.prefix}"
+
+    @property
+    def edge_name(self) -> str:
+        return f"{self.prefix}-edge"
+
+    def labels(self, kind: str) -> dict[str, str]:
+        return {LABEL + "fleet": self.fleet, LABEL + "env": self.env, LABEL + "kind": kind}
+
+    def instance_name(self, role: str, release: int, index: int) -> str:
+        """Cattle names: ``<fleet>-<role>-r<release>-<n>``."""
+        return f"{self.prefix}-{role}-r{release}-{index}"
+
+    def volume_name(self, role: str, volume: str) -> str:
+        return f"{self.prefix}-{role}-{volume}"

@@ -1,0 +1,349 @@
+"""Deploy and rollback: build what changed, plan, apply, record the release, undo on failure.
+
+Rollback is a deploy of an earlier release's recorded images and configuration through the
+same ``converge`` path; the automatic undo after a failed deploy is the same again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from corral.build.bake import BakeTarget, bake_target, build_fleet, find_current_image
+from corral.deploy.apply import Executor, Journal
+from corral.deploy.desired import Desired, RoleRelease, desired_from_record
+from corral.deploy.edge import EDGE_ROLE, Edge, edge_role, frontends
+from corral.deploy.instances import resolve_secrets
+from corral.deploy.observe import Instance, observe
+from corral.deploy.plan import Observed, Plan, plan_deploy
+from corral.deploy.scope import Scope
+from corral.engines.base import Engine
+from corral.errors import DeployError, UsageError
+from corral.progress import NullProgress, Progress
+from corral.spec.load import LoadedSpec
+from corral.state import ImageRecord, ReleaseRecord, State
+
+GOOD = ("active", "superseded")
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    fleet: str
+    kind: str  # deploy | rollback
+    status: str  # active | failed | unchanged
+    release: int | None
+    plan: Plan
+    message: str = ""
+    rolled_back_to: int | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Context:
+    """Everything one deploy needs, passed explicitly."""
+
+    spec: LoadedSpec
+    engine: Engine
+    state: State
+    progress: Progress = field(default_factory=NullProgress)
+    scope: Scope = field(init=False)
+    edge: Edge = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scope = Scope(self.spec.fleet.fleet)
+        self.edge = Edge(
+            self.engine, self.scope, str(self.spec.state_path), self.spec.fleet.edge.address
+        )
+
+
+def desired_from_spec(
+    ctx: Context, roles: Sequence[str] = ()
+) -> tuple[dict[str, RoleRelease], list[str]]:
+    """Build what changed and return (desired roles, roles left untouched)."""
+    results = build_fleet(ctx.spec, ctx.engine, ctx.state, roles or None, ctx.progress)
+    desired = {
+        r.role: RoleRelease.from_role(
+            r.role, ctx.spec.fleet.roles[r.role], _image(ctx, r.role, r.version)
+        )
+        for r in results
+    }
+    active = ctx.state.active_release(ctx.scope.fleet)
+    untouched = [name for name in ctx.spec.fleet.roles if name not in desired]
+    if active is not None and roles:  # a partial deploy keeps the other roles as released
+        for name, rr in desired_from_record(active.roles).items():
+            if name not in desired and name in ctx.spec.fleet.roles:
+                desired[name] = rr
+    return desired, [name for name in untouched if name not in desired]
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    plan: Plan
+    unbuilt: tuple[str, ...]  # roles whose current inputs have no image yet
+
+    @property
+    def has_changes(self) -> bool:
+        return self.plan.has_changes or bool(self.unbuilt)
+
+
+def plan(ctx: Context, roles: Sequence[str] = ()) -> PlanResult:
+    """What ``deploy`` would change, without building or changing anything."""
+    names = list(roles) or list(ctx.spec.fleet.roles)
+    unknown = [n for n in names if n not in ctx.spec.fleet.roles]
+    if unknown:
+        raise UsageError(f"no role called {', '.join(unknown)} in the spec")
+    desired: dict[str, RoleRelease] = {}
+    unbuilt = []
+    for name in names:
+        role = ctx.spec.fleet.roles[name]
+        image = find_current_image(
+            BakeTarget(ctx.scope.fleet, name, role, ctx.spec.root), ctx.engine, ctx.state
+        )
+        if image is None:
+            unbuilt.append(name)
+        else:
+            desired[name] = RoleRelease.from_role(name, role, image)
+    untouched = [n for n in ctx.spec.fleet.roles if n not in desired]
+    edge = edge_image(ctx, desired, build=False)
+    observed = observe_fleet(ctx, desired, edge)
+    return PlanResult(plan_deploy(ctx.scope, desired, observed, untouched), tuple(unbuilt))
+
+
+def _image(ctx: Context, role: str, version: str) -> ImageRecord:
+    return next(i for i in ctx.state.images(ctx.scope.fleet, role) if i.version == version)
+
+
+def observe_fleet(ctx: Context, desired: Desired, edge_image: str | None) -> Observed:
+    instances = observe(ctx.engine, ctx.scope)
+    releases = ctx.state.releases(ctx.scope.fleet, limit=100000)
+    standby = {
+        i.name
+        for i in ctx.state.instances(ctx.scope.fleet, live_only=False)
+        if i.outcome == "standby"
+    }
+    return Observed(
+        instances=instances,
+        volumes=set(ctx.engine.list_volumes(ctx.scope.labels("volume"))),
+        good_releases={r.number for r in releases if r.status in GOOD},
+        standby=standby,
+        now=datetime.now(UTC),
+        edge=ctx.edge.observe(desired, edge_image),
+    )
+
+
+def edge_image(ctx: Context, desired: Desired, build: bool) -> str | None:
+    """The edge image id (baked when ``build``), or None when no role is public."""
+    if not frontends(desired):
+        return None
+    target = BakeTarget(ctx.scope.fleet, EDGE_ROLE, edge_role(), ctx.spec.root)
+    if build:
+        return bake_target(target, ctx.engine, ctx.state, ctx.progress).image_id
+    latest = ctx.state.latest_image(ctx.scope.fleet, EDGE_ROLE)
+    return latest.image_id if latest else None
+
+
+def deploy(
+    ctx: Context,
+    roles: Sequence[str] = (),
+    kind: str = "deploy",
+    source: ReleaseRecord | None = None,
+) -> DeployResult:
+    """Bring the fleet to the spec (or, for a rollback, to ``source``'s recorded state)."""
+    started = time.monotonic()
+    _sweep(ctx)
+    if source is None:
+        desired, untouched = desired_from_spec(ctx, roles)
+    else:
+        desired, untouched = desired_from_record(source.roles), []
+    secrets = resolve_secrets(desired)
+    edge = edge_image(ctx, desired, build=True)
+    plan = plan_deploy(ctx.scope, desired, observe_fleet(ctx, desired, edge), untouched)
+    if not plan.has_changes and _same_as_active(ctx, desired):
+        return DeployResult(
+            ctx.scope.fleet,
+            kind,
+            "unchanged",
+            None,
+            plan,
+            "nothing to change",
+            seconds=time.monotonic() - started,
+        )
+    result = converge(ctx, plan, desired, secrets, edge, kind, source)
+    return dataclasses.replace(result, seconds=time.monotonic() - started)
+
+
+def _same_as_active(ctx: Context, desired: Desired) -> bool:
+    active = ctx.state.active_release(ctx.scope.fleet)
+    if active is None:
+        return False
+    recorded = desired_from_record(active.roles)
+    return {k: v.to_record() for k, v in recorded.items()} == {
+        k: v.to_record() for k, v in desired.items()
+    }
+
+
+def converge(
+    ctx: Context,
+    plan: Plan,
+    desired: Desired,
+    secrets: Mapping[str, str],
+    edge: str | None,
+    kind: str,
+    source: ReleaseRecord | None,
+) -> DeployResult:
+    """Record a release, apply the plan, and undo everything if any role fails."""
+    fleet = ctx.scope.fleet
+    previous = ctx.state.active_release(fleet)
+    release = ctx.state.start_release(
+        fleet,
+        kind,
+        {k: v.to_record() for k, v in desired.items()},
+        source.number if source else None,
+    )
+    journal = Journal(ctx.state, fleet)
+    executor = Executor(
+        ctx.engine,
+        ctx.scope,
+        release.number,
+        journal,
+        ctx.progress,
+        ctx.edge if edge else None,
+        secrets,
+    )
+    details = {"release": release.number, "kind": kind}
+    try:
+        executor.apply(plan, desired, edge)
+    except DeployError as exc:
+        undo_to = _undo(ctx, previous, secrets, edge)
+        ctx.state.finish_release(release.id, "failed", exc.message)
+        journal.audit(
+            kind, "fleet", "failed", {**details, "error": exc.message, "rolled_back_to": undo_to}
+        )
+        raise DeployError(
+            f"release r{release.number} failed: {exc.message}; "
+            + (
+                f"the fleet is back on release r{undo_to}"
+                if undo_to
+                else "no earlier release to go back to: the failed instances were removed"
+            ),
+            release=release.number,
+            rolled_back_to=undo_to,
+            **exc.details,
+        ) from exc
+    except BaseException:
+        ctx.state.finish_release(release.id, "aborted", "interrupted")
+        journal.audit(kind, "fleet", "aborted", details)
+        raise
+    ctx.state.finish_release(release.id, "active")
+    journal.audit(kind, "fleet", "ok", {**details, "source": source.number if source else None})
+    return DeployResult(fleet, kind, "active", release.number, plan)
+
+
+def _undo(
+    ctx: Context, previous: ReleaseRecord | None, secrets: Mapping[str, str], edge: str | None
+) -> int | None:
+    """Converge back to ``previous`` (or to nothing), through the same planner and executor."""
+    ctx.progress.step("fleet", "deploy failed: going back to the previous release")
+    desired = desired_from_record(previous.roles) if previous else {}
+    observed = observe_fleet(ctx, desired, edge)
+    # The failed release is not "good": its instances are replaced by the previous ones.
+    plan = plan_deploy(ctx.scope, desired, observed)
+    number = previous.number if previous else 0
+    first = _next_indexes(observed.instances, number)
+    executor = Executor(
+        ctx.engine,
+        ctx.scope,
+        number,
+        Journal(ctx.state, ctx.scope.fleet),
+        ctx.progress,
+        ctx.edge if edge else None,
+        secrets,
+        first_index=first,
+    )
+    executor.apply(plan, desired, edge)
+    return previous.number if previous else None
+
+
+def _next_indexes(instances: Sequence[Instance], release: int) -> dict[str, int]:
+    """Per role, the first free instance index within ``release``."""
+    first: dict[str, int] = {}
+    for i in instances:
+        if i.release == release:
+            first[i.role] = max(first.get(i.role, 1), i.index + 1)
+    return first
+
+
+def _sweep(ctx: Context) -> None:
+    for release in ctx.state.sweep_stale_releases(ctx.scope.fleet):
+        ctx.progress.step(
+            "fleet", f"release r{release.number} was left unfinished by a killed deploy; converging"
+        )
+
+
+def rollback(ctx: Context, to: int | None = None) -> DeployResult:
+    """Deploy an earlier release's images and configuration again.
+
+    Raises:
+        UsageError: there is no such release, or no earlier good release.
+    """
+    fleet = ctx.scope.fleet
+    _sweep(ctx)
+    target = ctx.state.get_release(fleet, to) if to is not None else _previous_good(ctx)
+    if target is None:
+        raise UsageError(
+            f"no release r{to} of fleet {fleet}"
+            if to is not None
+            else "no earlier good release to roll back to"
+        )
+    if target.status not in GOOD:
+        raise UsageError(
+            f"release r{target.number} is {target.status}; only releases that "
+            "went live can be rolled back to"
+        )
+    missing = [
+        rr.image_tag
+        for rr in desired_from_record(target.roles).values()
+        if ctx.engine.inspect_image(rr.image_id) is None
+    ]
+    if missing:
+        raise UsageError(f"release r{target.number}'s images are gone: {', '.join(missing)}")
+    return deploy(ctx, kind="rollback", source=target)
+
+
+def _previous_good(ctx: Context) -> ReleaseRecord | None:
+    releases = ctx.state.releases(ctx.scope.fleet, limit=100000)
+    active = next((r for r in releases if r.status == "active"), None)
+    earlier = [
+        r
+        for r in releases
+        if r.status == "superseded"
+        and (active is None or r.number < active.number)
+        and (active is None or r.roles != active.roles)
+    ]
+    return earlier[-1] if earlier else None
+
+
+def replace_edge(ctx: Context) -> str:
+    """Replace the edge container (new image or ports); a short, documented interruption.
+
+    The serving instances are added to the new edge as soon as it answers.
+    """
+    active = ctx.state.active_release(ctx.scope.fleet)
+    desired = desired_from_record(active.roles) if active else {}
+    image = edge_image(ctx, desired, build=True)
+    if image is None:
+        raise UsageError("no role of the active release is public: there is no edge to replace")
+    ctx.progress.step("edge", "replacing the edge")
+    ctx.engine.ensure_network(ctx.scope.network, ctx.scope.labels("network"))
+    ctx.edge.start(desired, image)
+    good = {r.number for r in ctx.state.releases(ctx.scope.fleet, limit=100000) if r.status in GOOD}
+    for instance in observe(ctx.engine, ctx.scope):
+        rr = desired.get(instance.role)
+        if rr and rr.public is not None and instance.running and instance.release in good:
+            assert instance.address is not None
+            ctx.edge.add(rr, instance.name, instance.address, timeout=30)
+    ctx.state.record_audit(ctx.scope.fleet, "edge-replace", "edge", "ok", {"image": image})
+    return image

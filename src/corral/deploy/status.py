@@ -1,0 +1,196 @@
+"""What runs now (status), what ran before (history), and taking a fleet down (destroy)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from corral.deploy.desired import RoleRelease, desired_from_record
+from corral.deploy.health import probe_once
+from corral.deploy.observe import Instance, observe
+from corral.deploy.plan import parse_time
+from corral.deploy.service import GOOD, Context
+from corral.errors import LockedError
+from corral.state import ReleaseRecord
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    name: str
+    role: str
+    release: int
+    version: str
+    state: str
+    health: str  # up | down | draining | standby | unchecked
+    age_s: int
+
+
+@dataclass(frozen=True)
+class RoleStatus:
+    role: str
+    replicas: int
+    version: str
+    url: str | None
+    instances: tuple[InstanceStatus, ...]
+
+
+@dataclass(frozen=True)
+class FleetStatus:
+    fleet: str
+    release: int | None
+    roles: tuple[RoleStatus, ...]
+    edge: str  # running | absent | exited ...
+    cleaned: tuple[str, ...]  # half-done work found and cleaned up by this call
+    unfinished: tuple[str, ...]  # instances of unfinished releases still running
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    release: int
+    kind: str
+    status: str
+    started_at: str
+    user: str
+    source: int | None
+    message: str | None
+    changes: tuple[str, ...]
+
+
+def status(ctx: Context) -> FleetStatus:
+    """The fleet as it runs now; cleans up what killed deploys left, if no deploy runs."""
+    cleaned = _clean_up(ctx)
+    fleet = ctx.scope.fleet
+    active = ctx.state.active_release(fleet)
+    desired = desired_from_record(active.roles) if active else {}
+    instances = observe(ctx.engine, ctx.scope)
+    good = {r.number for r in ctx.state.releases(fleet, limit=100000) if r.status in GOOD}
+    roles = []
+    for name, rr in sorted(desired.items()):
+        mine = [i for i in instances if i.role == name]
+        health = _edge_health(ctx, name) if rr.public is not None else {}
+        rows = tuple(_instance_status(ctx, i, health, rr) for i in mine)
+        url = f"http://{ctx.edge.address}:{rr.public}/" if rr.public is not None else None
+        roles.append(RoleStatus(name, rr.replicas, rr.image_version, url, rows))
+    edge = ctx.edge.container()
+    unfinished = tuple(i.name for i in instances if i.running and i.release not in good)
+    return FleetStatus(
+        fleet,
+        active.number if active else None,
+        tuple(roles),
+        edge.state if edge else "absent",
+        tuple(cleaned),
+        unfinished,
+    )
+
+
+def _clean_up(ctx: Context) -> list[str]:
+    """Sweep releases of dead deploys and remove their instances that never ran or died.
+
+    Running leftovers may be serving; only ``corral deploy`` replaces them, safely.
+    """
+    try:
+        with ctx.state.lock("deploy", wait=0, purpose="status clean-up"):
+            swept = ctx.state.sweep_stale_releases(ctx.scope.fleet)
+            good = {
+                r.number
+                for r in ctx.state.releases(ctx.scope.fleet, limit=100000)
+                if r.status in GOOD
+            }
+            removed = []
+            for i in observe(ctx.engine, ctx.scope):
+                if not i.running and i.release not in good:
+                    ctx.engine.remove(i.name)
+                    ctx.state.retire_instance(ctx.scope.fleet, i.name, "cleaned-up")
+                    removed.append(i.name)
+            return [f"release r{r.number} marked aborted" for r in swept] + [
+                f"removed {name}" for name in removed
+            ]
+    except LockedError:
+        return []  # a deploy is running: it owns the fleet right now
+
+
+def _edge_health(ctx: Context, role: str) -> dict[str, str]:
+    try:
+        servers = ctx.edge.servers(role)
+    except Exception:
+        return {}
+    return {
+        s.name: ("draining" if s.admin == "drain" else "up" if s.healthy else "down")
+        for s in servers
+    }
+
+
+def _instance_status(
+    ctx: Context, i: Instance, edge_health: dict[str, str], rr: RoleRelease
+) -> InstanceStatus:
+    if not i.running:
+        health = "standby" if i.state == "exited" else i.state
+    elif i.name in edge_health:
+        health = edge_health[i.name]
+    elif rr.health is not None and rr.run.port and i.address:
+        health = "up" if probe_once(i.address, rr.run.port, rr.health) is None else "down"
+    else:
+        health = "unchecked"
+    created = parse_time(i.created)
+    age = int((datetime.now(UTC) - created).total_seconds()) if created else 0
+    info = ctx.engine.inspect(i.name)
+    version = info.labels.get("io.corral.image-version", "") if info else ""
+    return InstanceStatus(i.name, i.role, i.release, version, i.state, health, age)
+
+
+def history(ctx: Context, limit: int = 50) -> list[HistoryEntry]:
+    releases = ctx.state.releases(ctx.scope.fleet, limit=limit)
+    entries = []
+    previous: ReleaseRecord | None = None
+    for release in releases:
+        entries.append(
+            HistoryEntry(
+                release.number,
+                release.kind,
+                release.status,
+                release.started_at,
+                release.user,
+                release.source,
+                release.message,
+                tuple(_changes(previous, release)),
+            )
+        )
+        if release.status in GOOD:
+            previous = release
+    return entries
+
+
+def _changes(before: ReleaseRecord | None, after: ReleaseRecord) -> list[str]:
+    old = desired_from_record(before.roles) if before else {}
+    new = desired_from_record(after.roles)
+    changes = []
+    for name, rr in sorted(new.items()):
+        was = old.get(name)
+        if was is None:
+            changes.append(f"{name}: added ({rr.image_version} x{rr.replicas})")
+            continue
+        if was.image_version != rr.image_version:
+            changes.append(f"{name}: image {was.image_version} -> {rr.image_version}")
+        if was.config_hash != rr.config_hash:
+            changes.append(f"{name}: run configuration changed")
+        if was.replicas != rr.replicas:
+            changes.append(f"{name}: replicas {was.replicas} -> {rr.replicas}")
+    changes += [f"{name}: removed" for name in sorted(set(old) - set(new))]
+    return changes
+
+
+def destroy(ctx: Context) -> list[str]:
+    """Remove every instance and the edge of the fleet. Volumes are never touched."""
+    removed = []
+    with ctx.state.lock("deploy", wait=0, purpose="destroy"):
+        for i in observe(ctx.engine, ctx.scope):
+            ctx.engine.remove(i.name)
+            ctx.state.retire_instance(ctx.scope.fleet, i.name, "destroyed")
+            removed.append(i.name)
+        edge = ctx.edge.container()
+        if edge is not None:
+            ctx.edge.remove()
+            removed.append(edge.name)
+        ctx.engine.remove_network(ctx.scope.network)
+        ctx.state.record_audit(ctx.scope.fleet, "destroy", "fleet", "ok", {"removed": removed})
+    return removed

@@ -19,6 +19,7 @@ from corral.build.base import ensure_base
 from corral.engines.podman import PodmanEngine
 from corral.progress import NullProgress
 from corral.spec.model import DebianBase
+from tests.engine.helpers import Fleet, free_port
 
 pytestmark = pytest.mark.engine
 SHARED_BASE = DebianBase(debian="bookworm", packages=("python3",))
@@ -93,3 +94,13 @@ def write_fleet(folder: Path, fleet: str, extra_run: str = "true", app_text: str
         "    tests: [tests/]\n"
     )
     return spec
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, cleanup_fleet: str) -> Iterator[Fleet]:
+    """A one-role fleet (web, public on a free port, a data volume) written to tmp_path."""
+    made = Fleet(tmp_path / "fleet", cleanup_fleet, free_port())
+    made.folder.mkdir()
+    made.write()
+    yield made
+    made.corral("destroy", "--yes", check=False)

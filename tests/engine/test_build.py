@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.engine.conftest import write_fleet
 
 from corral import app
 from corral.build.bake import BakeTarget, resolve_base
@@ -20,6 +19,7 @@ from corral.errors import BuildError, GateError
 from corral.progress import NullProgress
 from corral.spec import load_spec
 from corral.state import State
+from tests.engine.conftest import write_fleet
 
 CORRAL = [sys.executable, "-m", "corral"]
 

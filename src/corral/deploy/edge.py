@@ -9,6 +9,7 @@ under 108 bytes) and are mounted into the edge container.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -154,10 +155,13 @@ class Edge:
             log=logs.splitlines()[-20:],
         )
 
-    def remove(self) -> None:
+    def remove(self, forget: bool = False) -> None:
+        """Remove the edge container; ``forget`` also removes its runtime folder."""
         current = self.container()
         if current is not None:
             self.engine.remove(current.name)
+        if forget:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     # -- servers ----------------------------------------------------------------------
     def servers(self, role: str) -> list[ServerState]:

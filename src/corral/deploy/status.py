@@ -188,8 +188,8 @@ def destroy(ctx: Context) -> list[str]:
             ctx.state.retire_instance(ctx.scope.fleet, i.name, "destroyed")
             removed.append(i.name)
         edge = ctx.edge.container()
+        ctx.edge.remove(forget=True)
         if edge is not None:
-            ctx.edge.remove()
             removed.append(edge.name)
         ctx.engine.remove_network(ctx.scope.network)
         ctx.state.record_audit(ctx.scope.fleet, "destroy", "fleet", "ok", {"removed": removed})

@@ -14,12 +14,17 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    Tag,
     field_validator,
     model_validator,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,29}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -33,12 +38,13 @@ def _parse_duration(value: Any) -> Any:
     if isinstance(value, str):
         match = _DURATION.match(value)
         if not match:
-            raise ValueError("expected a duration such as 2, '500ms', '2s' or '5m'")
+            raise ValueError(f"expected a duration such as 2, '500ms', '2s' or '5m', got {value!r}")
         return float(match.group(1)) * _UNITS[match.group(2)]
     return value
 
 
-Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0, le=86400)]
+# Numbers are strict: YAML ``true`` is not 1 and ``1.5`` is not an integer.
+Duration = Annotated[StrictFloat, BeforeValidator(_parse_duration), Field(ge=0, le=86400)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 AbsPath = Annotated[str, Field(pattern=r"^/", min_length=1, max_length=4096)]
 
@@ -67,7 +73,34 @@ class ContainerfileBase(Model):
     containerfile: Annotated[str, Field(min_length=1)]
 
 
-Base = DebianBase | ImageBase | ContainerfileBase
+BASE_KINDS = ("debian", "image", "containerfile")
+HEALTH_KINDS = ("http", "tcp")
+
+
+def _kind_of(kinds: tuple[str, ...]) -> Any:
+    """A discriminator: the first of ``kinds`` present as a key (or model field) of the value."""
+
+    def pick(value: Any) -> str | None:
+        for kind in kinds:
+            if (isinstance(value, dict) and kind in value) or (
+                isinstance(value, BaseModel) and kind in type(value).model_fields
+            ):
+                return kind
+        return None
+
+    return pick
+
+
+Base = Annotated[
+    Annotated[DebianBase, Tag("debian")]
+    | Annotated[ImageBase, Tag("image")]
+    | Annotated[ContainerfileBase, Tag("containerfile")],
+    Discriminator(
+        _kind_of(BASE_KINDS),
+        custom_error_type="base_kind",
+        custom_error_message="expected one of: debian, image, containerfile",
+    ),
+]
 
 
 class CopyStep(Model):
@@ -85,7 +118,7 @@ class BuildSteps(Model):
 class RunConfig(Model):
     command: tuple[Annotated[str, Field(min_length=1)], ...] = Field(min_length=1)
     user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "app"
-    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
     env: dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], str] = Field(default_factory=dict)
     secrets: tuple[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], ...] = ()
     workdir: AbsPath | None = None
@@ -101,8 +134,10 @@ class RunConfig(Model):
     @classmethod
     def _env_values_are_text(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
-                    for k, v in value.items()}
+            return {
+                k: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                for k, v in value.items()
+            }
         return value
 
 
@@ -110,23 +145,37 @@ class HttpHealth(Model):
     http: Annotated[str, Field(pattern=r"^/")]
     interval: Duration = 1.0
     timeout: Duration = 2.0
-    retries: Annotated[int, Field(ge=1, le=1000)] = 30
+    retries: Annotated[StrictInt, Field(ge=1, le=1000)] = 30
 
 
 class TcpHealth(Model):
     tcp: Literal[True]
     interval: Duration = 1.0
     timeout: Duration = 2.0
-    retries: Annotated[int, Field(ge=1, le=1000)] = 30
+    retries: Annotated[StrictInt, Field(ge=1, le=1000)] = 30
+
+    @field_validator("tcp", mode="before")
+    @classmethod
+    def _tcp_is_true(cls, value: Any) -> Any:
+        if value is not True:
+            raise ValueError(f"expected true, got {value!r}")
+        return value
 
 
-Health = HttpHealth | TcpHealth
+Health = Annotated[
+    Annotated[HttpHealth, Tag("http")] | Annotated[TcpHealth, Tag("tcp")],
+    Discriminator(
+        _kind_of(HEALTH_KINDS),
+        custom_error_type="health_kind",
+        custom_error_message="expected one of: http, tcp",
+    ),
+]
 
 
 class DeployPolicy(Model):
     strategy: Literal["rolling", "blue-green"] = "rolling"
-    max_surge: Annotated[int, Field(ge=0, le=100)] = 1
-    max_unavailable: Annotated[int, Field(ge=0, le=100)] = 0
+    max_surge: Annotated[StrictInt, Field(ge=0, le=100)] = 1
+    max_unavailable: Annotated[StrictInt, Field(ge=0, le=100)] = 0
     keep_old: Duration = 300.0
     drain: Duration = 5.0
 
@@ -139,13 +188,13 @@ class DeployPolicy(Model):
 
 class Lockdown(Model):
     capabilities: tuple[Annotated[str, Field(pattern=r"^[A-Z_]+$")], ...] = ()
-    allow_ssh: bool = False
+    allow_ssh: StrictBool = False
 
 
 class Resources(Model):
     memory: Annotated[str, Field(pattern=r"^\d+[kmg]?$")] = "512m"
-    cpus: Annotated[float, Field(gt=0, le=64)] = 1.0
-    pids: Annotated[int, Field(ge=16, le=100000)] = 256
+    cpus: Annotated[StrictFloat, Field(gt=0, le=64)] = 1.0
+    pids: Annotated[StrictInt, Field(ge=16, le=100000)] = 256
 
 
 class Role(Model):
@@ -153,12 +202,12 @@ class Role(Model):
     build: BuildSteps = BuildSteps()
     run: RunConfig
     health: Health | None = None
-    replicas: Annotated[int, Field(ge=0, le=100)] = 1
+    replicas: Annotated[StrictInt, Field(ge=0, le=100)] = 1
     volumes: dict[Name, AbsPath] = Field(default_factory=dict)
     tests: tuple[Annotated[str, Field(min_length=1)], ...] = ()
     deploy: DeployPolicy = DeployPolicy()
     after: tuple[Name, ...] = ()
-    public: Annotated[int, Field(ge=1, le=65535)] | None = None
+    public: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
     lockdown: Lockdown = Lockdown()
     resources: Resources = Resources()
 
@@ -174,14 +223,26 @@ class Role(Model):
         return self
 
 
+class EdgeSettings(Model):
+    """Where the edge publishes the public roles' ports on the host."""
+
+    address: Annotated[str, Field(pattern=r"^[0-9.]+$|^[0-9a-fA-F:]+$")] = "127.0.0.1"
+
+
 class Fleet(Model):
     version: Literal[1] = SCHEMA_VERSION
     fleet: Name
     state: str | None = None
+    edge: EdgeSettings = EdgeSettings()
     roles: dict[Name, Role] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _references(self) -> Fleet:
+        reserved = [name for name in self.roles if name.startswith("corral-")]
+        if reserved:
+            raise ValueError(
+                f"role names starting with 'corral-' are corral's own: {', '.join(reserved)}"
+            )
         for name, role in self.roles.items():
             unknown = [dep for dep in role.after if dep not in self.roles]
             if unknown:

@@ -1,0 +1,43 @@
+"""The test fleet's app: answers its version; BROKEN makes a version that never gets healthy."""
+
+import json
+import os
+import socket
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+VERSION = open(os.path.join(os.path.dirname(__file__), "VERSION")).read().strip()
+DATA = "/var/lib/app"
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        if self.path == "/healthz" and VERSION.startswith("broken"):
+            self.reply(500, {"ok": False})
+        elif self.path == "/write":
+            with open(os.path.join(DATA, "note"), "a") as handle:
+                handle.write(VERSION + "\n")
+            self.reply(200, {"ok": True})
+        else:
+            self.reply(200, {"version": VERSION, "instance": socket.gethostname()})
+
+    def reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+if __name__ == "__main__":
+    if VERSION.startswith("crash"):
+        sys.exit(3)
+    time.sleep(float(os.environ.get("START_DELAY", "0")))
+    ThreadingHTTPServer(("0.0.0.0", 8000), Handler).serve_forever()

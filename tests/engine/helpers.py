@@ -1,0 +1,145 @@
+"""Helpers for real-engine deploy tests: a small fleet on disk, a load generator, podman."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+APP = Path(__file__).parent / "fleet_app"
+CORRAL = [sys.executable, "-m", "corral"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Fleet:
+    folder: Path
+    name: str
+    port: int
+
+    @property
+    def spec(self) -> Path:
+        return self.folder / "corral.yaml"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def write(
+        self, version: str = "v1", replicas: int = 2, strategy: str = "rolling", extra: str = ""
+    ) -> None:
+        (self.folder / "app").mkdir(parents=True, exist_ok=True)
+        shutil.copy(APP / "server.py", self.folder / "app" / "server.py")
+        (self.folder / "app" / "VERSION").write_text(version + "\n")
+        (self.folder / "tests").mkdir(exist_ok=True)
+        self.spec.write_text(
+            f"fleet: {self.name}\n"
+            "roles:\n"
+            "  web:\n"
+            "    base: {debian: bookworm, packages: [python3]}\n"
+            "    build: {copy: [{src: app/, dest: /srv/app}]}\n"
+            "    run: {command: [python3, /srv/app/server.py], user: app, port: 8000}\n"
+            "    health: {http: /healthz, interval: 200ms, retries: 25}\n"
+            f"    replicas: {replicas}\n"
+            "    volumes: {data: /var/lib/app}\n"
+            f"    public: {self.port}\n"
+            f"    deploy: {{strategy: {strategy}, drain: 2s}}\n"
+            "    tests: [tests/]\n"
+            f"{extra}"
+        )
+
+    def corral(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [*CORRAL, "-f", str(self.spec), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"corral {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    def status(self) -> dict[str, Any]:
+        return dict(json.loads(self.corral("status", "--json").stdout))
+
+
+@dataclass
+class Load:
+    """Constant traffic against a URL from a few keep-alive clients, counting outcomes."""
+
+    url: str
+    clients: int = 4
+    outcomes: Counter[str] = field(default_factory=Counter)
+    versions: Counter[str] = field(default_factory=Counter)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __enter__(self) -> Load:
+        for _ in range(self.clients):
+            thread = threading.Thread(target=self._run, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 600  # bounded, whatever happens
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                self._one(client)
+
+    def _one(self, client: httpx.Client) -> None:
+        try:
+            response = client.get(self.url)
+            outcome = str(response.status_code)
+            version = response.json().get("version", "?") if response.status_code == 200 else ""
+        except (httpx.HTTPError, ValueError) as exc:
+            outcome, version = type(exc).__name__, ""
+        with self._lock:
+            self.outcomes[outcome] += 1
+            if version:
+                self.versions[version] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def failures(self) -> int:
+        return self.total - self.outcomes["200"]
+
+
+def podman_json(*args: str) -> Any:
+    out = subprocess.run(
+        ["podman", *args, "--format", "json"], capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(out)
+
+
+def containers(fleet: str) -> list[dict[str, Any]]:
+    return list(podman_json("ps", "--all", "--filter", f"label=io.corral.fleet={fleet}"))

@@ -1,0 +1,139 @@
+"""Deploy by replacement, for real: Podman instances behind a real HAProxy edge."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import httpx
+
+from corral.spec import load_spec
+from corral.state import State
+from tests.engine.helpers import Fleet, Load, containers, podman_json
+
+
+def web_instances(status: dict[str, object]) -> list[dict[str, object]]:
+    [web] = [r for r in status["roles"] if r["role"] == "web"]  # type: ignore[attr-defined]
+    return list(web["instances"])
+
+
+def test_rolling_deploy_under_load_loses_no_request(fleet: Fleet, shared_base: str) -> None:
+    fleet.corral("deploy")
+    assert httpx.get(fleet.url).json()["version"] == "v1"
+    fleet.write(version="v2")
+    with Load(fleet.url) as load:
+        fleet.corral("deploy")
+    assert load.total > 50 and load.failures == 0, load.outcomes
+    assert load.versions["v2"] > 0
+    status = fleet.status()
+    assert status["release"] == 2
+    instances = web_instances(status)
+    assert len(instances) == 2
+    assert {i["release"] for i in instances} == {2}
+    assert {i["health"] for i in instances} == {"up"}
+    assert len(containers(fleet.name)) == 3  # two instances and the edge, nothing else
+
+
+def test_broken_version_leaves_old_release_serving(fleet: Fleet, shared_base: str) -> None:
+    fleet.corral("deploy")
+    fleet.write(version="broken")
+    with Load(fleet.url) as load:
+        proc = fleet.corral("deploy", check=False)
+    assert proc.returncode == 1
+    assert "did not become healthy" in proc.stderr and "back on release r1" in proc.stderr
+    assert load.failures == 0, load.outcomes
+    assert set(load.versions) == {"v1"}
+    status = fleet.status()
+    assert status["release"] == 1
+    assert {i["release"] for i in web_instances(status)} == {1}
+    history = json.loads(fleet.corral("history", "--json").stdout)["releases"]
+    assert [r["status"] for r in history] == ["active", "failed"]
+
+
+def test_instances_are_locked_down(fleet: Fleet, shared_base: str) -> None:
+    fleet.corral("deploy")
+    [one, *_] = [c for c in containers(fleet.name) if c["Labels"]["io.corral.kind"] == "instance"]
+    [info] = podman_json("container", "inspect", one["Id"])
+    host = info["HostConfig"]
+    assert host["ReadonlyRootfs"] is True
+    assert info["EffectiveCaps"] in (None, [])
+    assert info["Config"]["User"] == "app"
+    assert "no-new-privileges" in " ".join(host["SecurityOpt"] or [])
+    assert not host.get("PortBindings")
+    assert set(host["Tmpfs"]) >= {"/tmp", "/run"}
+    whoami = httpx.get(fleet.url).json()
+    assert whoami["version"] == "v1"
+
+
+def test_rollback_is_a_deploy_recorded_in_history_and_audit(fleet: Fleet, shared_base: str) -> None:
+    fleet.corral("deploy")
+    fleet.write(version="v2")
+    fleet.corral("deploy")
+    with Load(fleet.url) as load:
+        fleet.corral("rollback")
+    assert load.failures == 0, load.outcomes
+    assert httpx.get(fleet.url).json()["version"] == "v1"
+    history = json.loads(fleet.corral("history", "--json").stdout)["releases"]
+    assert history[-1]["kind"] == "rollback" and history[-1]["source"] == 1
+    assert history[-1]["status"] == "active"
+    audit = json.loads(fleet.corral("audit", "--json").stdout)["audit"]
+    assert ("rollback", "ok") in [(e["action"], e["outcome"]) for e in audit]
+
+
+def test_blue_green_switches_at_once_and_switches_back_instantly(
+    fleet: Fleet, shared_base: str
+) -> None:
+    fleet.write(strategy="blue-green")
+    fleet.corral("deploy")
+    first = {
+        c["Names"][0] for c in containers(fleet.name) if c["Labels"]["io.corral.kind"] == "instance"
+    }
+    fleet.write(version="v2", strategy="blue-green")
+    with Load(fleet.url) as load:
+        fleet.corral("deploy")
+    assert load.failures == 0, load.outcomes
+    stopped = {c["Names"][0] for c in containers(fleet.name) if c["State"] == "exited"}
+    assert stopped == first  # the blue set is kept, stopped, for a switch back
+    with Load(fleet.url) as load:
+        fleet.corral("rollback")
+    assert load.failures == 0, load.outcomes
+    running = {
+        c["Names"][0]
+        for c in containers(fleet.name)
+        if c["State"] == "running" and c["Labels"]["io.corral.kind"] == "instance"
+    }
+    assert running == first  # the same instances came back, none was rebuilt
+    assert httpx.get(fleet.url).json()["version"] == "v1"
+
+
+def test_plan_exit_codes_and_volume_survives_destroy(fleet: Fleet, shared_base: str) -> None:
+    assert fleet.corral("plan", check=False).returncode == 2
+    fleet.corral("deploy")
+    assert fleet.corral("plan", check=False).returncode == 0
+    assert httpx.get(fleet.url + "write").status_code == 200
+    fleet.write(version="v2")
+    fleet.corral("build")
+    proc = fleet.corral("plan", check=False)
+    assert proc.returncode == 2 and "touches 0 volumes" in proc.stdout
+    fleet.corral("destroy", "--yes")
+    assert containers(fleet.name) == []
+    volumes = podman_json("volume", "ls", "--filter", f"label=io.corral.fleet={fleet.name}")
+    assert [v["Name"] for v in volumes] == [f"{fleet.name}-web-data"]
+    fleet.corral("deploy")
+    assert httpx.get(fleet.url + "write").status_code == 200
+    note = subprocess.run(
+        ["podman", "volume", "inspect", f"{fleet.name}-web-data", "--format", "{{.Mountpoint}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    with open(note.stdout.strip() + "/note") as handle:
+        assert handle.read().split() == ["v1", "v2"]
+
+
+def test_a_second_deploy_is_refused_naming_the_holder(fleet: Fleet, shared_base: str) -> None:
+    spec = load_spec(fleet.spec)
+    with State.open(spec.state_path) as state, state.lock("deploy", purpose="deploy by test"):
+        proc = fleet.corral("deploy", check=False)
+    assert proc.returncode == 1
+    assert "deploy lock" in proc.stderr and "deploy by test" in proc.stderr

@@ -41,7 +41,12 @@ class Fleet:
         return f"http://127.0.0.1:{self.port}/"
 
     def write(
-        self, version: str = "v1", replicas: int = 2, strategy: str = "rolling", extra: str = ""
+        self,
+        version: str = "v1",
+        replicas: int = 2,
+        strategy: str = "rolling",
+        extra: str = "",
+        start_delay: float = 0,
     ) -> None:
         (self.folder / "app").mkdir(parents=True, exist_ok=True)
         shutil.copy(APP / "server.py", self.folder / "app" / "server.py")
@@ -53,7 +58,8 @@ class Fleet:
             "  web:\n"
             "    base: {debian: bookworm, packages: [python3]}\n"
             "    build: {copy: [{src: app/, dest: /srv/app}]}\n"
-            "    run: {command: [python3, /srv/app/server.py], user: app, port: 8000}\n"
+            "    run: {command: [python3, /srv/app/server.py], user: app, port: 8000,\n"
+            f"          env: {{START_DELAY: '{start_delay}'}}}}\n"
             "    health: {http: /healthz, interval: 200ms, retries: 25}\n"
             f"    replicas: {replicas}\n"
             "    volumes: {data: /var/lib/app}\n"

@@ -74,7 +74,7 @@ def build_fleet(
         GateError: the image holds an SSH server and the role did not allow it.
     """
     progress = progress or NullProgress()
-    state.sweep_stale_builds()
+    sweep_stages(spec.fleet.fleet, engine, state)
     targets = [
         BakeTarget(spec.fleet.fleet, name, spec.fleet.roles[name], spec.root)
         for name in _select_roles(spec, roles)
@@ -242,7 +242,11 @@ def _bake_steps(
         cfile = containerfile.stage_context(role, target.root, Path(tmp))
         cfile.write_text(containerfile.render(role, base.id))
         staged = engine.build_image(
-            Path(tmp), cfile, stage_tag, {}, log=lambda line: progress.log(name, line)
+            Path(tmp),
+            cfile,
+            stage_tag,
+            _stage_labels(target.fleet, build_number=int(version.split("-")[0])),
+            log=lambda line: progress.log(name, line),
         )
     packages = list_packages(engine, staged.id)
     check_no_ssh(name, role, packages)
@@ -304,8 +308,31 @@ def image_labels(
         LABEL + "built-at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         LABEL + "corral-version": __version__,
         LABEL + "packages": ",".join(packages),
+        LABEL + "stage": "",  # the stage's label is inherited; this is no stage
         "org.opencontainers.image.version": version,
     }
+
+
+def _stage_labels(fleet: str, build_number: int) -> dict[str, str]:
+    return {LABEL + "fleet": fleet, LABEL + "stage": str(build_number)}
+
+
+def sweep_stages(fleet: str, engine: Engine, state: State) -> None:
+    """Mark builds of dead processes interrupted and untag what their builders left.
+
+    A build killed with -9 cannot clean up: its podman build may even finish later and
+    tag a ``building-N`` stage. Any stage whose build is not running is removed here.
+    """
+    state.sweep_stale_builds()
+    running = {(b.role, b.number) for b in state.builds(fleet, limit=1000) if b.status == "running"}
+    for image in engine.list_images({LABEL + "fleet": fleet}):
+        number = image.labels.get(LABEL + "stage", "")
+        role = image.labels.get(LABEL + "role")
+        stage_tags = [t for t in image.tags if ":building-" in t]
+        if number and role is None and stage_tags:
+            owner = stage_tags[0].split("/")[-1].split(":")[0]
+            if (owner, int(number)) not in running:
+                engine_cleanup(engine, *stage_tags)
 
 
 def engine_cleanup(engine: Engine, *refs: str) -> None:

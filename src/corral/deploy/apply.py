@@ -83,12 +83,16 @@ class Executor:
         errors: list[DeployError] = []
         with ThreadPoolExecutor(max_workers=max(1, len(role_plans))) as pool:
             futures = [pool.submit(self.apply_role, rp, desired[rp.role]) for rp in role_plans]
-            for future in futures:
+            for rp, future in zip(role_plans, futures, strict=True):
                 exc = future.exception()
                 if isinstance(exc, DeployError):
                     errors.append(exc)
                 elif isinstance(exc, CorralError):
-                    errors.append(DeployError(exc.message, reason=exc.message))
+                    errors.append(
+                        DeployError(
+                            f"role {rp.role}: {exc.message}", role=rp.role, reason=exc.message
+                        )
+                    )
                 elif exc is not None:
                     raise exc
         if errors:
@@ -207,7 +211,8 @@ class Executor:
         """Start a stand-by instance again (a blue-green switch back)."""
         self.progress.step(rr.role, f"restarting stand-by {name}")
         info = self.engine.restart(name)
-        self.journal.started(name, rr.role, self.release, rr.image_id)
+        release = int(info.labels.get(LABEL + "release", self.release))  # as it was labelled
+        self.journal.started(name, rr.role, release, rr.image_id)
         self._become_healthy(rr, info, join_edge)
         return name
 

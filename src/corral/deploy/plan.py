@@ -113,7 +113,7 @@ def _plan_role(scope: Scope, rr: RoleRelease, instances: list[Instance], obs: Ob
     stopped = [i for i in instances if not i.running]
     restart, standby, cleanup = _sort_stopped(stopped, rr, obs)
     needed = max(0, rr.replicas - len(keep))
-    restart = restart[:needed]
+    restart, standby = restart[:needed], restart[needed:] + standby
     volumes = tuple(scope.volume_name(rr.role, v) for v in sorted(rr.volumes))
     return RolePlan(
         role=rr.role,
@@ -125,7 +125,7 @@ def _plan_role(scope: Scope, rr: RoleRelease, instances: list[Instance], obs: Ob
         restart=tuple(i.name for i in restart),
         stop=tuple(stop),
         cleanup=tuple(cleanup),
-        standby=tuple(i.name for i in standby if i.name not in {r.name for r in restart}),
+        standby=tuple(i.name for i in standby),
         new_volumes=tuple(v for v in volumes if v not in obs.volumes),
         volumes=volumes,
     )
@@ -177,7 +177,7 @@ def parse_time(text: str) -> datetime | None:
     if not match:
         return None
     head, fraction, zone = match.groups()
-    zone = "+00:00" if zone in ("Z", "") else zone
+    zone = "+00:00" if zone in ("Z", "", None) else zone
     try:
         return datetime.fromisoformat(f"{head}.{(fraction or '0')[:6]:0<6}{zone}")
     except ValueError:

@@ -119,19 +119,22 @@ def _image(ctx: Context, role: str, version: str) -> ImageRecord:
 def observe_fleet(ctx: Context, desired: Desired, edge_image: str | None) -> Observed:
     instances = observe(ctx.engine, ctx.scope)
     releases = ctx.state.releases(ctx.scope.fleet, limit=100000)
-    standby = {
-        i.name
-        for i in ctx.state.instances(ctx.scope.fleet, live_only=False)
-        if i.outcome == "standby"
-    }
     return Observed(
         instances=instances,
         volumes=set(ctx.engine.list_volumes(ctx.scope.labels("volume"))),
         good_releases={r.number for r in releases if r.status in GOOD},
-        standby=standby,
+        standby=standby_names(ctx.state, ctx.scope.fleet),
         now=datetime.now(UTC),
         edge=ctx.edge.observe(desired, edge_image),
     )
+
+
+def standby_names(state: State, fleet: str) -> set[str]:
+    """Instances whose latest record says corral stopped them on purpose (blue-green)."""
+    latest: dict[str, str | None] = {}
+    for record in state.instances(fleet, live_only=False):  # oldest first
+        latest[record.name] = record.outcome if record.retired_at else None
+    return {name for name, outcome in latest.items() if outcome == "standby"}
 
 
 def edge_image(ctx: Context, desired: Desired, build: bool) -> str | None:

@@ -30,6 +30,7 @@ class FakeEngine(Engine):
         self.volumes: dict[str, Mapping[str, str]] = {}
         self.calls: list[tuple[str, str]] = []
         self._ids = itertools.count(1)
+        self._address_counter = itertools.count(0)  # only goes up: no two containers share one
         self.now = "2026-01-01T00:00:00Z"  # what ``stop`` records as the finish time
 
     def _new_id(self) -> str:
@@ -83,7 +84,8 @@ class FakeEngine(Engine):
     def start(self, spec: ContainerSpec) -> ContainerInfo:
         if spec.name in self.containers:
             raise EngineError(f"a container called {spec.name} exists already")
-        address = f"10.88.0.{len(self.containers) + 2}"
+        number = next(self._address_counter)
+        address = f"10.88.{number // 250}.{number % 250 + 2}"
         info = ContainerInfo(
             self._new_id(),
             spec.name,

@@ -74,7 +74,7 @@ class LoadedSpec:
 
 def load_spec(path: Path) -> LoadedSpec:
     """Read, parse and validate the spec at ``path``; raise ``SpecError`` with every problem."""
-    path = Path(path).expanduser().absolute()
+    path = _absolute(Path(path))
     file = str(path)
     text = _read(path, file)
     document = _parse(text, file)
@@ -101,6 +101,13 @@ def _fail(file: str, message: str, line: int = 0, column: int = 0, path: str = "
     return SpecError([Diagnostic(file, line, column, path, message)])
 
 
+def _absolute(path: Path) -> Path:
+    try:
+        return path.expanduser().absolute()
+    except (RuntimeError, OSError) as exc:  # '~nobody/x', or the current folder is gone
+        raise _fail(str(path), f"cannot find the spec: {exc}") from exc
+
+
 def _read(path: Path, file: str) -> str:
     """The file's text; refuses what is missing, not a file, too big or not UTF-8."""
     try:
@@ -113,6 +120,8 @@ def _read(path: Path, file: str) -> str:
             raw = handle.read(MAX_BYTES + 1)
     except OSError as exc:
         raise _fail(file, f"cannot read the spec: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # a NUL byte in the path
+        raise _fail(file, f"cannot read the spec: {exc}") from exc
     if len(raw) > MAX_BYTES:
         raise _fail(file, _TOO_BIG)
     try:
@@ -288,12 +297,13 @@ def _diagnose(error: ErrorDetails, document: Any, file: str) -> Diagnostic:
 
 def _fleet_error_loc(message: str, document: Any) -> Loc:
     """Where a fleet-wide check points: the ``after`` of the role it names, else ``roles``."""
+    roles = document.get("roles") if isinstance(document, dict) else None
     match = re.search(r"role '([^']+)' is after|cycle: (\S+) ->", message)
-    if match:
-        role = match.group(1) or match.group(2)
-        roles = document.get("roles") if isinstance(document, dict) else None
-        if isinstance(roles, dict) and role in roles:
-            return ("roles", role, "after")
+    if match and isinstance(roles, dict) and (match.group(1) or match.group(2)) in roles:
+        return ("roles", match.group(1) or match.group(2), "after")
+    match = re.search(r"are corral's own: ([^,\s]+)", message)
+    if match and isinstance(roles, dict) and match.group(1) in roles:
+        return ("roles", match.group(1), "[key]")
     return ("roles",)
 
 
@@ -401,6 +411,7 @@ _PATTERNS = {
     r"^[a-z_][a-z0-9_-]{0,31}$": "a user name of lowercase letters, digits, '_' and '-'",
     r"^[A-Z_]+$": "a capability name in capitals such as 'NET_BIND_SERVICE'",
     r"^\d+[kmg]?$": "a memory size such as '512m' or '2g'",
+    r"^[0-9.]+$|^[0-9a-fA-F:]+$": "an IP address such as '127.0.0.1' or '::1'",
 }
 _INT_ERRORS = {"int_type", "int_parsing", "int_from_float"}
 _FLOAT_ERRORS = {"float_type", "float_parsing"}

@@ -6,8 +6,9 @@ import socket
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
-VERSION = open(os.path.join(os.path.dirname(__file__), "VERSION")).read().strip()
+VERSION = Path(__file__).with_name("VERSION").read_text().strip()
 DATA = "/var/lib/app"
 
 

@@ -1,0 +1,449 @@
+"""The executor against the in-memory FakeEngine: the order of engine calls and the
+rolling / blue-green invariants, with a real state database and no edge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import corral.deploy.apply as apply_module
+from corral.deploy.apply import Executor, Journal
+from corral.deploy.desired import RoleRelease
+from corral.deploy.health import HealthResult
+from corral.deploy.observe import observe
+from corral.deploy.plan import EdgePlan, Observed, Plan, parse_time, plan_deploy
+from corral.deploy.scope import LABEL, Scope
+from corral.deploy.service import observe_fleet
+from corral.engines.base import ContainerInfo, ContainerSpec
+from corral.engines.fake import FakeEngine
+from corral.errors import DeployError
+from corral.progress import NullProgress
+from corral.state import State
+
+FLEET = "shop"
+SCOPE = Scope(FLEET)
+GOOD = ("active", "superseded")
+
+
+def role_release(name: str, image: str, **fields: Any) -> RoleRelease:
+    run = {"command": ["app"], "user": "app", "port": None, **fields.pop("run", {})}
+    data: dict[str, Any] = {
+        "role": name,
+        "image_id": image,
+        "image_tag": f"corral/{FLEET}-{name}:{image}",
+        "image_version": f"v-{image}",
+        "image_digest": f"sha256:{image}",
+        "run": run,
+        "health": None,
+        "replicas": 1,
+        "volumes": {},
+        "deploy": {},
+        "after": [],
+        "public": None,
+        "lockdown": {},
+        "resources": {},
+        **fields,
+    }
+    return RoleRelease.model_validate(data)
+
+
+class RecordingEngine(FakeEngine):
+    """A FakeEngine that samples, after every container call, how many instances run.
+
+    It also hands out unique addresses (FakeEngine reuses them after a removal), so a
+    patched health check can tell instances apart by address.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.RLock()
+        self.samples: list[tuple[str, str, dict[str, int]]] = []
+        self.by_address: dict[str, str] = {}
+        self._addresses = 0
+        # The fake clock: FakeEngine.stop stamps `now`; the planner looks 10 s later.
+        self.observed_at = _at(self.now) + timedelta(seconds=10)
+
+    def running(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for c in self.containers.values():
+            if c.state == "running":
+                role = c.labels.get(LABEL + "role", "")
+                counts[role] = counts.get(role, 0) + 1
+        return counts
+
+    def _sample(self, call: str, name: str) -> None:
+        self.samples.append((call, name, self.running()))
+
+    def start(self, spec: ContainerSpec) -> ContainerInfo:
+        with self.lock:
+            info = super().start(spec)
+            self._addresses += 1
+            address = f"10.89.{self._addresses // 200}.{self._addresses % 200 + 2}"
+            info = ContainerInfo(
+                info.id,
+                info.name,
+                info.image_id,
+                info.labels,
+                info.state,
+                {SCOPE.network: address},
+                info.created,
+            )
+            self.containers[spec.name] = info
+            self.by_address[address] = spec.name
+            self._sample("start", spec.name)
+            return info
+
+    def restart(self, name: str) -> ContainerInfo:
+        with self.lock:
+            info = super().restart(name)
+            self._sample("restart", name)
+            return info
+
+    def stop(self, name: str, timeout: int = 10) -> None:
+        with self.lock:
+            super().stop(name, timeout)
+            self._sample("stop", name)
+
+    def remove(self, name: str) -> None:
+        with self.lock:
+            super().remove(name)
+            self._sample("remove", name)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[State]:
+    with State.open(tmp_path / "s.db") as st:
+        yield st
+
+
+def _at(text: str) -> datetime:
+    parsed = parse_time(text)
+    assert parsed is not None
+    return parsed
+
+
+def observed(engine: RecordingEngine, state: State) -> Observed:
+    """What service.observe_fleet gathers, minus the edge."""
+    releases = state.releases(FLEET, limit=100000)
+    return Observed(
+        instances=observe(engine, SCOPE),
+        volumes=set(engine.list_volumes(SCOPE.labels("volume"))),
+        good_releases={r.number for r in releases if r.status in GOOD},
+        standby={i.name for i in state.instances(FLEET, live_only=False) if i.outcome == "standby"},
+        now=engine.observed_at,
+    )
+
+
+def deploy(engine: RecordingEngine, state: State, *roles: RoleRelease) -> tuple[int, Plan]:
+    """Plan and apply one release; the release ends active, or failed on DeployError."""
+    desired = {rr.role: rr for rr in roles}
+    release = state.start_release(FLEET, "deploy", {k: v.to_record() for k, v in desired.items()})
+    plan = plan_deploy(SCOPE, desired, observed(engine, state))
+    executor = Executor(engine, SCOPE, release.number, Journal(state, FLEET), NullProgress())
+    try:
+        executor.apply(plan, desired)
+    except DeployError as exc:
+        state.finish_release(release.id, "failed", exc.message)
+        raise
+    state.finish_release(release.id, "active")
+    return release.number, plan
+
+
+def containers(engine: FakeEngine, role: str) -> list[ContainerInfo]:
+    return sorted(
+        (c for c in engine.containers.values() if c.labels.get(LABEL + "role") == role),
+        key=lambda c: c.name,
+    )
+
+
+def outcomes(state: State) -> dict[str, str | None]:
+    return {i.name: i.outcome for i in state.instances(FLEET, live_only=False)}
+
+
+# -- rolling ---------------------------------------------------------------------------
+
+POLICIES = [(1, 0), (2, 0), (0, 1), (1, 1)]
+
+
+@pytest.mark.parametrize("replicas", [1, 3, 10])
+@pytest.mark.parametrize(("surge", "unavailable"), POLICIES)
+def test_rolling_keeps_capacity_within_bounds(
+    state: State, replicas: int, surge: int, unavailable: int
+) -> None:
+    engine = RecordingEngine()
+    policy = {"max_surge": surge, "max_unavailable": unavailable}
+    first, _ = deploy(engine, state, role_release("web", "img-a", replicas=replicas, deploy=policy))
+    assert [c.state for c in containers(engine, "web")] == ["running"] * replicas
+    mark = len(engine.samples)
+    engine.calls.clear()
+
+    second, plan = deploy(
+        engine, state, role_release("web", "img-b", replicas=replicas, deploy=policy)
+    )
+    assert plan.role("web").start == replicas
+    assert len(plan.role("web").stop) == replicas
+
+    low, high = replicas - unavailable, replicas + surge
+    during = [running.get("web", 0) for _, _, running in engine.samples[mark:]]
+    assert during, "the second deploy made no engine call"
+    assert min(during) >= low, (during, engine.calls)
+    assert max(during) <= high, (during, engine.calls)
+    if unavailable == 0:  # nothing may stop before its replacement serves
+        assert engine.calls[0][0] == "start"
+
+    # Every old instance was stopped, then removed; exactly `replicas` new ones run.
+    old = {SCOPE.instance_name("web", first, i) for i in range(1, replicas + 1)}
+    new = {SCOPE.instance_name("web", second, i) for i in range(1, replicas + 1)}
+    for name in old:
+        stop, remove = engine.calls.index(("stop", name)), engine.calls.index(("remove", name))
+        assert stop < remove
+    assert {n for call, n in engine.calls if call == "start"} == new
+    final = containers(engine, "web")
+    assert {c.name for c in final} == new
+    assert all(c.state == "running" and c.image_id == "img-b" for c in final)
+    assert outcomes(state) == {**dict.fromkeys(old, "replaced"), **dict.fromkeys(new, None)}
+    assert {i.name for i in state.instances(FLEET)} == new
+
+
+@pytest.mark.parametrize(("surge", "unavailable"), POLICIES)
+def test_rolling_scale_down_and_up_without_new_image(
+    state: State, surge: int, unavailable: int
+) -> None:
+    engine = RecordingEngine()
+    policy = {"max_surge": surge, "max_unavailable": unavailable}
+    deploy(engine, state, role_release("web", "img-a", replicas=4, deploy=policy))
+    engine.calls.clear()
+    deploy(engine, state, role_release("web", "img-a", replicas=2, deploy=policy))
+    assert [c for c, _ in engine.calls] == ["stop", "remove"] * 2
+    assert {c.name for c in containers(engine, "web")} == {"shop-web-r1-1", "shop-web-r1-2"}
+    engine.calls.clear()
+    deploy(engine, state, role_release("web", "img-a", replicas=3, deploy=policy))
+    assert engine.calls == [("start", "shop-web-r3-1")]
+
+
+def test_unchanged_deploy_makes_no_engine_call(state: State) -> None:
+    engine = RecordingEngine()
+    web = role_release("web", "img-a", replicas=2)
+    deploy(engine, state, web)
+    engine.calls.clear()
+    _, plan = deploy(engine, state, web)
+    assert not plan.has_changes
+    assert engine.calls == []
+
+
+def test_waves_follow_after_and_volumes_are_created_first(state: State) -> None:
+    engine = RecordingEngine()
+    db = role_release("db", "img-db", volumes={"data": "/var/lib/db"})
+    api = role_release("api", "img-a", after=["db"], replicas=2)
+    web = role_release("web", "img-w", after=["api"])
+    deploy(engine, state, web, api, db)
+    starts = [name for call, name in engine.calls if call == "start"]
+    assert starts[0] == "shop-db-r1-1"
+    assert sorted(starts[1:3]) == ["shop-api-r1-1", "shop-api-r1-2"]
+    assert starts[3] == "shop-web-r1-1"
+    assert engine.list_volumes(SCOPE.labels("volume")) == ["shop-db-data"]
+
+
+def test_orphans_are_stopped_and_removed(state: State) -> None:
+    engine = RecordingEngine()
+    deploy(engine, state, role_release("web", "img-a"), role_release("worker", "img-w"))
+    engine.calls.clear()
+    deploy(engine, state, role_release("web", "img-a"))
+    assert engine.calls == [("stop", "shop-worker-r1-1"), ("remove", "shop-worker-r1-1")]
+    assert outcomes(state)["shop-worker-r1-1"] == "orphan"
+
+
+# -- blue-green ------------------------------------------------------------------------
+
+
+def test_blue_green_keeps_old_instances_stopped_as_standby(state: State) -> None:
+    engine = RecordingEngine()
+    bg = {"strategy": "blue-green", "keep_old": 300}
+    deploy(engine, state, role_release("web", "img-a", replicas=2, deploy=bg))
+    mark = len(engine.samples)
+    engine.calls.clear()
+    deploy(engine, state, role_release("web", "img-b", replicas=2, deploy=bg))
+
+    # The whole new set comes up before any old instance stops; none is removed.
+    assert [c for c, _ in engine.calls] == ["start", "start", "stop", "stop"]
+    assert max(r.get("web", 0) for _, _, r in engine.samples[mark:]) == 4
+    by_name = {c.name: c for c in containers(engine, "web")}
+    assert {n: c.state for n, c in by_name.items()} == {
+        "shop-web-r1-1": "exited",
+        "shop-web-r1-2": "exited",
+        "shop-web-r2-1": "running",
+        "shop-web-r2-2": "running",
+    }
+    assert outcomes(state) == {
+        "shop-web-r1-1": "standby",
+        "shop-web-r1-2": "standby",
+        "shop-web-r2-1": None,
+        "shop-web-r2-2": None,
+    }
+
+    # Going back to img-a restarts the stand-bys instead of starting new instances.
+    engine.calls.clear()
+    _, plan = deploy(engine, state, role_release("web", "img-a", replicas=2, deploy=bg))
+    assert plan.role("web").restart == ("shop-web-r1-1", "shop-web-r1-2")
+    assert sorted(engine.calls) == [
+        ("restart", "shop-web-r1-1"),
+        ("restart", "shop-web-r1-2"),
+        ("stop", "shop-web-r2-1"),
+        ("stop", "shop-web-r2-2"),
+    ]
+    assert {c.name: c.state for c in containers(engine, "web")} == {
+        "shop-web-r1-1": "running",
+        "shop-web-r1-2": "running",
+        "shop-web-r2-1": "exited",
+        "shop-web-r2-2": "exited",
+    }
+    live = {i.name for i in state.instances(FLEET)}
+    assert live == {"shop-web-r1-1", "shop-web-r1-2"}
+
+
+def test_blue_green_expired_standby_is_removed(state: State) -> None:
+    engine = RecordingEngine()
+    bg = {"strategy": "blue-green", "keep_old": 60}
+    deploy(engine, state, role_release("web", "img-a", deploy=bg))
+    deploy(engine, state, role_release("web", "img-b", deploy=bg))
+    engine.calls.clear()
+    engine.observed_at += timedelta(seconds=60)  # r1-1 stopped 70 s ago, r2-1 runs
+    deploy(engine, state, role_release("web", "img-c", deploy=bg))
+    assert ("remove", "shop-web-r1-1") in engine.calls
+    assert outcomes(state)["shop-web-r1-1"] == "standby"  # retired once, not twice
+    assert {c.name for c in containers(engine, "web")} == {"shop-web-r2-1", "shop-web-r3-1"}
+
+
+# -- failures --------------------------------------------------------------------------
+
+
+def unhealthy_in(engine: RecordingEngine, marker: str) -> Any:
+    """A wait_healthy stand-in: instances whose name contains ``marker`` never pass."""
+
+    def fake(address: str, port: int, health: Any, still_running: Any = None) -> HealthResult:
+        name = engine.by_address[address]
+        if marker in name:
+            return HealthResult(False, "GET /healthz: HTTP 503 after 3 checks", 3)
+        return HealthResult(True, "healthy", 1)
+
+    return fake
+
+
+@pytest.mark.parametrize("strategy", ["rolling", "blue-green"])
+def test_failing_new_instance_raises_and_is_removed(
+    state: State, monkeypatch: pytest.MonkeyPatch, strategy: str
+) -> None:
+    engine = RecordingEngine()
+    monkeypatch.setattr(apply_module, "wait_healthy", unhealthy_in(engine, "-r2-"))
+    fields: Mapping[str, Any] = {
+        "replicas": 2,
+        "run": {"port": 8080},
+        "health": {"http": "/healthz", "retries": 3},
+        "deploy": {"strategy": strategy},
+    }
+    deploy(engine, state, role_release("web", "img-a", **fields))
+    with pytest.raises(DeployError) as caught:
+        deploy(engine, state, role_release("web", "img-b", **fields))
+    error = caught.value
+    assert "web" in error.message
+    assert "did not become healthy" in error.message
+    assert error.details["roles"] == ["web"]
+    failed = [n for call, n in engine.calls if call == "start" and "-r2-" in n]
+    assert failed
+    for name in failed:
+        assert name not in engine.containers
+        assert outcomes(state)[name] == "failed-health"
+    # The old release still serves at full strength.
+    running = {c.name for c in containers(engine, "web") if c.state == "running"}
+    assert {"shop-web-r1-1", "shop-web-r1-2"} <= running
+
+
+def test_failure_in_one_role_names_that_role_only(
+    state: State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = RecordingEngine()
+    monkeypatch.setattr(apply_module, "wait_healthy", unhealthy_in(engine, "api-r2-"))
+    checked = {"run": {"port": 8080}, "health": {"tcp": True}}
+    deploy(engine, state, role_release("api", "img-a", **checked), role_release("web", "img-a"))
+    with pytest.raises(DeployError) as caught:
+        deploy(
+            engine,
+            state,
+            role_release("api", "img-b", **checked),
+            role_release("web", "img-b", after=["api"]),
+        )
+    assert caught.value.details["roles"] == ["api"]
+    # web's wave never ran.
+    assert {c.name for c in containers(engine, "web")} == {"shop-web-r1-1"}
+
+
+def test_instance_that_exits_at_once_fails_without_health_check(state: State) -> None:
+    class Crashing(RecordingEngine):
+        def start(self, spec: ContainerSpec) -> ContainerInfo:
+            info = super().start(spec)
+            if "-r2-" in spec.name:
+                self.containers[spec.name] = ContainerInfo(
+                    info.id, info.name, info.image_id, info.labels, "exited",
+                    info.addresses, info.created, exit_code=3,
+                )  # fmt: skip
+            return info
+
+    engine = Crashing()
+    deploy(engine, state, role_release("web", "img-a"))
+    with pytest.raises(DeployError, match=r"role web: .*exited \(code 3\)"):
+        deploy(engine, state, role_release("web", "img-b"))
+    assert "shop-web-r2-1" not in engine.containers
+    assert engine.containers["shop-web-r1-1"].state == "running"
+
+
+def test_engine_error_names_the_role(state: State) -> None:
+    engine = RecordingEngine()
+    deploy(engine, state, role_release("web", "img-a"))
+    # A stray container holds the name the next instance needs: engine.start refuses.
+    engine.containers["shop-web-r2-1"] = ContainerInfo(
+        "x", "shop-web-r2-1", "img-x", {}, "exited", {}, ""
+    )
+    with pytest.raises(DeployError) as caught:
+        deploy(engine, state, role_release("web", "img-b"))
+    assert caught.value.details["roles"] == ["web"]
+    assert "web" in caught.value.message
+
+
+def test_fake_engine_addresses_are_unique() -> None:
+    engine = FakeEngine()
+    a = engine.start(ContainerSpec(name="a", image="i", network="n"))
+    engine.start(ContainerSpec(name="b", image="i", network="n"))
+    engine.remove(a.name)
+    engine.start(ContainerSpec(name="c", image="i", network="n"))
+    live = [c.addresses["n"] for c in engine.containers.values()]
+    assert len(set(live)) == len(live)
+
+
+def test_restarted_standby_that_crashes_is_replaced(state: State) -> None:
+    engine = RecordingEngine()
+    bg = {"strategy": "blue-green", "keep_old": 300}
+    deploy(engine, state, role_release("web", "img-a", deploy=bg))
+    deploy(engine, state, role_release("web", "img-b", deploy=bg))
+    deploy(engine, state, role_release("web", "img-a", deploy=bg))  # switch back: restart
+    assert engine.containers["shop-web-r1-1"].state == "running"
+    engine.stop("shop-web-r1-1")  # it crashes later
+    desired = {"web": role_release("web", "img-a", deploy=bg)}
+    ctx = SimpleNamespace(
+        engine=engine,
+        scope=SCOPE,
+        state=state,
+        edge=SimpleNamespace(observe=lambda desired, image: EdgePlan("none")),
+    )
+    seen = dataclasses.replace(observe_fleet(ctx, desired, None), now=engine.observed_at)  # type: ignore[arg-type]
+    web = plan_deploy(SCOPE, desired, seen).role("web")
+    assert web.restart == ()
+    assert [c.instance for c in web.cleanup] == ["shop-web-r1-1"]
+    assert web.start == 1

@@ -14,6 +14,7 @@ from corral.engines.base import (
     Mount,
     NotSupportedError,
     PortMapping,
+    SecurityFacts,
 )
 from corral.errors import UsageError
 
@@ -59,5 +60,6 @@ __all__ = [
     "Mount",
     "NotSupportedError",
     "PortMapping",
+    "SecurityFacts",
     "get_engine",
 ]

@@ -93,6 +93,17 @@ class ContainerInfo:
 
 
 @dataclass(frozen=True)
+class SecurityFacts:
+    """How locked down a container is, as the engine reports it."""
+
+    read_only_root: bool
+    user: str
+    capabilities: tuple[str, ...]  # effective capabilities
+    no_new_privileges: bool
+    published_ports: tuple[int, ...]  # host ports
+
+
+@dataclass(frozen=True)
 class EngineEvent:
     time: str
     kind: str  # e.g. exec, exec_died, died, start

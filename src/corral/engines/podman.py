@@ -22,8 +22,9 @@ from corral.engines.base import (
     FileChange,
     ImageInfo,
     LogSink,
+    SecurityFacts,
 )
-from corral.errors import BuildError, EngineError, MissingToolError
+from corral.errors import BuildError, EngineError, MissingToolError, NotFoundError
 
 LOG_TAIL_LINES = 40
 

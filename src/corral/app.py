@@ -21,6 +21,7 @@ from corral.errors import Diagnostic, UsageError
 from corral.progress import NullProgress, Progress
 from corral.spec import LoadedSpec, load_spec
 from corral.state import AuditEntry, ImageRecord, State
+from corral.testing import suite
 
 
 @dataclass(frozen=True)
@@ -130,24 +131,41 @@ def plan(path: Path, roles: Sequence[str] = (), engine: Engine | None = None) ->
         return service.plan(ctx, roles)
 
 
+def _checks(ctx: Context, skip_tests: str | None, smoke_test: bool = True) -> service.Checks:
+    """The test gate before a deploy and the smoke test after it."""
+    return service.Checks(
+        before=lambda desired: suite.gate(ctx, desired, skip_tests),
+        after=(lambda desired: suite.smoke(ctx, desired))
+        if smoke_test and not skip_tests
+        else service._no_check,
+    )
+
+
 def deploy(
     path: Path,
     roles: Sequence[str] = (),
     progress: Progress | None = None,
     wait: float = 0,
     engine: Engine | None = None,
+    skip_tests: str | None = None,
 ) -> DeployResult:
-    """Build what changed, then replace instances until the fleet runs the spec.
+    """Build what changed, check the test gate, then replace instances until the fleet runs
+    the spec, and smoke-test the live edge.
+
+    Args:
+        skip_tests: deploy untested images anyway; the reason goes to the audit log.
 
     Raises:
         LockedError: another deploy holds the lock (after ``wait`` seconds).
+        GateError: an image has no passing test record; nothing was changed.
         DeployError: a role failed; the fleet was taken back to the previous release.
     """
     with (
         _deploying(path, progress, engine) as ctx,
         ctx.state.lock("deploy", wait=wait, purpose=f"deploy {' '.join(roles) or 'all'}"),
     ):
-        return service.deploy(ctx, roles)
+        suite.sweep_dead_tests(ctx)
+        return service.deploy(ctx, roles, checks=_checks(ctx, skip_tests))
 
 
 def rollback(
@@ -156,18 +174,42 @@ def rollback(
     progress: Progress | None = None,
     wait: float = 0,
     engine: Engine | None = None,
+    skip_tests: str | None = None,
 ) -> DeployResult:
-    """Deploy an earlier release again (default: the one before the active one)."""
+    """Deploy an earlier release again (default: the one before the active one).
+
+    The gate still applies (an earlier release's images passed their tests when they went
+    live); the smoke test does not, since today's tests may test what came later.
+    """
     with (
         _deploying(path, progress, engine) as ctx,
         ctx.state.lock("deploy", wait=wait, purpose=f"rollback to {to or 'previous'}"),
     ):
-        return service.rollback(ctx, to)
+        return service.rollback(ctx, to, checks=_checks(ctx, skip_tests, smoke_test=False))
 
 
 def status(path: Path, engine: Engine | None = None) -> FleetStatus:
     with _deploying(path, None, engine) as ctx:
+        suite.sweep_dead_tests(ctx)
         return fleet_status.status(ctx)
+
+
+def run_tests(
+    path: Path,
+    roles: Sequence[str] = (),
+    again: bool = False,
+    progress: Progress | None = None,
+    timeouts: suite.Timeouts | None = None,
+) -> list[suite.RoleTestResult]:
+    """Test the images that would be deployed, in a throwaway environment, and record it."""
+    with _deploying(path, progress, None) as ctx:
+        return suite.run_tests(ctx, roles, again, timeouts or suite.Timeouts())
+
+
+def coverage_report(path: Path) -> list[suite.CoverageRow]:
+    """Roles x checks: the last test result of each role's current image, and its age."""
+    with _deploying(path, None, None) as ctx:
+        return suite.coverage(ctx)
 
 
 def history(path: Path, limit: int = 50) -> list[HistoryEntry]:

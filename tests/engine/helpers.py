@@ -85,6 +85,12 @@ class Fleet:
             )
         return proc
 
+    def deploy(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Deploy without the test gate: these tests are about deploy mechanics."""
+        return self.corral(
+            "deploy", "--skip-tests", "--reason", "deploy mechanics test", *args, check=check
+        )
+
     def status(self) -> dict[str, Any]:
         return dict(json.loads(self.corral("status", "--json").stdout))
 

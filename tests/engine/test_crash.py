@@ -19,7 +19,7 @@ KILL_POINTS = (0.4, 0.8, 1.2, 1.6, 2.0, 2.5, 3.0, 3.6, 4.4)
 
 def deploy_and_kill(fleet: Fleet, after: float) -> None:
     proc = subprocess.Popen(
-        [*CORRAL, "-f", str(fleet.spec), "deploy"],
+        [*CORRAL, "-f", str(fleet.spec), "deploy", "--skip-tests", "--reason", "kill test"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -31,7 +31,7 @@ def deploy_and_kill(fleet: Fleet, after: float) -> None:
 
 def test_kill_9_anywhere_then_deploy_converges(fleet: Fleet, shared_base: str) -> None:
     fleet.write(replicas=3, start_delay=0.3)
-    fleet.corral("deploy")
+    fleet.deploy()
     with Load(fleet.url, clients=3) as load:
         for n, after in enumerate(KILL_POINTS, start=2):
             fleet.write(version=f"v{n}", replicas=3, start_delay=0.3)
@@ -41,7 +41,7 @@ def test_kill_9_anywhere_then_deploy_converges(fleet: Fleet, shared_base: str) -
             assert status["edge"] == "running"
         final = f"v{len(KILL_POINTS) + 2}"
         fleet.write(version=final, replicas=3, start_delay=0.3)
-        fleet.corral("deploy")
+        fleet.deploy()
     assert load.failures == 0, load.outcomes
     assert load.total > 100
     status = fleet.status()

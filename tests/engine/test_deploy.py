@@ -18,11 +18,11 @@ def web_instances(status: dict[str, object]) -> list[dict[str, object]]:
 
 
 def test_rolling_deploy_under_load_loses_no_request(fleet: Fleet, shared_base: str) -> None:
-    fleet.corral("deploy")
+    fleet.deploy()
     assert httpx.get(fleet.url).json()["version"] == "v1"
     fleet.write(version="v2")
     with Load(fleet.url) as load:
-        fleet.corral("deploy")
+        fleet.deploy()
     assert load.total > 50 and load.failures == 0, load.outcomes
     assert load.versions["v2"] > 0
     status = fleet.status()
@@ -35,10 +35,10 @@ def test_rolling_deploy_under_load_loses_no_request(fleet: Fleet, shared_base: s
 
 
 def test_broken_version_leaves_old_release_serving(fleet: Fleet, shared_base: str) -> None:
-    fleet.corral("deploy")
+    fleet.deploy()
     fleet.write(version="broken")
     with Load(fleet.url) as load:
-        proc = fleet.corral("deploy", check=False)
+        proc = fleet.deploy(check=False)
     assert proc.returncode == 1
     assert "did not become healthy" in proc.stderr and "back on release r1" in proc.stderr
     assert load.failures == 0, load.outcomes
@@ -51,7 +51,7 @@ def test_broken_version_leaves_old_release_serving(fleet: Fleet, shared_base: st
 
 
 def test_instances_are_locked_down(fleet: Fleet, shared_base: str) -> None:
-    fleet.corral("deploy")
+    fleet.deploy()
     [one, *_] = [c for c in containers(fleet.name) if c["Labels"]["io.corral.kind"] == "instance"]
     [info] = podman_json("container", "inspect", one["Id"])
     host = info["HostConfig"]
@@ -66,11 +66,11 @@ def test_instances_are_locked_down(fleet: Fleet, shared_base: str) -> None:
 
 
 def test_rollback_is_a_deploy_recorded_in_history_and_audit(fleet: Fleet, shared_base: str) -> None:
-    fleet.corral("deploy")
+    fleet.deploy()
     fleet.write(version="v2")
-    fleet.corral("deploy")
+    fleet.deploy()
     with Load(fleet.url) as load:
-        fleet.corral("rollback")
+        fleet.corral("rollback", "--skip-tests", "--reason", "rollback test")
     assert load.failures == 0, load.outcomes
     assert httpx.get(fleet.url).json()["version"] == "v1"
     history = json.loads(fleet.corral("history", "--json").stdout)["releases"]
@@ -84,18 +84,18 @@ def test_blue_green_switches_at_once_and_switches_back_instantly(
     fleet: Fleet, shared_base: str
 ) -> None:
     fleet.write(strategy="blue-green")
-    fleet.corral("deploy")
+    fleet.deploy()
     first = {
         c["Names"][0] for c in containers(fleet.name) if c["Labels"]["io.corral.kind"] == "instance"
     }
     fleet.write(version="v2", strategy="blue-green")
     with Load(fleet.url) as load:
-        fleet.corral("deploy")
+        fleet.deploy()
     assert load.failures == 0, load.outcomes
     stopped = {c["Names"][0] for c in containers(fleet.name) if c["State"] == "exited"}
     assert stopped == first  # the blue set is kept, stopped, for a switch back
     with Load(fleet.url) as load:
-        fleet.corral("rollback")
+        fleet.corral("rollback", "--skip-tests", "--reason", "rollback test")
     assert load.failures == 0, load.outcomes
     running = {
         c["Names"][0]
@@ -108,7 +108,7 @@ def test_blue_green_switches_at_once_and_switches_back_instantly(
 
 def test_plan_exit_codes_and_volume_survives_destroy(fleet: Fleet, shared_base: str) -> None:
     assert fleet.corral("plan", check=False).returncode == 2
-    fleet.corral("deploy")
+    fleet.deploy()
     assert fleet.corral("plan", check=False).returncode == 0
     assert httpx.get(fleet.url + "write").status_code == 200
     fleet.write(version="v2")
@@ -119,7 +119,7 @@ def test_plan_exit_codes_and_volume_survives_destroy(fleet: Fleet, shared_base: 
     assert containers(fleet.name) == []
     volumes = podman_json("volume", "ls", "--filter", f"label=io.corral.fleet={fleet.name}")
     assert [v["Name"] for v in volumes] == [f"{fleet.name}-web-data"]
-    fleet.corral("deploy")
+    fleet.deploy()
     assert httpx.get(fleet.url + "write").status_code == 200
     note = subprocess.run(
         ["podman", "volume", "inspect", f"{fleet.name}-web-data", "--format", "{{.Mountpoint}}"],
@@ -134,6 +134,6 @@ def test_plan_exit_codes_and_volume_survives_destroy(fleet: Fleet, shared_base: 
 def test_a_second_deploy_is_refused_naming_the_holder(fleet: Fleet, shared_base: str) -> None:
     spec = load_spec(fleet.spec)
     with State.open(spec.state_path) as state, state.lock("deploy", purpose="deploy by test"):
-        proc = fleet.corral("deploy", check=False)
+        proc = fleet.deploy(check=False)
     assert proc.returncode == 1
     assert "deploy lock" in proc.stderr and "deploy by test" in proc.stderr

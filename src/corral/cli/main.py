@@ -21,6 +21,7 @@ from corral import __version__, app
 from corral.cli import views
 from corral.cli.progress import ConsoleProgress
 from corral.errors import CorralError
+from corral.testing import suite
 
 EXIT_INTERRUPTED = 130
 DEBUG_LOG = Path.home() / ".cache" / "corral" / "debug.log"
@@ -175,6 +176,22 @@ def plan(opts: Options, roles: tuple[str, ...]) -> int:
     return EXIT_CHANGES if result.has_changes else 0
 
 
+def skip_tests_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--skip-tests and --reason: deploying untested images is possible, and audited."""
+    command = click.option(
+        "--reason", default=None, help="Why the test gate is skipped (needed with --skip-tests)."
+    )(command)
+    return click.option(
+        "--skip-tests", is_flag=True, help="Deploy images without a passing test record."
+    )(command)
+
+
+def _skip_reason(skip_tests: bool, reason: str | None) -> str | None:
+    if skip_tests and not (reason or "").strip():
+        raise click.UsageError('--skip-tests needs --reason "..." (it goes to the audit log)')
+    return reason.strip() if skip_tests and reason else None
+
+
 @cli.command()
 @click.argument("roles", nargs=-1)
 @click.option(
@@ -184,25 +201,78 @@ def plan(opts: Options, roles: tuple[str, ...]) -> int:
     type=click.FloatRange(0, 3600),
     help="Seconds to wait for another deploy to finish.",
 )
+@skip_tests_options
 @common_options
-def deploy(opts: Options, roles: tuple[str, ...], wait: float) -> None:
-    """Build what changed and replace instances until the fleet runs the spec."""
+def deploy(
+    opts: Options, roles: tuple[str, ...], wait: float, skip_tests: bool, reason: str | None
+) -> None:
+    """Build what changed, check the test gate, replace instances, smoke-test the edge."""
+    skip = _skip_reason(skip_tests, reason)
     with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
-        result = app.deploy(opts.file, roles, progress=progress, wait=wait)
+        result = app.deploy(opts.file, roles, progress=progress, wait=wait, skip_tests=skip)
     if opts.json:
         views.print_json(opts.out, views.deploy_data(result))
     else:
         views.show_deploy(opts.out, result)
 
 
+@cli.command("test")
+@click.argument("roles", nargs=-1)
+@click.option("--again", is_flag=True, help="Test even images that already passed.")
+@click.option("--report", is_flag=True, help="Show the coverage matrix instead of testing.")
+@click.option(
+    "--per-test-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(1, 3600),
+    help="Seconds one test may take.",
+)
+@click.option(
+    "--timeout",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(5, 86400),
+    help="Seconds one role's test files may take in all.",
+)
+@common_options
+def test_command(
+    opts: Options,
+    roles: tuple[str, ...],
+    again: bool,
+    report: bool,
+    per_test_timeout: float,
+    timeout: float,
+) -> int:
+    """Test the images that would be deployed, in a throwaway environment."""
+    if report:
+        rows = app.coverage_report(opts.file)
+        if opts.json:
+            views.print_json(opts.out, {"roles": rows})
+        else:
+            views.show_coverage(opts.out, rows)
+        return 0
+    timeouts = suite.Timeouts(per_test=per_test_timeout, total=timeout)
+    with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
+        results = app.run_tests(opts.file, roles, again, progress, timeouts)
+    if opts.json:
+        views.print_json(opts.out, {"results": results})
+    else:
+        views.show_test_results(opts.out, results)
+    return 1 if any(r.outcome == "failed" for r in results) else 0
+
+
 @cli.command()
 @click.option("--to", "to", type=int, default=None, help="Release number (default: previous).")
 @click.option("--wait", default=0.0, show_default=True, type=click.FloatRange(0, 3600))
+@skip_tests_options
 @common_options
-def rollback(opts: Options, to: int | None, wait: float) -> None:
+def rollback(
+    opts: Options, to: int | None, wait: float, skip_tests: bool, reason: str | None
+) -> None:
     """Deploy an earlier release's images and configuration again."""
+    skip = _skip_reason(skip_tests, reason)
     with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
-        result = app.rollback(opts.file, to, progress=progress, wait=wait)
+        result = app.rollback(opts.file, to, progress=progress, wait=wait, skip_tests=skip)
     if opts.json:
         views.print_json(opts.out, views.deploy_data(result))
     else:

@@ -21,6 +21,7 @@ from corral.deploy.service import DeployResult, PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
 from corral.errors import CorralError, SpecError
 from corral.state import AuditEntry, ImageRecord
+from corral.testing.suite import KINDS, CoverageRow, RoleTestResult
 
 
 def to_data(value: Any) -> Any:
@@ -211,3 +212,49 @@ def show_history(console: Console, entries: Sequence[HistoryEntry]) -> None:
             changes += f" [{e.message}]"
         table.add_row(f"r{e.release}", kind, e.status, e.started_at, e.user, changes)
     console.print(table)
+
+
+# -- tests --------------------------------------------------------------------------------
+
+
+def show_test_results(console: Console, results: Sequence[RoleTestResult]) -> None:
+    for r in results:
+        style = {"passed": "green", "failed": "red"}.get(r.outcome, "dim")
+        console.print(
+            f"[{style}]{r.role}: {r.outcome}[/{style}] ({r.image_version}, {r.seconds:.1f}s)",
+            highlight=False,
+        )
+        if r.outcome == "skipped":
+            console.print(f"  {r.log_excerpt}", highlight=False, markup=False)
+        for check in r.checks:
+            if check.outcome not in ("passed", "skipped"):
+                console.print(
+                    f"  {check.outcome}: {check.name}: {check.message}",
+                    highlight=False,
+                    markup=False,
+                )
+        if r.outcome == "failed" and r.log_excerpt:
+            for line in r.log_excerpt.splitlines()[-15:]:
+                console.print(f"  | {line}", highlight=False, markup=False)
+
+
+def show_coverage(console: Console, rows: Sequence[CoverageRow]) -> None:
+    table = Table(box=None)
+    for column in ("ROLE", "IMAGE", "RESULT", *(k.upper() for k in KINDS), "AGE"):
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        age = _age(row.age_s) if row.age_s is not None else "-"
+        table.add_row(
+            row.role,
+            row.image_version or "not built",
+            row.outcome,
+            *(row.cells[k] for k in KINDS),
+            age,
+        )
+    console.print(table)
+    for row in rows:
+        if not row.has_own_tests:
+            console.print(
+                f"[yellow]warning[/yellow]: role {row.role} has no tests of its own",
+                highlight=False,
+            )

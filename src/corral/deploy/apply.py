@@ -50,6 +50,22 @@ class Journal:
             self.state.record_audit(self.fleet, action, target, outcome, details)
 
 
+class ScratchJournal(Journal):
+    """For throwaway test environments: nothing they do belongs in the fleet's records."""
+
+    def __init__(self) -> None:
+        pass
+
+    def started(self, name: str, role: str, release: int, image_id: str) -> None:
+        pass
+
+    def retired(self, name: str, outcome: str) -> None:
+        pass
+
+    def audit(self, action: str, target: str, outcome: str, details: Mapping[str, Any]) -> None:
+        pass
+
+
 @dataclass
 class Executor:
     engine: Engine
@@ -145,7 +161,7 @@ class Executor:
                 continue
             batch = batch or to_start  # nothing left to free: start the rest
             taken, restarts = restarts[:batch], restarts[batch:]
-            self._launch_many(rr, batch - len(taken), taken, join_edge=True)
+            self._launch_many(rr, batch - len(taken), taken, traffic=True)
             serving += batch
             to_start -= batch
             excess = min(len(olds), max(0, serving - (rr.replicas - unavailable)))
@@ -157,31 +173,21 @@ class Executor:
 
     def _blue_green(self, rp: RolePlan, rr: RoleRelease) -> None:
         """Bring the whole new set up beside the old one, then switch traffic at once."""
-        public = self.edge is not None and rr.public is not None
-        names = self._launch_many(rr, rp.start, list(rp.restart), join_edge=False)
-        if public:
-            assert self.edge is not None
-            try:
-                for name in names:
-                    info = self._inspect(name)
-                    self.edge.add_standby(rr, name, self._address(info), self._edge_timeout(rr))
-            except CorralError as exc:
-                self._discard(rr, names, "failed-health")
-                raise DeployError(
-                    f"role {rr.role}: {exc.message}", role=rr.role, reason=exc.message
-                ) from exc
-            old_names = [c.instance for c in rp.stop]
-            self.edge.switch(rr.role, ready=names, drain=old_names)
+        names = self._launch_many(rr, rp.start, list(rp.restart), traffic=False)
+        if self.edge is not None and rr.public is not None:
+            self.edge.switch(rr.role, ready=names, drain=[c.instance for c in rp.stop])
             self.progress.step(rr.role, f"traffic switched to {len(names)} new instance(s)")
         for change in rp.stop:
             self.retire(rr, change, "standby", keep=True)
 
     # -- instances ----------------------------------------------------------------------
     def _launch_many(
-        self, rr: RoleRelease, count: int, restarts: Sequence[str], join_edge: bool
+        self, rr: RoleRelease, count: int, restarts: Sequence[str], traffic: bool
     ) -> list[str]:
-        jobs: list[Callable[[], str]] = [functools.partial(self.launch, rr, join_edge)] * count
-        jobs += [functools.partial(self.relaunch, rr, name, join_edge) for name in restarts]
+        """Start instances in parallel; with ``traffic`` they take requests once healthy,
+        without it they wait in the edge (checked, no requests) for a switch."""
+        jobs: list[Callable[[], str]] = [functools.partial(self.launch, rr, traffic)] * count
+        jobs += [functools.partial(self.relaunch, rr, name, traffic) for name in restarts]
         if not jobs:
             return []
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
@@ -198,29 +204,34 @@ class Executor:
             counter = self._counters.setdefault(role, itertools.count(start))
             return next(counter)
 
-    def launch(self, rr: RoleRelease, join_edge: bool) -> str:
+    def launch(self, rr: RoleRelease, traffic: bool) -> str:
         """Start one new instance; return its name once it is healthy (and in the edge)."""
         spec = container_spec(self.scope, rr, self.release, self._next_index(rr.role), self.secrets)
         self.progress.step(rr.role, f"starting {spec.name} ({rr.image_version})")
         info = self.engine.start(spec)
         self.journal.started(spec.name, rr.role, self.release, rr.image_id)
-        self._become_healthy(rr, info, join_edge)
+        self._become_healthy(rr, info, traffic)
         return spec.name
 
-    def relaunch(self, rr: RoleRelease, name: str, join_edge: bool) -> str:
+    def relaunch(self, rr: RoleRelease, name: str, traffic: bool) -> str:
         """Start a stand-by instance again (a blue-green switch back)."""
         self.progress.step(rr.role, f"restarting stand-by {name}")
         info = self.engine.restart(name)
         release = int(info.labels.get(LABEL + "release", self.release))  # as it was labelled
         self.journal.started(name, rr.role, release, rr.image_id)
-        self._become_healthy(rr, info, join_edge)
+        self._become_healthy(rr, info, traffic)
         return name
 
-    def _become_healthy(self, rr: RoleRelease, info: ContainerInfo, join_edge: bool) -> None:
+    def _become_healthy(self, rr: RoleRelease, info: ContainerInfo, traffic: bool) -> None:
+        public = self.edge is not None and rr.public is not None
         try:
+            if public:
+                assert self.edge is not None
+                self.edge.prepare(rr, info.name, self._address(info))
             self._check_health(rr, info)
-            if join_edge and self.edge is not None and rr.public is not None:
-                self.edge.add(rr, info.name, self._address(info), self._edge_timeout(rr))
+            if public:
+                assert self.edge is not None
+                self.edge.confirm(rr, info.name, self._edge_timeout(rr), ready=traffic)
         except CorralError as exc:
             logs = self.engine.logs(info.name)
             self._discard(rr, [info.name], "failed-health")
@@ -283,9 +294,10 @@ class Executor:
             self.edge.drain(rr.role, change.instance, timeout=rr.deploy.drain)
         elif self.edge is not None:
             self._drain_anywhere(change.instance)
-        self.engine.stop(change.instance, timeout=10)
-        if not keep:
-            self.engine.remove(change.instance)
+        if keep:
+            self.engine.stop(change.instance, timeout=10)
+        else:
+            self.engine.remove(change.instance)  # stops it gracefully first
         self.journal.retired(change.instance, outcome)
 
     def _drain_anywhere(self, name: str) -> None:

@@ -46,6 +46,8 @@ class RoleRelease(BaseModel):
     public: int | None
     lockdown: Lockdown
     resources: Resources
+    tests: tuple[str, ...] = ()  # the role's test files, relative to the spec
+    fixtures: dict[str, str] = {}
 
     @classmethod
     def from_role(cls, name: str, role: Role, image: ImageRecord) -> RoleRelease:
@@ -64,6 +66,8 @@ class RoleRelease(BaseModel):
             public=role.public,
             lockdown=role.lockdown,
             resources=role.resources,
+            tests=role.tests,
+            fixtures=dict(role.fixtures),
         )
 
     @property

@@ -8,6 +8,7 @@ under 108 bytes) and are mounted into the edge container.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import time
@@ -65,6 +66,15 @@ class Edge:
     scope: Scope
     runtime_key: str  # tells apart fleets of the same name kept in different state files
     address: str = "127.0.0.1"
+    publish: bool = True  # test environments publish nothing on the host
+
+    def url(self, port: int) -> str:
+        """Where a public role is reached: the host port, or the edge's own address."""
+        if self.publish:
+            return f"http://{self.address}:{port}/"
+        current = self.container()
+        address = current.addresses.get(self.scope.network) if current else None
+        return f"http://{address}:{port}/"
 
     @property
     def folder(self) -> Path:
@@ -120,8 +130,12 @@ class Edge:
             **self.scope.labels(KIND_EDGE),
             LABEL + "config-hash": self.config_hash(desired, image_id),
         }
-        ports = tuple(
-            PortMapping(fe.bind_port, fe.bind_port, self.address) for fe in frontends(desired)
+        ports = (
+            tuple(
+                PortMapping(fe.bind_port, fe.bind_port, self.address) for fe in frontends(desired)
+            )
+            if self.publish
+            else ()
         )
         mounts = (
             Mount(str(self.folder / "cfg"), CONFIG_IN_CONTAINER, read_only=True),
@@ -175,17 +189,32 @@ class Edge:
         assert rr.run.port is not None
         self.api.bring_up(rr.role, name, address, rr.run.port, health_timeout=timeout)
 
-    def add_standby(self, rr: RoleRelease, name: str, address: str, timeout: float) -> None:
-        """Add an instance that is checked but takes no traffic until ``switch``."""
+    def prepare(self, rr: RoleRelease, name: str, address: str) -> None:
+        """Register an instance, health-checked but taking no traffic yet.
+
+        Done right after the instance starts, so HAProxy's checks run while corral's own
+        check waits, instead of one after the other.
+        """
         assert rr.run.port is not None
         api = self.api
         api.add_server(rr.role, name, address, rr.run.port, check=True)
         api.enable_health(rr.role, name)
         api.set_state(rr.role, name, "drain")
+
+    def confirm(self, rr: RoleRelease, name: str, timeout: float, ready: bool) -> None:
+        """Wait until HAProxy's own check passed; then let traffic in if ``ready``.
+
+        Raises:
+            EngineError: HAProxy never saw it healthy; the server is removed again.
+        """
+        api = self.api
         if not api.wait_healthy(rr.role, name, timeout):
-            api.set_state(rr.role, name, "maint")
-            api.del_server(rr.role, name)
+            with contextlib.suppress(EngineError):
+                api.set_state(rr.role, name, "maint")
+                api.del_server(rr.role, name)
             raise EngineError(f"the edge never saw {name} healthy within {timeout:g}s")
+        if ready:
+            api.set_state(rr.role, name, "ready")
 
     def switch(self, role: str, ready: Sequence[str], drain: Sequence[str]) -> None:
         """Blue-green: the new set takes traffic and the old set stops taking it, at once."""

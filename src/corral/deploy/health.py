@@ -11,6 +11,8 @@ import httpx
 
 from corral.spec.model import Health, HttpHealth
 
+FIRST_PAUSE = 0.05
+
 
 @dataclass(frozen=True)
 class HealthResult:
@@ -51,14 +53,23 @@ def wait_healthy(
     health: Health,
     still_running: Callable[[], bool] = lambda: True,
 ) -> HealthResult:
-    """Probe until one check passes, ``retries`` checks fail, or the instance exits."""
-    detail = "never checked"
-    for attempt in range(1, health.retries + 1):
+    """Probe until a check passes, the instance exits, or ``retries x interval`` is over.
+
+    The first probes come quickly (50 ms apart, doubling up to ``interval``): most
+    instances are ready well before one full interval, and a deploy waits on each.
+    """
+    deadline = time.monotonic() + health.retries * health.interval
+    pause, attempts, detail = FIRST_PAUSE, 0, "never checked"
+    while True:
+        attempts += 1
         problem = probe_once(address, port, health)
         if problem is None:
-            return HealthResult(True, "healthy", attempt)
+            return HealthResult(True, "healthy", attempts)
         detail = problem
         if not still_running():
-            return HealthResult(False, f"the instance exited ({detail})", attempt)
-        time.sleep(health.interval)
-    return HealthResult(False, f"{detail} after {health.retries} checks", health.retries)
+            return HealthResult(False, f"the instance exited ({detail})", attempts)
+        if time.monotonic() + pause > deadline:
+            allowed = health.retries * health.interval
+            return HealthResult(False, f"{detail} (still failing after {allowed:g}s)", attempts)
+        time.sleep(pause)
+        pause = min(pause * 2, health.interval)

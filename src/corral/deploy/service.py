@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -148,11 +148,29 @@ def edge_image(ctx: Context, desired: Desired, build: bool) -> str | None:
     return latest.image_id if latest else None
 
 
+def _no_check(desired: Desired) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Checks:
+    """What a deploy asks of the test gate; ``corral.testing`` provides the real ones.
+
+    ``before`` runs once the desired images are known and before anything changes (it
+    may refuse with GateError); ``after`` runs once the new release serves (a smoke test:
+    a DeployError there takes the fleet back like a failed health check).
+    """
+
+    before: Callable[[Desired], None] = _no_check
+    after: Callable[[Desired], None] = _no_check
+
+
 def deploy(
     ctx: Context,
     roles: Sequence[str] = (),
     kind: str = "deploy",
     source: ReleaseRecord | None = None,
+    checks: Checks = Checks(),
 ) -> DeployResult:
     """Bring the fleet to the spec (or, for a rollback, to ``source``'s recorded state)."""
     started = time.monotonic()
@@ -174,7 +192,8 @@ def deploy(
             "nothing to change",
             seconds=time.monotonic() - started,
         )
-    result = converge(ctx, plan, desired, secrets, edge, kind, source)
+    checks.before(desired)
+    result = converge(ctx, plan, desired, secrets, edge, kind, source, checks.after)
     return dataclasses.replace(result, seconds=time.monotonic() - started)
 
 
@@ -196,6 +215,7 @@ def converge(
     edge: str | None,
     kind: str,
     source: ReleaseRecord | None,
+    after: Callable[[Desired], None] = _no_check,
 ) -> DeployResult:
     """Record a release, apply the plan, and undo everything if any role fails."""
     fleet = ctx.scope.fleet
@@ -219,6 +239,7 @@ def converge(
     details = {"release": release.number, "kind": kind}
     try:
         executor.apply(plan, desired, edge)
+        after(desired)
     except DeployError as exc:
         undo_to = _undo(ctx, previous, secrets, edge)
         ctx.state.finish_release(release.id, "failed", exc.message)
@@ -286,7 +307,7 @@ def _sweep(ctx: Context) -> None:
         )
 
 
-def rollback(ctx: Context, to: int | None = None) -> DeployResult:
+def rollback(ctx: Context, to: int | None = None, checks: Checks = Checks()) -> DeployResult:
     """Deploy an earlier release's images and configuration again.
 
     Raises:
@@ -313,7 +334,7 @@ def rollback(ctx: Context, to: int | None = None) -> DeployResult:
     ]
     if missing:
         raise UsageError(f"release r{target.number}'s images are gone: {', '.join(missing)}")
-    return deploy(ctx, kind="rollback", source=target)
+    return deploy(ctx, kind="rollback", source=target, checks=checks)
 
 
 def _previous_good(ctx: Context) -> ReleaseRecord | None:

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from corral.edge.config import CHECK_FALL, CHECK_INTER, CHECK_RISE
+from corral.edge.config import CHECK_DOWNINTER, CHECK_FALL, CHECK_INTER, CHECK_RISE
 from corral.errors import EngineError, NotFoundError
 
 AdminState = Literal["ready", "drain", "maint"]
@@ -157,7 +157,12 @@ class RuntimeAPI:
         if not 1 <= port <= 65535:
             raise ValueError(f"port {port} is out of range")
         where = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
-        options = f" check inter {CHECK_INTER} fall {CHECK_FALL} rise {CHECK_RISE}" if check else ""
+        options = (
+            f" check inter {CHECK_INTER} downinter {CHECK_DOWNINTER} fall {CHECK_FALL}"
+            f" rise {CHECK_RISE}"
+            if check
+            else ""
+        )
         self._expect(f"add server {target} {where}{options}", _ADDED)
 
     def enable_health(self, backend: str, name: str) -> None:

@@ -162,8 +162,14 @@ class Engine(ABC):
         """Remove an image; an image that is already gone is not an error."""
 
     @abstractmethod
-    def run_once(self, image: str, command: Sequence[str], timeout: float = 120) -> str:
-        """Run ``command`` in a throwaway container with no network; return its stdout."""
+    def run_once(
+        self,
+        image: str,
+        command: Sequence[str],
+        timeout: float = 120,
+        mounts: Sequence[Mount] = (),
+    ) -> str:
+        """Run ``command`` as root in a throwaway container with no network; return stdout."""
 
     # -- containers -------------------------------------------------------------------
     @abstractmethod
@@ -190,6 +196,14 @@ class Engine(ABC):
     @abstractmethod
     def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         """Containers (running or not) carrying every one of ``labels``."""
+
+    def security(self, name: str) -> SecurityFacts:
+        """How locked down a container is (read-only root, user, capabilities...)."""
+        raise NotSupportedError(f"{self.name} cannot report a container's security settings")
+
+    def exec_in(self, name: str, command: Sequence[str], timeout: float = 30) -> str:
+        """Run a command inside a container. Only test environments may call this."""
+        raise NotSupportedError(f"{self.name} cannot run commands in a container")
 
     def events(self, labels: Mapping[str, str], since: str | None = None) -> Iterator[EngineEvent]:
         raise NotSupportedError(f"{self.name} does not report events")

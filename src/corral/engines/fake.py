@@ -12,7 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from corral.engines.base import ContainerInfo, ContainerSpec, Engine, ImageInfo, LogSink
+from corral.engines.base import (
+    ContainerInfo,
+    ContainerSpec,
+    Engine,
+    ImageInfo,
+    LogSink,
+    Mount,
+)
 from corral.errors import EngineError
 
 
@@ -78,7 +85,13 @@ class FakeEngine(Engine):
         if image is not None:
             del self.images[image.id]
 
-    def run_once(self, image: str, command: Sequence[str], timeout: float = 120) -> str:
+    def run_once(
+        self,
+        image: str,
+        command: Sequence[str],
+        timeout: float = 120,
+        mounts: Sequence[Mount] = (),
+    ) -> str:
         return "base-files\t12.4\npython3\t3.11.2-1\n"
 
     def start(self, spec: ContainerSpec) -> ContainerInfo:

@@ -22,6 +22,7 @@ from corral.engines.base import (
     FileChange,
     ImageInfo,
     LogSink,
+    Mount,
     SecurityFacts,
 )
 from corral.errors import BuildError, EngineError, MissingToolError, NotFoundError
@@ -154,9 +155,29 @@ class PodmanEngine(Engine):
     def remove_image(self, ref: str) -> None:
         self._run("rmi", "--force", "--ignore", ref)
 
-    def run_once(self, image: str, command: Sequence[str], timeout: float = 120) -> str:
+    def run_once(
+        self,
+        image: str,
+        command: Sequence[str],
+        timeout: float = 120,
+        mounts: Sequence[Mount] = (),
+    ) -> str:
+        volumes = [
+            arg
+            for m in mounts
+            for arg in ("--volume", f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}")
+        ]
         proc = self._run(
-            "run", "--rm", "--network", "none", "--user", "root", image, *command, timeout=timeout
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--user",
+            "root",
+            *volumes,
+            image,
+            *command,
+            timeout=timeout,
         )
         return proc.stdout
 
@@ -224,6 +245,31 @@ class PodmanEngine(Engine):
         proc = self._run("container", "inspect", "--format", "json", *ids.split(), check=False)
         # A container may vanish between ps and inspect; inspect still prints the others.
         return [_container_info(d) for d in json.loads(proc.stdout or "[]")]
+
+    def security(self, name: str) -> SecurityFacts:
+        data = self._json("container", "inspect", "--format", "json", name)
+        if not data:
+            raise NotFoundError(f"no container {name}")
+        host = data[0].get("HostConfig") or {}
+        bindings = host.get("PortBindings") or {}
+        ports = [
+            int(b["HostPort"])
+            for found in bindings.values()
+            for b in found or []
+            if b.get("HostPort")
+        ]
+        return SecurityFacts(
+            read_only_root=bool(host.get("ReadonlyRootfs")),
+            user=str((data[0].get("Config") or {}).get("User", "")),
+            capabilities=tuple(data[0].get("EffectiveCaps") or ()),
+            no_new_privileges=any(
+                "no-new-privileges" in opt for opt in host.get("SecurityOpt") or ()
+            ),
+            published_ports=tuple(sorted(ports)),
+        )
+
+    def exec_in(self, name: str, command: Sequence[str], timeout: float = 30) -> str:
+        return self._run("exec", name, *command, timeout=timeout).stdout
 
     def events(self, labels: Mapping[str, str], since: str | None = None) -> Iterator[EngineEvent]:
         argv = [

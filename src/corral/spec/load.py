@@ -647,6 +647,10 @@ def _file_refs(document: Any) -> Iterator[tuple[Loc, str, bool]]:
         for i, test in enumerate(tests if isinstance(tests, list | tuple) else ()):
             if isinstance(test, str):
                 yield ("roles", name, "tests", i), test, False  # a file or a folder
+        fixtures = role.get("fixtures")
+        for volume, source in fixtures.items() if isinstance(fixtures, dict) else ():
+            if isinstance(source, str):
+                yield ("roles", name, "fixtures", volume), source, False
 
 
 def _file_problem(root: Path, value: str, must_be_file: bool) -> str | None:

@@ -205,6 +205,8 @@ class Role(Model):
     replicas: Annotated[StrictInt, Field(ge=0, le=100)] = 1
     volumes: dict[Name, AbsPath] = Field(default_factory=dict)
     tests: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    # Test environments seed these volumes from folders in the repo (volume -> folder).
+    fixtures: dict[Name, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict)
     deploy: DeployPolicy = DeployPolicy()
     after: tuple[Name, ...] = ()
     public: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
@@ -220,6 +222,11 @@ class Role(Model):
         mounts = [PurePosixPath(p) for p in self.volumes.values()]
         if len(set(mounts)) != len(mounts):
             raise ValueError("two volumes are mounted at the same path")
+        unknown = sorted(set(self.fixtures) - set(self.volumes))
+        if unknown:
+            raise ValueError(
+                f"fixtures name volume(s) the role does not have: {', '.join(unknown)}"
+            )
         return self
 
 

@@ -1,7 +1,8 @@
 """corral's state: an embedded SQLite database (usually ``.corral/state.db``).
 
 It records builds and the images they produced, the numbered releases of each fleet
-and the instances (containers) they started, an append-only audit log, and offers
+and the instances (containers) they started, the append-only results of ``corral test``
+(bound to image digests), an append-only audit log, and offers
 crash-safe named locks. See :class:`State`; schema changes go in ``migrations/``.
 """
 
@@ -13,10 +14,12 @@ from corral.state.records import (
     ImageRecord,
     InstanceRecord,
     ReleaseRecord,
+    TestRunRecord,
     image_version,
     utc_now,
 )
 from corral.state.store import State
+from corral.state.testruns import scrub_text
 
 __all__ = [
     "SCRUBBED",
@@ -27,9 +30,11 @@ __all__ = [
     "Migration",
     "ReleaseRecord",
     "State",
+    "TestRunRecord",
     "bundled_migrations",
     "image_version",
     "looks_secret",
     "scrub",
+    "scrub_text",
     "utc_now",
 ]

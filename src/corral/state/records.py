@@ -233,3 +233,50 @@ def instance_from_row(row: sqlite3.Row) -> InstanceRecord:
         retired_at=_opt_str(row["retired_at"]),
         outcome=_opt_str(row["outcome"]),
     )
+
+
+TEST_RUN_OUTCOMES = ("passed", "failed")
+
+
+@dataclass(frozen=True)
+class TestRunRecord:
+    """One ``corral test`` result for one role, bound to the exact image digest.
+
+    ``outcome`` is passed or failed; ``checks`` holds one mapping per check (name, kind,
+    outcome, seconds, message); ``log_excerpt`` is the tail of the test log with secrets
+    scrubbed; ``started_at`` is when the run began (UTC); ``user`` who ran it.
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    id: int
+    fleet: str
+    role: str
+    image_id: str
+    image_digest: str
+    image_version: str
+    outcome: str
+    checks: tuple[Mapping[str, Any], ...]
+    seconds: float
+    log_excerpt: str
+    started_at: str
+    user: str
+
+
+def from_test_runs_row(row: sqlite3.Row) -> TestRunRecord:
+    """A :class:`TestRunRecord` from a ``test_runs`` row."""
+    checks = json.loads(row["checks"])
+    return TestRunRecord(
+        id=int(row["id"]),
+        fleet=str(row["fleet"]),
+        role=str(row["role"]),
+        image_id=str(row["image_id"]),
+        image_digest=str(row["image_digest"]),
+        image_version=str(row["image_version"]),
+        outcome=str(row["outcome"]),
+        checks=tuple(dict(check) for check in checks),
+        seconds=float(row["seconds"]),
+        log_excerpt=str(row["log_excerpt"]),
+        started_at=str(row["started_at"]),
+        user=str(row["user"]),
+    )

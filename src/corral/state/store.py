@@ -1,17 +1,18 @@
-"""The :class:`State` facade: builds, images, releases, instances, the audit log and locks."""
+"""The :class:`State` facade: builds, images, releases, instances, test runs, audit, locks."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from corral.errors import StateError
-from corral.state import audit, builds, db, releases
+from corral.state import audit, builds, db, releases, testruns
 from corral.state.lock import file_lock
 from corral.state.records import (
     FAILED_STATUSES,
@@ -21,6 +22,7 @@ from corral.state.records import (
     ImageRecord,
     InstanceRecord,
     ReleaseRecord,
+    TestRunRecord,
     current_host,
     current_user,
     utc_now,
@@ -336,6 +338,100 @@ class State:
         """The fleet's live (or all) instances in the order recorded. StateError if unreadable."""
         with self._translated("listing instances"):
             return releases.query_instances(self.conn, fleet, live_only)
+
+    # -- test runs ----------------------------------------------------------------
+
+    def record_test_run(
+        self,
+        fleet: str,
+        role: str,
+        image_id: str,
+        image_digest: str,
+        image_version: str,
+        outcome: str,
+        checks: Sequence[Mapping[str, Any]],
+        seconds: float,
+        log_excerpt: str,
+        user: str | None = None,
+    ) -> TestRunRecord:
+        """Append the result of testing one role's image (test runs are never changed).
+
+        Secrets are scrubbed first: in the log excerpt and in every string of the checks,
+        ``password=...``, ``token: ...``, ``API_KEY=...`` (any word containing password,
+        secret, token or key, then ``=`` or ``:`` and a value) become ``<word>=***``; the
+        values of secret-looking keys in the checks become ``***``.
+
+        Args:
+            fleet: the fleet name.
+            role: the role tested.
+            image_id: the engine's id of the image tested.
+            image_digest: the image's digest; the deploy gate looks results up by it.
+            image_version: the image's version, e.g. ``7-3f9c2a1b04de``.
+            outcome: ``"passed"`` or ``"failed"``.
+            checks: one JSON-able mapping per check (name, kind, outcome, seconds,
+                message).
+            seconds: how long the run took; ``started_at`` is now minus this.
+            log_excerpt: the tail of the test log.
+            user: who ran it; the OS user by default.
+
+        Returns:
+            The stored run (scrubbed), with its id.
+
+        Raises:
+            ValueError: ``outcome`` is not passed or failed, ``seconds`` is negative,
+                or ``checks`` is not a sequence of JSON-able mappings.
+            StateError: the database cannot be written.
+        """
+        finished = datetime.now(UTC)
+        duration = testruns.check_seconds(seconds)
+        values = {
+            "fleet": fleet,
+            "role": role,
+            "image_id": image_id,
+            "image_digest": image_digest,
+            "image_version": image_version,
+            "outcome": testruns.check_outcome(outcome),
+            "checks": testruns.checks_json(checks),
+            "seconds": duration,
+            "log_excerpt": testruns.scrub_text(log_excerpt),
+            "started_at": testruns.started_at(finished, duration),
+            "user": current_user() if user is None else user,
+        }
+        with self._write("recording a test run") as conn:
+            return testruns.insert_run(conn, values)
+
+    def latest_test_run(
+        self, fleet: str, role: str, image_digest: str | None = None
+    ) -> TestRunRecord | None:
+        """The newest test run of (fleet, role), passed or not; of ``image_digest`` if given.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._translated("looking up the latest test run"):
+            return testruns.latest_run(self.conn, fleet, role, image_digest)
+
+    def passing_test_run(self, fleet: str, role: str, image_digest: str) -> TestRunRecord | None:
+        """The newest *passed* test run of exactly ``image_digest``, or None.
+
+        This is what the deploy gate asks: a digest with no passing run is untested.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._translated("looking up a passing test run"):
+            return testruns.passing_run(self.conn, fleet, role, image_digest)
+
+    def test_runs(
+        self, fleet: str, role: str | None = None, limit: int = 50
+    ) -> list[TestRunRecord]:
+        """The newest ``limit`` test runs of a fleet (or one role), oldest first.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._translated("listing test runs"):
+            return testruns.query_runs(self.conn, fleet, role, limit)
 
     # -- audit --------------------------------------------------------------------
 

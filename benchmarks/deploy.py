@@ -1,0 +1,503 @@
+"""Deploy benchmark: zero-downtime replacement under load, and corral's overhead over podman.
+
+Runs the real CLI (as an operator would) on a copy of the example fleet under a unique
+fleet name and a free public port, with only the ``web`` role. While ``wrk`` keeps 16
+connections busy on the edge, it times and checks for failed requests:
+
+- a rolling deploy of 3 and of 10 replicas (a one-line change to web/server.py);
+- a blue-green switch of 3 replicas;
+- a rollback to the previous release;
+
+then, without load, a rolling replacement of N replicas done by hand with the podman CLI
+(run new, poll /healthz on its address, ``rm -f`` one old) against ``corral deploy`` doing
+the same change (the image is built first, so the build is not timed). It always destroys
+the fleet and removes its images and volumes.
+
+    .venv/bin/python benchmarks/deploy.py [--replicas 3,10] [--skip-bluegreen]
+        [--skip-rollback] [--skip-overhead] [--overhead-replicas 3] [--json-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CORRAL = [sys.executable, "-m", "corral"]
+WRK_THREADS, WRK_CONNECTIONS = 2, 16
+GOAL_OVERHEAD = 1.3
+
+# Counts the status of every response, summed over wrk's threads, printed as "STATUS code n".
+WRK_LUA = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) statuses = {} end
+function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
+function done(summary, latency, requests)
+  local total = {}
+  for _, t in ipairs(threads) do
+    for code, n in pairs(t:get("statuses")) do total[code] = (total[code] or 0) + n end
+  end
+  for code, n in pairs(total) do io.write(string.format("STATUS %d %d\\n", code, n)) end
+end
+"""
+
+# HAProxy's "option httplog" line: ... backend/server Tq/Tw/Tc/Tr/Ta status bytes - - TERM ...
+HTTPLOG = re.compile(
+    r" (?P<backend>[\w.:-]+)/(?P<server>[<>\w.:-]+) (?P<timers>-?\d+/-?\d+/-?\d+/-?\d+/-?\d+) "
+    r"(?P<status>-?\d+) \d+ \S+ \S+ (?P<term>\S{4}) (?P<conns>\d+/\d+/\d+/\d+/\+?\d+)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run(*argv: str, check: bool = True, timeout: float = 600) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout).stdout
+
+
+class Fleet:
+    """A throwaway copy of the example fleet: only the web role, on a free port."""
+
+    def __init__(self, folder: Path) -> None:
+        self.name = f"bench-{uuid.uuid4().hex[:8]}"
+        self.port = free_port()
+        self.folder = folder
+        shutil.copytree(ROOT / "examples", folder, dirs_exist_ok=True)
+        self.spec = folder / "corral.yaml"
+        self.server = folder / "web" / "server.py"
+        self.web_role = _web_role(self.spec.read_text())
+        self.events: list[tuple[float, str]] = []
+        self.shape: tuple[int, str] | None = None  # (replicas, strategy) deployed now
+        self.versions = iter(range(1, 10000))
+
+    def change(self) -> None:
+        """A one-line change to the web role's code: a new image, every instance replaced."""
+        self.set_version(f"v{next(self.versions)}")
+
+    def ensure(self, replicas: int, strategy: str = "rolling") -> None:
+        """Deploy (untimed) so that ``replicas`` instances run under ``strategy``."""
+        if self.shape != (replicas, strategy):
+            self.write_spec(replicas, strategy)
+            self.change()
+            self.corral("deploy")
+            self.shape = (replicas, strategy)
+
+    def write_spec(self, replicas: int, strategy: str = "rolling") -> None:
+        role = self.web_role.replace("replicas: 3", f"replicas: {replicas}")
+        role = role.replace("public: 8080", f"public: {self.port}")
+        role += f"    deploy: {{strategy: {strategy}}}\n"
+        self.spec.write_text(f"version: 1\nfleet: {self.name}\nroles:\n{role}")
+
+    def set_version(self, version: str) -> None:
+        text = re.sub(
+            r'^VERSION = ".*"$', f'VERSION = "{version}"', self.server.read_text(), flags=re.M
+        )
+        self.server.write_text(text)
+
+    def corral(self, *args: str, check: bool = True) -> tuple[float, dict[str, Any]]:
+        """Run the CLI; progress lines (stderr) are kept in ``events`` with their time."""
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [*CORRAL, "-f", str(self.spec), "--json", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        pipe, out = proc.stdout, []
+        assert proc.stderr is not None and pipe is not None
+        reader = threading.Thread(target=lambda: out.append(pipe.read()))  # no pipe deadlock
+        reader.start()
+        self.events = [(time.perf_counter() - started, line.rstrip()) for line in proc.stderr]
+        reader.join()
+        stdout = out[0]
+        proc.wait(timeout=600)
+        seconds = time.perf_counter() - started
+        data = json.loads(stdout) if stdout.strip() else {}
+        if check and proc.returncode != 0:
+            raise RuntimeError(
+                f"corral {' '.join(args)} failed ({proc.returncode}): "
+                f"{stdout[-2000:]}{self.events[-20:]}"
+            )
+        return seconds, data
+
+    def instances(self) -> list[str]:
+        return run(
+            "podman",
+            "ps",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            f"label=io.corral.fleet={self.name}",
+            "--filter",
+            "label=io.corral.kind=instance",
+        ).split()
+
+    def cleanup(self) -> None:
+        subprocess.run(
+            [*CORRAL, "-f", str(self.spec), "destroy", "--yes"],
+            capture_output=True,
+            check=False,
+            timeout=300,
+        )
+        leftovers = run(
+            "podman",
+            "ps",
+            "--all",
+            "--quiet",
+            "--filter",
+            f"label=io.corral.fleet={self.name}",
+            check=False,
+        ).split()
+        if leftovers:  # what an interrupted raw podman run may have left
+            run("podman", "rm", "--force", *leftovers, check=False)
+        volumes = run(
+            "podman",
+            "volume",
+            "ls",
+            "--quiet",
+            "--filter",
+            f"label=io.corral.fleet={self.name}",
+            check=False,
+        ).split()
+        if volumes:
+            run("podman", "volume", "rm", "--force", *volumes, check=False)
+        images = run(
+            "podman",
+            "images",
+            "--quiet",
+            "--filter",
+            f"label=io.corral.fleet={self.name}",
+            check=False,
+        ).split()
+        if images:
+            run("podman", "rmi", "--force", *set(images), check=False)
+
+
+def _web_role(spec: str) -> str:
+    """The example's web role, without its dependency on the api role."""
+    lines, inside = [], False
+    for line in spec.splitlines():
+        if re.match(r"^  \w", line):
+            inside = line.startswith("  web:")
+        if inside and "after:" not in line:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+class Load:
+    """wrk on the edge, from a second before an action until two seconds after it."""
+
+    def __init__(self, fleet: Fleet, script: Path) -> None:
+        self.fleet = fleet
+        self.script = script
+        self.proc: subprocess.Popen[str] | None = None
+        self.since = ""
+
+    def __enter__(self) -> Load:
+        self.since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.proc = subprocess.Popen(
+            [
+                "wrk",
+                f"-t{WRK_THREADS}",
+                f"-c{WRK_CONNECTIONS}",
+                "-d600s",
+                "--latency",
+                "-s",
+                str(self.script),
+                f"http://127.0.0.1:{self.fleet.port}/",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(1)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+
+    def stop(self) -> dict[str, Any]:
+        assert self.proc is not None
+        time.sleep(2)
+        self.proc.send_signal(signal.SIGINT)  # wrk prints its report when interrupted
+        out, _ = self.proc.communicate(timeout=30)
+        report = parse_wrk(out)
+        report["edge_errors"] = edge_errors(self.fleet, self.since)
+        return report
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    found = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
+    if not found:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    unit = {"ms": 0.001, "s": 1.0, "m": 60.0}.get(found[3], 1.0)
+    socket_errors = dict.fromkeys(("connect", "read", "write", "timeout"), 0)
+    if errors := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+        r"timeout (\d+)",
+        out,
+    ):
+        socket_errors = dict(zip(socket_errors, map(int, errors.groups()), strict=True))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, flags=re.M))
+    statuses = {code: int(n) for code, n in re.findall(r"^STATUS (\d+) (\d+)$", out, flags=re.M)}
+    requests = int(found[1])
+    return {
+        "requests": requests,
+        "load_seconds": round(float(found[2]) * unit, 1),
+        "non_2xx": int(non2xx[1]) if non2xx else 0,
+        "socket_errors": socket_errors,
+        # wrk's "timeout" counts requests still unanswered after 2 s; they are not cut and
+        # their answers are counted above, so they are slow rather than failed.
+        "failed": (int(non2xx[1]) if non2xx else 0)
+        + socket_errors["connect"]
+        + socket_errors["read"]
+        + socket_errors["write"],
+        "statuses": dict(sorted(statuses.items())),
+        "latency": {f"p{k}": v for k, v in latency.items()},
+    }
+
+
+def edge_errors(fleet: Fleet, since: str) -> dict[str, Any]:
+    """What the edge logged about requests that failed or needed a retry, for diagnosis."""
+    logs = subprocess.run(
+        ["podman", "logs", "--since", since, f"{fleet.name}-edge"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    failed: collections.Counter[str] = collections.Counter()
+    retried = logged = 0
+    for line in (logs.stdout + logs.stderr).splitlines():
+        m = HTTPLOG.search(line)
+        if not m:
+            continue
+        logged += 1
+        if int(m["conns"].rsplit("/", 1)[1].lstrip("+")) > 0:
+            retried += 1
+        if not m["status"].startswith("2") or m["term"][0] != "-":
+            failed[f"{m['status']} {m['term']} {m['server']} Tq/Tw/Tc/Tr/Ta={m['timers']}"] += 1
+    return {
+        "logged_requests": logged,
+        "retried_requests": retried,
+        "failed": dict(failed.most_common(10)),
+    }
+
+
+def under_load(fleet: Fleet, script: Path, *args: str) -> dict[str, Any]:
+    with Load(fleet, script) as load:
+        seconds, data = fleet.corral(*args)
+        report = load.stop()
+    # deploy_s is the whole command; build_s the part of it spent baking the changed image.
+    built = [t for t, line in fleet.events if re.match(r"\S+: built ", line)]
+    return {
+        "deploy_s": round(seconds, 2),
+        "build_s": round(built[-1], 2) if built else 0.0,
+        "status": data.get("status"),
+        "release": data.get("release"),
+        **report,
+    }
+
+
+# -- overhead against the raw engine ------------------------------------------------------
+
+
+def raw_run(fleet: Fleet, name: str, image: str) -> str:
+    """Start one instance the way corral does (same lockdown flags), return its address."""
+    volume = f"{fleet.name}-web-data"
+    run(
+        "podman",
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--cap-drop",
+        "all",
+        "--init",
+        "--read-only",
+        "--read-only-tmpfs=false",
+        "--security-opt",
+        "no-new-privileges",
+        f"--label=io.corral.fleet={fleet.name}",
+        "--env=GREETING=hello from corral",
+        "--user",
+        "app",
+        "--network",
+        f"corral-{fleet.name}",
+        "--volume",
+        f"{volume}:/var/lib/web:rw",
+        image,
+        "python3",
+        "/srv/web/server.py",
+    )
+    return run(
+        "podman",
+        "inspect",
+        "--format",
+        f'{{{{(index .NetworkSettings.Networks "corral-{fleet.name}").IPAddress}}}}',
+        name,
+    ).strip()
+
+
+def wait_http(address: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{address}:8000/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{address} never became healthy")
+        time.sleep(0.05)
+
+
+def overhead(fleet: Fleet, replicas: int) -> dict[str, Any]:
+    """Rolling replacement of ``replicas`` instances: by hand with podman vs corral deploy."""
+    fleet.ensure(replicas)
+    old_image = _current_image(fleet)
+    fleet.change()
+    fleet.corral("build")  # so that the timed deploy finds its image up to date
+    new_image = _current_image(fleet)
+    olds = [f"{fleet.name}-raw-old-{i}" for i in range(replicas)]
+    for name in olds:  # the raw set to replace, not timed
+        wait_http(raw_run(fleet, name, old_image))
+    started = time.perf_counter()
+    for i, old in enumerate(olds):
+        wait_http(raw_run(fleet, f"{fleet.name}-raw-new-{i}", new_image))
+        run("podman", "rm", "--force", old)
+    raw = time.perf_counter() - started
+    run("podman", "rm", "--force", *[f"{fleet.name}-raw-new-{i}" for i in range(replicas)])
+    corral_s, data = fleet.corral("deploy")
+    return {
+        "replicas": replicas,
+        "raw_podman_s": round(raw, 2),
+        "corral_deploy_s": round(corral_s, 2),
+        "ratio": round(corral_s / raw, 2),
+        "corral_status": data.get("status"),
+        "goal_met": corral_s / raw <= GOAL_OVERHEAD,
+    }
+
+
+def _current_image(fleet: Fleet) -> str:
+    _, data = fleet.corral("images", "web")
+    return str(data["images"][-1]["image_id"])
+
+
+# -- the whole run ------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--replicas", default="3,10", help="rolling deploys to time, e.g. 3,10")
+    parser.add_argument("--skip-rolling", action="store_true")
+    parser.add_argument("--skip-bluegreen", action="store_true")
+    parser.add_argument("--skip-rollback", action="store_true")
+    parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument(
+        "--overhead-replicas", default="3,10", help="replica counts for the raw podman comparison"
+    )
+    parser.add_argument(
+        "--baseline-seconds",
+        type=float,
+        default=5,
+        help="load without any deploy first, to tell slow from failed",
+    )
+    parser.add_argument("--json-only", action="store_true", help="print only the JSON report")
+    args = parser.parse_args()
+    counts = [] if args.skip_rolling else [int(n) for n in args.replicas.split(",") if n]
+    overheads = (
+        [] if args.skip_overhead else [int(n) for n in args.overhead_replicas.split(",") if n]
+    )
+    report: dict[str, Any] = {
+        "load": f"wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} on the edge",
+        "failed_means": "non-2xx + socket connect/read/write errors; wrk timeouts are "
+        "answers slower than 2 s, counted apart",
+    }
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        fleet = Fleet(Path(tmp))
+        script = Path(tmp, "count.lua")
+        script.write_text(WRK_LUA)
+        report.update(fleet=fleet.name, port=fleet.port)
+        try:
+            fleet.ensure(counts[0] if counts else 3)
+            if args.baseline_seconds > 0:
+                with Load(fleet, script) as load:
+                    time.sleep(args.baseline_seconds)
+                    report["baseline_no_deploy"] = load.stop()
+            report["rolling"] = {}
+            for n in counts:
+                fleet.ensure(n)
+                fleet.change()
+                report["rolling"][str(n)] = under_load(fleet, script, "deploy")
+                if n == counts[0] and not args.skip_rollback:  # back to the release before
+                    report["rollback"] = under_load(fleet, script, "rollback")
+                if n in overheads:
+                    report.setdefault("overhead", []).append(overhead(fleet, n))
+            if not counts and not args.skip_rollback:
+                fleet.change()
+                fleet.corral("deploy")  # a second release to go back from
+                report["rollback"] = under_load(fleet, script, "rollback")
+            for n in overheads:
+                if n not in counts:
+                    report.setdefault("overhead", []).append(overhead(fleet, n))
+            if not args.skip_bluegreen:
+                fleet.ensure(3, "blue-green")
+                fleet.change()
+                report["blue_green"] = under_load(fleet, script, "deploy")
+        finally:
+            fleet.cleanup()
+    report["total_s"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(report, indent=2))
+    if not args.json_only:
+        print_table(report)
+
+
+def print_table(report: dict[str, Any]) -> None:
+    rows = [("no deploy", report["baseline_no_deploy"])] if "baseline_no_deploy" in report else []
+    rows += [(f"rolling x{n}", r) for n, r in report.get("rolling", {}).items()]
+    rows += [(k, report[k]) for k in ("rollback", "blue_green") if k in report]
+    print(
+        f"\n{'scenario':<13}{'deploy s':>9}{'build s':>8}{'requests':>9}{'non-2xx':>8}"
+        f"{'c/r/w err':>10}{'>2s':>5}{'p99':>9}"
+    )
+    for label, r in rows:
+        e = r["socket_errors"]
+        print(
+            f"{label:<13}{r.get('deploy_s', '-'):>9}{r.get('build_s', '-'):>8}"
+            f"{r['requests']:>9}{r['non_2xx']:>8}"
+            f"{e['connect'] + e['read'] + e['write']:>10}{e['timeout']:>5}"
+            f"{r['latency'].get('p99', '-'):>9}"
+        )
+    for o in report.get("overhead", []):
+        print(
+            f"overhead x{o['replicas']}: raw podman {o['raw_podman_s']} s, corral deploy "
+            f"{o['corral_deploy_s']} s, ratio {o['ratio']} (goal <= {GOAL_OVERHEAD}x)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,1 +1,0 @@
-"""Tests of the api role (run by `corral test` once the test gate lands)."""

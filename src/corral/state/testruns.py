@@ -1,0 +1,132 @@
+"""SQL for test runs; :class:`corral.state.store.State` wraps these in transactions.
+
+A test run is the result of ``corral test`` for one role: the image it tested (id,
+digest and version), passed or failed, the checks it made and an excerpt of its log.
+The deploy gate asks for a *passed* run of the exact digest about to go live
+(:func:`passing_run`). Rows are append-only: triggers abort UPDATE and DELETE.
+
+Secrets never reach the table. Every line of the log excerpt, and every string inside
+the checks, is scrubbed with :func:`scrub_text`: a word containing ``password``,
+``secret``, ``token`` or ``key`` (any case) followed by ``=`` or ``:`` and a value
+becomes ``<word>=***``, so ``DB_PASSWORD=hunter2`` is stored as ``DB_PASSWORD=***`` and
+``api_key: abc`` as ``api_key=***``. Keys of the checks' mappings that look secret have
+their values replaced by ``***`` as in the audit log.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from corral.state.audit import SCRUBBED, looks_secret
+from corral.state.records import TEST_RUN_OUTCOMES, TestRunRecord, from_test_runs_row
+
+_SECRET_ASSIGNMENT = re.compile(r"(?i)(password|secret|token|key)\s*[=:]\s*\S+")
+
+
+def scrub_text(text: str) -> str:
+    """``text`` with ``password=...``, ``token: ...`` and the like replaced, line by line."""
+    return "\n".join(_SECRET_ASSIGNMENT.sub(rf"\1={SCRUBBED}", line) for line in text.split("\n"))
+
+
+def scrub_check(value: Any) -> Any:
+    """A copy of a check's data with secret-looking keys and assignments scrubbed."""
+    if isinstance(value, Mapping):
+        return {
+            str(k): SCRUBBED if looks_secret(str(k)) else scrub_check(v) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [scrub_check(item) for item in value]
+    if isinstance(value, str):
+        return scrub_text(value)
+    return value
+
+
+def check_outcome(outcome: str) -> str:
+    """``outcome`` if it is passed or failed; else ValueError."""
+    if outcome not in TEST_RUN_OUTCOMES:
+        raise ValueError(f"a test run is one of {TEST_RUN_OUTCOMES}, not {outcome!r}")
+    return outcome
+
+
+def check_seconds(seconds: float) -> float:
+    """``seconds`` as a float if it is finite and not negative; else ValueError."""
+    value = float(seconds)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"a test run's duration must be >= 0 seconds, not {seconds!r}")
+    return value
+
+
+def checks_json(checks: Sequence[Mapping[str, Any]]) -> str:
+    """The scrubbed checks as JSON text; ValueError unless each is a JSON object."""
+    if isinstance(checks, str | bytes | Mapping) or not all(isinstance(c, Mapping) for c in checks):
+        raise ValueError("a test run's checks must be a sequence of mappings")
+    try:
+        return json.dumps([scrub_check(dict(c)) for c in checks], sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a test run's checks must be JSON-able: {exc}") from exc
+
+
+def started_at(finished: datetime, seconds: float) -> str:
+    """When a run that ended at ``finished`` after ``seconds`` began, as a UTC string."""
+    return (finished - timedelta(seconds=seconds)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def insert_run(conn: sqlite3.Connection, values: Mapping[str, Any]) -> TestRunRecord:
+    """Insert one test run and return it.
+
+    ``values`` has fleet, role, image_id, image_digest, image_version, outcome, checks
+    (JSON text), seconds, log_excerpt (already scrubbed), started_at and user.
+    """
+    cursor = conn.execute(
+        "INSERT INTO test_runs (fleet, role, image_id, image_digest, image_version, outcome,"
+        " checks, seconds, log_excerpt, started_at, user) VALUES (:fleet, :role, :image_id,"
+        " :image_digest, :image_version, :outcome, :checks, :seconds, :log_excerpt,"
+        " :started_at, :user)",
+        dict(values),
+    )
+    row = conn.execute("SELECT * FROM test_runs WHERE id = ?", (cursor.lastrowid,)).fetchone()
+    return from_test_runs_row(row)
+
+
+def latest_run(
+    conn: sqlite3.Connection, fleet: str, role: str, image_digest: str | None
+) -> TestRunRecord | None:
+    """The newest run of (fleet, role), of ``image_digest`` if given; None if none."""
+    sql = "SELECT * FROM test_runs WHERE fleet = ? AND role = ?"
+    params: list[Any] = [fleet, role]
+    if image_digest is not None:
+        sql += " AND image_digest = ?"
+        params.append(image_digest)
+    row = conn.execute(f"{sql} ORDER BY id DESC LIMIT 1", params).fetchone()
+    return None if row is None else from_test_runs_row(row)
+
+
+def passing_run(
+    conn: sqlite3.Connection, fleet: str, role: str, image_digest: str
+) -> TestRunRecord | None:
+    """The newest passed run of exactly ``image_digest``, or None."""
+    row = conn.execute(
+        "SELECT * FROM test_runs WHERE fleet = ? AND role = ? AND image_digest = ?"
+        " AND outcome = 'passed' ORDER BY id DESC LIMIT 1",
+        (fleet, role, image_digest),
+    ).fetchone()
+    return None if row is None else from_test_runs_row(row)
+
+
+def query_runs(
+    conn: sqlite3.Connection, fleet: str, role: str | None, limit: int
+) -> list[TestRunRecord]:
+    """The newest ``limit`` runs of ``fleet`` (or one role), oldest first."""
+    sql = "SELECT * FROM test_runs WHERE fleet = ?"
+    params: list[Any] = [fleet]
+    if role is not None:
+        sql += " AND role = ?"
+        params.append(role)
+    rows = conn.execute(f"{sql} ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
+    return [from_test_runs_row(row) for row in reversed(rows)]

@@ -1,0 +1,1 @@
+"""Test before deploy: throwaway environments, lockdown checks, the role's own tests, the gate."""

@@ -1,0 +1,416 @@
+"""Running a role's own pytest files against an environment, in a subprocess.
+
+:func:`run_role_tests` runs::
+
+    python -m pytest -p corral.testing.plugin -p no:cacheprovider -q
+        -c <empty ini> --rootdir <workdir> --confcutdir <workdir>
+        --junitxml <tmp>/junit.xml -o timeout=<per test> -o timeout_method=signal <paths>
+
+in ``workdir`` (the spec's directory; relative ``paths`` are relative to it), in a new
+session, with ``CORRAL_TEST_ENV`` naming a JSON file that describes the environment
+(see :mod:`corral.testing.plugin`) and ``CORRAL_TEST_FIXTURES_OUT`` naming the file the
+plugin writes the fixtures each test used to. The empty ini keeps the configuration of
+whatever project the tests live in (``addopts``, plugins corral does not have) out of
+the run; ``conftest.py`` files under ``workdir`` still apply.
+
+The junit XML is turned into :class:`CheckResult` values. Test failures are never
+raised: they are results. A run that outlives ``total_timeout`` is interrupted
+(SIGINT to the process group, so pytest still writes what it has), then the whole
+process group is killed; the outcome then carries a check named ``pytest`` with the
+message ``timed out after Ns``. The process group is also killed after a normal exit,
+so nothing a test started outlives the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from corral.errors import UsageError
+from corral.testing import plugin
+
+#: The kinds of check the runner reports (callers add their own, e.g. health, lockdown).
+CHECK_KINDS = ("pytest", "testinfra", "http")
+#: How a check can end.
+CHECK_OUTCOMES = ("passed", "failed", "skipped", "error")
+
+#: How long an interrupted run gets to write its report before it is killed.
+INTERRUPT_GRACE_S = 1.0
+#: How many lines of pytest's output :attr:`PytestOutcome.log_tail` keeps.
+LOG_TAIL_LINES = 40
+#: How many characters of a failure's text :attr:`CheckResult.message` keeps at most.
+MESSAGE_MAX_CHARS = 2000
+
+_NO_TESTS_COLLECTED = 5
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One test's result.
+
+    ``name`` is the pytest node id relative to the tests' root directory (for example
+    ``test_web_http.py::test_healthz``, or the file for a collection error). ``kind``
+    is ``testinfra`` if the test used ``host`` or ``hosts``, ``http`` if it used
+    ``edge_url``, ``instance_url`` or ``instance_urls`` (and no testinfra fixture), else
+    ``pytest`` (callers add their own kinds, e.g. ``health``). ``outcome`` is passed,
+    failed, skipped or error; ``message`` says why it failed, errored or was skipped
+    (empty when it passed).
+    """
+
+    name: str
+    kind: str
+    outcome: str
+    seconds: float
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The check as JSON-able data (what the state database stores)."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "outcome": self.outcome,
+            "seconds": self.seconds,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class PytestOutcome:
+    """What one run of a role's tests found.
+
+    ``ok`` is true when pytest exited 0 (every test passed or was skipped) or 5 (no test
+    was collected; then ``checks`` is empty). ``exit_code`` is pytest's exit status, or
+    the negated signal number if the run had to be killed. ``log_tail`` is the last
+    lines of pytest's combined output.
+    """
+
+    ok: bool
+    checks: tuple[CheckResult, ...]
+    exit_code: int
+    log_tail: str
+    seconds: float
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many checks ended each way, e.g. ``{"passed": 3, "failed": 1}``."""
+        result: dict[str, int] = {}
+        for check in self.checks:
+            result[check.outcome] = result.get(check.outcome, 0) + 1
+        return result
+
+
+def run_role_tests(
+    paths: Sequence[Path],
+    env: Mapping[str, Any],
+    *,
+    per_test_timeout: float = 60,
+    total_timeout: float = 600,
+    mode: str = "full",
+    workdir: Path,
+) -> PytestOutcome:
+    """Run a role's test files against an environment and collect their results.
+
+    Args:
+        paths: test files or directories; relative ones are relative to ``workdir``.
+        env: the environment description the plugin's fixtures read (``fleet``,
+            ``role``, ``edge_url``, ``instances``, ``engine``); ``mode`` overrides
+            its ``mode``.
+        per_test_timeout: seconds one test may take before it fails with "Timeout".
+        total_timeout: seconds the whole run may take before it is killed.
+        mode: ``"full"`` (every test) or ``"smoke"`` (only tests that need nothing
+            but ``edge_url``; the rest are skipped).
+        workdir: where pytest runs (its current directory); relative ``paths`` are
+            relative to it. Node ids are relative to ``workdir`` if every path is
+            inside it, else to the deepest directory holding all of them.
+
+    Returns:
+        The outcome; failing tests make ``ok`` false but never raise.
+
+    Raises:
+        UsageError: no paths, a path that does not exist, a bad mode or timeout, a
+            missing ``workdir``, or an ``env`` that is not a JSON object.
+    """
+    resolved = _check_args(paths, per_test_timeout, total_timeout, mode, workdir)
+    env_json = _env_json(env, mode)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="corral-test-") as tmp_name:
+        tmp = Path(tmp_name)
+        files = _Files(tmp)
+        files.env.write_text(env_json, "utf-8")
+        files.ini.write_text("[pytest]\n", "utf-8")
+        rootdir = _rootdir(resolved, workdir)
+        argv = _argv(resolved, rootdir, files, per_test_timeout)
+        exit_code, timed_out = _run(argv, workdir, files, total_timeout)
+        seconds = time.monotonic() - started
+        log_tail = _tail(files.log)
+        used = dict(plugin.fixtures_used(files.fixtures))
+        checks = parse_junit(files.junit, used, rootdir)
+    if timed_out:
+        note = f"timed out after {total_timeout:g}s"
+        checks = (*checks, CheckResult("pytest", "pytest", "error", round(seconds, 3), note))
+        log_tail = f"{log_tail}\n{note}".lstrip("\n")
+        return PytestOutcome(False, checks, exit_code, log_tail, seconds)
+    if exit_code == _NO_TESTS_COLLECTED:
+        return PytestOutcome(True, (), exit_code, log_tail, seconds)
+    if exit_code != 0 and not any(c.outcome in ("failed", "error") for c in checks):
+        # pytest gave up without saying which test: an internal or usage error.
+        message = _last_lines(log_tail, 10) or f"pytest exited {exit_code}"
+        checks = (*checks, CheckResult("pytest", "pytest", "error", 0.0, message))
+    return PytestOutcome(exit_code == 0, checks, exit_code, log_tail, seconds)
+
+
+@dataclass(frozen=True)
+class _Files:
+    tmp: Path
+
+    @property
+    def env(self) -> Path:
+        return self.tmp / "env.json"
+
+    @property
+    def ini(self) -> Path:
+        return self.tmp / "pytest.ini"
+
+    @property
+    def junit(self) -> Path:
+        return self.tmp / "junit.xml"
+
+    @property
+    def fixtures(self) -> Path:
+        return self.tmp / "fixtures.json"
+
+    @property
+    def log(self) -> Path:
+        return self.tmp / "output.log"
+
+
+def _check_args(
+    paths: Sequence[Path],
+    per_test_timeout: float,
+    total_timeout: float,
+    mode: str,
+    workdir: Path,
+) -> list[Path]:
+    if mode not in plugin.MODES:
+        raise UsageError(f"the test mode must be one of {plugin.MODES}, not {mode!r}", mode=mode)
+    if not per_test_timeout > 0 or not total_timeout > 0:
+        raise UsageError(
+            "test timeouts must be positive",
+            per_test_timeout=per_test_timeout,
+            total_timeout=total_timeout,
+        )
+    if not workdir.is_dir():
+        raise UsageError(f"the test working directory {workdir} does not exist")
+    if isinstance(paths, str | Path) or not paths:
+        raise UsageError("no test paths given: list the role's tests, e.g. tests: [tests/web/]")
+    resolved = [(workdir / p).resolve() for p in paths]
+    missing = [str(p) for p in resolved if not p.exists()]
+    if missing:
+        raise UsageError(f"test path does not exist: {', '.join(missing)}", missing=missing)
+    return resolved
+
+
+def _env_json(env: Mapping[str, Any], mode: str) -> str:
+    if not isinstance(env, Mapping):
+        raise UsageError("the test environment must be a mapping (a JSON object)")
+    try:
+        return json.dumps({**env, "mode": mode}, indent=1, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"the test environment is not JSON-able: {exc}") from exc
+
+
+def _rootdir(paths: list[Path], workdir: Path) -> Path:
+    """``workdir`` if it holds every path, else the deepest directory that does."""
+    base = workdir.resolve()
+    if all(p == base or p.is_relative_to(base) for p in paths):
+        return base
+    dirs = [p if p.is_dir() else p.parent for p in paths]
+    return Path(os.path.commonpath([str(d) for d in dirs]))
+
+
+def _argv(paths: list[Path], rootdir: Path, files: _Files, per_test_timeout: float) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "corral.testing.plugin",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-rfEs",
+        "-c",
+        str(files.ini),
+        "--rootdir",
+        str(rootdir),
+        "--confcutdir",
+        str(rootdir),
+        "--continue-on-collection-errors",
+        f"--junitxml={files.junit}",
+        "-o",
+        f"timeout={per_test_timeout:g}",
+        "-o",
+        "timeout_method=signal",
+        "-o",
+        "junit_family=xunit2",
+        "--",
+        *(str(p) for p in paths),
+    ]
+
+
+def _run(argv: list[str], workdir: Path, files: _Files, total_timeout: float) -> tuple[int, bool]:
+    """Run pytest; (exit code, whether it hit ``total_timeout``)."""
+    environ = dict(os.environ)
+    environ[plugin.ENV_VAR] = str(files.env)
+    environ[plugin.FIXTURES_OUT_VAR] = str(files.fixtures)
+    environ.pop("PYTEST_ADDOPTS", None)
+    environ.pop("PYTEST_PLUGINS", None)
+    environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    with files.log.open("wb") as log:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=workdir,
+                env=environ,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:  # pragma: no cover - sys.executable always exists
+            raise UsageError(f"cannot start pytest: {exc}") from exc
+        timed_out = False
+        try:
+            try:
+                proc.wait(timeout=total_timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _signal_group(proc.pid, signal.SIGINT)
+                try:
+                    proc.wait(timeout=INTERRUPT_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    _signal_group(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        finally:
+            # Nothing the tests started may outlive the run (also on Ctrl-C in corral).
+            _signal_group(proc.pid, signal.SIGKILL)
+            if proc.returncode is None:
+                proc.wait()
+    return proc.returncode, timed_out
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return _last_lines(text, lines)
+
+
+def _last_lines(text: str, lines: int) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def parse_junit(
+    path: Path,
+    fixtures: Mapping[str, frozenset[str]] | None = None,
+    rootdir: Path | None = None,
+) -> tuple[CheckResult, ...]:
+    """The checks in a pytest junit XML file; none if it is missing or unreadable.
+
+    Args:
+        path: the ``--junitxml`` file.
+        fixtures: node id -> the corral fixtures the test used (from the plugin's
+            sidecar file), to classify each check.
+        rootdir: pytest's root directory, to name the file of a collection error.
+    """
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return ()
+    used = fixtures or {}
+    return tuple(_check(case, used, rootdir) for case in root.iter("testcase"))
+
+
+def _check(
+    case: ET.Element, fixtures: Mapping[str, frozenset[str]], rootdir: Path | None
+) -> CheckResult:
+    nodeid = _nodeid(case, rootdir)
+    outcome = "passed"
+    message = ""
+    for tag, result in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
+        element = case.find(tag)
+        if element is not None:
+            outcome = result
+            message = _message(element)
+            break
+    return CheckResult(
+        name=nodeid,
+        kind=classify(fixtures.get(nodeid, frozenset())),
+        outcome=outcome,
+        seconds=_float(case.get("time")),
+        message=message,
+    )
+
+
+def classify(fixtures: frozenset[str]) -> str:
+    """The kind of a check that used ``fixtures``: testinfra, http or plain pytest."""
+    if fixtures & plugin.TESTINFRA_FIXTURES:
+        return "testinfra"
+    if fixtures & plugin.HTTP_FIXTURES:
+        return "http"
+    return "pytest"
+
+
+def _nodeid(case: ET.Element, rootdir: Path | None) -> str:
+    for prop in case.iter("property"):
+        if prop.get("name") == plugin.NODEID_PROPERTY and prop.get("value"):
+            return str(prop.get("value"))
+    classname = case.get("classname") or ""
+    name = case.get("name") or "pytest"
+    if classname:
+        return f"{classname}::{name}"
+    # A collection error: junit names the file (or folder) with dots for slashes.
+    path = name.replace(".", "/")
+    if rootdir is not None and (rootdir / path).is_dir():
+        return path
+    return f"{path}.py"
+
+
+def _message(element: ET.Element) -> str:
+    """The reason in a failure/error/skipped element: its message, plus the ``E`` lines."""
+    summary = (element.get("message") or "").strip()
+    text = element.text or ""
+    details = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
+    details = [line for line in details if line and line not in summary]
+    if element.tag == "skipped":
+        details = []
+    message = "\n".join([summary, *details]) if summary else "\n".join(details)
+    if not message:
+        message = _last_lines(text, 5)
+    if len(message) > MESSAGE_MAX_CHARS:
+        message = message[: MESSAGE_MAX_CHARS - 3] + "..."
+    return message
+
+
+def _float(value: str | None) -> float:
+    try:
+        return round(float(value or 0), 3)
+    except ValueError:
+        return 0.0

@@ -1,0 +1,334 @@
+"""``corral test``: bake, bring up a throwaway environment, check every role, record results.
+
+Results are bound to the exact image digest, and the deploy gate reads them: nothing
+untested reaches the fleet. Roles are checked in parallel once the environment is up.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from corral.build.bake import BakeTarget, find_current_image
+from corral.deploy.desired import Desired, RoleRelease
+from corral.deploy.instances import resolve_secrets
+from corral.deploy.plan import parse_time
+from corral.deploy.service import Context, desired_from_spec, edge_image
+from corral.errors import DeployError, GateError
+from corral.testing.environment import TestEnvironment, environment, sweep
+from corral.testing.lockdown import lockdown_checks
+from corral.testing.runner import CheckResult, PytestOutcome, run_role_tests
+
+SMOKE_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    per_test: float = 60.0
+    total: float = 600.0
+
+
+@dataclass(frozen=True)
+class RoleTestResult:
+    role: str
+    image_version: str
+    image_digest: str
+    outcome: str  # passed | failed | skipped (already passed)
+    checks: tuple[CheckResult, ...]
+    seconds: float
+    log_excerpt: str = ""
+
+
+def owners_folder(ctx: Context) -> Path:
+    return ctx.spec.state_path.parent / "tests"
+
+
+def sweep_dead_tests(ctx: Context) -> list[str]:
+    """Tear down what test runs killed before their clean-up left behind."""
+    return sweep(ctx.engine, ctx.scope.fleet, owners_folder(ctx))
+
+
+def run_tests(
+    ctx: Context,
+    roles: Sequence[str] = (),
+    again: bool = False,
+    timeouts: Timeouts = Timeouts(),
+) -> list[RoleTestResult]:
+    """Test the images that would be deployed for ``roles`` (default: all)."""
+    sweep_dead_tests(ctx)
+    desired, _ = desired_from_spec(ctx, roles)
+    wanted = [name for name in (roles or list(desired)) if name in desired]
+    done = {name: _already_passed(ctx, desired[name]) for name in wanted}
+    todo = [name for name in wanted if done[name] is None or again]
+    results = [done[name] for name in wanted if name not in todo]
+    if todo:
+        results += _run_environment(ctx, desired, todo, timeouts)
+    return sorted((r for r in results if r is not None), key=lambda r: r.role)
+
+
+def _already_passed(ctx: Context, rr: RoleRelease) -> RoleTestResult | None:
+    record = ctx.state.passing_test_run(ctx.scope.fleet, rr.role, rr.image_digest)
+    if record is None:
+        return None
+    return RoleTestResult(
+        rr.role,
+        rr.image_version,
+        rr.image_digest,
+        "skipped",
+        (),
+        0.0,
+        f"already passed at {record.started_at}; use --again to re-run",
+    )
+
+
+def _with_dependencies(desired: Desired, roles: Sequence[str]) -> dict[str, RoleRelease]:
+    """The roles to test plus every role they come ``after``, transitively."""
+    needed: set[str] = set()
+    stack = list(roles)
+    while stack:
+        name = stack.pop()
+        if name in needed or name not in desired:
+            continue
+        needed.add(name)
+        stack += list(desired[name].after)
+    return {name: desired[name] for name in needed}
+
+
+def _run_environment(
+    ctx: Context, desired: Desired, roles: Sequence[str], timeouts: Timeouts
+) -> list[RoleTestResult]:
+    subset = _with_dependencies(desired, roles)
+    secrets = resolve_secrets(subset)
+    image = edge_image(ctx, subset, build=True)
+    started = time.monotonic()
+    with environment(
+        ctx.engine, ctx.scope.fleet, owners_folder(ctx), ctx.spec.root, ctx.progress
+    ) as env:
+        ctx.progress.step("test", f"bringing up {env.scope.env} ({', '.join(sorted(subset))})")
+        failures = _bring_up(env, subset, secrets, image)
+        bring_up = time.monotonic() - started
+        with ThreadPoolExecutor(max_workers=max(1, len(roles))) as pool:
+            futures = [
+                pool.submit(
+                    _check_role, ctx, env, subset[name], failures.get(name), timeouts, bring_up
+                )
+                for name in roles
+            ]
+        results = [f.result() for f in futures]
+    for result in results:
+        _record(ctx, subset[result.role], result)
+    return results
+
+
+def _bring_up(
+    env: TestEnvironment, desired: Desired, secrets: Mapping[str, str], image: str | None
+) -> dict[str, DeployError]:
+    """Start the environment; return the roles that failed to come up, with why."""
+    try:
+        env.up(desired, dict(secrets), image)
+    except DeployError as exc:
+        failed = exc.details.get("failures") or [exc.to_dict()]
+        by_role = {str(f.get("role")): DeployError(str(f.get("message")), **f) for f in failed}
+        return by_role or {name: exc for name in desired}
+    return {}
+
+
+def _check_role(
+    ctx: Context,
+    env: TestEnvironment,
+    rr: RoleRelease,
+    failure: DeployError | None,
+    timeouts: Timeouts,
+    bring_up: float,
+) -> RoleTestResult:
+    started = time.monotonic()
+    if failure is not None or not env.describe(rr)["instances"]:
+        reason = failure.message if failure else "no instance came up (a role it needs failed)"
+        log = "\n".join(failure.details.get("log") or []) if failure else ""
+        check = CheckResult("health", "health", "failed", bring_up, reason)
+        return RoleTestResult(
+            rr.role, rr.image_version, rr.image_digest, "failed", (check,), bring_up, log
+        )
+    checks = [CheckResult("health", "health", "passed", bring_up, "healthy from outside")]
+    for instance in env.describe(rr)["instances"]:
+        checks += lockdown_checks(ctx.engine, instance["name"], rr)
+    log = ""
+    if rr.tests:
+        outcome = _run_tests(ctx, env.describe(rr), rr, timeouts, "full")
+        checks += outcome.checks
+        log = outcome.log_tail
+        if not outcome.ok and not outcome.checks:
+            checks.append(
+                CheckResult("pytest", "pytest", "error", outcome.seconds, outcome.log_tail[-500:])
+            )
+    ok = all(c.outcome in ("passed", "skipped") for c in checks)
+    return RoleTestResult(
+        rr.role,
+        rr.image_version,
+        rr.image_digest,
+        "passed" if ok else "failed",
+        tuple(checks),
+        time.monotonic() - started + bring_up,
+        log,
+    )
+
+
+def _run_tests(
+    ctx: Context, env: Mapping[str, object], rr: RoleRelease, timeouts: Timeouts, mode: str
+) -> PytestOutcome:
+    paths = [ctx.spec.root / t for t in rr.tests]
+    with tempfile.TemporaryDirectory(prefix="corral-tests-") as tmp:
+        return run_role_tests(
+            paths,
+            env,
+            per_test_timeout=timeouts.per_test,
+            total_timeout=timeouts.total,
+            mode=mode,
+            workdir=Path(tmp),
+        )
+
+
+def _record(ctx: Context, rr: RoleRelease, result: RoleTestResult) -> None:
+    ctx.state.record_test_run(
+        ctx.scope.fleet,
+        rr.role,
+        rr.image_id,
+        rr.image_digest,
+        rr.image_version,
+        result.outcome,
+        [c.__dict__ for c in result.checks],
+        result.seconds,
+        result.log_excerpt[-4000:],
+    )
+    ctx.state.record_audit(
+        ctx.scope.fleet,
+        "test",
+        rr.role,
+        result.outcome,
+        {"version": rr.image_version, "digest": rr.image_digest},
+    )
+
+
+# -- the gate and the smoke test ----------------------------------------------------------
+
+
+def gate(ctx: Context, desired: Desired, skip_reason: str | None) -> None:
+    """Refuse images without a passing test record for their exact digest.
+
+    Raises:
+        GateError: naming each untested role and the command to run.
+    """
+    untested = [
+        rr
+        for rr in desired.values()
+        if ctx.state.passing_test_run(ctx.scope.fleet, rr.role, rr.image_digest) is None
+    ]
+    if not untested:
+        return
+    names = [rr.role for rr in sorted(untested, key=lambda r: r.role)]
+    if skip_reason:
+        ctx.state.record_audit(
+            ctx.scope.fleet,
+            "skip-tests",
+            ",".join(names),
+            "ok",
+            {"reason": skip_reason, "versions": {rr.role: rr.image_version for rr in untested}},
+        )
+        return
+    detail = ", ".join(f"{rr.role} {rr.image_version}" for rr in untested)
+    raise GateError(
+        f"no passing test record for {detail}; run: corral test "
+        f'{" ".join(names)} (or deploy with --skip-tests --reason "...")',
+        roles=names,
+    )
+
+
+def smoke(ctx: Context, desired: Desired) -> None:
+    """Run each public role's HTTP tests against the live edge; DeployError on a failure."""
+    failures = []
+    for rr in desired.values():
+        if rr.public is None or not rr.tests:
+            continue
+        env = {
+            "fleet": ctx.scope.fleet,
+            "role": rr.role,
+            "mode": "smoke",
+            "instances": [],
+            "engine": ctx.engine.name,
+            "edge_url": ctx.edge.url(rr.public),
+        }
+        ctx.progress.step(rr.role, "smoke test against the live edge")
+        outcome = _run_tests(ctx, env, rr, Timeouts(total=SMOKE_TIMEOUT), "smoke")
+        failed = [c for c in outcome.checks if c.outcome in ("failed", "error")]
+        if failed or not outcome.ok:
+            names = ", ".join(c.name for c in failed) or outcome.log_tail[-200:]
+            failures.append(
+                DeployError(
+                    f"role {rr.role}: smoke test failed: {names}",
+                    role=rr.role,
+                    log=outcome.log_tail.splitlines()[-20:],
+                )
+            )
+    if failures:
+        raise DeployError(
+            "; ".join(f.message for f in failures),
+            roles=[f.details["role"] for f in failures],
+            failures=[f.to_dict() for f in failures],
+        )
+
+
+# -- the coverage matrix ------------------------------------------------------------------
+
+KINDS = ("health", "lockdown", "testinfra", "http", "pytest")
+
+
+@dataclass(frozen=True)
+class CoverageRow:
+    role: str
+    image_version: str | None  # the current image's version, None when not built yet
+    has_own_tests: bool
+    outcome: str  # passed | failed | untested
+    cells: Mapping[str, str]  # kind -> "3/3 passed", "1/2 failed", or "-"
+    tested_at: str | None
+    age_s: int | None
+
+
+def coverage(ctx: Context) -> list[CoverageRow]:
+    """For each role: the last test run of its *current* image, by kind of check."""
+    rows = []
+    for name, role in ctx.spec.fleet.roles.items():
+        target = BakeTarget(ctx.scope.fleet, name, role, ctx.spec.root)
+        image = find_current_image(target, ctx.engine, ctx.state)
+        run = ctx.state.latest_test_run(ctx.scope.fleet, name, image.digest) if image else None
+        cells = {kind: _cell(run.checks if run else (), kind) for kind in KINDS}
+        age = _age(run.started_at) if run else None
+        rows.append(
+            CoverageRow(
+                name,
+                image.version if image else None,
+                bool(role.tests),
+                run.outcome if run else "untested",
+                cells,
+                run.started_at if run else None,
+                age,
+            )
+        )
+    return rows
+
+
+def _cell(checks: Sequence[Mapping[str, object]], kind: str) -> str:
+    mine = [c for c in checks if c.get("kind") == kind]
+    if not mine:
+        return "-"
+    passed = sum(1 for c in mine if c.get("outcome") in ("passed", "skipped"))
+    return f"{passed}/{len(mine)} " + ("passed" if passed == len(mine) else "failed")
+
+
+def _age(when: str) -> int | None:
+    stamp = parse_time(when)
+    return int((datetime.now(UTC) - stamp).total_seconds()) if stamp else None

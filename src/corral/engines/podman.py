@@ -147,7 +147,10 @@ class PodmanEngine(Engine):
         if not ids:
             return []
         unique = list(dict.fromkeys(ids))
-        return [_image_info(d) for d in self._json("image", "inspect", "--format", "json", *unique)]
+        images = [
+            _image_info(d) for d in self._json("image", "inspect", "--format", "json", *unique)
+        ]
+        return [i for i in images if _has_labels(i.labels, labels)]
 
     def tag_image(self, ref: str, tag: str) -> None:
         self._run("tag", ref, tag)
@@ -244,7 +247,8 @@ class PodmanEngine(Engine):
             return []
         proc = self._run("container", "inspect", "--format", "json", *ids.split(), check=False)
         # A container may vanish between ps and inspect; inspect still prints the others.
-        return [_container_info(d) for d in json.loads(proc.stdout or "[]")]
+        found = [_container_info(d) for d in json.loads(proc.stdout or "[]")]
+        return [c for c in found if _has_labels(c.labels, labels)]
 
     def security(self, name: str) -> SecurityFacts:
         data = self._json("container", "inspect", "--format", "json", name)
@@ -314,7 +318,7 @@ class PodmanEngine(Engine):
 
     def list_networks(self, labels: Mapping[str, str]) -> list[str]:
         data = self._json("network", "ls", "--format", "json", *_label_filters(labels))
-        return sorted(str(n["name"]) for n in data)
+        return sorted(str(n["name"]) for n in data if _has_labels(n.get("labels"), labels))
 
     def ensure_volume(self, name: str, labels: Mapping[str, str]) -> None:
         if self._run("volume", "exists", name, check=False).returncode != 0:
@@ -322,7 +326,7 @@ class PodmanEngine(Engine):
 
     def list_volumes(self, labels: Mapping[str, str]) -> list[str]:
         data = self._json("volume", "ls", "--format", "json", *_label_filters(labels))
-        return sorted(str(v["Name"]) for v in data)
+        return sorted(str(v["Name"]) for v in data if _has_labels(v.get("Labels"), labels))
 
     def remove_volume(self, name: str) -> None:
         self._run("volume", "rm", name)
@@ -378,7 +382,17 @@ def _label_args(labels: Mapping[str, str]) -> list[str]:
 
 
 def _label_filters(labels: Mapping[str, str]) -> list[str]:
-    return [f"--filter=label={k}={v}" for k, v in labels.items()]
+    """Narrow a listing on the engine's side; ``_has_labels`` decides.
+
+    Podman ORs repeated label filters for some object kinds (volumes, networks), so a
+    listing by several labels could return objects that carry only one of them: a test
+    environment's teardown would then see live volumes. Every listing is re-checked.
+    """
+    return [f"--filter=label={k}={v}" for k, v in labels.items()][:1]
+
+
+def _has_labels(have: Mapping[str, str] | None, want: Mapping[str, str]) -> bool:
+    return all((have or {}).get(k) == v for k, v in want.items())
 
 
 def _secret_name(container: str, variable: str) -> str:

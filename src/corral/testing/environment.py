@@ -144,7 +144,9 @@ def teardown(engine: Engine, scope: Scope) -> None:
     for network in engine.list_networks(labels):
         engine.remove_network(network)
     for volume in engine.list_volumes(labels):
-        engine.remove_volume(volume)  # scratch volumes of a test scope, never live data
+        # Scratch volumes of a test scope only: a live volume's name never has its prefix.
+        if volume.startswith(scope.prefix + "-"):
+            engine.remove_volume(volume)
 
 
 def sweep(engine: Engine, fleet: str, owners: Path) -> list[str]:

@@ -133,7 +133,13 @@ def _bring_up(
         env.up(desired, dict(secrets), image)
     except DeployError as exc:
         failed = exc.details.get("failures") or [exc.to_dict()]
-        by_role = {str(f.get("role")): DeployError(str(f.get("message")), **f) for f in failed}
+        by_role = {
+            str(f.get("role")): DeployError(
+                str(f.get("message")),
+                **{k: v for k, v in f.items() if k not in ("message", "error")},
+            )
+            for f in failed
+        }
         return by_role or {name: exc for name in desired}
     return {}
 

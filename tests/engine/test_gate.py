@@ -1,0 +1,143 @@
+"""Test before deploy, for real: throwaway environments, the gate, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import httpx
+
+from tests.engine.helpers import CORRAL, Fleet, podman_json
+
+HTTP_TEST = """
+import httpx
+
+def test_version(edge_url):
+    assert httpx.get(edge_url).json()["version"] == "{version}"
+"""
+
+INSTANCE_TEST = """
+def test_app_is_read_only_for_its_user(host):
+    assert host.file("/srv/app/server.py").exists
+    assert host.run("test -w /srv/app/server.py").rc != 0
+    assert host.user().name == "app"
+"""
+
+
+def write_tests(fleet: Fleet, version: str, extra: str = "") -> None:
+    (fleet.folder / "tests" / "test_http.py").write_text(HTTP_TEST.format(version=version))
+    (fleet.folder / "tests" / "test_instance.py").write_text(INSTANCE_TEST + extra)
+
+
+def leftovers(fleet: Fleet) -> dict[str, list[str]]:
+    """Objects of this fleet's test environments (io.corral.env=test-*) still in the engine."""
+    fleet_label = f"label=io.corral.fleet={fleet.name}"
+    found = {
+        "containers": [
+            (c["Names"][0], c.get("Labels"))
+            for c in podman_json("ps", "--all", "--filter", fleet_label)
+        ],
+        "networks": [
+            (n["name"], n.get("labels"))
+            for n in podman_json("network", "ls", "--filter", fleet_label)
+        ],
+        "volumes": [
+            (v["Name"], v.get("Labels"))
+            for v in podman_json("volume", "ls", "--filter", fleet_label)
+        ],
+    }
+    return {
+        kind: sorted(
+            name
+            for name, labels in items
+            if (labels or {}).get("io.corral.env", "").startswith("test-")
+        )
+        for kind, items in found.items()
+    }
+
+
+def test_failing_test_blocks_deploy_and_fixing_it_passes(fleet: Fleet, shared_base: str) -> None:
+    write_tests(fleet, "v1")
+    result = json.loads(fleet.corral("test", "--json").stdout)["results"]
+    [web] = result
+    assert web["outcome"] == "passed"
+    kinds = {c["kind"] for c in web["checks"]}
+    assert {"health", "lockdown", "http", "testinfra"} <= kinds
+    fleet.corral("deploy")
+    assert httpx.get(fleet.url).json()["version"] == "v1"
+
+    fleet.write(version="v2")  # the test still expects v1: it must fail
+    proc = fleet.corral("test", check=False)
+    assert proc.returncode == 1 and "test_version" in proc.stdout
+    refused = fleet.corral("deploy", check=False)
+    assert refused.returncode == 1
+    assert "no passing test record" in refused.stderr and "corral test web" in refused.stderr
+    assert httpx.get(fleet.url).json()["version"] == "v1"  # the live fleet is untouched
+    assert leftovers(fleet) == {"containers": [], "networks": [], "volumes": []}
+
+    write_tests(fleet, "v2")
+    fleet.corral("test")
+    report = json.loads(fleet.corral("test", "--report", "--json").stdout)["roles"]
+    assert report[0]["outcome"] == "passed" and report[0]["image_version"].startswith("2-")
+    fleet.corral("deploy")  # passes the gate, then the smoke test against the live edge
+    assert httpx.get(fleet.url).json()["version"] == "v2"
+    again = json.loads(fleet.corral("test", "--json").stdout)["results"]
+    assert again[0]["outcome"] == "skipped"  # this digest already passed
+
+
+def test_skip_tests_needs_a_reason_and_is_audited(fleet: Fleet, shared_base: str) -> None:
+    assert fleet.corral("deploy", "--skip-tests", check=False).returncode == 2
+    fleet.deploy()
+    audit = json.loads(fleet.corral("audit", "--json").stdout)["audit"]
+    skips = [e for e in audit if e["action"] == "skip-tests"]
+    assert skips and skips[0]["details"]["reason"] == "deploy mechanics test"
+
+
+def test_unhealthy_role_fails_with_log_and_is_torn_down(fleet: Fleet, shared_base: str) -> None:
+    write_tests(fleet, "broken")
+    fleet.write(version="broken")
+    proc = fleet.corral("test", check=False)
+    assert proc.returncode == 1
+    assert "did not become healthy" in proc.stdout
+    assert leftovers(fleet) == {"containers": [], "networks": [], "volumes": []}
+
+
+def test_syntax_error_and_hanging_test_fail_cleanly(fleet: Fleet, shared_base: str) -> None:
+    write_tests(fleet, "v1", extra="\ndef test_hangs():\n    import time\n    time.sleep(300)\n")
+    (fleet.folder / "tests" / "test_broken.py").write_text("def test_oops(:\n")
+    proc = fleet.corral("test", "--per-test-timeout", "3", check=False)
+    assert proc.returncode == 1
+    assert "test_broken.py" in proc.stdout and "SyntaxError" in proc.stdout
+    assert "test_hangs" in proc.stdout and "Timeout" in proc.stdout
+    assert leftovers(fleet) == {"containers": [], "networks": [], "volumes": []}
+
+
+def test_interrupted_and_killed_test_runs_leave_nothing(fleet: Fleet, shared_base: str) -> None:
+    write_tests(fleet, "v1", extra="\ndef test_slow():\n    import time\n    time.sleep(60)\n")
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        proc = subprocess.Popen(
+            [*CORRAL, "-f", str(fleet.spec), "test", "--again"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        _wait_for_test_instances(fleet)
+        time.sleep(3)  # inside the role's tests by now
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=60)
+        if sig == signal.SIGKILL:
+            assert leftovers(fleet)["containers"], "kill -9 cannot clean up by itself"
+            fleet.corral("status")  # the next corral run sweeps the dead run's objects
+        assert leftovers(fleet) == {"containers": [], "networks": [], "volumes": []}, sig
+
+
+def _wait_for_test_instances(fleet: Fleet) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if any("-web-" in n for n in leftovers(fleet)["containers"]):
+            return
+        time.sleep(0.3)
+    raise AssertionError("the test environment never came up")

@@ -26,8 +26,12 @@ CORRAL = [sys.executable, "-m", "corral"]
 
 def timed(spec: Path, *args: str) -> tuple[float, list[dict[str, object]]]:
     started = time.perf_counter()
-    out = subprocess.run([*CORRAL, "-f", str(spec), "--json", "build", *args],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [*CORRAL, "-f", str(spec), "--json", "build", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return time.perf_counter() - started, json.loads(out)["builds"]
 
 
@@ -39,17 +43,31 @@ def prepare(folder: Path, fleet: str) -> Path:
 
 
 def remove_base() -> None:
-    subprocess.run(["podman", "rmi", "--force", "--ignore",
-                    *subprocess.run(["podman", "images", "--quiet", "--filter",
-                                     "label=io.corral.base-hash"], capture_output=True,
-                                    text=True, check=False).stdout.split()],
-                   capture_output=True, check=False)
+    subprocess.run(
+        [
+            "podman",
+            "rmi",
+            "--force",
+            "--ignore",
+            *subprocess.run(
+                ["podman", "images", "--quiet", "--filter", "label=io.corral.base-hash"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.split(),
+        ],
+        capture_output=True,
+        check=False,
+    )
 
 
 def cleanup(fleet: str) -> None:
-    ids = subprocess.run(["podman", "images", "--quiet", "--filter",
-                          f"label=io.corral.fleet={fleet}"], capture_output=True, text=True,
-                         check=False).stdout.split()
+    ids = subprocess.run(
+        ["podman", "images", "--quiet", "--filter", f"label=io.corral.fleet={fleet}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
     if ids:
         subprocess.run(["podman", "rmi", "--force", *set(ids)], capture_output=True, check=False)
 
@@ -76,8 +94,11 @@ def main() -> None:
     report = {
         "cold_build_s": round(cold, 2),
         "cold_includes_base_bootstrap": args.cold_base,
-        "noop_build_s": {"median": round(statistics.median(noop), 3),
-                         "max": round(max(noop), 3), "runs": len(noop)},
+        "noop_build_s": {
+            "median": round(statistics.median(noop), 3),
+            "max": round(max(noop), 3),
+            "runs": len(noop),
+        },
         "one_file_change_s": round(change, 2),
         "one_file_change_statuses": statuses,
         "goal_noop_under_1s": max(noop) < 1.0,

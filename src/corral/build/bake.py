@@ -322,8 +322,10 @@ def sweep_stages(fleet: str, engine: Engine, state: State) -> None:
 
     A build killed with -9 cannot clean up: its podman build may even finish later and
     tag a ``building-N`` stage. Any stage whose build is not running is removed here.
+    The engine is only searched when a dead build was found: most runs find none.
     """
-    state.sweep_stale_builds()
+    if state.sweep_stale_builds() == 0:
+        return
     running = {(b.role, b.number) for b in state.builds(fleet, limit=1000) if b.status == "running"}
     for image in engine.list_images({LABEL + "fleet": fleet}):
         number = image.labels.get(LABEL + "stage", "")

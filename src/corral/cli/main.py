@@ -41,6 +41,13 @@ class Options:
     def err(self) -> Console:
         return Console(stderr=True, highlight=False)
 
+    def emit(self, data: Any, show: Callable[[Console], None]) -> None:
+        """The result as JSON on stdout for scripts (--json), or as the human view."""
+        if self.json:
+            views.print_json(self.out, data)
+        else:
+            show(self.out)
+
 
 def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """-f, --json and -v, accepted before or after the command name."""
@@ -103,10 +110,7 @@ def cli(ctx: click.Context, file: Path, as_json: bool, verbose: bool) -> None:
 def validate(opts: Options) -> None:
     """Check the fleet spec; exit 0 when valid, 2 when not."""
     result = app.validate(opts.file)
-    if opts.json:
-        views.print_json(opts.out, views.validation_data(result))
-    else:
-        views.show_validation(opts.err, result)
+    opts.emit(views.validation_data(result), lambda _: views.show_validation(opts.err, result))
 
 
 @cli.command()
@@ -117,10 +121,7 @@ def build(opts: Options, roles: tuple[str, ...], force: bool) -> None:
     """Bake versioned images for ROLES (default: every role)."""
     with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
         results = app.build(opts.file, roles, force=force, progress=progress)
-    if opts.json:
-        views.print_json(opts.out, {"builds": results})
-    else:
-        views.show_builds(opts.out, results)
+    opts.emit({"builds": results}, lambda out: views.show_builds(out, results))
 
 
 @cli.command()
@@ -129,10 +130,7 @@ def build(opts: Options, roles: tuple[str, ...], force: bool) -> None:
 def images(opts: Options, role: str | None) -> None:
     """List the images built for the fleet, with their versions."""
     records = app.images(opts.file, role)
-    if opts.json:
-        views.print_json(opts.out, {"images": records})
-    else:
-        views.show_images(opts.out, records)
+    opts.emit({"images": records}, lambda out: views.show_images(out, records))
 
 
 @cli.command()
@@ -142,10 +140,7 @@ def images(opts: Options, role: str | None) -> None:
 def sbom(opts: Options, role: str, version: str | None) -> None:
     """List the Debian packages (name, version) in ROLE's image."""
     result = app.sbom(opts.file, role, version)
-    if opts.json:
-        views.print_json(opts.out, result)
-    else:
-        views.show_sbom(opts.out, result)
+    opts.emit(result, lambda out: views.show_sbom(out, result))
 
 
 @cli.command()
@@ -154,10 +149,7 @@ def sbom(opts: Options, role: str, version: str | None) -> None:
 def audit(opts: Options, limit: int) -> None:
     """Show the audit trail: who did what, when, and how it ended."""
     entries = app.audit(opts.file, limit)
-    if opts.json:
-        views.print_json(opts.out, {"audit": entries})
-    else:
-        views.show_audit(opts.out, entries)
+    opts.emit({"audit": entries}, lambda out: views.show_audit(out, entries))
 
 
 EXIT_CHANGES = 2  # plan: something would change (as terraform plan -detailed-exitcode)
@@ -169,10 +161,7 @@ EXIT_CHANGES = 2  # plan: something would change (as terraform plan -detailed-ex
 def plan(opts: Options, roles: tuple[str, ...]) -> int:
     """Show what deploy would change; exit 0 if nothing, 2 if something would."""
     result = app.plan(opts.file, roles)
-    if opts.json:
-        views.print_json(opts.out, views.plan_data(result))
-    else:
-        views.show_plan(opts.out, result)
+    opts.emit(views.plan_data(result), lambda out: views.show_plan(out, result))
     return EXIT_CHANGES if result.has_changes else 0
 
 
@@ -210,10 +199,7 @@ def deploy(
     skip = _skip_reason(skip_tests, reason)
     with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
         result = app.deploy(opts.file, roles, progress=progress, wait=wait, skip_tests=skip)
-    if opts.json:
-        views.print_json(opts.out, views.deploy_data(result))
-    else:
-        views.show_deploy(opts.out, result)
+    opts.emit(views.deploy_data(result), lambda out: views.show_deploy(out, result))
 
 
 @cli.command("test")
@@ -246,18 +232,12 @@ def test_command(
     """Test the images that would be deployed, in a throwaway environment."""
     if report:
         rows = app.coverage_report(opts.file)
-        if opts.json:
-            views.print_json(opts.out, {"roles": rows})
-        else:
-            views.show_coverage(opts.out, rows)
+        opts.emit({"roles": rows}, lambda out: views.show_coverage(out, rows))
         return 0
     timeouts = suite.Timeouts(per_test=per_test_timeout, total=timeout)
     with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
         results = app.run_tests(opts.file, roles, again, progress, timeouts)
-    if opts.json:
-        views.print_json(opts.out, {"results": results})
-    else:
-        views.show_test_results(opts.out, results)
+    opts.emit({"results": results}, lambda out: views.show_test_results(out, results))
     return 1 if any(r.outcome == "failed" for r in results) else 0
 
 
@@ -273,10 +253,7 @@ def rollback(
     skip = _skip_reason(skip_tests, reason)
     with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
         result = app.rollback(opts.file, to, progress=progress, wait=wait, skip_tests=skip)
-    if opts.json:
-        views.print_json(opts.out, views.deploy_data(result))
-    else:
-        views.show_deploy(opts.out, result)
+    opts.emit(views.deploy_data(result), lambda out: views.show_deploy(out, result))
 
 
 @cli.command()
@@ -284,10 +261,7 @@ def rollback(
 def status(opts: Options) -> None:
     """Roles, instances, versions, health and the edge URL of each public role."""
     result = app.status(opts.file)
-    if opts.json:
-        views.print_json(opts.out, result)
-    else:
-        views.show_status(opts.out, result)
+    opts.emit(result, lambda out: views.show_status(out, result))
 
 
 @cli.command()
@@ -296,10 +270,7 @@ def status(opts: Options) -> None:
 def history(opts: Options, limit: int) -> None:
     """Releases, newest last, and what each changed."""
     entries = app.history(opts.file, limit)
-    if opts.json:
-        views.print_json(opts.out, {"releases": entries})
-    else:
-        views.show_history(opts.out, entries)
+    opts.emit({"releases": entries}, lambda out: views.show_history(out, entries))
 
 
 @cli.command()
@@ -314,10 +285,10 @@ def destroy(opts: Options, yes: bool) -> None:
             err=True,
         )
     removed = app.destroy(opts.file)
-    if opts.json:
-        views.print_json(opts.out, {"removed": removed})
-    else:
-        opts.out.print(f"removed {len(removed)} container(s); volumes kept")
+    opts.emit(
+        {"removed": removed},
+        lambda out: out.print(f"removed {len(removed)} container(s); volumes kept"),
+    )
 
 
 @cli.group()
@@ -332,10 +303,7 @@ def edge_replace(opts: Options, wait: float) -> None:
     """Replace the edge container (a short interruption: about a second)."""
     with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
         image = app.replace_edge(opts.file, progress=progress, wait=wait)
-    if opts.json:
-        views.print_json(opts.out, {"edge_image": image})
-    else:
-        opts.out.print(f"edge replaced (image {image[:12]})")
+    opts.emit({"edge_image": image}, lambda out: out.print(f"edge replaced (image {image[:12]})"))
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -39,7 +39,7 @@ class Options:
 
     @property
     def err(self) -> Console:
-        return Console(stderr=True, highlight=False)
+        return Console(stderr=True, highlight=False, soft_wrap=True)
 
     def emit(self, data: Any, show: Callable[[Console], None]) -> None:
         """The result as JSON on stdout for scripts (--json), or as the human view."""
@@ -309,7 +309,7 @@ def edge_replace(opts: Options, wait: float) -> None:
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run the CLI and exit with a code that means something (see the module docstring)."""
     as_json = "--json" in (argv if argv is not None else sys.argv[1:])
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         code = cli.main(args=argv, prog_name="corral", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -219,7 +219,8 @@ def _bake(
             fleet, "build", name, status, {"version": version, "error": _error_text(exc)}
         )
         raise
-    engine_cleanup(engine, stage_tag)
+    with contextlib.suppress(CorralError):
+        engine.untag_image(stage_tag)  # keeps the layers: the next build reuses them
     state.finish_build(build.id, record)
     state.record_audit(fleet, "build", name, "ok", {"version": version, "tag": tag})
     progress.step(name, f"built {tag}")
@@ -240,13 +241,10 @@ def _bake_steps(
     name, role = target.name, target.role
     with tempfile.TemporaryDirectory(prefix="corral-build-") as tmp:
         cfile = containerfile.stage_context(role, target.root, Path(tmp))
-        cfile.write_text(containerfile.render(role, base.id))
+        stage_labels = _stage_labels(target.fleet, build_number=int(version.split("-")[0]))
+        cfile.write_text(containerfile.render(role, base.id, stage_labels))
         staged = engine.build_image(
-            Path(tmp),
-            cfile,
-            stage_tag,
-            _stage_labels(target.fleet, build_number=int(version.split("-")[0])),
-            log=lambda line: progress.log(name, line),
+            Path(tmp), cfile, stage_tag, {}, log=lambda line: progress.log(name, line)
         )
     packages = list_packages(engine, staged.id)
     check_no_ssh(name, role, packages)

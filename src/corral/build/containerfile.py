@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 from corral.spec.model import Role
@@ -25,8 +26,12 @@ def _shell(step: str) -> str:
     return "RUN " + json.dumps(["/bin/sh", "-ec", step])
 
 
-def render(role: Role, base_ref: str) -> str:
-    """The Containerfile text for ``role`` on top of ``base_ref`` (an image id)."""
+def render(role: Role, base_ref: str, labels: Mapping[str, str] | None = None) -> str:
+    """The Containerfile text for ``role`` on top of ``base_ref`` (an image id).
+
+    ``labels`` come last: a label that changes with every build (the build number) placed
+    before the steps would defeat the builder's layer cache for all of them.
+    """
     user = role.run.user
     lines = [
         f"FROM {base_ref}",
@@ -47,6 +52,10 @@ def render(role: Role, base_ref: str) -> str:
     lines.append(f"USER {user}")
     if role.run.workdir:
         lines.append(f"WORKDIR {role.run.workdir}")
+    if labels:
+        lines.append(
+            "LABEL " + " ".join(f"{json.dumps(k)}={json.dumps(v)}" for k, v in labels.items())
+        )
     return "\n".join(lines) + "\n"
 
 

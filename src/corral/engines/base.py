@@ -157,6 +157,10 @@ class Engine(ABC):
     @abstractmethod
     def tag_image(self, ref: str, tag: str) -> None: ...
 
+    def untag_image(self, tag: str) -> None:
+        """Drop one name of an image, keeping the image (and the build cache) itself."""
+        self.remove_image(tag)
+
     @abstractmethod
     def remove_image(self, ref: str) -> None:
         """Remove an image; an image that is already gone is not an error."""

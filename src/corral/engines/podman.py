@@ -155,6 +155,10 @@ class PodmanEngine(Engine):
     def tag_image(self, ref: str, tag: str) -> None:
         self._run("tag", ref, tag)
 
+    def untag_image(self, tag: str) -> None:
+        if self.inspect_image(tag) is not None:
+            self._run("untag", tag, tag, check=False)
+
     def remove_image(self, ref: str) -> None:
         self._run("rmi", "--force", "--ignore", ref)
 

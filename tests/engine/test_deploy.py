@@ -137,3 +137,18 @@ def test_a_second_deploy_is_refused_naming_the_holder(fleet: Fleet, shared_base:
         proc = fleet.deploy(check=False)
     assert proc.returncode == 1
     assert "deploy lock" in proc.stderr and "deploy by test" in proc.stderr
+
+
+def test_edge_replace_brings_the_serving_instances_back(fleet: Fleet, shared_base: str) -> None:
+    fleet.deploy()
+    before = {c["Names"][0]: c["Id"] for c in containers(fleet.name)}
+    fleet.corral("edge", "replace")
+    after = {c["Names"][0]: c["Id"] for c in containers(fleet.name)}
+    edge = f"{fleet.name}-edge"
+    assert before[edge] != after[edge]  # a new edge container...
+    assert {n: i for n, i in before.items() if n != edge} == {
+        n: i for n, i in after.items() if n != edge
+    }  # ...in front of the very same instances
+    assert httpx.get(fleet.url).json()["version"] == "v1"
+    status = fleet.status()
+    assert {i["health"] for i in web_instances(status)} == {"up"}

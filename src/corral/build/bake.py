@@ -127,10 +127,14 @@ def _current_image(
 ) -> ImageRecord | None:
     """The recorded image with this content hash, if it still exists in the engine."""
     record = state.find_image(target.fleet, target.name, content_hash)
-    if record is None or engine.inspect_image(record.image_id) is None:
+    if record is None:
         return None
-    if engine.inspect_image(record.tag) is None:  # someone removed the tag only
-        engine.tag_image(record.image_id, record.tag)
+    tagged = engine.inspect_image(record.tag)
+    if tagged is not None and tagged.id == record.image_id:
+        return record  # the common case: one look
+    if engine.inspect_image(record.image_id) is None:
+        return None
+    engine.tag_image(record.image_id, record.tag)  # someone removed or moved the tag only
     return record
 
 

@@ -35,7 +35,9 @@ class Options:
 
     @property
     def out(self) -> Console:
-        return Console(highlight=False, soft_wrap=True)
+        # Piped output is not cut to 80 columns: tables stay whole for grep and logs.
+        width = None if sys.stdout.isatty() else 200
+        return Console(highlight=False, soft_wrap=True, width=width)
 
     @property
     def err(self) -> Console:

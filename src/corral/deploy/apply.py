@@ -12,7 +12,7 @@ import functools
 import itertools
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,17 +146,26 @@ class Executor:
 
     def _rolling(self, rp: RolePlan, rr: RoleRelease) -> None:
         """Start new before stopping old, within max_surge and max_unavailable."""
+        with ThreadPoolExecutor(max_workers=4) as removals:
+            pending = self._rolling_steps(rp, rr, removals)
+        for future in pending:
+            future.result()  # a removal that failed fails the role
+
+    def _rolling_steps(
+        self, rp: RolePlan, rr: RoleRelease, removals: ThreadPoolExecutor
+    ) -> list[Future[None]]:
         olds = list(rp.stop)
         restarts = list(rp.restart)
         to_start = rp.start + len(restarts)
         surge, unavailable = rr.deploy.max_surge, rr.deploy.max_unavailable
         serving = len(rp.keep) + len(olds)
+        pending: list[Future[None]] = []
         while to_start or olds:
             room = rr.replicas + surge - serving
             batch = min(to_start, max(room, 0))
             if batch == 0 and to_start and olds:  # no room to surge: free some first
                 freed, olds = olds[: max(1, unavailable)], olds[max(1, unavailable) :]
-                self._retire_all(rr, freed)
+                pending += self._retire_all(rr, freed, removals)
                 serving -= len(freed)
                 continue
             batch = batch or to_start  # nothing left to free: start the rest
@@ -168,8 +177,9 @@ class Executor:
             if to_start and excess > batch + unavailable:
                 excess = batch + unavailable
             retiring, olds = olds[:excess], olds[excess:]
-            self._retire_all(rr, retiring)
+            pending += self._retire_all(rr, retiring, removals)
             serving -= len(retiring)
+        return pending
 
     def _blue_green(self, rp: RolePlan, rr: RoleRelease) -> None:
         """Bring the whole new set up beside the old one, then switch traffic at once."""
@@ -279,26 +289,47 @@ class Executor:
             return 10.0
         return max(5.0, rr.health.retries * rr.health.interval)
 
-    def _retire_all(self, rr: RoleRelease, changes: Iterable[Change]) -> None:
-        for change in changes:
-            self.retire(rr, change, "replaced")
+    def _retire_all(
+        self, rr: RoleRelease, changes: Iterable[Change], later: ThreadPoolExecutor | None = None
+    ) -> list[Future[None]]:
+        pending = [self.retire(rr, change, "replaced", later=later) for change in changes]
+        return [p for p in pending if p is not None]
 
     def retire(
-        self, rr: RoleRelease | None, change: Change, outcome: str, keep: bool = False
-    ) -> None:
-        """Drain an instance from the edge, then stop it (and remove it unless ``keep``)."""
+        self,
+        rr: RoleRelease | None,
+        change: Change,
+        outcome: str,
+        keep: bool = False,
+        later: ThreadPoolExecutor | None = None,
+    ) -> Future[None] | None:
+        """Drain an instance from the edge, then stop it (and remove it unless ``keep``).
+
+        With ``later``, an instance that was drained from the edge is removed in the
+        background: it takes no request any more, so the next replacement may start while
+        its container goes away (as Kubernetes does not count terminating pods in a surge).
+        """
         self.progress.step(
             rr.role if rr else "fleet", f"retiring {change.instance} ({change.reason})"
         )
-        if self.edge is not None and rr is not None and rr.public is not None:
+        drained = self.edge is not None and rr is not None and rr.public is not None
+        if drained:
+            assert self.edge is not None and rr is not None
             self.edge.drain(rr.role, change.instance, timeout=rr.deploy.drain)
         elif self.edge is not None:
             self._drain_anywhere(change.instance)
         if keep:
             self.engine.stop(change.instance, timeout=10)
-        else:
-            self.engine.remove(change.instance)  # stops it gracefully first
-        self.journal.retired(change.instance, outcome)
+            self.journal.retired(change.instance, outcome)
+            return None
+        if drained and later is not None:
+            return later.submit(self._remove, change.instance, outcome)
+        self._remove(change.instance, outcome)
+        return None
+
+    def _remove(self, name: str, outcome: str) -> None:
+        self.engine.remove(name)  # stops it gracefully first
+        self.journal.retired(name, outcome)
 
     def _drain_anywhere(self, name: str) -> None:
         info = self.engine.inspect(name)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 # it down. Fast enough that a new instance joins within a second of becoming ready.
 CHECK_INTER = "500ms"
 # While a server is down (a new instance starting, before its first good answer) HAProxy
-# checks it this often instead, so a new instance joins within ~100 ms of being ready.
-CHECK_DOWNINTER = "100ms"
+# checks it this often instead, so a new instance joins within ~50 ms of being ready.
+CHECK_DOWNINTER = "50ms"
 CHECK_FALL = 2
 CHECK_RISE = 1
 

@@ -40,6 +40,7 @@ class PodmanEngine(Engine):
         if path is None:
             raise MissingToolError("podman", "apt-get install podman runc")
         self.binary = path
+        self._secrets: list[str] | None = None  # cached names in podman's secret store
 
     # -- plumbing ---------------------------------------------------------------------
     def _run(
@@ -210,15 +211,24 @@ class PodmanEngine(Engine):
             name = _secret_name(spec.name, variable)
             self._run("secret", "rm", name, check=False)
             self._run("secret", "create", name, "-", input=value)
+            self._secrets = None
             args += ["--secret", f"{name},type=env,target={variable}"]
         return args
 
     def _remove_secrets(self, container: str) -> None:
-        data = self._json("secret", "ls", "--format", "json")
         prefix = _secret_name(container, "")
-        names = [str(d["Name"]) for d in data if str(d.get("Name", "")).startswith(prefix)]
+        names = [name for name in self._secret_names() if name.startswith(prefix)]
         if names:
             self._run("secret", "rm", *names, check=False)
+            self._secrets = None
+
+    def _secret_names(self) -> list[str]:
+        """The secret store's names, read once per engine: removals are frequent, secrets
+        rare, and a listing per removed container costs a podman call each."""
+        if self._secrets is None:
+            data = self._json("secret", "ls", "--format", "json")
+            self._secrets = [str(d.get("Name", "")) for d in data]
+        return self._secrets
 
     def restart(self, name: str) -> ContainerInfo:
         self._run("start", name, timeout=120)

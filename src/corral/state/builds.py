@@ -13,6 +13,7 @@ import sqlite3
 from typing import Any
 
 from corral.errors import StateError
+from corral.state.db import newest_rows
 from corral.state.records import (
     BuildRecord,
     ImageRecord,
@@ -136,13 +137,7 @@ def query_builds(
     conn: sqlite3.Connection, fleet: str, role: str | None, limit: int
 ) -> list[BuildRecord]:
     """The newest ``limit`` builds of ``fleet`` (optionally one role), oldest first."""
-    sql = "SELECT * FROM builds WHERE fleet = ?"
-    params: list[Any] = [fleet]
-    if role is not None:
-        sql += " AND role = ?"
-        params.append(role)
-    rows = conn.execute(f"{sql} ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
-    return [build_from_row(row) for row in reversed(rows)]
+    return [build_from_row(row) for row in newest_rows(conn, "builds", fleet, role, limit)]
 
 
 def newest_image(

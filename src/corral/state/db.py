@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from corral.errors import StateError
 
@@ -203,3 +204,19 @@ def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration
         _apply(conn, path, migration, known)
     with translated(path, "reading the schema version"):
         return schema_version(conn)
+
+
+def newest_rows(
+    conn: sqlite3.Connection, table: str, fleet: str, role: str | None, limit: int
+) -> list[sqlite3.Row]:
+    """The newest ``limit`` rows of ``table`` for ``fleet`` (or one role), oldest first.
+
+    ``table`` is one of corral's own table names, never user input.
+    """
+    sql = f"SELECT * FROM {table} WHERE fleet = ?"
+    params: list[Any] = [fleet]
+    if role is not None:
+        sql += " AND role = ?"
+        params.append(role)
+    rows = conn.execute(f"{sql} ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
+    return list(reversed(rows))

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from corral.state.audit import SCRUBBED, looks_secret
+from corral.state.db import newest_rows
 from corral.state.records import TEST_RUN_OUTCOMES, TestRunRecord, from_test_runs_row
 
 _SECRET_ASSIGNMENT = re.compile(r"(?i)(password|secret|token|key)\s*[=:]\s*\S+")
@@ -123,10 +124,4 @@ def query_runs(
     conn: sqlite3.Connection, fleet: str, role: str | None, limit: int
 ) -> list[TestRunRecord]:
     """The newest ``limit`` runs of ``fleet`` (or one role), oldest first."""
-    sql = "SELECT * FROM test_runs WHERE fleet = ?"
-    params: list[Any] = [fleet]
-    if role is not None:
-        sql += " AND role = ?"
-        params.append(role)
-    rows = conn.execute(f"{sql} ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
-    return [from_test_runs_row(row) for row in reversed(rows)]
+    return [from_test_runs_row(r) for r in newest_rows(conn, "test_runs", fleet, role, limit)]

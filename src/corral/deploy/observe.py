@@ -29,6 +29,7 @@ class Instance:
     address: str | None
     finished: str = ""
     created: str = ""
+    version: str = ""  # the image version it was started from
 
     @property
     def running(self) -> bool:
@@ -68,6 +69,7 @@ def _instance(info: ContainerInfo, network: str) -> Instance:
         address=info.addresses.get(network) or None,
         finished=info.finished,
         created=info.created,
+        version=labels.get(LABEL + "image-version", ""),
     )
 
 

@@ -68,7 +68,7 @@ def status(ctx: Context) -> FleetStatus:
     for name, rr in sorted(desired.items()):
         mine = [i for i in instances if i.role == name]
         health = _edge_health(ctx, name) if rr.public is not None else {}
-        rows = tuple(_instance_status(ctx, i, health, rr) for i in mine)
+        rows = tuple(_instance_status(i, health, rr) for i in mine)
         url = f"http://{ctx.edge.address}:{rr.public}/" if rr.public is not None else None
         roles.append(RoleStatus(name, rr.replicas, rr.image_version, url, rows))
     edge = ctx.edge.container()
@@ -120,9 +120,7 @@ def _edge_health(ctx: Context, role: str) -> dict[str, str]:
     }
 
 
-def _instance_status(
-    ctx: Context, i: Instance, edge_health: dict[str, str], rr: RoleRelease
-) -> InstanceStatus:
+def _instance_status(i: Instance, edge_health: dict[str, str], rr: RoleRelease) -> InstanceStatus:
     if not i.running:
         health = "standby" if i.state == "exited" else i.state
     elif i.name in edge_health:
@@ -133,9 +131,7 @@ def _instance_status(
         health = "unchecked"
     created = parse_time(i.created)
     age = int((datetime.now(UTC) - created).total_seconds()) if created else 0
-    info = ctx.engine.inspect(i.name)
-    version = info.labels.get("io.corral.image-version", "") if info else ""
-    return InstanceStatus(i.name, i.role, i.release, version, i.state, health, age)
+    return InstanceStatus(i.name, i.role, i.release, i.version, i.state, health, age)
 
 
 def history(ctx: Context, limit: int = 50) -> list[HistoryEntry]:

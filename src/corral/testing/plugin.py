@@ -46,30 +46,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ENV_VAR = "CORRAL_TEST_ENV"
-FIXTURES_OUT_VAR = "CORRAL_TEST_FIXTURES_OUT"
-NODEID_PROPERTY = "corral.nodeid"
-MODES = ("full", "smoke")
-
-#: Fixtures that reach into an instance; a smoke run skips every test using one.
-INSTANCE_FIXTURES = frozenset({"host", "hosts", "instance_url", "instance_urls"})
-#: Fixtures whose use makes a test a testinfra check.
-TESTINFRA_FIXTURES = frozenset({"host", "hosts"})
-#: Fixtures whose use (without the testinfra ones) makes a test an HTTP check.
-HTTP_FIXTURES = frozenset({"edge_url", "instance_url", "instance_urls"})
-#: Every fixture the plugin provides.
-CORRAL_FIXTURES = frozenset({"corral_env"}) | INSTANCE_FIXTURES | HTTP_FIXTURES
-
-SMOKE_REASON = "smoke runs only HTTP tests against the live edge"
-NO_ENV_MESSAGE = (
-    f"{ENV_VAR} is not set: these are corral role tests; run these tests with corral test "
-    "(corral deploy runs the HTTP ones as a smoke test)"
+from corral.testing.contract import (  # noqa: F401 - part of the plugin's interface
+    CORRAL_FIXTURES,
+    ENV_VAR,
+    FIXTURES_OUT_VAR,
+    HTTP_FIXTURES,
+    INSTANCE_FIXTURES,
+    MODES,
+    NO_ENV_MESSAGE,
+    NODEID_PROPERTY,
+    SMOKE_REASON,
+    TESTINFRA_FIXTURES,
+    fixtures_used,
 )
 
 _used: dict[str, set[str]] = {}  # node id -> corral fixtures it used
@@ -227,15 +220,3 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # If it cannot be written, the runner classifies every check as plain pytest.
     with contextlib.suppress(OSError):
         Path(out).write_text(json.dumps(data, indent=1, sort_keys=True), "utf-8")
-
-
-def fixtures_used(path: Path) -> Iterator[tuple[str, frozenset[str]]]:
-    """Read a fixtures sidecar: (node id, fixtures used) pairs; nothing if unreadable."""
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return
-    if isinstance(data, dict):
-        for nodeid, names in data.items():
-            if isinstance(names, list):
-                yield str(nodeid), frozenset(str(n) for n in names)

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.errors import UsageError
-from corral.testing import plugin
+from corral.testing import contract
 
 #: The kinds of check the runner reports (callers add their own, e.g. health, lockdown).
 CHECK_KINDS = ("pytest", "testinfra", "http")
@@ -154,7 +154,7 @@ def run_role_tests(
         exit_code, timed_out = _run(argv, workdir, files, total_timeout)
         seconds = time.monotonic() - started
         log_tail = _tail(files.log)
-        used = dict(plugin.fixtures_used(files.fixtures))
+        used = dict(contract.fixtures_used(files.fixtures))
         checks = parse_junit(files.junit, used, rootdir)
     if timed_out:
         note = f"timed out after {total_timeout:g}s"
@@ -202,8 +202,8 @@ def _check_args(
     mode: str,
     workdir: Path,
 ) -> list[Path]:
-    if mode not in plugin.MODES:
-        raise UsageError(f"the test mode must be one of {plugin.MODES}, not {mode!r}", mode=mode)
+    if mode not in contract.MODES:
+        raise UsageError(f"the test mode must be one of {contract.MODES}, not {mode!r}", mode=mode)
     if not per_test_timeout > 0 or not total_timeout > 0:
         raise UsageError(
             "test timeouts must be positive",
@@ -272,8 +272,8 @@ def _argv(paths: list[Path], rootdir: Path, files: _Files, per_test_timeout: flo
 def _run(argv: list[str], workdir: Path, files: _Files, total_timeout: float) -> tuple[int, bool]:
     """Run pytest; (exit code, whether it hit ``total_timeout``)."""
     environ = dict(os.environ)
-    environ[plugin.ENV_VAR] = str(files.env)
-    environ[plugin.FIXTURES_OUT_VAR] = str(files.fixtures)
+    environ[contract.ENV_VAR] = str(files.env)
+    environ[contract.FIXTURES_OUT_VAR] = str(files.fixtures)
     environ.pop("PYTEST_ADDOPTS", None)
     environ.pop("PYTEST_PLUGINS", None)
     environ["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -371,16 +371,16 @@ def _check(
 
 def classify(fixtures: frozenset[str]) -> str:
     """The kind of a check that used ``fixtures``: testinfra, http or plain pytest."""
-    if fixtures & plugin.TESTINFRA_FIXTURES:
+    if fixtures & contract.TESTINFRA_FIXTURES:
         return "testinfra"
-    if fixtures & plugin.HTTP_FIXTURES:
+    if fixtures & contract.HTTP_FIXTURES:
         return "http"
     return "pytest"
 
 
 def _nodeid(case: ET.Element, rootdir: Path | None) -> str:
     for prop in case.iter("property"):
-        if prop.get("name") == plugin.NODEID_PROPERTY and prop.get("value"):
+        if prop.get("name") == contract.NODEID_PROPERTY and prop.get("value"):
             return str(prop.get("value"))
     classname = case.get("classname") or ""
     name = case.get("name") or "pytest"

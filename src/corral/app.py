@@ -137,7 +137,7 @@ def _checks(ctx: Context, skip_tests: str | None, smoke_test: bool = True) -> se
         before=lambda desired: suite.gate(ctx, desired, skip_tests),
         after=(lambda desired: suite.smoke(ctx, desired))
         if smoke_test and not skip_tests
-        else service._no_check,
+        else service.no_check,
     )
 
 

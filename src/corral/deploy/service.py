@@ -148,7 +148,7 @@ def edge_image(ctx: Context, desired: Desired, build: bool) -> str | None:
     return latest.image_id if latest else None
 
 
-def _no_check(desired: Desired) -> None:
+def no_check(desired: Desired) -> None:
     pass
 
 
@@ -161,8 +161,8 @@ class Checks:
     a DeployError there takes the fleet back like a failed health check).
     """
 
-    before: Callable[[Desired], None] = _no_check
-    after: Callable[[Desired], None] = _no_check
+    before: Callable[[Desired], None] = no_check
+    after: Callable[[Desired], None] = no_check
 
 
 def deploy(
@@ -215,7 +215,7 @@ def converge(
     edge: str | None,
     kind: str,
     source: ReleaseRecord | None,
-    after: Callable[[Desired], None] = _no_check,
+    after: Callable[[Desired], None] = no_check,
 ) -> DeployResult:
     """Record a release, apply the plan, and undo everything if any role fails."""
     fleet = ctx.scope.fleet

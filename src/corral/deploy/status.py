@@ -10,7 +10,7 @@ from corral.deploy.health import probe_once
 from corral.deploy.observe import Instance, observe
 from corral.deploy.plan import parse_time
 from corral.deploy.service import GOOD, Context
-from corral.errors import LockedError
+from corral.errors import CorralError, LockedError
 from corral.state import ReleaseRecord
 
 
@@ -99,14 +99,20 @@ def _clean_up(ctx: Context) -> list[str]:
             removed = []
             for i in observe(ctx.engine, ctx.scope):
                 if not i.running and i.release not in good:
-                    ctx.engine.remove(i.name)
-                    ctx.state.retire_instance(ctx.scope.fleet, i.name, "cleaned-up")
-                    removed.append(i.name)
-            return [f"release r{r.number} marked aborted" for r in swept] + [
-                f"removed {name}" for name in removed
-            ]
+                    removed.append(_remove_leftover(ctx, i.name))
+            return [f"release r{r.number} marked aborted" for r in swept] + removed
     except LockedError:
         return []  # a deploy is running: it owns the fleet right now
+
+
+def _remove_leftover(ctx: Context, name: str) -> str:
+    """Remove what a dead deploy left; a failure is reported, and retried next time."""
+    try:
+        ctx.engine.remove(name)
+    except CorralError as exc:
+        return f"could not remove {name} yet ({exc.message}); the next run retries"
+    ctx.state.retire_instance(ctx.scope.fleet, name, "cleaned-up")
+    return f"removed {name}"
 
 
 def _edge_health(ctx: Context, role: str) -> dict[str, str]:

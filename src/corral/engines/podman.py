@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from corral.engines.base import (
 from corral.errors import BuildError, EngineError, MissingToolError, NotFoundError
 
 LOG_TAIL_LINES = 40
+REMOVE_ATTEMPTS = 4
 
 
 class PodmanEngine(Engine):
@@ -245,7 +247,19 @@ class PodmanEngine(Engine):
         self._run("stop", "--ignore", "--time", str(timeout), name, timeout=timeout + 30)
 
     def remove(self, name: str) -> None:
-        self._run("rm", "--force", "--ignore", "--volumes=false", name, timeout=60)
+        for attempt in range(REMOVE_ATTEMPTS):
+            try:
+                self._run("rm", "--force", "--ignore", "--volumes=false", name, timeout=60)
+                break
+            except EngineError as exc:
+                # A podman process killed mid-way (kill -9 of corral) can leave the
+                # container's storage busy for a moment; it frees itself shortly after.
+                if (
+                    "busy" not in str(exc.details.get("stderr", ""))
+                    or attempt == REMOVE_ATTEMPTS - 1
+                ):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
         self._remove_secrets(name)
 
     def inspect(self, name: str) -> ContainerInfo | None:

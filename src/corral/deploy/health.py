@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import httpx
 
 from corral.spec.model import Health, HttpHealth
 
@@ -29,14 +28,19 @@ def probe_once(address: str, port: int, health: Health) -> str | None:
 
 
 def _http(address: str, port: int, path: str, timeout: float) -> str | None:
-    url = f"http://{address}:{port}{path}"
+    # The standard library's plain-HTTP client: a probe is one GET on a private network,
+    # and a deploy makes one per new instance, so it must cost no TLS set-up or import.
+    connection = http.client.HTTPConnection(address, port, timeout=timeout)
     try:
-        response = httpx.get(url, timeout=timeout)
-    except httpx.HTTPError as exc:
+        connection.request("GET", path, headers={"Connection": "close"})
+        status = connection.getresponse().status
+    except (OSError, http.client.HTTPException) as exc:
         return f"GET {path}: {type(exc).__name__}"
-    if 200 <= response.status_code < 400:
+    finally:
+        connection.close()
+    if 200 <= status < 400:
         return None
-    return f"GET {path}: HTTP {response.status_code}"
+    return f"GET {path}: HTTP {status}"
 
 
 def _tcp(address: str, port: int, timeout: float) -> str | None:

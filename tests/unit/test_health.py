@@ -1,0 +1,83 @@
+"""Health probes against real sockets on loopback: a status code, a refusal, a hang."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from corral.deploy.health import probe_once, wait_healthy
+from corral.spec.model import HttpHealth, TcpHealth
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        status = {"/ok": 200, "/moved": 302, "/sick": 503}.get(self.path, 404)
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[int]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield int(httpd.server_address[1])
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [("/ok", None), ("/moved", None), ("/sick", "GET /sick: HTTP 503"), ("/x", "GET /x: HTTP 404")],
+)
+def test_http_probe_reads_the_status(server: int, path: str, expected: str | None) -> None:
+    assert probe_once("127.0.0.1", server, HttpHealth(http=path)) == expected
+
+
+def test_http_probe_of_a_closed_port_says_refused() -> None:
+    problem = probe_once("127.0.0.1", _closed_port(), HttpHealth(http="/ok"))
+    assert problem == "GET /ok: ConnectionRefusedError"
+
+
+def test_http_probe_times_out_on_a_silent_listener() -> None:
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        problem = probe_once("127.0.0.1", port, HttpHealth(http="/ok", timeout=0.2))
+    assert problem is not None and "timeout" in problem.lower()
+
+
+def test_tcp_probe(server: int) -> None:
+    assert probe_once("127.0.0.1", server, TcpHealth(tcp=True)) is None
+    assert probe_once("127.0.0.1", _closed_port(), TcpHealth(tcp=True)) is not None
+
+
+def test_wait_healthy_gives_up_after_retries_times_interval() -> None:
+    health = HttpHealth(http="/ok", interval=0.1, retries=3)
+    result = wait_healthy("127.0.0.1", _closed_port(), health)
+    assert not result.healthy
+    assert "still failing after 0.3s" in result.detail
+    assert result.attempts >= 3
+
+
+def test_wait_healthy_stops_when_the_instance_exits() -> None:
+    result = wait_healthy(
+        "127.0.0.1", _closed_port(), HttpHealth(http="/ok"), still_running=lambda: False
+    )
+    assert not result.healthy and result.attempts == 1
+    assert result.detail.startswith("the instance exited")

@@ -218,8 +218,10 @@ def history(path: Path, limit: int = 50) -> list[HistoryEntry]:
 
 
 def destroy(path: Path, engine: Engine | None = None) -> list[str]:
-    """Remove the fleet's instances, edge and network; never a volume."""
+    """Remove the fleet's instances, edge and network, and what dead test runs left;
+    never a live volume."""
     with _deploying(path, None, engine) as ctx:
+        suite.sweep_dead_tests(ctx, orphans=True)
         return fleet_status.destroy(ctx)
 
 

@@ -149,14 +149,20 @@ def teardown(engine: Engine, scope: Scope) -> None:
             engine.remove_volume(volume)
 
 
-def sweep(engine: Engine, fleet: str, owners: Path) -> list[str]:
-    """Tear down test environments whose owner process is gone; return their ids."""
-    envs = {
-        c.labels.get(LABEL + "env", "") for c in engine.list_containers({LABEL + "fleet": fleet})
-    }
-    envs |= (
+def sweep(engine: Engine, fleet: str, owners: Path, orphans: bool = False) -> list[str]:
+    """Tear down test environments whose owner process is gone; return their ids.
+
+    An environment's owner file is written before any of its objects exists and removed
+    after the last is gone, so the owner files alone say what may need sweeping: the
+    common case costs no engine call. With ``orphans`` (``corral destroy``), objects of
+    test environments whose owner file has vanished altogether are found by label too.
+    """
+    envs = (
         {path.stem for path in owners.glob(TEST_PREFIX + "*.json")} if owners.exists() else set()
     )
+    if orphans:
+        found = engine.list_containers({LABEL + "fleet": fleet})
+        envs |= {c.labels.get(LABEL + "env", "") for c in found}
     swept = []
     for env in sorted(e for e in envs if e.startswith(TEST_PREFIX)):
         if _owner_alive(owners / f"{env}.json"):

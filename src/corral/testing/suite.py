@@ -48,9 +48,9 @@ def owners_folder(ctx: Context) -> Path:
     return ctx.spec.state_path.parent / "tests"
 
 
-def sweep_dead_tests(ctx: Context) -> list[str]:
+def sweep_dead_tests(ctx: Context, orphans: bool = False) -> list[str]:
     """Tear down what test runs killed before their clean-up left behind."""
-    return sweep(ctx.engine, ctx.scope.fleet, owners_folder(ctx))
+    return sweep(ctx.engine, ctx.scope.fleet, owners_folder(ctx), orphans)
 
 
 def run_tests(

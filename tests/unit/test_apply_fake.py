@@ -440,7 +440,7 @@ def test_restarted_standby_that_crashes_is_replaced(state: State) -> None:
         engine=engine,
         scope=SCOPE,
         state=state,
-        edge=SimpleNamespace(observe=lambda desired, image: EdgePlan("none")),
+        edge=SimpleNamespace(observe=lambda desired, image, listing: EdgePlan("none")),
     )
     seen = dataclasses.replace(observe_fleet(ctx, desired, None), now=engine.observed_at)  # type: ignore[arg-type]
     web = plan_deploy(SCOPE, desired, seen).role("web")

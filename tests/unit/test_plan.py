@@ -113,6 +113,7 @@ def build_inputs(
         good_releases=set(obs.get("good_releases", [])),
         standby=set(obs.get("standby", [])),
         now=_time(obs.get("now", DEFAULT_NOW)),
+        networks=set(obs.get("networks", [])),
     )
     return scope, desired, observed, list(case.get("untouched", []))
 
@@ -174,6 +175,7 @@ def check_plan(plan: Plan, desired: Mapping[str, RoleRelease], expect: Mapping[s
     if "waves" in expect:
         assert [list(w) for w in plan.waves] == expect["waves"]
     assert plan.edge.action == "none"
+    assert plan.ensure_network is expect.get("ensure_network", True)
 
 
 def _case_params() -> list[Any]:

@@ -86,7 +86,8 @@ class Executor:
         Roles that failed are left half-way (old and new instances serving side by side);
         the caller decides to roll them back.
         """
-        self.engine.ensure_network(self.scope.network, self.scope.labels("network"))
+        if plan.ensure_network:
+            self.engine.ensure_network(self.scope.network, self.scope.labels("network"))
         if self.edge is not None and edge_image and plan.edge.action in ("create", "start"):
             self.progress.step("edge", f"starting the edge ({plan.edge.reason})")
             self.edge.start(desired, edge_image)

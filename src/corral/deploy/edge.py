@@ -12,11 +12,12 @@ import contextlib
 import hashlib
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from corral.deploy.desired import Desired, RoleRelease
+from corral.deploy.observe import pick
 from corral.deploy.plan import EdgePlan
 from corral.deploy.scope import LABEL, Scope
 from corral.edge.config import Frontend, render_haproxy_cfg
@@ -91,15 +92,22 @@ class Edge:
     def config_hash(self, desired: Desired, image_id: str) -> str:
         return hashlib.sha256((self.render(desired) + image_id).encode()).hexdigest()[:16]
 
-    def container(self) -> ContainerInfo | None:
-        found = self.engine.list_containers(self.scope.labels(KIND_EDGE))
+    def container(self, listing: Iterable[ContainerInfo] | None = None) -> ContainerInfo | None:
+        """The edge container; ``listing``: the scope's containers listed already."""
+        labels = self.scope.labels(KIND_EDGE)
+        found = self.engine.list_containers(labels) if listing is None else pick(listing, labels)
         return found[0] if found else None
 
-    def observe(self, desired: Desired, image_id: str | None) -> EdgePlan:
+    def observe(
+        self,
+        desired: Desired,
+        image_id: str | None,
+        listing: Iterable[ContainerInfo] | None = None,
+    ) -> EdgePlan:
         """Whether the edge must be created, started again, or replaced by the operator."""
         if not frontends(desired):
             return EdgePlan("none")
-        current = self.container()
+        current = self.container(listing)
         if current is None:
             return EdgePlan("create", "no edge yet")
         if current.state != "running" or not (self.folder / "sock" / SOCKET_NAME).exists():

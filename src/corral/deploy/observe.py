@@ -6,7 +6,7 @@ Instances are recognised by their labels (``io.corral.fleet``, ``io.corral.role`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from corral.deploy.scope import Scope
@@ -49,11 +49,27 @@ def instance_labels(
     }
 
 
-def observe(engine: Engine, scope: Scope) -> list[Instance]:
-    """Every instance of the scope, whatever its state, in a stable order."""
-    found = engine.list_containers(scope.labels(KIND_INSTANCE))
+def observe(
+    engine: Engine, scope: Scope, listing: Iterable[ContainerInfo] | None = None
+) -> list[Instance]:
+    """Every instance of the scope, whatever its state, in a stable order.
+
+    ``listing``: the scope's containers listed already (``list_scope``), to pick from.
+    """
+    labels = scope.labels(KIND_INSTANCE)
+    found = engine.list_containers(labels) if listing is None else pick(listing, labels)
     instances = (_instance(c, scope.network) for c in found)
     return sorted(instances, key=lambda i: (i.role, i.release, i.index))
+
+
+def list_scope(engine: Engine, scope: Scope) -> list[ContainerInfo]:
+    """Every container of the scope (instances and edge) in one engine listing."""
+    return engine.list_containers(scope.selector())
+
+
+def pick(listing: Iterable[ContainerInfo], labels: Mapping[str, str]) -> list[ContainerInfo]:
+    """The containers of ``listing`` that carry every one of ``labels``."""
+    return [c for c in listing if all(c.labels.get(k) == v for k, v in labels.items())]
 
 
 def _instance(info: ContainerInfo, network: str) -> Instance:

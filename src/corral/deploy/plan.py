@@ -58,6 +58,7 @@ class Plan:
     waves: tuple[tuple[str, ...], ...]
     edge: EdgePlan = field(default_factory=lambda: EdgePlan("none"))
     orphans: tuple[Change, ...] = ()  # instances of roles no longer in the desired state
+    ensure_network: bool = True  # False when a running container shows it exists
 
     @property
     def has_changes(self) -> bool:
@@ -81,6 +82,7 @@ class Observed:
     standby: Collection[str]  # instance names corral stopped on purpose (blue-green)
     now: datetime
     edge: EdgePlan = field(default_factory=lambda: EdgePlan("none"))
+    networks: Collection[str] = ()  # networks that running containers are attached to
 
 
 def plan_deploy(
@@ -101,7 +103,8 @@ def plan_deploy(
         if i.role not in desired and i.role not in untouched
     )
     waves = tuple(tuple(w) for w in deploy_order(desired))
-    return Plan(scope.fleet, roles, waves, observed.edge, orphans)
+    network = scope.network not in observed.networks
+    return Plan(scope.fleet, roles, waves, observed.edge, orphans, ensure_network=network)
 
 
 def _plan_role(scope: Scope, rr: RoleRelease, instances: list[Instance], obs: Observed) -> RolePlan:

@@ -30,7 +30,11 @@ class Scope:
         return f"{self.prefix}-edge"
 
     def labels(self, kind: str) -> dict[str, str]:
-        return {LABEL + "fleet": self.fleet, LABEL + "env": self.env, LABEL + "kind": kind}
+        return {**self.selector(), LABEL + "kind": kind}
+
+    def selector(self) -> dict[str, str]:
+        """The labels every object of this scope carries, whatever its kind."""
+        return {LABEL + "fleet": self.fleet, LABEL + "env": self.env}
 
     def instance_name(self, role: str, release: int, index: int) -> str:
         """Cattle names: ``<fleet>-<role>-r<release>-<n>``."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -17,7 +18,7 @@ from corral.deploy.apply import Executor, Journal
 from corral.deploy.desired import Desired, RoleRelease, desired_from_record
 from corral.deploy.edge import EDGE_ROLE, Edge, edge_role, frontends
 from corral.deploy.instances import resolve_secrets
-from corral.deploy.observe import Instance, observe
+from corral.deploy.observe import Instance, list_scope, observe
 from corral.deploy.plan import Observed, Plan, plan_deploy
 from corral.deploy.scope import Scope
 from corral.engines.base import Engine
@@ -117,15 +118,20 @@ def _image(ctx: Context, role: str, version: str) -> ImageRecord:
 
 
 def observe_fleet(ctx: Context, desired: Desired, edge_image: str | None) -> Observed:
-    instances = observe(ctx.engine, ctx.scope)
+    """The fleet as it runs: one listing of its containers (instances and edge) and one of
+    its volumes, made side by side: each engine call costs tens of milliseconds."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        volumes = pool.submit(ctx.engine.list_volumes, ctx.scope.labels("volume"))
+        listing = list_scope(ctx.engine, ctx.scope)
     releases = ctx.state.releases(ctx.scope.fleet, limit=100000)
     return Observed(
-        instances=instances,
-        volumes=set(ctx.engine.list_volumes(ctx.scope.labels("volume"))),
+        instances=observe(ctx.engine, ctx.scope, listing),
+        volumes=set(volumes.result()),
         good_releases={r.number for r in releases if r.status in GOOD},
         standby=standby_names(ctx.state, ctx.scope.fleet),
         now=datetime.now(UTC),
-        edge=ctx.edge.observe(desired, edge_image),
+        edge=ctx.edge.observe(desired, edge_image, listing),
+        networks={n for c in listing if c.state == "running" for n in c.addresses},
     )
 
 

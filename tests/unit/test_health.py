@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -75,9 +77,28 @@ def test_wait_healthy_gives_up_after_retries_times_interval() -> None:
     assert result.attempts >= 3
 
 
-def test_wait_healthy_stops_when_the_instance_exits() -> None:
-    result = wait_healthy(
-        "127.0.0.1", _closed_port(), HttpHealth(http="/ok"), still_running=lambda: False
-    )
-    assert not result.healthy and result.attempts == 1
+def test_wait_healthy_stops_soon_after_the_instance_exits() -> None:
+    asked = []
+
+    def still_running() -> bool:
+        asked.append(time.monotonic())
+        return False
+
+    started = time.monotonic()
+    result = wait_healthy("127.0.0.1", _closed_port(), HttpHealth(http="/ok"), still_running)
+    assert not result.healthy
     assert result.detail.startswith("the instance exited")
+    assert len(asked) == 1  # the engine is asked once, not after every probe
+    assert asked[0] - started < 1.0  # long before retries x interval (30 s)
+    assert result.attempts > 1  # probes kept coming meanwhile
+
+
+def test_wait_healthy_asks_whether_it_runs_at_most_every_interval() -> None:
+    asked = []
+    health = HttpHealth(http="/ok", interval=0.2, retries=10)  # 2 s in all
+    result = wait_healthy(
+        "127.0.0.1", _closed_port(), health, lambda: asked.append(time.monotonic()) is None
+    )
+    assert not result.healthy and "still failing after 2s" in result.detail
+    gaps = [b - a for a, b in itertools.pairwise(asked)]
+    assert 2 <= len(asked) <= 4 and all(g >= 0.5 for g in gaps), asked

@@ -157,9 +157,7 @@ def sweep(engine: Engine, fleet: str, owners: Path, orphans: bool = False) -> li
     common case costs no engine call. With ``orphans`` (``corral destroy``), objects of
     test environments whose owner file has vanished altogether are found by label too.
     """
-    envs = (
-        {path.stem for path in owners.glob(TEST_PREFIX + "*.json")} if owners.exists() else set()
-    )
+    envs = {path.stem for path in owners.glob(TEST_PREFIX + "*.json")} if owners.exists() else set()
     if orphans:
         found = engine.list_containers({LABEL + "fleet": fleet})
         envs |= {c.labels.get(LABEL + "env", "") for c in found}

@@ -39,7 +39,7 @@ def test_defaults_retry_elsewhere() -> None:
         "option redispatch 1",
         "retries 3",
         f"retry-on {DEFAULT_RETRY_ON}",
-        "default-server inter 500ms downinter 50ms fall 2 rise 1",
+        "default-server inter 500ms downinter 20ms fall 2 rise 1",
         "timeout connect",
     ):
         assert line in defaults

@@ -134,7 +134,7 @@ def test_empty_backend_has_no_servers(sock_path: str) -> None:
 
 def test_commands_and_exact_answers(sock_path: str) -> None:
     answers: dict[str, Answer] = {
-        "add server web/n 10.0.0.5:8000 check inter 500ms downinter 50ms fall 2 rise 1": (
+        "add server web/n 10.0.0.5:8000 check inter 500ms downinter 20ms fall 2 rise 1": (
             "New server registered.\n\n"
         ),
         "add server web/m [fd00::5]:8000": "New server registered.\n\n",

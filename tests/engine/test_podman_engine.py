@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
+from corral.engines.base import ContainerSpec, Mount
 from corral.engines.podman import PodmanEngine
+from corral.engines.podman_api import PodmanAPI
 
 
 def test_listing_by_several_labels_needs_all_of_them(engine: PodmanEngine) -> None:
@@ -23,3 +26,56 @@ def test_listing_by_several_labels_needs_all_of_them(engine: PodmanEngine) -> No
         for name in names:
             engine.remove_volume(name)
             engine.remove_network(name)
+
+
+# -- reads through podman's REST API and through the CLI ---------------------------------
+
+
+def test_the_api_service_answers(engine: PodmanEngine) -> None:
+    # scripts/setup starts it; without it every read costs a podman process (30-50 ms).
+    assert engine.api is not None, "podman's API does not answer: run scripts/setup"
+
+
+def test_reads_agree_through_the_api_and_the_cli(
+    engine: PodmanEngine, shared_base: str, cleanup_fleet: str
+) -> None:
+    assert engine.api is not None
+    cli = PodmanEngine(api=None)
+    fleet = cleanup_fleet
+    labels = {"io.corral.fleet": fleet, "io.corral.kind": "instance"}
+    name = f"{fleet}-web-r1-1"
+    engine.ensure_network(f"corral-{fleet}", {"io.corral.fleet": fleet})
+    engine.ensure_volume(f"{fleet}-data", {"io.corral.fleet": fleet})
+    engine.start(
+        ContainerSpec(
+            name=name,
+            image=shared_base,
+            command=("sleep", "300"),
+            labels=labels,
+            network=f"corral-{fleet}",
+            mounts=(Mount(f"{fleet}-data", "/data"),),
+        )
+    )
+    through_api = engine.inspect(name)
+    assert through_api is not None and through_api.state == "running"
+    assert through_api.addresses[f"corral-{fleet}"]  # what a deploy needs from it
+    assert through_api == cli.inspect(name)
+    assert engine.list_containers(labels) == cli.list_containers(labels) == [through_api]
+    assert engine.list_containers({**labels, "io.corral.kind": "edge"}) == []
+    assert engine.inspect_image(shared_base) == cli.inspect_image(shared_base)
+    assert engine.list_volumes({"io.corral.fleet": fleet}) == [f"{fleet}-data"]
+    assert cli.list_volumes({"io.corral.fleet": fleet}) == [f"{fleet}-data"]
+    assert engine.api.network_exists(f"corral-{fleet}")
+    for missing in (engine, cli):
+        assert missing.inspect(f"{fleet}-nothing") is None
+        assert missing.inspect_image(f"localhost/{fleet}-nothing:1") is None
+    assert not engine.api.network_exists(f"{fleet}-nothing")
+
+
+def test_reads_fall_back_to_the_cli_when_the_api_goes_away(
+    shared_base: str, tmp_path: Path
+) -> None:
+    engine = PodmanEngine(api=PodmanAPI(str(tmp_path / "gone.sock")))
+    image = engine.inspect_image(shared_base)
+    assert image is not None and image.id == shared_base
+    assert engine.api is None  # the CLI from now on, without trying the socket again

@@ -1,7 +1,9 @@
 """Podman, driven through its command line with machine-readable (JSON) output.
 
 Every call is an argv list (no shell); output is parsed only from ``--format json``
-or from plain ids, never from human-readable tables.
+or from plain ids, never from human-readable tables. The frequent reads (inspect, list)
+go through podman's REST API instead when its socket answers (see ``podman_api``): the
+same JSON documents, a few milliseconds each instead of a process each.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ import shutil
 import subprocess
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from corral.engines.base import (
     ContainerInfo,
@@ -26,10 +28,12 @@ from corral.engines.base import (
     Mount,
     SecurityFacts,
 )
+from corral.engines.podman_api import APIUnavailable, PodmanAPI
 from corral.errors import BuildError, EngineError, MissingToolError, NotFoundError
 
 LOG_TAIL_LINES = 40
 REMOVE_ATTEMPTS = 4
+T = TypeVar("T")
 
 
 class PodmanEngine(Engine):
@@ -37,12 +41,27 @@ class PodmanEngine(Engine):
     supports_diff = True
     supports_events = True
 
-    def __init__(self, binary: str = "podman") -> None:
+    def __init__(
+        self, binary: str = "podman", api: PodmanAPI | Literal["auto"] | None = "auto"
+    ) -> None:
+        """``api``: where to read from; "auto" uses podman's service if its socket answers."""
         path = shutil.which(binary)
         if path is None:
             raise MissingToolError("podman", "apt-get install podman runc")
         self.binary = path
+        self.api = PodmanAPI.connect() if api == "auto" else api
         self._secrets: list[str] | None = None  # cached names in podman's secret store
+
+    def _api_read(self, read: Callable[[PodmanAPI], T]) -> tuple[T] | None:
+        """``(answer,)`` from the REST API, or None: read through the CLI instead."""
+        api = self.api
+        if api is None:
+            return None
+        try:
+            return (read(api),)
+        except APIUnavailable:
+            self.api = None  # the service went away: the CLI from now on
+            return None
 
     # -- plumbing ---------------------------------------------------------------------
     def _run(
@@ -139,6 +158,9 @@ class PodmanEngine(Engine):
         return image
 
     def inspect_image(self, ref: str) -> ImageInfo | None:
+        answer = self._api_read(lambda api: api.inspect_image(ref))
+        if answer is not None:
+            return _image_info(answer[0]) if answer[0] else None
         proc = self._run("image", "inspect", "--format", "json", ref, check=False)
         if proc.returncode != 0:
             return None
@@ -263,6 +285,9 @@ class PodmanEngine(Engine):
         self._remove_secrets(name)
 
     def inspect(self, name: str) -> ContainerInfo | None:
+        answer = self._api_read(lambda api: api.inspect_container(name))
+        if answer is not None:
+            return _container_info(answer[0]) if answer[0] else None
         proc = self._run("container", "inspect", "--format", "json", name, check=False)
         if proc.returncode != 0:
             return None
@@ -270,6 +295,9 @@ class PodmanEngine(Engine):
         return _container_info(data[0]) if data else None
 
     def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        answer = self._api_read(lambda api: _api_containers(api, labels))
+        if answer is not None:
+            return [c for c in answer[0] if _has_labels(c.labels, labels)]
         ids = self._run("ps", "--all", "--quiet", "--no-trunc", *_label_filters(labels)).stdout
         if not ids.split():
             return []
@@ -333,7 +361,7 @@ class PodmanEngine(Engine):
 
     # -- networks and volumes ---------------------------------------------------------
     def ensure_network(self, name: str, labels: Mapping[str, str], internal: bool = False) -> None:
-        if self._run("network", "exists", name, check=False).returncode == 0:
+        if self._network_exists(name):
             return
         args = ["network", "create", *_label_args(labels)]
         if internal:
@@ -341,8 +369,14 @@ class PodmanEngine(Engine):
         self._run(*args, name)
 
     def remove_network(self, name: str) -> None:
-        if self._run("network", "exists", name, check=False).returncode == 0:
+        if self._network_exists(name):
             self._run("network", "rm", "--force", name)
+
+    def _network_exists(self, name: str) -> bool:
+        answer = self._api_read(lambda api: api.network_exists(name))
+        if answer is not None:
+            return answer[0]
+        return self._run("network", "exists", name, check=False).returncode == 0
 
     def list_networks(self, labels: Mapping[str, str]) -> list[str]:
         data = self._json("network", "ls", "--format", "json", *_label_filters(labels))
@@ -353,11 +387,21 @@ class PodmanEngine(Engine):
             self._run("volume", "create", *_label_args(labels), name)
 
     def list_volumes(self, labels: Mapping[str, str]) -> list[str]:
-        data = self._json("volume", "ls", "--format", "json", *_label_filters(labels))
+        answer = self._api_read(lambda api: api.volumes(labels))
+        data = answer[0] if answer is not None else self._volume_listing(labels)
         return sorted(str(v["Name"]) for v in data if _has_labels(v.get("Labels"), labels))
+
+    def _volume_listing(self, labels: Mapping[str, str]) -> Any:
+        return self._json("volume", "ls", "--format", "json", *_label_filters(labels))
 
     def remove_volume(self, name: str) -> None:
         self._run("volume", "rm", name)
+
+
+def _api_containers(api: PodmanAPI, labels: Mapping[str, str]) -> list[ContainerInfo]:
+    # A container may vanish between the listing and its inspection: it is left out.
+    found = (api.inspect_container(cid) for cid in api.container_ids(labels))
+    return [_container_info(data) for data in found if data is not None]
 
 
 def run_args(spec: ContainerSpec) -> list[str]:

@@ -1,0 +1,141 @@
+"""Podman's REST API (libpod), over its Unix socket, for the engine's frequent reads.
+
+Each podman CLI call starts a process that opens the storage: 30-50 ms here. The same read
+from a running ``podman system service`` (systemd's ``podman.socket``, or ``scripts/setup``
+where there is no systemd) takes 1-5 ms, and a deploy makes dozens. The answers are the
+same documents the CLI prints with ``--format json``. Nothing here changes anything: writes
+stay on the CLI, and when the socket does not answer, ``PodmanEngine`` reads through the CLI.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+API_PREFIX = "/v4.0.0/libpod"
+ROOT_SOCKET = "/run/podman/podman.sock"
+
+
+class APIUnavailable(Exception):
+    """The service did not answer (gone, or never started); read through the CLI."""
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def socket_path(environ: Mapping[str, str] | None = None) -> str:
+    """Where the service listens: podman's own ``CONTAINER_HOST`` if it names a Unix
+    socket, else root's default."""
+    env = os.environ if environ is None else environ
+    host = env.get("CONTAINER_HOST", "")
+    if host.startswith("unix://"):
+        return host.removeprefix("unix://")
+    return ROOT_SOCKET
+
+
+class PodmanAPI:
+    """A connection per request (a Unix socket costs microseconds): safe from any thread."""
+
+    def __init__(self, path: str, timeout: float = 30.0) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    @classmethod
+    def connect(cls, path: str | None = None) -> PodmanAPI | None:
+        """The API if its socket answers a ping now, else None."""
+        api = cls(path or socket_path(), timeout=2.0)
+        if not os.path.exists(api.path):
+            return None
+        try:
+            status, _ = api._request("/_ping", raw=True)
+        except APIUnavailable:
+            return None
+        return cls(api.path) if status == 200 else None
+
+    def get(self, path: str, **params: str) -> tuple[int, Any]:
+        """(HTTP status, decoded JSON) of a libpod GET."""
+        query = f"?{urlencode(params)}" if params else ""
+        return self._request(f"{API_PREFIX}{path}{query}")
+
+    def _request(self, target: str, raw: bool = False) -> tuple[int, Any]:
+        connection = _UnixConnection(self.path, self.timeout)
+        try:
+            connection.request("GET", target)
+            response = connection.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise APIUnavailable(f"podman API at {self.path}: {exc}") from exc
+        finally:
+            connection.close()
+        if raw or not body:
+            return response.status, body
+        try:
+            return response.status, json.loads(body)
+        except ValueError as exc:
+            raise APIUnavailable(f"podman API at {self.path} sent invalid JSON") from exc
+
+    # -- the reads the engine makes ----------------------------------------------------
+    def inspect_container(self, ref: str) -> Mapping[str, Any] | None:
+        status, data = self.get(f"/containers/{_part(ref)}/json")
+        return _found(status, data)
+
+    def inspect_image(self, ref: str) -> Mapping[str, Any] | None:
+        status, data = self.get(f"/images/{quote(ref, safe='/:@')}/json")
+        return _found(status, data)
+
+    def container_ids(self, labels: Mapping[str, str]) -> list[str]:
+        status, data = self.get(
+            "/containers/json", all="true", filters=json.dumps(_label_filter(labels))
+        )
+        return [str(c["Id"]) for c in _listing(status, data)]
+
+    def volumes(self, labels: Mapping[str, str]) -> list[Mapping[str, Any]]:
+        status, data = self.get("/volumes/json", filters=json.dumps(_label_filter(labels)))
+        return _listing(status, data)
+
+    def network_exists(self, name: str) -> bool:
+        status, _ = self.get(f"/networks/{_part(name)}/exists")
+        if status not in (204, 404):
+            raise APIUnavailable(f"podman API: network exists answered {status}")
+        return status == 204
+
+
+def _part(name: str) -> str:
+    return quote(name, safe="")
+
+
+def _label_filter(labels: Mapping[str, str]) -> dict[str, list[str]]:
+    # One label only, as on the CLI (see podman._label_filters): the engine re-checks all.
+    return {"label": [f"{k}={v}" for k, v in labels.items()][:1]} if labels else {}
+
+
+def _found(status: int, data: Any) -> Mapping[str, Any] | None:
+    if status == 404:
+        return None
+    if status != 200 or not isinstance(data, dict):
+        raise APIUnavailable(f"podman API answered {status}")
+    return data
+
+
+def _listing(status: int, data: Any) -> list[Mapping[str, Any]]:
+    if status != 200 or not isinstance(data, list):
+        raise APIUnavailable(f"podman API answered {status}")
+    return data

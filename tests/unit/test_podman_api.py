@@ -1,0 +1,97 @@
+"""The REST API client against a small HTTP server on a Unix socket (no podman needed)."""
+
+from __future__ import annotations
+
+import json
+import socketserver
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+
+from corral.engines.podman_api import (
+    API_PREFIX,
+    ROOT_SOCKET,
+    APIUnavailable,
+    PodmanAPI,
+    socket_path,
+)
+
+ANSWERS: dict[str, tuple[int, bytes]] = {
+    "/_ping": (200, b"OK"),
+    f"{API_PREFIX}/images/localhost/corral/shop/web:1-abc/json": (200, b'{"Id": "abc"}'),
+    f"{API_PREFIX}/images/nothing:1/json": (404, b'{"cause": "image not known"}'),
+    f"{API_PREFIX}/containers/broken/json": (500, b'{"cause": "storage"}'),
+    f"{API_PREFIX}/containers/garbled/json": (200, b"{not json"),
+    f"{API_PREFIX}/networks/corral-shop/exists": (204, b""),
+    f"{API_PREFIX}/networks/other/exists": (404, b""),
+}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    seen: list[str] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        path = self.path.split("?")[0]
+        if path == f"{API_PREFIX}/containers/json":
+            status, body = 200, json.dumps([{"Id": "c1"}, {"Id": "c2"}]).encode()
+        else:
+            status, body = ANSWERS.get(path, (404, b"{}"))
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def address_string(self) -> str:
+        return "unix"
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    path = str(tmp_path_factory.mktemp("api") / "podman.sock")
+    server = _Server(path, _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield path
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_socket_is_podmans_container_host_or_roots_default() -> None:
+    assert socket_path({"CONTAINER_HOST": "unix:///tmp/p.sock"}) == "/tmp/p.sock"
+    assert socket_path({"CONTAINER_HOST": "ssh://host/run/podman.sock"}) == ROOT_SOCKET
+    assert socket_path({}) == ROOT_SOCKET
+
+
+def test_connect_needs_an_answer(service: str, tmp_path: Path) -> None:
+    assert PodmanAPI.connect(service) is not None
+    assert PodmanAPI.connect(str(tmp_path / "none.sock")) is None
+    (tmp_path / "stale.sock").touch()  # a file left by a service that is gone
+    assert PodmanAPI.connect(str(tmp_path / "stale.sock")) is None
+
+
+def test_reads(service: str) -> None:
+    api = PodmanAPI(service)
+    assert api.inspect_image("localhost/corral/shop/web:1-abc") == {"Id": "abc"}
+    assert api.inspect_image("nothing:1") is None
+    assert api.network_exists("corral-shop")
+    assert not api.network_exists("other")
+    assert api.container_ids({"io.corral.fleet": "shop", "io.corral.env": "live"}) == ["c1", "c2"]
+    query = _Handler.seen[-1]
+    # One label on the engine's side (the engine re-checks every label itself).
+    assert "io.corral.fleet%3Dshop" in query and "io.corral.env" not in query
+
+
+@pytest.mark.parametrize("name", ["broken", "garbled"])
+def test_a_bad_answer_means_read_through_the_cli(service: str, name: str) -> None:
+    with pytest.raises(APIUnavailable):
+        PodmanAPI(service).inspect_container(name)

@@ -13,7 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from corral.build.bake import BakeTarget, bake_target, build_fleet, find_current_image
+from corral.build.bake import (
+    BakeTarget,
+    BuildResult,
+    bake_target,
+    build_fleet,
+    find_current_image,
+)
 from corral.deploy.apply import Executor, Journal
 from corral.deploy.desired import Desired, RoleRelease, desired_from_record
 from corral.deploy.edge import EDGE_ROLE, Edge, edge_role, frontends
@@ -21,7 +27,7 @@ from corral.deploy.instances import resolve_secrets
 from corral.deploy.observe import Instance, list_scope, observe
 from corral.deploy.plan import Observed, Plan, plan_deploy
 from corral.deploy.scope import Scope
-from corral.engines.base import Engine
+from corral.engines.base import ContainerInfo, Engine
 from corral.errors import DeployError, UsageError
 from corral.progress import NullProgress, Progress
 from corral.spec.load import LoadedSpec
@@ -64,6 +70,14 @@ def desired_from_spec(
     ctx: Context, roles: Sequence[str] = ()
 ) -> tuple[dict[str, RoleRelease], list[str]]:
     """Build what changed and return (desired roles, roles left untouched)."""
+    desired, untouched, _ = _desired_from_builds(ctx, roles)
+    return desired, untouched
+
+
+def _desired_from_builds(
+    ctx: Context, roles: Sequence[str]
+) -> tuple[dict[str, RoleRelease], list[str], bool]:
+    """Like ``desired_from_spec``, and whether an image had to be baked."""
     results = build_fleet(ctx.spec, ctx.engine, ctx.state, roles or None, ctx.progress)
     desired = {
         r.role: RoleRelease.from_role(
@@ -77,7 +91,8 @@ def desired_from_spec(
         for name, rr in desired_from_record(active.roles).items():
             if name not in desired and name in ctx.spec.fleet.roles:
                 desired[name] = rr
-    return desired, [name for name in untouched if name not in desired]
+    built = any(r.status == "built" for r in results)
+    return desired, [name for name in untouched if name not in desired], built
 
 
 @dataclass(frozen=True)
@@ -117,16 +132,33 @@ def _image(ctx: Context, role: str, version: str) -> ImageRecord:
     return next(i for i in ctx.state.images(ctx.scope.fleet, role) if i.version == version)
 
 
-def observe_fleet(ctx: Context, desired: Desired, edge_image: str | None) -> Observed:
-    """The fleet as it runs: one listing of its containers (instances and edge) and one of
-    its volumes, made side by side: each engine call costs tens of milliseconds."""
+@dataclass(frozen=True)
+class Sighting:
+    """What the engine holds of the fleet: its containers (instances and edge), its volumes."""
+
+    containers: list[ContainerInfo]
+    volumes: list[str]
+
+
+def look(ctx: Context) -> Sighting:
+    """One listing of the fleet's containers and one of its volumes, made side by side:
+    each engine call costs tens of milliseconds."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         volumes = pool.submit(ctx.engine.list_volumes, ctx.scope.labels("volume"))
-        listing = list_scope(ctx.engine, ctx.scope)
+        containers = list_scope(ctx.engine, ctx.scope)
+    return Sighting(containers, volumes.result())
+
+
+def observe_fleet(
+    ctx: Context, desired: Desired, edge_image: str | None, seen: Sighting | None = None
+) -> Observed:
+    """The fleet as it runs, from ``seen`` or from a fresh look."""
+    seen = seen or look(ctx)
+    listing = seen.containers
     releases = ctx.state.releases(ctx.scope.fleet, limit=100000)
     return Observed(
         instances=observe(ctx.engine, ctx.scope, listing),
-        volumes=set(volumes.result()),
+        volumes=set(seen.volumes),
         good_releases={r.number for r in releases if r.status in GOOD},
         standby=standby_names(ctx.state, ctx.scope.fleet),
         now=datetime.now(UTC),
@@ -145,13 +177,20 @@ def standby_names(state: State, fleet: str) -> set[str]:
 
 def edge_image(ctx: Context, desired: Desired, build: bool) -> str | None:
     """The edge image id (baked when ``build``), or None when no role is public."""
+    if build:
+        baked = _bake_edge(ctx, desired)
+        return baked.image_id if baked else None
+    if not frontends(desired):
+        return None
+    latest = ctx.state.latest_image(ctx.scope.fleet, EDGE_ROLE)
+    return latest.image_id if latest else None
+
+
+def _bake_edge(ctx: Context, desired: Desired) -> BuildResult | None:
     if not frontends(desired):
         return None
     target = BakeTarget(ctx.scope.fleet, EDGE_ROLE, edge_role(), ctx.spec.root)
-    if build:
-        return bake_target(target, ctx.engine, ctx.state, ctx.progress).image_id
-    latest = ctx.state.latest_image(ctx.scope.fleet, EDGE_ROLE)
-    return latest.image_id if latest else None
+    return bake_target(target, ctx.engine, ctx.state, ctx.progress)
 
 
 def no_check(desired: Desired) -> None:
@@ -181,13 +220,14 @@ def deploy(
     """Bring the fleet to the spec (or, for a rollback, to ``source``'s recorded state)."""
     started = time.monotonic()
     _sweep(ctx)
-    if source is None:
-        desired, untouched = desired_from_spec(ctx, roles)
-    else:
-        desired, untouched = desired_from_record(source.roles), []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # Reading the fleet and finding (or baking) the images are independent: side by side.
+        seeing = pool.submit(look, ctx)
+        desired, untouched, edge, built = _wanted(ctx, roles, source)
+    # A build takes a while: the fleet is read again after one, so the plan sees it as it is.
+    seen = None if built else seeing.result()
     secrets = resolve_secrets(desired)
-    edge = edge_image(ctx, desired, build=True)
-    plan = plan_deploy(ctx.scope, desired, observe_fleet(ctx, desired, edge), untouched)
+    plan = plan_deploy(ctx.scope, desired, observe_fleet(ctx, desired, edge, seen), untouched)
     if not plan.has_changes and _same_as_active(ctx, desired):
         return DeployResult(
             ctx.scope.fleet,
@@ -201,6 +241,19 @@ def deploy(
     checks.before(desired)
     result = converge(ctx, plan, desired, secrets, edge, kind, source, checks.after)
     return dataclasses.replace(result, seconds=time.monotonic() - started)
+
+
+def _wanted(
+    ctx: Context, roles: Sequence[str], source: ReleaseRecord | None
+) -> tuple[dict[str, RoleRelease], list[str], str | None, bool]:
+    """(desired roles, untouched roles, edge image, whether anything was baked)."""
+    if source is None:
+        desired, untouched, built = _desired_from_builds(ctx, roles)
+    else:
+        desired, untouched, built = desired_from_record(source.roles), [], False
+    edge = _bake_edge(ctx, desired)
+    built = built or (edge is not None and edge.status == "built")
+    return desired, untouched, edge.image_id if edge else None, built
 
 
 def _same_as_active(ctx: Context, desired: Desired) -> bool:

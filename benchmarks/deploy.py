@@ -36,6 +36,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from corral.engines.podman_api import PodmanAPI
+
 ROOT = Path(__file__).resolve().parent.parent
 CORRAL = [sys.executable, "-m", "corral"]
 WRK_THREADS, WRK_CONNECTIONS = 2, 16
@@ -440,6 +442,7 @@ def main() -> None:
         "load": f"wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} on the edge",
         "failed_means": "non-2xx + socket connect/read/write errors; wrk timeouts are "
         "answers slower than 2 s, counted apart",
+        "corral_reads": "podman REST API" if PodmanAPI.connect() else "podman CLI",
     }
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

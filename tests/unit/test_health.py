@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +12,7 @@ import pytest
 
 from corral.deploy.health import probe_once, wait_healthy
 from corral.spec.model import HttpHealth, TcpHealth
+from tests.unit.serving import serving
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -28,12 +28,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[int]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield int(httpd.server_address[1])
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), _Handler)) as httpd:
+        yield int(httpd.server_address[1])
 
 
 def _closed_port() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socketserver
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -18,6 +17,7 @@ from corral.engines.podman_api import (
     PodmanAPI,
     socket_path,
 )
+from tests.unit.serving import serving
 
 ANSWERS: dict[str, tuple[int, bytes]] = {
     "/_ping": (200, b"OK"),
@@ -59,11 +59,8 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     path = str(tmp_path_factory.mktemp("api") / "podman.sock")
-    server = _Server(path, _Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield path
-    server.shutdown()
-    server.server_close()
+    with serving(_Server(path, _Handler)):
+        yield path
 
 
 def test_the_socket_is_podmans_container_host_or_roots_default() -> None:

@@ -63,10 +63,13 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield path
 
 
-def test_the_socket_is_podmans_container_host_or_roots_default() -> None:
-    assert socket_path({"CONTAINER_HOST": "unix:///tmp/p.sock"}) == "/tmp/p.sock"
-    assert socket_path({"CONTAINER_HOST": "ssh://host/run/podman.sock"}) == ROOT_SOCKET
-    assert socket_path({}) == ROOT_SOCKET
+def test_the_socket_is_podmans_container_host_or_the_users_default() -> None:
+    assert socket_path({"CONTAINER_HOST": "unix:///tmp/p.sock"}, uid=1000) == "/tmp/p.sock"
+    assert socket_path({"CONTAINER_HOST": "ssh://host/run/podman.sock"}, uid=0) == ROOT_SOCKET
+    assert socket_path({}, uid=0) == ROOT_SOCKET
+    rootless = {"XDG_RUNTIME_DIR": "/run/user/1000"}
+    assert socket_path(rootless, uid=1000) == "/run/user/1000/podman/podman.sock"
+    assert socket_path(rootless, uid=0) == ROOT_SOCKET
 
 
 def test_connect_needs_an_answer(service: str, tmp_path: Path) -> None:

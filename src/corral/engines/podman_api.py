@@ -41,13 +41,16 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def socket_path(environ: Mapping[str, str] | None = None) -> str:
+def socket_path(environ: Mapping[str, str] | None = None, uid: int | None = None) -> str:
     """Where the service listens: podman's own ``CONTAINER_HOST`` if it names a Unix
-    socket, else root's default."""
+    socket, else root's default, or a rootless user's under ``XDG_RUNTIME_DIR``."""
     env = os.environ if environ is None else environ
     host = env.get("CONTAINER_HOST", "")
     if host.startswith("unix://"):
         return host.removeprefix("unix://")
+    user = os.geteuid() if uid is None else uid
+    if user != 0 and env.get("XDG_RUNTIME_DIR"):
+        return f"{env['XDG_RUNTIME_DIR']}/podman/podman.sock"
     return ROOT_SOCKET
 
 

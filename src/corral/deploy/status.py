@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from corral.deploy.desired import RoleRelease, desired_from_record
 from corral.deploy.health import probe_once
-from corral.deploy.observe import Instance, observe
+from corral.deploy.observe import Instance, list_scope, observe
 from corral.deploy.plan import parse_time
 from corral.deploy.service import GOOD, Context
 from corral.errors import CorralError, LockedError
@@ -62,7 +62,8 @@ def status(ctx: Context) -> FleetStatus:
     fleet = ctx.scope.fleet
     active = ctx.state.active_release(fleet)
     desired = desired_from_record(active.roles) if active else {}
-    instances = observe(ctx.engine, ctx.scope)
+    listing = list_scope(ctx.engine, ctx.scope)  # instances and edge, in one engine call
+    instances = observe(ctx.engine, ctx.scope, listing)
     good = {r.number for r in ctx.state.releases(fleet, limit=100000) if r.status in GOOD}
     roles = []
     for name, rr in sorted(desired.items()):
@@ -71,7 +72,7 @@ def status(ctx: Context) -> FleetStatus:
         rows = tuple(_instance_status(i, health, rr) for i in mine)
         url = f"http://{ctx.edge.address}:{rr.public}/" if rr.public is not None else None
         roles.append(RoleStatus(name, rr.replicas, rr.image_version, url, rows))
-    edge = ctx.edge.container()
+    edge = ctx.edge.container(listing)
     unfinished = tuple(i.name for i in instances if i.running and i.release not in good)
     return FleetStatus(
         fleet,

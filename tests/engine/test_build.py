@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -119,24 +120,27 @@ def test_unreachable_mirror_is_a_clear_error(
 ) -> None:
     monkeypatch.setenv("CORRAL_DEBIAN_MIRROR", "http://127.0.0.1:9/debian")
     spec_path = write_fleet(tmp_path, cleanup_fleet)
-    before = set(os.listdir("/tmp"))
+    scratch = tmp_path / "tmp"  # corral's own: other processes' files in /tmp do not count
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     with pytest.raises(BuildError, match="cannot reach the Debian mirror"):
         app.build(spec_path)
-    left = {name for name in set(os.listdir("/tmp")) - before if name.startswith("corral-")}
-    assert left == set()
+    assert list(scratch.iterdir()) == []
 
 
 def test_ctrl_c_leaves_state_unchanged(
     tmp_path: Path, cleanup_fleet: str, shared_base: str
 ) -> None:
     spec_path = write_fleet(tmp_path, cleanup_fleet, extra_run="sleep 60")
-    before = {n for n in os.listdir("/tmp") if n.startswith("corral-build-")}
+    scratch = tmp_path / "tmp"  # corral's own: other processes' files in /tmp do not count
+    scratch.mkdir()
     proc = subprocess.Popen(
         [*CORRAL, "-f", str(spec_path), "build"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        env={**os.environ, "TMPDIR": str(scratch)},
     )
     _wait_for_running_build(spec_path)
     time.sleep(3)  # inside the podman build's sleep step by now
@@ -146,8 +150,8 @@ def test_ctrl_c_leaves_state_unchanged(
     assert app.images(spec_path) == []
     with State.open(load_spec(spec_path).state_path) as state:
         assert [b.status for b in state.builds(cleanup_fleet)] == ["interrupted"]
-    after = {n for n in os.listdir("/tmp") if n.startswith("corral-build-")}
-    assert after <= before
+    # corral's folders are gone (podman's own, "buildah...", are podman's business)
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("corral-")] == []
 
 
 def _wait_for_running_build(spec_path: Path) -> None:

@@ -15,6 +15,7 @@ from corral.engines.podman_api import (
     ROOT_SOCKET,
     APIUnavailable,
     PodmanAPI,
+    default_api,
     socket_path,
 )
 from tests.unit.serving import serving
@@ -70,6 +71,13 @@ def test_the_socket_is_podmans_container_host_or_the_users_default() -> None:
     rootless = {"XDG_RUNTIME_DIR": "/run/user/1000"}
     assert socket_path(rootless, uid=1000) == "/run/user/1000/podman/podman.sock"
     assert socket_path(rootless, uid=0) == ROOT_SOCKET
+
+
+def test_the_cli_alone_when_its_configuration_is_moved(service: str) -> None:
+    assert default_api({"CONTAINER_HOST": f"unix://{service}"}) is not None
+    moved = {"CONTAINERS_STORAGE_CONF": "/etc/other-storage.conf"}
+    assert default_api({**moved, "CONTAINER_HOST": f"unix://{service}"}) is not None
+    assert default_api(moved) is None  # which service would see that storage?
 
 
 def test_connect_needs_an_answer(service: str, tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from corral.engines.base import (
     Mount,
     SecurityFacts,
 )
-from corral.engines.podman_api import APIUnavailable, PodmanAPI
+from corral.engines.podman_api import APIUnavailable, PodmanAPI, default_api
 from corral.errors import BuildError, EngineError, MissingToolError, NotFoundError
 
 LOG_TAIL_LINES = 40
@@ -49,7 +49,7 @@ class PodmanEngine(Engine):
         if path is None:
             raise MissingToolError("podman", "apt-get install podman runc")
         self.binary = path
-        self.api = PodmanAPI.connect() if api == "auto" else api
+        self.api = default_api() if api == "auto" else api
         self._secrets: list[str] | None = None  # cached names in podman's secret store
 
     def _api_read(self, read: Callable[[PodmanAPI], T]) -> tuple[T] | None:

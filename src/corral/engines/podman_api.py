@@ -19,6 +19,8 @@ from urllib.parse import quote, urlencode
 
 API_PREFIX = "/v4.0.0/libpod"
 ROOT_SOCKET = "/run/podman/podman.sock"
+# Point the CLI at another configuration or storage than the running service may use.
+CONFIG_VARIABLES = ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF")
 
 
 class APIUnavailable(Exception):
@@ -52,6 +54,16 @@ def socket_path(environ: Mapping[str, str] | None = None, uid: int | None = None
     if user != 0 and env.get("XDG_RUNTIME_DIR"):
         return f"{env['XDG_RUNTIME_DIR']}/podman/podman.sock"
     return ROOT_SOCKET
+
+
+def default_api(environ: Mapping[str, str] | None = None) -> PodmanAPI | None:
+    """The API to read through, if it answers and sees what the CLI sees: with podman's
+    configuration moved by environment variables (and no ``CONTAINER_HOST`` saying which
+    service goes with it), the CLI alone is right."""
+    env = os.environ if environ is None else environ
+    if not env.get("CONTAINER_HOST") and any(env.get(v) for v in CONFIG_VARIABLES):
+        return None
+    return PodmanAPI.connect(socket_path(env))
 
 
 class PodmanAPI:

@@ -14,7 +14,8 @@ the same change (the image is built first, so the build is not timed). It always
 the fleet and removes its images and volumes.
 
     .venv/bin/python benchmarks/deploy.py [--replicas 3,10] [--skip-bluegreen]
-        [--skip-rollback] [--skip-overhead] [--overhead-replicas 3] [--overhead-runs 5] [--json-only]
+        [--skip-rollback] [--skip-overhead] [--overhead-replicas 3] [--overhead-runs 5]
+        [--json-only]
 """
 
 from __future__ import annotations

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from pathlib import Path
+
+import pytest
 
 from corral.engines.base import ContainerSpec, Mount
 from corral.engines.podman import PodmanEngine
@@ -79,3 +82,38 @@ def test_reads_fall_back_to_the_cli_when_the_api_goes_away(
     image = engine.inspect_image(shared_base)
     assert image is not None and image.id == shared_base
     assert engine.api is None  # the CLI from now on, without trying the socket again
+
+
+def _secret_store() -> list[str]:
+    out = subprocess.run(
+        ["podman", "secret", "ls", "--noheading", "--format", "{{.Name}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
+
+
+@pytest.mark.parametrize("reads", ["api", "cli"])
+def test_a_removed_containers_secrets_leave_the_store(
+    engine: PodmanEngine, shared_base: str, cleanup_fleet: str, reads: str
+) -> None:
+    podman = engine if reads == "api" else PodmanEngine(api=None)
+    name, unrelated = f"{cleanup_fleet}-web-r1-1", f"{cleanup_fleet}-unrelated"
+    subprocess.run(["podman", "secret", "create", unrelated, "-"], input="x", text=True, check=True)
+    try:
+        podman.start(
+            ContainerSpec(
+                name=name,
+                image=shared_base,
+                command=("sleep", "300"),
+                secrets={"APP_TOKEN": "not-for-anyone"},
+            )
+        )
+        assert f"{name}--APP_TOKEN" in _secret_store()
+        podman.remove(name)
+        store = _secret_store()
+        assert f"{name}--APP_TOKEN" not in store
+        assert unrelated in store  # only the container's own
+    finally:
+        subprocess.run(["podman", "secret", "rm", unrelated], capture_output=True, check=False)

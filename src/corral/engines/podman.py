@@ -250,8 +250,12 @@ class PodmanEngine(Engine):
         """The secret store's names, read once per engine: removals are frequent, secrets
         rare, and a listing per removed container costs a podman call each."""
         if self._secrets is None:
-            data = self._json("secret", "ls", "--format", "json")
-            self._secrets = [str(d.get("Name", "")) for d in data]
+            answer = self._api_read(lambda api: api.secret_names())
+            if answer is not None:
+                self._secrets = answer[0]
+            else:  # podman 4.3's `secret ls` has no JSON output: "--format json" prints "json"
+                out = self._run("secret", "ls", "--noheading", "--format", "{{.Name}}").stdout
+                self._secrets = out.split()
         return self._secrets
 
     def restart(self, name: str) -> ContainerInfo:

@@ -126,6 +126,10 @@ class PodmanAPI:
         status, data = self.get("/volumes/json", filters=json.dumps(_label_filter(labels)))
         return _listing(status, data)
 
+    def secret_names(self) -> list[str]:
+        status, data = self.get("/secrets/json")
+        return [str((s.get("Spec") or {}).get("Name", "")) for s in _listing(status, data)]
+
     def network_exists(self, name: str) -> bool:
         status, _ = self.get(f"/networks/{_part(name)}/exists")
         if status not in (204, 404):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -47,6 +48,7 @@ class Fleet:
         strategy: str = "rolling",
         extra: str = "",
         start_delay: float = 0,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         (self.folder / "app").mkdir(parents=True, exist_ok=True)
         shutil.copy(APP / "server.py", self.folder / "app" / "server.py")
@@ -59,7 +61,9 @@ class Fleet:
             "    base: {debian: bookworm, packages: [python3]}\n"
             "    build: {copy: [{src: app/, dest: /srv/app}]}\n"
             "    run: {command: [python3, /srv/app/server.py], user: app, port: 8000,\n"
-            f"          env: {{START_DELAY: '{start_delay}'}}}}\n"
+            f"          env: {{START_DELAY: '{start_delay}'}}"
+            + (f", secrets: [{', '.join(secrets)}]" if secrets else "")
+            + "}\n"
             "    health: {http: /healthz, interval: 200ms, retries: 25}\n"
             f"    replicas: {replicas}\n"
             "    volumes: {data: /var/lib/app}\n"
@@ -70,7 +74,11 @@ class Fleet:
         )
 
     def corral(
-        self, *args: str, check: bool = True, timeout: float = 300
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 300,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [*CORRAL, "-f", str(self.spec), *args],
@@ -78,6 +86,7 @@ class Fleet:
             text=True,
             timeout=timeout,
             check=False,
+            env=None if env is None else {**os.environ, **env},
         )
         if check and proc.returncode != 0:
             raise AssertionError(
@@ -85,10 +94,18 @@ class Fleet:
             )
         return proc
 
-    def deploy(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def deploy(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Deploy without the test gate: these tests are about deploy mechanics."""
         return self.corral(
-            "deploy", "--skip-tests", "--reason", "deploy mechanics test", *args, check=check
+            "deploy",
+            "--skip-tests",
+            "--reason",
+            "deploy mechanics test",
+            *args,
+            check=check,
+            env=env,
         )
 
     def status(self) -> dict[str, Any]:

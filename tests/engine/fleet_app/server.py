@@ -1,5 +1,6 @@
 """The test fleet's app: answers its version; BROKEN makes a version that never gets healthy."""
 
+import hashlib
 import json
 import os
 import socket
@@ -18,6 +19,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/healthz" and VERSION.startswith("broken"):
             self.reply(500, {"ok": False})
+        elif self.path == "/token":  # proves the secret arrived without ever showing it
+            token = os.environ.get("APP_TOKEN", "").encode()
+            self.reply(200, {"sha256": hashlib.sha256(token).hexdigest()})
         elif self.path == "/write":
             with open(os.path.join(DATA, "note"), "a") as handle:
                 handle.write(VERSION + "\n")

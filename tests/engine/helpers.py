@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -21,10 +22,20 @@ APP = Path(__file__).parent / "fleet_app"
 CORRAL = [sys.executable, "-m", "corral"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(below: int | None = None) -> int:
+    """A port free on 127.0.0.1 now; ``below``: one of the highest under that number."""
+    if below is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    for port in random.sample(range(below - 200, below), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port under {below}")
 
 
 @dataclass

@@ -9,7 +9,7 @@ import httpx
 
 from corral.spec import load_spec
 from corral.state import State
-from tests.engine.helpers import Fleet, Load, containers, podman_json
+from tests.engine.helpers import Fleet, Load, containers, free_port, podman_json
 
 
 def web_instances(status: dict[str, object]) -> list[dict[str, object]]:
@@ -56,7 +56,9 @@ def test_instances_are_locked_down(fleet: Fleet, shared_base: str) -> None:
     [info] = podman_json("container", "inspect", one["Id"])
     host = info["HostConfig"]
     assert host["ReadonlyRootfs"] is True
-    assert info["EffectiveCaps"] in (None, [])
+    assert info["EffectiveCaps"] in (None, []) and info["BoundingCaps"] in (None, [])
+    assert host["Memory"] == 512 * 1024**2  # the spec's default resources
+    assert host["NanoCpus"] == 1_000_000_000 and host["PidsLimit"] == 256
     assert info["Config"]["User"] == "app"
     assert "no-new-privileges" in " ".join(host["SecurityOpt"] or [])
     assert not host.get("PortBindings")
@@ -78,6 +80,21 @@ def test_rollback_is_a_deploy_recorded_in_history_and_audit(fleet: Fleet, shared
     assert history[-1]["status"] == "active"
     audit = json.loads(fleet.corral("audit", "--json").stdout)["audit"]
     assert ("rollback", "ok") in [(e["action"], e["outcome"]) for e in audit]
+    # --to N goes to any release that went live, through the same path; others are refused
+    skip = ("--skip-tests", "--reason", "rollback test")
+    fleet.corral("rollback", "--to", "2", *skip)
+    assert httpx.get(fleet.url).json()["version"] == "v2"
+    fleet.write(version="broken")
+    assert fleet.deploy(check=False).returncode == 1  # a release that failed and was undone
+    [failed] = [
+        r
+        for r in json.loads(fleet.corral("history", "--json").stdout)["releases"]
+        if r["status"] == "failed"
+    ]
+    refused = fleet.corral("rollback", "--to", str(failed["release"]), *skip, check=False)
+    assert refused.returncode == 2 and "only releases that went live" in refused.stderr
+    assert fleet.corral("rollback", "--to", "99", *skip, check=False).returncode == 2
+    assert httpx.get(fleet.url).json()["version"] == "v2"
 
 
 def test_blue_green_switches_at_once_and_switches_back_instantly(
@@ -107,7 +124,11 @@ def test_blue_green_switches_at_once_and_switches_back_instantly(
 
 
 def test_plan_exit_codes_and_volume_survives_destroy(fleet: Fleet, shared_base: str) -> None:
-    assert fleet.corral("plan", check=False).returncode == 2
+    first = fleet.corral("plan", check=False)  # nothing built yet: the volume is still counted
+    assert first.returncode == 2 and "touches 1 volume " in first.stdout, first.stdout
+    data = json.loads(fleet.corral("--json", "plan", check=False).stdout)
+    assert data["has_changes"] and data["unbuilt"] == ["web"]
+    assert data["volumes_touched"] == 1 and data["unbuilt_volumes"] == [f"{fleet.name}-web-data"]
     fleet.deploy()
     assert fleet.corral("plan", check=False).returncode == 0
     assert httpx.get(fleet.url + "write").status_code == 200
@@ -152,3 +173,16 @@ def test_edge_replace_brings_the_serving_instances_back(fleet: Fleet, shared_bas
     assert httpx.get(fleet.url).json()["version"] == "v1"
     status = fleet.status()
     assert {i["health"] for i in web_instances(status)} == {"up"}
+
+
+def test_low_ports_need_one_named_capability(fleet: Fleet, shared_base: str) -> None:
+    # The edge adds it by itself for a public port under 1024; a role names it in lockdown.
+    fleet.port = free_port(below=1024)
+    fleet.write(replicas=1, extra="    lockdown: {capabilities: [NET_BIND_SERVICE]}\n")
+    fleet.deploy()
+    assert httpx.get(fleet.url, timeout=5).json()["version"] == "v1"
+    [edge] = podman_json("container", "inspect", f"{fleet.name}-edge")
+    [instance] = [c for c in containers(fleet.name) if c["Labels"]["io.corral.kind"] == "instance"]
+    [web] = podman_json("container", "inspect", instance["Id"])
+    for info in (edge, web):
+        assert info["BoundingCaps"] == ["CAP_NET_BIND_SERVICE"]  # that one, no other

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -59,3 +60,15 @@ def test_unknown_command_is_usage(capsys: pytest.CaptureFixture[str]) -> None:
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--version")
     assert code == 0 and "corral" in out
+
+
+def test_declining_destroy_removes_nothing_and_exits_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("corral.app.destroy", lambda *a, **k: pytest.fail("destroy ran"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+    code, _, err = run(capsys, "-f", str(EXAMPLE), "destroy")
+    assert code == 1 and "nothing removed" in err
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # no answer at all (end of input)
+    code, _, err = run(capsys, "-f", str(EXAMPLE), "destroy")
+    assert code == 130 and "aborted" in err

@@ -280,12 +280,10 @@ def history(opts: Options, limit: int) -> None:
 @common_options
 def destroy(opts: Options, yes: bool) -> None:
     """Remove the fleet's instances and edge. Data volumes are never removed."""
-    if not yes:
-        click.confirm(
-            "Remove every instance and the edge of this fleet (volumes are kept)?",
-            abort=True,
-            err=True,
-        )
+    question = "Remove every instance and the edge of this fleet (volumes are kept)?"
+    if not yes and not click.confirm(question, err=True):
+        opts.err.print("nothing removed")
+        raise click.exceptions.Exit(1)
     removed = app.destroy(opts.file)
     opts.emit(
         {"removed": removed},

@@ -111,7 +111,7 @@ def show_audit(console: Console, entries: Sequence[AuditEntry]) -> None:
 # -- deploy -------------------------------------------------------------------------------
 
 
-def plan_lines(plan: Plan) -> list[str]:
+def plan_lines(plan: Plan, unbuilt_volumes: Sequence[str] = ()) -> list[str]:
     """The plan in plain words, one line per change."""
     lines = []
     if plan.edge.action != "none":
@@ -126,7 +126,8 @@ def plan_lines(plan: Plan) -> list[str]:
         changes += [f"  create volume {v}" for v in rp.new_volumes]
         lines += [head, *changes] if rp.changed else [f"{head} up to date"]
     lines += [f"retire {c.instance}: {c.reason}" for c in plan.orphans]
-    touched = plan.volumes_touched
+    lines += [f"create volume {v} (for a role still to build)" for v in unbuilt_volumes]
+    touched = plan.volumes_touched + len(unbuilt_volumes)
     lines.append(
         f"touches {touched} volume{'s' if touched != 1 else ''} "
         "(volumes are never deleted by a deploy)"
@@ -137,7 +138,7 @@ def plan_lines(plan: Plan) -> list[str]:
 def show_plan(console: Console, result: PlanResult) -> None:
     for role in result.unbuilt:
         console.print(f"{role}: image not built for the current spec (corral build {role})")
-    for line in plan_lines(result.plan):
+    for line in plan_lines(result.plan, result.unbuilt_volumes):
         console.print(line, highlight=False, markup=False)
     verdict = "changes pending" if result.has_changes else "no changes"
     console.print(f"[bold]{verdict}[/bold]")
@@ -147,7 +148,8 @@ def plan_data(result: PlanResult) -> dict[str, Any]:
     return {
         "has_changes": result.has_changes,
         "unbuilt": list(result.unbuilt),
-        "volumes_touched": result.plan.volumes_touched,
+        "volumes_touched": result.volumes_touched,
+        "unbuilt_volumes": list(result.unbuilt_volumes),
         "plan": to_data(result.plan),
         "summary": dict(summarize(result.plan)),
     }

@@ -32,6 +32,7 @@ RUNTIME_ROOT = Path("/run/corral")
 CONFIG_IN_CONTAINER = "/etc/corral-edge"
 SOCKET_IN_CONTAINER = "/var/lib/corral-edge"
 SOCKET_NAME = "admin.sock"
+PRIVILEGED_PORTS = 1024  # ports below it need CAP_NET_BIND_SERVICE to bind
 
 
 def edge_role() -> Role:
@@ -149,6 +150,9 @@ class Edge:
             Mount(str(self.folder / "cfg"), CONFIG_IN_CONTAINER, read_only=True),
             Mount(str(self.folder / "sock"), SOCKET_IN_CONTAINER),
         )
+        # HAProxy runs unprivileged and binds each public port inside the container; a port
+        # under 1024 needs this one capability, and nothing else ever does.
+        low = any(fe.bind_port < PRIVILEGED_PORTS for fe in frontends(desired))
         return ContainerSpec(
             name=self.scope.edge_name,
             image=image_id,
@@ -158,6 +162,7 @@ class Edge:
             network=self.scope.network,
             ports=ports,
             mounts=mounts,
+            cap_add=("NET_BIND_SERVICE",) if low else (),
             memory=role.resources.memory,
             cpus=role.resources.cpus,
             pids_limit=role.resources.pids,

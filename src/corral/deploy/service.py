@@ -99,10 +99,16 @@ def _desired_from_builds(
 class PlanResult:
     plan: Plan
     unbuilt: tuple[str, ...]  # roles whose current inputs have no image yet
+    unbuilt_volumes: tuple[str, ...] = ()  # volumes a deploy of those roles would create
 
     @property
     def has_changes(self) -> bool:
         return self.plan.has_changes or bool(self.unbuilt)
+
+    @property
+    def volumes_touched(self) -> int:
+        """Volumes a deploy would create, the unbuilt roles' included; none is deleted."""
+        return self.plan.volumes_touched + len(self.unbuilt_volumes)
 
 
 def plan(ctx: Context, roles: Sequence[str] = ()) -> PlanResult:
@@ -125,7 +131,16 @@ def plan(ctx: Context, roles: Sequence[str] = ()) -> PlanResult:
     untouched = [n for n in ctx.spec.fleet.roles if n not in desired]
     edge = edge_image(ctx, desired, build=False)
     observed = observe_fleet(ctx, desired, edge)
-    return PlanResult(plan_deploy(ctx.scope, desired, observed, untouched), tuple(unbuilt))
+    new_volumes = (
+        ctx.scope.volume_name(name, volume)
+        for name in unbuilt
+        for volume in sorted(ctx.spec.fleet.roles[name].volumes)
+    )
+    return PlanResult(
+        plan_deploy(ctx.scope, desired, observed, untouched),
+        tuple(unbuilt),
+        tuple(v for v in new_volumes if v not in observed.volumes),
+    )
 
 
 def _image(ctx: Context, role: str, version: str) -> ImageRecord:

@@ -98,7 +98,9 @@ class SecurityFacts:
 
     read_only_root: bool
     user: str
-    capabilities: tuple[str, ...]  # effective capabilities
+    # Every capability a process in it may hold: the bounding set and the effective one.
+    # A non-root user's effective set is empty anyway; the bounding set shows a missing drop.
+    capabilities: tuple[str, ...]
     no_new_privileges: bool
     published_ports: tuple[int, ...]  # host ports
 

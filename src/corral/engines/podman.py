@@ -325,7 +325,11 @@ class PodmanEngine(Engine):
         return SecurityFacts(
             read_only_root=bool(host.get("ReadonlyRootfs")),
             user=str((data[0].get("Config") or {}).get("User", "")),
-            capabilities=tuple(data[0].get("EffectiveCaps") or ()),
+            capabilities=tuple(
+                sorted(
+                    set(data[0].get("EffectiveCaps") or ()) | set(data[0].get("BoundingCaps") or ())
+                )
+            ),
             no_new_privileges=any(
                 "no-new-privileges" in opt for opt in host.get("SecurityOpt") or ()
             ),
@@ -516,7 +520,7 @@ def _real_time(value: Any) -> str:
 
 def _event(data: Mapping[str, Any]) -> EngineEvent:
     return EngineEvent(
-        time=str(data.get("time", "")),
+        time=str(data.get("Time") or data.get("time") or ""),  # podman 4.3 says "Time"
         kind=str(data.get("Status", "")),
         container=str(data.get("Name", "")),
         labels=dict(data.get("Attributes") or {}),

@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from tests.engine.helpers import CORRAL, Fleet, podman_json
+from tests.engine.helpers import CORRAL, Fleet, Load, podman_json
 
 HTTP_TEST = """
 import httpx
@@ -86,6 +86,29 @@ def test_failing_test_blocks_deploy_and_fixing_it_passes(fleet: Fleet, shared_ba
     assert httpx.get(fleet.url).json()["version"] == "v2"
     again = json.loads(fleet.corral("test", "--json").stdout)["results"]
     assert again[0]["outcome"] == "skipped"  # this digest already passed
+
+
+def test_a_failed_smoke_test_takes_the_fleet_back(fleet: Fleet, shared_base: str) -> None:
+    write_tests(fleet, "v1")
+    fleet.corral("test")
+    fleet.corral("deploy")
+    fleet.write(version="v2")
+    write_tests(fleet, "v2")
+    (fleet.folder / "tests" / "test_where.py").write_text(
+        "def test_not_on_the_live_edge(edge_url):\n"
+        "    assert '127.0.0.1' not in edge_url  # true in a test environment only\n"
+    )
+    fleet.corral("test")  # passes in the throwaway environment
+    with Load(fleet.url) as load:
+        proc = fleet.corral("deploy", check=False)
+    assert proc.returncode == 1
+    assert "smoke test failed" in proc.stderr and "test_not_on_the_live_edge" in proc.stderr
+    assert "back on release r1" in proc.stderr
+    assert load.failures == 0, load.outcomes
+    assert httpx.get(fleet.url).json()["version"] == "v1"
+    assert {i["release"] for i in fleet.status()["roles"][0]["instances"]} == {1}
+    last = json.loads(fleet.corral("history", "--json").stdout)["releases"][-1]
+    assert last["status"] == "failed" and "smoke test failed" in last["message"]
 
 
 def test_skip_tests_needs_a_reason_and_is_audited(fleet: Fleet, shared_base: str) -> None:

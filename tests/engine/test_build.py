@@ -115,6 +115,19 @@ def test_image_with_ssh_server_is_refused(
     assert app.images(spec_path) == []
 
 
+def test_an_ssh_server_outside_any_package_is_refused_unless_allowed(
+    tmp_path: Path, cleanup_fleet: str, shared_base: str
+) -> None:
+    spec_path = write_fleet(tmp_path, cleanup_fleet, extra_run="cp /bin/true /usr/local/sbin/sshd")
+    with pytest.raises(GateError, match="/usr/local/sbin/sshd"):
+        app.build(spec_path)
+    assert app.images(spec_path) == []
+    with spec_path.open("a") as spec:
+        spec.write("    lockdown: {allow_ssh: true}\n")
+    [result] = app.build(spec_path)
+    assert result.status == "built"
+
+
 def test_unreachable_mirror_is_a_clear_error(
     tmp_path: Path, cleanup_fleet: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

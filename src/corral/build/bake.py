@@ -250,8 +250,8 @@ def _bake_steps(
         staged = engine.build_image(
             Path(tmp), cfile, stage_tag, {}, log=lambda line: progress.log(name, line)
         )
-    packages = list_packages(engine, staged.id)
-    check_no_ssh(name, role, packages)
+    packages, ssh_files = inventory(engine, staged.id)
+    check_no_ssh(name, role, packages, ssh_files)
     labels = image_labels(target, content_hash, version, packages)
     with tempfile.TemporaryDirectory(prefix="corral-label-") as tmp:
         cfile = Path(tmp, "Containerfile")
@@ -273,18 +273,38 @@ def _bake_steps(
     )
 
 
-def list_packages(engine: Engine, image_id: str) -> list[str]:
-    """``name=version`` of every Debian package in the image (empty when not Debian)."""
+# SSH servers found by file, whatever installed them (a package, a copy, a source build).
+SSH_BINARIES = tuple(
+    f"{folder}/{name}"
+    for folder in ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin", "/bin")
+    for name in ("sshd", "dropbear", "tinysshd")
+)
+_INVENTORY = (
+    "dpkg-query -W -f '${Package}=${Version}\\n' 2>/dev/null; "
+    f"for f in {' '.join(SSH_BINARIES)}; do "
+    '[ -e "$f" ] && echo "file:$f"; done; true'
+)
+
+
+def inventory(engine: Engine, image_id: str) -> tuple[list[str], list[str]]:
+    """(``name=version`` of every Debian package, SSH server binaries) in the image.
+
+    Every corral image runs ``/bin/sh`` in its last build step, so failing to look
+    inside is an error, never an empty (and falsely clean) answer.
+    """
     try:
-        out = engine.run_once(image_id, ["dpkg-query", "-W", "-f", "${Package}=${Version}\\n"])
-    except EngineError:
-        return []
-    return sorted(line.strip() for line in out.splitlines() if "=" in line)
+        out = engine.run_once(image_id, ["/bin/sh", "-c", _INVENTORY])
+    except EngineError as exc:
+        raise BuildError(f"cannot look inside the image to check for an SSH server: {exc}") from exc
+    lines = [line.strip() for line in out.splitlines()]
+    files = sorted(line.removeprefix("file:") for line in lines if line.startswith("file:"))
+    packages = sorted(line for line in lines if "=" in line and not line.startswith("file:"))
+    return packages, files
 
 
-def check_no_ssh(name: str, role: Role, packages: list[str]) -> None:
+def check_no_ssh(name: str, role: Role, packages: list[str], files: Sequence[str] = ()) -> None:
     """Refuse an image that carries an SSH server unless the role relaxed lockdown."""
-    found = [p for p in packages if p.split("=")[0] in SSH_SERVERS]
+    found = [p for p in packages if p.split("=")[0] in SSH_SERVERS] + list(files)
     if found and not role.lockdown.allow_ssh:
         raise GateError(
             f"role {name}: the image contains an SSH server ({', '.join(found)}); "

@@ -174,6 +174,17 @@ class Load:
         return self.total - self.outcomes["200"]
 
 
+def fleet_secrets(fleet: Fleet) -> list[str]:
+    """The names in podman's secret store that belong to ``fleet``'s live instances."""
+    out = subprocess.run(
+        ["podman", "secret", "ls", "--noheading", "--format", "{{.Name}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sorted(name for name in out.split() if name.startswith(fleet.name + "-"))
+
+
 def podman_json(*args: str) -> Any:
     out = subprocess.run(
         ["podman", *args, "--format", "json"], capture_output=True, text=True, check=True

@@ -117,3 +117,29 @@ def test_a_removed_containers_secrets_leave_the_store(
         assert unrelated in store  # only the container's own
     finally:
         subprocess.run(["podman", "secret", "rm", unrelated], capture_output=True, check=False)
+
+
+def test_forget_secrets_removes_only_those_of_missing_containers(
+    engine: PodmanEngine, shared_base: str, cleanup_fleet: str
+) -> None:
+    live, killed = f"{cleanup_fleet}-web-r2-1", f"{cleanup_fleet}-web-r3-1"
+    engine.start(
+        ContainerSpec(
+            name=live, image=shared_base, command=("sleep", "300"), secrets={"APP_TOKEN": "a"}
+        )
+    )
+    # What a start killed between storing its secret and creating its container leaves:
+    subprocess.run(
+        ["podman", "secret", "create", f"{killed}--APP_TOKEN", "-"],
+        input="b",
+        text=True,
+        check=True,
+    )
+    try:
+        assert engine.forget_secrets(f"{cleanup_fleet}-web-r") == [f"{killed}--APP_TOKEN"]
+        mine = [n for n in _secret_store() if n.startswith(cleanup_fleet)]
+        assert mine == [f"{live}--APP_TOKEN"]
+    finally:
+        engine.remove(live)
+        subprocess.run(["podman", "secret", "rm", f"{killed}--APP_TOKEN"], capture_output=True)
+    assert [n for n in _secret_store() if n.startswith(cleanup_fleet)] == []

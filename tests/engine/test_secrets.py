@@ -11,17 +11,7 @@ import uuid
 import httpx
 
 from corral.spec import load_spec
-from tests.engine.helpers import Fleet, podman_json
-
-
-def _fleet_secrets(fleet: Fleet) -> list[str]:
-    out = subprocess.run(
-        ["podman", "secret", "ls", "--noheading", "--format", "{{.Name}}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return sorted(name for name in out.split() if name.startswith(fleet.name + "-"))
+from tests.engine.helpers import Fleet, fleet_secrets, podman_json
 
 
 def _ids(*args: str) -> list[str]:
@@ -47,7 +37,7 @@ def test_a_secret_reaches_the_instances_and_nothing_else(fleet: Fleet, shared_ba
     [web] = status["roles"]
     live = sorted(i["name"] for i in web["instances"])
     assert [i["version"] for i in web["instances"]] == [web["version"]] * 2
-    assert _fleet_secrets(fleet) == [f"{name}--APP_TOKEN" for name in live]
+    assert fleet_secrets(fleet) == [f"{name}--APP_TOKEN" for name in live]
 
     said += [fleet.corral(*cmd) for cmd in (["history", "--json"], ["audit", "--json"])]
     said.append(fleet.corral("status", "--json"))
@@ -66,4 +56,4 @@ def test_a_secret_reaches_the_instances_and_nothing_else(fleet: Fleet, shared_ba
         assert token not in logs.stdout + logs.stderr
 
     fleet.corral("destroy", "--yes")
-    assert _fleet_secrets(fleet) == []
+    assert fleet_secrets(fleet) == []

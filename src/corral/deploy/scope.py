@@ -40,5 +40,9 @@ class Scope:
         """Cattle names: ``<fleet>-<role>-r<release>-<n>``."""
         return f"{self.prefix}-{role}-r{release}-{index}"
 
+    def role_prefix(self, role: str) -> str:
+        """What the name of every instance of ``role``, of any release, starts with."""
+        return f"{self.prefix}-{role}-r"
+
     def volume_name(self, role: str, volume: str) -> str:
         return f"{self.prefix}-{role}-{volume}"

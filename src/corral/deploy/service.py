@@ -375,10 +375,19 @@ def _next_indexes(instances: Sequence[Instance], release: int) -> dict[str, int]
 
 
 def _sweep(ctx: Context) -> None:
-    for release in ctx.state.sweep_stale_releases(ctx.scope.fleet):
+    for release in sweep_killed(ctx):
         ctx.progress.step(
             "fleet", f"release r{release.number} was left unfinished by a killed deploy; converging"
         )
+
+
+def sweep_killed(ctx: Context) -> list[ReleaseRecord]:
+    """Abort the releases of killed deploys, and forget the secrets their instance starts
+    stored for containers that never came to be. Only under the deploy lock."""
+    swept = ctx.state.sweep_stale_releases(ctx.scope.fleet)
+    for role in sorted({role for release in swept for role in release.roles}):
+        ctx.engine.forget_secrets(ctx.scope.role_prefix(role))
+    return swept
 
 
 def rollback(ctx: Context, to: int | None = None, checks: Checks = Checks()) -> DeployResult:

@@ -9,7 +9,7 @@ from corral.deploy.desired import RoleRelease, desired_from_record
 from corral.deploy.health import probe_once
 from corral.deploy.observe import Instance, list_scope, observe
 from corral.deploy.plan import parse_time
-from corral.deploy.service import GOOD, Context
+from corral.deploy.service import GOOD, Context, sweep_killed
 from corral.errors import CorralError, LockedError
 from corral.state import ReleaseRecord
 
@@ -91,7 +91,7 @@ def _clean_up(ctx: Context) -> list[str]:
     """
     try:
         with ctx.state.lock("deploy", wait=0, purpose="status clean-up"):
-            swept = ctx.state.sweep_stale_releases(ctx.scope.fleet)
+            swept = sweep_killed(ctx)
             good = {
                 r.number
                 for r in ctx.state.releases(ctx.scope.fleet, limit=100000)

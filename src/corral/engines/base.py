@@ -207,6 +207,12 @@ class Engine(ABC):
         """How locked down a container is (read-only root, user, capabilities...)."""
         raise NotSupportedError(f"{self.name} cannot report a container's security settings")
 
+    def forget_secrets(self, prefix: str) -> list[str]:
+        """Remove the stored secrets of containers named ``prefix...`` that do not exist
+        (a start killed after storing them, before creating its container); return them.
+        Engines that store no secrets apart from their containers have nothing to do."""
+        return []
+
     def exec_in(self, name: str, command: Sequence[str], timeout: float = 30) -> str:
         """Run a command inside a container. Only test environments may call this."""
         raise NotSupportedError(f"{self.name} cannot run commands in a container")

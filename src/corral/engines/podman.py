@@ -246,6 +246,15 @@ class PodmanEngine(Engine):
             self._run("secret", "rm", *names, check=False)
             self._secrets = None
 
+    def forget_secrets(self, prefix: str) -> list[str]:
+        self._secrets = None  # read the store afresh: a killed process added to it
+        names = [name for name in self._secret_names() if name.startswith(prefix)]
+        orphans = [n for n in names if self.inspect(n.rsplit("--", 1)[0]) is None]
+        if orphans:
+            self._run("secret", "rm", *orphans, check=False)
+            self._secrets = None
+        return orphans
+
     def _secret_names(self) -> list[str]:
         """The secret store's names, read once per engine: removals are frequent, secrets
         rare, and a listing per removed container costs a podman call each."""

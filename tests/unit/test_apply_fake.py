@@ -18,6 +18,7 @@ import corral.deploy.apply as apply_module
 from corral.deploy.apply import Executor, Journal
 from corral.deploy.desired import RoleRelease
 from corral.deploy.health import HealthResult
+from corral.deploy.instances import container_spec
 from corral.deploy.observe import observe
 from corral.deploy.plan import EdgePlan, Observed, Plan, parse_time, plan_deploy
 from corral.deploy.scope import LABEL, Scope
@@ -447,3 +448,99 @@ def test_restarted_standby_that_crashes_is_replaced(state: State) -> None:
     assert web.restart == ()
     assert [c.instance for c in web.cleanup] == ["shop-web-r1-1"]
     assert web.start == 1
+
+
+# -- what a killed deploy leaves -----------------------------------------------------------
+
+
+class FakeEdge:
+    """The edge's admin states by server name; counts the servers taking requests."""
+
+    def __init__(self) -> None:
+        self.admin: dict[str, str] = {}
+        self.fewest_ready: int | None = None  # since ``watch``
+
+    def watch(self) -> None:
+        self.fewest_ready = self.ready()
+
+    def ready(self) -> int:
+        return sum(state == "ready" for state in self.admin.values())
+
+    def _note(self) -> None:
+        if self.fewest_ready is not None:
+            self.fewest_ready = min(self.fewest_ready, self.ready())
+
+    def servers(self, role: str) -> list[SimpleNamespace]:
+        return [SimpleNamespace(name=n, admin=a, healthy=True) for n, a in self.admin.items()]
+
+    def prepare(self, rr: RoleRelease, name: str, address: str) -> None:
+        self.admin[name] = "drain"  # checked, no requests yet
+
+    def confirm(self, rr: RoleRelease, name: str, timeout: float, ready: bool) -> None:
+        if ready:
+            self.admin[name] = "ready"
+
+    def add(self, rr: RoleRelease, name: str, address: str, timeout: float) -> None:
+        self.admin[name] = "ready"
+
+    def readmit(self, role: str, name: str) -> None:
+        self.admin[name] = "ready"
+
+    def drain(self, role: str, name: str, timeout: float) -> None:
+        self.admin.pop(name, None)
+        self._note()
+
+
+def test_leftovers_that_take_no_requests_go_before_the_last_serving_instance(
+    state: State,
+) -> None:
+    engine, edge = RecordingEngine(), FakeEdge()
+    v1 = role_release("web", "img-a", replicas=3, public=8080)
+    desired = {"web": v1}
+    release = state.start_release(FLEET, "deploy", {"web": v1.to_record()})
+    executor = Executor(
+        engine,
+        SCOPE,
+        release.number,
+        Journal(state, FLEET),
+        NullProgress(),
+        edge,  # type: ignore[arg-type]
+    )
+    executor.apply(plan_deploy(SCOPE, desired, observed(engine, state)), desired)
+    state.finish_release(release.id, "active")
+    # Killed deploys since: two of the three serving instances were retired, and three
+    # replacements were left behind: admitted but drained, or never admitted. Counted as
+    # serving, they would leave no room to surge: the first to go must not be r1-3.
+    for gone in ("shop-web-r1-1", "shop-web-r1-2"):
+        engine.remove(gone)
+        edge.admin.pop(gone)
+    for number, admitted in ((2, True), (3, False), (4, True)):
+        killed = state.start_release(FLEET, "deploy", {"web": v1.to_record()})
+        state.finish_release(killed.id, "aborted", "killed")
+        engine.start(container_spec(SCOPE, v1, killed.number, 1, {}))
+        if admitted:
+            edge.admin[f"shop-web-r{number}-1"] = "drain"
+    assert edge.ready() == 1
+
+    v2 = role_release("web", "img-b", replicas=3, public=8080)
+    release = state.start_release(FLEET, "deploy", {"web": v2.to_record()})
+    plan = plan_deploy(SCOPE, {"web": v2}, observed(engine, state))
+    assert [c.instance for c in plan.role("web").stop] == [
+        "shop-web-r1-3",
+        "shop-web-r2-1",
+        "shop-web-r3-1",
+        "shop-web-r4-1",
+    ]
+    edge.watch()
+    Executor(
+        engine,
+        SCOPE,
+        release.number,
+        Journal(state, FLEET),
+        NullProgress(),
+        edge,  # type: ignore[arg-type]
+    ).apply(plan, {"web": v2})
+    assert edge.fewest_ready == 1  # the one serving instance served until replaced
+    assert sorted(n for n, a in edge.admin.items() if a == "ready") == [
+        f"shop-web-r{release.number}-{i}" for i in (1, 2, 3)
+    ]

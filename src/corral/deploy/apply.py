@@ -129,33 +129,58 @@ class Executor:
             )
         for change in rp.cleanup:
             self.remove_stopped(rr, change)
-        self._sync_kept(rp, rr)
+        serving = self._sync_edge(rp, rr)
         if rp.strategy == "blue-green" and (rp.start or rp.restart):
             self._blue_green(rp, rr)
         else:
-            self._rolling(rp, rr)
+            self._rolling(rp, rr, serving)
 
-    def _sync_kept(self, rp: RolePlan, rr: RoleRelease) -> None:
-        """Kept instances must be in the edge (after an edge restart they are not)."""
-        if self.edge is None or rr.public is None or not rp.keep:
-            return
-        present = {s.name for s in self.edge.servers(rr.role)}
+    def _sync_edge(self, rp: RolePlan, rr: RoleRelease) -> set[str] | None:
+        """Make the edge agree with the plan before anything changes.
+
+        Kept instances must take traffic: after an edge restart they are absent, after a
+        killed deploy one may be left drained. A server no running instance answers for
+        (its container gone with a killed deploy) goes: its address may be given to
+        another container.
+
+        Returns the instances that take requests from the edge now (None: the role is not
+        behind the edge, every running instance serves).
+        """
+        if self.edge is None or rr.public is None:
+            return None
+        present = {s.name: s for s in self.edge.servers(rr.role)}
+        serving = {s.name for s in present.values() if s.admin == "ready" and s.healthy}
+        known = {*rp.keep, *(c.instance for c in rp.stop), *(c.instance for c in rp.cleanup)}
+        for name in sorted(set(present) - known):
+            self.edge.drain(rr.role, name, timeout=1.0)
         for name in rp.keep:
+            server = present.get(name)
+            if server is not None:
+                if server.admin != "ready":
+                    self.edge.readmit(rr.role, name)
+                continue
             info = self.engine.inspect(name)
-            if name not in present and info is not None:
+            if info is not None:
                 self.edge.add(rr, name, self._address(info), self._edge_timeout(rr))
+        return serving
 
-    def _rolling(self, rp: RolePlan, rr: RoleRelease) -> None:
-        """Start new before stopping old, within max_surge and max_unavailable."""
+    def _rolling(self, rp: RolePlan, rr: RoleRelease, serving: set[str] | None = None) -> None:
+        """Start new before stopping old, within max_surge and max_unavailable.
+
+        Old instances that take no requests (``serving`` says which do: a killed deploy
+        may leave some drained or never admitted) go first: that costs no capacity, and
+        counting them as serving could retire the last instance that really serves.
+        """
+        idle = [c for c in rp.stop if serving is not None and c.instance not in serving]
         with ThreadPoolExecutor(max_workers=4) as removals:
-            pending = self._rolling_steps(rp, rr, removals)
+            pending = self._retire_all(rr, idle, removals)
+            pending += self._rolling_steps(rp, rr, removals, [c for c in rp.stop if c not in idle])
         for future in pending:
             future.result()  # a removal that failed fails the role
 
     def _rolling_steps(
-        self, rp: RolePlan, rr: RoleRelease, removals: ThreadPoolExecutor
+        self, rp: RolePlan, rr: RoleRelease, removals: ThreadPoolExecutor, olds: list[Change]
     ) -> list[Future[None]]:
-        olds = list(rp.stop)
         restarts = list(rp.restart)
         to_start = rp.start + len(restarts)
         surge, unavailable = rr.deploy.max_surge, rr.deploy.max_unavailable

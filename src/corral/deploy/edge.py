@@ -229,6 +229,10 @@ class Edge:
         if ready:
             api.set_state(rr.role, name, "ready")
 
+    def readmit(self, role: str, name: str) -> None:
+        """Let a drained instance take requests again (once HAProxy's check passes)."""
+        self.api.set_state(role, name, "ready")
+
     def switch(self, role: str, ready: Sequence[str], drain: Sequence[str]) -> None:
         """Blue-green: the new set takes traffic and the old set stops taking it, at once."""
         api = self.api

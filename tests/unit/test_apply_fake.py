@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -251,6 +252,32 @@ def test_waves_follow_after_and_volumes_are_created_first(state: State) -> None:
     assert sorted(starts[1:3]) == ["shop-api-r1-1", "shop-api-r1-2"]
     assert starts[3] == "shop-web-r1-1"
     assert engine.list_volumes(SCOPE.labels("volume")) == ["shop-db-data"]
+
+
+class SlowEngine(RecordingEngine):
+    """Starting an instance takes a while; when each start began and ended is kept."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.spans: dict[str, tuple[float, float]] = {}
+
+    def start(self, spec: ContainerSpec) -> ContainerInfo:
+        began = time.monotonic()
+        time.sleep(self.seconds)
+        info = super().start(spec)
+        self.spans[spec.name] = (began, time.monotonic())
+        return info
+
+
+def test_roles_of_a_wave_start_side_by_side_and_the_next_wave_waits(state: State) -> None:
+    engine = SlowEngine(seconds=0.3)
+    a, b = role_release("a", "img-a"), role_release("b", "img-b")
+    c = role_release("c", "img-c", after=["a", "b"])
+    deploy(engine, state, c, b, a)
+    (a0, a1), (b0, b1) = engine.spans["shop-a-r1-1"], engine.spans["shop-b-r1-1"]
+    assert a0 < b1 and b0 < a1  # a and b depend on nothing: they start together
+    assert engine.spans["shop-c-r1-1"][0] >= max(a1, b1)  # c waits for both to be healthy
 
 
 def test_orphans_are_stopped_and_removed(state: State) -> None:

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from corral.cli.main import main
+from corral.engines.fake import FakeEngine
+from corral.spec import load_spec
+from corral.state import State
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "corral.yaml"
 
@@ -72,3 +75,69 @@ def test_declining_destroy_removes_nothing_and_exits_1(
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # no answer at all (end of input)
     code, _, err = run(capsys, "-f", str(EXAMPLE), "destroy")
     assert code == 130 and "aborted" in err
+
+
+# -- the deploy commands' --json and exit codes, on the fake engine ------------------------
+
+WORKER_SPEC = """\
+fleet: clidemo
+roles:
+  worker:
+    base: {image: localhost/worker-base:1}
+    run: {command: [work], user: app}
+    replicas: 2
+    volumes: {data: /var/lib/worker}
+"""
+
+
+@pytest.fixture
+def fake_fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A one-role fleet (no port, no edge) whose engine is one FakeEngine for the test."""
+    engine = FakeEngine()
+    engine.import_rootfs(tmp_path / "rootfs.tar", "localhost/worker-base:1", {})
+    monkeypatch.setattr("corral.app.get_engine", lambda: engine)
+    spec = tmp_path / "corral.yaml"
+    spec.write_text(WORKER_SPEC)
+    return spec
+
+
+SKIP = ("--skip-tests", "--reason", "cli contract test")
+
+
+def test_deploy_commands_json_and_exit_codes(
+    fake_fleet: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = ("--json", "-f", str(fake_fleet))
+    code, out, _ = run(capsys, *f, "plan")
+    assert code == 2 and json.loads(out)["unbuilt"] == ["worker"]
+    assert json.loads(out)["volumes_touched"] == 1
+
+    code, out, _ = run(capsys, *f, "deploy", *SKIP)
+    first = json.loads(out)
+    assert code == 0 and first["status"] == "active" and first["release"] == 1
+    assert first["summary"]["start"] == 2
+    code, out, _ = run(capsys, *f, "plan")
+    assert code == 0 and json.loads(out)["has_changes"] is False
+    code, out, _ = run(capsys, *f, "deploy", *SKIP)
+    assert code == 0 and json.loads(out)["status"] == "unchanged"
+
+    code, out, _ = run(capsys, *f, "deploy", "nosuchrole", *SKIP)
+    assert code == 2 and json.loads(out)["error"] == "usage"
+    code, out, _ = run(capsys, *f, "rollback", "--to", "7", *SKIP)
+    assert code == 2 and json.loads(out)["error"] == "usage"
+
+    fake_fleet.write_text(WORKER_SPEC.replace("replicas: 2", "replicas: 1"))
+    code, out, _ = run(capsys, *f, "deploy", *SKIP)
+    assert code == 0 and json.loads(out)["release"] == 2
+    code, out, _ = run(capsys, *f, "rollback", *SKIP)
+    back = json.loads(out)
+    assert code == 0 and back["kind"] == "rollback" and back["status"] == "active"
+
+    with State.open(load_spec(fake_fleet).state_path) as state, state.lock("deploy", purpose="x"):
+        code, out, _ = run(capsys, *f, "deploy", *SKIP)
+    assert code == 1 and json.loads(out)["error"] == "locked"
+
+    code, out, _ = run(capsys, *f, "destroy", "--yes")
+    removed = json.loads(out)["removed"]
+    assert code == 0 and len(removed) == 2  # the rollback's two instances
+    assert all(name.startswith("clidemo-worker-r") for name in removed)

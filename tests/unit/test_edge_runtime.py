@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -237,3 +238,32 @@ def test_drain_and_remove_waits_for_sessions(sock_path: str) -> None:
         assert fake.received.index("set server web/a state maint") > fake.received.index(
             "set server web/a state drain"
         )
+
+
+def test_drain_and_remove_cuts_requests_still_running_after_the_timeout(sock_path: str) -> None:
+    def stat(_: str) -> str:  # one request that never ends
+        row = "web,a,0,0,1,,,,,,,,,,,,,DRAIN,,,,,,,,,,,,,,,,,,,L7OK,\n"
+        return STAT.splitlines(keepends=True)[0] + row
+
+    answers: dict[str, Answer] = {
+        "set server web/a state drain": "\n",
+        "set server web/a state maint": "\n",
+        "shutdown sessions server web/a": "\n",
+        "show servers state web": STATE_HEADER + STATE.splitlines(keepends=True)[2],
+        "show stat 3 4 -1": stat,
+        "del server web/a": "Server deleted.\n",
+    }
+    for fake in _fake(sock_path, answers):
+        started = time.monotonic()
+        assert RuntimeAPI(sock_path).drain_and_remove("web", "a", drain_timeout=0.3) is False
+        assert 0.3 <= time.monotonic() - started < 2
+        order = [
+            fake.received.index(c)
+            for c in (
+                "set server web/a state drain",
+                "set server web/a state maint",
+                "shutdown sessions server web/a",
+                "del server web/a",
+            )
+        ]
+        assert order == sorted(order)

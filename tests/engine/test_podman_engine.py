@@ -112,6 +112,7 @@ def test_a_removed_containers_secrets_leave_the_store(
         )
         assert f"{name}--APP_TOKEN" in _secret_store()
         podman.remove(name)
+        assert podman.inspect(name) is None
         store = _secret_store()
         assert f"{name}--APP_TOKEN" not in store
         assert unrelated in store  # only the container's own

@@ -18,6 +18,7 @@ from corral.engines.podman_api import (
     default_api,
     socket_path,
 )
+from corral.errors import EngineError
 from tests.unit.serving import serving
 
 ANSWERS: dict[str, tuple[int, bytes]] = {
@@ -41,6 +42,20 @@ class _Handler(BaseHTTPRequestHandler):
             status, body = 200, json.dumps([{"Id": "c1"}, {"Id": "c2"}]).encode()
         else:
             status, body = ANSWERS.get(path, (404, b"{}"))
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_DELETE(self) -> None:
+        self.seen.append(f"DELETE {self.path}")
+        name = self.path.split("?")[0].rsplit("/", 1)[-1]
+        status, body = {
+            "gone": (404, b'{"cause": "no such container"}'),
+            "removed": (200, b'[{"Id": "c1"}]'),
+            "refused": (200, b'[{"Id": "c1", "Err": "container is paused"}]'),
+            "busy": (500, b'{"message": "removing storage: device or resource busy"}'),
+        }[name]
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -103,3 +118,15 @@ def test_reads(service: str) -> None:
 def test_a_bad_answer_means_read_through_the_cli(service: str, name: str) -> None:
     with pytest.raises(APIUnavailable):
         PodmanAPI(service).inspect_container(name)
+
+
+def test_removing_a_container(service: str) -> None:
+    api = PodmanAPI(service)
+    api.remove_container("removed")
+    assert _Handler.seen[-1].endswith("/containers/removed?force=true&ignore=true")
+    api.remove_container("gone")  # absent is fine, as with --ignore
+    with pytest.raises(EngineError, match="container is paused"):
+        api.remove_container("refused")
+    with pytest.raises(EngineError) as busy:
+        api.remove_container("busy")
+    assert "busy" in busy.value.details["stderr"]  # what the engine's retry looks for

@@ -52,8 +52,8 @@ class PodmanEngine(Engine):
         self.api = default_api() if api == "auto" else api
         self._secrets: list[str] | None = None  # cached names in podman's secret store
 
-    def _api_read(self, read: Callable[[PodmanAPI], T]) -> tuple[T] | None:
-        """``(answer,)`` from the REST API, or None: read through the CLI instead."""
+    def _via_api(self, read: Callable[[PodmanAPI], T]) -> tuple[T] | None:
+        """``(answer,)`` from the REST API, or None: use the CLI instead."""
         api = self.api
         if api is None:
             return None
@@ -158,7 +158,7 @@ class PodmanEngine(Engine):
         return image
 
     def inspect_image(self, ref: str) -> ImageInfo | None:
-        answer = self._api_read(lambda api: api.inspect_image(ref))
+        answer = self._via_api(lambda api: api.inspect_image(ref))
         if answer is not None:
             return _image_info(answer[0]) if answer[0] else None
         proc = self._run("image", "inspect", "--format", "json", ref, check=False)
@@ -259,7 +259,7 @@ class PodmanEngine(Engine):
         """The secret store's names, read once per engine: removals are frequent, secrets
         rare, and a listing per removed container costs a podman call each."""
         if self._secrets is None:
-            answer = self._api_read(lambda api: api.secret_names())
+            answer = self._via_api(lambda api: api.secret_names())
             if answer is not None:
                 self._secrets = answer[0]
             else:  # podman 4.3's `secret ls` has no JSON output: "--format json" prints "json"
@@ -284,7 +284,8 @@ class PodmanEngine(Engine):
     def remove(self, name: str) -> None:
         for attempt in range(REMOVE_ATTEMPTS):
             try:
-                self._run("rm", "--force", "--ignore", "--volumes=false", name, timeout=60)
+                if self._via_api(lambda api: api.remove_container(name)) is None:
+                    self._run("rm", "--force", "--ignore", "--volumes=false", name, timeout=60)
                 break
             except EngineError as exc:
                 # A podman process killed mid-way (kill -9 of corral) can leave the
@@ -298,7 +299,7 @@ class PodmanEngine(Engine):
         self._remove_secrets(name)
 
     def inspect(self, name: str) -> ContainerInfo | None:
-        answer = self._api_read(lambda api: api.inspect_container(name))
+        answer = self._via_api(lambda api: api.inspect_container(name))
         if answer is not None:
             return _container_info(answer[0]) if answer[0] else None
         proc = self._run("container", "inspect", "--format", "json", name, check=False)
@@ -308,7 +309,7 @@ class PodmanEngine(Engine):
         return _container_info(data[0]) if data else None
 
     def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
-        answer = self._api_read(lambda api: _api_containers(api, labels))
+        answer = self._via_api(lambda api: _api_containers(api, labels))
         if answer is not None:
             return [c for c in answer[0] if _has_labels(c.labels, labels)]
         ids = self._run("ps", "--all", "--quiet", "--no-trunc", *_label_filters(labels)).stdout
@@ -390,7 +391,7 @@ class PodmanEngine(Engine):
             self._run("network", "rm", "--force", name)
 
     def _network_exists(self, name: str) -> bool:
-        answer = self._api_read(lambda api: api.network_exists(name))
+        answer = self._via_api(lambda api: api.network_exists(name))
         if answer is not None:
             return answer[0]
         return self._run("network", "exists", name, check=False).returncode == 0
@@ -404,7 +405,7 @@ class PodmanEngine(Engine):
             self._run("volume", "create", *_label_args(labels), name)
 
     def list_volumes(self, labels: Mapping[str, str]) -> list[str]:
-        answer = self._api_read(lambda api: api.volumes(labels))
+        answer = self._via_api(lambda api: api.volumes(labels))
         data = answer[0] if answer is not None else self._volume_listing(labels)
         return sorted(str(v["Name"]) for v in data if _has_labels(v.get("Labels"), labels))
 

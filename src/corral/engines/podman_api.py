@@ -1,10 +1,11 @@
-"""Podman's REST API (libpod), over its Unix socket, for the engine's frequent reads.
+"""Podman's REST API (libpod), over its Unix socket, for the engine's frequent calls.
 
 Each podman CLI call starts a process that opens the storage: 30-50 ms here. The same read
 from a running ``podman system service`` (systemd's ``podman.socket``, or ``scripts/setup``
 where there is no systemd) takes 1-5 ms, and a deploy makes dozens. The answers are the
-same documents the CLI prints with ``--format json``. Nothing here changes anything: writes
-stay on the CLI, and when the socket does not answer, ``PodmanEngine`` reads through the CLI.
+same documents the CLI prints with ``--format json``. The one change made here is removing
+a container (a deploy removes one per replaced instance); everything else that changes
+anything stays on the CLI. When the socket does not answer, ``PodmanEngine`` uses the CLI.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from corral.errors import EngineError
+
 API_PREFIX = "/v4.0.0/libpod"
 ROOT_SOCKET = "/run/podman/podman.sock"
+REMOVE_TIMEOUT = 60.0  # seconds, as the CLI call: a stop timeout (10 s) and the removal
 # Point the CLI at another configuration or storage than the running service may use.
 CONFIG_VARIABLES = ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF")
 
@@ -90,10 +94,12 @@ class PodmanAPI:
         query = f"?{urlencode(params)}" if params else ""
         return self._request(f"{API_PREFIX}{path}{query}")
 
-    def _request(self, target: str, raw: bool = False) -> tuple[int, Any]:
-        connection = _UnixConnection(self.path, self.timeout)
+    def _request(
+        self, target: str, raw: bool = False, method: str = "GET", timeout: float | None = None
+    ) -> tuple[int, Any]:
+        connection = _UnixConnection(self.path, timeout or self.timeout)
         try:
-            connection.request("GET", target)
+            connection.request(method, target)
             response = connection.getresponse()
             body = response.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -125,6 +131,25 @@ class PodmanAPI:
     def volumes(self, labels: Mapping[str, str]) -> list[Mapping[str, Any]]:
         status, data = self.get("/volumes/json", filters=json.dumps(_label_filter(labels)))
         return _listing(status, data)
+
+    def remove_container(self, name: str) -> None:
+        """``podman rm --force --ignore``: stop it (within its stop timeout), remove it;
+        absent is fine. Its named volumes stay.
+
+        Raises:
+            EngineError: podman refused (the message says why, e.g. storage busy).
+        """
+        target = f"{API_PREFIX}/containers/{_part(name)}?force=true&ignore=true"
+        # A graceful stop may take the container's whole stop timeout: wait as the CLI does.
+        status, data = self._request(target, method="DELETE", timeout=REMOVE_TIMEOUT)
+        if status == 404:
+            return
+        if status != 200 or not isinstance(data, list):
+            message = data.get("message", "") if isinstance(data, dict) else str(data)
+            raise EngineError(f"podman rm {name} failed: {message}", stderr=message)
+        failed = [str(report["Err"]) for report in data if report.get("Err")]
+        if failed:
+            raise EngineError(f"podman rm {name} failed: {failed[0]}", stderr=failed[0])
 
     def secret_names(self) -> list[str]:
         status, data = self.get("/secrets/json")

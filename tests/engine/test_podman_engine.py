@@ -11,6 +11,7 @@ import pytest
 from corral.engines.base import ContainerSpec, Mount
 from corral.engines.podman import PodmanEngine
 from corral.engines.podman_api import PodmanAPI
+from corral.errors import EngineError
 
 
 def test_listing_by_several_labels_needs_all_of_them(engine: PodmanEngine) -> None:
@@ -144,3 +145,36 @@ def test_forget_secrets_removes_only_those_of_missing_containers(
         engine.remove(live)
         subprocess.run(["podman", "secret", "rm", f"{killed}--APP_TOKEN"], capture_output=True)
     assert [n for n in _secret_store() if n.startswith(cleanup_fleet)] == []
+
+
+def test_removing_a_network_never_removes_its_users(
+    engine: PodmanEngine, shared_base: str, cleanup_fleet: str
+) -> None:
+    network, foreign = f"corral-{cleanup_fleet}", f"{cleanup_fleet}-not-corrals"
+    engine.ensure_network(network, {"io.corral.fleet": cleanup_fleet})
+    subprocess.run(
+        [
+            "podman",
+            "run",
+            "-d",
+            "--name",
+            foreign,
+            "--network",
+            network,
+            shared_base,
+            "sleep",
+            "300",
+        ],
+        capture_output=True,
+        check=True,
+    )
+    try:
+        with pytest.raises(EngineError):
+            engine.remove_network(network)
+        info = engine.inspect(foreign)
+        assert info is not None and info.state == "running"
+    finally:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", foreign], capture_output=True)
+    engine.remove_network(network)  # no user left: now it goes
+    gone = subprocess.run(["podman", "network", "exists", network], capture_output=True)
+    assert gone.returncode == 1

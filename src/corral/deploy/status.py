@@ -10,7 +10,7 @@ from corral.deploy.health import probe_once
 from corral.deploy.observe import Instance, list_scope, observe
 from corral.deploy.plan import parse_time
 from corral.deploy.service import GOOD, Context, sweep_killed
-from corral.errors import CorralError, LockedError
+from corral.errors import CorralError, EngineError, LockedError
 from corral.state import ReleaseRecord
 
 
@@ -194,6 +194,10 @@ def destroy(ctx: Context) -> list[str]:
         ctx.edge.remove(forget=True)
         if edge is not None:
             removed.append(edge.name)
-        ctx.engine.remove_network(ctx.scope.network)
-        ctx.state.record_audit(ctx.scope.fleet, "destroy", "fleet", "ok", {"removed": removed})
+        details: dict[str, object] = {"removed": removed}
+        try:
+            ctx.engine.remove_network(ctx.scope.network)
+        except EngineError as exc:  # something else still uses it: it stays
+            details["network_kept"] = exc.message
+        ctx.state.record_audit(ctx.scope.fleet, "destroy", "fleet", "ok", details)
     return removed

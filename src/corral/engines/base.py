@@ -230,7 +230,8 @@ class Engine(ABC):
     ) -> None: ...
 
     @abstractmethod
-    def remove_network(self, name: str) -> None: ...
+    def remove_network(self, name: str) -> None:
+        """Remove a network no container uses any more (absent is fine); never its users."""
 
     @abstractmethod
     def list_networks(self, labels: Mapping[str, str]) -> list[str]: ...

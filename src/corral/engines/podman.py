@@ -388,7 +388,8 @@ class PodmanEngine(Engine):
 
     def remove_network(self, name: str) -> None:
         if self._network_exists(name):
-            self._run("network", "rm", "--force", name)
+            # Not --force: that would also remove any container still attached, corral's or not.
+            self._run("network", "rm", name)
 
     def _network_exists(self, name: str) -> bool:
         answer = self._via_api(lambda api: api.network_exists(name))

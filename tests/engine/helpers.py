@@ -174,15 +174,20 @@ class Load:
         return self.total - self.outcomes["200"]
 
 
-def fleet_secrets(fleet: Fleet) -> list[str]:
-    """The names in podman's secret store that belong to ``fleet``'s live instances."""
+def secret_store() -> list[str]:
+    """Every name in podman's secret store."""
     out = subprocess.run(
         ["podman", "secret", "ls", "--noheading", "--format", "{{.Name}}"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return sorted(name for name in out.split() if name.startswith(fleet.name + "-"))
+    return out.split()
+
+
+def fleet_secrets(fleet: Fleet) -> list[str]:
+    """The names in podman's secret store that belong to ``fleet``'s live instances."""
+    return sorted(name for name in secret_store() if name.startswith(fleet.name + "-"))
 
 
 def podman_json(*args: str) -> Any:

@@ -12,6 +12,7 @@ from corral.engines.base import ContainerSpec, Mount
 from corral.engines.podman import PodmanEngine
 from corral.engines.podman_api import PodmanAPI
 from corral.errors import EngineError
+from tests.engine.helpers import secret_store
 
 
 def test_listing_by_several_labels_needs_all_of_them(engine: PodmanEngine) -> None:
@@ -85,16 +86,6 @@ def test_reads_fall_back_to_the_cli_when_the_api_goes_away(
     assert engine.api is None  # the CLI from now on, without trying the socket again
 
 
-def _secret_store() -> list[str]:
-    out = subprocess.run(
-        ["podman", "secret", "ls", "--noheading", "--format", "{{.Name}}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.split()
-
-
 @pytest.mark.parametrize("reads", ["api", "cli"])
 def test_a_removed_containers_secrets_leave_the_store(
     engine: PodmanEngine, shared_base: str, cleanup_fleet: str, reads: str
@@ -111,10 +102,10 @@ def test_a_removed_containers_secrets_leave_the_store(
                 secrets={"APP_TOKEN": "not-for-anyone"},
             )
         )
-        assert f"{name}--APP_TOKEN" in _secret_store()
+        assert f"{name}--APP_TOKEN" in secret_store()
         podman.remove(name)
         assert podman.inspect(name) is None
-        store = _secret_store()
+        store = secret_store()
         assert f"{name}--APP_TOKEN" not in store
         assert unrelated in store  # only the container's own
     finally:
@@ -139,12 +130,12 @@ def test_forget_secrets_removes_only_those_of_missing_containers(
     )
     try:
         assert engine.forget_secrets(f"{cleanup_fleet}-web-r") == [f"{killed}--APP_TOKEN"]
-        mine = [n for n in _secret_store() if n.startswith(cleanup_fleet)]
+        mine = [n for n in secret_store() if n.startswith(cleanup_fleet)]
         assert mine == [f"{live}--APP_TOKEN"]
     finally:
         engine.remove(live)
         subprocess.run(["podman", "secret", "rm", f"{killed}--APP_TOKEN"], capture_output=True)
-    assert [n for n in _secret_store() if n.startswith(cleanup_fleet)] == []
+    assert [n for n in secret_store() if n.startswith(cleanup_fleet)] == []
 
 
 def test_removing_a_network_never_removes_its_users(

@@ -518,6 +518,11 @@ class FakeEdge:
         self._note()
 
 
+def with_edge(engine: FakeEngine, state: State, release: int, edge: FakeEdge) -> Executor:
+    journal = Journal(state, FLEET)
+    return Executor(engine, SCOPE, release, journal, NullProgress(), edge)  # type: ignore[arg-type]
+
+
 def test_leftovers_that_take_no_requests_go_before_the_last_serving_instance(
     state: State,
 ) -> None:
@@ -525,15 +530,8 @@ def test_leftovers_that_take_no_requests_go_before_the_last_serving_instance(
     v1 = role_release("web", "img-a", replicas=3, public=8080)
     desired = {"web": v1}
     release = state.start_release(FLEET, "deploy", {"web": v1.to_record()})
-    executor = Executor(
-        engine,
-        SCOPE,
-        release.number,
-        Journal(state, FLEET),
-        NullProgress(),
-        edge,  # type: ignore[arg-type]
-    )
-    executor.apply(plan_deploy(SCOPE, desired, observed(engine, state)), desired)
+    plan = plan_deploy(SCOPE, desired, observed(engine, state))
+    with_edge(engine, state, release.number, edge).apply(plan, desired)
     state.finish_release(release.id, "active")
     # Killed deploys since: two of the three serving instances were retired, and three
     # replacements were left behind: admitted but drained, or never admitted. Counted as
@@ -559,14 +557,7 @@ def test_leftovers_that_take_no_requests_go_before_the_last_serving_instance(
         "shop-web-r4-1",
     ]
     edge.watch()
-    Executor(
-        engine,
-        SCOPE,
-        release.number,
-        Journal(state, FLEET),
-        NullProgress(),
-        edge,  # type: ignore[arg-type]
-    ).apply(plan, {"web": v2})
+    with_edge(engine, state, release.number, edge).apply(plan, {"web": v2})
     assert edge.fewest_ready == 1  # the one serving instance served until replaced
     assert sorted(n for n, a in edge.admin.items() if a == "ready") == [
         f"shop-web-r{release.number}-{i}" for i in (1, 2, 3)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 
 import httpx
 
 from corral.spec import load_spec
 from corral.state import State
-from tests.engine.helpers import Fleet, Load, containers, free_port, podman_json
+from tests.engine.helpers import CORRAL, Fleet, Load, containers, free_port, podman_json
 
 
 def web_instances(status: dict[str, object]) -> list[dict[str, object]]:
@@ -186,3 +188,40 @@ def test_low_ports_need_one_named_capability(fleet: Fleet, shared_base: str) -> 
     [web] = podman_json("container", "inspect", instance["Id"])
     for info in (edge, web):
         assert info["BoundingCaps"] == ["CAP_NET_BIND_SERVICE"]  # that one, no other
+
+
+def test_ctrl_c_during_a_deploy_keeps_serving_and_the_next_deploy_converges(
+    fleet: Fleet, shared_base: str
+) -> None:
+    fleet.write(replicas=2, start_delay=1.0)
+    fleet.deploy()
+    fleet.write(version="v2", replicas=2, start_delay=1.0)
+    fleet.corral("build")
+    with Load(fleet.url) as load:
+        proc = subprocess.Popen(
+            [*CORRAL, "-f", str(fleet.spec), "deploy", "--skip-tests", "--reason", "ctrl-c test"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # wait until the deploy is half-way: one new, one old
+            seen.append(line)
+            if "starting" in line and "-web-r2-2" in line:
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, [*seen, err]
+        assert "interrupted" in err
+        # Half-way: old and new serve side by side; the release is marked aborted
+        assert httpx.get(fleet.url).json()["version"] in ("v1", "v2")
+        history = json.loads(fleet.corral("history", "--json").stdout)["releases"]
+        assert history[-1]["status"] == "aborted"
+        fleet.deploy()
+    assert load.failures == 0, load.outcomes
+    status = fleet.status()
+    assert {i["release"] for i in web_instances(status)} == {status["release"]}
+    assert len(web_instances(status)) == 2 and status["unfinished"] == []
+    assert httpx.get(fleet.url).json()["version"] == "v2"

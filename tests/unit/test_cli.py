@@ -74,7 +74,7 @@ def test_declining_destroy_removes_nothing_and_exits_1(
     assert code == 1 and "nothing removed" in err
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # no answer at all (end of input)
     code, _, err = run(capsys, "-f", str(EXAMPLE), "destroy")
-    assert code == 130 and "aborted" in err
+    assert code == 130 and "interrupted" in err
 
 
 # -- the deploy commands' --json and exit codes, on the fake engine ------------------------

@@ -24,6 +24,7 @@ from corral.errors import CorralError
 from corral.testing import suite
 
 EXIT_INTERRUPTED = 130
+INTERRUPTED = "interrupted: a build keeps nothing half-done; the next deploy finishes a deploy's"
 DEBUG_LOG = Path.home() / ".cache" / "corral" / "debug.log"
 
 
@@ -314,14 +315,14 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = cli.main(args=argv, prog_name="corral", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.Abort:
-        err.print("aborted")
+    except click.Abort:  # Ctrl-C inside a command, or no answer to a question
+        err.print(INTERRUPTED)
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)
     except KeyboardInterrupt:
-        err.print("interrupted: nothing half-done was kept")
+        err.print(INTERRUPTED)
         sys.exit(EXIT_INTERRUPTED)
     except CorralError as exc:
         _fail(exc, as_json, err)

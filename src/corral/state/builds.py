@@ -13,7 +13,7 @@ import sqlite3
 from typing import Any
 
 from corral.errors import StateError
-from corral.state.db import newest_rows
+from corral.state.db import newest_row, newest_rows
 from corral.state.records import (
     BuildRecord,
     ImageRecord,
@@ -144,10 +144,5 @@ def newest_image(
     conn: sqlite3.Connection, fleet: str, role: str, content_hash: str | None = None
 ) -> ImageRecord | None:
     """The highest-numbered image of (fleet, role), optionally with ``content_hash``."""
-    sql = "SELECT * FROM images WHERE fleet = ? AND role = ?"
-    params: list[Any] = [fleet, role]
-    if content_hash is not None:
-        sql += " AND content_hash = ?"
-        params.append(content_hash)
-    row = conn.execute(f"{sql} ORDER BY number DESC LIMIT 1", params).fetchone()
+    row = newest_row(conn, "images", "number", fleet=fleet, role=role, content_hash=content_hash)
     return None if row is None else image_from_row(row)

@@ -220,3 +220,15 @@ def newest_rows(
         params.append(role)
     rows = conn.execute(f"{sql} ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
     return list(reversed(rows))
+
+
+def newest_row(
+    conn: sqlite3.Connection, table: str, order: str, **match: Any
+) -> sqlite3.Row | None:
+    """The row of ``table`` highest in ``order`` whose columns equal ``match`` (a None
+    value matches anything), or None. Table and column names are corral's own."""
+    wanted = {column: value for column, value in match.items() if value is not None}
+    where = " AND ".join(f"{column} = ?" for column in wanted) or "1"
+    sql = f"SELECT * FROM {table} WHERE {where} ORDER BY {order} DESC LIMIT 1"
+    row: sqlite3.Row | None = conn.execute(sql, tuple(wanted.values())).fetchone()
+    return row

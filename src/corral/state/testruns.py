@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from corral.state.audit import SCRUBBED, looks_secret
-from corral.state.db import newest_rows
+from corral.state.db import newest_row, newest_rows
 from corral.state.records import TEST_RUN_OUTCOMES, TestRunRecord, from_test_runs_row
 
 _SECRET_ASSIGNMENT = re.compile(r"(?i)(password|secret|token|key)\s*[=:]\s*\S+")
@@ -99,12 +99,7 @@ def latest_run(
     conn: sqlite3.Connection, fleet: str, role: str, image_digest: str | None
 ) -> TestRunRecord | None:
     """The newest run of (fleet, role), of ``image_digest`` if given; None if none."""
-    sql = "SELECT * FROM test_runs WHERE fleet = ? AND role = ?"
-    params: list[Any] = [fleet, role]
-    if image_digest is not None:
-        sql += " AND image_digest = ?"
-        params.append(image_digest)
-    row = conn.execute(f"{sql} ORDER BY id DESC LIMIT 1", params).fetchone()
+    row = newest_row(conn, "test_runs", "id", fleet=fleet, role=role, image_digest=image_digest)
     return None if row is None else from_test_runs_row(row)
 
 
@@ -112,11 +107,9 @@ def passing_run(
     conn: sqlite3.Connection, fleet: str, role: str, image_digest: str
 ) -> TestRunRecord | None:
     """The newest passed run of exactly ``image_digest``, or None."""
-    row = conn.execute(
-        "SELECT * FROM test_runs WHERE fleet = ? AND role = ? AND image_digest = ?"
-        " AND outcome = 'passed' ORDER BY id DESC LIMIT 1",
-        (fleet, role, image_digest),
-    ).fetchone()
+    row = newest_row(
+        conn, "test_runs", "id", fleet=fleet, role=role, image_digest=image_digest, outcome="passed"
+    )
     return None if row is None else from_test_runs_row(row)
 
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -118,12 +117,6 @@ class RecordingEngine(FakeEngine):
         with self.lock:
             super().remove(name)
             self._sample("remove", name)
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[State]:
-    with State.open(tmp_path / "s.db") as st:
-        yield st
 
 
 def _at(text: str) -> datetime:

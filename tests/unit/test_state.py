@@ -6,7 +6,6 @@ import multiprocessing
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,17 +22,6 @@ from corral.state import (
 
 UTC_SECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 HASH = "ab" * 32
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "spec" / ".corral" / "state.db"
-
-
-@pytest.fixture
-def state(db_path: Path) -> Iterator[State]:
-    with State.open(db_path) as st:
-        yield st
 
 
 def make_image(build_number: int, content_hash: str = HASH, role: str = "web") -> ImageRecord:

@@ -7,7 +7,6 @@ import multiprocessing
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,6 @@ ROLES: dict[str, Any] = {
     "web": {"image": "corral/prod-web:3-abcdef012345", "run": {"replicas": 2, "env": {"A": "1"}}},
     "db": {"image": "corral/prod-db:1-0123456789ab", "run": {"replicas": 1}},
 }
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / ".corral" / "state.db"
-
-
-@pytest.fixture
-def state(db_path: Path) -> Iterator[State]:
-    with State.open(db_path) as st:
-        yield st
 
 
 def deploy(state: State, fleet: str = "prod", status: str = "active") -> ReleaseRecord:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,17 +26,6 @@ CHECKS: list[dict[str, Any]] = [
         "message": "",
     },
 ]
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / ".corral" / "state.db"
-
-
-@pytest.fixture
-def state(db_path: Path) -> Iterator[State]:
-    with State.open(db_path) as st:
-        yield st
 
 
 def record(

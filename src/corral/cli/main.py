@@ -168,6 +168,15 @@ def plan(opts: Options, roles: tuple[str, ...]) -> int:
     return EXIT_CHANGES if result.has_changes else 0
 
 
+wait_option = click.option(
+    "--wait",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds to wait for another deploy (or edge replacement) to finish.",
+)
+
+
 def skip_tests_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--skip-tests and --reason: deploying untested images is possible, and audited."""
     command = click.option(
@@ -186,13 +195,7 @@ def _skip_reason(skip_tests: bool, reason: str | None) -> str | None:
 
 @cli.command()
 @click.argument("roles", nargs=-1)
-@click.option(
-    "--wait",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0, 3600),
-    help="Seconds to wait for another deploy to finish.",
-)
+@wait_option
 @skip_tests_options
 @common_options
 def deploy(
@@ -246,7 +249,7 @@ def test_command(
 
 @cli.command()
 @click.option("--to", "to", type=int, default=None, help="Release number (default: previous).")
-@click.option("--wait", default=0.0, show_default=True, type=click.FloatRange(0, 3600))
+@wait_option
 @skip_tests_options
 @common_options
 def rollback(
@@ -298,7 +301,7 @@ def edge() -> None:
 
 
 @edge.command("replace")
-@click.option("--wait", default=0.0, show_default=True, type=click.FloatRange(0, 3600))
+@wait_option
 @common_options
 def edge_replace(opts: Options, wait: float) -> None:
     """Replace the edge container (a short interruption: about a second)."""

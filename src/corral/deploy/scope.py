@@ -38,7 +38,7 @@ class Scope:
 
     def instance_name(self, role: str, release: int, index: int) -> str:
         """Cattle names: ``<fleet>-<role>-r<release>-<n>``."""
-        return f"{self.prefix}-{role}-r{release}-{index}"
+        return f"{self.role_prefix(role)}{release}-{index}"
 
     def role_prefix(self, role: str) -> str:
         """What the name of every instance of ``role``, of any release, starts with."""

@@ -28,7 +28,7 @@ CONFIG_VARIABLES = ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF")
 
 
 class APIUnavailable(Exception):
-    """The service did not answer (gone, or never started); read through the CLI."""
+    """The service did not answer (gone, or never started); use the CLI instead."""
 
 
 class _UnixConnection(http.client.HTTPConnection):

@@ -28,32 +28,11 @@ from corral.engines.fake import FakeEngine
 from corral.errors import DeployError
 from corral.progress import NullProgress
 from corral.state import State
+from tests.unit.builders import role_release
 
 FLEET = "shop"
 SCOPE = Scope(FLEET)
 GOOD = ("active", "superseded")
-
-
-def role_release(name: str, image: str, **fields: Any) -> RoleRelease:
-    run = {"command": ["app"], "user": "app", "port": None, **fields.pop("run", {})}
-    data: dict[str, Any] = {
-        "role": name,
-        "image_id": image,
-        "image_tag": f"corral/{FLEET}-{name}:{image}",
-        "image_version": f"v-{image}",
-        "image_digest": f"sha256:{image}",
-        "run": run,
-        "health": None,
-        "replicas": 1,
-        "volumes": {},
-        "deploy": {},
-        "after": [],
-        "public": None,
-        "lockdown": {},
-        "resources": {},
-        **fields,
-    }
-    return RoleRelease.model_validate(data)
 
 
 class RecordingEngine(FakeEngine):

@@ -1,6 +1,6 @@
 """The planner, table-driven: every tests/unit/plan_cases/*.yaml is one scenario.
 
-A case file holds ``desired`` (roles, with defaults filled in by ``role_release``),
+A case file holds ``desired`` (roles, with defaults filled in by ``role_from_case``),
 ``observed`` (instances, volumes, good releases, stand-bys, now), an optional
 ``untouched`` list and ``expect``: what ``plan_deploy`` must answer. A case may carry
 ``xfail: "BUG: ..."`` when it documents a known bug in the planner.
@@ -23,6 +23,7 @@ from corral.deploy.desired import RoleRelease
 from corral.deploy.observe import Instance
 from corral.deploy.plan import Observed, Plan, RolePlan, parse_time, plan_deploy, summarize
 from corral.deploy.scope import Scope
+from tests.unit.builders import role_release
 
 CASES = Path(__file__).parent / "plan_cases"
 DEFAULT_NOW = "2026-01-01T00:10:00Z"
@@ -46,30 +47,12 @@ ROLE_KEYS = {
 }
 
 
-def role_release(name: str, data: Mapping[str, Any] | None = None) -> RoleRelease:
-    """A RoleRelease with sensible defaults; ``run`` is merged into the default run."""
-    data = dict(data or {})
-    unknown = set(data) - ROLE_KEYS
+def role_from_case(name: str, data: Mapping[str, Any] | None = None) -> RoleRelease:
+    """A case's role: only known fields, the rest defaulted."""
+    fields = dict(data or {})
+    unknown = set(fields) - ROLE_KEYS
     assert not unknown, f"unknown role field(s) in a case: {sorted(unknown)}"
-    image = data.get("image_id", "img-a")
-    fields: dict[str, Any] = {
-        "role": name,
-        "image_id": image,
-        "image_tag": f"corral/shop-{name}:{image}",
-        "image_version": f"v-{image}",
-        "image_digest": f"sha256:{image}",
-        "health": None,
-        "replicas": 1,
-        "volumes": {},
-        "deploy": {},
-        "after": [],
-        "public": None,
-        "lockdown": {},
-        "resources": {},
-    }
-    fields.update({k: v for k, v in data.items() if k != "run"})
-    fields["run"] = {"command": ["app"], "user": "app", "port": None, **data.get("run", {})}
-    return RoleRelease.model_validate(fields)
+    return role_release(name, fields.pop("image_id", "img-a"), **fields)
 
 
 def build_instance(
@@ -104,7 +87,7 @@ def build_inputs(
     case: Mapping[str, Any],
 ) -> tuple[Scope, dict[str, RoleRelease], Observed, list[str]]:
     scope = Scope(case.get("fleet", "shop"))
-    desired = {name: role_release(name, data) for name, data in case["desired"].items()}
+    desired = {name: role_from_case(name, data) for name, data in case["desired"].items()}
     obs = case.get("observed") or {}
     instances = [build_instance(scope, desired, i) for i in obs.get("instances", [])]
     observed = Observed(
@@ -232,15 +215,15 @@ def test_parse_time(text: str, expected: datetime | None) -> None:
 
 def test_stopped_instance_without_finish_time_never_expires() -> None:
     scope = Scope("shop")
-    rr = role_release("web", {"image_id": "img-b", "deploy": {"keep_old": 1}})
+    rr = role_from_case("web", {"image_id": "img-b", "deploy": {"keep_old": 1}})
     old = Instance("shop-web-r1-1", "web", 1, 1, "img-a", rr.config_hash, "exited", None)
     observed = Observed([old], set(), {1}, {old.name}, datetime(2030, 1, 1, tzinfo=UTC))
     assert plan_deploy(scope, {"web": rr}, observed).role("web").standby == (old.name,)
 
 
 def test_config_hash_ignores_replicas_policy_and_health() -> None:
-    base = role_release("web", {"run": {"port": 80}})
-    other = role_release(
+    base = role_from_case("web", {"run": {"port": 80}})
+    other = role_from_case(
         "web",
         {
             "run": {"port": 80},
@@ -251,8 +234,8 @@ def test_config_hash_ignores_replicas_policy_and_health() -> None:
         },
     )
     assert base.config_hash == other.config_hash
-    assert base.config_hash != role_release("web", {"run": {"port": 81}}).config_hash
-    assert base.config_hash != role_release("web", {"volumes": {"d": "/d"}}).config_hash
+    assert base.config_hash != role_from_case("web", {"run": {"port": 81}}).config_hash
+    assert base.config_hash != role_from_case("web", {"volumes": {"d": "/d"}}).config_hash
 
 
 # -- property: for any observed fleet -------------------------------------------------
@@ -265,7 +248,7 @@ ROLES = ("api", "web", "worker")
 def cached_role(
     name: str, image: str, replicas: int, strategy: str, keep_old: int, command: str
 ) -> RoleRelease:
-    return role_release(
+    return role_from_case(
         name,
         {
             "image_id": image,

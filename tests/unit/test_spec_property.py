@@ -52,7 +52,21 @@ text = st.text(
     min_size=1,
     max_size=20,
 )
-abs_paths = word("/", LOWER + DIGITS + "_./-", 0, 20)
+# Paths in the image are in normal form: no '.' or '..' segments, no '//'.
+segments = word(LOWER + DIGITS + "_", LOWER + DIGITS + "_.-", 0, 6)
+abs_paths = st.lists(segments, max_size=3).map(lambda parts: "/" + "/".join(parts))
+mount_paths = st.lists(segments, min_size=1, max_size=2).map(lambda p: "/srv/" + "/".join(p))
+url_paths = st.text(LOWER + DIGITS + "-._~!&()*+,;=:@/", max_size=20).map(lambda p: "/" + p)
+images = st.builds(
+    operator.add,
+    word(LOWER + DIGITS, LOWER + DIGITS, 0, 8),
+    st.sampled_from(["", ":12", ":latest", ":v1.2-rc_3"]),
+)
+capabilities = st.sampled_from(["NET_BIND_SERVICE", "CAP_NET_RAW", "chown", "KILL"])
+memory_sizes = st.one_of(
+    st.builds(lambda n, u: f"{n}{u}", st.integers(6, 999), st.sampled_from(["m", "g"])),
+    st.integers(6 * 1024, 10**6).map(lambda n: f"{n}k"),
+)
 users = word(LOWER + "_", LOWER + DIGITS + "_-", 0, 10).filter(lambda u: u != "root")
 durations = st.one_of(
     st.integers(0, 86400),
@@ -71,7 +85,7 @@ def maybe(draw: st.DrawFn, key: str, strategy: st.SearchStrategy[Any], out: dict
 def bases(draw: st.DrawFn) -> dict[str, Any]:
     kind = draw(st.sampled_from(["debian", "image", "containerfile"]))
     if kind == "image":
-        return {"image": draw(text)}
+        return {"image": draw(images)}
     if kind == "containerfile":
         return {"containerfile": FILES["containerfile"]}
     base: dict[str, Any] = {"debian": draw(st.sampled_from(["bookworm", "trixie", "bullseye"]))}
@@ -87,7 +101,7 @@ def bases(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def healths(draw: st.DrawFn) -> dict[str, Any]:
-    health: dict[str, Any] = {"http": draw(abs_paths)} if draw(st.booleans()) else {"tcp": True}
+    health: dict[str, Any] = {"http": draw(url_paths)} if draw(st.booleans()) else {"tcp": True}
     maybe(draw, "interval", durations, health)
     maybe(draw, "timeout", durations, health)
     maybe(draw, "retries", st.integers(1, 1000), health)
@@ -125,7 +139,7 @@ def roles(draw: st.DrawFn, earlier: list[str], public: int | None) -> dict[str, 
         role,
     )
     maybe(draw, "replicas", st.integers(0, 100), role)
-    maybe(draw, "volumes", st.dictionaries(names, abs_paths, max_size=1), role)
+    maybe(draw, "volumes", st.dictionaries(names, mount_paths, max_size=1), role)
     maybe(draw, "tests", st.lists(st.just(FILES["test"]), max_size=1), role)
     maybe(
         draw,
@@ -149,7 +163,7 @@ def roles(draw: st.DrawFn, earlier: list[str], public: int | None) -> dict[str, 
         "lockdown",
         st.builds(
             lambda c, a: {"capabilities": c, "allow_ssh": a},
-            st.lists(st.text(UPPER + "_", min_size=1, max_size=12), max_size=2),
+            st.lists(capabilities, max_size=2, unique=True),
             st.booleans(),
         ),
         role,
@@ -159,9 +173,7 @@ def roles(draw: st.DrawFn, earlier: list[str], public: int | None) -> dict[str, 
         "resources",
         st.builds(
             lambda m, c, p: {"memory": m, "cpus": c, "pids": p},
-            st.builds(
-                operator.add, word("123456789", DIGITS, 0, 3), st.sampled_from(["", "k", "m", "g"])
-            ),
+            memory_sizes,
             st.floats(0.01, 64),
             st.integers(16, 100000),
         ),
@@ -172,19 +184,28 @@ def roles(draw: st.DrawFn, earlier: list[str], public: int | None) -> dict[str, 
 
 @st.composite
 def specs(draw: st.DrawFn) -> dict[str, Any]:
-    role_names = draw(st.lists(names, min_size=1, max_size=4, unique=True))
+    fleet = draw(names)
+    # A role named '<fleet>-...' could shadow a container's name on the fleet's network.
+    role_names = draw(
+        st.lists(
+            names.filter(lambda n: not n.startswith(fleet + "-")), min_size=1, max_size=4
+        ).filter(lambda found: len(set(found)) == len(found))
+    )
     ports = draw(
         st.lists(
             st.integers(1, 65535), min_size=len(role_names), max_size=len(role_names), unique=True
         )
     )
-    spec: dict[str, Any] = {"fleet": draw(names)}
+    spec: dict[str, Any] = {"fleet": fleet}
     maybe(draw, "version", st.just(1), spec)
     maybe(draw, "state", st.sampled_from(["state.db", "var/corral.db", "/tmp/x.db"]), spec)
     spec["roles"] = {
         name: draw(roles(role_names[:i], ports[i] if draw(st.booleans()) else None))
         for i, name in enumerate(role_names)
     }
+    # Role 'a-b' volume 'c' and role 'a' volume 'b-c' would share an engine volume name.
+    volumes = [f"{n}-{v}" for n, r in spec["roles"].items() for v in r.get("volumes", {})]
+    assume(len(set(volumes)) == len(volumes))
     return spec
 
 

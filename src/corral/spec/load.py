@@ -9,7 +9,9 @@ either returns a ``LoadedSpec`` or raises ``SpecError`` listing all the problems
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +28,12 @@ from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.reader import ReaderError
 
 from corral.errors import Diagnostic, SpecError, UsageError
+from corral.spec import kinds
 from corral.spec.messages import Loc, describe, dotted, message_for, resolve
 from corral.spec.model import (
     SCHEMA_VERSION,
     Fleet,
+    SpecProblem,
 )
 
 MAX_BYTES = 1024 * 1024
@@ -282,22 +286,21 @@ def _diagnose(error: ErrorDetails, document: Any, file: str) -> Diagnostic:
     """One pydantic error as a located, plainly worded diagnostic."""
     loc: Loc = tuple(error["loc"])
     if not loc and error["type"] == "value_error":
-        loc = _fleet_error_loc(str(error["msg"]), document)
+        loc = _fleet_error_loc(error, document)
     slot = resolve(loc)
     line, column = _locate(document, slot.yaml_loc, want_key=error["type"] == "extra_forbidden")
     return Diagnostic(file, line, column, dotted(slot.yaml_loc), message_for(error, slot))
 
 
-def _fleet_error_loc(message: str, document: Any) -> Loc:
-    """Where a fleet-wide check points: the ``after`` of the role it names, else ``roles``."""
+def _fleet_error_loc(error: ErrorDetails, document: Any) -> Loc:
+    """Where a fleet-wide check points: the part of the spec its ``SpecProblem`` names
+    when the document has that role, else ``roles``."""
+    problem = (error.get("ctx") or {}).get("error")
     roles = document.get("roles") if isinstance(document, dict) else None
-    match = re.search(r"role '([^']+)' is after|cycle: (\S+) ->", message)
-    if match and isinstance(roles, dict) and (match.group(1) or match.group(2)) in roles:
-        return ("roles", match.group(1) or match.group(2), "after")
-    match = re.search(r"are corral's own: ([^,\s]+)", message)
-    if match and isinstance(roles, dict) and match.group(1) in roles:
-        return ("roles", match.group(1), "[key]")
-    return ("roles",)
+    if not isinstance(problem, SpecProblem) or not isinstance(roles, CommentedMap):
+        return ("roles",)
+    loc: Loc = problem.loc
+    return loc if len(loc) > 1 and _has_key(roles, loc[1]) else ("roles",)
 
 
 # --- positions -----------------------------------------------------------------------
@@ -362,17 +365,27 @@ def _sorted(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
 
 
 def _check_refs(document: Any, root: Path, file: str) -> list[Diagnostic]:
+    """Problems with the files the spec names, each located at the value that names it."""
     diagnostics = []
-    for loc, value, must_be_file in _file_refs(document):
-        problem = _file_problem(root, value, must_be_file)
+    real_root = Path(os.path.realpath(root))
+    for loc, value, kind in _file_refs(document):
+        problem = _file_problem(real_root, value, kind)
         if problem is not None:
             line, column = _locate(document, loc)
             diagnostics.append(Diagnostic(file, line, column, dotted(loc), problem))
+    state = document.get("state") if isinstance(document, dict) else None
+    problem = _state_problem(root, state) if isinstance(state, str) else None
+    if problem is not None:
+        line, column = _locate(document, ("state",))
+        diagnostics.append(Diagnostic(file, line, column, "state", problem))
     return diagnostics
 
 
-def _file_refs(document: Any) -> Iterator[tuple[Loc, str, bool]]:
-    """(loc, path text, must be a regular file) for each file the spec refers to."""
+_FILE, _ANY, _FOLDER, _CONTEXT = "a file", "a file or folder", "a folder", "a containerfile"
+
+
+def _file_refs(document: Any) -> Iterator[tuple[Loc, str, str]]:
+    """(loc, path text, what it must be) for each file or folder the spec refers to."""
     roles = document.get("roles") if isinstance(document, dict) else None
     if not isinstance(roles, dict):
         return
@@ -381,29 +394,78 @@ def _file_refs(document: Any) -> Iterator[tuple[Loc, str, bool]]:
             continue
         base, build, tests = role.get("base"), role.get("build"), role.get("tests")
         if isinstance(base, dict) and isinstance(base.get("containerfile"), str):
-            yield ("roles", name, "base", "containerfile"), base["containerfile"], True
+            yield ("roles", name, "base", "containerfile"), base["containerfile"], _CONTEXT
         steps = build.get("copy") if isinstance(build, dict) else None
         for i, step in enumerate(steps if isinstance(steps, list | tuple) else ()):
             if isinstance(step, dict) and isinstance(step.get("src"), str):
-                yield ("roles", name, "build", "copy", i, "src"), step["src"], False
+                yield ("roles", name, "build", "copy", i, "src"), step["src"], _ANY
         for i, test in enumerate(tests if isinstance(tests, list | tuple) else ()):
             if isinstance(test, str):
-                yield ("roles", name, "tests", i), test, False  # a file or a folder
+                yield ("roles", name, "tests", i), test, _ANY
         fixtures = role.get("fixtures")
         for volume, source in fixtures.items() if isinstance(fixtures, dict) else ():
             if isinstance(source, str):
-                yield ("roles", name, "fixtures", volume), source, False
+                yield ("roles", name, "fixtures", volume), source, _FOLDER
 
 
-def _file_problem(root: Path, value: str, must_be_file: bool) -> str | None:
-    if not value:
-        return None  # the empty string is already a validation error
-    target = root / value
+def _file_problem(real_root: Path, value: str, kind: str) -> str | None:
+    """Why ``value`` cannot be used as ``kind``, or None.
+
+    The path is resolved, symlinks and all, and must stay inside the spec's folder
+    (``real_root``, itself resolved): a symlink to /etc/shadow copies nothing into an image.
+    """
+    if not value or kinds.host_path_problem(value) is not None:
+        return None  # the model reports the text itself
     try:
-        if not target.exists():
-            return f"file '{value}' does not exist (looked for {target})"
-        if must_be_file and not target.is_file():
-            return f"'{value}' is not a regular file ({target})"
+        target = Path(os.path.realpath(real_root / value))
+        if target != real_root and not target.is_relative_to(real_root):
+            return f"'{value}' leads outside the spec's folder (to {target}); refusing to use it"
+        if target == Path("/") or (kind == _CONTEXT and target.parent == Path("/")):
+            return f"'{value}' would hand the host's root folder to a build or a test"
+        return _type_problem(target, value, kind)
     except (OSError, ValueError) as exc:
         return f"cannot check file '{value}': {exc}"
+
+
+def _type_problem(target: Path, value: str, kind: str) -> str | None:
+    if not target.exists():
+        return f"file '{value}' does not exist (looked for {target})"
+    if kind in (_FILE, _CONTEXT) and not target.is_file():
+        return f"'{value}' is not a regular file ({target})"
+    if kind == _FOLDER and not target.is_dir():
+        return f"'{value}' is not a folder ({target})"
     return None
+
+
+def _state_problem(root: Path, value: str) -> str | None:
+    """Why the state database cannot live at ``value``, or None.
+
+    It may be outside the spec's folder, but it must be (or become) a regular file of its
+    own: not a folder, a device (``/dev/null``), a FIFO or a symlink.
+    """
+    try:
+        kinds.state_path(value)
+    except ValueError:
+        return None  # the model reports the text itself
+    try:
+        target = root / Path(value).expanduser()
+        mode = target.lstat().st_mode
+    except FileNotFoundError:
+        return None
+    except RuntimeError as exc:  # '~nobody/x'
+        return f"cannot find the state file '{value}': {exc}"
+    except (OSError, ValueError) as exc:
+        return f"cannot check the state file '{value}': {exc}"
+    if stat.S_ISREG(mode):
+        return None
+    return f"the state file '{value}' is {_not_regular(mode)} ({target}); name a regular file"
+
+
+def _not_regular(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"

@@ -1,7 +1,8 @@
 """The fleet spec as typed, frozen values (schema version 1).
 
 Every field is documented in docs/spec.md; keep the two in step. Models forbid unknown
-keys so a typo is an error, never a silently ignored setting.
+keys so a typo is an error, never a silently ignored setting. Every value is checked for
+its kind (``corral.spec.kinds``) and bounded, so a spec can only describe, never inject.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -24,10 +26,12 @@ from pydantic import (
     model_validator,
 )
 
+from corral.spec import kinds
+
 SCHEMA_VERSION: Literal[1] = 1
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,29}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$", re.ASCII)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
@@ -46,7 +50,35 @@ def _parse_duration(value: Any) -> Any:
 # Numbers are strict: YAML ``true`` is not 1 and ``1.5`` is not an integer.
 Duration = Annotated[StrictFloat, BeforeValidator(_parse_duration), Field(ge=0, le=86400)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-AbsPath = Annotated[str, Field(pattern=r"^/", min_length=1, max_length=4096)]
+EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN, max_length=128)]
+# Paths inside the image: absolute, normal form, portable characters (see kinds).
+ImagePath = Annotated[str, AfterValidator(kinds.image_path)]
+CopyDest = Annotated[str, AfterValidator(kinds.copy_dest)]
+MountPath = Annotated[str, AfterValidator(kinds.mount_path)]
+# Paths on the host, relative to the spec's folder; load.py confines them after symlinks.
+HostPath = Annotated[str, Field(min_length=1), AfterValidator(kinds.host_path)]
+# Text handed to a program (an argument, an environment value): anything but NUL, and
+# short enough for the kernel's limit on one argument (128 KiB).
+ArgText = Annotated[str, Field(min_length=1, max_length=16384), AfterValidator(kinds.no_nul)]
+EnvValue = Annotated[str, Field(max_length=16384), AfterValidator(kinds.no_nul)]
+
+# Bounds that keep loading, baking and planning fast whatever the spec says.
+MAX_ROLES = 100
+MAX_PACKAGES = 1000
+MAX_STEPS = 100
+MAX_ARGS = 256
+MAX_ENV = 256
+MAX_SECRETS = 64
+MAX_VOLUMES = 32
+MAX_TESTS = 100
+
+
+class SpecProblem(ValueError):
+    """A fleet-wide problem that knows which part of the spec it is about (``loc``)."""
+
+    def __init__(self, message: str, loc: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 class Model(BaseModel):
@@ -57,20 +89,22 @@ class DebianBase(Model):
     """A root filesystem made locally with mmdebstrap."""
 
     debian: Literal["bookworm", "trixie", "bullseye"]
-    packages: tuple[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]+$")], ...] = ()
+    packages: tuple[
+        Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]+$", max_length=128)], ...
+    ] = Field(default=(), max_length=MAX_PACKAGES)
     variant: Literal["apt", "minbase", "essential"] = "apt"
 
 
 class ImageBase(Model):
     """An image already present in the engine's local storage."""
 
-    image: Annotated[str, Field(min_length=1, max_length=255)]
+    image: Annotated[str, Field(min_length=1), AfterValidator(kinds.image_reference)]
 
 
 class ContainerfileBase(Model):
     """An image built from a Containerfile kept beside the spec."""
 
-    containerfile: Annotated[str, Field(min_length=1)]
+    containerfile: HostPath
 
 
 BASE_KINDS = ("debian", "image", "containerfile")
@@ -104,24 +138,26 @@ Base = Annotated[
 
 
 class CopyStep(Model):
-    src: Annotated[str, Field(min_length=1)]
-    dest: AbsPath
+    src: HostPath
+    dest: CopyDest
 
 
 class BuildSteps(Model):
-    copy_: tuple[CopyStep, ...] = Field(default=(), alias="copy")
-    run: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    copy_: tuple[CopyStep, ...] = Field(default=(), alias="copy", max_length=MAX_STEPS)
+    run: tuple[
+        Annotated[str, Field(min_length=1, max_length=65536), AfterValidator(kinds.no_nul)], ...
+    ] = Field(default=(), max_length=MAX_STEPS)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class RunConfig(Model):
-    command: tuple[Annotated[str, Field(min_length=1)], ...] = Field(min_length=1)
+    command: tuple[ArgText, ...] = Field(min_length=1, max_length=MAX_ARGS)
     user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "app"
     port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
-    env: dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], str] = Field(default_factory=dict)
-    secrets: tuple[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], ...] = ()
-    workdir: AbsPath | None = None
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=MAX_ENV)
+    secrets: tuple[EnvName, ...] = Field(default=(), max_length=MAX_SECRETS)
+    workdir: ImagePath | None = None
 
     @field_validator("user")
     @classmethod
@@ -142,7 +178,7 @@ class RunConfig(Model):
 
 
 class HttpHealth(Model):
-    http: Annotated[str, Field(pattern=r"^/")]
+    http: Annotated[str, AfterValidator(kinds.url_path)]
     interval: Duration = 1.0
     timeout: Duration = 2.0
     retries: Annotated[StrictInt, Field(ge=1, le=1000)] = 30
@@ -187,12 +223,17 @@ class DeployPolicy(Model):
 
 
 class Lockdown(Model):
-    capabilities: tuple[Annotated[str, Field(pattern=r"^[A-Z_]+$")], ...] = ()
+    # Normalised to 'NET_BIND_SERVICE' whether written so or as 'CAP_NET_BIND_SERVICE'.
+    capabilities: Annotated[
+        tuple[Annotated[str, AfterValidator(kinds.capability)], ...],
+        Field(max_length=64),
+        AfterValidator(kinds.distinct_capabilities),
+    ] = ()
     allow_ssh: StrictBool = False
 
 
 class Resources(Model):
-    memory: Annotated[str, Field(pattern=r"^\d+[kmg]?$")] = "512m"
+    memory: Annotated[str, AfterValidator(kinds.memory)] = "512m"
     cpus: Annotated[StrictFloat, Field(gt=0, le=64)] = 1.0
     pids: Annotated[StrictInt, Field(ge=16, le=100000)] = 256
 
@@ -203,12 +244,12 @@ class Role(Model):
     run: RunConfig
     health: Health | None = None
     replicas: Annotated[StrictInt, Field(ge=0, le=100)] = 1
-    volumes: dict[Name, AbsPath] = Field(default_factory=dict)
-    tests: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    volumes: dict[Name, MountPath] = Field(default_factory=dict, max_length=MAX_VOLUMES)
+    tests: tuple[HostPath, ...] = Field(default=(), max_length=MAX_TESTS)
     # Test environments seed these volumes from folders in the repo (volume -> folder).
-    fixtures: dict[Name, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict)
+    fixtures: dict[Name, HostPath] = Field(default_factory=dict, max_length=MAX_VOLUMES)
     deploy: DeployPolicy = DeployPolicy()
-    after: tuple[Name, ...] = ()
+    after: tuple[Name, ...] = Field(default=(), max_length=MAX_ROLES)
     public: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
     lockdown: Lockdown = Lockdown()
     resources: Resources = Resources()
@@ -233,32 +274,69 @@ class Role(Model):
 class EdgeSettings(Model):
     """Where the edge publishes the public roles' ports on the host."""
 
-    address: Annotated[str, Field(pattern=r"^[0-9.]+$|^[0-9a-fA-F:]+$")] = "127.0.0.1"
+    address: Annotated[str, AfterValidator(kinds.edge_address)] = "127.0.0.1"
 
 
 class Fleet(Model):
     version: Literal[1] = SCHEMA_VERSION
     fleet: Name
-    state: str | None = None
+    state: Annotated[str, AfterValidator(kinds.state_path)] | None = None
     edge: EdgeSettings = EdgeSettings()
-    roles: dict[Name, Role] = Field(min_length=1)
+    roles: dict[Name, Role] = Field(min_length=1, max_length=MAX_ROLES)
 
     @model_validator(mode="after")
     def _references(self) -> Fleet:
-        reserved = [name for name in self.roles if name.startswith("corral-")]
-        if reserved:
-            raise ValueError(
-                f"role names starting with 'corral-' are corral's own: {', '.join(reserved)}"
-            )
+        for name in self.roles:
+            _check_role_name(name, self.fleet)
         for name, role in self.roles.items():
             unknown = [dep for dep in role.after if dep not in self.roles]
             if unknown:
-                raise ValueError(f"role {name!r} is after unknown role(s): {', '.join(unknown)}")
+                raise SpecProblem(
+                    f"role {name!r} is after unknown role(s): {', '.join(unknown)}",
+                    ("roles", name, "after"),
+                )
         ports = [r.public for r in self.roles.values() if r.public is not None]
         if len(set(ports)) != len(ports):
             raise ValueError("two roles claim the same public port")
+        _check_volume_names(self.roles)
         _check_acyclic(self.roles)
         return self
+
+
+def _check_role_name(name: str, fleet: str) -> None:
+    """Refuse role names that are corral's, or that an engine name could be taken for.
+
+    A role's name is its DNS alias on the fleet's network, where every container name
+    (``<fleet>-<role>-r<release>-<n>``, ``<fleet>-edge``, and the test environments'
+    ``<fleet>-<env>-...``) resolves too: a role named ``<fleet>-...`` could shadow one.
+    """
+    if name.startswith("corral-"):
+        raise SpecProblem(
+            f"role names starting with 'corral-' are corral's own: {name}", ("roles", name, "[key]")
+        )
+    if name.startswith(f"{fleet}-"):
+        raise SpecProblem(
+            f"role {name!r} starts with the fleet's name and '-', like the names of the "
+            "fleet's containers, which share its network with the role names; rename it",
+            ("roles", name, "[key]"),
+        )
+
+
+def _check_volume_names(roles: dict[str, Role]) -> None:
+    """Refuse two (role, volume) pairs that make one engine volume ``<fleet>-<role>-<volume>``."""
+    owners: dict[str, tuple[str, str]] = {}
+    for name, role in roles.items():
+        for volume in role.volumes:
+            joined = f"{name}-{volume}"
+            if joined in owners:
+                other_role, other_volume = owners[joined]
+                raise SpecProblem(
+                    f"role {name!r} volume {volume!r} and role {other_role!r} volume "
+                    f"{other_volume!r} would both be the engine volume '<fleet>-{joined}'; "
+                    "rename one of them",
+                    ("roles", name, "volumes", volume, "[key]"),
+                )
+            owners[joined] = (name, volume)
 
 
 def _check_acyclic(roles: dict[str, Role]) -> None:
@@ -270,7 +348,8 @@ def _check_acyclic(roles: dict[str, Role]) -> None:
         if name in done:
             return
         if name in visiting:
-            raise ValueError("roles depend on each other in a cycle: " + " -> ".join(trail))
+            message = "roles depend on each other in a cycle: " + " -> ".join(trail)
+            raise SpecProblem(message, ("roles", trail[0], "after"))
         visiting.add(name)
         for dep in roles[name].after:
             visit(dep, (*trail, dep))

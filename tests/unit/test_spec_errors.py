@@ -50,6 +50,122 @@ CASES: dict[str, tuple[str, int, int, str]] = {
     "non_string_key": ("expected a text key, got 42", 8, 9, "roles.web.run.env"),
     "bad_role_name": ("expected a name of lowercase letters", 3, 3, "roles.Web_1"),
     "bad_duration": ("expected a duration such as", 6, 33, "roles.web.health.interval"),
+    # Paths inside the image: absolute, normal form, portable characters, no system mounts.
+    "workdir_newline": (
+        "character U+000A (character 5) is not allowed",
+        7,
+        16,
+        "roles.web.run.workdir",
+    ),
+    "workdir_dotdot": ("normal form: no '..' segments", 7, 16, "roles.web.run.workdir"),
+    "copy_dest_relative": (
+        "expected an absolute path in the image",
+        7,
+        26,
+        "roles.web.build.copy[0].dest",
+    ),
+    "copy_dest_dollar": (
+        "'$' is not allowed in a path in the image",
+        7,
+        26,
+        "roles.web.build.copy[0].dest",
+    ),
+    "volume_colon": ("':' is not allowed in a path in the image", 7, 13, "roles.web.volumes.data"),
+    "volume_at_proc": (
+        "cannot be mounted at /proc/sys: /proc is the kernel's",
+        7,
+        13,
+        "roles.web.volumes.data",
+    ),
+    "volume_at_secrets": ("cannot be mounted at /run/secrets", 7, 13, "roles.web.volumes.data"),
+    "volume_at_root": (
+        "a volume at / would hide the system's own files",
+        7,
+        13,
+        "roles.web.volumes.data",
+    ),
+    # Paths on the host: relative to the spec's folder, never leaving it.
+    "copy_src_dotdot": ("'..' is not allowed", 7, 17, "roles.web.build.copy[0].src"),
+    "copy_src_absolute": ("not an absolute path", 7, 17, "roles.web.build.copy[0].src"),
+    "containerfile_absolute": ("not an absolute path", 4, 27, "roles.web.base.containerfile"),
+    "tests_outside": ("'..' is not allowed", 6, 13, "roles.web.tests[0]"),
+    "fixtures_root": ("not an absolute path", 7, 22, "roles.web.fixtures.data"),
+    "state_device": ("the state file '/dev/null' is a device", 2, 8, "state"),
+    "state_folder": ("the state file '.' is a folder", 2, 8, "state"),
+    "state_control": ("character U+0007 (character 6) is not allowed", 2, 8, "state"),
+    # Names and text.
+    "fleet_markup": ("expected a name of lowercase letters", 1, 8, "fleet"),
+    "command_nul": (
+        "NUL character (U+0000, character 2) cannot be passed",
+        6,
+        22,
+        "roles.web.run.command[1]",
+    ),
+    "env_nul": (
+        "NUL character (U+0000, character 2) cannot be passed",
+        7,
+        19,
+        "roles.web.run.env.MODE",
+    ),
+    "health_space": ("expected a URL path of RFC 3986 characters", 6, 20, "roles.web.health.http"),
+    # Capabilities.
+    "capability_all": ("capability ALL is refused", 7, 31, "roles.web.lockdown.capabilities[1]"),
+    "capability_sys_admin": (
+        "capability SYS_ADMIN is refused",
+        7,
+        22,
+        "roles.web.lockdown.capabilities[0]",
+    ),
+    "capability_unknown": (
+        "expected a Linux capability such as 'NET_BIND_SERVICE', got 'FLY'",
+        7,
+        22,
+        "roles.web.lockdown.capabilities[0]",
+    ),
+    "capability_twice": (
+        "capability NET_RAW is listed twice",
+        7,
+        7,
+        "roles.web.lockdown.capabilities",
+    ),
+    # Image references.
+    "image_option": (
+        "cannot start with '-' (it would read as an option)",
+        4,
+        19,
+        "roles.web.base.image",
+    ),
+    "image_grammar": ("expected an image reference such as", 4, 19, "roles.web.base.image"),
+    # Sizes and numbers.
+    "memory_small": (
+        "expected a memory size from 6m to 1024g, got '1k'",
+        6,
+        25,
+        "roles.web.resources.memory",
+    ),
+    "memory_unicode": (
+        "expected a memory size such as '512m'",
+        6,
+        25,
+        "roles.web.resources.memory",
+    ),
+    "duration_unicode": ("expected a duration such as", 6, 35, "roles.web.health.interval"),
+    # Engine names that would collide.
+    "volume_collision": (
+        "role 'a' volume 'b-c' and role 'a-b' volume 'c' would both be the engine volume",
+        10,
+        15,
+        "roles.a.volumes.b-c",
+    ),
+    "role_fleet_prefix": ("role 'shop-edge' starts with 'shop-'", 3, 3, "roles.shop-edge"),
+    # The edge's address.
+    "edge_ipv6": ("publishes on IPv4 addresses only", 2, 17, "edge.address"),
+    "edge_not_ip": (
+        "expected an IP address such as '127.0.0.1', got '999.1.1.1'",
+        2,
+        17,
+        "edge.address",
+    ),
 }
 
 

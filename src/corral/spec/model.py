@@ -316,8 +316,8 @@ def _check_role_name(name: str, fleet: str) -> None:
         )
     if name.startswith(f"{fleet}-"):
         raise SpecProblem(
-            f"role {name!r} starts with the fleet's name and '-', like the names of the "
-            "fleet's containers, which share its network with the role names; rename it",
+            f"role {name!r} starts with '{fleet}-', as the fleet's container names do (they "
+            "share a network with the role names); rename it",
             ("roles", name, "[key]"),
         )
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from corral.errors import Diagnostic, SpecError
-from corral.spec.load import MAX_BYTES, load_spec
+from corral.spec.load import MAX_BYTES, LoadedSpec, check_files, load_spec
+from corral.spec.model import ContainerfileBase
 
 BAD = Path(__file__).parent / "specs" / "bad"
 
@@ -332,3 +333,214 @@ def test_env_bool_asks_for_quotes(tmp_path: Path) -> None:
     assert diagnostic.path == "roles.a.run.env.DEBUG"
     assert "quote it" in diagnostic.message
     assert (diagnostic.line, diagnostic.column) == (7, 20)
+
+
+# --- files the spec names: confined to its folder, symlinks resolved -------------------
+
+ROLE = "fleet: shop\nroles:\n  web:\n    base: {debian: bookworm}\n    run: {command: [web]}\n"
+
+
+def write_spec(folder: Path, extra: str, head: str = "") -> Path:
+    spec = folder / "corral.yaml"
+    spec.write_text(head + ROLE + extra)
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("extra", "link", "target", "expected", "path"),
+    [
+        (
+            "    build: {copy: [{src: secret, dest: /srv/secret}]}\n",
+            "secret",
+            "/etc/shadow",
+            "'secret' leads outside the spec's folder (to /etc/shadow)",
+            "roles.web.build.copy[0].src",
+        ),
+        (
+            "    build: {copy: [{src: app/, dest: /srv/app}]}\n",
+            "app",
+            "{outside}",
+            "'app/' leads outside the spec's folder",
+            "roles.web.build.copy[0].src",
+        ),
+        ("    tests: [tests]\n", "tests", "/", "leads outside", "roles.web.tests[0]"),
+        (
+            "    volumes: {data: /var/lib/data}\n    fixtures: {data: seed}\n",
+            "seed",
+            "/",
+            "'seed' leads outside",
+            "roles.web.fixtures.data",
+        ),
+    ],
+    ids=["file-to-shadow", "folder-outside", "tests-to-root", "fixture-to-root"],
+)
+def test_symlinks_out_of_the_spec_folder(
+    tmp_path: Path, extra: str, link: str, target: str, expected: str, path: str
+) -> None:
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "project").mkdir()
+    spec = write_spec(tmp_path / "project", extra)
+    (tmp_path / "project" / link).symlink_to(target.format(outside=tmp_path / "outside"))
+    [diagnostic] = problems(spec)
+    assert expected in diagnostic.message
+    assert diagnostic.path == path
+    assert diagnostic.line == ROLE.count("\n") + extra.count("\n")  # the extra's last line
+
+
+def test_containerfile_symlinked_out_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "project").mkdir()
+    (tmp_path / "Containerfile").write_text("FROM scratch\n")
+    spec = tmp_path / "project" / "corral.yaml"
+    spec.write_text(
+        "fleet: shop\nroles:\n  web:\n    base: {containerfile: cf}\n    run: {command: [web]}\n"
+    )
+    (tmp_path / "project" / "cf").symlink_to(tmp_path / "Containerfile")
+    [diagnostic] = problems(spec)
+    assert "'cf' leads outside the spec's folder" in diagnostic.message
+    assert (diagnostic.line, diagnostic.column, diagnostic.path) == (
+        4,
+        27,
+        "roles.web.base.containerfile",
+    )
+
+
+def test_symlinks_inside_the_spec_folder_are_fine(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "app.py").write_text("print(1)\n")
+    (tmp_path / "app").symlink_to("real")
+    spec = write_spec(tmp_path, "    build: {copy: [{src: app/app.py, dest: /srv/}]}\n")
+    assert load_spec(spec).fleet.roles["web"].build.copy_[0].src == "app/app.py"
+
+
+@pytest.mark.parametrize(
+    ("extra", "make", "expected"),
+    [
+        (
+            "    volumes: {data: /var/lib/data}\n    fixtures: {data: seed}\n",
+            "file",
+            "not a folder",
+        ),
+        ("    base: {containerfile: cf}\n", "folder", "'cf' is not a regular file"),
+    ],
+    ids=["fixture-is-a-file", "containerfile-is-a-folder"],
+)
+def test_file_kinds(tmp_path: Path, extra: str, make: str, expected: str) -> None:
+    text = ROLE.replace("    base: {debian: bookworm}\n", "") if "base" in extra else ROLE
+    spec = tmp_path / "corral.yaml"
+    spec.write_text(text + extra)
+    target = tmp_path / ("seed" if "seed" in extra else "cf")
+    if make == "file":
+        target.write_text("x\n")
+    else:
+        target.mkdir()
+    [diagnostic] = problems(spec)
+    assert expected in diagnostic.message
+
+
+def test_the_host_root_is_never_a_build_context_or_a_test(tmp_path: Path) -> None:
+    """A spec kept in / must not make / a build context, a test folder or a fixture."""
+    spec = write_spec(tmp_path, "")
+    loaded = load_spec(spec)
+    role = loaded.fleet.roles["web"].model_copy(
+        update={
+            "base": ContainerfileBase(containerfile="Containerfile"),
+            "tests": (".",),
+        }
+    )
+    fleet = loaded.fleet.model_copy(update={"roles": {"web": role}})
+    at_root = LoadedSpec(fleet=fleet, path=Path("/corral.yaml"), root=Path("/"))
+    found = {d.path: d.message for d in check_files(at_root)}
+    assert "would hand the host's root folder" in found["roles.web.base.containerfile"]
+    assert "would hand the host's root folder" in found["roles.web.tests[0]"]
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ("link.db", "the state file 'link.db' is a symlink"),
+        ("fifo.db", "the state file 'fifo.db' is not a regular file"),
+        ("~nosuchuser-corral/state.db", "cannot find the state file"),
+    ],
+)
+def test_state_must_be_a_plain_file(tmp_path: Path, state: str, expected: str) -> None:
+    (tmp_path / "real.db").write_text("")
+    (tmp_path / "link.db").symlink_to(tmp_path / "real.db")
+    os.mkfifo(tmp_path / "fifo.db")
+    spec = write_spec(tmp_path, "", head=f"state: {state!r}\n")
+    [diagnostic] = problems(spec)
+    assert expected in diagnostic.message
+    assert (diagnostic.line, diagnostic.column, diagnostic.path) == (1, 8, "state")
+
+
+def test_state_may_live_outside_the_spec_folder(tmp_path: Path) -> None:
+    (tmp_path / "project").mkdir()
+    spec = write_spec(tmp_path / "project", "", head=f"state: {tmp_path / 'var' / 'x.db'}\n")
+    assert load_spec(spec).state_path == tmp_path / "var" / "x.db"
+
+
+# --- bounds that keep corral fast ------------------------------------------------------
+
+
+def items(count: int, make: str) -> str:
+    return ", ".join(make.format(i=i) for i in range(count))
+
+
+@pytest.mark.parametrize(
+    ("extra", "path", "limit"),
+    [
+        (
+            "    build: {copy: [" + items(101, "{{src: ., dest: /s{i}}}") + "]}\n",
+            "roles.web.build.copy",
+            100,
+        ),
+        ("    build: {run: [" + items(101, "s{i}") + "]}\n", "roles.web.build.run", 100),
+        ("    tests: [" + items(101, "t{i}") + "]\n", "roles.web.tests", 100),
+        ("    volumes: {" + items(33, "v{i}: /srv/v{i}") + "}\n", "roles.web.volumes", 32),
+        ("    after: [" + items(101, "web") + "]\n", "roles.web.after", 100),
+    ],
+    ids=["copy", "run", "tests", "volumes", "after"],
+)
+def test_counts_are_bounded(tmp_path: Path, extra: str, path: str, limit: int) -> None:
+    spec = write_spec(tmp_path, extra)
+    found = problems(spec)
+    assert any(
+        d.path == path and d.line == 6 and f"expected at most {limit} entries" in d.message
+        for d in found
+    ), [str(d) for d in found]
+
+
+def test_run_section_counts_are_bounded(tmp_path: Path) -> None:
+    spec = tmp_path / "corral.yaml"
+    spec.write_text(
+        "fleet: shop\nroles:\n  web:\n    base: {debian: bookworm}\n    run:\n"
+        f"      command: [{items(257, 'a{i}')}]\n"
+        f"      env: {{{items(257, 'E{i}: x')}}}\n"
+        f"      secrets: [{items(65, 'S{i}')}]\n"
+    )
+    found = {d.path: (d.line, d.message) for d in problems(spec)}
+    assert found == {
+        "roles.web.run.command": (6, "expected at most 256 entries, got 257"),
+        "roles.web.run.env": (7, "expected at most 256 entries, got 257"),
+        "roles.web.run.secrets": (8, "expected at most 64 entries, got 65"),
+    }
+
+
+def test_packages_are_bounded(tmp_path: Path) -> None:
+    spec = tmp_path / "corral.yaml"
+    spec.write_text(
+        "fleet: shop\nroles:\n  web:\n"
+        f"    base: {{debian: bookworm, packages: [{items(1001, 'p{i}')}]}}\n"
+        "    run: {command: [web]}\n"
+    )
+    [diagnostic] = problems(spec)
+    assert diagnostic.message == "expected at most 1000 entries, got 1001"
+    assert (diagnostic.line, diagnostic.path) == (4, "roles.web.base.packages")
+
+
+def test_roles_are_bounded(tmp_path: Path) -> None:
+    roles = "".join(f"  r{i}: {{base: {{image: x}}, run: {{command: [a]}}}}\n" for i in range(101))
+    spec = tmp_path / "corral.yaml"
+    spec.write_text("fleet: shop\nroles:\n" + roles)
+    [diagnostic] = problems(spec)
+    assert diagnostic.message == "expected at most 100 entries, got 101"
+    assert (diagnostic.line, diagnostic.path) == (2, "roles")

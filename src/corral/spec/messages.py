@@ -122,12 +122,8 @@ _PATTERNS = {
     "(at most 30 characters)",
     ENV_NAME_PATTERN: "an environment variable name (letters, digits and '_', "
     "not starting with a digit)",
-    r"^/": "an absolute path starting with '/'",
     r"^[a-z0-9][a-z0-9+.-]+$": "a Debian package name such as 'curl'",
     r"^[a-z_][a-z0-9_-]{0,31}$": "a user name of lowercase letters, digits, '_' and '-'",
-    r"^[A-Z_]+$": "a capability name in capitals such as 'NET_BIND_SERVICE'",
-    r"^\d+[kmg]?$": "a memory size such as '512m' or '2g'",
-    r"^[0-9.]+$|^[0-9a-fA-F:]+$": "an IP address such as '127.0.0.1' or '::1'",
 }
 _INT_ERRORS = {"int_type", "int_parsing", "int_from_float"}
 _FLOAT_ERRORS = {"float_type", "float_parsing"}

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from corral.spec import kinds
 
@@ -281,3 +283,31 @@ def test_edge_addresses_accepted(value: str, normal: str) -> None:
 )
 def test_edge_addresses_refused(value: str, expected: str) -> None:
     assert expected in refuses(kinds.edge_address, value)
+
+
+# --- whatever the text, a kind answers with the value or a ValueError ------------------
+
+KINDS: list[Check] = [
+    kinds.printable,
+    kinds.no_nul,
+    kinds.image_path,
+    kinds.copy_dest,
+    kinds.mount_path,
+    kinds.host_path,
+    kinds.state_path,
+    kinds.capability,
+    kinds.image_reference,
+    kinds.url_path,
+    kinds.memory,
+    kinds.edge_address,
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.text(max_size=300) | st.text("/.-:a1$%\\\x00\n ", max_size=60))
+def test_kinds_answer_any_text(value: str) -> None:
+    for check in KINDS:
+        try:
+            assert isinstance(check(value), str)
+        except ValueError as exc:
+            assert str(exc)

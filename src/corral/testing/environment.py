@@ -26,7 +26,8 @@ from corral.deploy.observe import observe
 from corral.deploy.plan import EdgePlan, Observed, plan_deploy
 from corral.deploy.scope import LABEL, LIVE, Scope
 from corral.engines.base import Engine, Mount
-from corral.errors import CorralError
+from corral.errors import CorralError, StateError
+from corral.hostfiles import private_dir, read_private, write_private
 from corral.progress import NullProgress, Progress
 from corral.state.records import current_host
 
@@ -57,16 +58,7 @@ class TestEnvironment:
 
     def up(self, desired: Desired, secrets: dict[str, str], edge_image: str | None) -> None:
         """Bring ``desired`` up; raise DeployError naming the roles that did not get healthy."""
-        self.owners.mkdir(parents=True, exist_ok=True)
-        self.owner_file.write_text(
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "host": current_host(),
-                    "started": datetime.now(UTC).isoformat(),
-                }
-            )
-        )
+        write_owner_file(self.owners, self.owner_file)
         self.engine.ensure_network(self.scope.network, self.scope.labels("network"), internal=True)
         for rr in desired.values():
             self._seed_volumes(rr)
@@ -172,11 +164,32 @@ def sweep(engine: Engine, fleet: str, owners: Path, orphans: bool = False) -> li
     return swept
 
 
-def _owner_alive(path: Path) -> bool:
+def write_owner_file(owners: Path, path: Path) -> None:
+    """Say which process owns a test environment: 0600 in a 0700 folder, never a link.
+
+    Raises:
+        StateError: the folder or the file cannot be written, or ``path`` is a link.
+    """
+    owner = {"pid": os.getpid(), "host": current_host(), "started": datetime.now(UTC).isoformat()}
     try:
-        owner = json.loads(path.read_text())
+        private_dir(owners)
+        write_private(path, json.dumps(owner).encode())
+    except OSError as exc:
+        raise StateError(f"cannot write the owner file {path}: {exc}", path=str(path)) from exc
+
+
+def _owner_alive(path: Path) -> bool:
+    """Whether the process named in the owner file ``path`` may still be running.
+
+    Raises:
+        StateError: ``path`` is a symbolic link (refused, never followed).
+    """
+    try:
+        owner = json.loads(read_private(path))
     except (OSError, ValueError):
         return False  # no owner file: nobody is looking after it
+    if not isinstance(owner, dict):
+        return False
     if owner.get("host") != current_host():
         return True  # another machine's: its pid means nothing here
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from corral.cli.main import _write_debug_log
 from corral.engines.fake import FakeEngine
 from corral.errors import StateError
 from corral.hostfiles import private_dir, read_private, write_private
@@ -161,3 +162,29 @@ def test_private_dir_makes_and_tightens_folders_whatever_the_umask(tmp_path: Pat
     (tmp_path / "old").mkdir(mode=0o775)
     private_dir(tmp_path / "old")
     assert mode(tmp_path / "old") == 0o700
+
+
+def _log_an_error(path: Path) -> Path:
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        return _write_debug_log(path)
+
+
+def test_the_debug_log_is_private(tmp_path: Path) -> None:
+    log = tmp_path / "cache" / "corral" / "debug.log"
+    assert _log_an_error(log) == log
+    assert (mode(log.parent), mode(log)) == (0o700, 0o600)
+    assert "RuntimeError: boom" in log.read_text()
+    log.chmod(0o644)  # left by an older corral
+    _log_an_error(log)
+    assert mode(log) == 0o600 and log.read_text().count("RuntimeError: boom") == 2
+
+
+def test_the_debug_log_is_never_written_through_a_link(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "corral").mkdir()
+    (tmp_path / "corral" / "debug.log").symlink_to(victim)
+    assert _log_an_error(tmp_path / "corral" / "debug.log") == Path("/dev/null")
+    assert victim.read_text() == "precious\n"

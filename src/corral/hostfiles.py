@@ -28,10 +28,14 @@ PRIVATE_FILE = 0o600
 _LOOSE = 0o077  # any permission for the group or the others
 
 
-def private_dir(path: Path) -> Path:
-    """Make ``path`` a private folder: created 0700 if missing, tightened to 0700 if not.
+def private_dir(path: Path, take_over: bool = True) -> Path:
+    """Make sure ``path`` is a folder that only its owner may change.
 
-    Missing parents are created 0700 too; existing parents are left as they are.
+    A missing folder is created 0700, and so are its missing parents (existing parents
+    are left as they are). An existing folder is tightened to 0700 with ``take_over``;
+    without it (a folder that also holds what is not corral's, such as ``/etc`` for
+    ``state: /etc/corral.db``) its mode is left alone, and it is refused if others may
+    write to it. corral's own files in it are 0600 either way.
 
     Returns:
         ``path``.
@@ -55,9 +59,10 @@ def private_dir(path: Path) -> Path:
         raise _refused(path, "is a symbolic link; corral does not follow links to its folders")
     if not stat.S_ISDIR(info.st_mode):
         raise _refused(path, "is not a folder")
-    if path not in missing and info.st_mode & stat.S_IWOTH:
-        raise _refused(path, "is writable by every user: give corral a folder of its own")
-    if stat.S_IMODE(info.st_mode) != PRIVATE_DIR:
+    made = path in missing
+    if not made and info.st_mode & (stat.S_IWOTH if take_over else stat.S_IWGRP | stat.S_IWOTH):
+        raise _refused(path, "is writable by other users: give corral a folder of its own")
+    if (made or take_over) and stat.S_IMODE(info.st_mode) != PRIVATE_DIR:
         os.chmod(path, PRIVATE_DIR, follow_symlinks=False)
     return path
 

@@ -47,14 +47,17 @@ def test_missing_parents_of_the_state_folder_are_private_too(tmp_path: Path) -> 
 
 
 def test_loose_state_files_left_by_an_older_corral_are_tightened(db_path: Path) -> None:
-    State.open(db_path).close()
+    with State.open(db_path) as st, st.lock("deploy"):
+        pass
+    (db_path.parent / "tests").mkdir(mode=0o755)  # the owner files of test runs
     db_path.chmod(0o644)
+    (db_path.parent / "deploy.lock").chmod(0o644)
     db_path.parent.chmod(0o755)
     Path(f"{db_path}-wal").write_bytes(b"")  # an empty journal is no journal to SQLite
     Path(f"{db_path}-wal").chmod(0o666)
-    with State.open(db_path) as st:
+    with State.open(db_path) as st, st.lock("deploy"):
         assert st.schema_version > 0
-        assert mode(Path(f"{db_path}-wal")) == 0o600
+        assert mode(Path(f"{db_path}-wal")) == mode(db_path.parent / "deploy.lock") == 0o600
     assert (mode(db_path.parent), mode(db_path)) == (0o700, 0o600)
 
 
@@ -87,9 +90,21 @@ def test_a_state_folder_every_user_may_write_is_refused(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o1777)
-    with pytest.raises(StateError, match="writable by every user"):
+    with pytest.raises(StateError, match="writable by other users"):
         State.open(shared / "state.db")
     assert mode(shared) == 0o1777
+
+
+def test_a_folder_that_is_not_only_corrals_keeps_its_mode(tmp_path: Path) -> None:
+    # state: state.db beside the spec, or state: /etc/corral.db: never chmod such a folder
+    (tmp_path / "corral.yaml").write_text("fleet: shop\n")
+    tmp_path.chmod(0o755)
+    with State.open(tmp_path / "state.db") as st, st.lock("deploy"):
+        assert (mode(tmp_path / "state.db"), mode(tmp_path / "deploy.lock")) == (0o600, 0o600)
+    assert mode(tmp_path) == 0o755
+    tmp_path.chmod(0o775)  # a group may write there: it could swap the database
+    with pytest.raises(StateError, match="writable by other users"):
+        State.open(tmp_path / "state.db")
 
 
 def test_a_linked_state_folder_is_refused(tmp_path: Path) -> None:

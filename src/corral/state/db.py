@@ -120,14 +120,15 @@ def connect(path: Path) -> sqlite3.Connection:
 
     The database and its ``-wal`` and ``-shm`` files are 0600 in a 0700 folder whatever
     the umask (see :mod:`corral.hostfiles`); looser ones left by an older corral are
-    tightened. A symbolic link at any of those paths is refused, never followed.
+    tightened. A symbolic link at any of those paths is refused, never followed. A folder
+    that also holds other files keeps its mode (see :func:`_holds_only_state`).
 
     Raises:
         StateError: the directory or file cannot be created, is a link, or is not a
             database.
     """
     try:
-        private_dir(path.parent)
+        private_dir(path.parent, take_over=_holds_only_state(path))
     except OSError as exc:
         raise state_error(path, "creating its directory", exc) from exc
     if path.is_dir() and not path.is_symlink():
@@ -136,6 +137,19 @@ def connect(path: Path) -> sqlite3.Connection:
     conn = _open_sqlite(path)
     _check_same_file(conn, path, seen)
     return conn
+
+
+def _holds_only_state(path: Path) -> bool:
+    """Whether the database's folder holds nothing but corral's files (or nothing yet).
+
+    Only such a folder is corral's to make 0700 (``.corral`` by default); a folder such as
+    the spec's own or ``/etc`` (``state: /etc/corral.db``) keeps the mode its owner chose.
+    """
+    ours = {path.name, *(path.name + suffix for suffix in (*SIDE_FILES, "-journal")), "tests"}
+    try:
+        return all(name in ours or name.endswith(".lock") for name in os.listdir(path.parent))
+    except OSError:
+        return True  # missing (it is made 0700) or unreadable (private_dir reports it)
 
 
 def _prepare_files(path: Path) -> os.stat_result:

@@ -114,8 +114,9 @@ def file_lock(directory: Path, name: str, wait: float = 0.0, purpose: str = "") 
     """
     path = lock_path(directory, name)
     try:
-        # 0600 in a 0700 folder, never through a link: it says who holds it and why.
-        private_dir(directory)
+        # 0600, never through a link: it says who holds it and why. The folder is the
+        # state database's, whose mode State.open decided; a new one is made 0700.
+        private_dir(directory, take_over=False)
         fd = open_private(path, os.O_RDWR)
     except OSError as exc:
         raise StateError(f"cannot open the lock file {path}: {exc}", path=str(path)) from exc

@@ -133,7 +133,7 @@ def seed_commands(path: str, user: str) -> list[list[str]]:
 
     They run as root in a throwaway container of the role's image, without a network,
     with the fixture at ``FIXTURE_MOUNT`` read-only. ``cp -a`` copies links as links and
-    ``chown -h`` changes a link itself, so a link in the fixture that points out of it
+    ``chown --no-dereference`` changes a link itself, so a link in the fixture that points out of it
     (``/etc/shadow``, ``../..``) is copied as it is and never followed as root; and a link
     could only reach the throwaway container's own files anyway, never the host's.
     """
@@ -155,8 +155,8 @@ class FixtureSource:
     def resolve(self, folder: str) -> Path:
         """The host folder of fixture ``folder``, links resolved and confined.
 
-        The spec's loader refuses such fixtures too; this is checked again where the folder
-        is mounted into a root container, in case the tree changed since (a link added).
+        Checked here, where the folder is mounted into a root container, whatever the
+        spec's loader let through, and in case the tree changed since it loaded (a link).
 
         Raises:
             SpecError: the folder resolves outside the spec's folder, to the spec's folder

@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
+from pathlib import Path
 
 import httpx
 
+from corral.deploy.edge import EDGE_GID, EDGE_UID, RUNTIME_ROOT, SOCKET_NAME, Edge
+from corral.deploy.scope import Scope
+from corral.engines.podman import PodmanEngine
 from corral.spec import load_spec
 from corral.state import State
 from tests.engine.helpers import CORRAL, Fleet, Load, containers, free_port, podman_json
@@ -225,3 +230,59 @@ def test_ctrl_c_during_a_deploy_keeps_serving_and_the_next_deploy_converges(
     assert {i["release"] for i in web_instances(status)} == {status["release"]}
     assert len(web_instances(status)) == 2 and status["unfinished"] == []
     assert httpx.get(fleet.url).json()["version"] == "v2"
+
+
+def _as_nobody(code: str) -> subprocess.CompletedProcess[str]:
+    """Run Python ``code`` as the host's ``nobody``: what any other host user may do."""
+    return subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            code,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def _owner_and_mode(path: Path) -> tuple[int, int, int]:
+    info = path.lstat()
+    return info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
+
+
+def test_only_root_and_haproxy_reach_the_edges_admin_socket(
+    fleet: Fleet, shared_base: str, engine: PodmanEngine
+) -> None:
+    fleet.write(replicas=1)
+    fleet.deploy()
+    folder = Edge(engine, Scope(fleet.name), str(load_spec(fleet.spec).state_path)).folder
+    [edge] = podman_json("container", "inspect", f"{fleet.name}-edge")
+    assert edge["Config"]["User"] == f"{EDGE_UID}:{EDGE_GID}"
+    assert _owner_and_mode(RUNTIME_ROOT) == _owner_and_mode(folder) == (0, 0, 0o700)
+    sock = folder / "sock"
+    assert _owner_and_mode(sock) == (EDGE_UID, EDGE_GID, 0o700)
+    assert (sock / SOCKET_NAME).stat().st_uid == EDGE_UID  # HAProxy made it there
+    probe = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n"
+        f"    s.connect({str(sock / SOCKET_NAME)!r})\n"
+        "except PermissionError:\n"
+        "    pass\n"
+        "else:\n"
+        "    sys.exit('connected')\n"
+        "try:\n"
+        f"    open({str(sock / 'planted')!r}, 'w')\n"
+        "except PermissionError:\n"
+        "    sys.exit(0)\n"
+        "sys.exit('planted a file')\n"
+    )
+    refused = _as_nobody(probe)
+    assert refused.returncode == 0, refused.stderr
+    assert httpx.get(fleet.url, timeout=5).json()["version"] == "v1"  # and the edge works

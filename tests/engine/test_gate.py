@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 
@@ -164,3 +166,57 @@ def _wait_for_test_instances(fleet: Fleet) -> None:
             return
         time.sleep(0.3)
     raise AssertionError("the test environment never came up")
+
+
+FIXTURE_TEST = """
+def test_the_fixture_is_seeded_and_its_links_are_copied_as_links(host):
+    seeded = host.file("/var/lib/app/hello.txt")
+    assert seeded.content_string == "hello\\n" and seeded.user == "app"
+    assert host.file("/var/lib/app/sub/inner.txt").user == "app"
+    for name, target in {links!r}.items():
+        link = host.run("readlink /var/lib/app/" + name)
+        assert link.stdout.strip() == target  # the very link, not what it points to
+        assert host.run("stat -c %U /var/lib/app/" + name).stdout.strip() == "app"
+    assert host.run("grep -r SECRET-TEXT /var/lib/app").rc == 1
+"""
+
+
+def test_fixtures_seed_the_test_volume_and_links_in_them_are_never_followed(
+    fleet: Fleet, shared_base: str, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret.txt"
+    secret.write_text("SECRET-TEXT\n")
+    secret.chmod(0o600)
+    seed = fleet.folder / "seed"
+    (seed / "sub").mkdir(parents=True)
+    (seed / "hello.txt").write_text("hello\n")
+    (seed / "sub" / "inner.txt").write_text("inner\n")
+    links = {"abs": str(secret), "up": "../../outside/secret.txt", "root": "/"}
+    for name, target in links.items():
+        (seed / name).symlink_to(target)
+    fleet.write(extra="    fixtures: {data: seed}\n")
+    write_tests(fleet, "v1")
+    (fleet.folder / "tests" / "test_fixture.py").write_text(FIXTURE_TEST.format(links=links))
+    proc = fleet.corral("test", "--json", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [web] = json.loads(proc.stdout)["results"]
+    names = {c["name"] for c in web["checks"]}
+    assert web["outcome"] == "passed" and any("test_the_fixture_is_seeded" in n for n in names)
+    info = secret.stat()
+    assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o600)  # the host file untouched
+    assert secret.read_text() == "SECRET-TEXT\n"
+    assert leftovers(fleet) == {"containers": [], "networks": [], "volumes": []}
+
+
+def test_a_fixture_outside_the_spec_folder_is_refused_before_anything_runs(
+    fleet: Fleet, shared_base: str
+) -> None:
+    (fleet.folder / "escape").symlink_to("/")
+    fleet.write(extra="    fixtures: {data: escape}\n")
+    write_tests(fleet, "v1")
+    proc = fleet.corral("test", check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "roles.web.fixtures.data" in proc.stdout + proc.stderr
+    assert leftovers(fleet) == {"containers": [], "networks": [], "volumes": []}

@@ -6,6 +6,7 @@ This module is the one place that turns exceptions into a message and an exit co
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from corral import __version__, app
 from corral.cli import views
 from corral.cli.progress import ConsoleProgress
 from corral.errors import CorralError
+from corral.hostfiles import open_private, private_dir
 from corral.testing import suite
 
 EXIT_INTERRUPTED = 130
@@ -343,12 +345,18 @@ def _fail(exc: CorralError, as_json: bool, err: Console) -> NoReturn:
     sys.exit(exc.exit_code)
 
 
-def _write_debug_log() -> Path:
+def _write_debug_log(path: Path = DEBUG_LOG) -> Path:
+    """Append the current traceback to the debug log; where it went (``/dev/null`` if nowhere).
+
+    A traceback can quote anything corral held, so the log is 0600 in a 0700 folder and
+    never written through a link (see corral.hostfiles).
+    """
+    entry = f"--- {datetime.now(UTC).isoformat()} corral {__version__}\n{traceback.format_exc()}"
     try:
-        DEBUG_LOG.parent.mkdir(parents=True, exist_ok=True)
-        with DEBUG_LOG.open("a") as log:
-            log.write(f"--- {datetime.now(UTC).isoformat()} corral {__version__}\n")
-            log.write(traceback.format_exc())
-    except OSError:
+        private_dir(path.parent)
+        fd = open_private(path, os.O_WRONLY | os.O_APPEND)
+        with os.fdopen(fd, "a", encoding="utf-8") as log:
+            log.write(entry)
+    except (OSError, CorralError):
         return Path("/dev/null")
-    return DEBUG_LOG
+    return path

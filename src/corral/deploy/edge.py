@@ -4,12 +4,23 @@ Public roles are HAProxy frontends; their instances are servers added and draine
 time through the admin socket, so deploys never restart the edge. The configuration and the
 socket live on the host in a short path under /run/corral (a Unix socket path must stay
 under 108 bytes) and are mounted into the edge container.
+
+Whoever reaches the admin socket commands the edge, so its folder is private: HAProxy runs
+as a fixed uid (``EDGE_UID``, which no host user may have) and the socket folder is 0700
+and belongs to that uid; /run/corral and the edge's own folder are root's, 0700 (a bind
+mount is reached inside the container without walking its host parents), and the
+configuration is readable by the edge's group only. This needs corral to run as root:
+with rootless Podman a container's uids are the user's subordinate uids, which the user
+cannot give a folder to, and the edge refuses to start, saying so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import grp
 import hashlib
+import os
+import pwd
 import shutil
 import time
 from collections.abc import Iterable, Sequence
@@ -24,6 +35,7 @@ from corral.edge.config import Frontend, render_haproxy_cfg
 from corral.edge.runtime import RuntimeAPI, ServerState
 from corral.engines.base import ContainerInfo, ContainerSpec, Engine, Mount, PortMapping
 from corral.errors import EngineError, NotFoundError
+from corral.hostfiles import private_dir, write_private
 from corral.spec.model import DebianBase, HttpHealth, Resources, Role, RunConfig
 
 KIND_EDGE = "edge"
@@ -33,6 +45,11 @@ CONFIG_IN_CONTAINER = "/etc/corral-edge"
 SOCKET_IN_CONTAINER = "/var/lib/corral-edge"
 SOCKET_NAME = "admin.sock"
 PRIVILEGED_PORTS = 1024  # ports below it need CAP_NET_BIND_SERVICE to bind
+# HAProxy's uid and gid, the same in every edge: in the range 65520-65533 that neither
+# Debian (65000-65533 reserved) nor systemd (dynamic users end at 65519) hands out. Not the
+# image's "haproxy" user: adduser gives that one whatever system uid is free at bake time.
+EDGE_UID = EDGE_GID = 65520
+CONFIG_DIR_MODE, CONFIG_FILE_MODE = 0o750, 0o640  # root's; HAProxy may read, not change
 
 
 def edge_role() -> Role:
@@ -45,6 +62,22 @@ def edge_role() -> Role:
         ),
         resources=Resources(memory="256m", cpus=1.0, pids=512),
     )
+
+
+def _check_uid_is_free() -> None:
+    """A host user or group with the edge's uid or gid could reach its admin socket."""
+    for kind, lookup, number in (
+        ("user", pwd.getpwuid, EDGE_UID),
+        ("group", grp.getgrgid, EDGE_GID),
+    ):
+        try:
+            name = lookup(number)[0]
+        except KeyError:
+            continue
+        raise EngineError(
+            f"the host {kind} {name} has id {number}, the id corral's edge runs as: it could "
+            "command the edge through its admin socket; give that account another id"
+        )
 
 
 def frontends(desired: Desired) -> list[Frontend]:
@@ -69,6 +102,7 @@ class Edge:
     runtime_key: str  # tells apart fleets of the same name kept in different state files
     address: str = "127.0.0.1"
     publish: bool = True  # test environments publish nothing on the host
+    runtime_root: Path = RUNTIME_ROOT
 
     def url(self, port: int) -> str:
         """Where a public role is reached: the host port, or the edge's own address."""
@@ -81,7 +115,7 @@ class Edge:
     @property
     def folder(self) -> Path:
         digest = hashlib.sha256(f"{self.runtime_key}|{self.scope.prefix}".encode()).hexdigest()
-        return RUNTIME_ROOT / digest[:12]
+        return self.runtime_root / digest[:12]
 
     @property
     def api(self) -> RuntimeAPI:
@@ -91,7 +125,10 @@ class Edge:
         return render_haproxy_cfg(frontends(desired), f"{SOCKET_IN_CONTAINER}/{SOCKET_NAME}")
 
     def config_hash(self, desired: Desired, image_id: str) -> str:
-        return hashlib.sha256((self.render(desired) + image_id).encode()).hexdigest()[:16]
+        # The uid is part of it: an edge started by an older corral (as the image's
+        # haproxy user, its socket folder open to all) shows as needing a replace.
+        material = f"{self.render(desired)}{image_id}uid={EDGE_UID}:{EDGE_GID}"
+        return hashlib.sha256(material.encode()).hexdigest()[:16]
 
     def container(self, listing: Iterable[ContainerInfo] | None = None) -> ContainerInfo | None:
         """The edge container; ``listing``: the scope's containers listed already."""
@@ -116,22 +153,49 @@ class Edge:
         wanted = self.config_hash(desired, image_id) if image_id else None
         if wanted and current.labels.get(LABEL + "config-hash") != wanted:
             return EdgePlan(
-                "replace-needed", "public ports or the edge image changed; run: corral edge replace"
+                "replace-needed",
+                "public ports, the edge image or its uid changed; run: corral edge replace",
             )
         return EdgePlan("none")
 
     def start(self, desired: Desired, image_id: str) -> ContainerInfo:
         """(Re)create the edge container; servers are added afterwards by ``sync``."""
         self.remove()
-        (self.folder / "cfg").mkdir(parents=True, exist_ok=True)
-        sock = self.folder / "sock"
-        sock.mkdir(parents=True, exist_ok=True)
-        sock.chmod(0o777)  # HAProxy runs unprivileged; the parent folder is root's only
-        self.folder.chmod(0o711)
-        (self.folder / "cfg" / "haproxy.cfg").write_text(self.render(desired))
+        self.prepare_folder(desired)
         info = self.engine.start(self._spec(desired, image_id))
         self._wait_for_socket()
         return info
+
+    def prepare_folder(self, desired: Desired) -> None:
+        """Write the configuration and make an empty socket folder only HAProxy may use.
+
+        Raises:
+            EngineError: a host user has the edge's uid, or corral is not root (see the
+                module's docstring), or the folders cannot be made.
+            StateError: a symbolic link is where one of the folders belongs.
+        """
+        _check_uid_is_free()
+        cfg, sock = self.folder / "cfg", self.folder / "sock"
+        try:
+            private_dir(self.runtime_root)
+            private_dir(self.folder)
+            shutil.rmtree(sock, ignore_errors=True)  # an earlier edge's socket, its uid's
+            private_dir(cfg)
+            write_private(cfg / "haproxy.cfg", self.render(desired).encode())
+            for path, mode in ((cfg, CONFIG_DIR_MODE), (cfg / "haproxy.cfg", CONFIG_FILE_MODE)):
+                os.chown(path, -1, EDGE_GID, follow_symlinks=False)
+                os.chmod(path, mode)
+            private_dir(sock)
+            os.chown(sock, EDGE_UID, EDGE_GID, follow_symlinks=False)
+        except PermissionError as exc:
+            raise EngineError(
+                f"cannot give the edge's socket folder {sock} to uid {EDGE_UID}, the uid "
+                f"HAProxy runs as: {exc.strerror}. The edge needs corral to run as root "
+                "(rootless Podman maps a container's uids to subordinate ones)",
+                path=str(sock),
+            ) from exc
+        except OSError as exc:
+            raise EngineError(f"cannot prepare the edge's folder {self.folder}: {exc}") from exc
 
     def _spec(self, desired: Desired, image_id: str) -> ContainerSpec:
         role = edge_role()
@@ -157,7 +221,7 @@ class Edge:
             name=self.scope.edge_name,
             image=image_id,
             command=role.run.command,
-            user=role.run.user,
+            user=f"{EDGE_UID}:{EDGE_GID}",  # the owner of the socket folder, nobody else
             labels=labels,
             network=self.scope.network,
             ports=ports,

@@ -12,18 +12,21 @@ implicit transactions) and explicit ``BEGIN IMMEDIATE`` transactions for every w
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from corral.errors import StateError
+from corral.hostfiles import create_private, private_dir, tighten_private
 
 BUSY_TIMEOUT_S = 10.0
+SIDE_FILES = ("-wal", "-shm")  # SQLite's WAL journal and shared-memory index
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
@@ -115,15 +118,64 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 def connect(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) the database file and configure the connection.
 
+    The database and its ``-wal`` and ``-shm`` files are 0600 in a 0700 folder whatever
+    the umask (see :mod:`corral.hostfiles`); looser ones left by an older corral are
+    tightened. A symbolic link at any of those paths is refused, never followed. A folder
+    that also holds other files keeps its mode (see :func:`_holds_only_state`).
+
     Raises:
-        StateError: the directory or file cannot be created, or it is not a database.
+        StateError: the directory or file cannot be created, is a link, or is not a
+            database.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent, take_over=_holds_only_state(path))
     except OSError as exc:
         raise state_error(path, "creating its directory", exc) from exc
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         raise StateError(f"the state database path {path} is a directory", path=str(path))
+    seen = _prepare_files(path)
+    conn = _open_sqlite(path)
+    _check_same_file(conn, path, seen)
+    return conn
+
+
+def _holds_only_state(path: Path) -> bool:
+    """Whether the database's folder holds nothing but corral's files (or nothing yet).
+
+    Only such a folder is corral's to make 0700 (``.corral`` by default); a folder such as
+    the spec's own or ``/etc`` (``state: /etc/corral.db``) keeps the mode its owner chose.
+    """
+    ours = {path.name, *(path.name + suffix for suffix in (*SIDE_FILES, "-journal")), "tests"}
+    try:
+        return all(name in ours or name.endswith(".lock") for name in os.listdir(path.parent))
+    except OSError:
+        return True  # missing (it is made 0700) or unreadable (private_dir reports it)
+
+
+def _prepare_files(path: Path) -> os.stat_result:
+    """Create the database 0600 and check its files before SQLite opens them.
+
+    Python's sqlite3 cannot pass ``SQLITE_OPEN_NOFOLLOW`` (and SQLite ignores a
+    ``nofollow`` URI parameter), so corral checks the files itself: no link, 0600. The
+    journal files SQLite makes later take the database's own mode. The files are never
+    opened for I/O here: closing such a descriptor would drop the POSIX locks of any other
+    connection of this process to the same database.
+
+    Returns:
+        The status of the database file, to check that SQLite opened that very file.
+    """
+    try:
+        create_private(path)
+        seen = tighten_private(path)
+        for suffix in SIDE_FILES:
+            with suppress(FileNotFoundError):
+                tighten_private(Path(f"{path}{suffix}"))
+    except OSError as exc:
+        raise state_error(path, "opening", exc) from exc
+    return seen
+
+
+def _open_sqlite(path: Path) -> sqlite3.Connection:
     with translated(path, "opening"):
         # The deploy executor writes from worker threads, one at a time behind a lock
         # (corral.deploy.apply.Journal); the connection itself may cross threads.
@@ -142,6 +194,20 @@ def connect(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _check_same_file(conn: sqlite3.Connection, path: Path, seen: os.stat_result) -> None:
+    """SQLite opened the very file corral checked: no link was swapped in meanwhile."""
+    try:
+        now = os.lstat(path)
+    except OSError as exc:
+        conn.close()
+        raise state_error(path, "opening", exc) from exc
+    if (seen.st_dev, seen.st_ino) != (now.st_dev, now.st_ino):
+        conn.close()
+        raise StateError(
+            f"the state database {path} was replaced while corral opened it", path=str(path)
+        )
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.errors import LockedError, StateError
+from corral.hostfiles import open_private, private_dir
 from corral.state.records import current_host, current_user, utc_now
 
 _LOCK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -108,13 +109,15 @@ def file_lock(directory: Path, name: str, wait: float = 0.0, purpose: str = "") 
     Raises:
         LockedError: another process holds the lock after ``wait`` seconds; its
             ``holder`` detail has pid, user, host, purpose and since.
-        StateError: the lock file cannot be created or written.
+        StateError: the lock file cannot be created or written, or is a symbolic link.
         ValueError: ``name`` is not a plain word.
     """
     path = lock_path(directory, name)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # 0600, never through a link: it says who holds it and why. The folder is the
+        # state database's, whose mode State.open decided; a new one is made 0700.
+        private_dir(directory, take_over=False)
+        fd = open_private(path, os.O_RDWR)
     except OSError as exc:
         raise StateError(f"cannot open the lock file {path}: {exc}", path=str(path)) from exc
     try:

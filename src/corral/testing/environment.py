@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from corral.deploy.apply import Executor, ScratchJournal
 from corral.deploy.desired import Desired, RoleRelease
@@ -26,11 +26,13 @@ from corral.deploy.observe import observe
 from corral.deploy.plan import EdgePlan, Observed, plan_deploy
 from corral.deploy.scope import LABEL, LIVE, Scope
 from corral.engines.base import Engine, Mount
-from corral.errors import CorralError
+from corral.errors import CorralError, Diagnostic, SpecError, StateError
+from corral.hostfiles import private_dir, read_private, write_private
 from corral.progress import NullProgress, Progress
 from corral.state.records import current_host
 
 TEST_PREFIX = "test-"
+FIXTURE_MOUNT = "/fixture"  # where a fixture is seen while it is copied
 
 
 @dataclass
@@ -57,16 +59,7 @@ class TestEnvironment:
 
     def up(self, desired: Desired, secrets: dict[str, str], edge_image: str | None) -> None:
         """Bring ``desired`` up; raise DeployError naming the roles that did not get healthy."""
-        self.owners.mkdir(parents=True, exist_ok=True)
-        self.owner_file.write_text(
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "host": current_host(),
-                    "started": datetime.now(UTC).isoformat(),
-                }
-            )
-        )
+        write_owner_file(self.owners, self.owner_file)
         self.engine.ensure_network(self.scope.network, self.scope.labels("network"), internal=True)
         for rr in desired.values():
             self._seed_volumes(rr)
@@ -98,13 +91,14 @@ class TestEnvironment:
                 name, {**self.scope.labels("volume"), LABEL + "role": rr.role}
             )
             if volume in fixtures:
-                source = (self.root / fixtures[volume]).resolve()
+                where = FixtureSource(self.root, self.owners.parent, rr.role, volume)
+                source = where.resolve(fixtures[volume])
                 self.progress.step(rr.role, f"seeding volume {volume} from {fixtures[volume]}")
-                self.engine.run_once(
-                    rr.image_id,
-                    ["sh", "-c", f"cp -a /fixture/. '{path}/' && chown -R {rr.run.user}: '{path}'"],
-                    mounts=(Mount(str(source), "/fixture", read_only=True), Mount(name, path)),
-                )
+                # The fixture is mounted read-only; each step is an argv (no shell), and
+                # neither step follows a link found in the fixture (see seed_commands).
+                mounts = (Mount(str(source), FIXTURE_MOUNT, read_only=True), Mount(name, path))
+                for command in seed_commands(path, rr.run.user):
+                    self.engine.run_once(rr.image_id, command, mounts=mounts)
 
     def describe(self, rr: RoleRelease, mode: str = "full") -> dict[str, Any]:
         """The environment as the role's tests see it (see corral.testing.plugin)."""
@@ -132,6 +126,59 @@ class TestEnvironment:
         teardown(self.engine, self.scope)
         self.edge.remove(forget=True)
         self.owner_file.unlink(missing_ok=True)
+
+
+def seed_commands(path: str, user: str) -> list[list[str]]:
+    """The steps that copy a fixture into the volume at ``path`` and give it to ``user``.
+
+    They run as root in a throwaway container of the role's image, without a network,
+    with the fixture at ``FIXTURE_MOUNT`` read-only. ``cp -a`` copies links as links and
+    ``chown --no-dereference`` changes a link itself, so a link in the fixture that points out of it
+    (``/etc/shadow``, ``../..``) is copied as it is and never followed as root; and a link
+    could only reach the throwaway container's own files anyway, never the host's.
+    """
+    return [
+        ["cp", "-a", "--no-target-directory", "--", FIXTURE_MOUNT, path],
+        ["chown", "-R", "--no-dereference", "--", f"{user}:", path],
+    ]
+
+
+@dataclass(frozen=True)
+class FixtureSource:
+    """Where the fixtures of one role's volume may come from: the spec's folder only."""
+
+    root: Path  # the spec's folder
+    state: Path  # the state database's folder, which never goes into a container
+    role: str
+    volume: str
+
+    def resolve(self, folder: str) -> Path:
+        """The host folder of fixture ``folder``, links resolved and confined.
+
+        Checked here, where the folder is mounted into a root container, whatever the
+        spec's loader let through, and in case the tree changed since it loaded (a link).
+
+        Raises:
+            SpecError: the folder resolves outside the spec's folder, to the spec's folder
+                itself or to one holding corral's state, is not a folder, or has a ``:`` or
+                ``,`` in its path (Podman's ``--volume`` would read those as separators).
+        """
+        base = self.root.resolve()
+        source = (base / folder).resolve()
+        state = self.state.resolve()
+        if base not in source.parents:
+            self._refuse(f"{folder!r} is {source}: a fixture is a folder inside the spec's folder")
+        if source == state or source in state.parents or state in source.parents:
+            self._refuse(f"{folder!r} is {source}, which holds corral's state")
+        if not source.is_dir():
+            self._refuse(f"{folder!r} is not a folder")
+        if any(char in str(source) for char in ":,") or not str(source).isprintable():
+            self._refuse(f"the path {source} has a ':', a ',' or a control character")
+        return source
+
+    def _refuse(self, message: str) -> NoReturn:
+        field = f"roles.{self.role}.fixtures.{self.volume}"
+        raise SpecError([Diagnostic(str(self.root), 0, 0, field, message)])
 
 
 def teardown(engine: Engine, scope: Scope) -> None:
@@ -172,11 +219,32 @@ def sweep(engine: Engine, fleet: str, owners: Path, orphans: bool = False) -> li
     return swept
 
 
-def _owner_alive(path: Path) -> bool:
+def write_owner_file(owners: Path, path: Path) -> None:
+    """Say which process owns a test environment: 0600 in a 0700 folder, never a link.
+
+    Raises:
+        StateError: the folder or the file cannot be written, or ``path`` is a link.
+    """
+    owner = {"pid": os.getpid(), "host": current_host(), "started": datetime.now(UTC).isoformat()}
     try:
-        owner = json.loads(path.read_text())
+        private_dir(owners)
+        write_private(path, json.dumps(owner).encode())
+    except OSError as exc:
+        raise StateError(f"cannot write the owner file {path}: {exc}", path=str(path)) from exc
+
+
+def _owner_alive(path: Path) -> bool:
+    """Whether the process named in the owner file ``path`` may still be running.
+
+    Raises:
+        StateError: ``path`` is a symbolic link (refused, never followed).
+    """
+    try:
+        owner = json.loads(read_private(path))
     except (OSError, ValueError):
         return False  # no owner file: nobody is looking after it
+    if not isinstance(owner, dict):
+        return False
     if owner.get("host") != current_host():
         return True  # another machine's: its pid means nothing here
     try:

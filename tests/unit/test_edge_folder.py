@@ -1,0 +1,105 @@
+"""The edge's host folder: its admin socket is reachable by root and HAProxy's uid only."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from corral.deploy import edge as edge_module
+from corral.deploy.edge import EDGE_GID, EDGE_UID, Edge
+from corral.deploy.scope import Scope
+from corral.engines.fake import FakeEngine
+from corral.errors import EngineError, StateError
+from tests.unit.builders import role_release
+
+DESIRED = {"web": role_release("web", public=8080, run={"port": 8000})}
+
+
+@pytest.fixture(autouse=True)
+def loose_umask() -> Iterator[None]:
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.fixture
+def edge(tmp_path: Path) -> Edge:
+    return Edge(
+        FakeEngine(), Scope("shop"), "/srv/shop/.corral/state.db", runtime_root=tmp_path / "run"
+    )
+
+
+def owner_and_mode(path: Path) -> tuple[int, int, int]:
+    info = os.lstat(path)
+    return info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
+
+
+def test_the_socket_folder_is_private_to_haproxys_uid(edge: Edge) -> None:
+    edge.prepare_folder(DESIRED)
+    root = os.geteuid()
+    assert owner_and_mode(edge.runtime_root)[2] == 0o700
+    assert owner_and_mode(edge.folder) == (root, os.getegid(), 0o700)
+    assert owner_and_mode(edge.folder / "sock") == (EDGE_UID, EDGE_GID, 0o700)
+    assert owner_and_mode(edge.folder / "cfg")[1:] == (EDGE_GID, 0o750)
+    assert owner_and_mode(edge.folder / "cfg" / "haproxy.cfg")[1:] == (EDGE_GID, 0o640)
+    assert list((edge.folder / "sock").iterdir()) == []
+
+
+def test_haproxy_runs_as_the_owner_of_the_socket_folder(edge: Edge) -> None:
+    spec = edge._spec(DESIRED, "img-edge")
+    assert spec.user == f"{EDGE_UID}:{EDGE_GID}"
+    assert [m.target for m in spec.mounts if not m.read_only] == [edge_module.SOCKET_IN_CONTAINER]
+
+
+def test_a_folder_left_open_by_an_older_corral_is_closed_and_emptied(edge: Edge) -> None:
+    sock = edge.folder / "sock"
+    sock.mkdir(parents=True)
+    (sock / "admin.sock").write_text("")
+    sock.chmod(0o777)
+    edge.folder.chmod(0o711)
+    edge.runtime_root.chmod(0o755)
+    edge.prepare_folder(DESIRED)
+    assert owner_and_mode(sock) == (EDGE_UID, EDGE_GID, 0o700)
+    assert owner_and_mode(edge.folder)[2] == owner_and_mode(edge.runtime_root)[2] == 0o700
+    assert list(sock.iterdir()) == []
+
+
+def test_an_edge_of_an_older_corral_needs_a_replace(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new = edge.config_hash(DESIRED, "img-edge")
+    monkeypatch.setattr(edge_module, "EDGE_UID", 108)  # as if run as the image's haproxy
+    assert edge.config_hash(DESIRED, "img-edge") != new
+
+
+def test_a_link_at_the_socket_folder_is_refused(edge: Edge, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    edge.folder.mkdir(parents=True)
+    (edge.folder / "sock").symlink_to(elsewhere)
+    with pytest.raises(StateError, match="sock is a symbolic link"):
+        edge.prepare_folder(DESIRED)
+    assert owner_and_mode(elsewhere)[0] == os.geteuid()
+
+
+def test_a_host_user_with_the_edges_uid_is_refused(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(edge_module.pwd, "getpwuid", lambda uid: ("mallory",))
+    with pytest.raises(EngineError, match="host user mallory has id 65520"):
+        edge.prepare_folder(DESIRED)
+
+
+def test_without_root_the_edge_says_it_needs_root(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(edge_module.os, "chown", refuse)
+    with pytest.raises(EngineError, match="needs corral to run as root"):
+        edge.prepare_folder(DESIRED)

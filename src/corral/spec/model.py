@@ -111,6 +111,8 @@ class CopyStep(Model):
 class BuildSteps(Model):
     copy_: tuple[CopyStep, ...] = Field(default=(), alias="copy")
     run: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    # The build's steps are the role's code: they get no network unless the role asks.
+    network: StrictBool = False
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -116,6 +116,14 @@ def test_a_control_character_in_a_copy_destination_is_refused() -> None:
         render(role, "sha256abc")
 
 
+def test_a_role_step_may_span_lines_but_never_hold_a_nul() -> None:
+    role = make_role(build={"run": ["set -x\necho two lines"]})
+    assert ["/bin/sh", "-ec", "set -x\necho two lines"] in run_steps(render(role, "b").text)
+    role = unchecked(role, "build", run=("echo a\0b",))
+    with pytest.raises(BuildError, match=r"build\.run\[0\]: the step contains a NUL"):
+        render(role, "b")
+
+
 def test_a_base_reference_is_one_word() -> None:
     with pytest.raises(BuildError, match="base image"):
         render(make_role(), "abc\nUSER root")
@@ -274,8 +282,11 @@ def test_a_containerfile_base_outside_the_spec_folder_is_refused(tmp_path: Path)
     engine = FakeEngine()
     with pytest.raises(BuildError, match=r"base\.containerfile"):
         resolve_base(target, engine, NullProgress())
-    with pytest.raises(BuildError, match=r"base\.containerfile"):
-        find_current_image(target, engine, State.open(tmp_path / "state.db"))
+    with (
+        State.open(tmp_path / "state.db") as state,
+        pytest.raises(BuildError, match=r"base\.containerfile"),
+    ):
+        find_current_image(target, engine, state)
     assert engine.builds == []
 
 

@@ -78,6 +78,13 @@ def plain_text(field_path: str, value: str) -> str:
     return value
 
 
+def _script(field_path: str, step: str) -> str:
+    # A role's step is shell text and may span lines; only NUL can never be in an argv item.
+    if "\0" in step:
+        raise BuildError(f"{field_path}: the step contains a NUL character")
+    return step
+
+
 def render(role: Role, base_ref: str, labels: Mapping[str, str] | None = None) -> Containerfile:
     """The Containerfile for ``role`` on top of ``base_ref`` (an image id).
 
@@ -98,7 +105,7 @@ def render(role: Role, base_ref: str, labels: Mapping[str, str] | None = None) -
     for index, step in enumerate(role.build.copy_):
         args[copy_arg(index)] = plain_text(f"build.copy[{index}].dest", step.dest)
         lines += [f"ARG {copy_arg(index)}", f'COPY ["copy-{index}", "${{{copy_arg(index)}}}"]']
-    lines += [_shell(step) for step in role.build.run]
+    lines += [_shell(_script(f"build.run[{i}]", step)) for i, step in enumerate(role.build.run)]
     lines += [_shell(SHUT_THE_DOOR), f"ARG {ARG_USER}", f"USER ${{{ARG_USER}}}"]
     args[ARG_USER] = user
     if role.run.workdir:

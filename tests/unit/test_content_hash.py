@@ -17,6 +17,7 @@ import pytest
 
 from corral.build.bake import BakeTarget, resolve_base, role_content_hash
 from corral.engines.fake import FakeEngine
+from corral.errors import BuildError
 from corral.progress import NullProgress
 from corral.spec.model import Role
 
@@ -200,3 +201,16 @@ def test_a_containerfile_base_is_rebuilt_when_its_folder_or_the_network_changes(
     fourth = base_id({**data, "build": {"network": True}})
     assert len({first, second, third, fourth}) == 4
     assert len(engine.builds) == 4
+
+
+@pytest.mark.parametrize("src", ["shadow", "../outside/secret.txt", "/etc/hostname"])
+def test_the_hash_never_reads_a_copy_source_outside_the_spec_folder(
+    root: Path, tmp_path_factory: pytest.TempPathFactory, src: str
+) -> None:
+    outside = tmp_path_factory.mktemp("outside") / "secret.txt"
+    outside.write_text("host secret\n")
+    (root / "shadow").symlink_to(outside)
+    data = role_data()
+    data["build"]["copy"] = [{"src": src, "dest": "/srv/x"}]
+    with pytest.raises(BuildError, match=r"build\.copy\[0\]\.src"):
+        content_hash(root, data)

@@ -1,8 +1,9 @@
 """Bake versioned role images: resolve the base, hash the inputs, build only what changed.
 
 A role image's version is ``<build number>-<content hash[:12]>``. The content hash covers
-everything that shapes the image (the role's base and build sections, its user, the base
-image id and the bytes of every copied file), so an unchanged role is never rebuilt and
+everything that shapes the image (the role's base and build sections, including
+``build.network``, its user, workdir and volume paths, the base image id, and the bytes,
+execute bits and symlinks of every copied file), so an unchanged role is never rebuilt and
 the same version always means the same inputs.
 """
 
@@ -22,6 +23,7 @@ from corral.build import containerfile
 from corral.build.base import BaseRecipe, ensure_base
 from corral.build.git import git_info
 from corral.build.hashing import combine, hash_json, hash_tree
+from corral.build.tree import confined
 from corral.engines.base import Engine, ImageInfo
 from corral.errors import BuildError, CorralError, EngineError, GateError, UsageError
 from corral.progress import NullProgress, Progress
@@ -29,7 +31,8 @@ from corral.spec.load import LoadedSpec
 from corral.spec.model import ContainerfileBase, DebianBase, ImageBase, Role
 from corral.state import ImageRecord, State
 
-IMAGE_RECIPE_VERSION = 1
+# 2: spec values reach the Containerfile as data (build arguments, argv items).
+IMAGE_RECIPE_VERSION = 2
 SSH_SERVERS = ("openssh-server", "dropbear", "dropbear-bin", "tinysshd")
 LABEL = "io.corral."
 
@@ -115,8 +118,7 @@ def find_current_image(target: BakeTarget, engine: Engine, state: State) -> Imag
     elif isinstance(base, ImageBase):
         found = engine.inspect_image(base.image)
     else:
-        digest = hash_tree((target.root / base.containerfile).resolve().parent)
-        found = engine.inspect_image(f"{image_repo(target.fleet, target.name)}-base:{digest[:16]}")
+        found = engine.inspect_image(_containerfile_base_tag(target, base)[1])
     if found is None:
         return None
     return _current_image(target, role_content_hash(target, found.id), engine, state)
@@ -158,12 +160,11 @@ def resolve_base(target: BakeTarget, engine: Engine, progress: Progress) -> Imag
 def _containerfile_base(
     target: BakeTarget, base: ContainerfileBase, engine: Engine, progress: Progress
 ) -> ImageInfo:
-    path = (target.root / base.containerfile).resolve()
-    digest = hash_tree(path.parent)
-    tag = f"{image_repo(target.fleet, target.name)}-base:{digest[:16]}"
+    digest, tag = _containerfile_base_tag(target, base)
     found = engine.inspect_image(tag)
     if found is not None:
         return found
+    path = confined(target.root, base.containerfile, "base.containerfile")
     progress.step(target.name, f"building base from {base.containerfile}")
     return engine.build_image(
         path.parent,
@@ -171,7 +172,19 @@ def _containerfile_base(
         tag,
         {LABEL + "base-hash": digest},
         log=lambda line: progress.log(target.name, line),
+        network=target.role.build.network,
     )
+
+
+def _containerfile_base_tag(target: BakeTarget, base: ContainerfileBase) -> tuple[str, str]:
+    """(hash, tag) of a Containerfile base: its folder (the build context) and the network.
+
+    The folder is inside the spec's folder (``confined``), and hashing it refuses a symlink
+    that leaves it: a base's build context never reaches a host file.
+    """
+    path = confined(target.root, base.containerfile, "base.containerfile")
+    digest = combine([hash_tree(path.parent), f"network:{target.role.build.network}"])
+    return digest, f"{image_repo(target.fleet, target.name)}-base:{digest[:16]}"
 
 
 def role_content_hash(target: BakeTarget, base_id: str) -> str:
@@ -186,7 +199,10 @@ def role_content_hash(target: BakeTarget, base_id: str) -> str:
         "volumes": sorted(role.volumes.values()),
     }
     parts = [f"recipe:{IMAGE_RECIPE_VERSION}", f"spec:{hash_json(shaping)}", f"base:{base_id}"]
-    parts += [f"copy:{hash_tree(target.root / step.src)}" for step in role.build.copy_]
+    parts += [
+        f"copy:{hash_tree(confined(target.root, step.src, f'build.copy[{index}].src'))}"
+        for index, step in enumerate(role.build.copy_)
+    ]
     return combine(parts)
 
 
@@ -246,9 +262,16 @@ def _bake_steps(
     with tempfile.TemporaryDirectory(prefix="corral-build-") as tmp:
         cfile = containerfile.stage_context(role, target.root, Path(tmp))
         stage_labels = _stage_labels(target.fleet, build_number=int(version.split("-")[0]))
-        cfile.write_text(containerfile.render(role, base.id, stage_labels))
+        rendered = containerfile.render(role, base.id, stage_labels)
+        cfile.write_text(rendered.text)
         staged = engine.build_image(
-            Path(tmp), cfile, stage_tag, {}, log=lambda line: progress.log(name, line)
+            Path(tmp),
+            cfile,
+            stage_tag,
+            {},
+            log=lambda line: progress.log(name, line),
+            build_args=rendered.build_args,
+            network=role.build.network,
         )
     packages, ssh_files = inventory(engine, staged.id)
     check_no_ssh(name, role, packages, ssh_files)

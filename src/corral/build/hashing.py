@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-SKIPPED_DIRS = frozenset({".git", ".corral", "__pycache__", ".venv"})
+from corral.build.tree import TreeEntry, read_file, tree_entries
 
 
 def hash_json(value: Any) -> str:
@@ -18,31 +17,32 @@ def hash_json(value: Any) -> str:
     return hashlib.sha256(data.encode()).hexdigest()
 
 
-def tree_files(path: Path) -> list[Path]:
-    """Every regular file at or under ``path``, in a stable order, skipping VCS folders."""
-    if path.is_file():
-        return [path]
-    found: list[Path] = []
-    for folder, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
-        found += [Path(folder, name) for name in sorted(files)]
-    return found
-
-
 def hash_tree(path: Path) -> str:
-    """sha256 over relative names, executable bits and bytes of every file under ``path``."""
+    """sha256 over what ``path`` holds: names, kinds, execute bits, bytes and link texts.
+
+    ``path`` must already be confined to the spec's folder (``tree.confined``). A symlink
+    is hashed by its text, never by what it points to: no host file is read through one.
+
+    Raises:
+        BuildError: the tree holds a symlink that leaves it, or a device, FIFO or socket.
+    """
     digest = hashlib.sha256()
-    root = path if path.is_dir() else path.parent
-    for file in tree_files(path):
-        digest.update(_file_record(file, root))
+    for entry in tree_entries(path):
+        digest.update(_record(entry))
     return digest.hexdigest()
 
 
-def _file_record(file: Path, root: Path) -> bytes:
-    mode = "x" if os.access(file, os.X_OK) else "-"
-    header = f"{file.relative_to(root).as_posix()}\0{mode}\0".encode()
-    return header + hashlib.sha256(file.read_bytes()).digest()
+def _record(entry: TreeEntry) -> bytes:
+    if entry.kind == "file":
+        mode = "x" if entry.executable else "-"
+        body = hashlib.sha256(read_file(entry)).digest()
+    else:
+        mode, body = entry.kind[0], entry.target.encode(errors="surrogateescape")
+    # Length-prefixed: no name or link text can be made to look like another record.
+    header = entry.relative.encode(errors="surrogateescape")
+    return b"%d:%s\0%s\0%d:" % (len(header), header, mode.encode(), len(body)) + body
 
 
 def combine(parts: Iterable[str]) -> str:
+    """sha256 of ``parts`` joined by newlines (each part is a ``kind:hash`` line)."""
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()

@@ -141,8 +141,17 @@ class Engine(ABC):
         tag: str,
         labels: Mapping[str, str],
         log: LogSink | None = None,
+        *,
+        build_args: Mapping[str, str] | None = None,
+        network: bool = False,
     ) -> ImageInfo:
         """Build ``containerfile`` in ``context``; stream output lines to ``log``.
+
+        Args:
+            build_args: values for the Containerfile's ``ARG`` names, passed as data: a
+                value substituted for ``${NAME}`` is never parsed as Containerfile text.
+            network: let the build's steps reach the network. Without it they have none
+                (a build step is the role's code, and it runs before any test).
 
         Raises:
             BuildError: the build failed; the error carries the tail of the log.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from corral.engines.base import (
@@ -27,6 +27,16 @@ def _matches(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
     return all(have.get(k) == v for k, v in want.items())
 
 
+@dataclass(frozen=True)
+class FakeBuild:
+    """One ``build_image`` call, as the engine was asked to make it."""
+
+    tag: str
+    containerfile: str
+    build_args: dict[str, str]
+    network: bool
+
+
 class FakeEngine(Engine):
     name = "fake"
 
@@ -36,6 +46,7 @@ class FakeEngine(Engine):
         self.networks: dict[str, Mapping[str, str]] = {}
         self.volumes: dict[str, Mapping[str, str]] = {}
         self.calls: list[tuple[str, str]] = []
+        self.builds: list[FakeBuild] = []
         self._ids = itertools.count(1)
         self._address_counter = itertools.count(0)  # only goes up: no two containers share one
         self.now = "2026-01-01T00:00:00Z"  # what ``stop`` records as the finish time
@@ -62,7 +73,12 @@ class FakeEngine(Engine):
         tag: str,
         labels: Mapping[str, str],
         log: LogSink | None = None,
+        *,
+        build_args: Mapping[str, str] | None = None,
+        network: bool = False,
     ) -> ImageInfo:
+        text = containerfile.read_text()
+        self.builds.append(FakeBuild(tag, text, dict(build_args or {}), network))
         return self._add_image(tag, labels)
 
     def inspect_image(self, ref: str) -> ImageInfo | None:

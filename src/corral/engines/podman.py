@@ -132,7 +132,12 @@ class PodmanEngine(Engine):
         tag: str,
         labels: Mapping[str, str],
         log: LogSink | None = None,
+        *,
+        build_args: Mapping[str, str] | None = None,
+        network: bool = False,
     ) -> ImageInfo:
+        # "none" leaves RUN steps a loopback device only; "host" is what a role that
+        # downloads while it builds asks for (podman 4.3 accepts both for build).
         argv = [
             "build",
             "--file",
@@ -140,12 +145,14 @@ class PodmanEngine(Engine):
             "--tag",
             tag,
             "--network",
-            "host",
+            "host" if network else "none",
             "--layers",
             "--force-rm",
         ]
         for key, value in labels.items():
             argv += ["--label", f"{key}={value}"]
+        for name, value in (build_args or {}).items():
+            argv += ["--build-arg", f"{name}={value}"]
         status, tail = self._stream([*argv, str(context)], log)
         if status != 0:
             raise BuildError(f"podman build of {tag} failed (exit {status})", log=tail)

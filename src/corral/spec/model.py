@@ -147,6 +147,8 @@ class BuildSteps(Model):
     run: tuple[
         Annotated[str, Field(min_length=1, max_length=65536), AfterValidator(kinds.no_nul)], ...
     ] = Field(default=(), max_length=MAX_STEPS)
+    # The build's steps are the role's code: they get no network unless the role asks.
+    network: StrictBool = False
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

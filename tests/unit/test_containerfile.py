@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from corral.build.bake import BakeTarget, build_fleet, find_current_image, resolve_base
 from corral.build.containerfile import (
@@ -33,13 +34,32 @@ HOSTILE = '/srv/a b/$HOME/it\'s/"q"/back\\slash/\\'
 INSTRUCTIONS = ("FROM ", "RUN [", "ARG CORRAL_", "COPY [", "USER ${", "WORKDIR ${", "LABEL ")
 
 
+PLACEHOLDER = "/srv/placeholder"
+
+
 def make_role(**fields: Any) -> Role:
+    """A validated role in which ``HOSTILE`` is put back after validation: the spec refuses
+    it, and the Containerfile must survive it all the same."""
     data: dict[str, Any] = {
         "base": {"debian": "bookworm"},
         "run": {"command": ["app"], "user": "app"},
         **fields,
     }
-    return Role.model_validate(data)
+    safe = json.loads(json.dumps(data).replace(json.dumps(HOSTILE)[1:-1], PLACEHOLDER))
+    return _put_back(Role.model_validate(safe))
+
+
+def _put_back(value: Any) -> Any:
+    if value == PLACEHOLDER:
+        return HOSTILE
+    if isinstance(value, BaseModel):
+        updates = {name: _put_back(getattr(value, name)) for name in type(value).model_fields}
+        return value.model_copy(update=updates)
+    if isinstance(value, dict):
+        return {k: _put_back(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_put_back(v) for v in value)
+    return value
 
 
 def unchecked(role: Role, section: str, **values: Any) -> Role:
@@ -135,7 +155,13 @@ def test_a_base_reference_is_one_word() -> None:
 
 
 def copy_role(*sources: str, dest: str = "/srv/app") -> Role:
-    return make_role(build={"copy": [{"src": s, "dest": dest} for s in sources]})
+    """A role copying ``sources``, set after validation: the spec refuses some of them."""
+    role = make_role(build={"copy": [{"src": "app", "dest": dest} for _ in sources]})
+    steps = tuple(
+        step.model_copy(update={"src": src})
+        for step, src in zip(role.build.copy_, sources, strict=True)
+    )
+    return unchecked(role, "build", copy_=steps)
 
 
 @pytest.fixture

@@ -210,7 +210,8 @@ def test_the_hash_never_reads_a_copy_source_outside_the_spec_folder(
     outside = tmp_path_factory.mktemp("outside") / "secret.txt"
     outside.write_text("host secret\n")
     (root / "shadow").symlink_to(outside)
-    data = role_data()
-    data["build"]["copy"] = [{"src": src, "dest": "/srv/x"}]
+    role = Role.model_validate(role_data())  # the spec refuses src: the bake must too
+    steps = (role.build.copy_[0].model_copy(update={"src": src}),)
+    role = role.model_copy(update={"build": role.build.model_copy(update={"copy_": steps})})
     with pytest.raises(BuildError, match=r"build\.copy\[0\]\.src"):
-        content_hash(root, data)
+        role_content_hash(BakeTarget("shop", "web", role, root), BASE_ID)

@@ -6,6 +6,7 @@ parsing and the error mapping without starting HAProxy.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import tempfile
 import threading
@@ -45,11 +46,17 @@ Answer = str | Callable[[str], str]
 
 
 class FakeHAProxy:
-    """A Unix socket answering one command per connection, like HAProxy's admin socket."""
+    """A Unix socket speaking HAProxy's admin protocol, interactive mode included.
+
+    Without ``prompt`` first it answers one command and closes; after ``prompt`` it keeps
+    the connection and ends each answer with the prompt, as HAProxy 2.6 does (checked by
+    hand: the interactive answer is the one-shot answer followed by ``"> "``).
+    """
 
     def __init__(self, path: str, answers: dict[str, Answer]) -> None:
         self.answers = answers
         self.received: list[str] = []
+        self.connections = 0
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.bind(path)
         self._sock.listen()
@@ -62,12 +69,24 @@ class FakeHAProxy:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
-            with conn:
-                line = conn.makefile("rb").readline().decode().rstrip("\n")
+            self.connections += 1
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn: socket.socket) -> None:
+        interactive = False
+        with conn, conn.makefile("rb") as lines:
+            for raw in lines:
+                line = raw.decode().rstrip("\n")
+                if line == "prompt":
+                    interactive = True
+                    conn.sendall(b"\n> ")
+                    continue
                 self.received.append(line)
                 answer = self.answers.get(line, "Unknown command.\n")
                 text = answer(line) if callable(answer) else answer
-                conn.sendall(text.encode())
+                conn.sendall((text + ("> " if interactive else "")).encode())
+                if not interactive:
+                    return
 
     def close(self) -> None:
         self._sock.close()
@@ -217,7 +236,7 @@ def test_silent_socket_times_out(sock_path: str) -> None:
 
 
 def test_drain_and_remove_waits_for_sessions(sock_path: str) -> None:
-    sessions = iter([2, 1, 0])
+    sessions = itertools.chain([2, 1], itertools.repeat(0))
 
     def stat(_: str) -> str:
         row = f"web,a,0,0,{next(sessions)},,,,,,,,,,,,,DRAIN,,,,,,,,,,,,,,,,,,,L7OK,\n"

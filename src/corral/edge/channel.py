@@ -52,6 +52,7 @@ class Channel:
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
         self.round_trips = 0  # how many times commands were written and answered (tests)
+        self.opened = 0  # how many connections were opened (tests)
 
     def run(self, lines: Sequence[str]) -> list[str]:
         """Write ``lines`` at once and return their answers, stripped, in order.
@@ -101,6 +102,7 @@ class Channel:
             sock.close()
             raise
         self._sock = sock
+        self.opened += 1
         return sock
 
     def _drop(self) -> None:

@@ -456,3 +456,11 @@ def test_a_look_from_before_the_question_never_answers_it(sock_path: str) -> Non
         assert api._wait_idle("web", "a", 0) is False  # one fresh look (1 session), no wait
         assert api._wait_idle("web", "a", 5) is True
         assert fake.received.count("show stat 3 4 -1") == 2
+
+
+def test_a_bad_name_fails_its_own_waiter_only(haproxy: FakeHAProxy, sock_path: str) -> None:
+    api = RuntimeAPI(sock_path)
+    with pytest.raises(ValueError):
+        api.wait_healthy("web;show info", "a", 1)
+    assert haproxy.received == []  # refused before it was watched, so no look carries it
+    assert api.wait_healthy("web", "a", 1) is True

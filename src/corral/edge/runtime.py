@@ -328,7 +328,7 @@ class RuntimeAPI:
             NotFoundError: no such backend or server.
             EngineError: the socket failed.
         """
-        _check_name(name)
+        _target(backend, name)  # checked here: a bad name must fail its caller, not the looker
         return self.watcher.wait(backend, name, lambda s: s.healthy, timeout)
 
     def prepare(self, backend: str, name: str, addr: str, port: int) -> None:
@@ -403,6 +403,7 @@ class RuntimeAPI:
         return drained
 
     def _wait_idle(self, backend: str, name: str, timeout: float) -> bool:
+        _target(backend, name)
         return self.watcher.wait(backend, name, _idle, timeout, sessions=True)
 
     def _delete_when_free(self, backend: str, name: str, grace: float) -> None:

@@ -197,7 +197,17 @@ class Swarm:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def docker(self, *args: str, timeout: float = 1800) -> str:
-        return run(DOCKER, "-H", f"unix://{self.sock}", *args, timeout=timeout)
+        proc = subprocess.run(
+            [DOCKER, "-H", f"unix://{self.sock}", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
+        if proc.returncode != 0:
+            said = (proc.stderr or proc.stdout).strip()[-1500:]
+            raise RuntimeError(f"docker {' '.join(args[:2])} failed: {said}")
+        return proc.stdout
 
     def start(self) -> None:
         (self.folder / "x").mkdir(parents=True)
@@ -272,11 +282,14 @@ class Swarm:
 
 def swarm_size(swarm: Swarm, image: str, replicas: int, monitor: str) -> dict[str, Any]:
     name = f"web{replicas}"
-    swarm.create(name, image, replicas, monitor)
     try:
+        swarm.create(name, image, replicas, monitor)
         seconds = swarm.update(name, f"swarm {replicas}")
+    except RuntimeError as exc:  # reported, so the corral figures of the run are not lost
+        return {"replicas": replicas, "error": str(exc), "monitor": monitor}
     finally:
-        swarm.docker("service", "rm", name)
+        with contextlib.suppress(RuntimeError):
+            swarm.docker("service", "rm", name)
     return {
         "replicas": replicas,
         "update_s": round(seconds, 2),
@@ -314,7 +327,10 @@ def main() -> None:
         swarm = Swarm(Path(tmp) / "swarm")
         report.update(fleet=fleet.name, port=fleet.port)
         try:
-            report["corral"] = [one_size(fleet, script, n, changes) for n in sizes]
+            report["corral"] = []
+            for n in sizes:
+                report["corral"].append(one_size(fleet, script, n, changes))
+                print(json.dumps(report["corral"][-1]), file=sys.stderr)  # kept if Swarm fails
             if not args.skip_swarm:
                 swarm.start()
                 image = swarm.load_image(fleet.image_tag())
@@ -338,7 +354,7 @@ def print_table(report: dict[str, Any]) -> None:
         n = size["replicas"]
         for surge in (1, "25%"):
             row = size[f"surge_{surge}"]
-            theirs = swarm.get(n, {}).get("update_s")
+            theirs = swarm.get(n, {}).get("update_s")  # absent when Swarm's update failed
             ratio = f"{row['deploy_s'] / theirs:.2f}" if theirs else "-"
             print(
                 f"{n:>8} {surge!s:>6} {row['deploy_s']:>9.2f} {row['per_instance_s']:>7.3f} "

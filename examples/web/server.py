@@ -30,6 +30,15 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.reply(404, {"error": "not found"})
 
+    def do_POST(self) -> None:
+        # A write: the benchmarks send POSTs beside GETs through the edge.
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/":
+            self.reply(200, {"visits": count_visit(), "version": VERSION,
+                             "instance": socket.gethostname()})
+        else:
+            self.reply(404, {"error": "not found"})
+
     def reply(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode() + b"\n"
         self.send_response(status)

@@ -278,3 +278,46 @@ def test_swap_under_load_fails_no_request(edge: Edge, instances: dict[str, Insta
     assert load.answers["old1"] > 0 and load.answers["old2"] > 0
     assert set(load.late) == {"new1", "new2"}, load.late
     assert sum(load.answers.values()) > 100
+
+
+def test_sixty_four_servers_come_and_go_at_once(edge: Edge) -> None:
+    """The scale a 100-replica role meets: 64 servers brought up and drained concurrently.
+
+    Before one connection and one watcher served every thread, this overflowed the admin
+    socket ("[Errno 11] Resource temporarily unavailable") from about 60 servers on.
+    """
+    count = 64
+    made = [Instance(f"s{i}") for i in range(count)]
+    try:
+        errors: list[BaseException] = []
+
+        def run(job: Any, inst: Instance) -> None:
+            try:
+                job(inst)
+            except BaseException as exc:
+                errors.append(exc)
+
+        def up(inst: Instance) -> None:
+            edge.api.bring_up(BACKEND, inst.label, "127.0.0.1", inst.port, 20.0)
+
+        def down(inst: Instance) -> None:
+            assert edge.api.drain_and_remove(BACKEND, inst.label, drain_timeout=5.0)
+
+        for job in (up, down):
+            started = time.monotonic()
+            threads = [threading.Thread(target=run, args=(job, inst)) for inst in made]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert errors == [], errors[:3]
+            if job is up:
+                servers = edge.api.servers(BACKEND)
+                assert len(servers) == count
+                assert all(s.admin == "ready" and s.healthy for s in servers)
+                assert time.monotonic() - started < 15
+        assert edge.api.servers(BACKEND) == []
+        assert edge.api.channel.opened == 1  # every call of every thread: one connection
+    finally:
+        for inst in made:
+            inst.stop()

@@ -534,3 +534,74 @@ def test_leftovers_that_take_no_requests_go_before_the_last_serving_instance(
     assert sorted(n for n, a in edge.admin.items() if a == "ready") == [
         f"shop-web-r{release.number}-{i}" for i in (1, 2, 3)
     ]
+
+
+PERCENT_POLICIES = [("25%", 0), ("25%", "25%"), (0, "25%"), ("100%", 0), (1, "10%")]
+
+
+@pytest.mark.parametrize("replicas", [4, 10, 30])
+@pytest.mark.parametrize(("surge", "unavailable"), PERCENT_POLICIES)
+def test_rolling_with_percentages_keeps_capacity_within_bounds(
+    state: State, replicas: int, surge: int | str, unavailable: int | str
+) -> None:
+    """Serving instances stay within [replicas - unavailable, replicas + surge], where a
+    percentage of surge rounds up and one of unavailable rounds down (as Kubernetes)."""
+    engine = RecordingEngine()
+    policy = {"max_surge": surge, "max_unavailable": unavailable}
+    deploy(engine, state, role_release("web", "img-a", replicas=replicas, deploy=policy))
+    mark = len(engine.samples)
+    _, plan = deploy(engine, state, role_release("web", "img-b", replicas=replicas, deploy=policy))
+    assert plan.role("web").start == replicas
+
+    rr = role_release("web", replicas=replicas, deploy=policy)
+    max_surge, max_unavailable = rr.deploy.surge(replicas), rr.deploy.unavailable(replicas)
+    assert (max_surge, max_unavailable) == (
+        _percent(surge, replicas, up=True),
+        _percent(unavailable, replicas, up=False),
+    )
+    during = [running.get("web", 0) for _, _, running in engine.samples[mark:]]
+    assert min(during) >= replicas - max_unavailable, during
+    assert max(during) <= replicas + max_surge, during
+    # The surge is used: a batch of new instances runs beside every old one at some point.
+    assert max(during) == replicas + max_surge or max_surge == 0
+    final = containers(engine, "web")
+    assert len(final) == replicas and all(c.image_id == "img-b" for c in final)
+
+
+def _percent(amount: int | str, replicas: int, up: bool) -> int:
+    if isinstance(amount, int):
+        return amount
+    share = int(amount[:-1]) * replicas / 100
+    return int(-(-share // 1)) if up else int(share // 1)
+
+
+def test_a_batch_starts_and_probes_its_instances_side_by_side(
+    state: State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """max_surge 25% of 20: five instances start together and wait on health together."""
+    engine = RecordingEngine()
+    policy = {"max_surge": "25%", "max_unavailable": 0}
+    deploy(engine, state, role_release("web", "img-a", replicas=20, deploy=policy))
+    waiting, peak, lock = 0, 0, threading.Lock()
+
+    def slow_health(*args: Any, **kwargs: Any) -> HealthResult:
+        nonlocal waiting, peak
+        with lock:
+            waiting += 1
+            peak = max(peak, waiting)
+        time.sleep(0.05)
+        with lock:
+            waiting -= 1
+        return HealthResult(True, "healthy", 1)
+
+    monkeypatch.setattr(apply_module, "wait_healthy", slow_health)
+    health = {"http": "/healthz"}
+    run = {"port": 8000}
+    started = time.monotonic()
+    deploy(
+        engine,
+        state,
+        role_release("web", "img-b", replicas=20, deploy=policy, health=health, run=run),
+    )
+    assert peak == 5  # a batch's probes overlap, and no batch outgrows the surge
+    assert time.monotonic() - started < 20 * 0.05  # four batches of 50 ms, not twenty

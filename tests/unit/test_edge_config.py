@@ -28,6 +28,10 @@ def test_global_has_admin_socket_in_foreground() -> None:
     cfg = render_haproxy_cfg([WEB], "/run/corral/edge.sock")
     glob = _section(cfg, "global")
     assert "stats socket /run/corral/edge.sock mode 600 level admin expose-fd listeners" in glob
+    # sized for the largest role (100 replicas + 100 surging), never for the current one
+    assert "    stats maxconn 64" in glob.splitlines()
+    assert "backlog 256" in glob
+    assert "    nbthread 1" in glob.splitlines()
     assert "log stdout" in glob
     assert "daemon" not in cfg
 

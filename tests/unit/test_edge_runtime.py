@@ -6,6 +6,9 @@ parsing and the error mapping without starting HAProxy.
 
 from __future__ import annotations
 
+import errno
+import itertools
+import os
 import socket
 import tempfile
 import threading
@@ -45,11 +48,17 @@ Answer = str | Callable[[str], str]
 
 
 class FakeHAProxy:
-    """A Unix socket answering one command per connection, like HAProxy's admin socket."""
+    """A Unix socket speaking HAProxy's admin protocol, interactive mode included.
+
+    Without ``prompt`` first it answers one command and closes; after ``prompt`` it keeps
+    the connection and ends each answer with the prompt, as HAProxy 2.6 does (checked by
+    hand: the interactive answer is the one-shot answer followed by ``"> "``).
+    """
 
     def __init__(self, path: str, answers: dict[str, Answer]) -> None:
         self.answers = answers
         self.received: list[str] = []
+        self.connections = 0
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.bind(path)
         self._sock.listen()
@@ -62,12 +71,24 @@ class FakeHAProxy:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
-            with conn:
-                line = conn.makefile("rb").readline().decode().rstrip("\n")
+            self.connections += 1
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn: socket.socket) -> None:
+        interactive = False
+        with conn, conn.makefile("rb") as lines:
+            for raw in lines:
+                line = raw.decode().rstrip("\n")
+                if line == "prompt":
+                    interactive = True
+                    conn.sendall(b"\n> ")
+                    continue
                 self.received.append(line)
                 answer = self.answers.get(line, "Unknown command.\n")
                 text = answer(line) if callable(answer) else answer
-                conn.sendall(text.encode())
+                conn.sendall((text + ("> " if interactive else "")).encode())
+                if not interactive:
+                    return
 
     def close(self) -> None:
         self._sock.close()
@@ -217,7 +238,7 @@ def test_silent_socket_times_out(sock_path: str) -> None:
 
 
 def test_drain_and_remove_waits_for_sessions(sock_path: str) -> None:
-    sessions = iter([2, 1, 0])
+    sessions = itertools.chain([2, 1], itertools.repeat(0))
 
     def stat(_: str) -> str:
         row = f"web,a,0,0,{next(sessions)},,,,,,,,,,,,,DRAIN,,,,,,,,,,,,,,,,,,,L7OK,\n"
@@ -267,3 +288,179 @@ def test_drain_and_remove_cuts_requests_still_running_after_the_timeout(sock_pat
             )
         ]
         assert order == sorted(order)
+
+
+# -- the persistent connection and the shared watcher --------------------------------------
+
+
+def _state_row(name: str, srv_id: int, healthy: bool) -> str:
+    # op_state 2 (up), admin 8 (drain) and a passed check (3) once healthy; else down, unchecked
+    op, result = (2, 3) if healthy else (0, 0)
+    return (
+        f"3 web {srv_id} {name} 127.0.0.1 {op} 8 1 1 0 1 {result} 2 6 0 0 0 - "
+        f"{19000 + srv_id} - 0 0 - - 0\n"
+    )
+
+
+def test_one_connection_serves_every_command(haproxy: FakeHAProxy, sock_path: str) -> None:
+    with RuntimeAPI(sock_path) as api:
+        for _ in range(20):
+            assert len(api.servers("web")) == 3
+        assert api.channel.round_trips == 40
+    assert haproxy.connections == 1
+
+
+def test_prepare_batches_the_checks_and_the_drain(sock_path: str) -> None:
+    add = "add server web/n 10.0.0.5:8000 check inter 500ms downinter 20ms fall 2 rise 1"
+    answers: dict[str, Answer] = {
+        add: "New server registered.\n\n",
+        "enable health web/n": "\n",
+        "set server web/n state drain": "\n",
+    }
+    for fake in _fake(sock_path, answers):
+        with RuntimeAPI(sock_path) as api:
+            api.prepare("web", "n", "10.0.0.5", 8000)
+            assert api.channel.round_trips == 2  # add alone, then checks + drain together
+        assert fake.received == list(answers)
+
+
+def test_a_taken_name_is_never_touched(sock_path: str) -> None:
+    """A batch is not a transaction: nothing may follow an add server that failed."""
+    add = "add server web/n 10.0.0.5:8000 check inter 500ms downinter 20ms fall 2 rise 1"
+    answers: dict[str, Answer] = {add: "Already exists a server with the same name.\n\n"}
+    for fake in _fake(sock_path, answers):
+        with pytest.raises(EngineError, match="Already exists"):
+            RuntimeAPI(sock_path).prepare("web", "n", "10.0.0.5", 8000)
+        assert fake.received == [add]
+
+
+def test_batch_answers_come_back_in_order(sock_path: str) -> None:
+    answers: dict[str, Answer] = {
+        "set server web/a state ready": "\n",
+        "set server web/b state drain": "No such server.\n\n",
+        "del server web/c": "Server deleted.\n",
+    }
+    for _ in _fake(sock_path, answers):
+        api = RuntimeAPI(sock_path)
+        assert api.commands(list(answers)) == ["", "No such server.", "Server deleted."]
+        assert api.channel.round_trips == 1
+        with pytest.raises(NotFoundError, match="web/b"):
+            api.set_states("web", [("a", "ready"), ("b", "drain")])
+
+
+def test_a_connection_closed_while_idle_is_opened_again(
+    haproxy: FakeHAProxy, sock_path: str
+) -> None:
+    api = RuntimeAPI(sock_path)
+    assert len(api.servers("web")) == 3
+    assert api.channel._sock is not None
+    # What HAProxy does after "stats timeout": it closes the idle connection.
+    api.channel._sock.shutdown(socket.SHUT_RDWR)
+    assert len(api.servers("web")) == 3
+    assert haproxy.connections == 2
+
+
+def test_connect_retries_while_the_socket_is_busy(
+    haproxy: FakeHAProxy, sock_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EAGAIN (the accept queue is full) and ECONNREFUSED are retried with back-off."""
+    import corral.edge.channel as channel
+
+    failures = iter([errno.EAGAIN, errno.ECONNREFUSED, errno.EAGAIN])
+    real = socket.socket
+
+    class Busy(real):  # type: ignore[misc,valid-type]
+        def connect(self, address: object) -> None:
+            code = next(failures, None)
+            if code is not None:
+                raise OSError(code, os.strerror(code))
+            super().connect(address)
+
+    monkeypatch.setattr(channel.socket, "socket", Busy)
+    assert len(RuntimeAPI(sock_path).servers("web")) == 3
+    assert next(failures, None) is None  # every failure was met and retried
+
+
+def test_connect_gives_up_once_its_timeout_is_spent(
+    sock_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import corral.edge.channel as channel
+
+    class Full(socket.socket):
+        def connect(self, address: object) -> None:
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+    monkeypatch.setattr(channel.socket, "socket", Full)
+    started = time.monotonic()
+    with pytest.raises(EngineError, match="Resource temporarily unavailable"):
+        RuntimeAPI(sock_path, timeout=0.3).command("show info")
+    assert 0.1 <= time.monotonic() - started < 1.0  # retried, but not past its timeout
+
+
+def test_many_waiters_share_one_look_per_tick(sock_path: str) -> None:
+    """50 servers waited on at once cost what one does: one look per tick, not 50."""
+    count, ready_after = 50, 0.3
+    started = time.monotonic()
+
+    def state(_: str) -> str:
+        healthy = time.monotonic() - started >= ready_after
+        rows = "".join(_state_row(f"s{i}", i + 1, healthy) for i in range(count))
+        return STATE_HEADER + rows + "\n"
+
+    for fake in _fake(sock_path, {"show servers state web": state}):
+        api = RuntimeAPI(sock_path, tick=0.01)
+        results: list[bool] = []
+
+        def wait(name: str, api: RuntimeAPI = api, results: list[bool] = results) -> None:
+            results.append(api.wait_healthy("web", name, 5))
+
+        threads = [threading.Thread(target=wait, args=(f"s{i}",)) for i in range(count)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - started
+        assert results == [True] * count
+        looks = fake.received.count("show servers state web")
+        assert looks == api.watcher.looks
+        assert looks <= elapsed / 0.01 + 2  # one per tick at most, whatever the count
+        assert "show stat 3 4 -1" not in fake.received  # health needs no session counts
+        assert fake.connections == 1
+
+
+def test_waiting_on_a_missing_server_raises(haproxy: FakeHAProxy, sock_path: str) -> None:
+    with pytest.raises(NotFoundError, match="web/zz"):
+        RuntimeAPI(sock_path).wait_healthy("web", "zz", 1)
+
+
+def test_wait_healthy_times_out(haproxy: FakeHAProxy, sock_path: str) -> None:
+    started = time.monotonic()
+    assert RuntimeAPI(sock_path).wait_healthy("web", "b", 0.2) is False  # b: no check passed
+    assert 0.2 <= time.monotonic() - started < 1.0
+
+
+def test_a_look_from_before_the_question_never_answers_it(sock_path: str) -> None:
+    """After ``set server ... drain`` only a later look may say the server is idle."""
+    looks = iter([1, 0])
+
+    def stat(_: str) -> str:
+        row = f"web,a,0,0,{next(looks, 0)},,,,,,,,,,,,,DRAIN,,,,,,,,,,,,,,,,,,,L7OK,\n"
+        return STAT.splitlines(keepends=True)[0] + row
+
+    answers: dict[str, Answer] = {
+        "show servers state web": STATE_HEADER + STATE.splitlines(keepends=True)[2],
+        "show stat 3 4 -1": stat,
+    }
+    for fake in _fake(sock_path, answers):
+        api = RuntimeAPI(sock_path)
+        assert api._wait_idle("web", "a", 0) is False  # one fresh look (1 session), no wait
+        assert api._wait_idle("web", "a", 5) is True
+        assert fake.received.count("show stat 3 4 -1") == 2
+
+
+def test_a_bad_name_fails_its_own_waiter_only(haproxy: FakeHAProxy, sock_path: str) -> None:
+    api = RuntimeAPI(sock_path)
+    with pytest.raises(ValueError):
+        api.wait_healthy("web;show info", "a", 1)
+    assert haproxy.received == []  # refused before it was watched, so no look carries it
+    assert api.wait_healthy("web", "a", 1) is True

@@ -183,7 +183,8 @@ class Executor:
     ) -> list[Future[None]]:
         restarts = list(rp.restart)
         to_start = rp.start + len(restarts)
-        surge, unavailable = rr.deploy.max_surge, rr.deploy.max_unavailable
+        # Percentages resolve against the replicas as Kubernetes does: surge up, unavailable down.
+        surge, unavailable = rr.deploy.surge(rr.replicas), rr.deploy.unavailable(rr.replicas)
         serving = len(rp.keep) + len(olds)
         pending: list[Future[None]] = []
         while to_start or olds:

@@ -22,9 +22,10 @@ import hashlib
 import os
 import pwd
 import shutil
+import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.deploy.desired import Desired, RoleRelease
@@ -32,7 +33,7 @@ from corral.deploy.observe import pick
 from corral.deploy.plan import EdgePlan
 from corral.deploy.scope import LABEL, Scope
 from corral.edge.config import Frontend, render_haproxy_cfg
-from corral.edge.runtime import RuntimeAPI, ServerState
+from corral.edge.runtime import AdminState, RuntimeAPI, ServerState
 from corral.engines.base import ContainerInfo, ContainerSpec, Engine, Mount, PortMapping
 from corral.errors import EngineError, NotFoundError
 from corral.hostfiles import private_dir, write_private
@@ -103,6 +104,10 @@ class Edge:
     address: str = "127.0.0.1"
     publish: bool = True  # test environments publish nothing on the host
     runtime_root: Path = RUNTIME_ROOT
+    _api: RuntimeAPI | None = field(default=None, init=False, repr=False, compare=False)
+    _api_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     def url(self, port: int) -> str:
         """Where a public role is reached: the host port, or the edge's own address."""
@@ -119,7 +124,11 @@ class Edge:
 
     @property
     def api(self) -> RuntimeAPI:
-        return RuntimeAPI(str(self.folder / "sock" / SOCKET_NAME))
+        """The edge's runtime API: one connection for this object's whole life (a deploy)."""
+        with self._api_lock:
+            if self._api is None:
+                self._api = RuntimeAPI(str(self.folder / "sock" / SOCKET_NAME))
+            return self._api
 
     def render(self, desired: Desired) -> str:
         return render_haproxy_cfg(frontends(desired), f"{SOCKET_IN_CONTAINER}/{SOCKET_NAME}")
@@ -273,10 +282,7 @@ class Edge:
         check waits, instead of one after the other.
         """
         assert rr.run.port is not None
-        api = self.api
-        api.add_server(rr.role, name, address, rr.run.port, check=True)
-        api.enable_health(rr.role, name)
-        api.set_state(rr.role, name, "drain")
+        self.api.prepare(rr.role, name, address, rr.run.port)
 
     def confirm(self, rr: RoleRelease, name: str, timeout: float, ready: bool) -> None:
         """Wait until HAProxy's own check passed; then let traffic in if ``ready``.
@@ -299,13 +305,14 @@ class Edge:
 
     def switch(self, role: str, ready: Sequence[str], drain: Sequence[str]) -> None:
         """Blue-green: the new set takes traffic and the old set stops taking it, at once."""
-        api = self.api
-        for name in ready:
-            api.set_state(role, name, "ready")
-        for name in drain:
-            api.set_state(role, name, "drain")
+        # One round trip: the new set takes traffic at the moment the old set stops.
+        states: list[tuple[str, AdminState]] = [(n, "ready") for n in ready]
+        states += [(n, "drain") for n in drain]
+        self.api.set_states(role, states)
 
     def drain(self, role: str, name: str, timeout: float) -> None:
         """Take an instance out of rotation without failing a request; absent is fine."""
-        if any(s.name == name for s in self.servers(role)):
+        # No listing of the backend first (that would read every server per instance):
+        # an absent server or backend is refused by the first step, and that is fine.
+        with contextlib.suppress(NotFoundError):
             self.api.drain_and_remove(role, name, drain_timeout=timeout)

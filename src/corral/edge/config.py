@@ -33,6 +33,21 @@ CHECK_RISE = 1
 # (empty-response), or it already answers "shutting down" (503) or is a proxy itself (502/504).
 DEFAULT_RETRY_ON = "conn-failure empty-response 502 503 504"
 
+# The admin socket's limits. corral holds one connection per running command (a deploy, a
+# status, a benchmark reading counters), so a handful suffice; the default of 10 is kept
+# off by a margin because an operator's socat or a monitoring probe may be connected too.
+# The accept queue (backlog) absorbs a burst of connections while HAProxy is busy, instead
+# of refusing them with EAGAIN as it did at 60 replicas when every waiting instance opened
+# connections of its own. Both are sized for the spec's largest role (100 replicas plus
+# 100 surging): they never depend on the fleet's current size, which would make every
+# scaling change a change of the edge's configuration, and so a replacement of the edge.
+SOCKET_MAXCONN = 64
+SOCKET_BACKLOG = 256
+# One thread: the edge container gets one CPU (see corral.deploy.edge), and runtime-API
+# commands that change servers (add, del) stop every other thread while they run, so more
+# threads on one CPU would only make each change dearer.
+THREADS = 1
+
 # HAProxy identifiers: letters, digits, '-', '_', '.', ':' (see "Names" in configuration.txt).
 # ';' and spaces are refused too because the runtime API splits commands on them.
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
@@ -120,8 +135,11 @@ def _global(socket_path: str) -> str:
     # reload take over the listening sockets without refusing connections.
     return (
         "global\n"
-        f"    stats socket {socket_path} mode 600 level admin expose-fd listeners\n"
+        f"    stats socket {socket_path} mode 600 level admin expose-fd listeners"
+        f" backlog {SOCKET_BACKLOG}\n"
+        f"    stats maxconn {SOCKET_MAXCONN}\n"
         "    stats timeout 30s\n"
+        f"    nbthread {THREADS}\n"
         "    log stdout format raw local0\n"
     )
 

@@ -1,11 +1,14 @@
 """A client for HAProxy's runtime API (the admin ``stats socket``), verified on HAProxy 2.6.
 
-One command per connection: HAProxy answers and closes, so there is no prompt mode to parse
-and no state shared between calls. Answers are matched exactly; anything unexpected becomes
-an ``EngineError`` carrying the command and HAProxy's answer.
+Commands travel over one persistent connection in HAProxy's interactive mode, batched where
+that is safe, and threads that wait on servers share one look per tick (see
+``corral.edge.channel``). Answers are matched exactly; anything unexpected becomes an
+``EngineError`` carrying the command and HAProxy's answer.
 
 Facts this module relies on (HAProxy 2.6, checked by hand and by tests/engine):
 
+- in interactive mode each answer is followed by a newline and the prompt ``> ``; a silent
+  success is just that, and no command's answer has a line starting with ``> ``.
 - ``add server`` creates the server in maintenance with checks configured but disabled, and
   ignores the backend's ``default-server`` line, so check timing is passed explicitly.
 - leaving maintenance with checks enabled marks the server UP *before* its first check runs
@@ -14,17 +17,21 @@ Facts this module relies on (HAProxy 2.6, checked by hand and by tests/engine):
 - ``del server`` needs maintenance and no connection left, and answers "Server deleted.".
 - ``show stat <name>`` resolves a *frontend* first when a frontend and a backend share the
   name, so statistics are fetched by the backend's numeric id instead.
+- commands written after a failed one still run (a batch is not a transaction), so a
+  command is only batched after another whose failure would not make it harmful.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Literal
 
+from corral.edge.channel import Channel, Watcher
 from corral.edge.config import CHECK_DOWNINTER, CHECK_FALL, CHECK_INTER, CHECK_RISE
 from corral.errors import EngineError, NotFoundError
 
@@ -38,7 +45,7 @@ _BUSY = "Server still has connections attached to it, cannot remove it."
 _NOT_FOUND = ("No such server.", "No such backend.", "Can't find backend.")
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
-_POLL = 0.01  # seconds between two looks at a server's state while waiting (1 ms each)
+TICK = 0.01  # seconds between two looks at the watched servers (each costs ~1 ms)
 
 # srv_op_state and srv_admin_state of "show servers state" (management.txt, section 9.3).
 _OPER: dict[int, OperState] = {0: "down", 1: "starting", 2: "up", 3: "stopping"}
@@ -84,19 +91,40 @@ class ServerState:
 class RuntimeAPI:
     """Commands to one HAProxy process through its admin Unix socket.
 
+    One connection serves every call (and every thread) of this object; threads waiting on
+    servers share one look per ``tick``. ``close`` (or ``with``) ends the connection.
+
     Args:
         socket_path: the ``stats socket`` path, which must be at ``level admin``.
         timeout: seconds allowed for connecting and for each read of one answer.
+        tick: seconds between two looks at the servers being waited on.
     """
 
-    def __init__(self, socket_path: str, timeout: float = 5.0) -> None:
+    def __init__(self, socket_path: str, timeout: float = 5.0, tick: float = TICK) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
+        self.channel = Channel(socket_path, timeout)
+        self.watcher: Watcher[ServerState] = Watcher(self._look, tick)
+
+    def close(self) -> None:
+        """Close the connection; a later command opens a new one."""
+        self.channel.close()
+
+    def __enter__(self) -> RuntimeAPI:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     # -- the raw channel --------------------------------------------------------------------
 
     def command(self, line: str) -> str:
-        """Send one command on a fresh connection and return HAProxy's whole answer.
+        """Send one command and return HAProxy's whole answer.
 
         Args:
             line: one command, without the trailing newline.
@@ -108,31 +136,42 @@ class RuntimeAPI:
             ValueError: the line holds a newline or ';' (which would chain commands).
             EngineError: the socket is missing, refuses, or does not answer in time.
         """
-        if "\n" in line or ";" in line:
-            # ';' chains commands on this socket: never let a name smuggle a second one in.
-            raise ValueError(f"one command at a time, without ';' or newlines: {line!r}")
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(self.timeout)
-                sock.connect(self.socket_path)
-                sock.sendall(line.encode() + b"\n")
-                return _read_all(sock).decode(errors="replace").strip()
-        except OSError as exc:  # includes TimeoutError, FileNotFoundError, refusals
-            raise EngineError(
-                f"HAProxy runtime API at {self.socket_path} failed: {exc}",
-                command=line,
-                stderr=str(exc),
-            ) from exc
+        return self.commands([line])[0]
+
+    def commands(self, lines: Sequence[str]) -> list[str]:
+        """Send several commands in one round trip; return their answers in order.
+
+        HAProxy runs each even when an earlier one failed: batch only commands that are
+        harmless after a failure of the ones before them.
+
+        Raises:
+            ValueError: a line holds a newline or ';', or there is no line.
+            EngineError: the socket is missing, refuses, or does not answer in time.
+        """
+        if not lines:
+            raise ValueError("no command to send")
+        for line in lines:
+            if "\n" in line or ";" in line:
+                # ';' chains commands on this socket: never let a name smuggle one in.
+                raise ValueError(f"one command at a time, without ';' or newlines: {line!r}")
+        return self.channel.run(lines)
 
     def _expect(self, line: str, *accepted: str) -> str:
         """Run a command and insist on one of the accepted answers."""
-        answer = self.command(line)
-        if answer in accepted:
-            return answer
-        error = NotFoundError if answer in _NOT_FOUND else EngineError
-        raise error(
-            f"HAProxy refused {line!r}: {answer or '(no answer)'}", command=line, stderr=answer
-        )
+        return self._expect_all([(line, accepted)])[0]
+
+    def _expect_all(self, steps: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+        """Run commands in one round trip; the first unexpected answer raises."""
+        answers = self.commands([line for line, _ in steps])
+        for (line, accepted), answer in zip(steps, answers, strict=True):
+            if answer not in accepted:
+                error = NotFoundError if answer in _NOT_FOUND else EngineError
+                raise error(
+                    f"HAProxy refused {line!r}: {answer or '(no answer)'}",
+                    command=line,
+                    stderr=answer,
+                )
+        return answers
 
     # -- single commands --------------------------------------------------------------------
 
@@ -152,18 +191,7 @@ class RuntimeAPI:
             NotFoundError: the backend does not exist.
             EngineError: HAProxy refused, for example because the name is taken.
         """
-        target = _target(backend, name)
-        ip = _ip(addr)
-        if not 1 <= port <= 65535:
-            raise ValueError(f"port {port} is out of range")
-        where = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
-        options = (
-            f" check inter {CHECK_INTER} downinter {CHECK_DOWNINTER} fall {CHECK_FALL}"
-            f" rise {CHECK_RISE}"
-            if check
-            else ""
-        )
-        self._expect(f"add server {target} {where}{options}", _ADDED)
+        self._expect(_add_line(backend, name, addr, port, check), _ADDED)
 
     def enable_health(self, backend: str, name: str) -> None:
         """Start the health checks of a server added with ``check=True``.
@@ -185,9 +213,17 @@ class RuntimeAPI:
             NotFoundError: no such backend or server.
             EngineError: HAProxy answered anything but silence.
         """
-        if state not in ("ready", "drain", "maint"):
-            raise ValueError(f"unknown server state {state!r}")
-        self._expect(f"set server {_target(backend, name)} state {state}", "")
+        self._expect(_state_line(backend, name, state), "")
+
+    def set_states(self, backend: str, states: Sequence[tuple[str, AdminState]]) -> None:
+        """Set several servers' administrative states in one round trip (a traffic switch).
+
+        Raises:
+            NotFoundError: one of the servers is missing (the others were still set).
+            EngineError: HAProxy answered anything but silence.
+        """
+        if states:
+            self._expect_all([(_state_line(backend, n, s), ("",)) for n, s in states])
 
     def shutdown_sessions(self, backend: str, name: str) -> None:
         """Cut every request still in flight on a server (the last resort of a drain).
@@ -220,16 +256,7 @@ class RuntimeAPI:
             NotFoundError: the backend does not exist.
             EngineError: the socket failed or an answer did not parse.
         """
-        _check_name(backend)
-        line = f"show servers state {backend}"
-        rows = _parse_state(line, self._expect_table(line))
-        if not rows:
-            return []
-        stats = self._stats(rows[0]["be_id"])
-        try:
-            return [_server(backend, row, stats.get(row["srv_name"], {})) for row in rows]
-        except (KeyError, ValueError) as exc:
-            raise EngineError(f"unexpected answer to {line!r}: {exc}", command=line) from exc
+        return self._servers(backend, with_stats=True)
 
     def server(self, backend: str, name: str) -> ServerState:
         """One server of a backend.
@@ -252,6 +279,22 @@ class RuntimeAPI:
             EngineError: the socket failed or an answer did not parse.
         """
         return self.server(backend, name).sessions
+
+    def _servers(self, backend: str, with_stats: bool) -> list[ServerState]:
+        """A backend's servers; ``show stat`` (sessions, check texts) only ``with_stats``."""
+        _check_name(backend)
+        line = f"show servers state {backend}"
+        rows = _parse_state(line, self._expect_table(line))
+        if not rows:
+            return []
+        stats = self._stats(rows[0]["be_id"]) if with_stats else {}
+        try:
+            return [_server(backend, row, stats.get(row["srv_name"], {})) for row in rows]
+        except (KeyError, ValueError) as exc:
+            raise EngineError(f"unexpected answer to {line!r}: {exc}", command=line) from exc
+
+    def _look(self, backend: str, with_stats: bool) -> dict[str, ServerState]:
+        return {s.name: s for s in self._servers(backend, with_stats)}
 
     def _expect_table(self, line: str) -> str:
         answer = self.command(line)
@@ -276,6 +319,8 @@ class RuntimeAPI:
     def wait_healthy(self, backend: str, name: str, timeout: float) -> bool:
         """Wait until a server is up with a passed health check (see ``ServerState.healthy``).
 
+        Every thread waiting here shares one look at HAProxy per tick.
+
         Returns:
             True once healthy, False if ``timeout`` seconds passed first.
 
@@ -283,13 +328,29 @@ class RuntimeAPI:
             NotFoundError: no such backend or server.
             EngineError: the socket failed.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.server(backend, name).healthy:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(_POLL)
+        _target(backend, name)  # checked here: a bad name must fail its caller, not the looker
+        return self.watcher.wait(backend, name, lambda s: s.healthy, timeout)
+
+    def prepare(self, backend: str, name: str, addr: str, port: int) -> None:
+        """Add a health-checked server that is checked but takes no traffic (DRAIN).
+
+        Two round trips: the checks are only turned on once ``add server`` succeeded, so
+        a name already taken never has its server's state changed.
+
+        Raises:
+            EngineError: HAProxy refused a step.
+        """
+        self.add_server(backend, name, addr, port, check=True)
+        self._start_checks(backend, name)
+
+    def _start_checks(self, backend: str, name: str) -> None:
+        """Turn on a new server's checks and leave maintenance into DRAIN, one round trip."""
+        self._expect_all(
+            [
+                (f"enable health {_target(backend, name)}", ("",)),
+                (_state_line(backend, name, "drain"), ("",)),
+            ]
+        )
 
     def bring_up(
         self, backend: str, name: str, addr: str, port: int, health_timeout: float
@@ -306,8 +367,7 @@ class RuntimeAPI:
         """
         self.add_server(backend, name, addr, port, check=True)
         try:
-            self.enable_health(backend, name)
-            self.set_state(backend, name, "drain")
+            self._start_checks(backend, name)
             if not self.wait_healthy(backend, name, health_timeout):
                 state = self.server(backend, name)
                 raise EngineError(
@@ -343,27 +403,25 @@ class RuntimeAPI:
         return drained
 
     def _wait_idle(self, backend: str, name: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.current_sessions(backend, name) > 0:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(_POLL)
-        return True
+        _target(backend, name)
+        return self.watcher.wait(backend, name, _idle, timeout, sessions=True)
 
     def _delete_when_free(self, backend: str, name: str, grace: float) -> None:
         # Connections can outlive scur by a moment (a response still being flushed, or
-        # an idle kept-alive one being closed), and HAProxy then refuses the delete.
+        # an idle kept-alive one being closed), and HAProxy then refuses the delete: try
+        # again after the shared watcher's next look, not in a loop of this server's own.
         deadline = time.monotonic() + grace
         line = f"del server {_target(backend, name)}"
         while True:
             answer = self._expect(line, _DELETED, _BUSY)
             if answer == _DELETED:
                 return
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise EngineError(
                     f"HAProxy kept {backend}/{name}: {answer}", command=line, stderr=answer
                 )
-            time.sleep(_POLL)
+            self.watcher.wait(backend, name, _idle, remaining, sessions=True)
 
     def _discard(self, backend: str, name: str) -> None:
         """Best-effort removal of a server that failed to come up."""
@@ -375,12 +433,29 @@ class RuntimeAPI:
             pass  # the original error matters more; a leftover server in MAINT is inert
 
 
-def _read_all(sock: socket.socket) -> bytes:
-    """Read until HAProxy closes the connection, which ends its answer."""
-    chunks: list[bytes] = []
-    while chunk := sock.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _idle(server: ServerState) -> bool:
+    return server.sessions == 0
+
+
+def _add_line(backend: str, name: str, addr: str, port: int, check: bool) -> str:
+    target = _target(backend, name)
+    ip = _ip(addr)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    where = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+    options = (
+        f" check inter {CHECK_INTER} downinter {CHECK_DOWNINTER} fall {CHECK_FALL}"
+        f" rise {CHECK_RISE}"
+        if check
+        else ""
+    )
+    return f"add server {target} {where}{options}"
+
+
+def _state_line(backend: str, name: str, state: AdminState) -> str:
+    if state not in ("ready", "drain", "maint"):
+        raise ValueError(f"unknown server state {state!r}")
+    return f"set server {_target(backend, name)} state {state}"
 
 
 def _check_name(value: str) -> None:

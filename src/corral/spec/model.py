@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PlainValidator,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -210,18 +211,68 @@ Health = Annotated[
 ]
 
 
+_PERCENT = re.compile(r"^(\d{1,3})%$")
+_AMOUNT_HELP = "expected an integer 0-100 or a percentage of replicas such as '25%'"
+
+
+def _parse_amount(value: Any) -> int | str:
+    """An instance count 0-100, or a percentage of the role's replicas ('0%' to '100%')."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 100:
+        return value
+    if isinstance(value, str):
+        match = _PERCENT.match(value.strip())
+        if match and int(match.group(1)) <= 100:
+            return f"{int(match.group(1))}%"
+    raise ValueError(f"{_AMOUNT_HELP}, got {value!r}")
+
+
+# A count of instances, or a percentage string resolved against the replicas at deploy time.
+Amount = Annotated[int | str, PlainValidator(_parse_amount)]
+
+
+def resolve_amount(amount: int | str, replicas: int, round_up: bool) -> int:
+    """Instances meant by ``amount`` for ``replicas`` (Kubernetes' rounding of percentages)."""
+    if isinstance(amount, int):
+        return amount
+    share = int(amount.rstrip("%")) * replicas
+    return -(-share // 100) if round_up else share // 100
+
+
 class DeployPolicy(Model):
     strategy: Literal["rolling", "blue-green"] = "rolling"
-    max_surge: Annotated[StrictInt, Field(ge=0, le=100)] = 1
-    max_unavailable: Annotated[StrictInt, Field(ge=0, le=100)] = 0
+    max_surge: Amount = 1
+    max_unavailable: Amount = 0
     keep_old: Duration = 300.0
     drain: Duration = 5.0
 
     @model_validator(mode="after")
     def _can_progress(self) -> DeployPolicy:
-        if self.strategy == "rolling" and self.max_surge == 0 and self.max_unavailable == 0:
+        if self.strategy == "rolling" and self.surge(100) == 0 and self.unavailable(100) == 0:
             raise ValueError("max_surge and max_unavailable cannot both be 0: nothing could move")
         return self
+
+    def surge(self, replicas: int) -> int:
+        """Extra instances allowed during a rolling change; a percentage rounds up."""
+        return resolve_amount(self.max_surge, replicas, round_up=True)
+
+    def unavailable(self, replicas: int) -> int:
+        """Missing instances allowed during a rolling change; a percentage rounds down."""
+        return resolve_amount(self.max_unavailable, replicas, round_up=False)
+
+    def check_progress(self, replicas: int) -> None:
+        """Refuse percentages that resolve to no surge and no unavailability for ``replicas``.
+
+        Raises:
+            ValueError: a rolling change of this many replicas could not move.
+        """
+        if self.strategy != "rolling" or replicas == 0:
+            return
+        if self.surge(replicas) == 0 and self.unavailable(replicas) == 0:
+            raise ValueError(
+                f"deploy: max_surge {self.max_surge!r} and max_unavailable "
+                f"{self.max_unavailable!r} both come to 0 instances of {replicas} replicas "
+                "(a percentage of unavailable rounds down): nothing could move"
+            )
 
 
 class Lockdown(Model):
@@ -262,6 +313,7 @@ class Role(Model):
             raise ValueError("a health check needs run.port: it is observed from outside")
         if self.public is not None and self.run.port is None:
             raise ValueError("a public role needs run.port for the edge to reach it")
+        self.deploy.check_progress(self.replicas)
         mounts = [PurePosixPath(p) for p in self.volumes.values()]
         if len(set(mounts)) != len(mounts):
             raise ValueError("two volumes are mounted at the same path")

@@ -19,7 +19,7 @@ from pydantic import BaseModel, BeforeValidator, Tag
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-from corral.spec.model import ENV_NAME_PATTERN, NAME_PATTERN, Fleet
+from corral.spec.model import ENV_NAME_PATTERN, HTTP_PATH_PATTERN, NAME_PATTERN, Fleet
 
 Loc = tuple[str | int, ...]
 
@@ -123,6 +123,8 @@ _PATTERNS = {
     ENV_NAME_PATTERN: "an environment variable name (letters, digits and '_', "
     "not starting with a digit)",
     r"^/": "an absolute path starting with '/'",
+    HTTP_PATH_PATTERN: "an HTTP path such as '/healthz' of letters, digits and URL "
+    "characters, at most 1024 long (percent-encode the rest: %20 for a space)",
     r"^[a-z0-9][a-z0-9+.-]+$": "a Debian package name such as 'curl'",
     r"^[a-z_][a-z0-9_-]{0,31}$": "a user name of lowercase letters, digits, '_' and '-'",
     r"^[A-Z_]+$": "a capability name in capitals such as 'NET_BIND_SERVICE'",

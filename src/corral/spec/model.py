@@ -141,8 +141,14 @@ class RunConfig(Model):
         return value
 
 
+# A request path the probe can send and the edge's haproxy.cfg can hold as one word: URL
+# characters only (RFC 3986), less the quote, '#' and '$' that haproxy.cfg gives a meaning.
+# A space would end the HTTP request line: percent-encode it (%20).
+HTTP_PATH_PATTERN = r"^/[A-Za-z0-9._~%!&()*+,;=:@/?-]{0,1023}$"
+
+
 class HttpHealth(Model):
-    http: Annotated[str, Field(pattern=r"^/")]
+    http: Annotated[str, Field(pattern=HTTP_PATH_PATTERN)]
     interval: Duration = 1.0
     timeout: Duration = 2.0
     retries: Annotated[StrictInt, Field(ge=1, le=1000)] = 30

@@ -29,13 +29,14 @@ class ConsoleProgress:
         if self._status is not None:
             self._status.stop()
 
+    # Subjects and messages carry spec and build-log text: always Text, never read as markup.
     def step(self, subject: str, message: str) -> None:
-        self.console.print(f"[bold]{subject}[/bold]: {message}", highlight=False)
+        self.console.print(Text.assemble((subject, "bold"), f": {message}"), highlight=False)
         if self._status is not None:
-            self._status.update(f"{subject}: {message}")
+            self._status.update(Text(f"{subject}: {message}"))
 
     def log(self, subject: str, line: str) -> None:
         if self.verbose:
             self.console.print(Text(f"  {subject}| {line}", style="dim"))
         elif self._status is not None:
-            self._status.update(f"{subject}: {line[:100]}")
+            self._status.update(Text(f"{subject}: {line[:100]}"))

@@ -430,3 +430,32 @@ def test_corpus(name: str) -> None:
     assert len(found) == 1, [str(d) for d in found]
     assert expected in found[0].message
     assert (found[0].line, found[0].column, found[0].path) == (line, column, path), str(found[0])
+
+
+# --- without libyaml -----------------------------------------------------------------------
+
+SAME_EITHER_WAY = [
+    HEAD + "      command: [serve, '1.10', 0x1F]\n      env: {A: 1.10, B: ~}\n",
+    "%YAML 1.3\n---\nfleet: x\n",
+    "%YAML 1.1\n---\nfleet: x\n",
+    "fleet: x\nroles: {<<: {}}\n",
+    "fleet: x\nfleet: y\n",
+    "fleet: [a, {b: *c}]\n",
+    "fleet: x\n---\nb: 1\n",
+    "key:    # comment\n        # lines\n  value\n",
+]
+
+
+@pytest.mark.parametrize("text", SAME_EITHER_WAY)
+def test_pure_python_parser_means_the_same(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    """Where PyYAML has no libyaml, its pure-Python parser gives the same tree or refusal."""
+
+    def outcome() -> object:
+        try:
+            return parse(text, "f")
+        except SpecError as error:
+            return [(d.line, d.column, d.message.split(";")[0]) for d in error.diagnostics]
+
+    with_libyaml = outcome()
+    monkeypatch.setattr("yaml.__with_libyaml__", False)
+    assert outcome() == with_libyaml

@@ -459,3 +459,36 @@ def test_pure_python_parser_means_the_same(monkeypatch: pytest.MonkeyPatch, text
     with_libyaml = outcome()
     monkeypatch.setattr("yaml.__with_libyaml__", False)
     assert outcome() == with_libyaml
+
+
+# --- where libyaml and YAML 1.2 disagree (found with the YAML test suite) -----------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "line"),
+    [
+        # 652Z, HM87: YAML 1.2 reads '?foo' in flow style as text, libyaml as the key foo
+        ("fleet: {?foo: bar}\n", "a '?' glued to a value in flow style", 1),
+        ("fleet: [?x]\n", "a '?' glued to a value in flow style", 1),
+        ('fleet: [\n  ?"x"]\n', "a '?' glued to a value in flow style", 2),
+        # Y2GN: YAML 1.2 reads the anchor 'an:chor', libyaml the anchor 'an' and ':chor value'
+        ("fleet: &an:chor value\n", "YAML anchors (&an) are not allowed", 1),
+        ("fleet: x\nroles: &r {}\n", "YAML anchors (&r) are not allowed", 2),
+        # JEF9, L24T: a last line of spaces with no line break
+        ("fleet: |\n  x\n   ", "the file ends in a line of only spaces", 3),
+        ("fleet: x\n  ", "the file ends in a line of only spaces", 2),
+    ],
+)
+def test_where_yaml_readers_disagree(tmp_path: Path, text: str, expected: str, line: int) -> None:
+    found = one_problem(tmp_path, text)
+    assert expected in found.message and found.line == line, str(found)
+
+
+def test_an_alias_is_reported_before_its_anchor(tmp_path: Path) -> None:
+    found = one_problem(tmp_path, "fleet: &a x\nroles: *a\n")
+    assert "aliases (*a)" in found.message and found.line == 2
+
+
+@pytest.mark.parametrize("text", ["fleet: {? foo: bar}\n", "fleet: ['?x', a?b]\n", "f: x\n"])
+def test_question_marks_that_mean_one_thing(text: str) -> None:
+    assert parse(text, "f") is not None

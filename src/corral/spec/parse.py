@@ -168,9 +168,10 @@ def parse(text: str, file: str) -> Any:
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")  # libyaml counts lines the same way
     _check_characters(text, file)
+    _check_last_line(text, file)
     loader = yaml.CSafeLoader(text) if yaml.__with_libyaml__ else yaml.SafeLoader(text)
     try:
-        return _Builder(file).build(loader)
+        return _Builder(file, text.split("\n")).build(loader)
     except yaml.MarkedYAMLError as exc:
         raise _yaml_error(exc, text, file) from None
     except yaml.YAMLError as exc:  # reader errors; _check_characters should have caught them
@@ -193,6 +194,15 @@ def _check_characters(text: str, file: str) -> None:
             "write it as an escape in double quotes"
         )
     raise _fail(file, message, line, column)
+
+
+def _check_last_line(text: str, file: str) -> None:
+    """Refuse a last line of only blanks with no line break: YAML readers disagree on what
+    it adds to a block scalar (YAML test suite JEF9, L24T)."""
+    last = text.rsplit("\n", 1)[-1]
+    if last and not last.strip(" \t"):
+        message = "the file ends in a line of only spaces; remove them or end it with a line break"
+        raise _fail(file, message, text.count("\n") + 1, 1)
 
 
 def _fail(file: str, message: str, line: int = 0, column: int = 0) -> SpecError:
@@ -242,6 +252,7 @@ class _Frame:
     """A collection being built, and for a mapping the key waiting for its value."""
 
     node: Positioned
+    flow: bool = False
     key: Any = _NO_KEY
     key_at: tuple[int, int] = (0, 0)
 
@@ -252,28 +263,41 @@ class _Builder:
     Iterative (an explicit stack), so no input can exhaust Python's recursion limit.
     """
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, lines: list[str]) -> None:
         self.file = file
+        self.lines = lines
         self.stack: list[_Frame] = []
         self.nodes = 0
         self.root: Any = None
         self.documents = 0
+        self.anchor: yaml.NodeEvent | None = None  # the first one, refused at the end
 
     def build(self, loader: yaml.SafeLoader | yaml.CSafeLoader) -> Any:
         while True:
             event = loader.get_event()
             if event is None or isinstance(event, yaml.StreamEndEvent):
-                return self.root
+                break
             self._event(event)
+        if self.anchor is not None:
+            # Refused last, so that an alias (the real danger) is what gets reported.
+            problem = (
+                f"YAML anchors (&{self.anchor.anchor}) are not allowed in a spec: aliases are "
+                "not, and YAML readers disagree on some anchor names"
+            )
+            raise self._refused(problem, self.anchor)
+        return self.root
 
     def _event(self, event: yaml.Event) -> None:
-        if isinstance(event, yaml.ScalarEvent):
+        if isinstance(event, yaml.ScalarEvent | yaml.CollectionStartEvent):
             self._count(event)
             self._refuse_tag(event)
+            if event.anchor is not None and self.anchor is None:
+                self.anchor = event
+        if isinstance(event, yaml.ScalarEvent):
+            self._refuse_flow_question_mark(event)
             self._add(self._scalar(event), event)
         elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
-            self._count(event)
-            self._refuse_tag(event)
+            self._refuse_flow_question_mark(event)
             self._open(event)
         elif isinstance(event, yaml.CollectionEndEvent):
             frame = self.stack.pop()
@@ -306,6 +330,16 @@ class _Builder:
             problem = f"YAML tags ({shown}) are not allowed in a spec; quote the value instead"
             raise self._refused(problem, event)
 
+    def _refuse_flow_question_mark(self, event: yaml.NodeEvent) -> None:
+        """In flow style, libyaml reads '?x' as the key x and YAML 1.2 as the text '?x'
+        (YAML test suite 652Z): refuse the '?' glued to what follows."""
+        if not self.stack or not self.stack[-1].flow:
+            return
+        line, column = _at(event)
+        if column > 0 and line < len(self.lines) and self.lines[line][column - 1 : column] == "?":
+            problem = "a '?' glued to a value in flow style reads differently in YAML versions"
+            raise _fail(self.file, f"{problem}; quote the text or add a space", line + 1, column)
+
     def _scalar(self, event: yaml.ScalarEvent) -> Any:
         if event.style not in (None, ""):
             return event.value  # quoted or block scalars are always text
@@ -325,7 +359,7 @@ class _Builder:
         node: Positioned
         node = PositionedMap() if isinstance(event, yaml.MappingStartEvent) else PositionedList()
         node.lc = Positions(*_at(event))
-        self.stack.append(_Frame(node))
+        self.stack.append(_Frame(node, flow=bool(event.flow_style)))
 
     def _wants_key(self) -> bool:
         return (

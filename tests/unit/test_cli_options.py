@@ -275,3 +275,20 @@ def test_progress_shows_markup_as_text() -> None:
         progress.step(MARKUP, MARKUP)
         progress.log(MARKUP, MARKUP)
     assert buffer.getvalue().count(MARKUP) == 4
+
+
+def test_control_characters_from_a_spec_never_reach_the_terminal(tmp_path: Path) -> None:
+    spec = tmp_path / "corral.yaml"
+    spec.write_text('fleet: x\n"\\e]0;owned\\a\\e[2J": 1\nroles: {}\n')  # escapes YAML allows
+    code, out, err = corral("-f", str(spec), "validate")
+    assert code == 2
+    assert "\x1b" not in out + err and "\x07" not in out + err
+    assert "unknown key '\\x1b]0;owned\\x07\\x1b[2J'" in err
+
+
+def test_views_write_control_characters_as_escapes() -> None:
+    check = CheckResult(name="t", kind="role", outcome="failed", message="a\x1b[2Jb", seconds=1)
+    result = RoleTestResult("web", "v1", "d", "failed", (check,), 1.0, "log\x1b[31m\tline")
+    out = render(views.show_test_results, [result])
+    assert "\x1b" not in out
+    assert "failed: t: a\\x1b[2Jb" in out and "  | log\\x1b[31m" in out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,25 +45,39 @@ def print_json(console: Console, data: Any) -> None:
     console.print_json(json.dumps(to_data(data), sort_keys=True))
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """``text`` with control characters written as escapes: a spec key such as "\\e]0;x\\a"
+    must not reach the terminal as an escape sequence."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def say(console: Console, text: str) -> None:
+    """One line of data, shown as written: no markup, no highlighting, no control codes."""
+    console.print(Text(visible(text)), highlight=False)
+
+
 def styled(label: str, style: str, rest: str = "") -> Text:
     """``label`` in ``style`` then ``rest``, which is shown exactly as written (no markup)."""
-    return Text.assemble((label, style), rest)
+    return Text.assemble((label, style), visible(rest))
 
 
 def cells(*values: str | Text) -> list[Text]:
     """Table cells as ``Text``: rich would otherwise read markup in plain strings."""
-    return [value if isinstance(value, Text) else Text(str(value)) for value in values]
+    return [value if isinstance(value, Text) else Text(visible(str(value))) for value in values]
 
 
 def show_error(console: Console, error: CorralError) -> None:
     if isinstance(error, SpecError):
         for diagnostic in error.diagnostics:
             console.print(styled("error", "red", f" {diagnostic}"), highlight=False)
-        console.print(error.message, highlight=False, markup=False)
+        say(console, error.message)
         return
     console.print(styled("error:", "red", f" {error.message}"), highlight=False)
     for entry in error.details.get("log", [])[-15:]:
-        console.print(f"  | {entry}", highlight=False, markup=False)
+        say(console, f"  | {entry}")
 
 
 def show_validation(console: Console, result: Validation) -> None:
@@ -105,13 +120,9 @@ def show_images(console: Console, records: Sequence[ImageRecord]) -> None:
 
 
 def show_sbom(console: Console, sbom: Sbom) -> None:
-    console.print(
-        f"# {sbom.fleet}/{sbom.role} {sbom.version} ({len(sbom.packages)} packages)",
-        highlight=False,
-        markup=False,
-    )
+    say(console, f"# {sbom.fleet}/{sbom.role} {sbom.version} ({len(sbom.packages)} packages)")
     for name, version in sbom.packages:
-        console.print(f"{name}\t{version}", highlight=False, markup=False)
+        say(console, f"{name}\t{version}")
 
 
 def show_audit(console: Console, entries: Sequence[AuditEntry]) -> None:
@@ -153,11 +164,9 @@ def plan_lines(plan: Plan, unbuilt_volumes: Sequence[str] = ()) -> list[str]:
 
 def show_plan(console: Console, result: PlanResult) -> None:
     for role in result.unbuilt:
-        console.print(
-            f"{role}: image not built for the current spec (corral build {role})", markup=False
-        )
+        say(console, f"{role}: image not built for the current spec (corral build {role})")
     for line in plan_lines(result.plan, result.unbuilt_volumes):
-        console.print(line, highlight=False, markup=False)
+        say(console, line)
     verdict = "changes pending" if result.has_changes else "no changes"
     console.print(f"[bold]{verdict}[/bold]")
 
@@ -194,13 +203,9 @@ def deploy_data(result: DeployResult) -> dict[str, Any]:
 
 def show_status(console: Console, status: FleetStatus) -> None:
     for cleaned in status.cleaned:
-        console.print(f"cleaned up: {cleaned}", highlight=False, markup=False)
+        say(console, f"cleaned up: {cleaned}")
     release = f"r{status.release}" if status.release else "none"
-    console.print(
-        f"fleet {status.fleet}: release {release}, edge {status.edge}",
-        highlight=False,
-        markup=False,
-    )
+    say(console, f"fleet {status.fleet}: release {release}, edge {status.edge}")
     table = Table(box=None)
     for column in ("ROLE", "INSTANCE", "VERSION", "RELEASE", "STATE", "HEALTH", "AGE"):
         table.add_column(column, no_wrap=True)
@@ -214,7 +219,7 @@ def show_status(console: Console, status: FleetStatus) -> None:
     console.print(table)
     for role in status.roles:
         if role.url:
-            console.print(f"{role.role}: {role.url}", highlight=False, markup=False)
+            say(console, f"{role.role}: {role.url}")
     if status.unfinished:
         console.print(
             f"{len(status.unfinished)} instance(s) of an unfinished release still "
@@ -255,17 +260,13 @@ def show_test_results(console: Console, results: Sequence[RoleTestResult]) -> No
             highlight=False,
         )
         if r.outcome == "skipped":
-            console.print(f"  {r.log_excerpt}", highlight=False, markup=False)
+            say(console, f"  {r.log_excerpt}")
         for check in r.checks:
             if check.outcome not in ("passed", "skipped"):
-                console.print(
-                    f"  {check.outcome}: {check.name}: {check.message}",
-                    highlight=False,
-                    markup=False,
-                )
+                say(console, f"  {check.outcome}: {check.name}: {check.message}")
         if r.outcome == "failed" and r.log_excerpt:
             for line in r.log_excerpt.splitlines()[-15:]:
-                console.print(f"  | {line}", highlight=False, markup=False)
+                say(console, f"  | {line}")
 
 
 def show_coverage(console: Console, rows: Sequence[CoverageRow]) -> None:

@@ -292,3 +292,26 @@ def test_views_write_control_characters_as_escapes() -> None:
     out = render(views.show_test_results, [result])
     assert "\x1b" not in out
     assert "failed: t: a\\x1b[2Jb" in out and "  | log\\x1b[31m" in out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "validate",
+        "build",
+        "images",
+        "sbom",
+        "audit",
+        "plan",
+        "deploy",
+        "test",
+        "rollback",
+        "status",
+        "history",
+        "destroy",
+        "edge replace",
+    ],
+)
+def test_every_command_shows_its_options(command: str) -> None:
+    code, out, _ = corral(*command.split(), "--help")
+    assert code == 0 and "Usage:" in out

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ruamel.yaml import YAML
 
 from corral.deploy.desired import RoleRelease
 from corral.deploy.observe import Instance
@@ -77,7 +77,7 @@ def build_instance(
 
 
 def load_case(path: Path) -> dict[str, Any]:
-    case: dict[str, Any] = YAML(typ="safe").load(path.read_text())
+    case: dict[str, Any] = yaml.safe_load(path.read_text())
     known = {"description", "fleet", "desired", "observed", "untouched", "expect", "xfail"}
     assert set(case) <= known, f"{path.name}: unknown keys {sorted(set(case) - known)}"
     return case

@@ -97,13 +97,13 @@ CASES: dict[str, tuple[str, int, int, str]] = {
     # Names and text.
     "fleet_markup": ("expected a name of lowercase letters", 1, 8, "fleet"),
     "command_nul": (
-        "NUL character (U+0000, character 2) cannot be passed",
+        "may not contain a NUL character",
         6,
         22,
         "roles.web.run.command[1]",
     ),
     "env_nul": (
-        "NUL character (U+0000, character 2) cannot be passed",
+        "may not contain a NUL character",
         7,
         19,
         "roles.web.run.env.MODE",
@@ -297,7 +297,8 @@ def test_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("fleet: !!binary aGVsbG8=\nroles: {}\n", "YAML tags (!!binary) are not allowed", 1),
         ("fleet: x\nroles: !!set {a, b}\n", "YAML tags (!!set)", 2),
         ("fleet: x\nroles: {web: {replicas: " + "9" * 5000 + "}}\n", "cannot read this value", 2),
-        ("fleet: x\nroles: {web: {replicas: 2024-13-45}}\n", "cannot read this value", 2),
+        # YAML 1.2's core schema has no dates: this is text, not an unreadable date.
+        ("fleet: x\nroles: {web: {replicas: 2024-13-45}}\n", "got '2024-13-45'", 2),
         ("fleet: x\n? [a, b]\n: 1\nroles: {}\n", "expected a text key, got a list", 2),
         ("fleet: x\nversion: true\nroles: {}\n", "expected the schema version 1, got true", 2),
         ("fleet: x\nversion: '1'\nroles: {}\n", "expected the schema version 1, got '1'", 2),

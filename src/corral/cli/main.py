@@ -20,6 +20,7 @@ from rich.console import Console
 
 from corral import __version__, app
 from corral.cli import views
+from corral.cli.params import ROLE, Count, Seconds, SpecFile, Words
 from corral.cli.progress import ConsoleProgress
 from corral.errors import CorralError
 from corral.hostfiles import open_private, private_dir
@@ -82,7 +83,7 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "-f",
             "--file",
             "file",
-            type=click.Path(path_type=Path),
+            type=SpecFile(),
             default=None,
             help="The fleet spec (default: ./corral.yaml).",
         ),
@@ -96,7 +97,7 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
     "-f",
     "--file",
     "file",
-    type=click.Path(path_type=Path),
+    type=SpecFile(),
     default="corral.yaml",
     show_default=True,
     help="The fleet spec.",
@@ -119,7 +120,7 @@ def validate(opts: Options) -> None:
 
 
 @cli.command()
-@click.argument("roles", nargs=-1)
+@click.argument("roles", nargs=-1, type=ROLE)
 @click.option("--force", is_flag=True, help="Rebuild even when nothing changed.")
 @common_options
 def build(opts: Options, roles: tuple[str, ...], force: bool) -> None:
@@ -130,7 +131,7 @@ def build(opts: Options, roles: tuple[str, ...], force: bool) -> None:
 
 
 @cli.command()
-@click.argument("role", required=False)
+@click.argument("role", required=False, type=ROLE)
 @common_options
 def images(opts: Options, role: str | None) -> None:
     """List the images built for the fleet, with their versions."""
@@ -139,8 +140,14 @@ def images(opts: Options, role: str | None) -> None:
 
 
 @cli.command()
-@click.argument("role")
-@click.option("--version", "version", default=None, help="An image version (default: latest).")
+@click.argument("role", type=ROLE)
+@click.option(
+    "--version",
+    "version",
+    default=None,
+    type=Words(100),
+    help="An image version (default: latest).",
+)
 @common_options
 def sbom(opts: Options, role: str, version: str | None) -> None:
     """List the Debian packages (name, version) in ROLE's image."""
@@ -149,7 +156,7 @@ def sbom(opts: Options, role: str, version: str | None) -> None:
 
 
 @cli.command()
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--limit", default=100, show_default=True, type=Count(1, 100000))
 @common_options
 def audit(opts: Options, limit: int) -> None:
     """Show the audit trail: who did what, when, and how it ended."""
@@ -161,7 +168,7 @@ EXIT_CHANGES = 2  # plan: something would change (as terraform plan -detailed-ex
 
 
 @cli.command()
-@click.argument("roles", nargs=-1)
+@click.argument("roles", nargs=-1, type=ROLE)
 @common_options
 def plan(opts: Options, roles: tuple[str, ...]) -> int:
     """Show what deploy would change; exit 0 if nothing, 2 if something would."""
@@ -174,7 +181,7 @@ wait_option = click.option(
     "--wait",
     default=0.0,
     show_default=True,
-    type=click.FloatRange(0, 3600),
+    type=Seconds(0, 3600),
     help="Seconds to wait for another deploy (or edge replacement) to finish.",
 )
 
@@ -182,7 +189,10 @@ wait_option = click.option(
 def skip_tests_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--skip-tests and --reason: deploying untested images is possible, and audited."""
     command = click.option(
-        "--reason", default=None, help="Why the test gate is skipped (needed with --skip-tests)."
+        "--reason",
+        default=None,
+        type=Words(500),
+        help="Why the test gate is skipped (needed with --skip-tests).",
     )(command)
     return click.option(
         "--skip-tests", is_flag=True, help="Deploy images without a passing test record."
@@ -196,7 +206,7 @@ def _skip_reason(skip_tests: bool, reason: str | None) -> str | None:
 
 
 @cli.command()
-@click.argument("roles", nargs=-1)
+@click.argument("roles", nargs=-1, type=ROLE)
 @wait_option
 @skip_tests_options
 @common_options
@@ -211,21 +221,21 @@ def deploy(
 
 
 @cli.command("test")
-@click.argument("roles", nargs=-1)
+@click.argument("roles", nargs=-1, type=ROLE)
 @click.option("--again", is_flag=True, help="Test even images that already passed.")
 @click.option("--report", is_flag=True, help="Show the coverage matrix instead of testing.")
 @click.option(
     "--per-test-timeout",
     default=60.0,
     show_default=True,
-    type=click.FloatRange(1, 3600),
+    type=Seconds(1, 3600),
     help="Seconds one test may take.",
 )
 @click.option(
     "--timeout",
     default=600.0,
     show_default=True,
-    type=click.FloatRange(5, 86400),
+    type=Seconds(5, 86400),
     help="Seconds one role's test files may take in all.",
 )
 @common_options
@@ -250,7 +260,9 @@ def test_command(
 
 
 @cli.command()
-@click.option("--to", "to", type=int, default=None, help="Release number (default: previous).")
+@click.option(
+    "--to", "to", type=Count(1, 10**9), default=None, help="Release number (default: previous)."
+)
 @wait_option
 @skip_tests_options
 @common_options
@@ -273,7 +285,7 @@ def status(opts: Options) -> None:
 
 
 @cli.command()
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--limit", default=50, show_default=True, type=Count(1, 100000))
 @common_options
 def history(opts: Options, limit: int) -> None:
     """Releases, newest last, and what each changed."""
@@ -293,7 +305,7 @@ def destroy(opts: Options, yes: bool) -> None:
     removed = app.destroy(opts.file)
     opts.emit(
         {"removed": removed},
-        lambda out: out.print(f"removed {len(removed)} container(s); volumes kept"),
+        lambda out: out.print(f"removed {len(removed)} container(s); volumes kept", markup=False),
     )
 
 
@@ -309,7 +321,10 @@ def edge_replace(opts: Options, wait: float) -> None:
     """Replace the edge container (a short interruption: about a second)."""
     with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
         image = app.replace_edge(opts.file, progress=progress, wait=wait)
-    opts.emit({"edge_image": image}, lambda out: out.print(f"edge replaced (image {image[:12]})"))
+    opts.emit(
+        {"edge_image": image},
+        lambda out: out.print(f"edge replaced (image {image[:12]})", markup=False),
+    )
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -333,7 +348,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _fail(exc, as_json, err)
     except Exception as exc:
         log = _write_debug_log()
-        err.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (details in {log})")
+        detail = f" {type(exc).__name__}: {exc} (details in {log})"
+        err.print(views.styled("internal error:", "red", detail), highlight=False)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 

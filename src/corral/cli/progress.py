@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.status import Status
 from rich.text import Text
 
+from corral.cli.views import visible
+
 
 class ConsoleProgress:
     """Shows each step as a line and the latest output line of long work as a spinner."""
@@ -29,13 +31,16 @@ class ConsoleProgress:
         if self._status is not None:
             self._status.stop()
 
+    # Subjects and messages carry spec and build-log text: always Text, never read as markup.
     def step(self, subject: str, message: str) -> None:
-        self.console.print(f"[bold]{subject}[/bold]: {message}", highlight=False)
+        subject, message = visible(subject), visible(message)
+        self.console.print(Text.assemble((subject, "bold"), f": {message}"), highlight=False)
         if self._status is not None:
-            self._status.update(f"{subject}: {message}")
+            self._status.update(Text(f"{subject}: {message}"))
 
     def log(self, subject: str, line: str) -> None:
+        subject, line = visible(subject), visible(line)
         if self.verbose:
             self.console.print(Text(f"  {subject}| {line}", style="dim"))
         elif self._status is not None:
-            self._status.update(f"{subject}: {line[:100]}")
+            self._status.update(Text(f"{subject}: {line[:100]}"))

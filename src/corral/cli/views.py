@@ -2,17 +2,23 @@
 
 The JSON shapes are documented in docs/cli.md; scripts depend on them, so change them
 only by adding fields.
+
+Text that comes from a spec, the state database or an engine is never read as rich markup:
+a fleet named "[/oops]" or a test message with brackets is shown as written. Data goes to
+rich as ``Text`` (see ``styled`` and ``cells``); markup appears only in literals here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from corral.app import Sbom, Validation
 from corral.build import BuildResult
@@ -39,22 +45,47 @@ def print_json(console: Console, data: Any) -> None:
     console.print_json(json.dumps(to_data(data), sort_keys=True))
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """``text`` with control characters written as escapes: a spec key such as "\\e]0;x\\a"
+    must not reach the terminal as an escape sequence."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def say(console: Console, text: str) -> None:
+    """One line of data, shown as written: no markup, no highlighting, no control codes."""
+    console.print(Text(visible(text)), highlight=False)
+
+
+def styled(label: str, style: str, rest: str = "") -> Text:
+    """``label`` in ``style`` then ``rest``, which is shown exactly as written (no markup)."""
+    return Text.assemble((label, style), visible(rest))
+
+
+def cells(*values: str | Text) -> list[Text]:
+    """Table cells as ``Text``: rich would otherwise read markup in plain strings."""
+    return [value if isinstance(value, Text) else Text(visible(str(value))) for value in values]
+
+
 def show_error(console: Console, error: CorralError) -> None:
     if isinstance(error, SpecError):
         for diagnostic in error.diagnostics:
-            console.print(f"[red]error[/red] {diagnostic}", highlight=False)
-        console.print(error.message, highlight=False)
+            console.print(styled("error", "red", f" {diagnostic}"), highlight=False)
+        say(console, error.message)
         return
-    console.print(f"[red]error:[/red] {error.message}", highlight=False)
-    for line in error.details.get("log", [])[-15:]:
-        console.print(f"  | {line}", highlight=False, markup=False)
+    console.print(styled("error:", "red", f" {error.message}"), highlight=False)
+    for entry in error.details.get("log", [])[-15:]:
+        say(console, f"  | {entry}")
 
 
 def show_validation(console: Console, result: Validation) -> None:
     for warning in result.warnings:
-        console.print(f"[yellow]warning[/yellow] {warning}", highlight=False)
+        console.print(styled("warning", "yellow", f" {warning}"), highlight=False)
     roles = ", ".join(result.spec.fleet.roles)
-    console.print(f"[green]ok[/green]: fleet {result.spec.fleet.fleet} ({roles})", highlight=False)
+    summary = f": fleet {result.spec.fleet.fleet} ({roles})"
+    console.print(styled("ok", "green", summary), highlight=False)
 
 
 def validation_data(result: Validation) -> dict[str, Any]:
@@ -73,7 +104,7 @@ def show_builds(console: Console, results: Sequence[BuildResult]) -> None:
     for r in results:
         style = "green" if r.status == "built" else "dim"
         table.add_row(
-            r.role, f"[{style}]{r.status}[/{style}]", r.version, r.tag, f"{r.seconds:.1f}"
+            *cells(r.role, Text(r.status, style=style), r.version, r.tag, f"{r.seconds:.1f}")
         )
     console.print(table)
 
@@ -84,18 +115,14 @@ def show_images(console: Console, records: Sequence[ImageRecord]) -> None:
         table.add_column(column)
     for r in records:
         git = (r.git_commit or "-")[:10] + ("+dirty" if r.git_dirty else "")
-        table.add_row(r.role, r.version, r.built_at, git, r.image_id[:12])
+        table.add_row(*cells(r.role, r.version, r.built_at, git, r.image_id[:12]))
     console.print(table)
 
 
 def show_sbom(console: Console, sbom: Sbom) -> None:
-    console.print(
-        f"# {sbom.fleet}/{sbom.role} {sbom.version} ({len(sbom.packages)} packages)",
-        highlight=False,
-        markup=False,
-    )
+    say(console, f"# {sbom.fleet}/{sbom.role} {sbom.version} ({len(sbom.packages)} packages)")
     for name, version in sbom.packages:
-        console.print(f"{name}\t{version}", highlight=False, markup=False)
+        say(console, f"{name}\t{version}")
 
 
 def show_audit(console: Console, entries: Sequence[AuditEntry]) -> None:
@@ -104,7 +131,7 @@ def show_audit(console: Console, entries: Sequence[AuditEntry]) -> None:
         table.add_column(column)
     for e in entries:
         details = " ".join(f"{k}={v}" for k, v in e.details.items())
-        table.add_row(e.at, e.user, e.action, e.target, e.outcome, details[:80])
+        table.add_row(*cells(e.at, e.user, e.action, e.target, e.outcome, details[:80]))
     console.print(table)
 
 
@@ -137,9 +164,9 @@ def plan_lines(plan: Plan, unbuilt_volumes: Sequence[str] = ()) -> list[str]:
 
 def show_plan(console: Console, result: PlanResult) -> None:
     for role in result.unbuilt:
-        console.print(f"{role}: image not built for the current spec (corral build {role})")
+        say(console, f"{role}: image not built for the current spec (corral build {role})")
     for line in plan_lines(result.plan, result.unbuilt_volumes):
-        console.print(line, highlight=False, markup=False)
+        say(console, line)
     verdict = "changes pending" if result.has_changes else "no changes"
     console.print(f"[bold]{verdict}[/bold]")
 
@@ -160,7 +187,11 @@ def show_deploy(console: Console, result: DeployResult) -> None:
         console.print("nothing to change: the fleet already runs the spec")
         return
     console.print(
-        f"[green]release r{result.release} is live[/green] ({result.kind}, {result.seconds:.1f}s)"
+        styled(
+            f"release r{result.release} is live",
+            "green",
+            f" ({result.kind}, {result.seconds:.1f}s)",
+        )
     )
 
 
@@ -171,22 +202,24 @@ def deploy_data(result: DeployResult) -> dict[str, Any]:
 
 
 def show_status(console: Console, status: FleetStatus) -> None:
-    for line in status.cleaned:
-        console.print(f"cleaned up: {line}", highlight=False)
+    for cleaned in status.cleaned:
+        say(console, f"cleaned up: {cleaned}")
     release = f"r{status.release}" if status.release else "none"
-    console.print(f"fleet {status.fleet}: release {release}, edge {status.edge}", highlight=False)
+    say(console, f"fleet {status.fleet}: release {release}, edge {status.edge}")
     table = Table(box=None)
     for column in ("ROLE", "INSTANCE", "VERSION", "RELEASE", "STATE", "HEALTH", "AGE"):
         table.add_column(column, no_wrap=True)
     for role in status.roles:
         for i in role.instances:
             table.add_row(
-                role.role, i.name, i.version, f"r{i.release}", i.state, i.health, _age(i.age_s)
+                *cells(
+                    role.role, i.name, i.version, f"r{i.release}", i.state, i.health, _age(i.age_s)
+                )
             )
     console.print(table)
     for role in status.roles:
         if role.url:
-            console.print(f"{role.role}: {role.url}", highlight=False)
+            say(console, f"{role.role}: {role.url}")
     if status.unfinished:
         console.print(
             f"{len(status.unfinished)} instance(s) of an unfinished release still "
@@ -212,7 +245,7 @@ def show_history(console: Console, entries: Sequence[HistoryEntry]) -> None:
         changes = "; ".join(e.changes) or "-"
         if e.message:
             changes += f" [{e.message}]"
-        table.add_row(f"r{e.release}", kind, e.status, e.started_at, e.user, changes)
+        table.add_row(*cells(f"r{e.release}", kind, e.status, e.started_at, e.user, changes))
     console.print(table)
 
 
@@ -223,21 +256,17 @@ def show_test_results(console: Console, results: Sequence[RoleTestResult]) -> No
     for r in results:
         style = {"passed": "green", "failed": "red"}.get(r.outcome, "dim")
         console.print(
-            f"[{style}]{r.role}: {r.outcome}[/{style}] ({r.image_version}, {r.seconds:.1f}s)",
+            styled(f"{r.role}: {r.outcome}", style, f" ({r.image_version}, {r.seconds:.1f}s)"),
             highlight=False,
         )
         if r.outcome == "skipped":
-            console.print(f"  {r.log_excerpt}", highlight=False, markup=False)
+            say(console, f"  {r.log_excerpt}")
         for check in r.checks:
             if check.outcome not in ("passed", "skipped"):
-                console.print(
-                    f"  {check.outcome}: {check.name}: {check.message}",
-                    highlight=False,
-                    markup=False,
-                )
+                say(console, f"  {check.outcome}: {check.name}: {check.message}")
         if r.outcome == "failed" and r.log_excerpt:
             for line in r.log_excerpt.splitlines()[-15:]:
-                console.print(f"  | {line}", highlight=False, markup=False)
+                say(console, f"  | {line}")
 
 
 def show_coverage(console: Console, rows: Sequence[CoverageRow]) -> None:
@@ -247,16 +276,18 @@ def show_coverage(console: Console, rows: Sequence[CoverageRow]) -> None:
     for row in rows:
         age = _age(row.age_s) if row.age_s is not None else "-"
         table.add_row(
-            row.role,
-            row.image_version or "not built",
-            row.outcome,
-            *(row.cells[k] for k in KINDS),
-            age,
+            *cells(
+                row.role,
+                row.image_version or "not built",
+                row.outcome,
+                *(row.cells[k] for k in KINDS),
+                age,
+            )
         )
     console.print(table)
     for row in rows:
         if not row.has_own_tests:
             console.print(
-                f"[yellow]warning[/yellow]: role {row.role} has no tests of its own",
+                styled("warning", "yellow", f": role {row.role} has no tests of its own"),
                 highlight=False,
             )

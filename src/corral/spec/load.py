@@ -1,16 +1,16 @@
 """Read a fleet spec file into a validated ``Fleet``, or explain every problem in it.
 
-The file is parsed with ruamel.yaml's round-trip loader, which remembers where each key
-and value sits, then validated with pydantic. Every pydantic error is mapped back to the
-YAML node it came from and reworded in plain language. Whatever the input, ``load_spec``
-either returns a ``LoadedSpec`` or raises ``SpecError`` listing all the problems it found.
+The file is parsed as YAML 1.2 (core schema only) into a tree that remembers where each key
+and value sits (``corral.spec.parse``), then validated with pydantic. Every pydantic error
+is mapped back to the YAML node it came from and reworded in plain language. Whatever the
+input, ``load_spec`` either returns a ``LoadedSpec`` or raises ``SpecError`` listing all the
+problems it found.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,13 +19,6 @@ from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.composer import Composer, ComposerError
-from ruamel.yaml.constructor import ConstructorError, DuplicateKeyError, RoundTripConstructor
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import AliasEvent
-from ruamel.yaml.reader import ReaderError
 
 from corral.errors import Diagnostic, SpecError, UsageError
 from corral.spec import kinds
@@ -35,12 +28,22 @@ from corral.spec.model import (
     Fleet,
     SpecProblem,
 )
+from corral.spec.parse import (
+    ComplexKey,
+    PositionedList,
+    PositionedMap,
+    SourceFloat,
+    SourceInt,
+    parse,
+)
 
 MAX_BYTES = 1024 * 1024
-MAX_DEPTH = 64
+# Beyond this many problems nobody reads on, and wording each one costs time: a 1 MiB spec
+# can hold 50,000 bad keys. The rest are counted in one last diagnostic.
+MAX_DIAGNOSTICS = 100
 _TOO_BIG = f"the spec is larger than {MAX_BYTES // 1024} KiB (1 MiB); refusing to read it"
 
-__all__ = ["MAX_BYTES", "LoadedSpec", "check_files", "load_spec"]
+__all__ = ["MAX_BYTES", "MAX_DIAGNOSTICS", "LoadedSpec", "check_files", "load_spec"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class LoadedSpec:
     fleet: Fleet
     path: Path
     root: Path
-    document: Any = field(default=None, repr=False, compare=False)  # ruamel tree: positions
+    document: Any = field(default=None, repr=False, compare=False)  # parsed tree: positions
 
     def role_section(self, role: str) -> dict[str, Any]:
         """The role's validated settings as plain JSON-able data, keys sorted (for hashing)."""
@@ -74,7 +77,7 @@ def load_spec(path: Path) -> LoadedSpec:
     path = _absolute(Path(path))
     file = str(path)
     text = _read(path, file)
-    document = _parse(text, file)
+    document = parse(text, file)
     data = _top_level(document, file)
     fleet, diagnostics = _validate(document, data, file)
     diagnostics += _check_refs(document, path.parent, file)
@@ -137,92 +140,16 @@ def _offset_position(data: bytes | str, offset: int) -> tuple[int, int]:
     return head.count("\n") + 1, offset - head.rfind("\n")
 
 
-class _Refused(ComposerError):
-    """A YAML feature a spec may not use (aliases, tags): refused while composing."""
-
-
-class _StrictComposer(Composer):
-    """Refuses aliases (so nothing can expand into something huge) and explicit tags."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.parser.peek_event()
-        if isinstance(event, AliasEvent):
-            problem = f"YAML aliases (*{event.anchor}) are not allowed in a spec; write it out"
-            raise _Refused(None, None, problem, event.start_mark)
-        tag = getattr(event, "tag", None)
-        if tag is not None:
-            shown = str(tag).replace("tag:yaml.org,2002:", "!!")
-            problem = f"YAML tags ({shown}) are not allowed in a spec; quote the value instead"
-            raise _Refused(None, None, problem, event.start_mark)
-        return super().compose_node(parent, index)
-
-
-class _Constructor(RoundTripConstructor):
-    """Gives values YAML resolves but Python cannot build (a bad date...) a position."""
-
-    def construct_object(self, node: Any, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep=deep)
-        except (ValueError, OverflowError) as exc:
-            problem = f"cannot read this value: {str(exc)[:80]}"
-            raise ConstructorError(None, None, problem, node.start_mark) from exc
-
-
-def _parse(text: str, file: str) -> Any:
-    """The round-trip YAML tree of ``text``; any YAML problem becomes a ``SpecError``."""
-    yaml = YAML(typ="rt", pure=True)
-    yaml.Composer = _StrictComposer
-    yaml.Constructor = _Constructor
-    yaml.allow_duplicate_keys = False
-    yaml.max_depth = MAX_DEPTH
-    try:
-        return yaml.load(text)
-    except MarkedYAMLError as exc:
-        raise _yaml_error(exc, file) from None
-    except ReaderError as exc:
-        line, column = _offset_position(text, exc.position)
-        char = exc.character
-        code = char if isinstance(char, int) else ord(str(char)[:1] or " ")
-        message = f"the spec contains a character YAML does not allow (U+{code:04X})"
-        raise _fail(file, message, line, column) from None
-    except RecursionError:
-        raise _fail(file, f"the spec is nested too deeply (limit {MAX_DEPTH} levels)") from None
-    except (YAMLError, ValueError, TypeError, OverflowError, AttributeError) as exc:
-        # The parser turns some odd scalars (a 5000-digit integer, a bad date) into these.
-        raise _fail(file, f"invalid YAML: {exc}") from None
-
-
-def _yaml_error(exc: MarkedYAMLError, file: str) -> SpecError:
-    mark = exc.problem_mark or exc.context_mark
-    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
-    problem = str(exc.problem or exc.context or "unreadable YAML")
-    if isinstance(exc, DuplicateKeyError):
-        first = exc.context_mark
-        key = re.sub(r'^found duplicate key "(.*?)" with value.*$', r"\1", problem, flags=re.S)
-        message = f"duplicate key '{key}'"
-        if first is not None:
-            message += f" in the mapping starting on line {first.line + 1}"
-        return _fail(file, message, line, column)
-    if isinstance(exc, _Refused):
-        return _fail(file, problem, line, column)
-    if "'\\t'" in problem or "\t" in problem:
-        return _fail(file, "found a tab character; indent YAML with spaces, not tabs", line, column)
-    if "maximum depth" in problem:
-        return _fail(file, f"the spec is nested too deeply (over {MAX_DEPTH} levels)", line, column)
-    context = f" ({exc.context})" if exc.context and exc.problem else ""
-    return _fail(file, f"invalid YAML: {problem}{context}", line, column)
-
-
 def _top_level(document: Any, file: str) -> dict[str, Any]:
     """The document as plain data; it must be a mapping."""
     if document is None:
         raise _fail(file, "the spec is empty; expected a mapping with 'fleet' and 'roles'")
-    if not isinstance(document, CommentedMap):
+    if not isinstance(document, PositionedMap):
         line, column = _start(document)
         got = describe(document)
         message = f"expected a mapping with 'fleet' and 'roles' at the top, got {got}"
         raise _fail(file, message, line or 1, column or 1)
-    return document  # still ruamel types; _plain converts it
+    return document  # still the positioned tree; _plain converts it
 
 
 # --- validation ----------------------------------------------------------------------
@@ -238,7 +165,12 @@ def _validate(document: Any, data: Any, file: str) -> tuple[Fleet | None, list[D
     try:
         fleet = Fleet.model_validate(plain)
     except ValidationError as exc:
-        diagnostics += [_diagnose(error, document, file) for error in exc.errors()]
+        errors = exc.errors(include_url=False)
+        diagnostics += [_diagnose(error, document, file) for error in errors[:MAX_DIAGNOSTICS]]
+        hidden = len(errors) - MAX_DIAGNOSTICS
+        if hidden > 0:
+            message = f"{hidden} more problem{'s' if hidden != 1 else ''} not shown"
+            diagnostics.append(Diagnostic(file, 0, 0, "", message))
         return None, diagnostics
     except RecursionError:
         return None, [Diagnostic(file, 0, 0, "", "the spec is nested too deeply")]
@@ -246,23 +178,74 @@ def _validate(document: Any, data: Any, file: str) -> tuple[Fleet | None, list[D
 
 
 def _plain(node: Any, loc: Loc, document: Any, file: str, out: list[Diagnostic]) -> Any:
-    """Ruamel values as plain Python ones; non-text keys are reported and dropped."""
+    """The parsed tree as plain Python values, with the checks no model field can make.
+
+    Keys must be text; no text may hold a NUL character (no argv, path or environment can
+    carry one); ``run.env`` values are the text exactly as written (``1.10`` stays "1.10").
+    Problems go to ``out``, and the offending entries are dropped.
+    """
     if isinstance(node, dict):
-        result: dict[str, Any] = {}
-        for key, value in node.items():
-            if isinstance(key, str):
-                result[str(key)] = _plain(value, (*loc, str(key)), document, file, out)
-            else:
-                line, column = _key_position(node, key)
-                message = f"expected a text key, got {describe(key)}"
-                out.append(Diagnostic(file, line, column, dotted(loc), message))
-        return result
-    if isinstance(node, list | tuple):
+        return _plain_map(node, loc, document, file, out)
+    if isinstance(node, list):
         return [_plain(item, (*loc, i), document, file, out) for i, item in enumerate(node)]
-    for kind in (bool, int, float, str):
+    if isinstance(node, str):
+        if "\x00" in node:
+            line, column = _locate(document, loc)
+            out.append(Diagnostic(file, line, column, dotted(loc), _NUL))
+            return node.replace("\x00", "")  # reported once here, not again by the model
+        return str(node)
+    if _is_env_value(loc):
+        return _env_text(node, loc, document, file, out)
+    for kind in (bool, int, float):
         if isinstance(node, kind):
             return kind(node)
     return node
+
+
+_NUL = "text may not contain a NUL character (\\0): no argument, path or variable can hold one"
+_DROPPED = object()  # an entry already reported, left out of the plain data
+
+
+def _plain_map(
+    node: dict[Any, Any], loc: Loc, document: Any, file: str, out: list[Diagnostic]
+) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(key, str) and "\x00" not in key:
+            plain = _plain(value, (*loc, key), document, file, out)
+            if plain is not _DROPPED:
+                result[str(key)] = plain
+            continue
+        line, column = _key_position(node, key)
+        got = key.what if isinstance(key, ComplexKey) else describe(key)
+        message = _NUL if isinstance(key, str) else f"expected a text key, got {got}"
+        out.append(Diagnostic(file, line, column, dotted(loc), message))
+    return result
+
+
+def _is_env_value(loc: Loc) -> bool:
+    """Whether ``loc`` is ``roles.NAME.run.env.VARIABLE``."""
+    return len(loc) == 5 and loc[0] == "roles" and loc[2] == "run" and loc[3] == "env"
+
+
+def _env_text(node: Any, loc: Loc, document: Any, file: str, out: list[Diagnostic]) -> Any:
+    """An env value that YAML read as a number, as the text it was written as.
+
+    true, false and null have no one text (``True``, ``~``, nothing at all), so they are
+    refused with advice to quote them rather than guessed.
+    """
+    if isinstance(node, SourceInt | SourceFloat):
+        return node.text
+    if not isinstance(node, bool) and node is not None:
+        return node  # not a scalar YAML can write; the model refuses it
+    line, column = _locate(document, loc)
+    if node is None:
+        message = 'expected text, got nothing (null); write "" for empty text, or quote the value'
+    else:
+        shown = "true" if node else "false"
+        message = f'expected text, got {shown}; quote it ("{shown}") to pass the text'
+    out.append(Diagnostic(file, line, column, dotted(loc), message))
+    return _DROPPED
 
 
 def _check_version(document: Any, data: dict[str, Any], file: str) -> Diagnostic | None:
@@ -297,7 +280,7 @@ def _fleet_error_loc(error: ErrorDetails, document: Any) -> Loc:
     when the document has that role, else ``roles``."""
     problem = (error.get("ctx") or {}).get("error")
     roles = document.get("roles") if isinstance(document, dict) else None
-    if not isinstance(problem, SpecProblem) or not isinstance(roles, CommentedMap):
+    if not isinstance(problem, SpecProblem) or not isinstance(roles, PositionedMap):
         return ("roles",)
     loc: Loc = problem.loc
     return loc if len(loc) > 1 and _has_key(roles, loc[1]) else ("roles",)
@@ -307,7 +290,7 @@ def _fleet_error_loc(error: ErrorDetails, document: Any) -> Loc:
 
 
 def _start(node: Any) -> tuple[int, int]:
-    """1-based start of a ruamel node, or (0, 0) when it carries no position."""
+    """1-based start of a parsed collection, or (0, 0) when it carries no position."""
     lc = getattr(node, "lc", None)
     if lc is None or getattr(lc, "line", None) is None:
         return 0, 0
@@ -332,14 +315,14 @@ def _locate(document: Any, loc: Loc, want_key: bool = False) -> tuple[int, int]:
     node = document
     for index, element in enumerate(loc):
         last = index == len(loc) - 1
-        if isinstance(node, CommentedMap) and _has_key(node, element):
+        if isinstance(node, PositionedMap) and _has_key(node, element):
             child = node[element]
             data = node.lc.data.get(element)
             if data is not None:
                 use_value = last and not want_key and not isinstance(child, dict | list)
                 position = (data[2] + 1, data[3] + 1) if use_value else (data[0] + 1, data[1] + 1)
             node = child
-        elif isinstance(node, CommentedSeq) and isinstance(element, int) and element < len(node):
+        elif isinstance(node, PositionedList) and isinstance(element, int) and element < len(node):
             data = node.lc.data.get(element) if element >= 0 else None
             if data is not None:
                 position = (data[0] + 1, data[1] + 1)
@@ -349,7 +332,7 @@ def _locate(document: Any, loc: Loc, want_key: bool = False) -> tuple[int, int]:
     return position
 
 
-def _has_key(node: CommentedMap, key: Any) -> bool:
+def _has_key(node: PositionedMap, key: Any) -> bool:
     try:
         return key in node
     except TypeError:
@@ -357,7 +340,8 @@ def _has_key(node: CommentedMap, key: Any) -> bool:
 
 
 def _sorted(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
-    unique = {(d.line, d.column, d.path, d.message): d for d in diagnostics}
+    """In file order, each once; problems of the whole file (line 0) last."""
+    unique = {(d.line == 0, d.line, d.column, d.path, d.message): d for d in diagnostics}
     return [unique[k] for k in sorted(unique)]
 
 

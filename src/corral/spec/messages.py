@@ -122,6 +122,7 @@ _PATTERNS = {
     "(at most 30 characters)",
     ENV_NAME_PATTERN: "an environment variable name (letters, digits and '_', "
     "not starting with a digit)",
+    r"^/": "an absolute path starting with '/'",
     r"^[a-z0-9][a-z0-9+.-]+$": "a Debian package name such as 'curl'",
     r"^[a-z_][a-z0-9_-]{0,31}$": "a user name of lowercase letters, digits, '_' and '-'",
 }

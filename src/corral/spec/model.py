@@ -180,6 +180,11 @@ class RunConfig(Model):
         return value
 
 
+# A request path the probe can send and the edge's haproxy.cfg can hold as one word: URL
+# characters only (RFC 3986), less the quote, '#' and '$' that haproxy.cfg gives a meaning.
+# A space would end the HTTP request line: percent-encode it (%20).
+
+
 class HttpHealth(Model):
     http: Annotated[str, AfterValidator(kinds.url_path)]
     interval: Duration = 1.0

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+import tarfile
 import uuid
+from pathlib import Path
 
 import httpx
+import pytest
 
+from corral.engines.base import ContainerSpec
+from corral.engines.podman import PodmanEngine
+from corral.errors import EngineError
 from corral.spec import load_spec
-from tests.engine.helpers import Fleet, fleet_secrets, podman_json
+from tests.engine.helpers import Fleet, fleet_secrets, podman_json, secret_store
 
 
 def _ids(*args: str) -> list[str]:
@@ -49,11 +56,114 @@ def test_a_secret_reaches_the_instances_and_nothing_else(fleet: Fleet, shared_ba
     label = f"label=io.corral.fleet={fleet.name}"
     images = podman_json("image", "inspect", *set(_ids("images", "-q", "--filter", label)))
     assert token not in json.dumps(images)
+    shown = json.dumps(podman_json("ps", "--all", "--filter", label))
+    assert token not in shown and fleet.name in shown
     for name in live:
         [info] = podman_json("container", "inspect", name)
-        assert token not in json.dumps(info["Config"]["Labels"])
+        assert token not in json.dumps(info)  # every field: Config.Env, Labels, Args...
         logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True)
         assert token not in logs.stdout + logs.stderr
 
     fleet.corral("destroy", "--yes")
     assert fleet_secrets(fleet) == []
+
+
+# Values a shell or podman could mangle: trailing newlines, quotes, expansions, a value
+# ending in the launcher's own sentinel, unicode, bytes that are not UTF-8 (as Python holds
+# them in os.environ) and an empty value.
+ODD_VALUES = {
+    "PLAIN": f"plain-{uuid.uuid4().hex}",
+    "NEWLINES": f"\n two\nlines {uuid.uuid4().hex}\n\n",
+    "SHELLISH": f"$(id) `id` $HOME 'q' \"q\" \\ ; * {uuid.uuid4().hex} x",
+    "UNICODE": f"héllo wörld ✓ {uuid.uuid4().hex}",
+    "BYTES": f"\udcff\udcfe-{uuid.uuid4().hex}",
+    "EMPTY": "",
+}
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(os.fsencode(value)).hexdigest()
+
+
+def test_podman_delivers_secrets_as_env_without_showing_them(
+    engine: PodmanEngine, shared_base: str, cleanup_fleet: str
+) -> None:
+    name = f"{cleanup_fleet}-web-r1-1"
+    spec = ContainerSpec(
+        name=name,
+        image=shared_base,
+        command=("python3", "-c", "import time; time.sleep(300)"),
+        user="nobody",
+        labels={"io.corral.fleet": cleanup_fleet},
+        env={"VISIBLE": "yes"},
+        secrets=ODD_VALUES,
+    )
+    engine.start(spec)
+    try:
+        # The program has each value byte for byte, and the plain env too.
+        pid1_env = engine.exec_in(name, ["python3", "-c", _launched_env_digests()])
+        digests = json.loads(pid1_env)
+        for variable, value in ODD_VALUES.items():
+            assert digests[variable] == _digest(value), variable
+        assert digests["VISIBLE"] == _digest("yes")
+        # Files only the instance's user (nobody, 65534) can read; root owns the folder.
+        stat = engine.exec_in(
+            name, ["stat", "-c", "%n %a %u", "/run/secrets/PLAIN", "/run/secrets"]
+        )
+        assert stat.split("\n")[:2] == ["/run/secrets/PLAIN 400 65534", "/run/secrets 755 0"]
+        # Nothing podman shows about the container or its image holds a value.
+        shown = [
+            json.dumps(podman_json("container", "inspect", name)),
+            json.dumps(podman_json("ps", "--all", "--filter", f"name={name}")),
+            json.dumps(podman_json("image", "inspect", shared_base)),
+            subprocess.run(["podman", "logs", name], capture_output=True, text=True).stdout,
+        ]
+        for variable, value in ODD_VALUES.items():
+            if value.strip():
+                needle = value.strip().encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                for text in shown:
+                    assert needle not in text and json.dumps(needle)[1:-1] not in text, variable
+    finally:
+        engine.remove(name)
+
+
+def _launched_env_digests() -> str:
+    """Python reading the environment of the launched program (PID 1's child: the command)."""
+    return (
+        "import glob, hashlib, json\n"
+        "for path in glob.glob('/proc/[0-9]*/cmdline'):\n"
+        "    if open(path, 'rb').read() == b'python3\\0-c\\0import time; time.sleep(300)\\0':\n"
+        "        raw = open(path.replace('cmdline', 'environ'), 'rb').read()\n"
+        "        pairs = [p.split(b'=', 1) for p in raw.split(b'\\0') if b'=' in p]\n"
+        "        print(json.dumps({k.decode(): hashlib.sha256(v).hexdigest() for k, v in pairs}))\n"
+        "        break\n"
+    )
+
+
+def test_an_image_without_a_shell_cannot_take_secrets(
+    engine: PodmanEngine, cleanup_fleet: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("app:x:1000:1000::/:/nonexistent\n")
+    tag = f"localhost/{cleanup_fleet}-noshell:1"
+    image = engine.import_rootfs(
+        _tar(root, tmp_path / "root.tar"), tag, {"io.corral.fleet": cleanup_fleet}
+    )
+    name = f"{cleanup_fleet}-web-r1-1"
+    spec = ContainerSpec(
+        name=name, image=image.id, command=("/app",), user="app", secrets={"K": "v"}
+    )
+    try:
+        with pytest.raises(EngineError, match="no /bin/sh"):
+            engine.start(spec)
+        assert not [n for n in secret_store() if n.startswith(name)]
+    finally:
+        engine.remove(name)
+        engine.remove_image(tag)
+
+
+def _tar(folder: Path, target: Path) -> Path:
+    with tarfile.open(target, "w") as tar:
+        tar.add(folder, arcname=".")
+    return target

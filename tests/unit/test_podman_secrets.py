@@ -80,4 +80,3 @@ def test_the_launcher_hands_over_each_value_byte_for_byte(tmp_path: Path, value:
         env={"PATH": "/usr/bin:/bin"},
     ).stdout
     assert out == value.encode()
-

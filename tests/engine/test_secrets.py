@@ -167,3 +167,43 @@ def _tar(folder: Path, target: Path) -> Path:
     with tarfile.open(target, "w") as tar:
         tar.add(folder, arcname=".")
     return target
+
+
+TOKEN_TEST = """
+import hashlib
+import os
+
+import httpx
+
+
+def test_the_tests_have_the_instances_value(instance_url):
+    token = os.environ["APP_TOKEN"]
+    answer = httpx.get(instance_url + "token", timeout=5).json()
+    assert answer == {{"sha256": hashlib.sha256(token.encode()).hexdigest()}}
+    assert (token == {live!r}) is {want_live}
+    assert "OTHER_SECRET" not in os.environ
+"""
+
+
+def test_corral_test_uses_test_values_unless_the_spec_asks_for_live_ones(
+    fleet: Fleet, shared_base: str
+) -> None:
+    live = f"live-{uuid.uuid4().hex}"
+    exported = {"APP_TOKEN": live, "OTHER_SECRET": live}
+    fleet.write("v1", replicas=1, secrets=("APP_TOKEN",), extra="    test_secrets: [APP_TOKEN]\n")
+    tests = fleet.folder / "tests" / "test_token.py"
+    tests.write_text(TOKEN_TEST.format(live=live, want_live=False))
+    said = [fleet.corral("test", "--json", env=exported)]  # exported, yet not used
+    assert json.loads(said[0].stdout)["results"][0]["outcome"] == "passed"
+    said.append(fleet.corral("test", "--again"))  # nothing exported: not needed
+    text = fleet.spec.read_text().replace(
+        "roles:\n", "live_secrets_in_tests: [APP_TOKEN]\nroles:\n"
+    )
+    fleet.spec.write_text(text)
+    refused = fleet.corral("test", "--again", check=False)
+    assert refused.returncode == 1 and "APP_TOKEN" in refused.stdout + refused.stderr
+    tests.write_text(TOKEN_TEST.format(live=live, want_live=True))
+    said.append(fleet.corral("test", "--again", "--json", env=exported))
+    assert json.loads(said[-1].stdout)["results"][0]["outcome"] == "passed"
+    for proc in said:
+        assert live not in proc.stdout + proc.stderr

@@ -56,7 +56,11 @@ class TestEnvironment:
         return self.owners / f"{self.scope.env}.json"
 
     def up(self, desired: Desired, secrets: dict[str, str], edge_image: str | None) -> None:
-        """Bring ``desired`` up; raise DeployError naming the roles that did not get healthy."""
+        """Bring ``desired`` up; raise DeployError naming the roles that did not get healthy.
+
+        ``secrets`` are this run's test values (see ``secrets_for_test_run``): live values
+        only for the secrets the spec lists in ``live_secrets_in_tests``.
+        """
         self.owners.mkdir(parents=True, exist_ok=True)
         self.owner_file.write_text(
             json.dumps(

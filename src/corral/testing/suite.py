@@ -10,13 +10,13 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from corral.build.bake import BakeTarget, find_current_image
 from corral.deploy.desired import Desired, RoleRelease
-from corral.deploy.instances import resolve_secrets
+from corral.deploy.instances import live_values, secrets_for_test_run
 from corral.deploy.plan import parse_time
 from corral.deploy.service import Context, desired_from_spec, edge_image
 from corral.errors import DeployError, GateError
@@ -103,7 +103,8 @@ def _run_environment(
     ctx: Context, desired: Desired, roles: Sequence[str], timeouts: Timeouts
 ) -> list[RoleTestResult]:
     subset = _with_dependencies(desired, roles)
-    secrets = resolve_secrets(subset)
+    declared = [name for role in roles for name in _test_secrets(ctx, role)]
+    secrets = secrets_for_test_run(subset, declared, ctx.spec.fleet.live_secrets_in_tests)
     image = edge_image(ctx, subset, build=True)
     started = time.monotonic()
     with environment(
@@ -115,7 +116,12 @@ def _run_environment(
         with ThreadPoolExecutor(max_workers=max(1, len(roles))) as pool:
             futures = [
                 pool.submit(
-                    _check_role, ctx, env, subset[name], failures.get(name), timeouts, bring_up
+                    _check_role,
+                    ctx,
+                    env,
+                    subset[name],
+                    failures.get(name),
+                    _Run(timeouts, bring_up, {k: secrets[k] for k in _test_secrets(ctx, name)}),
                 )
                 for name in roles
             ]
@@ -144,14 +150,29 @@ def _bring_up(
     return {}
 
 
+def _test_secrets(ctx: Context, role: str) -> tuple[str, ...]:
+    """The secrets ``role``'s own tests receive (its ``test_secrets``): none by default."""
+    spec = ctx.spec.fleet.roles.get(role)
+    return spec.test_secrets if spec is not None else ()
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every role's check in one test run shares."""
+
+    timeouts: Timeouts
+    bring_up: float  # seconds the environment took to come up
+    variables: Mapping[str, str] = field(default_factory=dict, repr=False)  # for the tests
+
+
 def _check_role(
     ctx: Context,
     env: TestEnvironment,
     rr: RoleRelease,
     failure: DeployError | None,
-    timeouts: Timeouts,
-    bring_up: float,
+    run: _Run,
 ) -> RoleTestResult:
+    timeouts, bring_up = run.timeouts, run.bring_up
     started = time.monotonic()
     if failure is not None or not env.describe(rr)["instances"]:
         reason = failure.message if failure else "no instance came up (a role it needs failed)"
@@ -165,7 +186,7 @@ def _check_role(
         checks += lockdown_checks(ctx.engine, instance["name"], rr)
     log = ""
     if rr.tests:
-        outcome = _run_tests(ctx, env.describe(rr), rr, timeouts, "full")
+        outcome = _run_tests(ctx, env.describe(rr), rr, timeouts, "full", run.variables)
         checks += outcome.checks
         log = outcome.log_tail
         if not outcome.ok and not outcome.checks:
@@ -185,7 +206,12 @@ def _check_role(
 
 
 def _run_tests(
-    ctx: Context, env: Mapping[str, object], rr: RoleRelease, timeouts: Timeouts, mode: str
+    ctx: Context,
+    env: Mapping[str, object],
+    rr: RoleRelease,
+    timeouts: Timeouts,
+    mode: str,
+    variables: Mapping[str, str],
 ) -> PytestOutcome:
     paths = [ctx.spec.root / t for t in rr.tests]
     with tempfile.TemporaryDirectory(prefix="corral-tests-") as tmp:
@@ -196,6 +222,7 @@ def _run_tests(
             total_timeout=timeouts.total,
             mode=mode,
             workdir=Path(tmp),
+            variables=variables,
         )
 
 
@@ -269,7 +296,8 @@ def smoke(ctx: Context, desired: Desired) -> None:
             "edge_url": ctx.edge.url(rr.public),
         }
         ctx.progress.step(rr.role, "smoke test against the live edge")
-        outcome = _run_tests(ctx, env, rr, Timeouts(total=SMOKE_TIMEOUT), "smoke")
+        variables = _smoke_variables(ctx, rr.role)
+        outcome = _run_tests(ctx, env, rr, Timeouts(total=SMOKE_TIMEOUT), "smoke", variables)
         failed = [c for c in outcome.checks if c.outcome in ("failed", "error")]
         if failed or not outcome.ok:
             names = ", ".join(c.name for c in failed) or outcome.log_tail[-200:]
@@ -286,6 +314,15 @@ def smoke(ctx: Context, desired: Desired) -> None:
             roles=[f.details["role"] for f in failures],
             failures=[f.to_dict() for f in failures],
         )
+
+
+def _smoke_variables(ctx: Context, role: str) -> dict[str, str]:
+    """The secrets a smoke test receives: it runs against the live fleet, where a test
+    value means nothing, so only those of the role's ``test_secrets`` the spec lists in
+    ``live_secrets_in_tests``, with their live values; no others."""
+    live = ctx.spec.fleet.live_secrets_in_tests
+    names = [name for name in _test_secrets(ctx, role) if name in live]
+    return live_values(names, "export them before deploying: the smoke test needs them")
 
 
 # -- the coverage matrix ------------------------------------------------------------------

@@ -6,6 +6,7 @@ untested reaches the fleet. Roles are checked in parallel once the environment i
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ from corral.deploy.instances import live_values, secrets_for_test_run
 from corral.deploy.plan import parse_time
 from corral.deploy.service import Context, desired_from_spec, edge_image
 from corral.errors import DeployError, GateError
+from corral.scrub import Scrubber
 from corral.testing.environment import TestEnvironment, environment, sweep
 from corral.testing.lockdown import lockdown_checks
 from corral.testing.runner import CheckResult, PytestOutcome, run_role_tests
@@ -125,10 +127,18 @@ def _run_environment(
                 )
                 for name in roles
             ]
-        results = [f.result() for f in futures]
+        results = [_scrubbed(f.result(), ctx.state.scrubber) for f in futures]
     for result in results:
         _record(ctx, subset[result.role], result)
     return results
+
+
+def _scrubbed(result: RoleTestResult, scrubber: Scrubber) -> RoleTestResult:
+    """``result`` as it is stored and shown: its checks' messages and log without secrets
+    (the tests may print what they were given)."""
+    checks = tuple(dataclasses.replace(c, message=scrubber.text(c.message)) for c in result.checks)
+    log = scrubber.text(result.log_excerpt)
+    return dataclasses.replace(result, checks=checks, log_excerpt=log)
 
 
 def _bring_up(

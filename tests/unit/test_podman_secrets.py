@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from corral.engines.base import ContainerSpec
-from corral.engines.podman import LAUNCHER, SecretLaunch, has_file, resolve_user, run_args
+from corral.engines.podman import (
+    LAUNCHER,
+    SecretLaunch,
+    has_file,
+    resolve_inside,
+    resolve_user,
+    run_args,
+)
 from corral.errors import EngineError
 
 PASSWD = "root:x:0:0::/root:/bin/sh\napp:x:999:998::/nonexistent:/usr/sbin/nologin\n"
@@ -42,6 +49,19 @@ def test_symlinks_are_followed_inside_the_image(tmp_path: Path) -> None:
     assert not has_file(tmp_path, "bin/sh")
     (tmp_path / "usr" / "bin" / "loop").symlink_to("loop")
     assert not has_file(tmp_path, "usr/bin/loop")
+
+
+def test_an_images_symlink_never_leads_to_a_host_file(tmp_path: Path) -> None:
+    host_file = tmp_path / "host-passwd"
+    host_file.write_text("app:x:0:0::/:/bin/sh\n")
+    root = tmp_path / "image"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").symlink_to(host_file)  # absolute: inside the image, not here
+    assert resolve_inside(root, "etc/passwd") is None
+    (root / "etc" / "group").symlink_to("../../host-passwd")  # `..` stops at the image's root
+    assert resolve_inside(root, "etc/group") is None
+    (root / "host-passwd").write_text("the image's own\n")
+    assert resolve_inside(root, "etc/group") == root / "host-passwd"
 
 
 def test_with_secrets_the_launcher_runs_the_entrypoint_and_command() -> None:

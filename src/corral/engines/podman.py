@@ -38,6 +38,7 @@ REMOVE_ATTEMPTS = 4
 T = TypeVar("T")
 
 SECRETS_DIR = "/run/secrets"
+MAX_IMAGE_FILE = 1 << 20  # bytes of an image's /etc/passwd or /etc/group corral reads
 #: The fixed program that hands an instance its secrets: every file in /run/secrets
 #: becomes the environment variable of the same name, byte for byte (the ``x`` keeps the
 #: trailing newlines that command substitution would drop), then ``exec "$@"`` runs the
@@ -294,7 +295,7 @@ class PodmanEngine(Engine):
                     f"{container}: its image has no /bin/sh, which corral's launcher needs "
                     "to hand the program its secrets as environment variables"
                 )
-            return resolve_user(user, _read(root / "etc/passwd"), _read(root / "etc/group"))
+            return resolve_user(user, _read(root, "etc/passwd"), _read(root, "etc/group"))
         finally:
             self._run("image", "unmount", image, check=False)
 
@@ -623,19 +624,32 @@ def _lookup(name: str, table: str) -> tuple[int | None, int | None]:
     return (int(name), None) if name.isdigit() else (None, None)
 
 
-def _read(path: Path) -> str:
+def _read(root: Path, path: str) -> str:
+    """The text of the image's file ``path`` (its symlinks followed inside the image, at
+    most :data:`MAX_IMAGE_FILE` bytes); empty if it is not a regular file."""
+    found = resolve_inside(root, path)
+    if found is None or not found.is_file():
+        return ""
     try:
-        return path.read_text("utf-8", errors="replace")
+        with found.open("rb") as handle:
+            return handle.read(MAX_IMAGE_FILE).decode("utf-8", "replace")
     except OSError:
         return ""
 
 
-def has_file(root: Path, path: str, hops: int = 40) -> bool:
-    """Whether ``path`` names a file in the tree at ``root``, following its symlinks as
-    they would be followed inside it (an absolute link target is relative to ``root``)."""
+def has_file(root: Path, path: str) -> bool:
+    """Whether ``path`` names a regular file in the image whose tree is at ``root``."""
+    found = resolve_inside(root, path)
+    return found is not None and found.is_file()
+
+
+def resolve_inside(root: Path, path: str, hops: int = 40) -> Path | None:
+    """Where ``path`` leads in the tree at ``root``, following its symlinks as they would
+    be followed inside it (an absolute target, or ``..``, never leaves ``root``); None if
+    it leads nowhere. An image's symlink can then never make corral read a host file."""
     parts = [p for p in path.split("/") if p and p != "."]
     current = root
-    while parts and hops > 0:
+    while parts:
         part = parts.pop(0)
         if part == "..":
             current = current.parent if current != root else root
@@ -643,14 +657,16 @@ def has_file(root: Path, path: str, hops: int = 40) -> bool:
         candidate = current / part
         if candidate.is_symlink():
             hops -= 1
+            if hops < 0:
+                return None
             target = os.readlink(candidate)
             parts = [p for p in target.split("/") if p and p != "."] + parts
             current = root if target.startswith("/") else current
-            continue
-        if not candidate.exists():
-            return False
-        current = candidate
-    return not parts and current.is_file()
+        elif candidate.exists():
+            current = candidate
+        else:
+            return None
+    return current
 
 
 def _secret_name(container: str, variable: str) -> str:

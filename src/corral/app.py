@@ -150,11 +150,10 @@ def plan(path: Path, roles: Sequence[str] = (), engine: Engine | None = None) ->
 
 def _checks(ctx: Context, skip_tests: str | None, smoke_test: bool = True) -> service.Checks:
     """The test gate before a deploy and the smoke test after it."""
+    smoke = smoke_test and not skip_tests
     return service.Checks(
-        before=lambda desired: suite.gate(ctx, desired, skip_tests),
-        after=(lambda desired: suite.smoke(ctx, desired))
-        if smoke_test and not skip_tests
-        else service.no_check,
+        before=lambda desired: suite.gate(ctx, desired, skip_tests, smoke),
+        after=(lambda desired: suite.smoke(ctx, desired)) if smoke else service.no_check,
     )
 
 

@@ -4,15 +4,20 @@ so; the spec's names for tests must be secrets of the fleet."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from corral.deploy.desired import RoleRelease
 from corral.deploy.instances import resolve_secrets, secrets_for_test_run
+from corral.deploy.service import Context
+from corral.engines.fake import FakeEngine
 from corral.errors import GateError, SpecError
 from corral.spec import load_spec
 from corral.spec.model import Fleet
+from corral.state import State
+from corral.testing.suite import gate, smoke_variables
 from tests.unit.builders import role_release
 
 LIVE = {"DB_PASSWORD": "live-db-password", "API_TOKEN": "live-api-token"}
@@ -89,3 +94,47 @@ def test_names_for_tests_must_be_the_fleets_secrets(
     with pytest.raises(SpecError) as caught:
         _load(tmp_path, declared, live)
     assert any(re.search(message, d.message) for d in caught.value.diagnostics)
+
+
+SMOKE_SPEC = """\
+fleet: shop
+live_secrets_in_tests: [API_TOKEN]
+roles:
+  web:
+    base: {image: localhost/web}
+    run: {command: [web], port: 80, secrets: [API_TOKEN, DB_PASSWORD]}
+    public: 8080
+    tests: [tests/]
+    test_secrets: [API_TOKEN, DB_PASSWORD]
+"""
+
+
+@pytest.fixture
+def smoke_ctx(tmp_path: Path) -> Iterator[Context]:
+    (tmp_path / "tests").mkdir()
+    path = tmp_path / "corral.yaml"
+    path.write_text(SMOKE_SPEC)
+    with State.open(tmp_path / "state.db") as state:
+        yield Context(load_spec(path), FakeEngine(), state)
+
+
+def test_a_smoke_test_gets_only_declared_secrets_listed_as_live(
+    smoke_ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("API_TOKEN", "live-api-token")
+    monkeypatch.setenv("DB_PASSWORD", "live-db-password")
+    ctx = smoke_ctx
+    desired = {"web": role_release("web", public=8080, tests=["tests/"])}
+    assert smoke_variables(ctx, desired) == {"web": {"API_TOKEN": "live-api-token"}}
+
+
+def test_a_missing_smoke_secret_is_refused_before_the_deploy(
+    smoke_ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    ctx = smoke_ctx
+    desired = {"web": role_release("web", public=8080, tests=["tests/"])}
+    with pytest.raises(GateError, match=r"API_TOKEN.*smoke test"):
+        gate(ctx, desired, None, smoke=True)
+    with pytest.raises(GateError, match="no passing test record"):
+        gate(ctx, desired, None, smoke=False)  # a rollback runs no smoke test

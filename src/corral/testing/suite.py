@@ -260,12 +260,16 @@ def _record(ctx: Context, rr: RoleRelease, result: RoleTestResult) -> None:
 # -- the gate and the smoke test ----------------------------------------------------------
 
 
-def gate(ctx: Context, desired: Desired, skip_reason: str | None) -> None:
-    """Refuse images without a passing test record for their exact digest.
+def gate(ctx: Context, desired: Desired, skip_reason: str | None, smoke: bool = False) -> None:
+    """Refuse images without a passing test record for their exact digest; with ``smoke``
+    (a smoke test will follow), also refuse when a secret it needs is not set, before
+    anything changes rather than after the release went live.
 
     Raises:
-        GateError: naming each untested role and the command to run.
+        GateError: naming each untested role and the command to run, or the secrets.
     """
+    if smoke:
+        smoke_variables(ctx, desired)
     untested = [
         rr
         for rr in desired.values()
@@ -294,8 +298,9 @@ def gate(ctx: Context, desired: Desired, skip_reason: str | None) -> None:
 def smoke(ctx: Context, desired: Desired) -> None:
     """Run each public role's HTTP tests against the live edge; DeployError on a failure."""
     failures = []
+    variables = smoke_variables(ctx, desired)
     for rr in desired.values():
-        if rr.public is None or not rr.tests:
+        if rr.public is None or rr.role not in variables:
             continue
         env = {
             "fleet": ctx.scope.fleet,
@@ -306,8 +311,8 @@ def smoke(ctx: Context, desired: Desired) -> None:
             "edge_url": ctx.edge.url(rr.public),
         }
         ctx.progress.step(rr.role, "smoke test against the live edge")
-        variables = _smoke_variables(ctx, rr.role)
-        outcome = _run_tests(ctx, env, rr, Timeouts(total=SMOKE_TIMEOUT), "smoke", variables)
+        timeouts = Timeouts(total=SMOKE_TIMEOUT)
+        outcome = _run_tests(ctx, env, rr, timeouts, "smoke", variables[rr.role])
         failed = [c for c in outcome.checks if c.outcome in ("failed", "error")]
         if failed or not outcome.ok:
             names = ", ".join(c.name for c in failed) or outcome.log_tail[-200:]
@@ -326,13 +331,22 @@ def smoke(ctx: Context, desired: Desired) -> None:
         )
 
 
-def _smoke_variables(ctx: Context, role: str) -> dict[str, str]:
-    """The secrets a smoke test receives: it runs against the live fleet, where a test
-    value means nothing, so only those of the role's ``test_secrets`` the spec lists in
-    ``live_secrets_in_tests``, with their live values; no others."""
+def smoke_variables(ctx: Context, desired: Desired) -> dict[str, dict[str, str]]:
+    """The secrets each smoke-tested role's tests receive (by role; public roles with
+    tests only). A smoke test runs against the live fleet, where a test value means
+    nothing: it gets only those of the role's ``test_secrets`` that the spec lists in
+    ``live_secrets_in_tests``, with their live values; no others.
+
+    Raises:
+        GateError: one of those is not set in corral's environment.
+    """
     live = ctx.spec.fleet.live_secrets_in_tests
-    names = [name for name in _test_secrets(ctx, role) if name in live]
-    return live_values(names, "export them before deploying: the smoke test needs them")
+    advice = "export them before deploying: the smoke test needs them"
+    return {
+        rr.role: live_values([n for n in _test_secrets(ctx, rr.role) if n in live], advice)
+        for rr in desired.values()
+        if rr.public is not None and rr.tests
+    }
 
 
 # -- the coverage matrix ------------------------------------------------------------------

@@ -98,8 +98,8 @@ def test_podman_delivers_secrets_as_env_without_showing_them(
         env={"VISIBLE": "yes"},
         secrets=ODD_VALUES,
     )
-    engine.start(spec)
     try:
+        engine.start(spec)
         # The program has each value byte for byte, and the plain env too.
         pid1_env = engine.exec_in(name, ["python3", "-c", _launched_env_digests()])
         digests = json.loads(pid1_env)
@@ -123,6 +123,22 @@ def test_podman_delivers_secrets_as_env_without_showing_them(
                 needle = value.strip().encode("utf-8", "surrogateescape").decode("utf-8", "replace")
                 for text in shown:
                     assert needle not in text and json.dumps(needle)[1:-1] not in text, variable
+    finally:
+        engine.remove(name)
+
+
+def test_a_refused_secret_leaves_none_in_the_store(
+    engine: PodmanEngine, shared_base: str, cleanup_fleet: str
+) -> None:
+    name = f"{cleanup_fleet}-web-r1-1"
+    too_big = "x" * 600_000  # podman stores less than 512,000 bytes
+    spec = ContainerSpec(
+        name=name, image=shared_base, command=("true",), secrets={"A": "fine", "B": too_big}
+    )
+    try:
+        with pytest.raises(EngineError, match="secret create failed"):
+            engine.start(spec)
+        assert [n for n in secret_store() if n.startswith(name)] == []
     finally:
         engine.remove(name)
 

@@ -247,8 +247,9 @@ class PodmanEngine(Engine):
     def start(self, spec: ContainerSpec) -> ContainerInfo:
         stored = any(spec.secrets.values())
         launch = self._secret_launch(spec) if stored else None
-        secret_args = self._create_secrets(spec, launch)
         try:
+            # Inside: a secret the store refuses must not leave the ones stored before it.
+            secret_args = self._create_secrets(spec, launch)
             container_id = self._run(
                 "run", "--detach", *run_args(spec, secret_args, launch), timeout=120
             ).stdout.strip()

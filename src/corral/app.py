@@ -17,8 +17,9 @@ from corral.deploy import status as fleet_status
 from corral.deploy.service import Context, DeployResult, PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
 from corral.engines import Engine, get_engine
-from corral.errors import Diagnostic, UsageError
+from corral.errors import CorralError, Diagnostic, UsageError
 from corral.progress import NullProgress, Progress
+from corral.scrub import Scrubber
 from corral.spec import LoadedSpec, load_spec
 from corral.state import AuditEntry, ImageRecord, State
 from corral.testing import suite
@@ -54,9 +55,25 @@ def validate(path: Path) -> Validation:
     return Validation(spec, tuple(warnings))
 
 
+def scrubber(spec: LoadedSpec) -> Scrubber:
+    """What removes the fleet's secrets from everything corral stores or prints: the
+    values the names in its roles' ``run.secrets`` have in corral's environment."""
+    names = {name for role in spec.fleet.roles.values() for name in role.run.secrets}
+    return Scrubber.from_environ(names)
+
+
+def output_scrubber(path: Path) -> Scrubber:
+    """:func:`scrubber` of the spec at ``path``; one that knows no values if the spec
+    cannot be loaded (its problems are reported by the command itself)."""
+    try:
+        return scrubber(load_spec(path))
+    except CorralError:
+        return Scrubber()
+
+
 @contextmanager
 def open_state(spec: LoadedSpec) -> Iterator[State]:
-    state = State.open(spec.state_path)
+    state = State.open(spec.state_path, scrubber=scrubber(spec))
     try:
         yield state
     finally:
@@ -133,11 +150,10 @@ def plan(path: Path, roles: Sequence[str] = (), engine: Engine | None = None) ->
 
 def _checks(ctx: Context, skip_tests: str | None, smoke_test: bool = True) -> service.Checks:
     """The test gate before a deploy and the smoke test after it."""
+    smoke = smoke_test and not skip_tests
     return service.Checks(
-        before=lambda desired: suite.gate(ctx, desired, skip_tests),
-        after=(lambda desired: suite.smoke(ctx, desired))
-        if smoke_test and not skip_tests
-        else service.no_check,
+        before=lambda desired: suite.gate(ctx, desired, skip_tests, smoke),
+        after=(lambda desired: suite.smoke(ctx, desired)) if smoke else service.no_check,
     )
 
 

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+import tarfile
 import uuid
+from pathlib import Path
 
 import httpx
+import pytest
 
+from corral.engines.base import ContainerSpec
+from corral.engines.podman import PodmanEngine
+from corral.errors import EngineError
 from corral.spec import load_spec
-from tests.engine.helpers import Fleet, fleet_secrets, podman_json
+from tests.engine.helpers import Fleet, fleet_secrets, podman_json, secret_store
 
 
 def _ids(*args: str) -> list[str]:
@@ -49,11 +56,170 @@ def test_a_secret_reaches_the_instances_and_nothing_else(fleet: Fleet, shared_ba
     label = f"label=io.corral.fleet={fleet.name}"
     images = podman_json("image", "inspect", *set(_ids("images", "-q", "--filter", label)))
     assert token not in json.dumps(images)
+    shown = json.dumps(podman_json("ps", "--all", "--filter", label))
+    assert token not in shown and fleet.name in shown
     for name in live:
         [info] = podman_json("container", "inspect", name)
-        assert token not in json.dumps(info["Config"]["Labels"])
+        assert token not in json.dumps(info)  # every field: Config.Env, Labels, Args...
         logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True)
         assert token not in logs.stdout + logs.stderr
 
     fleet.corral("destroy", "--yes")
     assert fleet_secrets(fleet) == []
+
+
+# Values a shell or podman could mangle: trailing newlines, quotes, expansions, a value
+# ending in the launcher's own sentinel, unicode, bytes that are not UTF-8 (as Python holds
+# them in os.environ) and an empty value.
+ODD_VALUES = {
+    "PLAIN": f"plain-{uuid.uuid4().hex}",
+    "NEWLINES": f"\n two\nlines {uuid.uuid4().hex}\n\n",
+    "SHELLISH": f"$(id) `id` $HOME 'q' \"q\" \\ ; * {uuid.uuid4().hex} x",
+    "UNICODE": f"héllo wörld ✓ {uuid.uuid4().hex}",
+    "BYTES": f"\udcff\udcfe-{uuid.uuid4().hex}",
+    "EMPTY": "",
+}
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(os.fsencode(value)).hexdigest()
+
+
+def test_podman_delivers_secrets_as_env_without_showing_them(
+    engine: PodmanEngine, shared_base: str, cleanup_fleet: str
+) -> None:
+    name = f"{cleanup_fleet}-web-r1-1"
+    spec = ContainerSpec(
+        name=name,
+        image=shared_base,
+        command=("python3", "-c", "import time; time.sleep(300)"),
+        user="nobody",
+        labels={"io.corral.fleet": cleanup_fleet},
+        env={"VISIBLE": "yes"},
+        secrets=ODD_VALUES,
+    )
+    try:
+        engine.start(spec)
+        # The program has each value byte for byte, and the plain env too.
+        pid1_env = engine.exec_in(name, ["python3", "-c", _launched_env_digests()])
+        digests = json.loads(pid1_env)
+        for variable, value in ODD_VALUES.items():
+            assert digests[variable] == _digest(value), variable
+        assert digests["VISIBLE"] == _digest("yes")
+        # Files only the instance's user (nobody, 65534) can read; root owns the folder.
+        stat = engine.exec_in(
+            name, ["stat", "-c", "%n %a %u", "/run/secrets/PLAIN", "/run/secrets"]
+        )
+        assert stat.split("\n")[:2] == ["/run/secrets/PLAIN 400 65534", "/run/secrets 755 0"]
+        # Nothing podman shows about the container or its image holds a value.
+        shown = [
+            json.dumps(podman_json("container", "inspect", name)),
+            json.dumps(podman_json("ps", "--all", "--filter", f"name={name}")),
+            json.dumps(podman_json("image", "inspect", shared_base)),
+            subprocess.run(["podman", "logs", name], capture_output=True, text=True).stdout,
+        ]
+        for variable, value in ODD_VALUES.items():
+            if value.strip():
+                needle = value.strip().encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                for text in shown:
+                    assert needle not in text and json.dumps(needle)[1:-1] not in text, variable
+    finally:
+        engine.remove(name)
+
+
+def test_a_refused_secret_leaves_none_in_the_store(
+    engine: PodmanEngine, shared_base: str, cleanup_fleet: str
+) -> None:
+    name = f"{cleanup_fleet}-web-r1-1"
+    too_big = "x" * 600_000  # podman stores less than 512,000 bytes
+    spec = ContainerSpec(
+        name=name, image=shared_base, command=("true",), secrets={"A": "fine", "B": too_big}
+    )
+    try:
+        with pytest.raises(EngineError, match="secret create failed"):
+            engine.start(spec)
+        assert [n for n in secret_store() if n.startswith(name)] == []
+    finally:
+        engine.remove(name)
+
+
+def _launched_env_digests() -> str:
+    """Python reading the environment of the launched program (PID 1's child: the command)."""
+    return (
+        "import glob, hashlib, json\n"
+        "for path in glob.glob('/proc/[0-9]*/cmdline'):\n"
+        "    if open(path, 'rb').read() == b'python3\\0-c\\0import time; time.sleep(300)\\0':\n"
+        "        raw = open(path.replace('cmdline', 'environ'), 'rb').read()\n"
+        "        pairs = [p.split(b'=', 1) for p in raw.split(b'\\0') if b'=' in p]\n"
+        "        print(json.dumps({k.decode(): hashlib.sha256(v).hexdigest() for k, v in pairs}))\n"
+        "        break\n"
+    )
+
+
+def test_an_image_without_a_shell_cannot_take_secrets(
+    engine: PodmanEngine, cleanup_fleet: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("app:x:1000:1000::/:/nonexistent\n")
+    tag = f"localhost/{cleanup_fleet}-noshell:1"
+    image = engine.import_rootfs(
+        _tar(root, tmp_path / "root.tar"), tag, {"io.corral.fleet": cleanup_fleet}
+    )
+    name = f"{cleanup_fleet}-web-r1-1"
+    spec = ContainerSpec(
+        name=name, image=image.id, command=("/app",), user="app", secrets={"K": "v"}
+    )
+    try:
+        with pytest.raises(EngineError, match="no /bin/sh"):
+            engine.start(spec)
+        assert not [n for n in secret_store() if n.startswith(name)]
+    finally:
+        engine.remove(name)
+        engine.remove_image(tag)
+
+
+def _tar(folder: Path, target: Path) -> Path:
+    with tarfile.open(target, "w") as tar:
+        tar.add(folder, arcname=".")
+    return target
+
+
+TOKEN_TEST = """
+import hashlib
+import os
+
+import httpx
+
+
+def test_the_tests_have_the_instances_value(instance_url):
+    token = os.environ["APP_TOKEN"]
+    answer = httpx.get(instance_url + "token", timeout=5).json()
+    assert answer == {{"sha256": hashlib.sha256(token.encode()).hexdigest()}}
+    assert (token == {live!r}) is {want_live}
+    assert "OTHER_SECRET" not in os.environ
+"""
+
+
+def test_corral_test_uses_test_values_unless_the_spec_asks_for_live_ones(
+    fleet: Fleet, shared_base: str
+) -> None:
+    live = f"live-{uuid.uuid4().hex}"
+    exported = {"APP_TOKEN": live, "OTHER_SECRET": live}
+    fleet.write("v1", replicas=1, secrets=("APP_TOKEN",), extra="    test_secrets: [APP_TOKEN]\n")
+    tests = fleet.folder / "tests" / "test_token.py"
+    tests.write_text(TOKEN_TEST.format(live=live, want_live=False))
+    said = [fleet.corral("test", "--json", env=exported)]  # exported, yet not used
+    assert json.loads(said[0].stdout)["results"][0]["outcome"] == "passed"
+    said.append(fleet.corral("test", "--again"))  # nothing exported: not needed
+    text = fleet.spec.read_text().replace(
+        "roles:\n", "live_secrets_in_tests: [APP_TOKEN]\nroles:\n"
+    )
+    fleet.spec.write_text(text)
+    refused = fleet.corral("test", "--again", check=False)
+    assert refused.returncode == 1 and "APP_TOKEN" in refused.stdout + refused.stderr
+    tests.write_text(TOKEN_TEST.format(live=live, want_live=True))
+    said.append(fleet.corral("test", "--again", "--json", env=exported))
+    assert json.loads(said[-1].stdout)["results"][0]["outcome"] == "passed"
+    for proc in said:
+        assert live not in proc.stdout + proc.stderr

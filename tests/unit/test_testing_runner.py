@@ -22,7 +22,14 @@ import pytest
 
 from corral.errors import UsageError
 from corral.testing.plugin import SMOKE_REASON
-from corral.testing.runner import CheckResult, PytestOutcome, classify, parse_junit, run_role_tests
+from corral.testing.runner import (
+    CheckResult,
+    PytestOutcome,
+    child_environ,
+    classify,
+    parse_junit,
+    run_role_tests,
+)
 from tests.unit.serving import serving
 
 BOGUS_CONTAINER = "corral-unit-no-such-container-4f1c"
@@ -408,3 +415,40 @@ def test_misuse_raises_usage_error(tmp_path: Path, env: dict[str, Any]) -> None:
         run_role_tests(tests, env, per_test_timeout=0, workdir=tmp_path)
     with pytest.raises(UsageError, match="JSON"):
         run_role_tests(tests, {**env, "bad": object()}, workdir=tmp_path)
+
+
+# -- the test process's environment -------------------------------------------------------
+
+ENV_PROBE = """
+    import os
+
+    def test_environment():
+        assert "CORRAL_UNIT_LIVE_SECRET" not in os.environ
+        assert "PYTEST_ADDOPTS" not in os.environ
+        assert not [v for v in os.environ.values() if "live-value-4c1e" in v]
+        assert os.environ["DECLARED"] == "test-value"
+        assert os.environ["PATH"] and os.environ["LC_UNIT_PROBE"] == "kept"
+"""
+
+
+def test_the_tests_get_only_allowed_and_declared_variables(
+    tmp_path: Path, env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CORRAL_UNIT_LIVE_SECRET", "live-value-4c1e")
+    monkeypatch.setenv("DB_PASSWORD", "live-value-4c1e")
+    monkeypatch.setenv("LC_UNIT_PROBE", "kept")
+    write(tmp_path / "tests", "test_env.py", ENV_PROBE)
+    outcome = run_role_tests(
+        [Path("tests")], env, workdir=tmp_path, variables={"DECLARED": "test-value"}
+    )
+    assert outcome.ok, outcome.log_tail
+    assert outcome.counts == {"passed": 1}
+
+
+def test_declared_variables_never_replace_the_contract_ones(tmp_path: Path) -> None:
+    environ = {"PATH": "/bin", "HOME": "/root", "AWS_SECRET_ACCESS_KEY": "x", "LC_ALL": "C"}
+    variables = {"CORRAL_TEST_ENV": "/elsewhere", "API_TOKEN": "t"}
+    made = child_environ(environ, variables, tmp_path / "env.json", tmp_path / "fixtures.json")
+    assert made["CORRAL_TEST_ENV"] == str(tmp_path / "env.json")
+    assert made["API_TOKEN"] == "t" and made["LC_ALL"] == "C" and made["PATH"] == "/bin"
+    assert "AWS_SECRET_ACCESS_KEY" not in made

@@ -10,7 +10,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -24,6 +24,7 @@ from corral.cli.params import ROLE, Count, Seconds, SpecFile, Words
 from corral.cli.progress import ConsoleProgress
 from corral.errors import CorralError
 from corral.hostfiles import open_private, private_dir
+from corral.scrub import ScrubbedStream, Scrubber
 from corral.testing import suite
 
 EXIT_INTERRUPTED = 130
@@ -36,16 +37,20 @@ class Options:
     file: Path = Path("corral.yaml")
     json: bool = False
     verbose: bool = False
+    # Every line printed goes through it: no value of the fleet's secrets reaches a screen.
+    scrubber: Scrubber = field(default_factory=Scrubber)
 
     @property
     def out(self) -> Console:
         # Piped output is not cut to 80 columns: tables stay whole for grep and logs.
         width = None if sys.stdout.isatty() else 200
-        return Console(highlight=False, soft_wrap=True, width=width)
+        stream = ScrubbedStream(sys.stdout, self.scrubber)
+        return Console(file=stream, highlight=False, soft_wrap=True, width=width)
 
     @property
     def err(self) -> Console:
-        return Console(stderr=True, highlight=False, soft_wrap=True)
+        stream = ScrubbedStream(sys.stderr, self.scrubber)
+        return Console(file=stream, highlight=False, soft_wrap=True)
 
     def emit(self, data: Any, show: Callable[[Console], None]) -> None:
         """The result as JSON on stdout for scripts (--json), or as the human view."""
@@ -70,7 +75,12 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
         opts.file = file or opts.file
         opts.json = bool(as_json) or opts.json
         opts.verbose = bool(verbose) or opts.verbose
-        return command(opts, **kwargs)
+        opts.scrubber = app.output_scrubber(opts.file)
+        try:
+            return command(opts, **kwargs)
+        except Exception as exc:
+            _scrub_error(exc, opts.scrubber)  # main() prints it, and its details (--json)
+            raise
 
     wrapper.__name__, wrapper.__doc__ = command.__name__, command.__doc__
     decorated = click.pass_context(wrapper)
@@ -325,6 +335,20 @@ def edge_replace(opts: Options, wait: float) -> None:
         {"edge_image": image},
         lambda out: out.print(f"edge replaced (image {image[:12]})", markup=False),
     )
+
+
+def _scrub_error(exc: BaseException, scrubber: Scrubber) -> None:
+    """Remove the fleet's secrets from an error, its details and the errors that led to
+    it (the debug log writes the whole chain), in place."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.args = tuple(scrubber.text(a) if isinstance(a, str) else a for a in current.args)
+        if isinstance(current, CorralError):
+            current.message = scrubber.text(current.message)
+            current.details = scrubber.data(current.details)
+        current = current.__cause__ or current.__context__
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

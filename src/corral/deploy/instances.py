@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
+from secrets import token_hex
 
 from corral.deploy.desired import Desired, RoleRelease
 from corral.deploy.observe import instance_labels
@@ -20,16 +21,51 @@ def resolve_secrets(desired: Desired, environ: Mapping[str, str] | None = None) 
     Raises:
         GateError: a secret is not set; nothing has been started yet.
     """
-    env = os.environ if environ is None else environ
     names = sorted({name for rr in desired.values() for name in rr.run.secrets})
-    missing = [name for name in names if name not in env]
+    return live_values(names, "export them before deploying", environ)
+
+
+def live_values(
+    names: Iterable[str], advice: str, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The live values of ``names``, from corral's environment.
+
+    Raises:
+        GateError: one is not set (``advice`` says what to do).
+    """
+    env = os.environ if environ is None else environ
+    wanted = sorted(set(names))
+    missing = [name for name in wanted if name not in env]
     if missing:
         raise GateError(
             f"secret(s) not set in corral's environment: {', '.join(missing)}; "
-            "export them before deploying (their values are never stored)",
+            f"{advice} (their values are never stored)",
             missing=missing,
         )
-    return {name: env[name] for name in names}
+    return {name: env[name] for name in wanted}
+
+
+def secrets_for_test_run(
+    desired: Desired,
+    also: Iterable[str] = (),
+    live: Collection[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """One test run's value of every secret ``desired`` names, and of ``also``.
+
+    Each is a fresh random value, made for this run and the same for every role in it (so
+    a database and its app agree), never the live one: a test environment runs code that
+    is not live yet, and tests print what they like. Names in ``live`` (the spec's
+    ``live_secrets_in_tests``) take their live value from corral's environment on purpose.
+
+    Raises:
+        GateError: a secret asked for live is not set.
+    """
+    names = {name for rr in desired.values() for name in rr.run.secrets} | set(also)
+    values = {name: token_hex(16) for name in sorted(names) if name not in live}
+    advice = "export them before testing: live_secrets_in_tests asks for their live values"
+    values.update(live_values((n for n in names if n in live), advice, environ))
+    return values
 
 
 def container_spec(

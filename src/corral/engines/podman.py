@@ -9,11 +9,13 @@ same JSON documents, a few milliseconds each instead of a process each.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -35,6 +37,33 @@ LOG_TAIL_LINES = 40
 REMOVE_ATTEMPTS = 4
 T = TypeVar("T")
 
+SECRETS_DIR = "/run/secrets"
+MAX_IMAGE_FILE = 1 << 20  # bytes of an image's /etc/passwd or /etc/group corral reads
+#: The fixed program that hands an instance its secrets: every file in /run/secrets
+#: becomes the environment variable of the same name, byte for byte (the ``x`` keeps the
+#: trailing newlines that command substitution would drop), then ``exec "$@"`` runs the
+#: image's entrypoint and the command given as arguments. No spec value is part of it.
+LAUNCHER = (
+    "for f in /run/secrets/*; do "
+    '[ -f "$f" ] || continue; '
+    'n="${f##*/}"; '
+    'case "$n" in ""|[0-9]*|*[!A-Za-z0-9_]*) continue;; esac; '
+    'v="$(cat -- "$f" && printf x)" || { echo "corral: cannot read secret $n" >&2; exit 126; }; '
+    'export "$n=${v%x}"; '
+    "done; "
+    'exec "$@"'
+)
+
+
+@dataclass(frozen=True)
+class SecretLaunch:
+    """What starting an image through :data:`LAUNCHER` needs to know about it: the numeric
+    owner its secret files get, and the entrypoint the launcher runs before the command."""
+
+    uid: int
+    gid: int
+    entrypoint: tuple[str, ...]
+
 
 class PodmanEngine(Engine):
     name = "podman"
@@ -51,6 +80,7 @@ class PodmanEngine(Engine):
         self.binary = path
         self.api = default_api() if api == "auto" else api
         self._secrets: list[str] | None = None  # cached names in podman's secret store
+        self._launches: dict[tuple[str, str], SecretLaunch] = {}  # by (image, user)
 
     def _via_api(self, read: Callable[[PodmanAPI], T]) -> tuple[T] | None:
         """``(answer,)`` from the REST API, or None: use the CLI instead."""
@@ -222,10 +252,13 @@ class PodmanEngine(Engine):
 
     # -- containers -------------------------------------------------------------------
     def start(self, spec: ContainerSpec) -> ContainerInfo:
-        secret_args = self._create_secrets(spec)
+        stored = any(spec.secrets.values())
+        launch = self._secret_launch(spec) if stored else None
         try:
+            # Inside: a secret the store refuses must not leave the ones stored before it.
+            secret_args = self._create_secrets(spec, launch)
             container_id = self._run(
-                "run", "--detach", *secret_args, *run_args(spec), timeout=120
+                "run", "--detach", *run_args(spec, secret_args, launch), timeout=120
             ).stdout.strip()
         except EngineError:
             self._remove_secrets(spec.name)
@@ -235,16 +268,83 @@ class PodmanEngine(Engine):
             raise EngineError(f"container {spec.name} vanished right after it started")
         return info
 
-    def _create_secrets(self, spec: ContainerSpec) -> list[str]:
-        """Store each secret in podman's secret store (value on stdin, never on argv)."""
+    def _secret_launch(self, spec: ContainerSpec) -> SecretLaunch:
+        """How ``spec``'s image runs the launcher: as which uid/gid, after which entrypoint.
+
+        Raises:
+            EngineError: the image has no /bin/sh to run the launcher, or no such user.
+        """
+        key = (spec.image, spec.user or "")
+        if key not in self._launches:
+            config = self._raw_image(spec.image).get("Config") or {}
+            user = spec.user or str(config.get("User") or "")
+            uid, gid = self._image_user(spec.name, spec.image, user)
+            self._launches[key] = SecretLaunch(uid, gid, tuple(config.get("Entrypoint") or ()))
+        return self._launches[key]
+
+    def _raw_image(self, ref: str) -> Mapping[str, Any]:
+        answer = self._via_api(lambda api: api.inspect_image(ref))
+        if answer is not None:
+            data = answer[0]
+        else:
+            found = self._json("image", "inspect", "--format", "json", ref)
+            data = found[0] if found else None
+        if not data:
+            raise NotFoundError(f"no image {ref}")
+        return data
+
+    def _image_user(self, container: str, image: str, user: str) -> tuple[int, int]:
+        """The numeric uid and gid ``user`` has in ``image``, read from its /etc/passwd
+        (podman's secret mounts take numbers only); checks the image has /bin/sh."""
+        root = Path(self._run("image", "mount", image).stdout.strip())
+        try:
+            if not has_file(root, "bin/sh"):
+                raise EngineError(
+                    f"{container}: its image has no /bin/sh, which corral's launcher needs "
+                    "to hand the program its secrets as environment variables"
+                )
+            return resolve_user(user, _read(root, "etc/passwd"), _read(root, "etc/group"))
+        finally:
+            self._run("image", "unmount", image, check=False)
+
+    def _create_secrets(self, spec: ContainerSpec, launch: SecretLaunch | None) -> list[str]:
+        """Store each secret in podman's secret store (value on stdin, never on argv) and
+        return the ``podman run`` arguments that mount them, one file each, under
+        /run/secrets, readable by the instance's user alone.
+
+        Podman refuses to store an empty value; an empty value hides nothing, so it is
+        an ordinary environment variable."""
         args: list[str] = []
         for variable, value in spec.secrets.items():
+            if not value:
+                args.append(f"--env={variable}=")
+                continue
+            assert launch is not None  # start() made one: a value is stored
             name = _secret_name(spec.name, variable)
             self._run("secret", "rm", name, check=False)
-            self._run("secret", "create", name, "-", input=value)
+            self._store_secret(name, value)
             self._secrets = None
-            args += ["--secret", f"{name},type=env,target={variable}"]
+            args += [
+                "--secret",
+                f"{name},type=mount,target={variable},uid={launch.uid},gid={launch.gid},mode=0400",
+            ]
         return args
+
+    def _store_secret(self, name: str, value: str) -> None:
+        """``podman secret create NAME -`` with the value's bytes on stdin: an environment
+        value that is not UTF-8 reaches the store (and the program) unchanged."""
+        argv = [self.binary, "secret", "create", name, "-"]
+        try:
+            proc = subprocess.run(
+                argv, input=os.fsencode(value), capture_output=True, timeout=60, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise EngineError(f"cannot store secret {name}: {exc}", command=argv) from exc
+        if proc.returncode != 0:
+            stderr = proc.stderr.decode("utf-8", "replace")
+            raise EngineError(
+                f"podman secret create failed: {_last_line(stderr)}", command=argv, stderr=stderr
+            )
 
     def _remove_secrets(self, container: str) -> None:
         prefix = _secret_name(container, "")
@@ -430,8 +530,18 @@ def _api_containers(api: PodmanAPI, labels: Mapping[str, str]) -> list[Container
     return [_container_info(data) for data in found if data is not None]
 
 
-def run_args(spec: ContainerSpec) -> list[str]:
-    """The ``podman run`` arguments for ``spec``: lockdown first, then the instance."""
+def run_args(
+    spec: ContainerSpec, secret_args: Sequence[str] = (), launch: SecretLaunch | None = None
+) -> list[str]:
+    """The ``podman run`` arguments for ``spec``: lockdown first, then the instance.
+
+    With secrets (``secret_args`` from the secret store, ``launch`` from the image), the
+    program is started by :data:`LAUNCHER`, which reads each secret's file into the
+    environment variable of the same name and then executes the image's entrypoint and
+    the command. Podman 4.3's ``type=env`` secrets would be simpler, but it writes their
+    values into the container's ``Config.Env``, for anyone who can run ``podman inspect``
+    to read (podman#23788).
+    """
     args = ["--name", spec.name, "--cap-drop", "all", "--stop-timeout", str(spec.stop_timeout)]
     args += [f"--cap-add={cap}" for cap in spec.cap_add]
     if spec.init:
@@ -445,7 +555,13 @@ def run_args(spec: ContainerSpec) -> list[str]:
     args += [f"--env={k}={v}" for k, v in spec.env.items()]
     args += _placement_args(spec)
     args += _limit_args(spec)
-    return [*args, spec.image, *spec.command]
+    if launch is None:
+        return [*args, *secret_args, spec.image, *spec.command]
+    # A folder of its own, owned by root: the secrets' mount points need a writable place
+    # on a read-only root, and the program may not add files of its own beside them.
+    args.append(f"--tmpfs={SECRETS_DIR}:rw,nosuid,nodev,noexec,size=4m,mode=0755")
+    args += [*secret_args, "--entrypoint", json.dumps(["/bin/sh", "-c", LAUNCHER, "corral"])]
+    return [*args, spec.image, *launch.entrypoint, *spec.command]
 
 
 def _placement_args(spec: ContainerSpec) -> list[str]:
@@ -491,6 +607,74 @@ def _label_filters(labels: Mapping[str, str]) -> list[str]:
 
 def _has_labels(have: Mapping[str, str] | None, want: Mapping[str, str]) -> bool:
     return all((have or {}).get(k) == v for k, v in want.items())
+
+
+def resolve_user(user: str, passwd: str, group: str) -> tuple[int, int]:
+    """The numeric uid and gid of ``user`` (``name``, ``uid``, ``name:group``...) as the
+    image's ``passwd`` and ``group`` files say; a user named nowhere is an EngineError."""
+    name, _, group_name = user.partition(":")
+    uid, gid = _lookup(name or "0", passwd)
+    if uid is None:
+        raise EngineError(f"user {name!r} is not in the image's /etc/passwd")
+    if group_name:
+        gid = _lookup(group_name, group)[0]
+        if gid is None:
+            raise EngineError(f"group {group_name!r} is not in the image's /etc/group")
+    return uid, uid if gid is None else gid
+
+
+def _lookup(name: str, table: str) -> tuple[int | None, int | None]:
+    """(id, primary group) of ``name`` in a passwd/group table; a number stands for itself."""
+    for line in table.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 4 and name in (fields[0], fields[2]) and fields[2].isdigit():
+            return int(fields[2]), int(fields[3]) if fields[3].isdigit() else None
+    return (int(name), None) if name.isdigit() else (None, None)
+
+
+def _read(root: Path, path: str) -> str:
+    """The text of the image's file ``path`` (its symlinks followed inside the image, at
+    most :data:`MAX_IMAGE_FILE` bytes); empty if it is not a regular file."""
+    found = resolve_inside(root, path)
+    if found is None or not found.is_file():
+        return ""
+    try:
+        with found.open("rb") as handle:
+            return handle.read(MAX_IMAGE_FILE).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def has_file(root: Path, path: str) -> bool:
+    """Whether ``path`` names a regular file in the image whose tree is at ``root``."""
+    found = resolve_inside(root, path)
+    return found is not None and found.is_file()
+
+
+def resolve_inside(root: Path, path: str, hops: int = 40) -> Path | None:
+    """Where ``path`` leads in the tree at ``root``, following its symlinks as they would
+    be followed inside it (an absolute target, or ``..``, never leaves ``root``); None if
+    it leads nowhere. An image's symlink can then never make corral read a host file."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    current = root
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            current = current.parent if current != root else root
+            continue
+        candidate = current / part
+        if candidate.is_symlink():
+            hops -= 1
+            if hops < 0:
+                return None
+            target = os.readlink(candidate)
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+            current = root if target.startswith("/") else current
+        elif candidate.exists():
+            current = candidate
+        else:
+            return None
+    return current
 
 
 def _secret_name(container: str, variable: str) -> str:

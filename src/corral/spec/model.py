@@ -311,6 +311,8 @@ class Role(Model):
     public: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
     lockdown: Lockdown = Lockdown()
     resources: Resources = Resources()
+    # The secrets the role's own tests receive as environment variables (test values).
+    test_secrets: tuple[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> Role:
@@ -342,6 +344,24 @@ class Fleet(Model):
     state: Annotated[str, AfterValidator(kinds.state_path)] | None = None
     edge: EdgeSettings = EdgeSettings()
     roles: dict[Name, Role] = Field(min_length=1, max_length=MAX_ROLES)
+    # Secrets whose live values test environments use, instead of a value made per run.
+    live_secrets_in_tests: tuple[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], ...] = ()
+
+    @model_validator(mode="after")
+    def _secrets_known(self) -> Fleet:
+        """Secrets named for tests must be secrets of the fleet: a test value is made (or
+        a live one read) only for a name some role's ``run.secrets`` has."""
+        known = {name for role in self.roles.values() for name in role.run.secrets}
+        wanted = [(f"role {n!r}: test_secrets", r.test_secrets) for n, r in self.roles.items()]
+        wanted.append(("live_secrets_in_tests", self.live_secrets_in_tests))
+        problems = [
+            f"{where} names what no role's run.secrets has: {', '.join(unknown)}"
+            for where, names in wanted
+            if (unknown := sorted(set(names) - known))
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> Fleet:

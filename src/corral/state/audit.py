@@ -1,11 +1,12 @@
 """The append-only audit log: who did what to which fleet, and how it went.
 
-Secrets never reach the log. Before a row is written, every value in ``details``
-(at any depth, including dicts inside lists) whose key *looks* secret is replaced by
-``"***"``. A key looks secret when its name contains ``password``, ``passwd``,
-``secret``, ``token`` or ``key`` (case-insensitive), so ``api_key``, ``DB_PASSWORD``
-and ``auth-token`` are all scrubbed. Values that are not JSON types are stored as
-their ``str()``.
+Secrets never reach the log. Before a row is written, ``details`` go through the
+state's :class:`~corral.scrub.Scrubber`: every value (at any depth, including dicts
+inside lists) whose key *looks* secret is replaced by ``"***"`` (a key looks secret when
+its name contains ``password``, ``passwd``, ``secret``, ``token`` or ``key``, any case,
+so ``api_key``, ``DB_PASSWORD`` and ``auth-token`` are all scrubbed), and in every text
+the values of the fleet's secrets and secret-looking assignments (``token=...``) become
+``***``. Values that are not JSON types are stored as their ``str()``.
 
 Rows can only be inserted: triggers in the schema abort any UPDATE or DELETE.
 """
@@ -13,29 +14,20 @@ Rows can only be inserted: triggers in the schema abort any UPDATE or DELETE.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
+from corral.scrub import SCRUBBED, Scrubber, looks_secret
 from corral.state.records import AuditEntry, audit_from_row
 
-SCRUBBED = "***"
-_SECRET_KEY = re.compile(r"password|passwd|secret|token|key", re.IGNORECASE)
-
-
-def looks_secret(key: str) -> bool:
-    """Whether a details key names something that must not be logged."""
-    return bool(_SECRET_KEY.search(key))
+__all__ = ["SCRUBBED", "insert_entry", "looks_secret", "query_entries", "scrub"]
 
 
 def scrub(value: Any) -> Any:
-    """A copy of ``value`` with the values of secret-looking keys replaced by ``***``."""
-    if isinstance(value, Mapping):
-        return {str(k): SCRUBBED if looks_secret(str(k)) else scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [scrub(item) for item in value]
-    return value
+    """A copy of ``value`` with what looks secret replaced by ``***`` (no fleet's values:
+    :class:`~corral.scrub.Scrubber` with them does that)."""
+    return Scrubber().data(value)
 
 
 def insert_entry(
@@ -44,13 +36,17 @@ def insert_entry(
     user: str,
     fields: tuple[str, str, str, str],
     details: Mapping[str, Any],
+    scrubber: Scrubber,
 ) -> AuditEntry:
-    """Insert one audit row (``fields`` = fleet, action, target, outcome) and return it."""
-    text = json.dumps(scrub(details), sort_keys=True, default=str)
+    """Insert one audit row (``fields`` = fleet, action, target, outcome) and return it,
+    everything scrubbed."""
+    plain = json.loads(json.dumps(details, default=str))  # str() of what JSON cannot hold
+    text = json.dumps(scrubber.data(plain), sort_keys=True)
+    columns = [scrubber.values(f) for f in (user, *fields)]
     cursor = conn.execute(
         "INSERT INTO audit (at, user, fleet, action, target, outcome, details)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (at, user, *fields, text),
+        (at, *columns, text),
     )
     row = conn.execute("SELECT * FROM audit WHERE id = ?", (cursor.lastrowid,)).fetchone()
     return audit_from_row(row)

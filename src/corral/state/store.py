@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from corral.errors import StateError
+from corral.scrub import Scrubber
 from corral.state import audit, builds, db, releases, testruns
 from corral.state.lock import file_lock
 from corral.state.records import (
@@ -36,18 +37,29 @@ class State:
     ``State`` belongs to one process and thread; other processes open their own.
     """
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self, path: Path, conn: sqlite3.Connection, scrubber: Scrubber | None = None
+    ) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = conn
+        #: What every text this state writes goes through (test records, audit, errors).
+        self.scrubber = scrubber or Scrubber()
 
     @classmethod
-    def open(cls, path: Path, migrations: list[db.Migration] | None = None) -> State:
+    def open(
+        cls,
+        path: Path,
+        migrations: list[db.Migration] | None = None,
+        scrubber: Scrubber | None = None,
+    ) -> State:
         """Open the database at ``path``, creating it and applying pending migrations.
 
         Args:
             path: the database file; its parent directory is created if missing.
             migrations: the schema steps to apply; corral's bundled ones by default
                 (tests pass their own).
+            scrubber: removes secrets from every text written (the fleet's secret
+                values and what looks secret); by default only what looks secret.
 
         Returns:
             An open ``State``.
@@ -63,7 +75,7 @@ class State:
         except BaseException:
             conn.close()
             raise
-        return cls(path, conn)
+        return cls(path, conn, scrubber)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -166,7 +178,9 @@ class State:
             raise ValueError(f"a build can only fail as {FAILED_STATUSES}, not {status!r}")
         with self._write("failing a build") as conn:
             builds.get_running_build(conn, build_id)
-            builds.end_build(conn, build_id, utc_now(), status=status, error=error)
+            builds.end_build(
+                conn, build_id, utc_now(), status=status, error=self.scrubber.text(error)
+            )
 
     def sweep_stale_builds(self) -> int:
         """Mark interrupted the running builds of this host whose process has died.
@@ -283,7 +297,8 @@ class State:
         if status not in RELEASE_FINISH_STATUSES:
             raise ValueError(f"a release can only finish as {RELEASE_FINISH_STATUSES}")
         with self._write("finishing a release") as conn:
-            return releases.finish_release(conn, release_id, status, message, utc_now())
+            text = None if message is None else self.scrubber.text(message)
+            return releases.finish_release(conn, release_id, status, text, utc_now())
 
     def sweep_stale_releases(self, fleet: str) -> list[ReleaseRecord]:
         """Abort the fleet's deploying releases of this host whose process has died.
@@ -356,7 +371,8 @@ class State:
     ) -> TestRunRecord:
         """Append the result of testing one role's image (test runs are never changed).
 
-        Secrets are scrubbed first: in the log excerpt and in every string of the checks,
+        Secrets are scrubbed first (by :attr:`scrubber`): in the log excerpt and in every
+        string of the checks, the fleet's secret values become ``***``, and
         ``password=...``, ``token: ...``, ``API_KEY=...`` (any word containing password,
         secret, token or key, then ``=`` or ``:`` and a value) become ``<word>=***``; the
         values of secret-looking keys in the checks become ``***``.
@@ -391,9 +407,9 @@ class State:
             "image_digest": image_digest,
             "image_version": image_version,
             "outcome": testruns.check_outcome(outcome),
-            "checks": testruns.checks_json(checks),
+            "checks": testruns.checks_json(checks, self.scrubber),
             "seconds": duration,
-            "log_excerpt": testruns.scrub_text(log_excerpt),
+            "log_excerpt": self.scrubber.text(log_excerpt),
             "started_at": testruns.started_at(finished, duration),
             "user": current_user() if user is None else user,
         }
@@ -447,7 +463,8 @@ class State:
         """Append one entry to the audit log.
 
         Values of ``details`` keys that look secret (containing password, passwd,
-        secret, token or key, at any depth) are stored as ``"***"``.
+        secret, token or key, at any depth) are stored as ``"***"``; in every text the
+        fleet's secret values (and ``token=...`` assignments) become ``***``.
 
         Args:
             fleet: the fleet acted on.
@@ -466,7 +483,7 @@ class State:
         who = current_user() if user is None else user
         fields = (fleet, action, target, outcome)
         with self._write("writing the audit log") as conn:
-            return audit.insert_entry(conn, utc_now(), who, fields, details or {})
+            return audit.insert_entry(conn, utc_now(), who, fields, details or {}, self.scrubber)
 
     def audit_log(
         self, fleet: str | None = None, limit: int = 100, action: str | None = None

@@ -5,47 +5,31 @@ digest and version), passed or failed, the checks it made and an excerpt of its 
 The deploy gate asks for a *passed* run of the exact digest about to go live
 (:func:`passing_run`). Rows are append-only: triggers abort UPDATE and DELETE.
 
-Secrets never reach the table. Every line of the log excerpt, and every string inside
-the checks, is scrubbed with :func:`scrub_text`: a word containing ``password``,
-``secret``, ``token`` or ``key`` (any case) followed by ``=`` or ``:`` and a value
-becomes ``<word>=***``, so ``DB_PASSWORD=hunter2`` is stored as ``DB_PASSWORD=***`` and
-``api_key: abc`` as ``api_key=***``. Keys of the checks' mappings that look secret have
-their values replaced by ``***`` as in the audit log.
+Secrets never reach the table. The log excerpt and every string inside the checks go
+through the state's :class:`~corral.scrub.Scrubber`: the values of the fleet's secrets
+become ``***``, and so does what looks like a secret's assignment: a word containing
+``password``, ``secret``, ``token`` or ``key`` (any case) followed by ``=`` or ``:`` and
+a value becomes ``<word>=***``, so ``DB_PASSWORD=hunter2`` is stored as
+``DB_PASSWORD=***`` and ``api_key: abc`` as ``api_key=***``. Keys of the checks'
+mappings that look secret have their values replaced by ``***`` as in the audit log.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from corral.state.audit import SCRUBBED, looks_secret
+from corral.scrub import Scrubber, scrub_assignments
 from corral.state.db import newest_row, newest_rows
 from corral.state.records import TEST_RUN_OUTCOMES, TestRunRecord, from_test_runs_row
 
-_SECRET_ASSIGNMENT = re.compile(r"(?i)(password|secret|token|key)\s*[=:]\s*\S+")
-
-
-def scrub_text(text: str) -> str:
-    """``text`` with ``password=...``, ``token: ...`` and the like replaced, line by line."""
-    return "\n".join(_SECRET_ASSIGNMENT.sub(rf"\1={SCRUBBED}", line) for line in text.split("\n"))
-
-
-def scrub_check(value: Any) -> Any:
-    """A copy of a check's data with secret-looking keys and assignments scrubbed."""
-    if isinstance(value, Mapping):
-        return {
-            str(k): SCRUBBED if looks_secret(str(k)) else scrub_check(v) for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [scrub_check(item) for item in value]
-    if isinstance(value, str):
-        return scrub_text(value)
-    return value
+#: ``password=...`` and the like replaced, line by line (the fleet's values are not known
+#: here: the state's scrubber removes those too).
+scrub_text = scrub_assignments
 
 
 def check_outcome(outcome: str) -> str:
@@ -63,12 +47,12 @@ def check_seconds(seconds: float) -> float:
     return value
 
 
-def checks_json(checks: Sequence[Mapping[str, Any]]) -> str:
+def checks_json(checks: Sequence[Mapping[str, Any]], scrubber: Scrubber) -> str:
     """The scrubbed checks as JSON text; ValueError unless each is a JSON object."""
     if isinstance(checks, str | bytes | Mapping) or not all(isinstance(c, Mapping) for c in checks):
         raise ValueError("a test run's checks must be a sequence of mappings")
     try:
-        return json.dumps([scrub_check(dict(c)) for c in checks], sort_keys=True, allow_nan=False)
+        return json.dumps([scrubber.data(dict(c)) for c in checks], sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"a test run's checks must be JSON-able: {exc}") from exc
 

@@ -58,7 +58,11 @@ class TestEnvironment:
         return self.owners / f"{self.scope.env}.json"
 
     def up(self, desired: Desired, secrets: dict[str, str], edge_image: str | None) -> None:
-        """Bring ``desired`` up; raise DeployError naming the roles that did not get healthy."""
+        """Bring ``desired`` up; raise DeployError naming the roles that did not get healthy.
+
+        ``secrets`` are this run's test values (see ``secrets_for_test_run``): live values
+        only for the secrets the spec lists in ``live_secrets_in_tests``.
+        """
         write_owner_file(self.owners, self.owner_file)
         self.engine.ensure_network(self.scope.network, self.scope.labels("network"), internal=True)
         for rr in desired.values():

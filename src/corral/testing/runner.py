@@ -9,9 +9,11 @@
 in ``workdir`` (the spec's directory; relative ``paths`` are relative to it), in a new
 session, with ``CORRAL_TEST_ENV`` naming a JSON file that describes the environment
 (see :mod:`corral.testing.plugin`) and ``CORRAL_TEST_FIXTURES_OUT`` naming the file the
-plugin writes the fixtures each test used to. The empty ini keeps the configuration of
-whatever project the tests live in (``addopts``, plugins corral does not have) out of
-the run; ``conftest.py`` files under ``workdir`` still apply.
+plugin writes the fixtures each test used to. Its environment is not corral's (which holds
+the fleet's secrets): only :data:`PASSED_VARIABLES` and the variables the caller passes.
+The empty ini keeps the configuration of whatever project the tests live in (``addopts``,
+plugins corral does not have) out of the run; ``conftest.py`` files under ``workdir``
+still apply.
 
 The junit XML is turned into :class:`CheckResult` values. Test failures are never
 raised: they are results. A run that outlives ``total_timeout`` is interrupted
@@ -53,6 +55,37 @@ LOG_TAIL_LINES = 40
 MESSAGE_MAX_CHARS = 2000
 
 _NO_TESTS_COLLECTED = 5
+
+#: What the test process inherits from corral's environment: what Python, pytest,
+#: testinfra and podman need (the search path, locale, time zone, temporary folder, TLS
+#: trust, where podman's service and configuration are). Nothing else: corral's
+#: environment holds the fleet's live secrets, and tests get only what the role
+#: declares (its ``test_secrets``). ``PYTEST_ADDOPTS`` and ``PYTEST_PLUGINS`` stay out too:
+#: the run is corral's, not the shell's.
+PASSED_VARIABLES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "PYTHONPATH",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "CONTAINER_HOST",
+        "CONTAINER_CONNECTION",
+        "CONTAINERS_CONF",
+        "CONTAINERS_STORAGE_CONF",
+        "CONTAINERS_REGISTRIES_CONF",
+        "XDG_RUNTIME_DIR",
+        "XDG_CONFIG_HOME",
+        "XDG_DATA_HOME",
+    }
+)
+PASSED_PREFIXES = ("LC_",)
 
 
 @dataclass(frozen=True)
@@ -118,6 +151,7 @@ def run_role_tests(
     total_timeout: float = 600,
     mode: str = "full",
     workdir: Path,
+    variables: Mapping[str, str] | None = None,
 ) -> PytestOutcome:
     """Run a role's test files against an environment and collect their results.
 
@@ -133,6 +167,9 @@ def run_role_tests(
         workdir: where pytest runs (its current directory); relative ``paths`` are
             relative to it. Node ids are relative to ``workdir`` if every path is
             inside it, else to the deepest directory holding all of them.
+        variables: environment variables the role declared for its tests (the test
+            values of its secrets). Of corral's own environment the tests see only
+            :data:`PASSED_VARIABLES`.
 
     Returns:
         The outcome; failing tests make ``ok`` false but never raise.
@@ -151,7 +188,7 @@ def run_role_tests(
         files.ini.write_text("[pytest]\n", "utf-8")
         rootdir = _rootdir(resolved, workdir)
         argv = _argv(resolved, rootdir, files, per_test_timeout)
-        exit_code, timed_out = _run(argv, workdir, files, total_timeout)
+        exit_code, timed_out = _run(argv, workdir, files, total_timeout, variables or {})
         seconds = time.monotonic() - started
         log_tail = _tail(files.log)
         used = dict(contract.fixtures_used(files.fixtures))
@@ -269,14 +306,36 @@ def _argv(paths: list[Path], rootdir: Path, files: _Files, per_test_timeout: flo
     ]
 
 
-def _run(argv: list[str], workdir: Path, files: _Files, total_timeout: float) -> tuple[int, bool]:
+def child_environ(
+    environ: Mapping[str, str], variables: Mapping[str, str], env_file: Path, fixtures_out: Path
+) -> dict[str, str]:
+    """The environment of the pytest process: never a copy of corral's own, which holds
+    every secret of the fleet. Only :data:`PASSED_VARIABLES` (and ``LC_*``) come from
+    ``environ``; then the variables the role declared for its tests; corral's contract
+    variables last, so nothing overrides them."""
+    passed = {
+        name: value
+        for name, value in environ.items()
+        if name in PASSED_VARIABLES or name.startswith(PASSED_PREFIXES)
+    }
+    return {
+        **passed,
+        **variables,
+        contract.ENV_VAR: str(env_file),
+        contract.FIXTURES_OUT_VAR: str(fixtures_out),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+def _run(
+    argv: list[str],
+    workdir: Path,
+    files: _Files,
+    total_timeout: float,
+    variables: Mapping[str, str],
+) -> tuple[int, bool]:
     """Run pytest; (exit code, whether it hit ``total_timeout``)."""
-    environ = dict(os.environ)
-    environ[contract.ENV_VAR] = str(files.env)
-    environ[contract.FIXTURES_OUT_VAR] = str(files.fixtures)
-    environ.pop("PYTEST_ADDOPTS", None)
-    environ.pop("PYTEST_PLUGINS", None)
-    environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    environ = child_environ(os.environ, variables, files.env, files.fixtures)
     with files.log.open("wb") as log:
         try:
             proc = subprocess.Popen(

@@ -6,20 +6,22 @@ untested reaches the fleet. Roles are checked in parallel once the environment i
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from corral.build.bake import BakeTarget, find_current_image
 from corral.deploy.desired import Desired, RoleRelease
-from corral.deploy.instances import resolve_secrets
+from corral.deploy.instances import live_values, secrets_for_test_run
 from corral.deploy.plan import parse_time
 from corral.deploy.service import Context, desired_from_spec, edge_image
 from corral.errors import DeployError, GateError
+from corral.scrub import Scrubber
 from corral.testing.environment import TestEnvironment, environment, sweep
 from corral.testing.lockdown import lockdown_checks
 from corral.testing.runner import CheckResult, PytestOutcome, run_role_tests
@@ -103,7 +105,8 @@ def _run_environment(
     ctx: Context, desired: Desired, roles: Sequence[str], timeouts: Timeouts
 ) -> list[RoleTestResult]:
     subset = _with_dependencies(desired, roles)
-    secrets = resolve_secrets(subset)
+    declared = [name for role in roles for name in _test_secrets(ctx, role)]
+    secrets = secrets_for_test_run(subset, declared, ctx.spec.fleet.live_secrets_in_tests)
     image = edge_image(ctx, subset, build=True)
     started = time.monotonic()
     with environment(
@@ -115,14 +118,27 @@ def _run_environment(
         with ThreadPoolExecutor(max_workers=max(1, len(roles))) as pool:
             futures = [
                 pool.submit(
-                    _check_role, ctx, env, subset[name], failures.get(name), timeouts, bring_up
+                    _check_role,
+                    ctx,
+                    env,
+                    subset[name],
+                    failures.get(name),
+                    _Run(timeouts, bring_up, {k: secrets[k] for k in _test_secrets(ctx, name)}),
                 )
                 for name in roles
             ]
-        results = [f.result() for f in futures]
+        results = [_scrubbed(f.result(), ctx.state.scrubber) for f in futures]
     for result in results:
         _record(ctx, subset[result.role], result)
     return results
+
+
+def _scrubbed(result: RoleTestResult, scrubber: Scrubber) -> RoleTestResult:
+    """``result`` as it is stored and shown: its checks' messages and log without secrets
+    (the tests may print what they were given)."""
+    checks = tuple(dataclasses.replace(c, message=scrubber.text(c.message)) for c in result.checks)
+    log = scrubber.text(result.log_excerpt)
+    return dataclasses.replace(result, checks=checks, log_excerpt=log)
 
 
 def _bring_up(
@@ -144,14 +160,29 @@ def _bring_up(
     return {}
 
 
+def _test_secrets(ctx: Context, role: str) -> tuple[str, ...]:
+    """The secrets ``role``'s own tests receive (its ``test_secrets``): none by default."""
+    spec = ctx.spec.fleet.roles.get(role)
+    return spec.test_secrets if spec is not None else ()
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every role's check in one test run shares."""
+
+    timeouts: Timeouts
+    bring_up: float  # seconds the environment took to come up
+    variables: Mapping[str, str] = field(default_factory=dict, repr=False)  # for the tests
+
+
 def _check_role(
     ctx: Context,
     env: TestEnvironment,
     rr: RoleRelease,
     failure: DeployError | None,
-    timeouts: Timeouts,
-    bring_up: float,
+    run: _Run,
 ) -> RoleTestResult:
+    timeouts, bring_up = run.timeouts, run.bring_up
     started = time.monotonic()
     if failure is not None or not env.describe(rr)["instances"]:
         reason = failure.message if failure else "no instance came up (a role it needs failed)"
@@ -165,7 +196,7 @@ def _check_role(
         checks += lockdown_checks(ctx.engine, instance["name"], rr)
     log = ""
     if rr.tests:
-        outcome = _run_tests(ctx, env.describe(rr), rr, timeouts, "full")
+        outcome = _run_tests(ctx, env.describe(rr), rr, timeouts, "full", run.variables)
         checks += outcome.checks
         log = outcome.log_tail
         if not outcome.ok and not outcome.checks:
@@ -185,7 +216,12 @@ def _check_role(
 
 
 def _run_tests(
-    ctx: Context, env: Mapping[str, object], rr: RoleRelease, timeouts: Timeouts, mode: str
+    ctx: Context,
+    env: Mapping[str, object],
+    rr: RoleRelease,
+    timeouts: Timeouts,
+    mode: str,
+    variables: Mapping[str, str],
 ) -> PytestOutcome:
     paths = [ctx.spec.root / t for t in rr.tests]
     with tempfile.TemporaryDirectory(prefix="corral-tests-") as tmp:
@@ -196,6 +232,7 @@ def _run_tests(
             total_timeout=timeouts.total,
             mode=mode,
             workdir=Path(tmp),
+            variables=variables,
         )
 
 
@@ -223,12 +260,16 @@ def _record(ctx: Context, rr: RoleRelease, result: RoleTestResult) -> None:
 # -- the gate and the smoke test ----------------------------------------------------------
 
 
-def gate(ctx: Context, desired: Desired, skip_reason: str | None) -> None:
-    """Refuse images without a passing test record for their exact digest.
+def gate(ctx: Context, desired: Desired, skip_reason: str | None, smoke: bool = False) -> None:
+    """Refuse images without a passing test record for their exact digest; with ``smoke``
+    (a smoke test will follow), also refuse when a secret it needs is not set, before
+    anything changes rather than after the release went live.
 
     Raises:
-        GateError: naming each untested role and the command to run.
+        GateError: naming each untested role and the command to run, or the secrets.
     """
+    if smoke:
+        smoke_variables(ctx, desired)
     untested = [
         rr
         for rr in desired.values()
@@ -257,8 +298,9 @@ def gate(ctx: Context, desired: Desired, skip_reason: str | None) -> None:
 def smoke(ctx: Context, desired: Desired) -> None:
     """Run each public role's HTTP tests against the live edge; DeployError on a failure."""
     failures = []
+    variables = smoke_variables(ctx, desired)
     for rr in desired.values():
-        if rr.public is None or not rr.tests:
+        if rr.public is None or rr.role not in variables:
             continue
         env = {
             "fleet": ctx.scope.fleet,
@@ -269,7 +311,8 @@ def smoke(ctx: Context, desired: Desired) -> None:
             "edge_url": ctx.edge.url(rr.public),
         }
         ctx.progress.step(rr.role, "smoke test against the live edge")
-        outcome = _run_tests(ctx, env, rr, Timeouts(total=SMOKE_TIMEOUT), "smoke")
+        timeouts = Timeouts(total=SMOKE_TIMEOUT)
+        outcome = _run_tests(ctx, env, rr, timeouts, "smoke", variables[rr.role])
         failed = [c for c in outcome.checks if c.outcome in ("failed", "error")]
         if failed or not outcome.ok:
             names = ", ".join(c.name for c in failed) or outcome.log_tail[-200:]
@@ -286,6 +329,24 @@ def smoke(ctx: Context, desired: Desired) -> None:
             roles=[f.details["role"] for f in failures],
             failures=[f.to_dict() for f in failures],
         )
+
+
+def smoke_variables(ctx: Context, desired: Desired) -> dict[str, dict[str, str]]:
+    """The secrets each smoke-tested role's tests receive (by role; public roles with
+    tests only). A smoke test runs against the live fleet, where a test value means
+    nothing: it gets only those of the role's ``test_secrets`` that the spec lists in
+    ``live_secrets_in_tests``, with their live values; no others.
+
+    Raises:
+        GateError: one of those is not set in corral's environment.
+    """
+    live = ctx.spec.fleet.live_secrets_in_tests
+    advice = "export them before deploying: the smoke test needs them"
+    return {
+        rr.role: live_values([n for n in _test_secrets(ctx, rr.role) if n in live], advice)
+        for rr in desired.values()
+        if rr.public is not None and rr.tests
+    }
 
 
 # -- the coverage matrix ------------------------------------------------------------------

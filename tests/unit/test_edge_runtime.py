@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.edge.runtime import RuntimeAPI
+from corral.edge.runtime import ProxyCounters, RuntimeAPI, parse_stat
 from corral.errors import EngineError, NotFoundError
 
 STATE_HEADER = (
@@ -40,6 +40,10 @@ STAT = (
     "web,b,0,0,0,0,,0,0,0,,0,,0,0,0,0,DRAIN,0,1,0,0,0,1,0,,1,3,2,,0,,2,0,,0,INI,\n"
     "web,c,0,0,0,0,,0,0,0,,0,,0,0,0,0,MAINT,1,1,0,0,0,1,0,,1,3,3,,0,,2,0,,0,,\n\n"
 )
+
+# Captured from HAProxy 2.6 after four GETs through a backend with one live server and one
+# on a closed port: every request was answered (200), three were redispatched off "dead".
+SHOW_STAT = (Path(__file__).with_name("haproxy_show_stat.csv")).read_text()
 
 Answer = str | Callable[[str], str]
 
@@ -267,3 +271,38 @@ def test_drain_and_remove_cuts_requests_still_running_after_the_timeout(sock_pat
             )
         ]
         assert order == sorted(order)
+
+
+def test_counters_read_every_row_typed(sock_path: str) -> None:
+    for fake in _fake(sock_path, {"show stat": SHOW_STAT}):
+        rows = RuntimeAPI(sock_path).counters()
+        assert fake.received == ["show stat"]
+    assert [(r.proxy, r.name, r.kind) for r in rows] == [
+        ("fe_web", "FRONTEND", "frontend"),
+        ("web", "live", "server"),
+        ("web", "dead", "server"),
+        ("web", "BACKEND", "backend"),
+    ]
+    front, live, dead, back = rows
+    assert (front.requests, front.http_5xx, front.failures) == (4, 0, {})
+    assert front.retries == 0  # a column HAProxy leaves empty for frontends reads as 0
+    assert (live.requests, live.sessions, live.failures) == (4, 4, {})
+    # The clients saw four 200s; only the counters show the dead server and the redispatches.
+    assert dead == ProxyCounters("web", "dead", "server", 0, 0, 0, 3, 0, 0, 3)
+    assert dead.failures == {"wredis": 3} and back.failures == {"wredis": 3}
+    assert back.key == ("web", "BACKEND")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "",
+        "Unknown command.",
+        "# pxname,svname,type,econ\nweb,a,2",  # a short row
+        "# pxname,svname,type,econ\nweb,a,2,many",  # not a number
+        "# pxname,svname,type,econ\nweb,a,9,0",  # an unknown kind of row
+    ],
+)
+def test_counters_refuse_a_malformed_answer(answer: str) -> None:
+    with pytest.raises(EngineError, match="unexpected answer"):
+        parse_stat("show stat", answer)

@@ -60,6 +60,8 @@ def test_frontend_and_backend_per_role_without_servers() -> None:
     assert "balance roundrobin" in web
     assert "option httpchk GET /healthz" in web
     assert "if { nbsrv() eq 0 }" in web
+    # HAProxy 2.6 would replay a POST on empty-response or 502/503/504 like a GET
+    assert "http-request disable-l7-retry unless { method GET HEAD OPTIONS }" in web
     assert "httpchk" not in _section(cfg, "backend api_be")
     assert "\n    server " not in cfg
 

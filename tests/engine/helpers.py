@@ -20,7 +20,7 @@ import httpx
 
 from corral.deploy.edge import SOCKET_IN_CONTAINER as EDGE_SOCKET_DIR
 from corral.deploy.edge import SOCKET_NAME
-from corral.edge.runtime import ProxyCounters, RuntimeAPI
+from corral.edge.runtime import ProxyCounters, RuntimeAPI, failure_growth
 from corral.errors import EngineError
 
 APP = Path(__file__).parent / "fleet_app"
@@ -184,17 +184,11 @@ class EdgeCounters:
 
     def problems(self) -> list[str]:
         """``proxy/name: counter=growth`` for every row where a failure counter grew."""
-        found = []
-        for key, row in sorted(self.last.items()):
-            before = self.first.get(key)
-            grew = {
-                counter: value - (before.failures.get(counter, 0) if before else 0)
-                for counter, value in row.failures.items()
-            }
-            grew = {counter: n for counter, n in grew.items() if n}
-            if grew:
-                found.append(f"{key[0]}/{key[1]}: " + " ".join(f"{k}={v}" for k, v in grew.items()))
-        return found
+        grown = failure_growth(self.first, self.last)
+        return [
+            f"{proxy}/{name}: " + " ".join(f"{k}={v}" for k, v in counters.items())
+            for (proxy, name), counters in sorted(grown.items())
+        ]
 
     def frontend_requests(self) -> int:
         """HTTP requests every frontend got meanwhile (edge restarts aside)."""

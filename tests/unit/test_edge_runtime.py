@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.edge.runtime import ProxyCounters, RuntimeAPI, parse_stat
+from corral.edge.runtime import ProxyCounters, RuntimeAPI, failure_growth, parse_stat
 from corral.errors import EngineError, NotFoundError
 
 STATE_HEADER = (
@@ -306,3 +306,28 @@ def test_counters_read_every_row_typed(sock_path: str) -> None:
 def test_counters_refuse_a_malformed_answer(answer: str) -> None:
     with pytest.raises(EngineError, match="unexpected answer"):
         parse_stat("show stat", answer)
+
+
+def _row(name: str, econ: int = 0, wredis: int = 0, kind: str = "server") -> ProxyCounters:
+    return ProxyCounters("web", name, kind, econ, 0, 0, wredis, 0, 0, 0)  # type: ignore[arg-type]
+
+
+def test_failure_growth_compares_two_readings() -> None:
+    first = {r.key: r for r in (_row("a", econ=2), _row("BACKEND", wredis=1, kind="backend"))}
+    last = {
+        r.key: r
+        for r in (
+            _row("a", econ=2),  # no growth: not reported
+            _row("BACKEND", wredis=4, kind="backend"),
+            _row("new", wredis=1),  # added meanwhile: from zero
+        )
+    }
+    assert failure_growth(first, last) == {
+        ("web", "BACKEND"): {"wredis": 3},
+        ("web", "new"): {"wredis": 1},
+    }
+    assert failure_growth(last, last) == {}
+    # HAProxy restarted: the counter went down, its new value is all growth
+    assert failure_growth({("web", "a"): _row("a", econ=5)}, {("web", "a"): _row("a", econ=1)}) == {
+        ("web", "a"): {"econ": 1}
+    }

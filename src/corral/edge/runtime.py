@@ -24,6 +24,7 @@ import ipaddress
 import re
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -501,6 +502,32 @@ def _server(backend: str, row: dict[str, str], stat: dict[str, str]) -> ServerSt
         status=stat.get("status", ""),
         sessions=int(stat.get("scur") or 0),
     )
+
+
+def failure_growth(
+    first: Mapping[tuple[str, str], ProxyCounters], last: Mapping[tuple[str, str], ProxyCounters]
+) -> dict[tuple[str, str], dict[str, int]]:
+    """How much each row's failure counters (``ProxyCounters.failures``) grew between readings.
+
+    Args:
+        first: the rows of the first reading, by ``key``.
+        last: the newest reading of every row seen since (a row absent from ``first``, such
+            as a server added meanwhile, grew from zero).
+
+    Returns:
+        ``{(proxy, name): {counter: growth}}`` for the rows where something grew; a counter
+        that went down (HAProxy restarted) counts its new value, which is all growth.
+    """
+    grown: dict[tuple[str, str], dict[str, int]] = {}
+    for key, row in last.items():
+        before = first[key].failures if key in first else {}
+        growth = {}
+        for counter, value in row.failures.items():
+            old = before.get(counter, 0)
+            growth[counter] = value - old if value >= old else value
+        if any(growth.values()):
+            grown[key] = {counter: n for counter, n in growth.items() if n}
+    return grown
 
 
 def parse_stat(line: str, answer: str) -> list[ProxyCounters]:

@@ -15,7 +15,7 @@ from corral.deploy.desired import RoleRelease
 from corral.deploy.scope import Scope
 from corral.errors import GateError
 from corral.state import State
-from corral.testing.suite import gate, untested_reason
+from corral.testing.suite import _already_passed, gate, untested_reason
 from tests.unit.builders import role_release
 
 HEALTH = {"name": "health", "kind": "health", "outcome": "passed"}
@@ -96,3 +96,13 @@ def test_a_role_without_tests_passes_the_gate_on_health_and_lockdown(state: Stat
     bare = role_release("worker")
     _record(state, bare, "passed", [HEALTH, LOCKDOWN])
     gate(_ctx(state), {"worker": bare}, None)
+
+
+def test_corral_test_runs_again_a_passed_record_that_ran_no_test(state: State) -> None:
+    # Otherwise "corral test" would say "already passed" while the gate refuses the image.
+    web = role_release("web", tests=["tests/web/"])
+    _record(state, web, "passed", [HEALTH, check("skipped")])
+    assert _already_passed(_ctx(state), web) is None
+    _record(state, web, "passed", [HEALTH, check("passed")])
+    again = _already_passed(_ctx(state), web)
+    assert again is not None and again.outcome == "skipped"

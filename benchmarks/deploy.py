@@ -2,7 +2,8 @@
 
 Runs the real CLI (as an operator would) on a copy of the example fleet under a unique
 fleet name and a free public port, with only the ``web`` role. While ``wrk`` keeps 16
-connections busy on the edge, it times and checks for failed requests:
+connections busy on the edge (GET and POST alternating), it times and checks for failed
+requests, and reads the edge's own counters for the retries and errors wrk cannot see:
 
 - a rolling deploy of 3 and of 10 replicas (a one-line change to web/server.py);
 - a blue-green switch of 3 replicas;
@@ -38,18 +39,29 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from corral.deploy.edge import SOCKET_IN_CONTAINER, SOCKET_NAME
+from corral.edge.runtime import ProxyCounters, RuntimeAPI, failure_growth
 from corral.engines.podman_api import PodmanAPI
+from corral.errors import EngineError
 
 ROOT = Path(__file__).resolve().parent.parent
 CORRAL = [sys.executable, "-m", "corral"]
 WRK_THREADS, WRK_CONNECTIONS = 2, 16
 GOAL_OVERHEAD = 1.3
 
-# Counts the status of every response, summed over wrk's threads, printed as "STATUS code n".
+# Every other request is a POST (which the edge never replays once it reached an instance,
+# so a request lost to a closing instance shows as a failure, not as a retry). Counts the
+# status of every response, summed over wrk's threads, printed as "STATUS code n".
 WRK_LUA = """
 local threads = {}
+local sent = 0
 function setup(thread) table.insert(threads, thread) end
 function init(args) statuses = {} end
+function request()
+  sent = sent + 1
+  if sent % 2 == 0 then return wrk.format("POST", "/", nil, "") end
+  return wrk.format("GET", "/")
+end
 function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
 function done(summary, latency, requests)
   local total = {}
@@ -58,6 +70,14 @@ function done(summary, latency, requests)
   end
   for code, n in pairs(total) do io.write(string.format("STATUS %d %d\\n", code, n)) end
 end
+"""
+
+# Added to the copy of the example's web server: POST / counts a visit like GET / does.
+POST_HANDLER = """
+    def do_POST(self) -> None:  # added by benchmarks/deploy.py: a non-idempotent request
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.do_GET()
+
 """
 
 # HAProxy's "option httplog" line: ... backend/server Tq/Tw/Tc/Tr/Ta status bytes - - TERM ...
@@ -87,6 +107,8 @@ class Fleet:
         shutil.copytree(ROOT / "examples", folder, dirs_exist_ok=True)
         self.spec = folder / "corral.yaml"
         self.server = folder / "web" / "server.py"
+        code = self.server.read_text()
+        self.server.write_text(code.replace("    def reply(", POST_HANDLER + "    def reply(", 1))
         self.web_role = _web_role(self.spec.read_text())
         self.events: list[tuple[float, str]] = []
         self.shape: tuple[int, str] | None = None  # (replicas, strategy) deployed now
@@ -211,6 +233,61 @@ def _web_role(spec: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+class EdgeWatch:
+    """The edge's own counters (``show stat``) read every 100 ms over a load window.
+
+    A deleted server's counters go with it, hence the polling: the last reading of every
+    row is kept. ``report`` sums the growth of the backends' and frontends' failure counters
+    (a server's are in its backend's too) and lists every row where one grew.
+    """
+
+    def __init__(self, fleet: Fleet) -> None:
+        [edge] = json.loads(run("podman", "container", "inspect", f"{fleet.name}-edge"))
+        [folder] = [m["Source"] for m in edge["Mounts"] if m["Destination"] == SOCKET_IN_CONTAINER]
+        self.api = RuntimeAPI(str(Path(folder) / SOCKET_NAME))
+        self.first: dict[tuple[str, str], ProxyCounters] = {}
+        self.last: dict[tuple[str, str], ProxyCounters] = {}
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def start(self) -> None:
+        self.first = {row.key: row for row in self.api.counters()}
+        self.last = dict(self.first)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.1):
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            self.last.update((row.key, row) for row in self.api.counters())
+        except EngineError as exc:
+            self.errors.append(str(exc))
+
+    def report(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self._read()
+        grown = failure_growth(self.first, self.last)
+        totals = collections.Counter[str]()
+        for (_, name), counters in grown.items():
+            if name in ("BACKEND", "FRONTEND"):
+                totals.update(counters)
+        requests = sum(
+            row.requests - (self.first[key].requests if key in self.first else 0)
+            for key, row in self.last.items()
+            if row.kind == "frontend"
+        )
+        return {
+            "requests": requests,
+            **{name: totals[name] for name in ("econ", "eresp", "wretr", "wredis", "hrsp_5xx")},
+            "rows": {f"{proxy}/{name}": c for (proxy, name), c in sorted(grown.items())},
+            "read_errors": self.errors[:5],
+        }
+
+
 class Load:
     """wrk on the edge, from a second before an action until two seconds after it."""
 
@@ -219,9 +296,11 @@ class Load:
         self.script = script
         self.proc: subprocess.Popen[str] | None = None
         self.since = ""
+        self.watch = EdgeWatch(fleet)
 
     def __enter__(self) -> Load:
         self.since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.watch.start()
         self.proc = subprocess.Popen(
             [
                 "wrk",
@@ -250,6 +329,7 @@ class Load:
         self.proc.send_signal(signal.SIGINT)  # wrk prints its report when interrupted
         out, _ = self.proc.communicate(timeout=30)
         report = parse_wrk(out)
+        report["edge_counters"] = self.watch.report()
         report["edge_errors"] = edge_errors(self.fleet, self.since)
         return report
 
@@ -464,6 +544,10 @@ def main() -> None:
         "load": f"wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} on the edge",
         "failed_means": "non-2xx + socket connect/read/write errors; wrk timeouts are "
         "answers slower than 2 s, counted apart",
+        "requests_mix": "GET / and POST / alternating (POST is never replayed by the edge)",
+        "edge_counters_mean": "growth of the edge's own show stat counters over the window: "
+        "econ/eresp (connection/response errors), wretr/wredis (retries/redispatches), "
+        "hrsp_5xx; retries hide lost capacity from wrk, so the goal is 0 here too",
         "corral_reads": "podman REST API" if PodmanAPI.connect() else "podman CLI",
     }
     started = time.perf_counter()
@@ -512,15 +596,16 @@ def print_table(report: dict[str, Any]) -> None:
     rows += [(k, report[k]) for k in ("rollback", "blue_green") if k in report]
     print(
         f"\n{'scenario':<13}{'deploy s':>9}{'build s':>8}{'requests':>9}{'non-2xx':>8}"
-        f"{'c/r/w err':>10}{'>2s':>5}{'p99':>9}"
+        f"{'c/r/w err':>10}{'>2s':>5}{'p99':>9}{'edge retr/redisp/err/5xx':>26}"
     )
     for label, r in rows:
-        e = r["socket_errors"]
+        e, c = r["socket_errors"], r["edge_counters"]
+        edge = f"{c['wretr']}/{c['wredis']}/{c['econ'] + c['eresp']}/{c['hrsp_5xx']}"
         print(
             f"{label:<13}{r.get('deploy_s', '-'):>9}{r.get('build_s', '-'):>8}"
             f"{r['requests']:>9}{r['non_2xx']:>8}"
             f"{e['connect'] + e['read'] + e['write']:>10}{e['timeout']:>5}"
-            f"{r['latency'].get('p99', '-'):>9}"
+            f"{r['latency'].get('p99', '-'):>9}{edge:>26}"
         )
     for o in report.get("overhead", []):
         print(

@@ -18,6 +18,11 @@ from typing import Any
 
 import httpx
 
+from corral.deploy.edge import SOCKET_IN_CONTAINER as EDGE_SOCKET_DIR
+from corral.deploy.edge import SOCKET_NAME
+from corral.edge.runtime import ProxyCounters, RuntimeAPI, failure_growth
+from corral.errors import EngineError
+
 APP = Path(__file__).parent / "fleet_app"
 CORRAL = [sys.executable, "-m", "corral"]
 
@@ -122,20 +127,102 @@ class Fleet:
     def status(self) -> dict[str, Any]:
         return dict(json.loads(self.corral("status", "--json").stdout))
 
+    def edge_api(self) -> RuntimeAPI:
+        """The runtime API of this fleet's running edge, found through its socket mount."""
+        [edge] = podman_json("container", "inspect", f"{self.name}-edge")
+        [folder] = [m["Source"] for m in edge["Mounts"] if m["Destination"] == EDGE_SOCKET_DIR]
+        return RuntimeAPI(str(Path(folder) / SOCKET_NAME))
+
+    def load(self, clients: int = 4) -> Load:
+        """Traffic through the live edge, its counters watched (see ``Load``)."""
+        return Load(self.url, clients=clients, edge=self.edge_api())
+
+
+class EdgeCounters:
+    """Readings of the edge's own counters (``show stat``) taken around some traffic.
+
+    The edge retries and redispatches a request that met a dead or closing instance, so a
+    client sees 200 while capacity was lost: only these counters show it. A reading at the
+    start, one every ``every`` seconds (a deleted server's counters vanish with it; the last
+    reading before that is kept) and one at the end; ``problems`` lists every frontend,
+    backend and server whose connection errors, response errors, retries, redispatches or
+    5xx answers grew meanwhile.
+    """
+
+    def __init__(self, api: RuntimeAPI, every: float = 0.1) -> None:
+        self.api = api
+        self.every = every
+        self.first: dict[tuple[str, str], ProxyCounters] = {}
+        self.last: dict[tuple[str, str], ProxyCounters] = {}
+        self.readings = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def start(self) -> None:
+        self.first = {row.key: row for row in self.api.counters()}
+        self.last = dict(self.first)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self._read()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.every):
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            rows = self.api.counters()
+        except EngineError as exc:  # the edge was replaced or killed: say so, keep going
+            self.errors.append(str(exc))
+            return
+        self.readings += 1
+        self.last.update((row.key, row) for row in rows)
+
+    def problems(self) -> list[str]:
+        """``proxy/name: counter=growth`` for every row where a failure counter grew."""
+        grown = failure_growth(self.first, self.last)
+        return [
+            f"{proxy}/{name}: " + " ".join(f"{k}={v}" for k, v in counters.items())
+            for (proxy, name), counters in sorted(grown.items())
+        ]
+
+    def frontend_requests(self) -> int:
+        """HTTP requests every frontend got meanwhile (edge restarts aside)."""
+        rows = [(key, row) for key, row in self.last.items() if row.kind == "frontend"]
+        return sum(
+            row.requests - (self.first[k].requests if k in self.first else 0) for k, row in rows
+        )
+
 
 @dataclass
 class Load:
-    """Constant traffic against a URL from a few keep-alive clients, counting outcomes."""
+    """Constant traffic against a URL from a few keep-alive clients, counting outcomes.
+
+    Each client alternates GET / and POST /count: a POST is never replayed by the edge, so
+    a request lost to a closing instance shows up here as a failure, not as a retry. With
+    ``edge`` (the edge's runtime API), the edge's own counters are read around the traffic
+    too: ``assert_no_failures`` then also fails on any retry, redispatch, connection or
+    response error or 5xx the edge saw.
+    """
 
     url: str
     clients: int = 4
+    edge: RuntimeAPI | None = None
     outcomes: Counter[str] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
+    counters: EdgeCounters | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __enter__(self) -> Load:
+        if self.edge is not None:
+            self.counters = EdgeCounters(self.edge)
+            self.counters.start()
         for _ in range(self.clients):
             thread = threading.Thread(target=self._run, daemon=True)
             thread.start()
@@ -146,20 +233,27 @@ class Load:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=30)
+        if self.counters is not None:
+            self.counters.stop()
 
     def _run(self) -> None:
         deadline = time.monotonic() + 600  # bounded, whatever happens
         with httpx.Client(timeout=10) as client:
             while not self._stop.is_set() and time.monotonic() < deadline:
-                self._one(client)
+                self._one(client, "GET")
+                if not self._stop.is_set():
+                    self._one(client, "POST")
 
-    def _one(self, client: httpx.Client) -> None:
+    def _one(self, client: httpx.Client, method: str) -> None:
         try:
-            response = client.get(self.url)
-            outcome = str(response.status_code)
+            if method == "POST":
+                response = client.post(self.url + "count", content=b"load")
+            else:
+                response = client.get(self.url)
+            outcome = f"{method} {response.status_code}"
             version = response.json().get("version", "?") if response.status_code == 200 else ""
         except (httpx.HTTPError, ValueError) as exc:
-            outcome, version = type(exc).__name__, ""
+            outcome, version = f"{method} {type(exc).__name__}", ""
         with self._lock:
             self.outcomes[outcome] += 1
             if version:
@@ -170,8 +264,33 @@ class Load:
         return sum(self.outcomes.values())
 
     @property
+    def posts(self) -> int:
+        """POST requests sent, answered or not."""
+        return sum(n for outcome, n in self.outcomes.items() if outcome.startswith("POST "))
+
+    @property
     def failures(self) -> int:
-        return self.total - self.outcomes["200"]
+        return self.total - self.outcomes["GET 200"] - self.outcomes["POST 200"]
+
+    def edge_problems(self) -> list[str]:
+        """What the edge's counters saw (see ``EdgeCounters.problems``); [] without ``edge``."""
+        if self.counters is None:
+            return []
+        return self.counters.problems() + [
+            f"reading the counters: {e}" for e in self.counters.errors
+        ]
+
+    def assert_no_failures(self) -> None:
+        """Every request answered 200, POSTs among them, and the edge saw no trouble."""
+        report = f"client outcomes {dict(self.outcomes)}; edge: {self.edge_problems()}"
+        assert self.posts > 0 and self.outcomes["POST 200"] > 0, report
+        assert self.failures == 0, report
+        assert self.counters is not None and self.counters.readings > 0, (
+            f"the edge's counters were not read: {report}"
+        )
+        assert self.edge_problems() == [], report
+        # These counters are this edge's: it saw at least every request the clients made.
+        assert self.counters.frontend_requests() >= self.total, report
 
 
 def secret_store() -> list[str]:

@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from tests.engine.helpers import CORRAL, Fleet, Load, containers, fleet_secrets
+from tests.engine.helpers import CORRAL, Fleet, containers, fleet_secrets
 
 # Seconds after `corral deploy` starts: spread over planning, storing secrets, starting,
 # health checks, joining the edge, draining and removing (this 3-replica deploy, with its
@@ -38,7 +38,7 @@ def test_kill_9_anywhere_then_deploy_converges(fleet: Fleet, shared_base: str) -
 
     write("v1")
     fleet.deploy(env=SECRET)
-    with Load(fleet.url, clients=3) as load:
+    with fleet.load(clients=3) as load:
         for n, after in enumerate(KILL_POINTS, start=2):
             write(f"v{n}")
             fleet.corral("build")  # the kill is aimed at the deploy, not at podman build
@@ -48,7 +48,7 @@ def test_kill_9_anywhere_then_deploy_converges(fleet: Fleet, shared_base: str) -
         final = f"v{len(KILL_POINTS) + 2}"
         write(final)
         fleet.deploy(env=SECRET)
-    assert load.failures == 0, load.outcomes
+    load.assert_no_failures()
     assert load.total > 100
     status = fleet.status()
     [web] = status["roles"]

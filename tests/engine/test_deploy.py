@@ -16,7 +16,7 @@ from corral.deploy.scope import Scope
 from corral.engines.podman import PodmanEngine
 from corral.spec import load_spec
 from corral.state import State
-from tests.engine.helpers import CORRAL, Fleet, Load, containers, free_port, podman_json
+from tests.engine.helpers import CORRAL, Fleet, containers, free_port, podman_json
 
 
 def web_instances(status: dict[str, object]) -> list[dict[str, object]]:
@@ -28,9 +28,10 @@ def test_rolling_deploy_under_load_loses_no_request(fleet: Fleet, shared_base: s
     fleet.deploy()
     assert httpx.get(fleet.url).json()["version"] == "v1"
     fleet.write(version="v2")
-    with Load(fleet.url) as load:
+    with fleet.load() as load:
         fleet.deploy()
-    assert load.total > 50 and load.failures == 0, load.outcomes
+    load.assert_no_failures()
+    assert load.total > 50, load.outcomes
     assert load.versions["v2"] > 0
     status = fleet.status()
     assert status["release"] == 2
@@ -44,11 +45,11 @@ def test_rolling_deploy_under_load_loses_no_request(fleet: Fleet, shared_base: s
 def test_broken_version_leaves_old_release_serving(fleet: Fleet, shared_base: str) -> None:
     fleet.deploy()
     fleet.write(version="broken")
-    with Load(fleet.url) as load:
+    with fleet.load() as load:
         proc = fleet.deploy(check=False)
     assert proc.returncode == 1
     assert "did not become healthy" in proc.stderr and "back on release r1" in proc.stderr
-    assert load.failures == 0, load.outcomes
+    load.assert_no_failures()
     assert set(load.versions) == {"v1"}
     status = fleet.status()
     assert status["release"] == 1
@@ -78,9 +79,9 @@ def test_rollback_is_a_deploy_recorded_in_history_and_audit(fleet: Fleet, shared
     fleet.deploy()
     fleet.write(version="v2")
     fleet.deploy()
-    with Load(fleet.url) as load:
+    with fleet.load() as load:
         fleet.corral("rollback", "--skip-tests", "--reason", "rollback test")
-    assert load.failures == 0, load.outcomes
+    load.assert_no_failures()
     assert httpx.get(fleet.url).json()["version"] == "v1"
     history = json.loads(fleet.corral("history", "--json").stdout)["releases"]
     assert history[-1]["kind"] == "rollback" and history[-1]["source"] == 1
@@ -113,14 +114,14 @@ def test_blue_green_switches_at_once_and_switches_back_instantly(
         c["Names"][0] for c in containers(fleet.name) if c["Labels"]["io.corral.kind"] == "instance"
     }
     fleet.write(version="v2", strategy="blue-green")
-    with Load(fleet.url) as load:
+    with fleet.load() as load:
         fleet.deploy()
-    assert load.failures == 0, load.outcomes
+    load.assert_no_failures()
     stopped = {c["Names"][0] for c in containers(fleet.name) if c["State"] == "exited"}
     assert stopped == first  # the blue set is kept, stopped, for a switch back
-    with Load(fleet.url) as load:
+    with fleet.load() as load:
         fleet.corral("rollback", "--skip-tests", "--reason", "rollback test")
-    assert load.failures == 0, load.outcomes
+    load.assert_no_failures()
     running = {
         c["Names"][0]
         for c in containers(fleet.name)
@@ -202,7 +203,7 @@ def test_ctrl_c_during_a_deploy_keeps_serving_and_the_next_deploy_converges(
     fleet.deploy()
     fleet.write(version="v2", replicas=2, start_delay=1.0)
     fleet.corral("build")
-    with Load(fleet.url) as load:
+    with fleet.load() as load:
         proc = subprocess.Popen(
             [*CORRAL, "-f", str(fleet.spec), "deploy", "--skip-tests", "--reason", "ctrl-c test"],
             stdout=subprocess.PIPE,
@@ -225,7 +226,7 @@ def test_ctrl_c_during_a_deploy_keeps_serving_and_the_next_deploy_converges(
         history = json.loads(fleet.corral("history", "--json").stdout)["releases"]
         assert history[-1]["status"] == "aborted"
         fleet.deploy()
-    assert load.failures == 0, load.outcomes
+    load.assert_no_failures()
     status = fleet.status()
     assert {i["release"] for i in web_instances(status)} == {status["release"]}
     assert len(web_instances(status)) == 2 and status["unfinished"] == []

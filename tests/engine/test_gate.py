@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.engine.helpers import CORRAL, Fleet, Load, podman_json
+from tests.engine.helpers import CORRAL, Fleet, podman_json
 
 HTTP_TEST = """
 import httpx
@@ -101,12 +101,12 @@ def test_a_failed_smoke_test_takes_the_fleet_back(fleet: Fleet, shared_base: str
         "    assert '127.0.0.1' not in edge_url  # true in a test environment only\n"
     )
     fleet.corral("test")  # passes in the throwaway environment
-    with Load(fleet.url) as load:
+    with fleet.load() as load:
         proc = fleet.corral("deploy", check=False)
     assert proc.returncode == 1
     assert "smoke test failed" in proc.stderr and "test_not_on_the_live_edge" in proc.stderr
     assert "back on release r1" in proc.stderr
-    assert load.failures == 0, load.outcomes
+    load.assert_no_failures()
     assert httpx.get(fleet.url).json()["version"] == "v1"
     assert {i["release"] for i in fleet.status()["roles"][0]["instances"]} == {1}
     last = json.loads(fleet.corral("history", "--json").stdout)["releases"][-1]

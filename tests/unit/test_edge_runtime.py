@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.edge.runtime import RuntimeAPI
+from corral.edge.runtime import ProxyCounters, RuntimeAPI, failure_growth, parse_stat
 from corral.errors import EngineError, NotFoundError
 
 STATE_HEADER = (
@@ -43,6 +43,10 @@ STAT = (
     "web,b,0,0,0,0,,0,0,0,,0,,0,0,0,0,DRAIN,0,1,0,0,0,1,0,,1,3,2,,0,,2,0,,0,INI,\n"
     "web,c,0,0,0,0,,0,0,0,,0,,0,0,0,0,MAINT,1,1,0,0,0,1,0,,1,3,3,,0,,2,0,,0,,\n\n"
 )
+
+# Captured from HAProxy 2.6 after four GETs through a backend with one live server and one
+# on a closed port: every request was answered (200), three were redispatched off "dead".
+SHOW_STAT = (Path(__file__).with_name("haproxy_show_stat.csv")).read_text()
 
 Answer = str | Callable[[str], str]
 
@@ -464,3 +468,63 @@ def test_a_bad_name_fails_its_own_waiter_only(haproxy: FakeHAProxy, sock_path: s
         api.wait_healthy("web;show info", "a", 1)
     assert haproxy.received == []  # refused before it was watched, so no look carries it
     assert api.wait_healthy("web", "a", 1) is True
+
+
+def test_counters_read_every_row_typed(sock_path: str) -> None:
+    for fake in _fake(sock_path, {"show stat": SHOW_STAT.rstrip("\n") + "\n\n"}):
+        rows = RuntimeAPI(sock_path).counters()
+        assert fake.received == ["show stat"]
+    assert [(r.proxy, r.name, r.kind) for r in rows] == [
+        ("fe_web", "FRONTEND", "frontend"),
+        ("web", "live", "server"),
+        ("web", "dead", "server"),
+        ("web", "BACKEND", "backend"),
+    ]
+    front, live, dead, back = rows
+    assert (front.requests, front.http_5xx, front.failures) == (4, 0, {})
+    assert front.retries == 0  # a column HAProxy leaves empty for frontends reads as 0
+    assert (live.requests, live.sessions, live.failures) == (4, 4, {})
+    # The clients saw four 200s; only the counters show the dead server and the redispatches.
+    assert dead == ProxyCounters("web", "dead", "server", 0, 0, 0, 3, 0, 0, 3)
+    assert dead.failures == {"wredis": 3} and back.failures == {"wredis": 3}
+    assert back.key == ("web", "BACKEND")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "",
+        "Unknown command.",
+        "# pxname,svname,type,econ\nweb,a,2",  # a short row
+        "# pxname,svname,type,econ\nweb,a,2,many",  # not a number
+        "# pxname,svname,type,econ\nweb,a,9,0",  # an unknown kind of row
+    ],
+)
+def test_counters_refuse_a_malformed_answer(answer: str) -> None:
+    with pytest.raises(EngineError, match="unexpected answer"):
+        parse_stat("show stat", answer)
+
+
+def _row(name: str, econ: int = 0, wredis: int = 0, kind: str = "server") -> ProxyCounters:
+    return ProxyCounters("web", name, kind, econ, 0, 0, wredis, 0, 0, 0)  # type: ignore[arg-type]
+
+
+def test_failure_growth_compares_two_readings() -> None:
+    first = {r.key: r for r in (_row("a", econ=2), _row("BACKEND", wredis=1, kind="backend"))}
+    last = {
+        r.key: r
+        for r in (
+            _row("a", econ=2),  # no growth: not reported
+            _row("BACKEND", wredis=4, kind="backend"),
+            _row("new", wredis=1),  # added meanwhile: from zero
+        )
+    }
+    assert failure_growth(first, last) == {
+        ("web", "BACKEND"): {"wredis": 3},
+        ("web", "new"): {"wredis": 1},
+    }
+    assert failure_growth(last, last) == {}
+    # HAProxy restarted: the counter went down, its new value is all growth
+    assert failure_growth({("web", "a"): _row("a", econ=5)}, {("web", "a"): _row("a", econ=1)}) == {
+        ("web", "a"): {"econ": 1}
+    }

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import re
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -140,17 +141,52 @@ def test_uncreatable_directory_is_a_state_error(tmp_path: Path) -> None:
         State.open(blocker / ".corral" / "state.db")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
-def test_unwritable_file_is_a_state_error(db_path: Path) -> None:
-    State.open(db_path).close()
-    for p in db_path.parent.iterdir():
-        p.chmod(0o444)
-    db_path.parent.chmod(0o555)
-    try:
-        with pytest.raises(StateError), State.open(db_path) as st:
-            st.record_audit("prod", "bake", "web", "ok")
-    finally:
-        db_path.parent.chmod(0o755)
+NOBODY = 65534
+
+
+def _write_audit_as(uid: int | None, db_path: Path) -> str:
+    """Try an audit write (as ``uid`` in a forked child when given); the error's text."""
+    if uid is None:
+        try:
+            with State.open(db_path) as st:
+                st.record_audit("prod", "bake", "web", "ok")
+        except StateError as exc:
+            return f"StateError: {exc}"
+        return "written"
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the interpreter is loaded already, it only drops its user
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            os.write(write, _write_audit_as(None, db_path).encode())
+        finally:
+            os._exit(0)  # never back into pytest; an exception leaves the answer empty
+    os.close(write)
+    with os.fdopen(read) as answer:
+        text = answer.read()
+    os.waitpid(pid, 0)
+    return text
+
+
+def test_unwritable_file_is_a_state_error() -> None:
+    # Root ignores file modes, so as root the write is tried by "nobody" in a forked child,
+    # in a folder of its own that nobody may enter (pytest's tmp folders are root's only).
+    as_root = os.geteuid() == 0
+    with tempfile.TemporaryDirectory(prefix="corral-unwritable-") as top:
+        Path(top).chmod(0o711)
+        db_path = Path(top) / ".corral" / "state.db"
+        State.open(db_path).close()
+        for p in db_path.parent.iterdir():
+            p.chmod(0o444)
+        db_path.parent.chmod(0o555)
+        try:
+            outcome = _write_audit_as(NOBODY if as_root else None, db_path)
+        finally:
+            db_path.parent.chmod(0o755)
+    assert outcome.startswith("StateError:"), outcome
 
 
 def test_closed_state_raises(db_path: Path) -> None:

@@ -30,6 +30,7 @@ from corral.testing.runner import (
     parse_junit,
     run_role_tests,
 )
+from corral.testing.suite import untested_reason
 from tests.unit.serving import serving
 
 BOGUS_CONTAINER = "corral-unit-no-such-container-4f1c"
@@ -270,12 +271,40 @@ def test_the_whole_run_times_out_and_its_process_group_dies(
     assert child not in _group_alive(pgid)
 
 
-def test_no_tests_collected_is_ok(tmp_path: Path, env: dict[str, Any]) -> None:
+def test_no_tests_collected_is_a_clean_run_but_not_tested(
+    tmp_path: Path, env: dict[str, Any]
+) -> None:
     write(tmp_path / "tests", "helpers.py", "VALUE = 1\n")
     outcome = run_role_tests([Path("tests")], env, workdir=tmp_path)
-    assert outcome.ok
+    assert outcome.ok  # pytest had no complaint (a smoke run may well collect nothing)...
     assert outcome.exit_code == 5
     assert outcome.checks == ()
+    checks = [c.to_dict() for c in outcome.checks]
+    assert "collected no test" in (untested_reason(("tests",), checks) or "")  # ...not a pass
+
+
+def test_every_test_skipped_is_a_clean_run_but_not_tested(
+    tmp_path: Path, env: dict[str, Any]
+) -> None:
+    write(
+        tmp_path / "tests",
+        "test_skips.py",
+        """
+        import pytest
+
+        @pytest.mark.skip(reason="later")
+        def test_later():
+            pass
+
+        def test_skips_itself():
+            pytest.skip("not here")
+        """,
+    )
+    outcome = run_role_tests([Path("tests")], env, workdir=tmp_path)
+    assert outcome.ok and outcome.exit_code == 0
+    assert {c.outcome for c in outcome.checks} == {"skipped"}
+    checks = [c.to_dict() for c in outcome.checks]
+    assert "skipped all 2 of their tests" in (untested_reason(("tests",), checks) or "")
 
 
 # -- modes and kinds ---------------------------------------------------------------------

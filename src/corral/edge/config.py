@@ -31,7 +31,14 @@ CHECK_RISE = 1
 # a request can meet an instance that is going away: the connection is refused or reset
 # (conn-failure), the instance closed a kept-alive connection or died mid-request
 # (empty-response), or it already answers "shutting down" (503) or is a proxy itself (502/504).
+# HAProxy 2.6 applies all of these to every method (configuration.txt, "retry-on": the
+# application must have its own replay protection); see _backend for the methods exempted.
 DEFAULT_RETRY_ON = "conn-failure empty-response 502 503 504"
+# Only these are replayed after the request reached a server: a POST (or PATCH, DELETE...)
+# that met a dying instance may already have had its effect there, so it fails to the
+# client instead of running twice. A connection that failed before the request was sent
+# ("conn-failure") is still retried for every method: nothing reached a server.
+REPLAYABLE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 # The admin socket's limits. corral holds one connection per running command (a deploy, a
 # status, a benchmark reading counters), so a handful suffice; the default of 10 is kept
@@ -180,6 +187,9 @@ def _backend(name: str, health_path: str | None) -> str:
     # own HTML 503 page; a short plain-text 503 with Retry-After is clearer for clients and
     # for anyone reading the load test's failures.
     lines = [f"backend {name}", "    balance roundrobin"]
+    lines.append(
+        "    http-request disable-l7-retry unless { method " + " ".join(REPLAYABLE_METHODS) + " }"
+    )
     if health_path is not None:
         lines.append(f"    option httpchk GET {health_path}")
     lines.append(

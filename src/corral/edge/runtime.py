@@ -19,6 +19,8 @@ Facts this module relies on (HAProxy 2.6, checked by hand and by tests/engine):
   name, so statistics are fetched by the backend's numeric id instead.
 - commands written after a failed one still run (a batch is not a transaction), so a
   command is only batched after another whose failure would not make it harmful.
+- a deleted server's counters are gone with it; the ``BACKEND`` row of ``show stat`` keeps
+  the backend's own totals of connection errors, retries and redispatches.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
@@ -37,6 +39,7 @@ from corral.errors import EngineError, NotFoundError
 
 AdminState = Literal["ready", "drain", "maint"]
 OperState = Literal["down", "starting", "up", "stopping"]
+ProxyKind = Literal["frontend", "backend", "server", "listener"]
 
 # Answers of HAProxy 2.6 for commands that succeed.
 _ADDED = "New server registered."
@@ -53,6 +56,8 @@ _ADMF_MAINT = 0x01 | 0x02 | 0x04 | 0x20 | 0x40  # forced, inherited, config, DNS
 _ADMF_DRAIN = 0x08 | 0x10  # forced, inherited
 _CHK_ENABLED = 0x04  # srv_check_state: checks administratively enabled
 _CHK_RES_PASSED = 3  # srv_check_result: the last check succeeded
+# The "type" column of "show stat" (management.txt, section 9.1).
+_STAT_KIND: dict[str, ProxyKind] = {"0": "frontend", "1": "backend", "2": "server", "3": "listener"}
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,50 @@ class ServerState:
         """
         up = self.admin != "maint" and self.operational in ("up", "starting")
         return up and (self.check_passed or not self.checks_enabled)
+
+
+@dataclass(frozen=True)
+class ProxyCounters:
+    """The cumulative counters of one ``show stat`` row: a frontend, a backend or a server.
+
+    They count since HAProxy started (or since the server was added) and only grow, so two
+    readings taken around some traffic tell what that traffic met. A column HAProxy leaves
+    empty for this kind of row reads as 0.
+
+    ``connection_errors`` is ``econ`` (a connection to a server failed), ``response_errors``
+    ``eresp`` (a server closed or broke its answer), ``retries`` ``wretr``, ``redispatches``
+    ``wredis`` (a retry sent to another server), ``http_5xx`` ``hrsp_5xx``, ``requests``
+    ``req_tot`` (HTTP requests; servers count them since HAProxy 2.5) and ``sessions``
+    ``stot`` (connections, each attempt of a retry included).
+    """
+
+    proxy: str
+    name: str
+    kind: ProxyKind
+    connection_errors: int
+    response_errors: int
+    retries: int
+    redispatches: int
+    http_5xx: int
+    requests: int
+    sessions: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(proxy, name): ``name`` is FRONTEND or BACKEND for those rows."""
+        return (self.proxy, self.name)
+
+    @property
+    def failures(self) -> dict[str, int]:
+        """The counters that are not zero among those that mean a request met trouble."""
+        counts = {
+            "econ": self.connection_errors,
+            "eresp": self.response_errors,
+            "wretr": self.retries,
+            "wredis": self.redispatches,
+            "hrsp_5xx": self.http_5xx,
+        }
+        return {name: value for name, value in counts.items() if value}
 
 
 class RuntimeAPI:
@@ -314,6 +363,18 @@ class RuntimeAPI:
         rows = (dict(zip(header, raw.split(","), strict=False)) for raw in lines[1:] if raw)
         return {row["svname"]: row for row in rows}
 
+    def counters(self) -> list[ProxyCounters]:
+        """The counters of every frontend, backend and server (``show stat``), typed.
+
+        Returns:
+            One ``ProxyCounters`` per row, in HAProxy's order.
+
+        Raises:
+            EngineError: the socket failed or the answer did not parse.
+        """
+        line = "show stat"
+        return parse_stat(line, self.command(line))
+
     # -- procedures -------------------------------------------------------------------------
 
     def wait_healthy(self, backend: str, name: str, timeout: float) -> bool:
@@ -514,4 +575,72 @@ def _server(backend: str, row: dict[str, str], stat: dict[str, str]) -> ServerSt
         check_status=stat.get("check_status", ""),
         status=stat.get("status", ""),
         sessions=int(stat.get("scur") or 0),
+    )
+
+
+def failure_growth(
+    first: Mapping[tuple[str, str], ProxyCounters], last: Mapping[tuple[str, str], ProxyCounters]
+) -> dict[tuple[str, str], dict[str, int]]:
+    """How much each row's failure counters (``ProxyCounters.failures``) grew between readings.
+
+    Args:
+        first: the rows of the first reading, by ``key``.
+        last: the newest reading of every row seen since (a row absent from ``first``, such
+            as a server added meanwhile, grew from zero).
+
+    Returns:
+        ``{(proxy, name): {counter: growth}}`` for the rows where something grew; a counter
+        that went down (HAProxy restarted) counts its new value, which is all growth.
+    """
+    grown: dict[tuple[str, str], dict[str, int]] = {}
+    for key, row in last.items():
+        before = first[key].failures if key in first else {}
+        growth = {}
+        for counter, value in row.failures.items():
+            old = before.get(counter, 0)
+            growth[counter] = value - old if value >= old else value
+        if any(growth.values()):
+            grown[key] = {counter: n for counter, n in growth.items() if n}
+    return grown
+
+
+def parse_stat(line: str, answer: str) -> list[ProxyCounters]:
+    """The rows of a ``show stat`` CSV answer as typed counters.
+
+    Args:
+        line: the command that was sent, for the error message.
+        answer: HAProxy's answer: a ``# pxname,svname,...`` header, then one row per line.
+
+    Raises:
+        EngineError: the header is missing, a row is short, or a counter is not a number.
+    """
+    lines = answer.splitlines()
+    if not lines or not lines[0].startswith("# pxname,svname,"):
+        raise EngineError(f"unexpected answer to {line!r}", command=line, stderr=answer[:200])
+    header = lines[0][2:].split(",")
+    try:
+        return [
+            _counters(dict(zip(header, raw.split(","), strict=True))) for raw in lines[1:] if raw
+        ]
+    except (KeyError, ValueError) as exc:  # a short row, a missing column, a non-number
+        raise EngineError(
+            f"unexpected answer to {line!r}: {exc}", command=line, stderr=answer[:200]
+        ) from exc
+
+
+def _counters(row: dict[str, str]) -> ProxyCounters:
+    def count(column: str) -> int:
+        return int(row.get(column) or 0)
+
+    return ProxyCounters(
+        proxy=row["pxname"],
+        name=row["svname"],
+        kind=_STAT_KIND[row["type"]],
+        connection_errors=count("econ"),
+        response_errors=count("eresp"),
+        retries=count("wretr"),
+        redispatches=count("wredis"),
+        http_5xx=count("hrsp_5xx"),
+        requests=count("req_tot"),
+        sessions=count("stot"),
     )

@@ -123,8 +123,11 @@ class PytestOutcome:
     """What one run of a role's tests found.
 
     ``ok`` is true when pytest exited 0 (every test passed or was skipped) or 5 (no test
-    was collected; then ``checks`` is empty). ``exit_code`` is pytest's exit status, or
-    the negated signal number if the run had to be killed. ``log_tail`` is the last
+    was collected; then ``checks`` is empty). ``ok`` says pytest found nothing wrong, not
+    that anything was tested: a smoke run may rightly skip everything, but ``corral test``
+    does not count a run where no test passed as a pass (``suite.untested_reason``).
+    ``exit_code`` is pytest's exit status, or the negated signal number if the run had to
+    be killed. ``log_tail`` is the last
     lines of pytest's combined output.
     """
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +24,7 @@ from corral.errors import DeployError, GateError
 from corral.scrub import Scrubber
 from corral.testing.environment import TestEnvironment, environment, sweep
 from corral.testing.lockdown import lockdown_checks
-from corral.testing.runner import CheckResult, PytestOutcome, run_role_tests
+from corral.testing.runner import CHECK_KINDS, CheckResult, PytestOutcome, run_role_tests
 
 SMOKE_TIMEOUT = 120.0
 
@@ -75,8 +75,8 @@ def run_tests(
 
 def _already_passed(ctx: Context, rr: RoleRelease) -> RoleTestResult | None:
     record = ctx.state.passing_test_run(ctx.scope.fleet, rr.role, rr.image_digest)
-    if record is None:
-        return None
+    if record is None or untested_reason(rr.tests, record.checks) is not None:
+        return None  # an old "passed" run that ran no test is run again: the gate refuses it
     return RoleTestResult(
         rr.role,
         rr.image_version,
@@ -203,6 +203,9 @@ def _check_role(
             checks.append(
                 CheckResult("pytest", "pytest", "error", outcome.seconds, outcome.log_tail[-500:])
             )
+        untested = untested_reason(rr.tests, [c.to_dict() for c in checks])
+        if untested is not None:  # all skipped or none collected: that is not a pass
+            checks.append(CheckResult("pytest", "pytest", "failed", outcome.seconds, untested))
     ok = all(c.outcome in ("passed", "skipped") for c in checks)
     return RoleTestResult(
         rr.role,
@@ -234,6 +237,32 @@ def _run_tests(
             workdir=Path(tmp),
             variables=variables,
         )
+
+
+def own_tests_ran(checks: Iterable[Mapping[str, object]]) -> bool:
+    """Whether at least one of the role's own tests (not health, not lockdown) passed."""
+    return any(c.get("kind") in CHECK_KINDS and c.get("outcome") == "passed" for c in checks)
+
+
+def untested_reason(tests: Sequence[str], checks: Sequence[Mapping[str, object]]) -> str | None:
+    """Why a role that lists tests is not tested by these checks, or None if it is.
+
+    A role's tests that were all skipped, or files that collected nothing, prove nothing
+    about its image: that is not a pass. A role that lists no tests is not judged here
+    (``corral validate`` warns about it). A run where a test failed is failed already.
+
+    Args:
+        tests: the role's ``tests:`` entries.
+        checks: the run's checks as mappings (``CheckResult.to_dict`` or a stored record).
+    """
+    own = [c for c in checks if c.get("kind") in CHECK_KINDS]
+    if not tests or own_tests_ran(own) or any(c.get("outcome") != "skipped" for c in own):
+        return None
+    found = f"skipped all {len(own)} of their tests" if own else "collected no test"
+    return (
+        f"its tests ({', '.join(tests)}) {found}: a role whose tests do not run is not "
+        "tested; make them run, or drop tests: from the role (deploying it with a warning)"
+    )
 
 
 def _record(ctx: Context, rr: RoleRelease, result: RoleTestResult) -> None:
@@ -270,11 +299,8 @@ def gate(ctx: Context, desired: Desired, skip_reason: str | None, smoke: bool = 
     """
     if smoke:
         smoke_variables(ctx, desired)
-    untested = [
-        rr
-        for rr in desired.values()
-        if ctx.state.passing_test_run(ctx.scope.fleet, rr.role, rr.image_digest) is None
-    ]
+    why = {rr.role: _why_untested(ctx, rr) for rr in desired.values()}
+    untested = [rr for rr in desired.values() if why[rr.role] is not None]
     if not untested:
         return
     names = [rr.role for rr in sorted(untested, key=lambda r: r.role)]
@@ -287,12 +313,21 @@ def gate(ctx: Context, desired: Desired, skip_reason: str | None, smoke: bool = 
             {"reason": skip_reason, "versions": {rr.role: rr.image_version for rr in untested}},
         )
         return
-    detail = ", ".join(f"{rr.role} {rr.image_version}" for rr in untested)
+    detail = "; ".join(f"{rr.role} {rr.image_version}: {why[rr.role]}" for rr in untested)
     raise GateError(
-        f"no passing test record for {detail}; run: corral test "
+        f"not tested: {detail}; run: corral test "
         f'{" ".join(names)} (or deploy with --skip-tests --reason "...")',
         roles=names,
     )
+
+
+def _why_untested(ctx: Context, rr: RoleRelease) -> str | None:
+    """Why the gate refuses this image, or None: a passing run that ran the role's tests."""
+    record = ctx.state.passing_test_run(ctx.scope.fleet, rr.role, rr.image_digest)
+    if record is None:
+        return "no passing test record"
+    # A run recorded as passed before all-skipped runs were failed still proves nothing.
+    return untested_reason(rr.tests, record.checks)
 
 
 def smoke(ctx: Context, desired: Desired) -> None:

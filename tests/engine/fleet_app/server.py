@@ -1,6 +1,11 @@
-"""The test fleet's app: answers its version; BROKEN makes a version that never gets healthy."""
+"""The test fleet's app: answers its version; BROKEN makes a version that never gets healthy.
+
+POST /count is the load tests' non-idempotent request (HAProxy never replays one that
+reached a server): it reads the body, bumps this instance's counter and echoes both.
+"""
 
 import hashlib
+import itertools
 import json
 import os
 import socket
@@ -11,6 +16,7 @@ from pathlib import Path
 
 VERSION = Path(__file__).with_name("VERSION").read_text().strip()
 DATA = "/var/lib/app"
+COUNTER = itertools.count(1)  # next() is atomic under the GIL: safe across handler threads
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -28,6 +34,14 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, {"ok": True})
         else:
             self.reply(200, {"version": VERSION, "instance": socket.gethostname()})
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path != "/count":
+            self.reply(404, {"error": "POST /count only"})
+            return
+        count = next(COUNTER)
+        self.reply(200, {"version": VERSION, "count": count, "echo": body.decode(errors="replace")})
 
     def reply(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()

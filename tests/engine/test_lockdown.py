@@ -1,0 +1,70 @@
+"""corral's lockdown checks against real Podman containers that break one rule each.
+
+The spec refuses to describe such instances, so the test starts them with podman itself:
+each must fail exactly the check named for its flaw, and a container that keeps every rule
+must pass them all (so a check that always fails would be caught too).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from corral.engines.podman import PodmanEngine
+from corral.testing.lockdown import lockdown_checks
+from tests.unit.builders import role_release
+
+LOCKED = ("--read-only", "--user", "65534:65534", "--cap-drop", "all")
+RR = role_release("web")  # no capabilities named, no port
+
+Start = Callable[..., str]
+
+
+@pytest.fixture
+def start(cleanup_fleet: str, shared_base: str) -> Iterator[Start]:
+    """Starts a sleeping container on the shared base with the given podman options."""
+
+    def run(*options: str) -> str:
+        name = f"{cleanup_fleet}-lock-{uuid.uuid4().hex[:6]}"
+        label = f"io.corral.fleet={cleanup_fleet}"
+        argv = ["podman", "run", "-d", "--name", name, "--label", label, *options]
+        subprocess.run([*argv, shared_base, "sleep", "300"], check=True, capture_output=True)
+        return name
+
+    yield run  # the fleet's label: cleanup_fleet removes every container started here
+
+
+def failed(engine: PodmanEngine, name: str) -> dict[str, str]:
+    """The lockdown checks that failed, by the name without the instance, with why."""
+    checks = lockdown_checks(engine, name, RR)
+    assert len(checks) == 6, checks
+    return {c.name.split(" (")[0]: c.message for c in checks if c.outcome != "passed"}
+
+
+def test_a_locked_down_container_passes_every_check(engine: PodmanEngine, start: Start) -> None:
+    assert failed(engine, start(*LOCKED)) == {}
+
+
+def test_an_added_capability_fails_no_capabilities(engine: PodmanEngine, start: Start) -> None:
+    name = start(*LOCKED, "--cap-add", "NET_RAW")
+    assert failed(engine, name) == {
+        "lockdown: no capabilities": "has capabilities the role does not name: CAP_NET_RAW"
+    }
+
+
+def test_a_writable_root_fails_read_only_root(engine: PodmanEngine, start: Start) -> None:
+    name = start("--user", "65534:65534", "--cap-drop", "all")
+    assert failed(engine, name) == {"lockdown: read-only root": "the root filesystem is writable"}
+
+
+@pytest.mark.parametrize("user", [(), ("--user", "0"), ("--user", "root")])
+def test_a_root_user_fails_non_root_user(
+    engine: PodmanEngine, start: Start, user: tuple[str, ...]
+) -> None:
+    name = start("--read-only", "--cap-drop", "all", *user)
+    problems = failed(engine, name)
+    assert list(problems) == ["lockdown: non-root user"], problems
+    assert problems["lockdown: non-root user"].startswith("runs as ")

@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from corral.deploy.edge import SOCKET_IN_CONTAINER, SOCKET_NAME
-from corral.edge.runtime import ProxyCounters, RuntimeAPI, failure_growth
+from corral.edge.runtime import RuntimeAPI
+from corral.edge.watch import CounterWatch
 from corral.engines.podman_api import PodmanAPI
-from corral.errors import EngineError
 
 ROOT = Path(__file__).resolve().parent.parent
 CORRAL = [sys.executable, "-m", "corral"]
@@ -233,55 +233,25 @@ def _web_role(spec: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-class EdgeWatch:
-    """The edge's own counters (``show stat``) read every 100 ms over a load window.
-
-    A deleted server's counters go with it, hence the polling: the last reading of every
-    row is kept. ``report`` sums the growth of the backends' and frontends' failure counters
-    (a server's are in its backend's too) and lists every row where one grew.
-    """
+class EdgeWatch(CounterWatch):
+    """The edge's own counters over a load window (see ``corral.edge.watch``), summed for
+    the report: the growth of the backends' and frontends' failure counters (a server's
+    are in its backend's too), and every row where one grew."""
 
     def __init__(self, fleet: Fleet) -> None:
         [edge] = json.loads(run("podman", "container", "inspect", f"{fleet.name}-edge"))
         [folder] = [m["Source"] for m in edge["Mounts"] if m["Destination"] == SOCKET_IN_CONTAINER]
-        self.api = RuntimeAPI(str(Path(folder) / SOCKET_NAME))
-        self.first: dict[tuple[str, str], ProxyCounters] = {}
-        self.last: dict[tuple[str, str], ProxyCounters] = {}
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def start(self) -> None:
-        self.first = {row.key: row for row in self.api.counters()}
-        self.last = dict(self.first)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        while not self._stop.wait(0.1):
-            self._read()
-
-    def _read(self) -> None:
-        try:
-            self.last.update((row.key, row) for row in self.api.counters())
-        except EngineError as exc:
-            self.errors.append(str(exc))
+        super().__init__(RuntimeAPI(str(Path(folder) / SOCKET_NAME)))
 
     def report(self) -> dict[str, Any]:
-        self._stop.set()
-        self._thread.join(timeout=30)
-        self._read()
-        grown = failure_growth(self.first, self.last)
+        self.stop()
+        grown = self.growth()
         totals = collections.Counter[str]()
         for (_, name), counters in grown.items():
             if name in ("BACKEND", "FRONTEND"):
                 totals.update(counters)
-        requests = sum(
-            row.requests - (self.first[key].requests if key in self.first else 0)
-            for key, row in self.last.items()
-            if row.kind == "frontend"
-        )
         return {
-            "requests": requests,
+            "requests": self.frontend_requests(),
             **{name: totals[name] for name in ("econ", "eresp", "wretr", "wredis", "hrsp_5xx")},
             "rows": {f"{proxy}/{name}": c for (proxy, name), c in sorted(grown.items())},
             "read_errors": self.errors[:5],

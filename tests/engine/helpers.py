@@ -20,8 +20,8 @@ import httpx
 
 from corral.deploy.edge import SOCKET_IN_CONTAINER as EDGE_SOCKET_DIR
 from corral.deploy.edge import SOCKET_NAME
-from corral.edge.runtime import ProxyCounters, RuntimeAPI, failure_growth
-from corral.errors import EngineError
+from corral.edge.runtime import RuntimeAPI
+from corral.edge.watch import CounterWatch
 
 APP = Path(__file__).parent / "fleet_app"
 CORRAL = [sys.executable, "-m", "corral"]
@@ -138,66 +138,6 @@ class Fleet:
         return Load(self.url, clients=clients, edge=self.edge_api())
 
 
-class EdgeCounters:
-    """Readings of the edge's own counters (``show stat``) taken around some traffic.
-
-    The edge retries and redispatches a request that met a dead or closing instance, so a
-    client sees 200 while capacity was lost: only these counters show it. A reading at the
-    start, one every ``every`` seconds (a deleted server's counters vanish with it; the last
-    reading before that is kept) and one at the end; ``problems`` lists every frontend,
-    backend and server whose connection errors, response errors, retries, redispatches or
-    5xx answers grew meanwhile.
-    """
-
-    def __init__(self, api: RuntimeAPI, every: float = 0.1) -> None:
-        self.api = api
-        self.every = every
-        self.first: dict[tuple[str, str], ProxyCounters] = {}
-        self.last: dict[tuple[str, str], ProxyCounters] = {}
-        self.readings = 0
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def start(self) -> None:
-        self.first = {row.key: row for row in self.api.counters()}
-        self.last = dict(self.first)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-        self._read()
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self.every):
-            self._read()
-
-    def _read(self) -> None:
-        try:
-            rows = self.api.counters()
-        except EngineError as exc:  # the edge was replaced or killed: say so, keep going
-            self.errors.append(str(exc))
-            return
-        self.readings += 1
-        self.last.update((row.key, row) for row in rows)
-
-    def problems(self) -> list[str]:
-        """``proxy/name: counter=growth`` for every row where a failure counter grew."""
-        grown = failure_growth(self.first, self.last)
-        return [
-            f"{proxy}/{name}: " + " ".join(f"{k}={v}" for k, v in counters.items())
-            for (proxy, name), counters in sorted(grown.items())
-        ]
-
-    def frontend_requests(self) -> int:
-        """HTTP requests every frontend got meanwhile (edge restarts aside)."""
-        rows = [(key, row) for key, row in self.last.items() if row.kind == "frontend"]
-        return sum(
-            row.requests - (self.first[k].requests if k in self.first else 0) for k, row in rows
-        )
-
-
 @dataclass
 class Load:
     """Constant traffic against a URL from a few keep-alive clients, counting outcomes.
@@ -214,14 +154,14 @@ class Load:
     edge: RuntimeAPI | None = None
     outcomes: Counter[str] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
-    counters: EdgeCounters | None = None
+    counters: CounterWatch | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __enter__(self) -> Load:
         if self.edge is not None:
-            self.counters = EdgeCounters(self.edge)
+            self.counters = CounterWatch(self.edge)
             self.counters.start()
         for _ in range(self.clients):
             thread = threading.Thread(target=self._run, daemon=True)
@@ -273,7 +213,7 @@ class Load:
         return self.total - self.outcomes["GET 200"] - self.outcomes["POST 200"]
 
     def edge_problems(self) -> list[str]:
-        """What the edge's counters saw (see ``EdgeCounters.problems``); [] without ``edge``."""
+        """What the edge's counters saw (see ``CounterWatch.problems``); [] without ``edge``."""
         if self.counters is None:
             return []
         return self.counters.problems() + [

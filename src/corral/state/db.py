@@ -12,6 +12,7 @@ implicit transactions) and explicit ``BEGIN IMMEDIATE`` transactions for every w
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sqlite3
@@ -67,6 +68,13 @@ def bundled_migrations() -> list[Migration]:
     Raises:
         StateError: the migration files are misnumbered (a packaging bug).
     """
+    return list(_read_migrations())
+
+
+@functools.cache
+def _read_migrations() -> tuple[Migration, ...]:
+    """The package's migration files, read once per process: they never change while it
+    runs, and every ``State.open`` needs them."""
     folder = resources.files("corral.state").joinpath("migrations")
     found: list[Migration] = []
     for entry in folder.iterdir():
@@ -76,7 +84,7 @@ def bundled_migrations() -> list[Migration]:
     found.sort(key=lambda m: m.version)
     if [m.version for m in found] != list(range(1, len(found) + 1)):
         raise StateError("corral's schema migrations are not numbered 1..N; reinstall corral")
-    return found
+    return tuple(found)
 
 
 def state_error(path: Path, doing: str, exc: BaseException) -> StateError:

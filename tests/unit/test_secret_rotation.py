@@ -154,8 +154,11 @@ def test_deploying_a_role_without_secrets_needs_no_other_roles_value(
     with pytest.raises(GateError, match="DB_PASSWORD"):
         _deploy(spec, engine)  # the whole fleet needs db's
     assert _deploy(spec, engine, "static").status == "active"
+    key_file = key_path(load_spec(spec).state_path, "rot")
+    assert not key_file.exists()  # no secret hashed: no key made
     monkeypatch.setenv("DB_PASSWORD", OLD)
     assert _deploy(spec, engine).status == "active"
+    assert key_file.exists()
     monkeypatch.delenv("DB_PASSWORD")
     spec.write_text(SPEC % "b")  # static changes; db, deployed before, is kept as it is
     result = _deploy(spec, engine, "static")

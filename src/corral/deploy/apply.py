@@ -23,7 +23,7 @@ from corral.deploy.instances import container_spec
 from corral.deploy.observe import KIND_INSTANCE
 from corral.deploy.plan import Change, Plan, RolePlan
 from corral.deploy.scope import LABEL, Scope
-from corral.deploy.secrets import SecretKey
+from corral.deploy.secrets import Hasher
 from corral.engines.base import ContainerInfo, Engine
 from corral.errors import CorralError, DeployError
 from corral.progress import Progress
@@ -76,7 +76,7 @@ class Executor:
     progress: Progress
     edge: Edge | None = None
     secrets: Mapping[str, str] = field(default_factory=dict)
-    key: SecretKey | None = None  # labels say which secret values an instance got
+    key: Hasher | None = None  # labels say which secret values an instance got
     first_index: Mapping[str, int] = field(default_factory=dict)  # per role, when reusing
     _counters: dict[str, itertools.count[int]] = field(default_factory=dict)
     _count_lock: threading.Lock = field(default_factory=threading.Lock)

@@ -8,7 +8,7 @@ from secrets import token_hex
 from corral.deploy.desired import Desired, RoleRelease
 from corral.deploy.observe import instance_labels
 from corral.deploy.scope import Scope
-from corral.deploy.secrets import SecretKey, secret_names
+from corral.deploy.secrets import Hasher, secret_names
 from corral.deploy.secrets import live_values as live_values  # re-exported: it lived here
 from corral.engines.base import ContainerSpec, Mount
 
@@ -59,7 +59,7 @@ def container_spec(
     release: int,
     index: int,
     secrets: Mapping[str, str],
-    key: SecretKey | None = None,
+    key: Hasher | None = None,
 ) -> ContainerSpec:
     """The engine-neutral description of instance ``index`` of ``rr`` in ``release``.
 

@@ -26,10 +26,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import threading
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from secrets import token_hex
+from typing import Protocol
 
 from corral.deploy.desired import Desired, RoleRelease
 from corral.errors import GateError, StateError
@@ -38,6 +40,14 @@ from corral.state.lock import file_lock
 
 KEY_BYTES = 32
 KEY_SUFFIX = ".secret-key"
+
+
+class Hasher(Protocol):
+    """What makes the keyed hashes: a :class:`SecretKey`, or a fleet's :class:`KeyFile`."""
+
+    def hashes(self, names: Iterable[str], values: Mapping[str, str]) -> dict[str, str]:
+        """The keyed hash of each of ``names``' values (by name)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,29 @@ class SecretKey:
     def hashes(self, names: Iterable[str], values: Mapping[str, str]) -> dict[str, str]:
         """The keyed hash of each of ``names``' values."""
         return {name: self.digest(name, values[name]) for name in sorted(set(names))}
+
+
+@dataclass
+class KeyFile:
+    """A fleet's key, read (or made) only when a hash is needed: a fleet without secrets
+    never gets a key file."""
+
+    state_path: Path
+    fleet: str
+    _key: SecretKey | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def key(self) -> SecretKey:
+        """The key, loaded once (see :func:`load_key`)."""
+        with self._lock:  # the executor's threads start instances side by side
+            if self._key is None:
+                self._key = load_key(self.state_path, self.fleet)
+            return self._key
+
+    def hashes(self, names: Iterable[str], values: Mapping[str, str]) -> dict[str, str]:
+        """As :meth:`SecretKey.hashes`; no key is read for no names."""
+        wanted = sorted(set(names))
+        return self.key().hashes(wanted, values) if wanted else {}
 
 
 def key_path(state_path: Path, fleet: str) -> Path:
@@ -119,7 +152,7 @@ def live_values(
 
 
 def stamped(
-    desired: Desired, roles: Collection[str], values: Mapping[str, str], key: SecretKey
+    desired: Desired, roles: Collection[str], values: Mapping[str, str], key: Hasher
 ) -> dict[str, RoleRelease]:
     """``desired`` with the keyed hashes of today's values recorded for ``roles``; the
     other roles keep the hashes their release recorded."""
@@ -140,7 +173,7 @@ def changed_secrets(before: RoleRelease, after: RoleRelease) -> list[str]:
 
 
 def check_unchanged(
-    desired: Desired, roles: Iterable[str], values: Mapping[str, str], key: SecretKey
+    desired: Desired, roles: Iterable[str], values: Mapping[str, str], key: Hasher
 ) -> None:
     """Refuse to start instances of a role deployed earlier (not named in this deploy)
     with a value other than the one its release recorded: that would rotate its secret

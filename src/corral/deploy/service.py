@@ -28,11 +28,10 @@ from corral.deploy.observe import Instance, list_scope, observe
 from corral.deploy.plan import Observed, Plan, plan_deploy
 from corral.deploy.scope import Scope
 from corral.deploy.secrets import (
-    SecretKey,
+    KeyFile,
     changed_secrets,
     check_unchanged,
     live_values,
-    load_key,
     secret_names,
     stamped,
 )
@@ -68,19 +67,14 @@ class Context:
     progress: Progress = field(default_factory=NullProgress)
     scope: Scope = field(init=False)
     edge: Edge = field(init=False)
-    _key: SecretKey | None = field(init=False, default=None, repr=False)
+    secret_key: KeyFile = field(init=False, repr=False)  # read only if a secret is hashed
 
     def __post_init__(self) -> None:
         self.scope = Scope(self.spec.fleet.fleet)
         self.edge = Edge(
             self.engine, self.scope, str(self.spec.state_path), self.spec.fleet.edge.address
         )
-
-    def secret_key(self) -> SecretKey:
-        """The fleet's key for the keyed hashes of secret values (made on first use)."""
-        if self._key is None:
-            self._key = load_key(self.spec.state_path, self.scope.fleet)
-        return self._key
+        self.secret_key = KeyFile(self.spec.state_path, self.scope.fleet)
 
 
 def desired_from_spec(
@@ -147,7 +141,7 @@ def plan(ctx: Context, roles: Sequence[str] = ()) -> PlanResult:
             desired[name] = RoleRelease.from_role(name, role, image)
     untouched = [n for n in ctx.spec.fleet.roles if n not in desired]
     values = resolve_secrets(desired, advice="export them before planning")
-    desired = stamped(desired, set(desired), values, ctx.secret_key())
+    desired = stamped(desired, set(desired), values, ctx.secret_key)
     edge = edge_image(ctx, desired, build=False)
     observed = observe_fleet(ctx, desired, edge)
     new_volumes = (
@@ -266,7 +260,7 @@ def deploy(
     # The roles this deploy is about (a rollback: all) use today's values of their secrets.
     fresh = set(desired) if source is not None or not roles else set(roles) & set(desired)
     secrets = resolve_secrets(desired, fresh)
-    desired = stamped(desired, fresh, secrets, ctx.secret_key())
+    desired = stamped(desired, fresh, secrets, ctx.secret_key)
     notes = _rotation_notes(ctx, source, desired)
     plan = plan_deploy(ctx.scope, desired, observe_fleet(ctx, desired, edge, seen), untouched)
     if not plan.has_changes and _same_as_active(ctx, desired):
@@ -293,7 +287,7 @@ def _kept_roles_values(
     start an instance of (one died), and only if they are still the recorded ones."""
     starting = [rp.role for rp in plan.roles if rp.start and rp.role not in fresh]
     values = resolve_secrets(desired, starting)
-    check_unchanged(desired, starting, values, ctx.secret_key())
+    check_unchanged(desired, starting, values, ctx.secret_key)
     return values
 
 
@@ -368,7 +362,7 @@ def converge(
         ctx.progress,
         ctx.edge if edge else None,
         secrets,
-        key=ctx.secret_key(),
+        key=ctx.secret_key,
     )
     details = {"release": release.number, "kind": kind}
     try:
@@ -424,7 +418,7 @@ def _undo(
         ctx.progress,
         ctx.edge if edge else None,
         values,
-        key=ctx.secret_key(),
+        key=ctx.secret_key,
         first_index=first,
     )
     executor.apply(plan, desired, edge)

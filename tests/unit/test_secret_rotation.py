@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from corral import app
+from corral.cli.main import main
 from corral.cli.views import plan_data, plan_lines
 from corral.deploy.instances import container_spec, resolve_secrets
 from corral.deploy.scope import Scope
@@ -261,3 +262,22 @@ def test_a_partial_deploy_never_restarts_another_role_with_a_new_value(
     assert _deploy(spec, engine, "static").status == "active"
     [again] = _running(engine, "db")
     assert engine.given[again] == {"DB_PASSWORD": OLD}
+
+
+def test_rollback_says_in_its_output_that_it_uses_todays_value(
+    spec: Path,
+    engine: SecretsEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr("corral.app.get_engine", lambda: engine)
+    monkeypatch.setenv("DB_PASSWORD", OLD)
+    _deploy(spec, engine)
+    monkeypatch.setenv("DB_PASSWORD", NEW)
+    _deploy(spec, engine)
+    with pytest.raises(SystemExit) as exited:
+        main(["-f", str(spec), "rollback", "--skip-tests", "--reason", SKIP])
+    out, err = capsys.readouterr()
+    assert exited.value.code in (0, None)
+    assert "note: db: secret DB_PASSWORD changed since release r1" in out
+    assert OLD not in out + err and NEW not in out + err

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from corral.deploy.secrets import SecretKey
 from corral.engines.base import ContainerSpec
 from corral.engines.podman import PodmanEngine
 from corral.errors import EngineError
@@ -223,3 +224,76 @@ def test_corral_test_uses_test_values_unless_the_spec_asks_for_live_ones(
     assert json.loads(said[-1].stdout)["results"][0]["outcome"] == "passed"
     for proc in said:
         assert live not in proc.stdout + proc.stderr
+
+
+STATIC_ROLE = """\
+  static:
+    base: {debian: bookworm, packages: [python3]}
+    run: {command: [python3, -c, "import signal, time; signal.signal(15, lambda *a: exit(0));
+      time.sleep(600)"], user: app, env: {MODE: %s}}
+"""
+
+
+def _instances(fleet: Fleet, role: str) -> list[str]:
+    [found] = [r for r in fleet.status()["roles"] if r["role"] == role]
+    return sorted(i["name"] for i in found["instances"] if i["state"] == "running")
+
+
+def _token_sha(fleet: Fleet) -> str:
+    return str(httpx.get(fleet.url + "token", timeout=5).json()["sha256"])
+
+
+def test_a_rotated_secret_replaces_the_instances_and_is_never_shown(
+    fleet: Fleet, shared_base: str
+) -> None:
+    old, new = f"old-{uuid.uuid4().hex}", f"new-{uuid.uuid4().hex}"
+    assert "APP_TOKEN" not in os.environ  # the partial deploy below runs without it
+    fleet.write("v1", replicas=2, secrets=("APP_TOKEN",), extra=STATIC_ROLE % "a")
+    said = [fleet.deploy(env={"APP_TOKEN": old})]
+    assert _token_sha(fleet) == hashlib.sha256(old.encode()).hexdigest()
+    first, static = _instances(fleet, "web"), _instances(fleet, "static")
+    said.append(fleet.corral("plan", env={"APP_TOKEN": old}))  # exit 0: nothing to change
+
+    rotated = {"APP_TOKEN": new}
+    said.append(fleet.corral("plan", check=False, env=rotated))
+    assert said[-1].returncode == 2, said[-1].stdout + said[-1].stderr
+    for name in first:
+        assert f"replace {name}: secret APP_TOKEN changed" in said[-1].stdout
+    assert "static (rolling" in said[-1].stdout and "up to date" in said[-1].stdout
+    said.append(fleet.corral("--json", "plan", check=False, env=rotated))
+    [web_plan] = [r for r in json.loads(said[-1].stdout)["plan"]["roles"] if r["role"] == "web"]
+    assert {c["reason"] for c in web_plan["stop"]} == {"secret APP_TOKEN changed"}
+
+    said.append(fleet.deploy(env=rotated))
+    second = _instances(fleet, "web")
+    assert not set(second) & set(first) and _instances(fleet, "static") == static
+    assert _token_sha(fleet) == hashlib.sha256(new.encode()).hexdigest()  # the new value
+    assert fleet_secrets(fleet) == [f"{name}--APP_TOKEN" for name in second]
+    said.append(fleet.corral("plan", env=rotated))  # exit 0: it is done
+
+    # A role without secrets deploys with the other role's secret unset.
+    fleet.write("v1", replicas=2, secrets=("APP_TOKEN",), extra=STATIC_ROLE % "b")
+    said.append(fleet.deploy("static"))
+    assert _instances(fleet, "web") == second and _instances(fleet, "static") != static
+    said += [fleet.corral(*cmd) for cmd in (["history", "--json"], ["audit", "--json"])]
+    said += [fleet.corral("history"), fleet.corral("status", "--json")]
+    assert "web: secret APP_TOKEN changed" in said[-2].stdout
+
+    state = load_spec(fleet.spec).state_path
+    key = bytes.fromhex((state.parent / f"{fleet.name}.secret-key").read_text())
+    hashes = [SecretKey(key).digest("APP_TOKEN", value) for value in (old, new)]
+    stored = b"".join(p.read_bytes() for p in state.parent.glob(state.name + "*"))
+    assert hashes[1].encode() in stored  # the keyed hash is what state keeps...
+    assert old.encode() not in stored and new.encode() not in stored  # ...never a value
+    needles = [old, new, *hashes]
+    for needle in needles:
+        for proc in said:
+            assert needle not in proc.stdout + proc.stderr
+    label = f"label=io.corral.fleet={fleet.name}"
+    shown = [json.dumps(podman_json("ps", "--all", "--filter", label))]
+    for name in second:
+        shown.append(json.dumps(podman_json("container", "inspect", name)))
+        logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True)
+        shown.append(logs.stdout + logs.stderr)
+    for needle in needles:
+        assert not [text for text in shown if needle in text]

@@ -183,6 +183,8 @@ def plan_data(result: PlanResult) -> dict[str, Any]:
 
 
 def show_deploy(console: Console, result: DeployResult) -> None:
+    for note in result.notes:
+        say(console, f"note: {note}")
     if result.status == "unchanged":
         console.print("nothing to change: the fleet already runs the spec")
         return

@@ -23,6 +23,7 @@ from corral.deploy.instances import container_spec
 from corral.deploy.observe import KIND_INSTANCE
 from corral.deploy.plan import Change, Plan, RolePlan
 from corral.deploy.scope import LABEL, Scope
+from corral.deploy.secrets import Hasher
 from corral.engines.base import ContainerInfo, Engine
 from corral.errors import CorralError, DeployError
 from corral.progress import Progress
@@ -75,6 +76,7 @@ class Executor:
     progress: Progress
     edge: Edge | None = None
     secrets: Mapping[str, str] = field(default_factory=dict)
+    key: Hasher | None = None  # labels say which secret values an instance got
     first_index: Mapping[str, int] = field(default_factory=dict)  # per role, when reusing
     _counters: dict[str, itertools.count[int]] = field(default_factory=dict)
     _count_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -243,7 +245,8 @@ class Executor:
 
     def launch(self, rr: RoleRelease, traffic: bool) -> str:
         """Start one new instance; return its name once it is healthy (and in the edge)."""
-        spec = container_spec(self.scope, rr, self.release, self._next_index(rr.role), self.secrets)
+        index = self._next_index(rr.role)
+        spec = container_spec(self.scope, rr, self.release, index, self.secrets, self.key)
         self.progress.step(rr.role, f"starting {spec.name} ({rr.image_version})")
         info = self.engine.start(spec)
         self.journal.started(spec.name, rr.role, self.release, rr.image_id)

@@ -3,7 +3,8 @@
 A ``RoleRelease`` is stored (as JSON) in every release record, so a rollback can start an
 earlier release's instances exactly as they were, whatever the spec says today. Secret
 *values* are never part of it: only the names, resolved from corral's environment when
-instances start.
+instances start, and a keyed hash of each value (see ``corral.deploy.secrets``), so a
+new value is seen as a change of the role's configuration.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class RoleRelease(BaseModel):
     resources: Resources
     tests: tuple[str, ...] = ()  # the role's test files, relative to the spec
     fixtures: dict[str, str] = {}
+    # Per secret name, the keyed hash (HMAC) of the value the instances get; empty in
+    # test environments and in releases recorded before corral kept them.
+    secret_hashes: dict[str, str] = {}
 
     @classmethod
     def from_role(cls, name: str, role: Role, image: ImageRecord) -> RoleRelease:
@@ -75,10 +79,34 @@ class RoleRelease(BaseModel):
         """Hash of the settings baked into a running container, other than its image.
 
         Replica count, deploy policy, ordering and health checks are not in it: changing
-        them does not require replacing instances.
+        them does not require replacing instances. The keyed hashes of the secret values
+        are (a new value replaces the instances); they are mixed into this one hash, so
+        the label that carries it cannot be used to test a guessed value.
         """
-        data = self.model_dump(mode="json", include={"run", "volumes", "lockdown", "resources"})
+        data = self._instance_settings()
+        if self.secret_hashes:  # absent when empty: older instances' hashes stay valid
+            data["secret_hashes"] = self.secret_hashes
         return hash_json(data)[:16]
+
+    def _instance_settings(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", include={"run", "volumes", "lockdown", "resources"})
+
+    def with_secret_hashes(self, hashes: Mapping[str, str]) -> RoleRelease:
+        """This role with ``hashes`` as the keyed hashes of its secrets' values."""
+        return self.model_copy(update={"secret_hashes": dict(hashes)})
+
+    def changes_to(self, other: RoleRelease) -> list[str]:
+        """What differs in ``other``'s instance configuration, in words; secrets by name,
+        never by value or hash."""
+        changes = []
+        if self._instance_settings() != other._instance_settings():
+            changes.append("run configuration changed")
+        for name in sorted(other.secret_hashes):
+            was = self.secret_hashes.get(name)
+            if name not in self.run.secrets or was == other.secret_hashes[name]:
+                continue  # a secret the role did not use is part of "run configuration"
+            changes.append(f"secret {name} changed" if was else f"secret {name} is now tracked")
+        return changes
 
     def to_record(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

@@ -2,47 +2,32 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection, Iterable, Mapping
 from secrets import token_hex
 
 from corral.deploy.desired import Desired, RoleRelease
 from corral.deploy.observe import instance_labels
 from corral.deploy.scope import Scope
+from corral.deploy.secrets import Hasher, secret_names
+from corral.deploy.secrets import live_values as live_values  # re-exported: it lived here
 from corral.engines.base import ContainerSpec, Mount
-from corral.errors import GateError
 
 LABEL = "io.corral."
 
 
-def resolve_secrets(desired: Desired, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The values of every secret the desired roles name, from corral's environment.
+def resolve_secrets(
+    desired: Desired,
+    roles: Iterable[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    advice: str = "export them before deploying",
+) -> dict[str, str]:
+    """The values of the secrets ``roles`` of ``desired`` use (default: every role), from
+    corral's environment; other roles' secrets are not needed and not read.
 
     Raises:
         GateError: a secret is not set; nothing has been started yet.
     """
-    names = sorted({name for rr in desired.values() for name in rr.run.secrets})
-    return live_values(names, "export them before deploying", environ)
-
-
-def live_values(
-    names: Iterable[str], advice: str, environ: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """The live values of ``names``, from corral's environment.
-
-    Raises:
-        GateError: one is not set (``advice`` says what to do).
-    """
-    env = os.environ if environ is None else environ
-    wanted = sorted(set(names))
-    missing = [name for name in wanted if name not in env]
-    if missing:
-        raise GateError(
-            f"secret(s) not set in corral's environment: {', '.join(missing)}; "
-            f"{advice} (their values are never stored)",
-            missing=missing,
-        )
-    return {name: env[name] for name in wanted}
+    return live_values(secret_names(desired, desired if roles is None else roles), advice, environ)
 
 
 def secrets_for_test_run(
@@ -69,9 +54,21 @@ def secrets_for_test_run(
 
 
 def container_spec(
-    scope: Scope, rr: RoleRelease, release: int, index: int, secrets: Mapping[str, str]
+    scope: Scope,
+    rr: RoleRelease,
+    release: int,
+    index: int,
+    secrets: Mapping[str, str],
+    key: Hasher | None = None,
 ) -> ContainerSpec:
-    """The engine-neutral description of instance ``index`` of ``rr`` in ``release``."""
+    """The engine-neutral description of instance ``index`` of ``rr`` in ``release``.
+
+    With ``key``, the configuration label of a role whose release tracks its secrets'
+    hashes says which values this instance really gets (an undo starts instances of the
+    previous release with today's values): the next plan then compares the truth.
+    """
+    if key is not None and rr.secret_hashes:
+        rr = rr.with_secret_hashes(key.hashes(rr.run.secrets, secrets))
     labels = instance_labels(scope, rr.role, release, index, rr.config_hash)
     labels[LABEL + "image-version"] = rr.image_version
     mounts = tuple(

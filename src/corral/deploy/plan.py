@@ -83,6 +83,9 @@ class Observed:
     now: datetime
     edge: EdgePlan = field(default_factory=lambda: EdgePlan("none"))
     networks: Collection[str] = ()  # networks that running containers are attached to
+    # The recorded roles of the releases observed instances belong to: they say what
+    # changed (which secret) when an instance's configuration is stale.
+    released: Mapping[int, Desired] = field(default_factory=dict)
 
 
 def plan_deploy(
@@ -147,7 +150,10 @@ def _stale_reason(instance: Instance, rr: RoleRelease, obs: Observed) -> str:
         return f"left by unfinished release r{instance.release}"
     if instance.image_id != rr.image_id:
         return f"new image {rr.image_version}"
-    return "run configuration changed"
+    before = obs.released.get(instance.release, {}).get(rr.role)
+    if before is None or before.config_hash != instance.config_hash:
+        return "run configuration changed"  # not started as its release says: no details
+    return "; ".join(before.changes_to(rr)) or "run configuration changed"
 
 
 def _sort_stopped(

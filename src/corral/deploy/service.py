@@ -27,6 +27,14 @@ from corral.deploy.instances import resolve_secrets
 from corral.deploy.observe import Instance, list_scope, observe
 from corral.deploy.plan import Observed, Plan, plan_deploy
 from corral.deploy.scope import Scope
+from corral.deploy.secrets import (
+    KeyFile,
+    changed_secrets,
+    check_unchanged,
+    live_values,
+    secret_names,
+    stamped,
+)
 from corral.engines.base import ContainerInfo, Engine
 from corral.errors import DeployError, UsageError
 from corral.progress import NullProgress, Progress
@@ -46,6 +54,7 @@ class DeployResult:
     message: str = ""
     rolled_back_to: int | None = None
     seconds: float = 0.0
+    notes: tuple[str, ...] = ()  # what the operator should know (a rollback's new secrets)
 
 
 @dataclass
@@ -58,12 +67,14 @@ class Context:
     progress: Progress = field(default_factory=NullProgress)
     scope: Scope = field(init=False)
     edge: Edge = field(init=False)
+    secret_key: KeyFile = field(init=False, repr=False)  # read only if a secret is hashed
 
     def __post_init__(self) -> None:
         self.scope = Scope(self.spec.fleet.fleet)
         self.edge = Edge(
             self.engine, self.scope, str(self.spec.state_path), self.spec.fleet.edge.address
         )
+        self.secret_key = KeyFile(self.spec.state_path, self.scope.fleet)
 
 
 def desired_from_spec(
@@ -129,6 +140,8 @@ def plan(ctx: Context, roles: Sequence[str] = ()) -> PlanResult:
         else:
             desired[name] = RoleRelease.from_role(name, role, image)
     untouched = [n for n in ctx.spec.fleet.roles if n not in desired]
+    values = resolve_secrets(desired, advice="export them before planning")
+    desired = stamped(desired, set(desired), values, ctx.secret_key)
     edge = edge_image(ctx, desired, build=False)
     observed = observe_fleet(ctx, desired, edge)
     new_volumes = (
@@ -171,14 +184,17 @@ def observe_fleet(
     seen = seen or look(ctx)
     listing = seen.containers
     releases = ctx.state.releases(ctx.scope.fleet, limit=100000)
+    instances = observe(ctx.engine, ctx.scope, listing)
+    numbers = {i.release for i in instances}
     return Observed(
-        instances=observe(ctx.engine, ctx.scope, listing),
+        instances=instances,
         volumes=set(seen.volumes),
         good_releases={r.number for r in releases if r.status in GOOD},
         standby=standby_names(ctx.state, ctx.scope.fleet),
         now=datetime.now(UTC),
         edge=ctx.edge.observe(desired, edge_image, listing),
         networks={n for c in listing if c.state == "running" for n in c.addresses},
+        released={r.number: desired_from_record(r.roles) for r in releases if r.number in numbers},
     )
 
 
@@ -241,7 +257,11 @@ def deploy(
         desired, untouched, edge, built = _wanted(ctx, roles, source)
     # A build takes a while: the fleet is read again after one, so the plan sees it as it is.
     seen = None if built else seeing.result()
-    secrets = resolve_secrets(desired)
+    # The roles this deploy is about (a rollback: all) use today's values of their secrets.
+    fresh = set(desired) if source is not None or not roles else set(roles) & set(desired)
+    secrets = resolve_secrets(desired, fresh)
+    desired = stamped(desired, fresh, secrets, ctx.secret_key)
+    notes = _rotation_notes(ctx, source, desired)
     plan = plan_deploy(ctx.scope, desired, observe_fleet(ctx, desired, edge, seen), untouched)
     if not plan.has_changes and _same_as_active(ctx, desired):
         return DeployResult(
@@ -252,10 +272,43 @@ def deploy(
             plan,
             "nothing to change",
             seconds=time.monotonic() - started,
+            notes=notes,
         )
+    secrets = {**secrets, **_kept_roles_values(ctx, plan, desired, fresh)}
     checks.before(desired)
     result = converge(ctx, plan, desired, secrets, edge, kind, source, checks.after)
-    return dataclasses.replace(result, seconds=time.monotonic() - started)
+    return dataclasses.replace(result, seconds=time.monotonic() - started, notes=notes)
+
+
+def _kept_roles_values(
+    ctx: Context, plan: Plan, desired: Desired, fresh: set[str]
+) -> dict[str, str]:
+    """The values a partial deploy needs for the other roles: only those of roles it must
+    start an instance of (one died), and only if they are still the recorded ones."""
+    starting = [rp.role for rp in plan.roles if rp.start and rp.role not in fresh]
+    values = resolve_secrets(desired, starting)
+    check_unchanged(desired, starting, values, ctx.secret_key)
+    return values
+
+
+def _rotation_notes(
+    ctx: Context, source: ReleaseRecord | None, desired: Desired
+) -> tuple[str, ...]:
+    """For a rollback: the secrets whose value changed since ``source`` (its instances get
+    today's value: old values are never kept), each also said as progress."""
+    if source is None:
+        return ()
+    recorded = desired_from_record(source.roles)
+    notes = []
+    for name, rr in sorted(desired.items()):
+        for secret in changed_secrets(recorded[name], rr) if name in recorded else ():
+            note = (
+                f"secret {secret} changed since release r{source.number}: {name}'s instances "
+                "get today's value (old values are not kept)"
+            )
+            ctx.progress.step(name, note)
+            notes.append(f"{name}: {note}")
+    return tuple(notes)
 
 
 def _wanted(
@@ -309,6 +362,7 @@ def converge(
         ctx.progress,
         ctx.edge if edge else None,
         secrets,
+        key=ctx.secret_key,
     )
     details = {"release": release.number, "kind": kind}
     try:
@@ -351,6 +405,11 @@ def _undo(
     plan = plan_deploy(ctx.scope, desired, observed)
     number = previous.number if previous else 0
     first = _next_indexes(observed.instances, number)
+    # Instances the undo starts get today's values (old ones are never kept); their
+    # labels say so (the executor's key), so the next plan sees what they really hold.
+    starting = secret_names(desired, (rp.role for rp in plan.roles if rp.start))
+    advice = "export them: going back to the previous release needs them"
+    values = {**secrets, **live_values((n for n in starting if n not in secrets), advice)}
     executor = Executor(
         ctx.engine,
         ctx.scope,
@@ -358,7 +417,8 @@ def _undo(
         Journal(ctx.state, ctx.scope.fleet),
         ctx.progress,
         ctx.edge if edge else None,
-        secrets,
+        values,
+        key=ctx.secret_key,
         first_index=first,
     )
     executor.apply(plan, desired, edge)

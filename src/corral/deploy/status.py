@@ -174,8 +174,9 @@ def _changes(before: ReleaseRecord | None, after: ReleaseRecord) -> list[str]:
             continue
         if was.image_version != rr.image_version:
             changes.append(f"{name}: image {was.image_version} -> {rr.image_version}")
-        if was.config_hash != rr.config_hash:
-            changes.append(f"{name}: run configuration changed")
+        if was.config_hash != rr.config_hash:  # which secret changed, never its value
+            said = was.changes_to(rr) or ["run configuration changed"]
+            changes += [f"{name}: {change}" for change in said]
         if was.replicas != rr.replicas:
             changes.append(f"{name}: replicas {was.replicas} -> {rr.replicas}")
     changes += [f"{name}: removed" for name in sorted(set(old) - set(new))]

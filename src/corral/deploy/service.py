@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NoReturn
 
 from corral.build.bake import (
     BakeTarget,
@@ -27,8 +28,9 @@ from corral.deploy.instances import resolve_secrets
 from corral.deploy.observe import Instance, list_scope, observe
 from corral.deploy.plan import Observed, Plan, plan_deploy
 from corral.deploy.scope import Scope
+from corral.deploy.settle import Watch, settle, settle_time
 from corral.engines.base import ContainerInfo, Engine
-from corral.errors import DeployError, UsageError
+from corral.errors import CorralError, DeployError, UsageError
 from corral.progress import NullProgress, Progress
 from corral.spec.load import LoadedSpec
 from corral.state import ImageRecord, ReleaseRecord, State
@@ -313,31 +315,114 @@ def converge(
     details = {"release": release.number, "kind": kind}
     try:
         executor.apply(plan, desired, edge)
+        verify(ctx, desired, 0.0, edge)  # every role at its replicas before the smoke test
         after(desired)
-    except DeployError as exc:
-        undo_to = _undo(ctx, previous, secrets, edge)
-        ctx.state.finish_release(release.id, "failed", exc.message)
-        journal.audit(
-            kind, "fleet", "failed", {**details, "error": exc.message, "rolled_back_to": undo_to}
-        )
-        raise DeployError(
-            f"release r{release.number} failed: {exc.message}; "
-            + (
-                f"the fleet is back on release r{undo_to}"
-                if undo_to
-                else "no earlier release to go back to: the failed instances were removed"
-            ),
-            release=release.number,
-            rolled_back_to=undo_to,
-            **exc.details,
-        ) from exc
-    except BaseException:
-        ctx.state.finish_release(release.id, "aborted", "interrupted")
-        journal.audit(kind, "fleet", "aborted", details)
+        verify(ctx, desired, settle_time(desired, _changed(plan)), edge)
+    except CorralError as exc:
+        _fail(ctx, Failed(release, previous, _as_deploy_error(exc), kind), secrets, edge)
+    except BaseException as exc:  # Ctrl-C, or a bug: nothing was decided, nothing undone
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}"
+        ctx.state.finish_release(release.id, "aborted", why)
+        journal.audit(kind, "fleet", "aborted", {**details, "error": why})
         raise
     ctx.state.finish_release(release.id, "active")
     journal.audit(kind, "fleet", "ok", {**details, "source": source.number if source else None})
     return DeployResult(fleet, kind, "active", release.number, plan)
+
+
+def _changed(plan: Plan) -> list[str]:
+    return [name for wave in plan.waves for name in wave if plan.role(name).changed]
+
+
+def verify(ctx: Context, desired: Desired, seconds: float, edge: str | None) -> None:
+    """Every role at its replicas, serving, for ``seconds`` (once when 0); see ``settle``.
+
+    Raises:
+        DeployError: a role fell below its replicas; names the instances and their logs.
+    """
+    public = sorted(rr.role for rr in desired.values() if rr.public is not None)
+    if seconds > 0:
+        ctx.progress.step("fleet", f"settling: watching the instances for {seconds:g}s")
+    watch = Watch(
+        listing=lambda: list_scope(ctx.engine, ctx.scope),
+        edge_up=lambda: {role: _up_in_edge(ctx, role) for role in public} if edge else {},
+        logs=ctx.engine.logs,
+    )
+    settle(desired, seconds, watch)
+
+
+def _up_in_edge(ctx: Context, role: str) -> set[str]:
+    return {s.name for s in ctx.edge.servers(role) if s.admin == "ready" and s.operational == "up"}
+
+
+def _as_deploy_error(exc: CorralError) -> DeployError:
+    if isinstance(exc, DeployError):
+        return exc
+    return DeployError(exc.message, reason=exc.message, error=exc.kind, **exc.details)
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A release that failed: what failed, and what the fleet goes back to."""
+
+    release: ReleaseRecord
+    previous: ReleaseRecord | None
+    error: DeployError
+    kind: str
+
+
+def _fail(ctx: Context, failed: Failed, secrets: Mapping[str, str], edge: str | None) -> NoReturn:
+    """Take the fleet back, record the release (rolled-back, or failed when there was
+    nothing to go back to or going back failed too) and audit it; always raises.
+
+    Whatever happens while going back, the release is finished here: one left
+    ``deploying`` would be taken, by the next run, for the release of a killed deploy.
+    """
+    exc, number = failed.error, failed.release.number
+    try:
+        undo_to = _undo(ctx, failed.previous, secrets, edge)
+    except CorralError as undo:
+        back = f"going back to r{failed.previous.number if failed.previous else 0} failed too"
+        _record_failure(ctx, failed, "failed", f"{exc.message}; {back}: {undo.message}")
+        raise DeployError(
+            f"release r{number} failed: {exc.message}; {back}: {undo.message}",
+            release=number,
+            rolled_back_to=None,
+            undo_error=undo.message,
+            **exc.details,
+        ) from exc
+    except BaseException:
+        _record_failure(ctx, failed, "failed", f"{exc.message}; going back was interrupted")
+        raise
+    status = "rolled-back" if undo_to else "failed"
+    _record_failure(ctx, failed, status, exc.message, undo_to)
+    raise DeployError(
+        f"release r{number} failed: {exc.message}; "
+        + (
+            f"the fleet is back on release r{undo_to}"
+            if undo_to
+            else "no earlier release to go back to: the failed instances were removed"
+        ),
+        release=number,
+        rolled_back_to=undo_to,
+        **exc.details,
+    ) from exc
+
+
+def _record_failure(
+    ctx: Context, failed: Failed, status: str, message: str, undo_to: int | None = None
+) -> None:
+    """The release's end, with the whole reason kept, and its audit entry."""
+    reason = {**failed.error.to_dict(), "rolled_back_to": undo_to}
+    ctx.state.finish_release(failed.release.id, status, message, reason)
+    details = {
+        "release": failed.release.number,
+        "kind": failed.kind,
+        "error": message,
+        "roles": failed.error.details.get("roles", []),
+        "rolled_back_to": undo_to,
+    }
+    ctx.state.record_audit(ctx.scope.fleet, failed.kind, "fleet", status, details)
 
 
 def _undo(

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from corral import app
 from corral.deploy import service
+from corral.deploy import status as fleet_status
 from corral.deploy.desired import Desired, RoleRelease
 from corral.deploy.plan import plan_deploy
 from corral.deploy.scope import LABEL, Scope
 from corral.deploy.settle import Watch, settle, settle_time, shortfalls
 from corral.engines.base import ContainerInfo, ContainerSpec
 from corral.engines.fake import FakeEngine
-from corral.errors import DeployError, EngineError
+from corral.errors import DeployError, EngineError, GateError, UsageError
 from corral.spec import load_spec
 from corral.state import State
 from tests.unit.builders import role_release
@@ -230,3 +232,62 @@ def test_settle_time_is_the_longest_of_the_changed_roles() -> None:
     assert settle_time(desired, ["web"]) == 3.0
     assert settle_time(desired, ["web", "db"]) == 10.0
     assert settle_time(desired, []) == 0.0
+
+
+# -- history: each row against its real predecessor --------------------------------------
+
+
+def _release(ctx: service.Context, roles: Desired, status: str, source: int | None = None) -> None:
+    kind = "rollback" if source else "deploy"
+    record = {k: v.to_record() for k, v in roles.items()}
+    release = ctx.state.start_release(FLEET, kind, record, source)
+    ctx.state.finish_release(release.id, status, None if status == "active" else "it broke")
+
+
+def test_history_rows_are_the_same_at_every_limit(ctx: service.Context) -> None:
+    _release(ctx, _web("img-a"), "active")
+    _release(ctx, _web("img-b"), "active")
+    _release(ctx, _web("img-c"), "rolled-back")
+    _release(ctx, _web("img-b", replicas=3), "active")
+    _release(ctx, _web("img-a"), "active", source=1)
+    full = fleet_status.history(ctx, limit=5)
+    assert [e.changes for e in full] == [
+        ("web: added (v-img-a x2)",),
+        ("web: image v-img-a -> v-img-b",),
+        ("web: image v-img-b -> v-img-c",),  # against r2, the release live then
+        ("web: replicas 2 -> 3",),  # against r2 again: r3 never went live
+        ("web: image v-img-b -> v-img-a", "web: replicas 3 -> 2"),
+    ]
+    for limit in range(1, 6):
+        assert fleet_status.history(ctx, limit=limit) == full[-limit:], limit
+    [only] = fleet_status.history(ctx, release=4)
+    assert only == full[3]
+
+
+def test_history_of_one_release_keeps_its_whole_reason(ctx: service.Context) -> None:
+    _converge(ctx, _web("img-a"))
+    smoke = DeployError("role web: smoke test failed: test_x: assert 1 == 2", log=["E boom"])
+    with pytest.raises(DeployError):
+        _converge(ctx, _web("img-b"), _fail_with(smoke))
+    [entry] = fleet_status.history(ctx, release=2)
+    assert (entry.status, entry.message) == ("rolled-back", smoke.message)
+    assert entry.failure["log"] == ["E boom"]
+    with pytest.raises(UsageError, match="no release r9"):
+        fleet_status.history(ctx, release=9)
+
+
+# -- every failing action is audited -----------------------------------------------------
+
+
+def test_a_failing_action_is_audited_once_with_its_error(ctx: service.Context) -> None:
+    with pytest.raises(EngineError), app._audited(ctx, "edge-replace", "edge"):
+        raise EngineError("the edge did not open its admin socket within 10s")
+    with pytest.raises(GateError), app._audited(ctx, "deploy"):
+        raise GateError("not tested: web")
+    with pytest.raises(service.ReleaseFailed), app._audited(ctx, "deploy"):
+        raise service.ReleaseFailed("release r2 failed: audited where it was recorded")
+    entries = [(e.action, e.target, e.outcome, e.details["error"]) for e in ctx.state.audit_log()]
+    assert entries == [
+        ("edge-replace", "edge", "failed", "the edge did not open its admin socket within 10s"),
+        ("deploy", "fleet", "refused", "not tested: web"),
+    ]

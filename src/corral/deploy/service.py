@@ -361,6 +361,10 @@ def _as_deploy_error(exc: CorralError) -> DeployError:
     return DeployError(exc.message, reason=exc.message, error=exc.kind, **exc.details)
 
 
+class ReleaseFailed(DeployError):
+    """A release failed and was recorded and audited as such (rolled-back or failed)."""
+
+
 @dataclass(frozen=True)
 class Failed:
     """A release that failed: what failed, and what the fleet goes back to."""
@@ -384,7 +388,7 @@ def _fail(ctx: Context, failed: Failed, secrets: Mapping[str, str], edge: str | 
     except CorralError as undo:
         back = f"going back to r{failed.previous.number if failed.previous else 0} failed too"
         _record_failure(ctx, failed, "failed", f"{exc.message}; {back}: {undo.message}")
-        raise DeployError(
+        raise ReleaseFailed(
             f"release r{number} failed: {exc.message}; {back}: {undo.message}",
             release=number,
             rolled_back_to=None,
@@ -396,7 +400,7 @@ def _fail(ctx: Context, failed: Failed, secrets: Mapping[str, str], edge: str | 
         raise
     status = "rolled-back" if undo_to else "failed"
     _record_failure(ctx, failed, status, exc.message, undo_to)
-    raise DeployError(
+    raise ReleaseFailed(
         f"release r{number} failed: {exc.message}; "
         + (
             f"the fleet is back on release r{undo_to}"

@@ -282,8 +282,17 @@ def _record(ctx: Context, rr: RoleRelease, result: RoleTestResult) -> None:
         "test",
         rr.role,
         result.outcome,
-        {"version": rr.image_version, "digest": rr.image_digest},
+        {"version": rr.image_version, "digest": rr.image_digest, **_failure_text(result)},
     )
+
+
+def _failure_text(result: RoleTestResult) -> dict[str, str]:
+    """What failed, for the audit entry of a failed run: each failing check and why."""
+    failed = [c for c in result.checks if c.outcome in ("failed", "error")]
+    if result.outcome != "failed":
+        return {}
+    why = "; ".join(f"{c.name}: {c.message}" for c in failed) or result.log_excerpt[-500:]
+    return {"error": why[:2000]}
 
 
 # -- the gate and the smoke test ----------------------------------------------------------

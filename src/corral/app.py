@@ -14,6 +14,7 @@ from corral.build import BuildResult, build_fleet
 from corral.build.bake import LABEL
 from corral.deploy import service
 from corral.deploy import status as fleet_status
+from corral.deploy.outcome import ReleaseFailed
 from corral.deploy.service import Context, DeployResult, PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
 from corral.engines import Engine, get_engine
@@ -141,7 +142,7 @@ def _audited(ctx: Context, action: str, target: str = "fleet") -> Iterator[None]
     failed are audited where they are recorded (``service``), not twice."""
     try:
         yield
-    except service.ReleaseFailed:
+    except ReleaseFailed:
         raise
     except CorralError as exc:
         refused = isinstance(exc, GateError | UsageError | LockedError)  # nothing changed

@@ -12,6 +12,7 @@ from corral import app
 from corral.deploy import service
 from corral.deploy import status as fleet_status
 from corral.deploy.desired import Desired, RoleRelease
+from corral.deploy.outcome import ReleaseFailed
 from corral.deploy.plan import plan_deploy
 from corral.deploy.scope import LABEL, Scope
 from corral.deploy.settle import Watch, settle, settle_time, shortfalls
@@ -284,8 +285,8 @@ def test_a_failing_action_is_audited_once_with_its_error(ctx: service.Context) -
         raise EngineError("the edge did not open its admin socket within 10s")
     with pytest.raises(GateError), app._audited(ctx, "deploy"):
         raise GateError("not tested: web")
-    with pytest.raises(service.ReleaseFailed), app._audited(ctx, "deploy"):
-        raise service.ReleaseFailed("release r2 failed: audited where it was recorded")
+    with pytest.raises(ReleaseFailed), app._audited(ctx, "deploy"):
+        raise ReleaseFailed("release r2 failed: audited where it was recorded")
     entries = [(e.action, e.target, e.outcome, e.details["error"]) for e in ctx.state.audit_log()]
     assert entries == [
         ("edge-replace", "edge", "failed", "the edge did not open its admin socket within 10s"),

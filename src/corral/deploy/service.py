@@ -7,12 +7,12 @@ same ``converge`` path; the automatic undo after a failed deploy is the same aga
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NoReturn
 
 from corral.build.bake import (
     BakeTarget,
@@ -26,11 +26,12 @@ from corral.deploy.desired import Desired, RoleRelease, desired_from_record
 from corral.deploy.edge import EDGE_ROLE, Edge, edge_role, frontends
 from corral.deploy.instances import resolve_secrets
 from corral.deploy.observe import Instance, list_scope, observe
+from corral.deploy.outcome import Failed, as_deploy_error, fail
 from corral.deploy.plan import Observed, Plan, plan_deploy
 from corral.deploy.scope import Scope
 from corral.deploy.settle import Watch, settle, settle_time
 from corral.engines.base import ContainerInfo, Engine
-from corral.errors import CorralError, DeployError, UsageError
+from corral.errors import CorralError, UsageError
 from corral.progress import NullProgress, Progress
 from corral.spec.load import LoadedSpec
 from corral.state import ImageRecord, ReleaseRecord, State
@@ -319,7 +320,8 @@ def converge(
         after(desired)
         verify(ctx, desired, settle_time(desired, _changed(plan)), edge)
     except CorralError as exc:
-        _fail(ctx, Failed(release, previous, _as_deploy_error(exc), kind), secrets, edge)
+        undo = functools.partial(_undo, ctx, previous, secrets, edge)
+        fail(ctx.state, Failed(release, previous, as_deploy_error(exc), kind, undo))
     except BaseException as exc:  # Ctrl-C, or a bug: nothing was decided, nothing undone
         why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}"
         ctx.state.finish_release(release.id, "aborted", why)
@@ -353,80 +355,6 @@ def verify(ctx: Context, desired: Desired, seconds: float, edge: str | None) -> 
 
 def _up_in_edge(ctx: Context, role: str) -> set[str]:
     return {s.name for s in ctx.edge.servers(role) if s.admin == "ready" and s.operational == "up"}
-
-
-def _as_deploy_error(exc: CorralError) -> DeployError:
-    if isinstance(exc, DeployError):
-        return exc
-    return DeployError(exc.message, reason=exc.message, error=exc.kind, **exc.details)
-
-
-class ReleaseFailed(DeployError):
-    """A release failed and was recorded and audited as such (rolled-back or failed)."""
-
-
-@dataclass(frozen=True)
-class Failed:
-    """A release that failed: what failed, and what the fleet goes back to."""
-
-    release: ReleaseRecord
-    previous: ReleaseRecord | None
-    error: DeployError
-    kind: str
-
-
-def _fail(ctx: Context, failed: Failed, secrets: Mapping[str, str], edge: str | None) -> NoReturn:
-    """Take the fleet back, record the release (rolled-back, or failed when there was
-    nothing to go back to or going back failed too) and audit it; always raises.
-
-    Whatever happens while going back, the release is finished here: one left
-    ``deploying`` would be taken, by the next run, for the release of a killed deploy.
-    """
-    exc, number = failed.error, failed.release.number
-    try:
-        undo_to = _undo(ctx, failed.previous, secrets, edge)
-    except CorralError as undo:
-        back = f"going back to r{failed.previous.number if failed.previous else 0} failed too"
-        _record_failure(ctx, failed, "failed", f"{exc.message}; {back}: {undo.message}")
-        raise ReleaseFailed(
-            f"release r{number} failed: {exc.message}; {back}: {undo.message}",
-            release=number,
-            rolled_back_to=None,
-            undo_error=undo.message,
-            **exc.details,
-        ) from exc
-    except BaseException:
-        _record_failure(ctx, failed, "failed", f"{exc.message}; going back was interrupted")
-        raise
-    status = "rolled-back" if undo_to else "failed"
-    _record_failure(ctx, failed, status, exc.message, undo_to)
-    raise ReleaseFailed(
-        f"release r{number} failed: {exc.message}; "
-        + (
-            f"the fleet is back on release r{undo_to}"
-            if undo_to
-            else "no earlier release to go back to: the failed instances were removed"
-        ),
-        release=number,
-        rolled_back_to=undo_to,
-        **exc.details,
-    ) from exc
-
-
-def _record_failure(
-    ctx: Context, failed: Failed, status: str, message: str, undo_to: int | None = None
-) -> None:
-    """The release's end, with the whole reason kept, and its audit entry."""
-    reason = {**failed.error.to_dict(), "rolled_back_to": undo_to}
-    ctx.state.finish_release(failed.release.id, status, message, reason)
-    details = {
-        "release": failed.release.number,
-        "kind": failed.kind,
-        "error": message,
-        "roles": failed.error.details.get("roles", []),
-        "rolled_back_to": undo_to,
-    }
-    ctx.state.record_audit(ctx.scope.fleet, failed.kind, "fleet", status, details)
 
 
 def _undo(

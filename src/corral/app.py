@@ -14,10 +14,11 @@ from corral.build import BuildResult, build_fleet
 from corral.build.bake import LABEL
 from corral.deploy import service
 from corral.deploy import status as fleet_status
+from corral.deploy.outcome import ReleaseFailed
 from corral.deploy.service import Context, DeployResult, PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
 from corral.engines import Engine, get_engine
-from corral.errors import CorralError, Diagnostic, UsageError
+from corral.errors import CorralError, Diagnostic, GateError, LockedError, UsageError
 from corral.progress import NullProgress, Progress
 from corral.scrub import Scrubber
 from corral.spec import LoadedSpec, load_spec
@@ -136,6 +137,22 @@ def audit(path: Path, limit: int = 100) -> list[AuditEntry]:
 
 
 @contextmanager
+def _audited(ctx: Context, action: str, target: str = "fleet") -> Iterator[None]:
+    """Audit ``action`` as refused or failed when it raises a CorralError; releases that
+    failed are audited where they are recorded (``service``), not twice."""
+    try:
+        yield
+    except ReleaseFailed:
+        raise
+    except CorralError as exc:
+        refused = isinstance(exc, GateError | UsageError | LockedError)  # nothing changed
+        outcome = "refused" if refused else "failed"
+        details = {"error": exc.message, "error_kind": exc.kind}
+        ctx.state.record_audit(ctx.scope.fleet, action, target, outcome, details)
+        raise
+
+
+@contextmanager
 def _deploying(path: Path, progress: Progress | None, engine: Engine | None) -> Iterator[Context]:
     spec = load_spec(path)
     with open_state(spec) as state:
@@ -178,6 +195,7 @@ def deploy(
     """
     with (
         _deploying(path, progress, engine) as ctx,
+        _audited(ctx, "deploy"),
         ctx.state.lock("deploy", wait=wait, purpose=f"deploy {' '.join(roles) or 'all'}"),
     ):
         suite.sweep_dead_tests(ctx)
@@ -199,6 +217,7 @@ def rollback(
     """
     with (
         _deploying(path, progress, engine) as ctx,
+        _audited(ctx, "rollback"),
         ctx.state.lock("deploy", wait=wait, purpose=f"rollback to {to or 'previous'}"),
     ):
         return service.rollback(ctx, to, checks=_checks(ctx, skip_tests, smoke_test=False))
@@ -218,7 +237,7 @@ def run_tests(
     timeouts: suite.Timeouts | None = None,
 ) -> list[suite.RoleTestResult]:
     """Test the images that would be deployed, in a throwaway environment, and record it."""
-    with _deploying(path, progress, None) as ctx:
+    with _deploying(path, progress, None) as ctx, _audited(ctx, "test", ",".join(roles) or "all"):
         return suite.run_tests(ctx, roles, again, timeouts or suite.Timeouts())
 
 
@@ -228,9 +247,14 @@ def coverage_report(path: Path) -> list[suite.CoverageRow]:
         return suite.coverage(ctx)
 
 
-def history(path: Path, limit: int = 50) -> list[HistoryEntry]:
+def history(path: Path, limit: int = 50, release: int | None = None) -> list[HistoryEntry]:
+    """The newest ``limit`` releases, oldest first, or only ``release`` with its reason.
+
+    Raises:
+        UsageError: there is no release ``release``.
+    """
     with _deploying(path, None, None) as ctx:
-        return fleet_status.history(ctx, limit)
+        return fleet_status.history(ctx, limit, release)
 
 
 def destroy(path: Path, engine: Engine | None = None) -> list[str]:
@@ -244,6 +268,7 @@ def destroy(path: Path, engine: Engine | None = None) -> list[str]:
 def replace_edge(path: Path, progress: Progress | None = None, wait: float = 0) -> str:
     with (
         _deploying(path, progress, None) as ctx,
+        _audited(ctx, "edge-replace", "edge"),
         ctx.state.lock("deploy", wait=wait, purpose="replace the edge"),
     ):
         return service.replace_edge(ctx)

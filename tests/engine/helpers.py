@@ -65,6 +65,7 @@ class Fleet:
         extra: str = "",
         start_delay: float = 0,
         secrets: tuple[str, ...] = (),
+        settle: str = "0s",  # the replica counts are still checked once; tests stay fast
     ) -> None:
         (self.folder / "app").mkdir(parents=True, exist_ok=True)
         shutil.copy(APP / "server.py", self.folder / "app" / "server.py")
@@ -84,7 +85,7 @@ class Fleet:
             f"    replicas: {replicas}\n"
             "    volumes: {data: /var/lib/app}\n"
             f"    public: {self.port}\n"
-            f"    deploy: {{strategy: {strategy}, drain: 2s}}\n"
+            f"    deploy: {{strategy: {strategy}, drain: 2s, settle: {settle}}}\n"
             "    tests: [tests/]\n"
             f"{extra}"
         )

@@ -55,7 +55,7 @@ def test_broken_version_leaves_old_release_serving(fleet: Fleet, shared_base: st
     assert status["release"] == 1
     assert {i["release"] for i in web_instances(status)} == {1}
     history = json.loads(fleet.corral("history", "--json").stdout)["releases"]
-    assert [r["status"] for r in history] == ["active", "failed"]
+    assert [r["status"] for r in history] == ["active", "rolled-back"]  # failed, then undone
 
 
 def test_instances_are_locked_down(fleet: Fleet, shared_base: str) -> None:
@@ -97,7 +97,7 @@ def test_rollback_is_a_deploy_recorded_in_history_and_audit(fleet: Fleet, shared
     [failed] = [
         r
         for r in json.loads(fleet.corral("history", "--json").stdout)["releases"]
-        if r["status"] == "failed"
+        if r["status"] == "rolled-back"
     ]
     refused = fleet.corral("rollback", "--to", str(failed["release"]), *skip, check=False)
     assert refused.returncode == 2 and "only releases that went live" in refused.stderr

@@ -18,9 +18,11 @@ from tests.unit.serving import serving
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         status = {"/ok": 200, "/moved": 302, "/sick": 503}.get(self.path, 404)
+        body = b"no such page:\n\x1b[31m /body\n" if self.path == "/body" else b""
         self.send_response(status)
-        self.send_header("Content-Length", "0")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -40,7 +42,14 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize(
     ("path", "expected"),
-    [("/ok", None), ("/moved", None), ("/sick", "GET /sick: HTTP 503"), ("/x", "GET /x: HTTP 404")],
+    [
+        ("/ok", None),
+        ("/moved", None),
+        ("/sick", "GET /sick: HTTP 503 Service Unavailable"),
+        ("/x", "GET /x: HTTP 404 Not Found"),
+        # the first bytes of the answer, on one line, without control characters
+        ("/body", 'GET /body: HTTP 404 Not Found: "no such page: ?[31m /body"'),
+    ],
 )
 def test_http_probe_reads_the_status(server: int, path: str, expected: str | None) -> None:
     assert probe_once("127.0.0.1", server, HttpHealth(http=path)) == expected
@@ -48,7 +57,7 @@ def test_http_probe_reads_the_status(server: int, path: str, expected: str | Non
 
 def test_http_probe_of_a_closed_port_says_refused() -> None:
     problem = probe_once("127.0.0.1", _closed_port(), HttpHealth(http="/ok"))
-    assert problem == "GET /ok: ConnectionRefusedError"
+    assert problem == "GET /ok: connection refused (nothing listens on the port)"
 
 
 def test_http_probe_times_out_on_a_silent_listener() -> None:
@@ -57,7 +66,7 @@ def test_http_probe_times_out_on_a_silent_listener() -> None:
         silent.listen()
         port = silent.getsockname()[1]
         problem = probe_once("127.0.0.1", port, HttpHealth(http="/ok", timeout=0.2))
-    assert problem is not None and "timeout" in problem.lower()
+    assert problem == "GET /ok: timed out (no answer within 0.2s)"
 
 
 def test_tcp_probe(server: int) -> None:

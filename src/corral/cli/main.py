@@ -296,10 +296,19 @@ def status(opts: Options) -> None:
 
 @cli.command()
 @click.option("--limit", default=50, show_default=True, type=Count(1, 100000))
+@click.option(
+    "--release",
+    type=Count(1, 10**9),
+    default=None,
+    help="Show only this release, with why it failed in full.",
+)
 @common_options
-def history(opts: Options, limit: int) -> None:
+def history(opts: Options, limit: int, release: int | None) -> None:
     """Releases, newest last, and what each changed."""
-    entries = app.history(opts.file, limit)
+    entries = app.history(opts.file, limit, release)
+    if release is not None:
+        opts.emit({"releases": entries}, lambda out: views.show_release(out, entries[0]))
+        return
     opts.emit({"releases": entries}, lambda out: views.show_history(out, entries))
 
 

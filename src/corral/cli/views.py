@@ -76,7 +76,23 @@ def show_error(console: Console, error: CorralError) -> None:
         say(console, error.message)
         return
     console.print(styled("error:", "red", f" {error.message}"), highlight=False)
-    for entry in error.details.get("log", [])[-15:]:
+    show_reason(console, error.details, messages=False)
+
+
+LOG_LINES = 15  # of each failing instance or test, shown under its reason
+
+
+def show_reason(console: Console, details: Mapping[str, Any], messages: bool = True) -> None:
+    """The log lines of a failure and of each failure inside it (a role's failed health
+    check, a smoke test's assertion...), each under its message when ``messages``."""
+    for failure in details.get("failures", []):
+        if not isinstance(failure, Mapping):
+            continue
+        if messages and failure.get("message"):
+            say(console, f"  {failure['message']}")
+        for entry in list(failure.get("log", []))[-LOG_LINES:]:
+            say(console, f"    | {entry}")
+    for entry in list(details.get("log", []))[-LOG_LINES:]:
         say(console, f"  | {entry}")
 
 
@@ -249,6 +265,14 @@ def show_history(console: Console, entries: Sequence[HistoryEntry]) -> None:
             changes += f" [{e.message}]"
         table.add_row(*cells(f"r{e.release}", kind, e.status, e.started_at, e.user, changes))
     console.print(table)
+
+
+def show_release(console: Console, entry: HistoryEntry) -> None:
+    """One release: its row, then why it ended as it did, in full."""
+    show_history(console, [entry])
+    if entry.message:
+        say(console, f"why: {entry.message}")
+    show_reason(console, entry.failure)
 
 
 # -- tests --------------------------------------------------------------------------------

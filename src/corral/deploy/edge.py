@@ -292,10 +292,12 @@ class Edge:
         """
         api = self.api
         if not api.wait_healthy(rr.role, name, timeout):
+            words = "no health check result"
             with contextlib.suppress(EngineError):
+                words = api.server(rr.role, name).check_words
                 api.set_state(rr.role, name, "maint")
                 api.del_server(rr.role, name)
-            raise EngineError(f"the edge never saw {name} healthy within {timeout:g}s")
+            raise EngineError(f"the edge never saw {name} healthy within {timeout:g}s: {words}")
         if ready:
             api.set_state(rr.role, name, "ready")
 

@@ -35,14 +35,35 @@ def _http(address: str, port: int, path: str, timeout: float) -> str | None:
     connection = http.client.HTTPConnection(address, port, timeout=timeout)
     try:
         connection.request("GET", path, headers={"Connection": "close"})
-        status = connection.getresponse().status
+        response = connection.getresponse()
+        if 200 <= response.status < 400:
+            return None
+        body = response.read(ANSWER_BYTES)
     except (OSError, http.client.HTTPException) as exc:
-        return f"GET {path}: {type(exc).__name__}"
+        return f"GET {path}: {_exception_words(exc, timeout)}"
     finally:
         connection.close()
-    if 200 <= status < 400:
-        return None
-    return f"GET {path}: HTTP {status}"
+    return f"GET {path}: HTTP {response.status} {response.reason}".rstrip() + _quoted(body)
+
+
+ANSWER_BYTES = 200  # of a failing answer's body, kept with the failure
+
+
+def _quoted(body: bytes) -> str:
+    """The first bytes of an answer as one printable line (``: "..."``), or nothing."""
+    text = " ".join(body.decode("utf-8", "replace").split())
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return f': "{text}"' if text else ""
+
+
+def _exception_words(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (nothing listens on the port)"
+    if isinstance(exc, TimeoutError):
+        return f"timed out (no answer within {timeout:g}s)"
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "the instance closed the connection without answering"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _tcp(address: str, port: int, timeout: float) -> str | None:

@@ -7,6 +7,7 @@ same ``converge`` path; the automatic undo after a failed deploy is the same aga
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from corral.deploy.desired import Desired, RoleRelease, desired_from_record
 from corral.deploy.edge import EDGE_ROLE, Edge, edge_role, frontends
 from corral.deploy.instances import resolve_secrets
 from corral.deploy.observe import Instance, list_scope, observe
+from corral.deploy.outcome import Failed, as_deploy_error, fail
 from corral.deploy.plan import Observed, Plan, plan_deploy
 from corral.deploy.scope import Scope
 from corral.deploy.secrets import (
@@ -35,8 +37,9 @@ from corral.deploy.secrets import (
     secret_names,
     stamped,
 )
+from corral.deploy.settle import Watch, settle, settle_time
 from corral.engines.base import ContainerInfo, Engine
-from corral.errors import DeployError, UsageError
+from corral.errors import CorralError, UsageError
 from corral.progress import NullProgress, Progress
 from corral.spec.load import LoadedSpec
 from corral.state import ImageRecord, ReleaseRecord, State
@@ -367,31 +370,45 @@ def converge(
     details = {"release": release.number, "kind": kind}
     try:
         executor.apply(plan, desired, edge)
+        verify(ctx, desired, 0.0, edge)  # every role at its replicas before the smoke test
         after(desired)
-    except DeployError as exc:
-        undo_to = _undo(ctx, previous, secrets, edge)
-        ctx.state.finish_release(release.id, "failed", exc.message)
-        journal.audit(
-            kind, "fleet", "failed", {**details, "error": exc.message, "rolled_back_to": undo_to}
-        )
-        raise DeployError(
-            f"release r{release.number} failed: {exc.message}; "
-            + (
-                f"the fleet is back on release r{undo_to}"
-                if undo_to
-                else "no earlier release to go back to: the failed instances were removed"
-            ),
-            release=release.number,
-            rolled_back_to=undo_to,
-            **exc.details,
-        ) from exc
-    except BaseException:
-        ctx.state.finish_release(release.id, "aborted", "interrupted")
-        journal.audit(kind, "fleet", "aborted", details)
+        verify(ctx, desired, settle_time(desired, _changed(plan)), edge)
+    except CorralError as exc:
+        undo = functools.partial(_undo, ctx, previous, secrets, edge)
+        fail(ctx.state, Failed(release, previous, as_deploy_error(exc), kind, undo))
+    except BaseException as exc:  # Ctrl-C, or a bug: nothing was decided, nothing undone
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}"
+        ctx.state.finish_release(release.id, "aborted", why)
+        journal.audit(kind, "fleet", "aborted", {**details, "error": why})
         raise
     ctx.state.finish_release(release.id, "active")
     journal.audit(kind, "fleet", "ok", {**details, "source": source.number if source else None})
     return DeployResult(fleet, kind, "active", release.number, plan)
+
+
+def _changed(plan: Plan) -> list[str]:
+    return [name for wave in plan.waves for name in wave if plan.role(name).changed]
+
+
+def verify(ctx: Context, desired: Desired, seconds: float, edge: str | None) -> None:
+    """Every role at its replicas, serving, for ``seconds`` (once when 0); see ``settle``.
+
+    Raises:
+        DeployError: a role fell below its replicas; names the instances and their logs.
+    """
+    public = sorted(rr.role for rr in desired.values() if rr.public is not None)
+    if seconds > 0:
+        ctx.progress.step("fleet", f"settling: watching the instances for {seconds:g}s")
+    watch = Watch(
+        listing=lambda: list_scope(ctx.engine, ctx.scope),
+        edge_up=lambda: {role: _up_in_edge(ctx, role) for role in public} if edge else {},
+        logs=ctx.engine.logs,
+    )
+    settle(desired, seconds, watch)
+
+
+def _up_in_edge(ctx: Context, role: str) -> set[str]:
+    return {s.name for s in ctx.edge.servers(role) if s.admin == "ready" and s.operational == "up"}
 
 
 def _undo(

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from corral.deploy.desired import RoleRelease, desired_from_record
 from corral.deploy.health import probe_once
 from corral.deploy.observe import Instance, list_scope, observe
 from corral.deploy.plan import parse_time
 from corral.deploy.service import GOOD, Context, sweep_killed
-from corral.errors import CorralError, EngineError, LockedError
+from corral.errors import CorralError, EngineError, LockedError, UsageError
 from corral.state import ReleaseRecord
 
 
@@ -54,6 +56,7 @@ class HistoryEntry:
     source: int | None
     message: str | None
     changes: tuple[str, ...]
+    failure: Mapping[str, Any] = field(default_factory=dict)  # why it failed, in full
 
 
 def status(ctx: Context) -> FleetStatus:
@@ -141,10 +144,28 @@ def _instance_status(i: Instance, edge_health: dict[str, str], rr: RoleRelease) 
     return InstanceStatus(i.name, i.role, i.release, i.version, i.state, health, age)
 
 
-def history(ctx: Context, limit: int = 50) -> list[HistoryEntry]:
-    releases = ctx.state.releases(ctx.scope.fleet, limit=limit)
+def history(ctx: Context, limit: int = 50, release: int | None = None) -> list[HistoryEntry]:
+    """The newest ``limit`` releases (or only ``release``), oldest first, each with what it
+    changed against the good release before it, also when that one is not shown."""
+    fleet = ctx.scope.fleet
+    if release is not None:
+        found = ctx.state.get_release(fleet, release)
+        if found is None:
+            raise UsageError(f"fleet {fleet} has no release r{release}")
+        releases = [found]
+    else:
+        releases = ctx.state.releases(fleet, limit=limit)
+    before = ctx.state.predecessor(fleet, releases[0].number, GOOD) if releases else None
+    return history_rows(releases, before)
+
+
+def history_rows(
+    releases: Sequence[ReleaseRecord], before: ReleaseRecord | None
+) -> list[HistoryEntry]:
+    """One row per release (oldest first); each one's changes are measured against the
+    newest good release before it, ``before`` for the first of them."""
     entries = []
-    previous: ReleaseRecord | None = None
+    previous = before
     for release in releases:
         entries.append(
             HistoryEntry(
@@ -156,6 +177,7 @@ def history(ctx: Context, limit: int = 50) -> list[HistoryEntry]:
                 release.source,
                 release.message,
                 tuple(_changes(previous, release)),
+                release.failure,
             )
         )
         if release.status in GOOD:

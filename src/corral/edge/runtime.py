@@ -81,6 +81,13 @@ class ServerState:
     check_status: str
     status: str
     sessions: int
+    check_code: str = ""  # the HTTP status (L7*) or the layer's code of the last check
+    check_desc: str = ""  # HAProxy's own description of the last check's result
+
+    @property
+    def check_words(self) -> str:
+        """The last health check's result in words (see :func:`describe_check`)."""
+        return describe_check(self.check_status, self.check_code, self.check_desc)
 
     @property
     def healthy(self) -> bool:
@@ -433,7 +440,7 @@ class RuntimeAPI:
                 state = self.server(backend, name)
                 raise EngineError(
                     f"{backend}/{name} at {addr}:{port} is not healthy after "
-                    f"{health_timeout:g}s (check: {state.check_status or 'none'})",
+                    f"{health_timeout:g}s: {state.check_words}",
                     command="wait healthy",
                     stderr=state.status,
                 )
@@ -575,7 +582,54 @@ def _server(backend: str, row: dict[str, str], stat: dict[str, str]) -> ServerSt
         check_status=stat.get("check_status", ""),
         status=stat.get("status", ""),
         sessions=int(stat.get("scur") or 0),
+        check_code=stat.get("check_code", ""),
+        check_desc=stat.get("check_desc", ""),
     )
+
+
+#: HAProxy's short check results (``show stat``'s check_status) in words; ``{code}`` is
+#: the check_code column (the HTTP status for the L7 results).
+_CHECK_WORDS = {
+    "UNK": "no health check has run yet",
+    "INI": "the first health check has not finished yet",
+    "SOCKERR": "the health check could not open a socket",
+    "L4OK": "the health check could connect",
+    "L4TOUT": "the health check's connection timed out (nothing answered on the port)",
+    "L4CON": "the health check's connection was refused (nothing listens on the port)",
+    "L6OK": "the health check's TLS handshake passed",
+    "L6TOUT": "the health check's TLS handshake timed out",
+    "L6RSP": "the health check got an answer that is not TLS",
+    "L7OK": "the health check got HTTP {code}",
+    "L7OKC": "the health check got HTTP {code} (accepted conditionally)",
+    "L7TOUT": "the health check got no HTTP answer in time",
+    "L7RSP": "the health check got an answer that is not HTTP",
+    "L7STS": "the health check got HTTP {code}",
+    "PROCERR": "the health check program failed",
+    "PROCTOUT": "the health check program timed out",
+    "PROCOK": "the health check program passed",
+}
+
+
+def describe_check(status: str, code: str = "", desc: str = "") -> str:
+    """HAProxy's check result (``L7STS``, ``L4CON``...) as a sentence an operator can read,
+    e.g. ``describe_check("L7STS", "404", "Not Found")`` is "the health check got HTTP 404
+    (Not Found)". A status HAProxy reports while a check runs ("* L7OK") is read without
+    its star; an unknown one is named as it is."""
+    short = status.removeprefix("*").strip()
+    if not short:
+        return "no health check has run yet"
+    words = _CHECK_WORDS.get(short, f"the health check reported {short}")
+    words = words.format(code=code or "?")
+    detail = desc.strip()
+    said = set(words.lower().replace("'", " ").split())
+    # The L7 results carry their HTTP code already; HAProxy's own text for them is the
+    # same code hex-escaped ("returned code <3C>404<3E>").
+    if detail and short not in _SAYS_CODE and not set(detail.lower().split()) <= said:
+        words += f" ({detail})"
+    return words
+
+
+_SAYS_CODE = ("L7OK", "L7OKC", "L7STS")
 
 
 def failure_growth(

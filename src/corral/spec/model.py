@@ -249,6 +249,9 @@ class DeployPolicy(Model):
     max_unavailable: Amount = 0
     keep_old: Duration = 300.0
     drain: Duration = 5.0
+    # How long the new instances must stay running (and up in the edge) before the release
+    # counts as live: an instance that dies within it fails the deploy, which rolls back.
+    settle: Duration = 2.0
 
     @model_validator(mode="after")
     def _can_progress(self) -> DeployPolicy:

@@ -19,8 +19,11 @@ from typing import Any
 BUILD_STATUSES = ("running", "ok", "failed", "interrupted")
 FAILED_STATUSES = ("failed", "interrupted")
 RELEASE_KINDS = ("deploy", "rollback")
-RELEASE_STATUSES = ("deploying", "active", "superseded", "failed", "aborted")
-RELEASE_FINISH_STATUSES = ("active", "failed", "aborted")
+#: ``failed``: a role failed and the fleet could not be taken back (no earlier release, or
+#: going back failed too); ``rolled-back``: a role failed and the fleet is back on the
+#: previous release; ``aborted``: the deploy was interrupted (Ctrl-C) or its process died.
+RELEASE_STATUSES = ("deploying", "active", "superseded", "failed", "rolled-back", "aborted")
+RELEASE_FINISH_STATUSES = ("active", "failed", "rolled-back", "aborted")
 
 
 def utc_now() -> str:
@@ -105,10 +108,12 @@ class AuditEntry:
 class ReleaseRecord:
     """One numbered deploy or rollback of a fleet; immutable apart from its status.
 
-    ``status`` is deploying, active, superseded, failed or aborted; ``roles`` maps each
-    role name to the caller's data for it (image, run configuration...); ``source`` is,
-    for a rollback, the number of the release rolled back to; ``message`` says why a
-    release failed or was aborted.
+    ``status`` is deploying, active, superseded, failed, rolled-back or aborted (see
+    :data:`RELEASE_STATUSES`); ``roles`` maps each role name to the caller's data for it
+    (image, run configuration...); ``source`` is, for a rollback, the number of the
+    release rolled back to; ``message`` says in one line why a release failed or was
+    aborted, and ``failure`` keeps the whole reason (scrubbed JSON: the failing roles, the
+    assertion or HTTP answer, the instances' last log lines), empty when there is none.
     """
 
     id: int
@@ -124,6 +129,7 @@ class ReleaseRecord:
     user: str
     pid: int
     host: str
+    failure: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,7 @@ def release_from_row(row: sqlite3.Row) -> ReleaseRecord:
         user=str(row["user"]),
         pid=int(row["pid"]),
         host=str(row["host"]),
+        failure=dict(json.loads(row["failure"])),
     )
 
 

@@ -4,9 +4,13 @@ Release numbers are per fleet: ``max(number) + 1`` over *all* releases, includin
 failed and aborted ones, taken inside a ``BEGIN IMMEDIATE`` transaction so concurrent
 deploys never get the same number. A release starts ``deploying`` and then becomes
 ``active`` (the fleet's previous active release becoming ``superseded`` in the same
-transaction), ``failed`` or ``aborted``. The schema enforces one active release per
-fleet, forward-only status moves, and that nothing but status, message and
-finished_at ever changes.
+transaction), ``failed``, ``rolled-back`` or ``aborted``. The schema enforces one active
+release per fleet, forward-only status moves (a finished release is never relabelled),
+and that nothing but status, message, failure and finished_at ever changes.
+
+Only the sweep of dead deploys writes ``aborted`` without being the deploy itself, and
+only on releases still ``deploying`` whose process is gone; it runs under the deploy
+lock, so it never races the deploy that owns a release.
 
 An instance is one container a release started. Its name is unique per fleet among
 live instances; retiring it (with an outcome) frees the name and keeps the row as
@@ -99,9 +103,15 @@ def insert_release(conn: sqlite3.Connection, values: dict[str, Any]) -> ReleaseR
 
 
 def finish_release(
-    conn: sqlite3.Connection, release_id: int, status: str, message: str | None, now: str
+    conn: sqlite3.Connection,
+    release_id: int,
+    status: str,
+    message: str | None,
+    now: str,
+    failure: str = "{}",
 ) -> ReleaseRecord:
-    """Move a deploying release to ``status``; an active one supersedes the old one."""
+    """Move a deploying release to ``status`` (``failure``: JSON text of why); an active
+    one supersedes the old one."""
     release = get_release_by_id(conn, release_id)
     if release.status != "deploying":
         raise StateError(
@@ -115,8 +125,8 @@ def finish_release(
             (release.fleet,),
         )
     conn.execute(
-        "UPDATE releases SET status = ?, message = ?, finished_at = ? WHERE id = ?",
-        (status, message, now, release_id),
+        "UPDATE releases SET status = ?, message = ?, failure = ?, finished_at = ? WHERE id = ?",
+        (status, message, failure, now, release_id),
     )
     return get_release_by_id(conn, release_id)
 
@@ -144,6 +154,19 @@ def abort_dead(conn: sqlite3.Connection, fleet: str, host: str, now: str) -> lis
         for release in deploying_releases(conn, fleet, host)
         if not pid_alive(release.pid)
     ]
+
+
+def predecessor(
+    conn: sqlite3.Connection, fleet: str, number: int, statuses: tuple[str, ...]
+) -> ReleaseRecord | None:
+    """The newest release of ``fleet`` numbered below ``number`` with one of ``statuses``."""
+    marks = ", ".join("?" for _ in statuses)
+    row = conn.execute(
+        f"SELECT * FROM releases WHERE fleet = ? AND number < ? AND status IN ({marks})"
+        " ORDER BY number DESC LIMIT 1",
+        (fleet, number, *statuses),
+    ).fetchone()
+    return None if row is None else release_from_row(row)
 
 
 def query_releases(conn: sqlite3.Connection, fleet: str, limit: int) -> list[ReleaseRecord]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -278,17 +279,23 @@ class State:
             return releases.insert_release(conn, values)
 
     def finish_release(
-        self, release_id: int, status: str, message: str | None = None
+        self,
+        release_id: int,
+        status: str,
+        message: str | None = None,
+        failure: Mapping[str, Any] | None = None,
     ) -> ReleaseRecord:
-        """End a deploying release as active, failed or aborted.
+        """End a deploying release as active, failed, rolled-back or aborted.
 
         Making it active supersedes the fleet's previously active release in the same
         transaction, so a fleet never has two active releases.
 
         Args:
             release_id: the ``id`` from :meth:`start_release`.
-            status: ``"active"``, ``"failed"`` or ``"aborted"``.
-            message: why it failed or was aborted.
+            status: ``"active"``, ``"failed"``, ``"rolled-back"`` or ``"aborted"``.
+            message: why, in one line.
+            failure: why, in full (JSON-able: the failing roles, assertions, HTTP
+                answers, log lines); scrubbed like the audit log's details.
 
         Raises:
             ValueError: ``status`` is not one of those.
@@ -296,9 +303,11 @@ class State:
         """
         if status not in RELEASE_FINISH_STATUSES:
             raise ValueError(f"a release can only finish as {RELEASE_FINISH_STATUSES}")
+        plain = json.loads(json.dumps(dict(failure or {}), default=str))
+        why = json.dumps(self.scrubber.data(plain), sort_keys=True)
         with self._write("finishing a release") as conn:
             text = None if message is None else self.scrubber.text(message)
-            return releases.finish_release(conn, release_id, status, text, utc_now())
+            return releases.finish_release(conn, release_id, status, text, utc_now(), why)
 
     def sweep_stale_releases(self, fleet: str) -> list[ReleaseRecord]:
         """Abort the fleet's deploying releases of this host whose process has died.
@@ -318,6 +327,12 @@ class State:
         """Release ``number`` of ``fleet``, or None. Raises StateError if unreadable."""
         with self._translated("looking up a release"):
             return releases.find_release(self.conn, fleet, number)
+
+    def predecessor(self, fleet: str, number: int, statuses: Sequence[str]) -> ReleaseRecord | None:
+        """The newest release below ``number`` whose status is one of ``statuses``
+        (what a release changed is measured against it). StateError if unreadable."""
+        with self._translated("looking up a release"):
+            return releases.predecessor(self.conn, fleet, number, tuple(statuses))
 
     def releases(self, fleet: str, limit: int = 50) -> list[ReleaseRecord]:
         """The newest ``limit`` releases of a fleet, oldest first. StateError if unreadable."""

@@ -19,9 +19,11 @@ from corral.build.bake import BakeTarget, find_current_image
 from corral.deploy.desired import Desired, RoleRelease
 from corral.deploy.instances import live_values, secrets_for_test_run
 from corral.deploy.plan import parse_time
+from corral.deploy.scope import LABEL
 from corral.deploy.service import Context, desired_from_spec, edge_image
 from corral.errors import DeployError, GateError
 from corral.scrub import Scrubber
+from corral.testing import reasons
 from corral.testing.environment import TestEnvironment, environment, sweep
 from corral.testing.lockdown import lockdown_checks
 from corral.testing.runner import CHECK_KINDS, CheckResult, PytestOutcome, run_role_tests
@@ -282,8 +284,17 @@ def _record(ctx: Context, rr: RoleRelease, result: RoleTestResult) -> None:
         "test",
         rr.role,
         result.outcome,
-        {"version": rr.image_version, "digest": rr.image_digest},
+        {"version": rr.image_version, "digest": rr.image_digest, **_failure_text(result)},
     )
+
+
+def _failure_text(result: RoleTestResult) -> dict[str, str]:
+    """What failed, for the audit entry of a failed run: each failing check and why."""
+    failed = [c for c in result.checks if c.outcome in ("failed", "error")]
+    if result.outcome != "failed":
+        return {}
+    why = "; ".join(f"{c.name}: {c.message}" for c in failed) or result.log_excerpt[-500:]
+    return {"error": why[:2000]}
 
 
 # -- the gate and the smoke test ----------------------------------------------------------
@@ -348,22 +359,24 @@ def smoke(ctx: Context, desired: Desired) -> None:
         ctx.progress.step(rr.role, "smoke test against the live edge")
         timeouts = Timeouts(total=SMOKE_TIMEOUT)
         outcome = _run_tests(ctx, env, rr, timeouts, "smoke", variables[rr.role])
-        failed = [c for c in outcome.checks if c.outcome in ("failed", "error")]
+        failed = [c for c in outcome.checks if c.outcome in reasons.FAILED]
         if failed or not outcome.ok:
-            names = ", ".join(c.name for c in failed) or outcome.log_tail[-200:]
-            failures.append(
-                DeployError(
-                    f"role {rr.role}: smoke test failed: {names}",
-                    role=rr.role,
-                    log=outcome.log_tail.splitlines()[-20:],
-                )
-            )
+            logs = _instance_logs(ctx, rr)
+            failures.append(reasons.smoke_failure(rr.role, outcome.checks, outcome.log_tail, logs))
     if failures:
         raise DeployError(
             "; ".join(f.message for f in failures),
             roles=[f.details["role"] for f in failures],
             failures=[f.to_dict() for f in failures],
         )
+
+
+def _instance_logs(ctx: Context, rr: RoleRelease) -> dict[str, str]:
+    """The last lines of each running instance of the release's ``rr`` (one listing)."""
+    labels = {**ctx.scope.labels("instance"), LABEL + "role": rr.role}
+    found = ctx.engine.list_containers(labels)
+    mine = [c.name for c in found if c.image_id == rr.image_id and c.state == "running"]
+    return {name: ctx.engine.logs(name, tail=reasons.INSTANCE_LOG_LINES) for name in mine}
 
 
 def smoke_variables(ctx: Context, desired: Desired) -> dict[str, dict[str, str]]:

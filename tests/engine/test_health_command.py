@@ -259,3 +259,35 @@ def test_a_tcp_check_calls_postgres_healthy_while_it_is_starting_up(fleet: Fleet
     _, said, right_after = _deploy_watched(fleet, "{tcp: true, interval: 500ms}")
     assert "is healthy" in said
     assert "the database system is starting up" in right_after
+
+
+_DB_TEST = """
+import subprocess
+
+
+def test_the_db_accepts_connections(corral_env):
+    [instance] = corral_env["instances"]
+    answer = subprocess.run(
+        ["psql", "-h", instance["address"], "-U", "postgres", "-At", "-c", "select 'accepting'"],
+        capture_output=True, text=True, timeout=10,
+    )
+    assert answer.stdout.strip() == "accepting", answer.stderr
+"""
+
+
+def test_a_test_environment_waits_for_the_command_too(fleet: Fleet) -> None:
+    # Test environments bring roles up through the same executor, on an internal network:
+    # the probe runs there, and the role's tests start only once PostgreSQL accepts.
+    health = f'{{command: [{PG_BIN}/pg_isready, -h, "{{host}}", -p, "{{port}}"], interval: 500ms}}'
+    (fleet.folder / "tests").mkdir(exist_ok=True)
+    (fleet.folder / "tests" / "test_db.py").write_text(_DB_TEST)
+    fleet.spec.write_text(_db_spec(fleet.name, health) + "    tests: [tests/]\n")
+    tested = fleet.corral("test", "db", check=False)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    left = subprocess.run(
+        ["podman", "ps", "--all", "--quiet", "--filter", f"label=io.corral.fleet={fleet.name}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert left == []  # the environment's instances and probes are gone

@@ -15,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from corral.deploy.apply import Executor, ScratchJournal
+from corral.deploy.edge import frontends
 from corral.deploy.health import (
     CommandProbe,
     network_check,
@@ -251,3 +252,11 @@ def test_leftover_probes_are_swept_before_a_deploy() -> None:
     assert "shop-db-probe-0badf00d" not in engine.containers
     assert "shop-test-12345678-db-probe-1" in engine.containers  # another scope's
     assert remove_probes(engine, other) == ["shop-test-12345678-db-probe-1"]
+
+
+def test_the_edge_checks_a_public_command_roles_port_with_tcp() -> None:
+    # HAProxy cannot run the command: corral's command check admits a new instance, then
+    # HAProxy's own TCP check must pass too, and keeps watching the port between deploys.
+    rr = db_release(public=15432)
+    [frontend] = frontends({"db": rr})
+    assert frontend.health_path is None  # HAProxy's plain TCP check

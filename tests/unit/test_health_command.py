@@ -260,3 +260,11 @@ def test_the_edge_checks_a_public_command_roles_port_with_tcp() -> None:
     rr = db_release(public=15432)
     [frontend] = frontends({"db": rr})
     assert frontend.health_path is None  # HAProxy's plain TCP check
+
+
+def test_a_role_without_tmpfs_keeps_the_config_hash_it_had_before_the_field() -> None:
+    # The value corral computed for this release before run.tmpfs existed: instances
+    # started then must not all be replaced by the first deploy of this corral.
+    assert role_release("web", run={"port": 8000}).config_hash == "ab178e1d4d82a1d7"
+    changed = role_release("web", run={"port": 8000, "tmpfs": ["/run/web"]}).config_hash
+    assert changed != "ab178e1d4d82a1d7"  # a tmpfs is a new run configuration

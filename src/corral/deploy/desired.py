@@ -78,6 +78,10 @@ class RoleRelease(BaseModel):
         them does not require replacing instances.
         """
         data = self.model_dump(mode="json", include={"run", "volumes", "lockdown", "resources"})
+        if not data["run"]["tmpfs"]:
+            # Hashed as before run.tmpfs existed: instances started by an older corral
+            # stay current instead of all being replaced by the first deploy after it.
+            del data["run"]["tmpfs"]
         return hash_json(data)[:16]
 
     def to_record(self) -> dict[str, Any]:

@@ -328,7 +328,9 @@ def test_blue_green_expired_standby_is_removed(state: State) -> None:
 def unhealthy_in(engine: RecordingEngine, marker: str) -> Any:
     """A wait_healthy stand-in: instances whose name contains ``marker`` never pass."""
 
-    def fake(address: str, port: int, health: Any, still_running: Any = None) -> HealthResult:
+    def fake(
+        address: str, port: int, health: Any, still_running: Any = None, probe: Any = None
+    ) -> HealthResult:
         name = engine.by_address[address]
         if marker in name:
             return HealthResult(False, "GET /healthz: HTTP 503 after 3 checks", 3)

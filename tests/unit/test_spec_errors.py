@@ -31,7 +31,7 @@ CASES: dict[str, tuple[str, int, int, str]] = {
     "missing_field": ("required key 'command' is missing", 5, 5, "roles.web.run.command"),
     "missing_roles": ("required key 'roles' is missing", 1, 1, "roles"),
     "bad_base": ("expected one of: debian, image, containerfile", 4, 5, "roles.web.base"),
-    "bad_health": ("expected one of: http, tcp", 8, 5, "roles.web.health"),
+    "bad_health": ("expected one of: http, tcp, command", 8, 5, "roles.web.health"),
     "health_no_port": ("a health check needs run.port", 3, 3, "roles.web"),
     "tcp_not_true": ("expected true, got 1", 6, 19, "roles.web.health.tcp"),
     "cycle": ("cycle: web -> db -> web", 6, 5, "roles.web.after"),
@@ -166,6 +166,19 @@ CASES: dict[str, tuple[str, int, int, str]] = {
         2,
         17,
         "edge.address",
+    ),
+    # Health commands and tmpfs folders (issue 10).
+    "health_placeholder_inside": (
+        "{host} must be a whole argument",
+        7,
+        29,
+        "roles.db.health.command[1]",
+    ),
+    "tmpfs_at_secrets": (
+        "a tmpfs cannot be mounted at /run/secrets: /run/secrets holds the instance's secrets",
+        7,
+        32,
+        "roles.db.run.tmpfs[1]",
     ),
 }
 

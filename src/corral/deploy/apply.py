@@ -18,8 +18,8 @@ from typing import Any
 
 from corral.deploy.desired import Desired, RoleRelease
 from corral.deploy.edge import Edge
-from corral.deploy.health import wait_healthy
-from corral.deploy.instances import container_spec
+from corral.deploy.health import CommandProbe, Probe, wait_healthy
+from corral.deploy.instances import container_spec, probe_spec, remove_probes
 from corral.deploy.observe import KIND_INSTANCE
 from corral.deploy.plan import Change, Plan, RolePlan
 from corral.deploy.scope import LABEL, Scope
@@ -27,6 +27,7 @@ from corral.deploy.secrets import Hasher
 from corral.engines.base import ContainerInfo, Engine
 from corral.errors import CorralError, DeployError
 from corral.progress import Progress
+from corral.spec.model import CommandHealth
 from corral.state import State
 
 
@@ -90,6 +91,8 @@ class Executor:
         """
         if plan.ensure_network:
             self.engine.ensure_network(self.scope.network, self.scope.labels("network"))
+        for name in remove_probes(self.engine, self.scope):
+            self.progress.step("fleet", f"removed {name}, a health probe a killed deploy left")
         if self.edge is not None and edge_image and plan.edge.action in ("create", "start"):
             self.progress.step("edge", f"starting the edge ({plan.edge.reason})")
             self.edge.start(desired, edge_image)
@@ -289,14 +292,23 @@ class Executor:
             if current.state != "running":
                 raise DeployError(f"it exited (code {current.exit_code})", role=rr.role)
             return
+        address = self._address(info)
         result = wait_healthy(
-            self._address(info),
+            address,
             rr.run.port,
             rr.health,
             still_running=lambda: self._running(info.name),
+            probe=self._probe(rr, address),
         )
         if not result.healthy:
             raise DeployError(result.detail, role=rr.role)
+
+    def _probe(self, rr: RoleRelease, address: str) -> Probe | None:
+        """A command check's probe (a container per run); None: corral checks itself."""
+        if not isinstance(rr.health, CommandHealth):
+            return None
+        spec = probe_spec(self.scope, rr, rr.health, address)
+        return CommandProbe(self.engine, spec, rr.health.timeout)
 
     def _running(self, name: str) -> bool:
         info = self.engine.inspect(name)

@@ -89,7 +89,12 @@ class RoleRelease(BaseModel):
         return hash_json(data)[:16]
 
     def _instance_settings(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", include={"run", "volumes", "lockdown", "resources"})
+        data = self.model_dump(mode="json", include={"run", "volumes", "lockdown", "resources"})
+        if not data["run"]["tmpfs"]:
+            # Hashed as before run.tmpfs existed: instances started by an older corral
+            # stay current instead of all being replaced by the first deploy after it.
+            del data["run"]["tmpfs"]
+        return data
 
     def with_secret_hashes(self, hashes: Mapping[str, str]) -> RoleRelease:
         """This role with ``hashes`` as the keyed hashes of its secrets' values."""

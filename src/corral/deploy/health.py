@@ -1,18 +1,33 @@
-"""Health checks, always observed from outside the instance (never by exec into it)."""
+"""Health checks, always observed from outside the instance (never by exec into it).
+
+HTTP and TCP checks are made by corral itself. A command check (``pg_isready``) runs in a
+throwaway container of the role's image on the fleet's network, locked down as an
+instance is, and never inside the instance.
+"""
 
 from __future__ import annotations
 
+import functools
 import http.client
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from secrets import token_hex
 
-from corral.spec.model import Health, HttpHealth
+from corral.engines.base import ContainerSpec, Engine
+from corral.spec.model import CommandHealth, Health, HttpHealth, TcpHealth
 
 FAST_PAUSE = 0.02  # seconds between probes in the first FAST_PERIOD
 FAST_PERIOD = 1.0
 LIVENESS_EVERY = 0.5  # seconds between two asks whether the instance still runs
+# What a probe container may take beyond ``timeout`` to be started and removed: a
+# container start costs 0.3-2 s on a loaded machine, and the command's own time is
+# what ``timeout`` bounds.
+PROBE_START_ALLOWANCE = 10.0
+
+#: One check of one instance: None when healthy, else what was wrong.
+Probe = Callable[[], str | None]
 
 
 @dataclass(frozen=True)
@@ -22,11 +37,58 @@ class HealthResult:
     attempts: int
 
 
-def probe_once(address: str, port: int, health: Health) -> str | None:
+def probe_once(address: str, port: int, health: HttpHealth | TcpHealth) -> str | None:
     """One check; None when healthy, else what was wrong."""
     if isinstance(health, HttpHealth):
         return _http(address, port, health.http, health.timeout)
     return _tcp(address, port, health.timeout)
+
+
+def network_check(health: Health) -> HttpHealth | TcpHealth:
+    """The check that can be made without running anything: a command check's is a TCP
+    connection to the port (what the edge's HAProxy and ``status`` check between deploys)."""
+    if isinstance(health, CommandHealth):
+        return TcpHealth(
+            tcp=True, interval=health.interval, timeout=health.timeout, retries=health.retries
+        )
+    return health
+
+
+def probe_command(command: Sequence[str], host: str, port: int) -> tuple[str, ...]:
+    """``command`` with each ``{host}`` and ``{port}`` argument replaced, whole, by the
+    instance's address and port; no other text is touched (the spec refuses a
+    placeholder inside a longer argument)."""
+    values = {"{host}": host, "{port}": str(port)}
+    return tuple(values.get(argument, argument) for argument in command)
+
+
+@dataclass(frozen=True)
+class CommandProbe:
+    """A command check: each call runs ``spec`` in a new throwaway container.
+
+    ``spec`` is the probe's container (see ``corral.deploy.instances.probe_spec``); each
+    run gets a name of its own, so a probe killed while it hung never blocks the next.
+    """
+
+    engine: Engine
+    spec: ContainerSpec
+    timeout: float
+
+    def __call__(self) -> str | None:
+        spec = replace(self.spec, name=f"{self.spec.name}-{token_hex(4)}")
+        result = self.engine.run_probe(spec, self.timeout + PROBE_START_ALLOWANCE)
+        if result.exit_code == 0:
+            return None
+        program = spec.command[0].rsplit("/", 1)[-1]
+        if result.exit_code is None:
+            return f"{program}: no answer within {self.timeout:g}s (the probe was killed)"
+        said = _last_line(result.output)
+        return f"{program}: exit {result.exit_code}" + (f": {said}" if said else "")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
 
 
 def _http(address: str, port: int, path: str, timeout: float) -> str | None:
@@ -79,6 +141,7 @@ def wait_healthy(
     port: int,
     health: Health,
     still_running: Callable[[], bool] = lambda: True,
+    probe: Probe | None = None,
 ) -> HealthResult:
     """Probe until a check passes, the instance exits, or ``retries x interval`` is over.
 
@@ -86,14 +149,25 @@ def wait_healthy(
     first second is probed every 20 ms (a refused connection costs nothing), then the
     pause doubles up to ``interval``. Whether the instance still runs costs an engine
     call, so it is asked at most every ``LIVENESS_EVERY`` seconds.
+
+    Args:
+        probe: the check to make (a ``CommandProbe``); HTTP and TCP checks are made
+            here. A command check has no default: it is never replaced by a weaker one.
+
+    Raises:
+        ValueError: ``health`` is a command check and no ``probe`` was given.
     """
+    if probe is None:
+        if isinstance(health, CommandHealth):
+            raise ValueError("a command check runs in a probe container: pass its probe")
+        probe = functools.partial(probe_once, address, port, health)
     started = time.monotonic()
     deadline = started + health.retries * health.interval
     next_liveness = started + LIVENESS_EVERY
     pause, attempts, detail = FAST_PAUSE, 0, "never checked"
     while True:
         attempts += 1
-        problem = probe_once(address, port, health)
+        problem = probe()
         if problem is None:
             return HealthResult(True, "healthy", attempts)
         detail = problem

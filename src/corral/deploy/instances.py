@@ -6,11 +6,13 @@ from collections.abc import Collection, Iterable, Mapping
 from secrets import token_hex
 
 from corral.deploy.desired import Desired, RoleRelease
-from corral.deploy.observe import instance_labels
+from corral.deploy.health import probe_command
+from corral.deploy.observe import KIND_PROBE, instance_labels
 from corral.deploy.scope import Scope
 from corral.deploy.secrets import Hasher, secret_names
 from corral.deploy.secrets import live_values as live_values  # re-exported: it lived here
-from corral.engines.base import ContainerSpec, Mount
+from corral.engines.base import ContainerSpec, Engine, Mount
+from corral.spec.model import CommandHealth
 
 LABEL = "io.corral."
 
@@ -85,9 +87,48 @@ def container_spec(
         network_aliases=(rr.role,),
         mounts=mounts,
         workdir=rr.run.workdir,
+        owned_tmpfs=("/run", *rr.run.tmpfs),
         cap_add=rr.lockdown.capabilities,
         memory=rr.resources.memory,
         cpus=rr.resources.cpus,
         pids_limit=rr.resources.pids,
         secrets={k: secrets[k] for k in rr.run.secrets},
     )
+
+
+def probe_spec(scope: Scope, rr: RoleRelease, health: CommandHealth, address: str) -> ContainerSpec:
+    """The throwaway container that runs ``rr``'s health command against ``address``.
+
+    The role's image and user, on the fleet's network, locked down as an instance is
+    (read-only root, no capability, not even the role's own, no new privileges, its
+    resource limits), but with no volume, secret, environment or network alias: it
+    sees the instance only as a neighbour does. Its name is a stem the probe completes
+    per run (see ``CommandProbe``); its labels let sweeps find what a killed run left.
+    """
+    assert rr.run.port is not None  # a health check needs run.port (the spec says so)
+    return ContainerSpec(
+        name=f"{scope.prefix}-{rr.role}-probe",
+        image=rr.image_id,
+        command=probe_command(health.command, address, rr.run.port),
+        user=rr.run.user,
+        labels={**scope.labels(KIND_PROBE), LABEL + "role": rr.role},
+        network=scope.network,
+        workdir=rr.run.workdir,
+        memory=rr.resources.memory,
+        cpus=rr.resources.cpus,
+        pids_limit=rr.resources.pids,
+        stop_timeout=0,  # a probe that hangs is killed, not asked to stop
+        init=False,  # the command exits by itself, or is killed
+    )
+
+
+def remove_probes(engine: Engine, scope: Scope) -> list[str]:
+    """Remove the probe containers of ``scope`` a killed or hung check left; their names.
+
+    Only the holder of the scope's deploy lock (or its test environment) runs probes,
+    so every probe container found while holding it is a leftover.
+    """
+    found = engine.list_containers(scope.labels(KIND_PROBE))
+    for container in found:
+        engine.remove(container.name)
+    return [container.name for container in found]

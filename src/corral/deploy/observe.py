@@ -15,6 +15,7 @@ from corral.engines.base import ContainerInfo, Engine
 LABEL = "io.corral."
 KIND_INSTANCE = "instance"
 KIND_EDGE = "edge"
+KIND_PROBE = "probe"  # a throwaway container that runs a role's health command
 
 
 @dataclass(frozen=True)

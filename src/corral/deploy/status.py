@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from corral.deploy.desired import RoleRelease, desired_from_record
-from corral.deploy.health import probe_once
+from corral.deploy.health import network_check, probe_once
+from corral.deploy.instances import remove_probes
 from corral.deploy.observe import Instance, list_scope, observe
 from corral.deploy.plan import parse_time
 from corral.deploy.service import GOOD, Context, sweep_killed
@@ -136,7 +137,10 @@ def _instance_status(i: Instance, edge_health: dict[str, str], rr: RoleRelease) 
     elif i.name in edge_health:
         health = edge_health[i.name]
     elif rr.health is not None and rr.run.port and i.address:
-        health = "up" if probe_once(i.address, rr.run.port, rr.health) is None else "down"
+        # A command check runs only while a deploy waits; between deploys the port is
+        # checked, as the edge's HAProxy checks it.
+        check = network_check(rr.health)
+        health = "up" if probe_once(i.address, rr.run.port, check) is None else "down"
     else:
         health = "unchecked"
     created = parse_time(i.created)
@@ -213,6 +217,7 @@ def destroy(ctx: Context) -> list[str]:
             ctx.engine.remove(i.name)
             ctx.state.retire_instance(ctx.scope.fleet, i.name, "destroyed")
             removed.append(i.name)
+        removed += remove_probes(ctx.engine, ctx.scope)
         edge = ctx.edge.container()
         ctx.edge.remove(forget=True)
         if edge is not None:

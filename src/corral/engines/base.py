@@ -64,7 +64,10 @@ class ContainerSpec:
     mounts: tuple[Mount, ...] = ()
     workdir: str | None = None
     read_only: bool = True
-    tmpfs: tuple[str, ...] = ("/tmp", "/run")
+    tmpfs: tuple[str, ...] = ("/tmp",)
+    # Writable folders on the read-only root that belong to ``user`` (mode 0755, noexec):
+    # /run, so a program can make its runtime folder, and those the role asks for.
+    owned_tmpfs: tuple[str, ...] = ("/run",)
     cap_add: tuple[str, ...] = ()
     no_new_privileges: bool = True
     memory: str | None = None
@@ -90,6 +93,15 @@ class ContainerInfo:
     created: str
     exit_code: int | None = None
     finished: str = ""  # when it last stopped (ISO time), empty while it never has
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """How one run of a probe container ended."""
+
+    exit_code: int | None  # None: it did not finish in time and was killed
+    output: str  # the last lines it printed, stdout and stderr together
+    seconds: float  # how long the run took, the engine's start and removal included
 
 
 @dataclass(frozen=True)
@@ -185,6 +197,19 @@ class Engine(ABC):
         mounts: Sequence[Mount] = (),
     ) -> str:
         """Run ``command`` as root in a throwaway container with no network; return stdout."""
+
+    def run_probe(self, spec: ContainerSpec, timeout: float) -> ProbeResult:
+        """Run ``spec``'s command to its end in a throwaway container, then remove it.
+
+        The container is locked down as ``spec`` says (as an instance is) and runs
+        ``spec.command`` itself, not the image's entrypoint. One that is still running
+        after ``timeout`` seconds is killed and removed. A command that fails is a result,
+        not an error.
+
+        Raises:
+            EngineError: the engine could not be run at all.
+        """
+        raise NotSupportedError(f"{self.name} cannot run probe containers")
 
     # -- containers -------------------------------------------------------------------
     @abstractmethod

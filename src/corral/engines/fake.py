@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from corral.engines.base import (
     ImageInfo,
     LogSink,
     Mount,
+    ProbeResult,
 )
 from corral.errors import EngineError
 
@@ -50,6 +51,11 @@ class FakeEngine(Engine):
         self._ids = itertools.count(1)
         self._address_counter = itertools.count(0)  # only goes up: no two containers share one
         self.now = "2026-01-01T00:00:00Z"  # what ``stop`` records as the finish time
+        # Every probe container run, and what decides how it ends (healthy by default).
+        self.probes: list[ContainerSpec] = []
+        self.probe_answer: Callable[[ContainerSpec], ProbeResult] = lambda spec: ProbeResult(
+            0, "", 0.0
+        )
 
     def _new_id(self) -> str:
         return hashlib.sha256(str(next(self._ids)).encode()).hexdigest()
@@ -109,6 +115,13 @@ class FakeEngine(Engine):
         mounts: Sequence[Mount] = (),
     ) -> str:
         return "base-files\t12.4\npython3\t3.11.2-1\n"
+
+    def run_probe(self, spec: ContainerSpec, timeout: float) -> ProbeResult:
+        if spec.name in self.containers:
+            raise EngineError(f"a container called {spec.name} exists already")
+        self.probes.append(spec)
+        self.calls.append(("probe", spec.name))
+        return self.probe_answer(spec)
 
     def start(self, spec: ContainerSpec) -> ContainerInfo:
         if spec.name in self.containers:

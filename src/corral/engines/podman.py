@@ -28,12 +28,14 @@ from corral.engines.base import (
     ImageInfo,
     LogSink,
     Mount,
+    ProbeResult,
     SecurityFacts,
 )
 from corral.engines.podman_api import APIUnavailable, PodmanAPI, default_api
 from corral.errors import BuildError, EngineError, MissingToolError, NotFoundError
 
 LOG_TAIL_LINES = 40
+PROBE_OUTPUT = 2000  # characters of a probe's output kept (its last ones)
 REMOVE_ATTEMPTS = 4
 T = TypeVar("T")
 
@@ -249,6 +251,23 @@ class PodmanEngine(Engine):
             timeout=timeout,
         )
         return proc.stdout
+
+    def run_probe(self, spec: ContainerSpec, timeout: float) -> ProbeResult:
+        argv = [self.binary, "run", "--rm", *probe_args(spec)]
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(
+                argv, capture_output=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
+            )
+        except subprocess.TimeoutExpired as exc:
+            # Killing the client leaves the container running: remove it (it is killed).
+            self.remove(spec.name)
+            output = _probe_output((exc.stdout or b"") + (exc.stderr or b""))
+            return ProbeResult(None, output, time.monotonic() - started)
+        except OSError as exc:
+            raise EngineError(f"cannot run podman: {exc}", command=argv) from exc
+        output = _probe_output(proc.stdout + proc.stderr)
+        return ProbeResult(proc.returncode, output, time.monotonic() - started)
 
     # -- containers -------------------------------------------------------------------
     def start(self, spec: ContainerSpec) -> ContainerInfo:
@@ -542,19 +561,7 @@ def run_args(
     values into the container's ``Config.Env``, for anyone who can run ``podman inspect``
     to read (podman#23788).
     """
-    args = ["--name", spec.name, "--cap-drop", "all", "--stop-timeout", str(spec.stop_timeout)]
-    args += [f"--cap-add={cap}" for cap in spec.cap_add]
-    if spec.init:
-        args.append("--init")
-    if spec.read_only:
-        args += ["--read-only", "--read-only-tmpfs=false"]
-    args += [f"--tmpfs={path}:rw,nosuid,nodev,size=64m" for path in spec.tmpfs]
-    if spec.no_new_privileges:
-        args += ["--security-opt", "no-new-privileges"]
-    args += _label_args(spec.labels)
-    args += [f"--env={k}={v}" for k, v in spec.env.items()]
-    args += _placement_args(spec)
-    args += _limit_args(spec)
+    args = _container_args(spec)
     if launch is None:
         return [*args, *secret_args, spec.image, *spec.command]
     # A folder of its own, owned by root: the secrets' mount points need a writable place
@@ -562,6 +569,39 @@ def run_args(
     args.append(f"--tmpfs={SECRETS_DIR}:rw,nosuid,nodev,noexec,size=4m,mode=0755")
     args += [*secret_args, "--entrypoint", json.dumps(["/bin/sh", "-c", LAUNCHER, "corral"])]
     return [*args, spec.image, *launch.entrypoint, *spec.command]
+
+
+def probe_args(spec: ContainerSpec) -> list[str]:
+    """The ``podman run`` arguments for a probe: ``spec``'s lockdown, and its command as
+    the entrypoint, so the image's own entrypoint (a server's start script) never runs."""
+    return [*_container_args(spec), "--entrypoint", json.dumps(list(spec.command)), spec.image]
+
+
+def _container_args(spec: ContainerSpec) -> list[str]:
+    """Everything of ``podman run`` but the image and the command: lockdown first."""
+    args = ["--name", spec.name, "--cap-drop", "all", "--stop-timeout", str(spec.stop_timeout)]
+    args += [f"--cap-add={cap}" for cap in spec.cap_add]
+    if spec.init:
+        args.append("--init")
+    if spec.read_only:
+        args += ["--read-only", "--read-only-tmpfs=false"]
+    args += _tmpfs_args(spec)
+    if spec.no_new_privileges:
+        args += ["--security-opt", "no-new-privileges"]
+    args += _label_args(spec.labels)
+    args += [f"--env={k}={v}" for k, v in spec.env.items()]
+    args += _placement_args(spec)
+    args += _limit_args(spec)
+    return args
+
+
+def _tmpfs_args(spec: ContainerSpec) -> list[str]:
+    """Podman's ``U`` option gives a tmpfs to the container's user (podman 4.3 reads the
+    uid and gid from the image itself); ``mode`` applies where the image has no such
+    folder, else the image's folder lends its mode (podman copies it up)."""
+    args = [f"--tmpfs={path}:rw,nosuid,nodev,size=64m" for path in spec.tmpfs]
+    owned = "rw,noexec,nosuid,nodev,size=64m,U,mode=0755"
+    return args + [f"--tmpfs={path}:{owned}" for path in spec.owned_tmpfs]
 
 
 def _placement_args(spec: ContainerSpec) -> list[str]:
@@ -679,6 +719,11 @@ def resolve_inside(root: Path, path: str, hops: int = 40) -> Path | None:
 
 def _secret_name(container: str, variable: str) -> str:
     return f"{container}--{variable}"
+
+
+def _probe_output(data: bytes) -> str:
+    text = data.decode("utf-8", "replace").strip()
+    return text[-PROBE_OUTPUT:]
 
 
 def _last_line(text: str) -> str:

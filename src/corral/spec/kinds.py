@@ -134,6 +134,57 @@ def mount_path(value: str) -> str:
     return value
 
 
+# Folders every instance gets as a tmpfs already, and corral's own folder of secrets.
+_TMPFS_TAKEN = {
+    "/tmp": "is a tmpfs every instance gets already",
+    "/run": "is a tmpfs every instance gets already, owned by its user",
+    "/var/run": "is Debian's link to /run, a tmpfs every instance gets already",
+}
+_SECRET_TREES = ("/run/secrets", "/var/run/secrets")
+
+
+def tmpfs_path(value: str) -> str:
+    """A ``run.tmpfs`` folder: an image path for a writable, empty folder on a read-only root.
+
+    Raises:
+        ValueError: as ``image_path``; or the path is in the kernel's or the runtime's
+            trees, is a tmpfs instances get already (``/tmp``, ``/run``), is corral's
+            folder of secrets or under it, or would hide the system's files.
+    """
+    image_path(value)
+    for tree in (*_SECRET_TREES, "/proc", "/sys", "/dev"):
+        if value == tree or value.startswith(tree + "/"):
+            why = _RUNTIME_TREES.get(tree, "holds the instance's secrets")
+            raise ValueError(f"a tmpfs cannot be mounted at {value}: {tree} {why}")
+    if value in _TMPFS_TAKEN:
+        raise ValueError(f"{value} {_TMPFS_TAKEN[value]}: name a folder inside it")
+    if value in _SYSTEM_FOLDERS:
+        raise ValueError(f"a tmpfs at {value} would hide the system's own files there")
+    return value
+
+
+# Where a health command gets the instance's address and port: whole arguments only.
+PROBE_PLACEHOLDERS = ("{host}", "{port}")
+
+
+def probe_argument(value: str) -> str:
+    """An argument of a health command: ``{host}`` and ``{port}`` only as whole arguments.
+
+    Each placeholder is replaced by the instance's address or port as one whole argument
+    (never spliced into a longer text), so a refused spelling is refused, not ignored.
+
+    Raises:
+        ValueError: a placeholder is part of a longer argument (``-h{host}``).
+    """
+    for placeholder in PROBE_PLACEHOLDERS:
+        if placeholder in value and value != placeholder:
+            raise ValueError(
+                f"{placeholder} must be a whole argument (write '-h', '{placeholder}', "
+                f"not '-h{placeholder}'): it is replaced as one argument, never inside text"
+            )
+    return value
+
+
 # --- paths on the host ---------------------------------------------------------------
 
 

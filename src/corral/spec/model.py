@@ -72,6 +72,7 @@ MAX_ENV = 256
 MAX_SECRETS = 64
 MAX_VOLUMES = 32
 MAX_TESTS = 100
+MAX_TMPFS = 16
 
 
 class SpecProblem(ValueError):
@@ -109,7 +110,7 @@ class ContainerfileBase(Model):
 
 
 BASE_KINDS = ("debian", "image", "containerfile")
-HEALTH_KINDS = ("http", "tcp")
+HEALTH_KINDS = ("http", "tcp", "command")
 
 
 def _kind_of(kinds: tuple[str, ...]) -> Any:
@@ -161,12 +162,23 @@ class RunConfig(Model):
     env: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=MAX_ENV)
     secrets: tuple[EnvName, ...] = Field(default=(), max_length=MAX_SECRETS)
     workdir: ImagePath | None = None
+    # Writable, empty folders on the read-only root, owned by ``user`` (e.g. /run/postgresql).
+    tmpfs: tuple[Annotated[str, AfterValidator(kinds.tmpfs_path)], ...] = Field(
+        default=(), max_length=MAX_TMPFS
+    )
 
     @field_validator("user")
     @classmethod
     def _not_root(cls, value: str) -> str:
         if value == "root":
             raise ValueError("instances never run as root; name an unprivileged user")
+        return value
+
+    @field_validator("tmpfs")
+    @classmethod
+    def _tmpfs_once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("a folder is named twice")
         return value
 
     @field_validator("env", mode="before")
@@ -206,12 +218,27 @@ class TcpHealth(Model):
         return value
 
 
+class CommandHealth(Model):
+    """A program run from outside the instance, in a throwaway container of the role's
+    image on the fleet's network; exit status 0 means ready. ``{host}`` and ``{port}``
+    arguments become the instance's address and ``run.port``."""
+
+    command: tuple[Annotated[ArgText, AfterValidator(kinds.probe_argument)], ...] = Field(
+        min_length=1, max_length=MAX_ARGS
+    )
+    interval: Duration = 1.0
+    timeout: Duration = 2.0
+    retries: Annotated[StrictInt, Field(ge=1, le=1000)] = 30
+
+
 Health = Annotated[
-    Annotated[HttpHealth, Tag("http")] | Annotated[TcpHealth, Tag("tcp")],
+    Annotated[HttpHealth, Tag("http")]
+    | Annotated[TcpHealth, Tag("tcp")]
+    | Annotated[CommandHealth, Tag("command")],
     Discriminator(
         _kind_of(HEALTH_KINDS),
         custom_error_type="health_kind",
-        custom_error_message="expected one of: http, tcp",
+        custom_error_message="expected one of: http, tcp, command",
     ),
 ]
 
@@ -327,6 +354,9 @@ class Role(Model):
         mounts = [PurePosixPath(p) for p in self.volumes.values()]
         if len(set(mounts)) != len(mounts):
             raise ValueError("two volumes are mounted at the same path")
+        both = sorted(set(self.volumes.values()) & set(self.run.tmpfs))
+        if both:
+            raise ValueError(f"run.tmpfs and a volume are both mounted at {', '.join(both)}")
         unknown = sorted(set(self.fixtures) - set(self.volumes))
         if unknown:
             raise ValueError(

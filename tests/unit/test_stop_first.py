@@ -17,6 +17,7 @@ import pytest
 from corral import app
 from corral.cli.views import plan_lines
 from corral.deploy.apply import Executor, Journal
+from corral.deploy.desired import RoleRelease
 from corral.deploy.plan import STOP_FIRST, plan_deploy, single_writer_conflicts
 from corral.engines.base import ContainerInfo, ContainerSpec
 from corral.errors import DeployError, SpecError, UsageError
@@ -27,11 +28,13 @@ from tests.unit.builders import role_release
 from tests.unit.test_apply_fake import (
     FLEET,
     SCOPE,
+    FakeEdge,
     RecordingEngine,
     containers,
     deploy,
     observed,
     outcomes,
+    with_edge,
 )
 
 DB = {"volumes": {"data": "/var/lib/db"}}
@@ -118,12 +121,52 @@ def test_stop_first_never_runs_two_instances_on_the_volume(
 
     old, new = SCOPE.instance_name("db", first, 1), SCOPE.instance_name("db", second, 1)
     assert most_running(engine, "db", mark) == 1
-    gone = "stop" if policy["strategy"] == "blue-green" else "remove"
-    assert call_index(engine, gone, old) < call_index(engine, "start", new)
+    assert call_index(engine, "stop", old) < call_index(engine, "start", new)
     assert engine.containers[new].state == "running"
-    # blue-green keeps its old instance as a stopped stand-by; rolling removes it
-    assert outcomes(state)[old] == ("standby" if gone == "stop" else "replaced")
+    # blue-green keeps its old instance as a stopped stand-by; rolling removes it, once
+    # the new one serves (removing it first would only lengthen the outage)
+    if policy["strategy"] == "blue-green":
+        assert outcomes(state)[old] == "standby" and ("remove", old) not in engine.calls
+    else:
+        assert outcomes(state)[old] == "replaced" and old not in engine.containers
+        assert call_index(engine, "start", new) < call_index(engine, "remove", old)
     assert "db" in state.last_unavailable(FLEET)
+
+
+class LoggingEdge(FakeEdge):
+    """A FakeEdge whose drains and admissions go into the engine's call list, in order."""
+
+    def __init__(self, engine: RecordingEngine) -> None:
+        super().__init__()
+        self.engine = engine
+
+    def drain(self, role: str, name: str, timeout: float) -> None:
+        self.engine.calls.append(("drain", name))
+        super().drain(role, name, timeout)
+
+    def confirm(self, rr: RoleRelease, name: str, timeout: float, ready: bool) -> None:
+        self.engine.calls.append(("ready", name))
+        super().confirm(rr, name, timeout, ready)
+
+
+def test_a_public_stop_first_role_is_drained_then_stopped_then_replaced(state: State) -> None:
+    engine = RecordingEngine()
+    edge = LoggingEdge(engine)
+    public = {"public": 5432, "run": {"port": 5432}, **DB}
+    for image in ("img-a", "img-b"):
+        desired = {"db": role_release("db", image, **public)}
+        release = state.start_release(FLEET, "deploy", {"db": desired["db"].to_record()})
+        plan = plan_deploy(SCOPE, desired, observed(engine, state))
+        engine.calls.clear()
+        with_edge(engine, state, release.number, edge).apply(plan, desired)
+        state.finish_release(release.id, "active")
+    assert engine.calls == [
+        ("drain", "shop-db-r1-1"),
+        ("stop", "shop-db-r1-1"),
+        ("start", "shop-db-r2-1"),
+        ("ready", "shop-db-r2-1"),
+        ("remove", "shop-db-r1-1"),
+    ]
 
 
 def test_switch_back_stops_the_current_instance_before_the_standby_restarts(
@@ -181,20 +224,20 @@ def test_a_stray_container_of_the_fleet_on_the_volume_blocks_the_start(state: St
 
 
 class SlowStop(RecordingEngine):
-    """``remove`` returns while the container is still stopping, for ``polls`` inspects."""
+    """``stop`` returns while the container is still stopping, for ``polls`` inspects."""
 
     def __init__(self, polls: int) -> None:
         super().__init__()
         self.polls = polls
         self.dying: dict[str, int] = {}
 
-    def remove(self, name: str) -> None:
+    def stop(self, name: str, timeout: int = 10) -> None:
         with self.lock:
             if name in self.containers:
                 self.containers[name] = dataclasses.replace(self.containers[name], state="stopping")
                 self.dying[name] = self.polls
-                self._sample("remove", name)
-                self.calls.append(("remove", name))
+                self._sample("stop", name)
+                self.calls.append(("stop", name))
 
     def inspect(self, name: str) -> ContainerInfo | None:
         with self.lock:
@@ -202,7 +245,9 @@ class SlowStop(RecordingEngine):
                 self.dying[name] -= 1
                 if self.dying[name] <= 0:
                     del self.dying[name]
-                    self.containers.pop(name, None)
+                    self.containers[name] = dataclasses.replace(
+                        self.containers[name], state="exited"
+                    )
             return super().inspect(name)
 
     def running(self) -> dict[str, int]:  # a stopping container still holds its volumes
@@ -220,7 +265,7 @@ def test_the_new_instance_waits_until_the_old_one_is_really_gone(state: State) -
     mark = len(engine.samples)
     deploy(engine, state, role_release("db", "img-b", **DB))
     assert most_running(engine, "db", mark) == 1
-    assert "shop-db-r1-1" not in engine.containers
+    assert "shop-db-r1-1" not in engine.containers  # removed once the new one served
 
 
 def test_an_old_instance_that_never_goes_away_stops_the_replacement(state: State) -> None:
@@ -302,7 +347,11 @@ def test_rollback_is_stop_first_too(fleet: tuple[Path, CrashingWhenBroken]) -> N
     engine.calls.clear()
     result = app.rollback(path, engine=engine, skip_tests="unit test")
     assert result.status == "active" and result.plan.role("db").strategy == STOP_FIRST
-    assert engine.calls[:2] == [("remove", "shop-db-r2-1"), ("start", "shop-db-r3-1")]
+    assert engine.calls[:3] == [
+        ("stop", "shop-db-r2-1"),
+        ("start", "shop-db-r3-1"),
+        ("remove", "shop-db-r2-1"),
+    ]
     assert most_running(engine, "db", mark) == 1
 
 

@@ -236,22 +236,28 @@ class Executor:
             self.retire(rr, change, "standby", keep=True)
 
     def _stop_first(self, rp: RolePlan, rr: RoleRelease) -> None:
-        """Old instances go, and are seen gone, before new ones start one at a time: two
-        instances never mount the role's single-writer volumes at once.
+        """Old instances stop, and are seen stopped, before new ones start one at a time:
+        two instances never mount the role's single-writer volumes at once.
 
         A blue-green role keeps its old instances stopped as stand-bys (a switch back
-        restarts them); any other role removes them. How long the role had no instance
+        restarts them); any other role removes them once the new ones serve (or failed). How long the role had no instance
         serving is recorded: ``plan`` shows it as the next replacement's estimate.
         """
         standby = rr.deploy.strategy == "blue-green"
         began = time.monotonic()
+        # Only stopped here: a stopped container holds no volume, and removing it (its
+        # storage, its stored secrets) would lengthen the outage; it goes afterwards.
         for change in rp.stop:
-            self.retire(rr, change, "standby" if standby else "replaced", keep=standby)
-        self._await_gone(rr, [c.instance for c in rp.stop])
-        for name in rp.restart:
-            self.relaunch(rr, name, traffic=True)
-        for _ in range(rp.start):
-            self.launch(rr, traffic=True)
+            self.retire(rr, change, "standby" if standby else "replaced", keep=True)
+        try:
+            self._await_gone(rr, [c.instance for c in rp.stop])
+            for name in rp.restart:
+                self.relaunch(rr, name, traffic=True)
+            for _ in range(rp.start):
+                self.launch(rr, traffic=True)
+        finally:
+            for change in [] if standby else rp.stop:
+                self.engine.remove(change.instance)
         if rp.interrupts:
             seconds = time.monotonic() - began
             self.journal.replaced(rr.role, self.release, seconds)

@@ -240,8 +240,9 @@ class Executor:
         two instances never mount the role's single-writer volumes at once.
 
         A blue-green role keeps its old instances stopped as stand-bys (a switch back
-        restarts them); any other role removes them once the new ones serve (or failed). How long the role had no instance
-        serving is recorded: ``plan`` shows it as the next replacement's estimate.
+        restarts them); any other role removes them once the new ones serve (or failed).
+        How long the role had no instance serving is recorded: ``plan`` shows it as the
+        next replacement's estimate.
         """
         standby = rr.deploy.strategy == "blue-green"
         began = time.monotonic()

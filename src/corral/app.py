@@ -22,6 +22,7 @@ from corral.errors import CorralError, Diagnostic, GateError, LockedError, Usage
 from corral.progress import NullProgress, Progress
 from corral.scrub import Scrubber
 from corral.spec import LoadedSpec, load_spec
+from corral.spec.model import Role
 from corral.state import AuditEntry, ImageRecord, State
 from corral.testing import suite
 
@@ -53,7 +54,23 @@ def validate(path: Path) -> Validation:
         for name, role in spec.fleet.roles.items()
         if not role.tests
     ]
+    warnings += [
+        Diagnostic(str(spec.path), 0, 0, f"roles.{name}.replicas", _lone_replica(role))
+        for name, role in spec.fleet.roles.items()
+        if role.replicas == 1 and role.volumes
+    ]
     return Validation(spec, tuple(warnings))
+
+
+def _lone_replica(role: Role) -> str:
+    """Why one replica with data is worth a word: there is no redundancy."""
+    if not role.single_writer:
+        return "one replica with data on volumes: no redundancy if it fails"
+    return (
+        f"one replica with data on single-writer volume(s) {', '.join(role.single_writer)}: "
+        "no redundancy, and it is replaced stop-first, so nothing serves while it is "
+        "replaced (`corral plan` says for how long)"
+    )
 
 
 def scrubber(spec: LoadedSpec) -> Scrubber:

@@ -83,7 +83,7 @@ class Fleet:
             + "}\n"
             "    health: {http: /healthz, interval: 200ms, retries: 25}\n"
             f"    replicas: {replicas}\n"
-            "    volumes: {data: /var/lib/app}\n"
+            "    volumes: {data: {path: /var/lib/app, shareable: true}}\n"
             f"    public: {self.port}\n"
             f"    deploy: {{strategy: {strategy}, drain: 2s, settle: {settle}}}\n"
             "    tests: [tests/]\n"

@@ -67,15 +67,7 @@ class RecordingEngine(FakeEngine):
             info = super().start(spec)
             self._addresses += 1
             address = f"10.89.{self._addresses // 200}.{self._addresses % 200 + 2}"
-            info = ContainerInfo(
-                info.id,
-                info.name,
-                info.image_id,
-                info.labels,
-                info.state,
-                {SCOPE.network: address},
-                info.created,
-            )
+            info = dataclasses.replace(info, addresses={SCOPE.network: address})
             self.containers[spec.name] = info
             self.by_address[address] = spec.name
             self._sample("start", spec.name)

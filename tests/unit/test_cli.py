@@ -86,7 +86,7 @@ roles:
     base: {image: localhost/worker-base:1}
     run: {command: [work], user: app}
     replicas: 2
-    volumes: {data: /var/lib/worker}
+    volumes: {data: {path: /var/lib/worker, shareable: true}}
 """
 
 

@@ -38,7 +38,7 @@ def role_data() -> Data:
             "workdir": "/srv/app",
         },
         "health": {"http": "/healthz"},
-        "replicas": 2,
+        "replicas": 1,  # more would need the volume shareable
         "volumes": {"data": "/var/lib/app"},
         "deploy": {"strategy": "rolling"},
         "public": 8080,
@@ -95,13 +95,14 @@ RELEASE_SETTINGS: dict[str, Callable[[Data], None]] = {
     "run.env": set_field("run.env", {"GREETING": "hello"}),
     "run.port": set_field("run.port", 9000),
     "run.secrets": set_field("run.secrets", ["OTHER"]),
-    "replicas": set_field("replicas", 5),
+    "replicas": set_field("replicas", 0),
     "health": set_field("health", {"tcp": True}),
     "deploy": set_field("deploy", {"strategy": "blue-green"}),
     "public": set_field("public", 9090),
     "resources": set_field("resources", {"memory": "1g"}),
     "lockdown": set_field("lockdown", {"capabilities": ["NET_BIND_SERVICE"]}),
     "volume name": set_field("volumes", {"state": "/var/lib/app"}),
+    "volume shareable": set_field("volumes.data", {"path": "/var/lib/app", "shareable": True}),
 }
 
 

@@ -44,6 +44,7 @@ ROLE_KEYS = {
     "public",
     "lockdown",
     "resources",
+    "shareable",
 }
 
 
@@ -97,6 +98,7 @@ def build_inputs(
         standby=set(obs.get("standby", [])),
         now=_time(obs.get("now", DEFAULT_NOW)),
         networks=set(obs.get("networks", [])),
+        last_unavailable=dict(obs.get("last_unavailable", {})),
     )
     return scope, desired, observed, list(case.get("untouched", []))
 
@@ -119,6 +121,9 @@ ROLE_EXPECT_KEYS = {
     "standby",
     "new_volumes",
     "volumes",
+    "exclusive",
+    "interrupts",
+    "unavailable_s",
 }
 
 
@@ -141,6 +146,9 @@ def check_role(rp: RolePlan, want: Mapping[str, Any]) -> None:
     assert list(rp.new_volumes) == want.get("new_volumes", []), f"{rp.role}: new_volumes"
     if "volumes" in want:
         assert list(rp.volumes) == want["volumes"], f"{rp.role}: volumes"
+    assert list(rp.exclusive) == want.get("exclusive", []), f"{rp.role}: exclusive"
+    assert rp.interrupts is want.get("interrupts", False), f"{rp.role}: interrupts"
+    assert rp.unavailable_s == want.get("unavailable_s"), f"{rp.role}: unavailable_s"
 
 
 def check_plan(plan: Plan, desired: Mapping[str, RoleRelease], expect: Mapping[str, Any]) -> None:

@@ -144,7 +144,12 @@ BUILDS = st.builds(
     ),
     st.lists(text, max_size=2),
 )
-VOLUMES = st.dictionaries(names, mount_paths, max_size=1)
+# A volume is its mount path, or a mapping with the path and whether it is shareable.
+VOLUMES = st.dictionaries(
+    names,
+    mount_paths | st.builds(lambda p, s: {"path": p, "shareable": s}, mount_paths, st.booleans()),
+    max_size=1,
+)
 TESTS = st.lists(st.just(FILES["test"]), max_size=1)
 DEPLOYS = st.builds(
     lambda s, k, d: {"strategy": s, "max_surge": 1, "keep_old": k, "drain": d},
@@ -176,6 +181,11 @@ def roles(draw: st.DrawFn, earlier: list[str], public: int | None) -> dict[str, 
     maybe(draw, "build", BUILDS, role)
     maybe(draw, "replicas", st.integers(0, 100), role)
     maybe(draw, "volumes", VOLUMES, role)
+    if role.get("replicas", 1) > 1:  # replicas share a volume only when it says they may
+        role["volumes"] = {
+            name: {"path": v if isinstance(v, str) else v["path"], "shareable": True}
+            for name, v in role.get("volumes", {}).items()
+        }
     maybe(draw, "tests", TESTS, role)
     if earlier:
         maybe(draw, "after", st.lists(st.sampled_from(earlier), unique=True), role)

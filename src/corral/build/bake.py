@@ -196,7 +196,7 @@ def role_content_hash(target: BakeTarget, base_id: str) -> str:
         "build": section["build"],
         "user": role.run.user,
         "workdir": role.run.workdir,
-        "volumes": sorted(role.volumes.values()),
+        "volumes": sorted(role.mounts.values()),
     }
     parts = [f"recipe:{IMAGE_RECIPE_VERSION}", f"spec:{hash_json(shaping)}", f"base:{base_id}"]
     parts += [

@@ -99,7 +99,7 @@ def render(role: Role, base_ref: str, labels: Mapping[str, str] | None = None) -
     user = plain_text("run.user", role.run.user)
     args: dict[str, str] = {}
     lines = [f"FROM {base_ref}", _shell(ADD_USER, user)]
-    paths = [plain_text(f"volumes.{n}", p) for n, p in sorted(role.volumes.items())]
+    paths = [plain_text(f"volumes.{n}", p) for n, p in sorted(role.mounts.items())]
     if paths:
         lines.append(_shell(OWN_VOLUMES, user, *sorted(paths)))
     for index, step in enumerate(role.build.copy_):

@@ -22,7 +22,7 @@ from rich.text import Text
 
 from corral.app import Sbom, Validation
 from corral.build import BuildResult
-from corral.deploy.plan import Plan, summarize
+from corral.deploy.plan import Plan, RolePlan, summarize
 from corral.deploy.service import DeployResult, PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
 from corral.errors import CorralError, SpecError
@@ -168,6 +168,7 @@ def plan_lines(plan: Plan, unbuilt_volumes: Sequence[str] = ()) -> list[str]:
         changes += [f"  remove {c.instance}: {c.reason}" for c in rp.cleanup]
         changes += [f"  create volume {v}" for v in rp.new_volumes]
         lines += [head, *changes] if rp.changed else [f"{head} up to date"]
+        lines += [outage] if (outage := unavailable_line(rp)) else []
     lines += [f"retire {c.instance}: {c.reason}" for c in plan.orphans]
     lines += [f"create volume {v} (for a role still to build)" for v in unbuilt_volumes]
     touched = plan.volumes_touched + len(unbuilt_volumes)
@@ -176,6 +177,15 @@ def plan_lines(plan: Plan, unbuilt_volumes: Sequence[str] = ()) -> list[str]:
         "(volumes are never deleted by a deploy)"
     )
     return lines
+
+
+def unavailable_line(rp: RolePlan) -> str | None:
+    """How long a stop-first replacement will leave the role without an instance, if it will."""
+    if not rp.interrupts:
+        return None
+    if rp.unavailable_s is None:
+        return f"{rp.role}: stop-first, unavailable for an unknown time (never measured)"
+    return f"{rp.role}: stop-first, about {rp.unavailable_s:.1f} s unavailable (last replacement)"
 
 
 def show_plan(console: Console, result: PlanResult) -> None:

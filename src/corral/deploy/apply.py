@@ -3,6 +3,11 @@
 Instances are never changed in place. New ones start, pass their health check from outside,
 join the edge; only then are old ones drained (no new requests, in-flight ones finish) and
 removed. Roles deploy wave by wave (``after``), roles of one wave in parallel.
+
+A role with a single-writer volume is the exception (the plan says ``stop-first``): its
+old instance is drained, stopped and seen gone before a new one starts. Whatever the plan
+says, no instance starts while another running container of the fleet mounts one of its
+single-writer volumes: the executor asks the engine first, and refuses.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ import contextlib
 import functools
 import itertools
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +27,7 @@ from corral.deploy.edge import Edge
 from corral.deploy.health import CommandProbe, Probe, wait_healthy
 from corral.deploy.instances import container_spec, probe_spec, remove_probes
 from corral.deploy.observe import KIND_INSTANCE
-from corral.deploy.plan import Change, Plan, RolePlan
+from corral.deploy.plan import STOP_FIRST, Change, Plan, RolePlan
 from corral.deploy.scope import LABEL, Scope
 from corral.deploy.secrets import Hasher
 from corral.engines.base import ContainerInfo, Engine
@@ -51,6 +57,11 @@ class Journal:
         with self._lock:
             self.state.record_audit(self.fleet, action, target, outcome, details)
 
+    def replaced(self, role: str, release: int, unavailable_s: float) -> None:
+        """A stop-first replacement left ``role`` unavailable for ``unavailable_s``."""
+        with self._lock:
+            self.state.record_replacement(self.fleet, role, release, unavailable_s)
+
 
 class ScratchJournal(Journal):
     """For throwaway test environments: nothing they do belongs in the fleet's records."""
@@ -67,6 +78,9 @@ class ScratchJournal(Journal):
     def audit(self, action: str, target: str, outcome: str, details: Mapping[str, Any]) -> None:
         pass
 
+    def replaced(self, role: str, release: int, unavailable_s: float) -> None:
+        pass
+
 
 @dataclass
 class Executor:
@@ -79,8 +93,10 @@ class Executor:
     secrets: Mapping[str, str] = field(default_factory=dict)
     key: Hasher | None = None  # labels say which secret values an instance got
     first_index: Mapping[str, int] = field(default_factory=dict)  # per role, when reusing
+    gone_timeout: float = 60.0  # how long a stopped instance may take to let go of its volumes
     _counters: dict[str, itertools.count[int]] = field(default_factory=dict)
     _count_lock: threading.Lock = field(default_factory=threading.Lock)
+    _claim_locks: dict[str, threading.Lock] = field(default_factory=dict)
 
     # -- the whole plan -----------------------------------------------------------------
     def apply(self, plan: Plan, desired: Desired, edge_image: str | None = None) -> None:
@@ -135,7 +151,9 @@ class Executor:
         for change in rp.cleanup:
             self.remove_stopped(rr, change)
         serving = self._sync_edge(rp, rr)
-        if rp.strategy == "blue-green" and (rp.start or rp.restart):
+        if rp.strategy == STOP_FIRST:
+            self._stop_first(rp, rr)
+        elif rp.strategy == "blue-green" and (rp.start or rp.restart):
             self._blue_green(rp, rr)
         else:
             self._rolling(rp, rr, serving)
@@ -222,6 +240,79 @@ class Executor:
         for change in rp.stop:
             self.retire(rr, change, "standby", keep=True)
 
+    def _stop_first(self, rp: RolePlan, rr: RoleRelease) -> None:
+        """Old instances stop, and are seen stopped, before new ones start one at a time:
+        two instances never mount the role's single-writer volumes at once.
+
+        A blue-green role keeps its old instances stopped as stand-bys (a switch back
+        restarts them); any other role removes them once the new ones serve (or failed).
+        How long the role had no instance serving is recorded: ``plan`` shows it as the
+        next replacement's estimate.
+        """
+        standby = rr.deploy.strategy == "blue-green"
+        began = time.monotonic()
+        # Only stopped here: a stopped container holds no volume, and removing it (its
+        # storage, its stored secrets) would lengthen the outage; it goes afterwards.
+        for change in rp.stop:
+            self.retire(rr, change, "standby" if standby else "replaced", keep=True)
+        try:
+            self._await_gone(rr, [c.instance for c in rp.stop])
+            for name in rp.restart:
+                self.relaunch(rr, name, traffic=True)
+            for _ in range(rp.start):
+                self.launch(rr, traffic=True)
+        finally:
+            for change in [] if standby else rp.stop:
+                self.engine.remove(change.instance)
+        if rp.interrupts:
+            seconds = time.monotonic() - began
+            self.journal.replaced(rr.role, self.release, seconds)
+            self.progress.step(rr.role, f"was unavailable for {seconds:.2f} s (stop-first)")
+
+    def _await_gone(self, rr: RoleRelease, names: Sequence[str]) -> None:
+        """Wait until no process of ``names`` runs any more (their volumes are released)."""
+        deadline = time.monotonic() + self.gone_timeout
+        for name in names:
+            while (info := self.engine.inspect(name)) is not None and info.holds_mounts:
+                if time.monotonic() > deadline:
+                    raise DeployError(
+                        f"role {rr.role}: {name} is still {info.state} after "
+                        f"{self.gone_timeout:.0f} s; its replacement was not started",
+                        role=rr.role,
+                    )
+                time.sleep(0.05)
+
+    @contextlib.contextmanager
+    def _claiming(self, rr: RoleRelease, starting: str) -> Iterator[None]:
+        """Hold the role's single-writer volumes for ``starting`` while it starts.
+
+        The engine is asked, not the plan: if another running container of the fleet
+        mounts one of them (whatever left it there), ``starting`` is refused. Starts of
+        one role are serialised so that two of them cannot both see the volume free.
+
+        Raises:
+            DeployError: a single-writer volume is in use; nothing was started.
+        """
+        wanted = {self.scope.volume_name(rr.role, v) for v in rr.single_writer}
+        if not wanted:
+            yield
+            return
+        with self._count_lock:
+            lock = self._claim_locks.setdefault(rr.role, threading.Lock())
+        with lock:
+            for other in self.engine.list_containers({LABEL + "fleet": self.scope.fleet}):
+                shared = sorted(wanted & set(other.volumes))
+                if shared and other.name != starting and other.holds_mounts:
+                    raise DeployError(
+                        f"role {rr.role}: {starting} was not started: {other.name} "
+                        f"({other.state}) mounts single-writer volume {shared[0]}",
+                        role=rr.role,
+                        reason=f"single-writer volume {shared[0]} is in use by {other.name}",
+                        volume=shared[0],
+                        holder=other.name,
+                    )
+            yield
+
     # -- instances ----------------------------------------------------------------------
     def _launch_many(
         self, rr: RoleRelease, count: int, restarts: Sequence[str], traffic: bool
@@ -251,7 +342,8 @@ class Executor:
         index = self._next_index(rr.role)
         spec = container_spec(self.scope, rr, self.release, index, self.secrets, self.key)
         self.progress.step(rr.role, f"starting {spec.name} ({rr.image_version})")
-        info = self.engine.start(spec)
+        with self._claiming(rr, spec.name):
+            info = self.engine.start(spec)
         self.journal.started(spec.name, rr.role, self.release, rr.image_id)
         self._become_healthy(rr, info, traffic)
         return spec.name
@@ -259,7 +351,8 @@ class Executor:
     def relaunch(self, rr: RoleRelease, name: str, traffic: bool) -> str:
         """Start a stand-by instance again (a blue-green switch back)."""
         self.progress.step(rr.role, f"restarting stand-by {name}")
-        info = self.engine.restart(name)
+        with self._claiming(rr, name):
+            info = self.engine.restart(name)
         release = int(info.labels.get(LABEL + "release", self.release))  # as it was labelled
         self.journal.started(name, rr.role, release, rr.image_id)
         self._become_healthy(rr, info, traffic)

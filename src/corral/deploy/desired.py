@@ -52,6 +52,9 @@ class RoleRelease(BaseModel):
     # Per secret name, the keyed hash (HMAC) of the value the instances get; empty in
     # test environments and in releases recorded before corral kept them.
     secret_hashes: dict[str, str] = {}
+    # Volumes declared shareable. A release recorded before corral knew of them has none:
+    # every volume is single-writer, the safe reading.
+    shareable: tuple[str, ...] = ()
 
     @classmethod
     def from_role(cls, name: str, role: Role, image: ImageRecord) -> RoleRelease:
@@ -64,7 +67,7 @@ class RoleRelease(BaseModel):
             run=role.run,
             health=role.health,
             replicas=role.replicas,
-            volumes=dict(role.volumes),
+            volumes=role.mounts,
             deploy=role.deploy,
             after=role.after,
             public=role.public,
@@ -72,7 +75,13 @@ class RoleRelease(BaseModel):
             resources=role.resources,
             tests=role.tests,
             fixtures=dict(role.fixtures),
+            shareable=tuple(sorted(set(role.volumes) - set(role.single_writer))),
         )
+
+    @property
+    def single_writer(self) -> tuple[str, ...]:
+        """The volumes only one running instance may mount at a time, sorted."""
+        return tuple(sorted(set(self.volumes) - set(self.shareable)))
 
     @property
     def config_hash(self) -> str:

@@ -5,6 +5,10 @@ never talks to an engine. The executor (``apply.py``) is the only code that acts
 plan. An instance counts as *current* only when it runs the desired image with the desired
 configuration and belongs to a release that once succeeded; anything else is replaced, so
 the leftovers of a killed deploy are converged away by the next one.
+
+A role with a single-writer volume (any volume not declared ``shareable``) is planned
+``stop-first`` whatever its declared strategy: its old instance goes before the new one
+starts, so two instances never mount that volume at once.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from datetime import datetime
 from corral.deploy.desired import Desired, RoleRelease, deploy_order
 from corral.deploy.observe import Instance
 from corral.deploy.scope import Scope
+
+STOP_FIRST = "stop-first"
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,9 @@ class RolePlan:
     standby: tuple[str, ...] = ()  # stopped instances kept for an instant switch back
     new_volumes: tuple[str, ...] = ()
     volumes: tuple[str, ...] = ()
+    exclusive: tuple[str, ...] = ()  # single-writer volumes: one running instance at a time
+    interrupts: bool = False  # stop-first replaces a serving instance: the role is down a while
+    unavailable_s: float | None = None  # how long that took last time (None: never measured)
 
     @property
     def changed(self) -> bool:
@@ -86,6 +95,8 @@ class Observed:
     # The recorded roles of the releases observed instances belong to: they say what
     # changed (which secret) when an instance's configuration is stale.
     released: Mapping[int, Desired] = field(default_factory=dict)
+    # Per role, how long its last stop-first replacement left it unavailable (seconds).
+    last_unavailable: Mapping[str, float] = field(default_factory=dict)
 
 
 def plan_deploy(
@@ -121,9 +132,11 @@ def _plan_role(scope: Scope, rr: RoleRelease, instances: list[Instance], obs: Ob
     needed = max(0, rr.replicas - len(keep))
     restart, standby = restart[:needed], restart[needed:] + standby
     volumes = tuple(scope.volume_name(rr.role, v) for v in sorted(rr.volumes))
+    exclusive = tuple(scope.volume_name(rr.role, v) for v in rr.single_writer)
+    interrupts = bool(exclusive and stop and needed and not keep)
     return RolePlan(
         role=rr.role,
-        strategy=rr.deploy.strategy,
+        strategy=STOP_FIRST if exclusive else rr.deploy.strategy,
         image_version=rr.image_version,
         replicas=rr.replicas,
         keep=tuple(i.name for i in keep),
@@ -134,7 +147,23 @@ def _plan_role(scope: Scope, rr: RoleRelease, instances: list[Instance], obs: Ob
         standby=tuple(i.name for i in standby),
         new_volumes=tuple(v for v in volumes if v not in obs.volumes),
         volumes=volumes,
+        exclusive=exclusive,
+        interrupts=interrupts,
+        unavailable_s=obs.last_unavailable.get(rr.role) if interrupts else None,
     )
+
+
+def single_writer_conflicts(desired: Desired) -> list[str]:
+    """Roles that would run several instances on one single-writer volume, in words.
+
+    The spec refuses them; a release recorded by an older corral may still hold one.
+    """
+    return [
+        f"role {name} has {rr.replicas} replicas on single-writer volume(s) "
+        f"{', '.join(rr.single_writer)}"
+        for name, rr in sorted(desired.items())
+        if rr.replicas > 1 and rr.single_writer
+    ]
 
 
 def _matches(instance: Instance, rr: RoleRelease) -> bool:

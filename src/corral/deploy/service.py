@@ -27,7 +27,7 @@ from corral.deploy.edge import EDGE_ROLE, Edge, edge_role, frontends
 from corral.deploy.instances import resolve_secrets
 from corral.deploy.observe import Instance, list_scope, observe
 from corral.deploy.outcome import Failed, as_deploy_error, fail
-from corral.deploy.plan import Observed, Plan, plan_deploy
+from corral.deploy.plan import Observed, Plan, plan_deploy, single_writer_conflicts
 from corral.deploy.scope import Scope
 from corral.deploy.secrets import (
     KeyFile,
@@ -198,6 +198,7 @@ def observe_fleet(
         edge=ctx.edge.observe(desired, edge_image, listing),
         networks={n for c in listing if c.state == "running" for n in c.addresses},
         released={r.number: desired_from_record(r.roles) for r in releases if r.number in numbers},
+        last_unavailable=ctx.state.last_unavailable(ctx.scope.fleet),
     )
 
 
@@ -258,6 +259,12 @@ def deploy(
         # Reading the fleet and finding (or baking) the images are independent: side by side.
         seeing = pool.submit(look, ctx)
         desired, untouched, edge, built = _wanted(ctx, roles, source)
+    conflicts = single_writer_conflicts(desired)
+    if conflicts:  # only an older corral's release can hold one: the spec refuses them
+        raise UsageError(
+            "; ".join(conflicts) + ": two instances must never mount a single-writer volume; "
+            "deploy a spec that runs one replica or declares the volume shareable"
+        )
     # A build takes a while: the fleet is read again after one, so the plan sees it as it is.
     seen = None if built else seeing.result()
     # The roles this deploy is about (a rollback: all) use today's values of their secrets.

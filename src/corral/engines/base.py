@@ -93,6 +93,16 @@ class ContainerInfo:
     created: str
     exit_code: int | None = None
     finished: str = ""  # when it last stopped (ISO time), empty while it never has
+    volumes: tuple[str, ...] = ()  # names of the named volumes it mounts
+
+    @property
+    def holds_mounts(self) -> bool:
+        """Whether a process of it may still be using its volumes: anything but a
+        container that never started or has exited."""
+        return self.state not in _AT_REST
+
+
+_AT_REST = frozenset({"created", "configured", "exited", "stopped"})
 
 
 @dataclass(frozen=True)

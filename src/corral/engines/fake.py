@@ -136,6 +136,7 @@ class FakeEngine(Engine):
             "running",
             {spec.network or "podman": address},
             "",
+            volumes=tuple(m.source for m in spec.mounts if not m.source.startswith("/")),
         )
         self.containers[spec.name] = info
         self.calls.append(("start", spec.name))

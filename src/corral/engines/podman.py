@@ -756,6 +756,11 @@ def _container_info(data: Mapping[str, Any]) -> ContainerInfo:
         created=str(data.get("Created", "")),
         exit_code=state.get("ExitCode"),
         finished=_real_time(state.get("FinishedAt")),
+        volumes=tuple(
+            str(m["Name"])
+            for m in data.get("Mounts") or ()
+            if m.get("Type") == "volume" and m.get("Name")
+        ),
     )
 
 

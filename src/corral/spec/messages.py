@@ -42,8 +42,8 @@ def resolve(loc: Loc) -> Slot:
     for element in loc:
         current, _ = _unwrap(current)
         tagged = _tagged_members(current)
-        if tagged:
-            current, slot.metadata = tagged.get(str(element)), []
+        if str(element) in tagged:  # "[key]" after a union (a volume's name) is no tag
+            current, slot.metadata = tagged[str(element)], []
             continue
         slot.yaml_loc += (element,)
         slot.owner = current if _is_model(current) else None

@@ -326,13 +326,40 @@ class Resources(Model):
     pids: Annotated[StrictInt, Field(ge=16, le=100000)] = 256
 
 
+class Volume(Model):
+    """A named volume written as a mapping: where it is mounted, and who may share it."""
+
+    path: MountPath
+    # Single-writer by default: a database's data folder must never be mounted by two
+    # running instances. Shareable volumes are for programs that coordinate their
+    # writers themselves (SQLite's locks, append-only files); their roles roll new-first.
+    shareable: StrictBool = False
+
+
+def _volume_kind(value: Any) -> str | None:
+    """The short form (the mount path as text) or the mapping form of a volume."""
+    if isinstance(value, str):
+        return "path"
+    return "volume" if isinstance(value, dict | Volume) else None
+
+
+VolumeEntry = Annotated[
+    Annotated[MountPath, Tag("path")] | Annotated[Volume, Tag("volume")],
+    Discriminator(
+        _volume_kind,
+        custom_error_type="volume_kind",
+        custom_error_message="expected a path in the image, or a mapping with path and shareable",
+    ),
+]
+
+
 class Role(Model):
     base: Base
     build: BuildSteps = BuildSteps()
     run: RunConfig
     health: Health | None = None
     replicas: Annotated[StrictInt, Field(ge=0, le=100)] = 1
-    volumes: dict[Name, MountPath] = Field(default_factory=dict, max_length=MAX_VOLUMES)
+    volumes: dict[Name, VolumeEntry] = Field(default_factory=dict, max_length=MAX_VOLUMES)
     tests: tuple[HostPath, ...] = Field(default=(), max_length=MAX_TESTS)
     # Test environments seed these volumes from folders in the repo (volume -> folder).
     fixtures: dict[Name, HostPath] = Field(default_factory=dict, max_length=MAX_VOLUMES)
@@ -351,10 +378,16 @@ class Role(Model):
         if self.public is not None and self.run.port is None:
             raise ValueError("a public role needs run.port for the edge to reach it")
         self.deploy.check_progress(self.replicas)
-        mounts = [PurePosixPath(p) for p in self.volumes.values()]
+        if self.replicas > 1 and self.single_writer:
+            raise ValueError(
+                f"{self.replicas} replicas would all mount the single-writer volume(s) "
+                f"{', '.join(self.single_writer)}: run one replica, or declare each volume "
+                "'shareable: true' if the program coordinates its writers itself"
+            )
+        mounts = [PurePosixPath(p) for p in self.mounts.values()]
         if len(set(mounts)) != len(mounts):
             raise ValueError("two volumes are mounted at the same path")
-        both = sorted(set(self.volumes.values()) & set(self.run.tmpfs))
+        both = sorted(set(self.mounts.values()) & set(self.run.tmpfs))
         if both:
             raise ValueError(f"run.tmpfs and a volume are both mounted at {', '.join(both)}")
         unknown = sorted(set(self.fixtures) - set(self.volumes))
@@ -363,6 +396,25 @@ class Role(Model):
                 f"fixtures name volume(s) the role does not have: {', '.join(unknown)}"
             )
         return self
+
+    @property
+    def mounts(self) -> dict[str, str]:
+        """Each volume's mount path in the image, by volume name."""
+        return {
+            name: entry if isinstance(entry, str) else entry.path
+            for name, entry in self.volumes.items()
+        }
+
+    @property
+    def single_writer(self) -> tuple[str, ...]:
+        """The volumes only one running instance may mount at a time, sorted."""
+        return tuple(
+            sorted(
+                name
+                for name, entry in self.volumes.items()
+                if isinstance(entry, str) or not entry.shareable
+            )
+        )
 
 
 class EdgeSettings(Model):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -368,6 +369,37 @@ class State:
         """The fleet's live (or all) instances in the order recorded. StateError if unreadable."""
         with self._translated("listing instances"):
             return releases.query_instances(self.conn, fleet, live_only)
+
+    def record_replacement(self, fleet: str, role: str, release: int, unavailable_s: float) -> None:
+        """Record that a stop-first replacement left ``role`` unavailable ``unavailable_s``.
+
+        Raises:
+            ValueError: ``unavailable_s`` is negative or not finite.
+            StateError: the database cannot be written.
+        """
+        seconds = float(unavailable_s)
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"an unavailable time must be >= 0 seconds, not {unavailable_s!r}")
+        with self._write("recording a replacement") as conn:
+            conn.execute(
+                'INSERT INTO replacements (fleet, role, "release", unavailable_s, at)'
+                " VALUES (?, ?, ?, ?, ?)",
+                (fleet, role, release, seconds, utc_now()),
+            )
+
+    def last_unavailable(self, fleet: str) -> dict[str, float]:
+        """Per role, how long its newest stop-first replacement left it unavailable.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._translated("reading replacements"):
+            rows = self.conn.execute(
+                "SELECT role, unavailable_s FROM replacements WHERE id IN"
+                " (SELECT MAX(id) FROM replacements WHERE fleet = ? GROUP BY role)",
+                (fleet,),
+            ).fetchall()
+        return {str(role): float(seconds) for role, seconds in rows}
 
     # -- test runs ----------------------------------------------------------------
 

@@ -1,0 +1,175 @@
+"""The stack's app: rows in PostgreSQL, through the edge.
+
+GET /rows counts the rows, POST /rows inserts one and answers its id, GET /healthz says
+the app itself is up (not the database: a database restart must not take every app
+instance out of the edge at once). The database is found by its role name, ``db``,
+which is a DNS name on the fleet's network.
+
+Each request opens its own connection. While the database is being replaced (it is
+stopped before its successor starts), opening one is retried for up to DB_WAIT seconds,
+so a short database restart slows requests down instead of failing them. A statement is
+never retried: a POST whose connection broke mid-way answers 503 rather than insert twice.
+
+On SIGTERM (``podman stop``, after the edge has drained the instance) the requests still
+being answered are finished before the process exits, so a slow one is not cut off.
+"""
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import psycopg2
+
+DB = {
+    "host": os.environ.get("DB_HOST", "db"),
+    "dbname": os.environ.get("DB_NAME", "postgres"),
+    "user": os.environ.get("DB_USER", "postgres"),
+    "password": os.environ.get("DB_PASSWORD", ""),
+    "connect_timeout": 2,
+}
+DB_WAIT = float(os.environ.get("DB_WAIT", "15"))
+GREETING = os.environ.get("GREETING", "hello")
+VERSION = "1"
+STOP_WAIT = 8.0  # seconds to finish requests after SIGTERM; podman kills at 10
+SCHEMA = "CREATE TABLE IF NOT EXISTS rows (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL)"
+
+
+class Unavailable(Exception):
+    """The database could not be reached in time."""
+
+
+def connect(wait: float = DB_WAIT) -> "psycopg2.extensions.connection":
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return psycopg2.connect(**DB)
+        except psycopg2.OperationalError as exc:
+            if time.monotonic() >= deadline:
+                raise Unavailable(str(exc).strip()) from exc
+            time.sleep(0.05)
+
+
+def count_rows() -> int:
+    conn = connect()
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM rows")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def insert_row(body: str) -> int:
+    conn = connect()
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO rows (body) VALUES (%s) RETURNING id", (body,))
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def db_ready() -> bool:
+    """One attempt, no waiting: for measuring how long the database is away."""
+    try:
+        connect(wait=0).close()
+    except Unavailable:
+        return False
+    return True
+
+
+class InFlight:
+    """How many requests are being answered, so that a stop can wait for them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self.lock:
+            self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.count -= 1
+
+
+IN_FLIGHT = InFlight()
+
+
+def stop_when_idle() -> None:
+    deadline = time.monotonic() + STOP_WAIT
+    while IN_FLIGHT.count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os._exit(0)  # idle kept-alive connections need no goodbye: the edge sends nothing more
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        with IN_FLIGHT:
+            self.get()
+
+    def do_POST(self) -> None:
+        with IN_FLIGHT:
+            self.post()
+
+    def get(self) -> None:
+        if self.path == "/healthz":
+            self.reply(200, {"ok": True})
+        elif self.path == "/":
+            self.reply(200, {"greeting": GREETING, "version": VERSION,
+                             "instance": socket.gethostname()})
+        elif self.path == "/rows":
+            self.with_db(lambda: {"count": count_rows(), "version": VERSION})
+        elif self.path == "/db":
+            ready = db_ready()
+            self.reply(200 if ready else 503, {"ready": ready})
+        else:
+            self.reply(404, {"error": "not found"})
+
+    def post(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/rows":
+            text = body.decode("utf-8", "replace") or "row"
+            self.with_db(lambda: {"id": insert_row(text), "version": VERSION})
+        else:
+            self.reply(404, {"error": "not found"})
+
+    def with_db(self, work) -> None:
+        try:
+            self.reply(200, work())
+        except (Unavailable, psycopg2.Error) as exc:
+            self.reply(503, {"error": "database unavailable",
+                             "detail": str(exc).strip().splitlines()[0:1]})
+
+    def reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode() + b"\n"
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def create_schema() -> None:
+    conn = connect(wait=120)  # the first start of db runs initdb
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(SCHEMA)
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop_when_idle).start())
+    create_schema()
+    ThreadingHTTPServer(("0.0.0.0", 8000), Handler).serve_forever()

@@ -9,11 +9,16 @@ Each request opens its own connection. While the database is being replaced (it 
 stopped before its successor starts), opening one is retried for up to DB_WAIT seconds,
 so a short database restart slows requests down instead of failing them. A statement is
 never retried: a POST whose connection broke mid-way answers 503 rather than insert twice.
+
+On SIGTERM (``podman stop``, after the edge has drained the instance) the requests still
+being answered are finished before the process exits, so a slow one is not cut off.
 """
 
 import json
 import os
+import signal
 import socket
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -29,6 +34,7 @@ DB = {
 DB_WAIT = float(os.environ.get("DB_WAIT", "15"))
 GREETING = os.environ.get("GREETING", "hello")
 VERSION = "1"
+STOP_WAIT = 8.0  # seconds to finish requests after SIGTERM; podman kills at 10
 SCHEMA = "CREATE TABLE IF NOT EXISTS rows (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL)"
 
 
@@ -76,10 +82,44 @@ def db_ready() -> bool:
     return True
 
 
+class InFlight:
+    """How many requests are being answered, so that a stop can wait for them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self.lock:
+            self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.count -= 1
+
+
+IN_FLIGHT = InFlight()
+
+
+def stop_when_idle() -> None:
+    deadline = time.monotonic() + STOP_WAIT
+    while IN_FLIGHT.count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os._exit(0)  # idle kept-alive connections need no goodbye: the edge sends nothing more
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
+        with IN_FLIGHT:
+            self.get()
+
+    def do_POST(self) -> None:
+        with IN_FLIGHT:
+            self.post()
+
+    def get(self) -> None:
         if self.path == "/healthz":
             self.reply(200, {"ok": True})
         elif self.path == "/":
@@ -93,7 +133,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.reply(404, {"error": "not found"})
 
-    def do_POST(self) -> None:
+    def post(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.path == "/rows":
             text = body.decode("utf-8", "replace") or "row"
@@ -130,5 +170,6 @@ def create_schema() -> None:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop_when_idle).start())
     create_schema()
     ThreadingHTTPServer(("0.0.0.0", 8000), Handler).serve_forever()

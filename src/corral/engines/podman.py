@@ -55,6 +55,8 @@ LAUNCHER = (
     "done; "
     'exec "$@"'
 )
+#: How an instance's resolver asks for names (see ``dns_args``).
+DNS_OPTIONS = ("timeout:1", "attempts:5")
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class PodmanEngine(Engine):
         self.api = default_api() if api == "auto" else api
         self._secrets: list[str] | None = None  # cached names in podman's secret store
         self._launches: dict[tuple[str, str], SecretLaunch] = {}  # by (image, user)
+        self._dns: dict[str, tuple[str, ...]] = {}  # by network: its DNS server addresses
 
     def _via_api(self, read: Callable[[PodmanAPI], T]) -> tuple[T] | None:
         """``(answer,)`` from the REST API, or None: use the CLI instead."""
@@ -253,7 +256,8 @@ class PodmanEngine(Engine):
         return proc.stdout
 
     def run_probe(self, spec: ContainerSpec, timeout: float) -> ProbeResult:
-        argv = [self.binary, "run", "--rm", *probe_args(spec)]
+        dns = self._dns_servers(spec.network) if spec.network else ()
+        argv = [self.binary, "run", "--rm", *probe_args(spec, dns)]
         started = time.monotonic()
         try:
             proc = subprocess.run(
@@ -276,8 +280,9 @@ class PodmanEngine(Engine):
         try:
             # Inside: a secret the store refuses must not leave the ones stored before it.
             secret_args = self._create_secrets(spec, launch)
+            dns = self._dns_servers(spec.network) if spec.network else ()
             container_id = self._run(
-                "run", "--detach", *run_args(spec, secret_args, launch), timeout=120
+                "run", "--detach", *run_args(spec, secret_args, launch, dns), timeout=120
             ).stdout.strip()
         except EngineError:
             self._remove_secrets(spec.name)
@@ -512,7 +517,18 @@ class PodmanEngine(Engine):
             args.append("--internal")
         self._run(*args, name)
 
+    def _dns_servers(self, network: str) -> tuple[str, ...]:
+        """The addresses where podman's DNS server (aardvark-dns) answers on ``network``:
+        its gateways, or none when the network has no DNS. Read once per network."""
+        if network not in self._dns:
+            found = self._json("network", "inspect", "--format", "json", network)
+            data = found[0] if found else {}
+            subnets = (data.get("subnets") or []) if data.get("dns_enabled") else []
+            self._dns[network] = tuple(str(s["gateway"]) for s in subnets if s.get("gateway"))
+        return self._dns[network]
+
     def remove_network(self, name: str) -> None:
+        self._dns.pop(name, None)
         if self._network_exists(name):
             # Not --force: that would also remove any container still attached, corral's or not.
             self._run("network", "rm", name)
@@ -550,9 +566,14 @@ def _api_containers(api: PodmanAPI, labels: Mapping[str, str]) -> list[Container
 
 
 def run_args(
-    spec: ContainerSpec, secret_args: Sequence[str] = (), launch: SecretLaunch | None = None
+    spec: ContainerSpec,
+    secret_args: Sequence[str] = (),
+    launch: SecretLaunch | None = None,
+    dns: Sequence[str] = (),
 ) -> list[str]:
     """The ``podman run`` arguments for ``spec``: lockdown first, then the instance.
+
+    ``dns``: the addresses of the network's DNS server (see ``dns_args``).
 
     With secrets (``secret_args`` from the secret store, ``launch`` from the image), the
     program is started by :data:`LAUNCHER`, which reads each secret's file into the
@@ -561,7 +582,7 @@ def run_args(
     values into the container's ``Config.Env``, for anyone who can run ``podman inspect``
     to read (podman#23788).
     """
-    args = _container_args(spec)
+    args = _container_args(spec, dns)
     if launch is None:
         return [*args, *secret_args, spec.image, *spec.command]
     # A folder of its own, owned by root: the secrets' mount points need a writable place
@@ -571,13 +592,14 @@ def run_args(
     return [*args, spec.image, *launch.entrypoint, *spec.command]
 
 
-def probe_args(spec: ContainerSpec) -> list[str]:
+def probe_args(spec: ContainerSpec, dns: Sequence[str] = ()) -> list[str]:
     """The ``podman run`` arguments for a probe: ``spec``'s lockdown, and its command as
     the entrypoint, so the image's own entrypoint (a server's start script) never runs."""
-    return [*_container_args(spec), "--entrypoint", json.dumps(list(spec.command)), spec.image]
+    entrypoint = json.dumps(list(spec.command))
+    return [*_container_args(spec, dns), "--entrypoint", entrypoint, spec.image]
 
 
-def _container_args(spec: ContainerSpec) -> list[str]:
+def _container_args(spec: ContainerSpec, dns: Sequence[str] = ()) -> list[str]:
     """Everything of ``podman run`` but the image and the command: lockdown first."""
     args = ["--name", spec.name, "--cap-drop", "all", "--stop-timeout", str(spec.stop_timeout)]
     args += [f"--cap-add={cap}" for cap in spec.cap_add]
@@ -591,6 +613,7 @@ def _container_args(spec: ContainerSpec) -> list[str]:
     args += _label_args(spec.labels)
     args += [f"--env={k}={v}" for k, v in spec.env.items()]
     args += _placement_args(spec)
+    args += dns_args(dns) if spec.network else []
     args += _limit_args(spec)
     return args
 
@@ -618,6 +641,26 @@ def _placement_args(spec: ContainerSpec) -> list[str]:
         mode = "ro" if mount.read_only else "rw"
         args += ["--volume", f"{mount.source}:{mount.target}:{mode}"]
     return args
+
+
+def dns_args(servers: Sequence[str]) -> list[str]:
+    """Resolver settings that keep a role's name resolving while containers come and go.
+
+    aardvark-dns 1.4 (podman 4.3) closes and binds again every socket it listens on each
+    time netavark signals it, which happens whenever any container joins or leaves any
+    network (containers/aardvark-dns#389, fixed in 1.11). A query that meets no socket is
+    refused, and glibc then asks the next nameserver podman lists, the host's resolver,
+    which answers "no such name" for a role; a query left in a closed socket is lost,
+    and glibc waits its 5 s timeout, twice with podman's search domain. So an instance
+    asks aardvark only (it forwards every other name to the host's resolvers itself),
+    with no search domain, and waits 1 s per try (glibc's shortest). Each server is
+    listed twice because glibc makes at most 5 attempts per listed server: a lookup
+    then fails only when aardvark-dns stays away for about 10 s, not 5.
+    """
+    if not servers:
+        return []
+    listed = [f"--dns={ip}" for ip in servers for _ in range(2)]
+    return [*listed, *(f"--dns-option={o}" for o in DNS_OPTIONS)]
 
 
 def _limit_args(spec: ContainerSpec) -> list[str]:

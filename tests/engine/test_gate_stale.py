@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -38,12 +39,14 @@ def test_the_instance_answers(instance_url):
 """
 
 
-def _results(fleet: Fleet, *args: str) -> dict[str, dict[str, object]]:
+def _results(fleet: Fleet, *args: str) -> dict[str, dict[str, Any]]:
     proc = fleet.corral("test", "--json", *args, check=False)
     return {r["role"]: r for r in json.loads(proc.stdout)["results"]}
 
 
-def test_a_new_failing_test_file_invalidates_an_earlier_pass(fleet: Fleet, shared_base: str) -> None:
+def test_a_new_failing_test_file_invalidates_an_earlier_pass(
+    fleet: Fleet, shared_base: str
+) -> None:
     write_tests(fleet, "v1")
     assert _results(fleet)["web"]["outcome"] == "passed"
     (fleet.folder / "tests" / "test_new.py").write_text("def test_new():\n    assert False\n")
@@ -54,7 +57,7 @@ def test_a_new_failing_test_file_invalidates_an_earlier_pass(fleet: Fleet, share
     # Not "already passed": the new key has no result yet, so corral test runs it.
     rerun = _results(fleet)["web"]
     assert rerun["outcome"] == "failed"
-    assert any("test_new" in str(c["name"]) for c in rerun["checks"])  # type: ignore[attr-defined]
+    assert any("test_new" in c["name"] for c in rerun["checks"])
     assert fleet.corral("deploy", check=False).returncode == 1
     assert all(not r["instances"] for r in fleet.status()["roles"])  # nothing went live
     assert leftovers(fleet) == {"containers": [], "networks": [], "volumes": []}
@@ -95,7 +98,7 @@ def test_corral_test_of_a_role_brings_up_the_roles_it_is_after(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = {r["role"]: r for r in json.loads(proc.stdout)["results"]}
     assert list(results) == ["web"]  # db came up for web; db's own (failing) tests did not run
-    names = [str(c["name"]) for c in results["web"]["checks"]]  # type: ignore[attr-defined]
+    names = [c["name"] for c in results["web"]["checks"]]
     assert results["web"]["outcome"] == "passed" and any("reaches_db" in n for n in names)
     assert "db: brought up for the roles that come after it; not tested" in proc.stderr
     assert leftovers(fleet) == {"containers": [], "networks": [], "volumes": []}

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from corral.app import _checks
 from corral.deploy.desired import RoleRelease
 from corral.deploy.service import Context
 from corral.engines.fake import FakeEngine
@@ -215,3 +216,20 @@ def test_corral_test_builds_the_roles_a_role_is_after(tmp_path: Path) -> None:
         ctx = Context(load_spec(tmp_path / "corral.yaml"), FakeEngine(), state)
         assert spec_dependencies(ctx, ["app"]) == ["app", "db", "disk"]
         assert spec_dependencies(ctx, ["disk"]) == ["disk"]
+
+
+def test_rollbacks_and_kept_roles_are_gated_as_recorded_deployed_roles_by_key(
+    ctx: Context,
+) -> None:
+    web = role_release("web", tests=["tests/web/"])
+    api = role_release("api", tests=["t/"])
+    _record(ctx, web, "passed", [HEALTH, check("passed")])
+    _record(ctx, api, "passed", [HEALTH, check("passed")])
+    (ctx.spec.root / "tests/web/test_later.py").write_text("def test_c():\n    pass\n")
+    desired = {"web": web, "api": api}
+    with pytest.raises(GateError, match="not tested: web"):
+        _checks(ctx, None, ()).before(desired)  # corral deploy: web's tests changed
+    _checks(ctx, None, ["api"]).before(desired)  # corral deploy api keeps web as released
+    with pytest.raises(GateError, match="not tested: web"):
+        _checks(ctx, None, ["web"]).before(desired)
+    _checks(ctx, None, None, smoke_test=False).before(desired)  # a rollback

@@ -125,3 +125,12 @@ def test_a_test_file_linking_out_of_the_spec_folder_is_refused(
     (root / "tests" / "web" / "test_link.py").symlink_to(outside)
     with pytest.raises(BuildError, match="outside the copied folder"):
         _key(root)
+
+
+def test_a_fixture_link_is_hashed_by_its_text_wherever_it_points(root: Path) -> None:
+    # The seeding copies a fixture's links as links (cp -a), never following them.
+    (root / "seed" / "abs").symlink_to("/etc/shadow")
+    first = _key(root)
+    (root / "seed" / "abs").unlink()
+    (root / "seed" / "abs").symlink_to("/etc/passwd")
+    assert _key(root) != first

@@ -10,7 +10,8 @@ In the key:
 - the bytes, names, execute bits and link texts of every file of the role's ``tests``
   (a folder entry: everything under it, through the confined walk of
   :mod:`corral.build.tree`), and the ``conftest.py`` files pytest loads above them;
-- the content of every ``fixtures`` folder, and which volume each seeds;
+- the content of every ``fixtures`` folder (a link in it by its text, wherever it points,
+  as the seeding copies it), and which volume each seeds;
 - the role's ``run`` (command, user, port, env, secret names, workdir), ``health``,
   ``volumes``, ``lockdown``, ``resources``, ``public`` and ``after`` (the names of the
   roles brought up with it), as the test environment starts it;
@@ -66,16 +67,19 @@ def test_key(root: Path, name: str, role: Role, live_secrets: Collection[str]) -
         "tests": {t: _content(root, t, f"{field}.tests") for t in role.tests},
         "conftest": {c: _content(root, c, f"{field}.tests") for c in _conftests(root, role.tests)},
         "fixtures": {
-            volume: _content(root, folder, f"{field}.fixtures.{volume}")
+            volume: _content(root, folder, f"{field}.fixtures.{volume}", any_links=True)
             for volume, folder in role.fixtures.items()
         },
     }
     return hash_json(data)
 
 
-def _content(root: Path, relative: str, field: str) -> str:
+def _content(root: Path, relative: str, field: str, any_links: bool = False) -> str:
+    """The hash of what ``relative`` holds. A test file's links must stay inside it (pytest
+    would follow them); a fixture's links are hashed by their text wherever they point,
+    as the seeding copies them, never followed."""
     path = confined(root, relative, field)
-    return hash_tree(path) if path.exists() else MISSING
+    return hash_tree(path, any_links) if path.exists() else MISSING
 
 
 def _conftests(root: Path, tests: Sequence[str]) -> list[str]:

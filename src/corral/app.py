@@ -14,6 +14,7 @@ from corral.build import BuildResult, build_fleet
 from corral.build.bake import LABEL
 from corral.deploy import service
 from corral.deploy import status as fleet_status
+from corral.deploy.desired import Desired
 from corral.deploy.outcome import ReleaseFailed
 from corral.deploy.service import Context, DeployResult, PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
@@ -182,11 +183,23 @@ def plan(path: Path, roles: Sequence[str] = (), engine: Engine | None = None) ->
         return service.plan(ctx, roles)
 
 
-def _checks(ctx: Context, skip_tests: str | None, smoke_test: bool = True) -> service.Checks:
-    """The test gate before a deploy and the smoke test after it."""
+def _checks(
+    ctx: Context, skip_tests: str | None, roles: Sequence[str] | None, smoke_test: bool = True
+) -> service.Checks:
+    """The test gate before a deploy and the smoke test after it.
+
+    ``roles`` are the roles a deploy builds from the spec (empty: all of them); the others
+    come from a release record (None: a rollback, where all do) and are gated as recorded.
+    """
     smoke = smoke_test and not skip_tests
+
+    def recorded(desired: Desired) -> set[str]:
+        if roles is None:
+            return set(desired)
+        return set(desired) - set(roles) if roles else set()
+
     return service.Checks(
-        before=lambda desired: suite.gate(ctx, desired, skip_tests, smoke),
+        before=lambda desired: suite.gate(ctx, desired, skip_tests, smoke, recorded(desired)),
         after=(lambda desired: suite.smoke(ctx, desired)) if smoke else service.no_check,
     )
 
@@ -216,7 +229,7 @@ def deploy(
         ctx.state.lock("deploy", wait=wait, purpose=f"deploy {' '.join(roles) or 'all'}"),
     ):
         suite.sweep_dead_tests(ctx)
-        return service.deploy(ctx, roles, checks=_checks(ctx, skip_tests))
+        return service.deploy(ctx, roles, checks=_checks(ctx, skip_tests, roles))
 
 
 def rollback(
@@ -237,7 +250,7 @@ def rollback(
         _audited(ctx, "rollback"),
         ctx.state.lock("deploy", wait=wait, purpose=f"rollback to {to or 'previous'}"),
     ):
-        return service.rollback(ctx, to, checks=_checks(ctx, skip_tests, smoke_test=False))
+        return service.rollback(ctx, to, checks=_checks(ctx, skip_tests, None, smoke_test=False))
 
 
 def status(path: Path, engine: Engine | None = None) -> FleetStatus:

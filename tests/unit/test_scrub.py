@@ -78,7 +78,16 @@ def test_the_state_scrubs_everything_it_writes(tmp_path: Path) -> None:
     with State.open(path, scrubber=Scrubber.of([VALUE])) as state:
         checks = [{"name": "t", "outcome": "failed", "message": f"got {VALUE}"}]
         run = state.record_test_run(
-            "prod", "web", "i", "sha256:d", "1-a", "failed", checks, 1.0, f"log {VALUE}"
+            "prod",
+            "web",
+            "i",
+            "sha256:d",
+            "1-a",
+            "failed",
+            checks,
+            1.0,
+            f"log {VALUE}",
+            test_key="0" * 64,
         )
         assert run.log_excerpt == "log ***" and run.checks[0]["message"] == "got ***"
         entry = state.record_audit("prod", "deploy", "web", "failed", {"error": [f"x {VALUE}"]})

@@ -1,4 +1,5 @@
-"""The state database: test runs (append-only, scrubbed, looked up by image digest)."""
+"""The state database: test runs (append-only, scrubbed, looked up by image digest and
+test key; the newest run of a key is the one that counts)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from corral.state import State, TestRunRecord, bundled_migrations, scrub_text
 UTC_SECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64
+KEY_1 = "1" * 64
+KEY_2 = "2" * 64
 CHECKS: list[dict[str, Any]] = [
     {"name": "health", "kind": "health", "outcome": "passed", "seconds": 1.5, "message": ""},
     {
@@ -55,6 +58,7 @@ def record(
         values["seconds"],
         values["log_excerpt"],
         **{k: v for k, v in kwargs.items() if k == "user"},
+        test_key=kwargs.get("test_key", KEY_1),
     )
 
 
@@ -101,6 +105,9 @@ def test_records_are_frozen(state: State) -> None:
         ({"checks": [["name", "x"]]}, "sequence of mappings"),
         ({"checks": [{"seconds": float("inf")}]}, "JSON-able"),
         ({"checks": [{"obj": object()}]}, "JSON-able"),
+        ({"test_key": ""}, "sha256 hex"),
+        ({"test_key": "A" * 64}, "sha256 hex"),
+        ({"test_key": "1" * 63}, "sha256 hex"),
     ],
 )
 def test_bad_values_are_refused(state: State, kwargs: dict[str, Any], match: str) -> None:
@@ -177,21 +184,39 @@ def test_checks_are_scrubbed_too(state: State) -> None:
 # -- looking up --------------------------------------------------------------------------
 
 
-def test_passing_test_run_is_the_newest_passed_run_of_that_digest(state: State) -> None:
-    assert state.passing_test_run("prod", "web", DIGEST_A) is None
-    failed = record(state, "failed")
-    assert state.passing_test_run("prod", "web", DIGEST_A) is None
-    first = record(state, "passed")
-    second = record(state, "passed")
-    record(state, "failed")  # a later failure does not hide the passed runs
-    assert state.passing_test_run("prod", "web", DIGEST_A) == second
-    assert first.id < second.id
-    # Only that exact digest, role and fleet.
-    assert state.passing_test_run("prod", "web", DIGEST_B) is None
-    assert state.passing_test_run("prod", "api", DIGEST_A) is None
-    assert state.passing_test_run("staging", "web", DIGEST_A) is None
-    assert state.passing_test_run("prod", "web", DIGEST_A[:20]) is None
-    assert failed.outcome == "failed"
+def test_the_newest_run_of_a_digest_and_key_is_the_one_that_counts(state: State) -> None:
+    # Before keys, the newest *passed* run counted: a later failure did not hide it.
+    assert state.test_run_for_key("prod", "web", DIGEST_A, KEY_1) is None
+    record(state, "passed")
+    failed = record(state, "failed")  # corral test --again, same tests: it failed
+    assert state.test_run_for_key("prod", "web", DIGEST_A, KEY_1) == failed
+    passed = record(state, "passed")
+    assert state.test_run_for_key("prod", "web", DIGEST_A, KEY_1) == passed
+
+
+def test_a_run_counts_only_for_its_exact_digest_role_fleet_and_key(state: State) -> None:
+    run = record(state, "passed")
+    assert run.test_key == KEY_1
+    assert state.test_run_for_key("prod", "web", DIGEST_A, KEY_1) == run
+    assert state.test_run_for_key("prod", "web", DIGEST_A, KEY_2) is None  # other tests
+    assert state.test_run_for_key("prod", "web", DIGEST_B, KEY_1) is None
+    assert state.test_run_for_key("prod", "api", DIGEST_A, KEY_1) is None
+    assert state.test_run_for_key("staging", "web", DIGEST_A, KEY_1) is None
+    assert state.test_run_for_key("prod", "web", DIGEST_A[:20], KEY_1) is None
+    assert state.test_run_for_key("prod", "web", DIGEST_A, "") is None
+
+
+def test_a_standing_pass_is_one_no_later_run_of_its_key_failed(state: State) -> None:
+    assert state.standing_test_pass("prod", "web", DIGEST_A) is None
+    first = record(state, "passed", test_key=KEY_1)
+    record(state, "failed", test_key=KEY_2)  # other tests failed: the first pass stands
+    assert state.standing_test_pass("prod", "web", DIGEST_A) == first
+    record(state, "failed", test_key=KEY_1)  # the same tests failed later: it does not
+    assert state.standing_test_pass("prod", "web", DIGEST_A) is None
+    second = record(state, "passed", test_key=KEY_2)
+    assert state.standing_test_pass("prod", "web", DIGEST_A) == second
+    assert state.standing_test_pass("prod", "web", DIGEST_B) is None
+    assert state.standing_test_pass("prod", "api", DIGEST_A) is None
 
 
 def test_latest_test_run_any_outcome_optionally_by_digest(state: State) -> None:
@@ -232,6 +257,7 @@ def test_a_closed_state_raises_state_error(db_path: Path) -> None:
 def test_migrating_a_version_2_database_keeps_its_data(db_path: Path) -> None:
     migrations = bundled_migrations()
     assert [m.name for m in migrations[:3]] == ["init", "releases", "test_runs"]
+    assert migrations[5].name == "test_key"
     with State.open(db_path, migrations=migrations[:2]) as st:
         assert st.schema_version == 2
         st.record_audit("prod", "deploy", "web", "ok")
@@ -244,12 +270,29 @@ def test_migrating_a_version_2_database_keeps_its_data(db_path: Path) -> None:
         tables = {r[0] for r in st.conn.execute("SELECT name FROM sqlite_master")}
         assert "test_runs" not in tables
     with State.open(db_path) as st:
-        assert st.schema_version == len(migrations) >= 3
+        assert st.schema_version == len(migrations) >= 6
         release = st.active_release("prod")
         assert release is not None
         assert (release.number, release.roles, release.failure) == (1, {"web": {}}, {})
         assert [e.action for e in st.audit_log()] == ["deploy"]
         run = record(st)
-        assert st.passing_test_run("prod", "web", DIGEST_A) == run
+        assert st.test_run_for_key("prod", "web", DIGEST_A, KEY_1) == run
     with State.open(db_path) as st:  # reopening applies nothing more
         assert st.test_runs("prod") == [run]
+
+
+def test_runs_recorded_before_test_keys_match_no_key(db_path: Path) -> None:
+    migrations = bundled_migrations()
+    with State.open(db_path, migrations=migrations[:5]) as st:
+        st.conn.execute(
+            "INSERT INTO test_runs (fleet, role, image_id, image_digest, image_version,"
+            " outcome, checks, seconds, log_excerpt, started_at, user) VALUES ('prod', 'web',"
+            " 'i', ?, '1-a', 'passed', '[]', 1.0, '', '2026-01-01T00:00:00Z', 'u')",
+            (DIGEST_A,),
+        )
+    with State.open(db_path) as st:
+        [old] = st.test_runs("prod")
+        assert old.test_key == "" and old.outcome == "passed"
+        assert st.test_run_for_key("prod", "web", DIGEST_A, KEY_1) is None
+        # A release recorded then went live on that pass: a rollback may still use it.
+        assert st.standing_test_pass("prod", "web", DIGEST_A) == old

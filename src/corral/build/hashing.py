@@ -17,17 +17,19 @@ def hash_json(value: Any) -> str:
     return hashlib.sha256(data.encode()).hexdigest()
 
 
-def hash_tree(path: Path) -> str:
+def hash_tree(path: Path, any_links: bool = False) -> str:
     """sha256 over what ``path`` holds: names, kinds, execute bits, bytes and link texts.
 
     ``path`` must already be confined to the spec's folder (``tree.confined``). A symlink
     is hashed by its text, never by what it points to: no host file is read through one.
+    With ``any_links``, a symlink that leaves the tree is hashed so too, not refused.
 
     Raises:
-        BuildError: the tree holds a symlink that leaves it, or a device, FIFO or socket.
+        BuildError: the tree holds a symlink that leaves it (unless ``any_links``), or a
+            device, FIFO or socket.
     """
     digest = hashlib.sha256()
-    for entry in tree_entries(path):
+    for entry in tree_entries(path, any_links):
         digest.update(_record(entry))
     return digest.hexdigest()
 

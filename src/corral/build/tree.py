@@ -63,30 +63,41 @@ def confined(root: Path, relative: str, field: str) -> Path:
     return path
 
 
-def tree_entries(source: Path) -> list[TreeEntry]:
+def tree_entries(source: Path, any_links: bool = False) -> list[TreeEntry]:
     """Everything under ``source`` (an already confined path), in a stable order.
 
+    Args:
+        source: the file or folder.
+        any_links: list every symlink by its text, wherever it points, instead of
+            refusing those that leave ``source``. For what is read but never copied into
+            an image nor followed (a fixture, which ``cp -a`` copies link by link).
+
     Raises:
-        BuildError: a symlink points outside ``source`` or is absolute, or an entry is a
-            device, FIFO or socket.
+        BuildError: a symlink points outside ``source`` or is absolute (unless
+            ``any_links``), or an entry is a device, FIFO or socket.
     """
     if not source.exists():
         raise BuildError(f"{source} does not exist")
     if not source.is_dir():
-        return [_entry(source, source.name, source)]
+        return [_entry(source, source.name, source, any_links)]
     root = source.resolve()
     found: list[TreeEntry] = []
     for folder, dirs, files in os.walk(root):  # links to folders are listed, never entered
         here = Path(folder)
         names = [n for n in (*dirs, *files) if n not in SKIPPED_NAMES]
         dirs[:] = [d for d in dirs if d not in SKIPPED_NAMES and not (here / d).is_symlink()]
-        found += [_entry(here / n, (here / n).relative_to(root).as_posix(), root) for n in names]
+        found += [
+            _entry(here / n, (here / n).relative_to(root).as_posix(), root, any_links)
+            for n in names
+        ]
     # A path sorts before every path below it: folders come before what they hold.
     return sorted(found, key=lambda e: e.relative)
 
 
-def _entry(path: Path, relative: str, root: Path) -> TreeEntry:
+def _entry(path: Path, relative: str, root: Path, any_links: bool = False) -> TreeEntry:
     mode = path.lstat().st_mode
+    if stat.S_ISLNK(mode) and any_links:
+        return TreeEntry(path, relative, "link", target=os.readlink(path))
     if stat.S_ISLNK(mode):
         return _link(path, relative, root)
     if stat.S_ISDIR(mode):

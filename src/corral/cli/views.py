@@ -322,6 +322,8 @@ def show_coverage(console: Console, rows: Sequence[CoverageRow]) -> None:
         )
     console.print(table)
     for row in rows:
+        if row.reason is not None and row.image_version is not None:
+            say(console, f"{row.role}: the gate refuses it: {row.reason}")
         if not row.has_own_tests:
             console.print(
                 styled("warning", "yellow", f": role {row.role} has no tests of its own"),

@@ -247,7 +247,9 @@ TEST_RUN_OUTCOMES = ("passed", "failed")
 
 @dataclass(frozen=True)
 class TestRunRecord:
-    """One ``corral test`` result for one role, bound to the exact image digest.
+    """One ``corral test`` result for one role, bound to the exact image digest and to
+    ``test_key``, the hash of the test files and settings it ran with (``""`` for runs
+    recorded before the key existed: those match no key).
 
     ``outcome`` is passed or failed; ``checks`` holds one mapping per check (name, kind,
     outcome, seconds, message); ``log_excerpt`` is the tail of the test log with secrets
@@ -268,6 +270,7 @@ class TestRunRecord:
     log_excerpt: str
     started_at: str
     user: str
+    test_key: str
 
 
 def from_test_runs_row(row: sqlite3.Row) -> TestRunRecord:
@@ -286,4 +289,5 @@ def from_test_runs_row(row: sqlite3.Row) -> TestRunRecord:
         log_excerpt=str(row["log_excerpt"]),
         started_at=str(row["started_at"]),
         user=str(row["user"]),
+        test_key=str(row["test_key"]),
     )

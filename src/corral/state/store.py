@@ -415,6 +415,8 @@ class State:
         seconds: float,
         log_excerpt: str,
         user: str | None = None,
+        *,
+        test_key: str,
     ) -> TestRunRecord:
         """Append the result of testing one role's image (test runs are never changed).
 
@@ -436,13 +438,16 @@ class State:
             seconds: how long the run took; ``started_at`` is now minus this.
             log_excerpt: the tail of the test log.
             user: who ran it; the OS user by default.
+            test_key: the hash of the test files and settings the run used
+                (:func:`corral.testing.key.test_key`); the gate looks runs up by it.
 
         Returns:
             The stored run (scrubbed), with its id.
 
         Raises:
             ValueError: ``outcome`` is not passed or failed, ``seconds`` is negative,
-                or ``checks`` is not a sequence of JSON-able mappings.
+                ``test_key`` is not a sha256 hex digest, or ``checks`` is not a sequence
+                of JSON-able mappings.
             StateError: the database cannot be written.
         """
         finished = datetime.now(UTC)
@@ -453,6 +458,7 @@ class State:
             "image_id": image_id,
             "image_digest": image_digest,
             "image_version": image_version,
+            "test_key": testruns.check_key(test_key),
             "outcome": testruns.check_outcome(outcome),
             "checks": testruns.checks_json(checks, self.scrubber),
             "seconds": duration,
@@ -474,16 +480,31 @@ class State:
         with self._translated("looking up the latest test run"):
             return testruns.latest_run(self.conn, fleet, role, image_digest)
 
-    def passing_test_run(self, fleet: str, role: str, image_digest: str) -> TestRunRecord | None:
-        """The newest *passed* test run of exactly ``image_digest``, or None.
+    def test_run_for_key(
+        self, fleet: str, role: str, image_digest: str, test_key: str
+    ) -> TestRunRecord | None:
+        """The newest test run, passed or failed, of exactly ``image_digest`` under
+        ``test_key``, or None (always None for an empty key).
 
-        This is what the deploy gate asks: a digest with no passing run is untested.
+        This is what the deploy gate asks: the image is tested only if that run passed,
+        so a later failure of the same digest and key wins over an earlier pass.
 
         Raises:
             StateError: the database cannot be read.
         """
-        with self._translated("looking up a passing test run"):
-            return testruns.passing_run(self.conn, fleet, role, image_digest)
+        with self._translated("looking up a test run"):
+            return testruns.run_for_key(self.conn, fleet, role, image_digest, test_key)
+
+    def standing_test_pass(self, fleet: str, role: str, image_digest: str) -> TestRunRecord | None:
+        """The newest passed run of exactly ``image_digest`` that no later run of the same
+        digest and test key failed, or None: how the gate judges an image a release
+        recorded (a rollback, or a role a partial deploy keeps), whose key is not known.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._translated("looking up a standing test pass"):
+            return testruns.standing_pass(self.conn, fleet, role, image_digest)
 
     def test_runs(
         self, fleet: str, role: str | None = None, limit: int = 50

@@ -1,7 +1,11 @@
 """``corral test``: bake, bring up a throwaway environment, check every role, record results.
 
-Results are bound to the exact image digest, and the deploy gate reads them: nothing
-untested reaches the fleet. Roles are checked in parallel once the environment is up.
+Results are bound to the exact image digest and to the test key (a hash of the role's test
+files and test settings, :mod:`corral.testing.key`), and the deploy gate reads them: the
+newest result for that (digest, key) is the one that counts, so nothing untested, and
+nothing whose latest run failed, reaches the fleet. A role under test is brought up with
+every role it comes ``after`` (transitively), each with at least one instance; only the
+roles asked for are tested. Roles are checked in parallel once the environment is up.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,8 +27,10 @@ from corral.deploy.scope import LABEL
 from corral.deploy.service import Context, desired_from_spec, edge_image
 from corral.errors import DeployError, GateError
 from corral.scrub import Scrubber
+from corral.state import TestRunRecord
 from corral.testing import reasons
 from corral.testing.environment import TestEnvironment, environment, sweep
+from corral.testing.key import test_key
 from corral.testing.lockdown import lockdown_checks
 from corral.testing.runner import CHECK_KINDS, CheckResult, PytestOutcome, run_role_tests
 
@@ -63,22 +69,45 @@ def run_tests(
     again: bool = False,
     timeouts: Timeouts = Timeouts(),
 ) -> list[RoleTestResult]:
-    """Test the images that would be deployed for ``roles`` (default: all)."""
+    """Test the images that would be deployed for ``roles`` (default: all).
+
+    The roles they come ``after`` are built and brought up too, but not tested.
+    """
     sweep_dead_tests(ctx)
-    desired, _ = desired_from_spec(ctx, roles)
+    desired, _ = desired_from_spec(ctx, spec_dependencies(ctx, roles) if roles else ())
     wanted = [name for name in (roles or list(desired)) if name in desired]
-    done = {name: _already_passed(ctx, desired[name]) for name in wanted}
+    keys = {name: role_test_key(ctx, name) for name in wanted}
+    done = {name: _already_passed(ctx, desired[name], keys[name]) for name in wanted}
     todo = [name for name in wanted if done[name] is None or again]
     results = [done[name] for name in wanted if name not in todo]
     if todo:
-        results += _run_environment(ctx, desired, todo, timeouts)
+        results += _run_environment(ctx, desired, todo, timeouts, keys)
     return sorted((r for r in results if r is not None), key=lambda r: r.role)
 
 
-def _already_passed(ctx: Context, rr: RoleRelease) -> RoleTestResult | None:
-    record = ctx.state.passing_test_run(ctx.scope.fleet, rr.role, rr.image_digest)
-    if record is None or untested_reason(rr.tests, record.checks) is not None:
-        return None  # an old "passed" run that ran no test is run again: the gate refuses it
+def role_test_key(ctx: Context, name: str) -> str:
+    """The test key of role ``name`` as the spec declares it (see corral.testing.key)."""
+    fleet = ctx.spec.fleet
+    return test_key(ctx.spec.root, name, fleet.roles[name], fleet.live_secrets_in_tests)
+
+
+def spec_dependencies(ctx: Context, roles: Sequence[str]) -> list[str]:
+    """``roles`` and every spec role they come ``after``, transitively, in the order found."""
+    found: list[str] = []
+    stack = list(roles)
+    while stack:
+        name = stack.pop(0)
+        if name in found or name not in ctx.spec.fleet.roles:
+            continue
+        found.append(name)
+        stack += list(ctx.spec.fleet.roles[name].after)
+    return found
+
+
+def _already_passed(ctx: Context, rr: RoleRelease, key: str) -> RoleTestResult | None:
+    record = ctx.state.test_run_for_key(ctx.scope.fleet, rr.role, rr.image_digest, key)
+    if record is None or verdict(record, rr.tests) is not None:
+        return None  # never run, failed last, or an old "passed" that ran no test: run it
     return RoleTestResult(
         rr.role,
         rr.image_version,
@@ -91,7 +120,9 @@ def _already_passed(ctx: Context, rr: RoleRelease) -> RoleTestResult | None:
 
 
 def _with_dependencies(desired: Desired, roles: Sequence[str]) -> dict[str, RoleRelease]:
-    """The roles to test plus every role they come ``after``, transitively."""
+    """The roles to test plus every role they come ``after``, transitively, as a test
+    environment runs them: a role with ``replicas: 0`` gets one instance, so it can be
+    tested (and serve a role that needs it) like any other."""
     needed: set[str] = set()
     stack = list(roles)
     while stack:
@@ -100,11 +131,19 @@ def _with_dependencies(desired: Desired, roles: Sequence[str]) -> dict[str, Role
             continue
         needed.add(name)
         stack += list(desired[name].after)
-    return {name: desired[name] for name in needed}
+    return {name: _at_least_one(desired[name]) for name in needed}
+
+
+def _at_least_one(rr: RoleRelease) -> RoleRelease:
+    return rr if rr.replicas > 0 else rr.model_copy(update={"replicas": 1})
 
 
 def _run_environment(
-    ctx: Context, desired: Desired, roles: Sequence[str], timeouts: Timeouts
+    ctx: Context,
+    desired: Desired,
+    roles: Sequence[str],
+    timeouts: Timeouts,
+    keys: Mapping[str, str],
 ) -> list[RoleTestResult]:
     subset = _with_dependencies(desired, roles)
     declared = [name for role in roles for name in _test_secrets(ctx, role)]
@@ -115,6 +154,8 @@ def _run_environment(
         ctx.engine, ctx.scope.fleet, owners_folder(ctx), ctx.spec.root, ctx.progress
     ) as env:
         ctx.progress.step("test", f"bringing up {env.scope.env} ({', '.join(sorted(subset))})")
+        for name in sorted(set(subset) - set(roles)):
+            ctx.progress.step(name, "brought up for the roles that come after it; not tested")
         failures = _bring_up(env, subset, secrets, image)
         bring_up = time.monotonic() - started
         with ThreadPoolExecutor(max_workers=max(1, len(roles))) as pool:
@@ -131,7 +172,7 @@ def _run_environment(
             ]
         results = [_scrubbed(f.result(), ctx.state.scrubber) for f in futures]
     for result in results:
-        _record(ctx, subset[result.role], result)
+        _record(ctx, desired[result.role], result, keys[result.role])
     return results
 
 
@@ -267,7 +308,7 @@ def untested_reason(tests: Sequence[str], checks: Sequence[Mapping[str, object]]
     )
 
 
-def _record(ctx: Context, rr: RoleRelease, result: RoleTestResult) -> None:
+def _record(ctx: Context, rr: RoleRelease, result: RoleTestResult, key: str) -> None:
     ctx.state.record_test_run(
         ctx.scope.fleet,
         rr.role,
@@ -278,13 +319,19 @@ def _record(ctx: Context, rr: RoleRelease, result: RoleTestResult) -> None:
         [c.__dict__ for c in result.checks],
         result.seconds,
         result.log_excerpt[-4000:],
+        test_key=key,
     )
     ctx.state.record_audit(
         ctx.scope.fleet,
         "test",
         rr.role,
         result.outcome,
-        {"version": rr.image_version, "digest": rr.image_digest, **_failure_text(result)},
+        {
+            "version": rr.image_version,
+            "digest": rr.image_digest,
+            "test_key": key[:16],
+            **_failure_text(result),
+        },
     )
 
 
@@ -300,17 +347,29 @@ def _failure_text(result: RoleTestResult) -> dict[str, str]:
 # -- the gate and the smoke test ----------------------------------------------------------
 
 
-def gate(ctx: Context, desired: Desired, skip_reason: str | None, smoke: bool = False) -> None:
-    """Refuse images without a passing test record for their exact digest; with ``smoke``
-    (a smoke test will follow), also refuse when a secret it needs is not set, before
-    anything changes rather than after the release went live.
+def gate(
+    ctx: Context,
+    desired: Desired,
+    skip_reason: str | None,
+    smoke: bool = False,
+    recorded: Collection[str] = (),
+) -> None:
+    """Refuse images that are not tested; with ``smoke`` (a smoke test will follow), also
+    refuse when a secret it needs is not set, before anything changes rather than after
+    the release went live.
+
+    A role built from the spec is tested when the newest run of its exact digest under its
+    current test key passed (and ran its tests). A role in ``recorded`` comes from a
+    release record (a rollback, or a role a partial deploy keeps as released), whose test
+    key at the time is not known: it is tested when a pass of its digest still stands (no
+    later run of the same digest and key failed).
 
     Raises:
-        GateError: naming each untested role and the command to run, or the secrets.
+        GateError: naming each untested role, why, and the command to run; or the secrets.
     """
     if smoke:
         smoke_variables(ctx, desired)
-    why = {rr.role: _why_untested(ctx, rr) for rr in desired.values()}
+    why = {rr.role: _why_untested(ctx, rr, rr.role in recorded) for rr in desired.values()}
     untested = [rr for rr in desired.values() if why[rr.role] is not None]
     if not untested:
         return
@@ -332,13 +391,35 @@ def gate(ctx: Context, desired: Desired, skip_reason: str | None, smoke: bool = 
     )
 
 
-def _why_untested(ctx: Context, rr: RoleRelease) -> str | None:
-    """Why the gate refuses this image, or None: a passing run that ran the role's tests."""
-    record = ctx.state.passing_test_run(ctx.scope.fleet, rr.role, rr.image_digest)
+def _why_untested(ctx: Context, rr: RoleRelease, recorded: bool) -> str | None:
+    """Why the gate refuses this image, or None."""
+    fleet = ctx.scope.fleet
+    if recorded or rr.role not in ctx.spec.fleet.roles:  # no spec to take a key from
+        standing = ctx.state.standing_test_pass(fleet, rr.role, rr.image_digest)
+        return verdict(standing, rr.tests)
+    key = role_test_key(ctx, rr.role)
+    record = ctx.state.test_run_for_key(fleet, rr.role, rr.image_digest, key)
+    if record is None and ctx.state.latest_test_run(fleet, rr.role, rr.image_digest):
+        return (
+            "no passing test record for its current tests and settings (its test files "
+            "or test settings changed since it was last tested)"
+        )
+    return verdict(record, rr.tests)
+
+
+def verdict(record: TestRunRecord | None, tests: Sequence[str]) -> str | None:
+    """Why ``record`` (the run that counts for an image) does not make it tested, or None.
+
+    Args:
+        record: the newest run of the image's digest and test key, or None.
+        tests: the role's ``tests:`` entries.
+    """
     if record is None:
         return "no passing test record"
+    if record.outcome != "passed":
+        return f"no passing test record: its newest test run ({record.started_at}) failed"
     # A run recorded as passed before all-skipped runs were failed still proves nothing.
-    return untested_reason(rr.tests, record.checks)
+    return untested_reason(tests, record.checks)
 
 
 def smoke(ctx: Context, desired: Desired) -> None:
@@ -407,33 +488,46 @@ class CoverageRow:
     role: str
     image_version: str | None  # the current image's version, None when not built yet
     has_own_tests: bool
-    outcome: str  # passed | failed | untested
+    outcome: str  # passed | failed | untested: what the gate would say of the current image
     cells: Mapping[str, str]  # kind -> "3/3 passed", "1/2 failed", or "-"
     tested_at: str | None
     age_s: int | None
+    reason: str | None = None  # why the gate would refuse it; None when it passed
 
 
 def coverage(ctx: Context) -> list[CoverageRow]:
-    """For each role: the last test run of its *current* image, by kind of check."""
+    """For each role: the run of its *current* image and test key that the gate reads
+    (the newest), by kind of check, and the gate's verdict on it."""
     rows = []
     for name, role in ctx.spec.fleet.roles.items():
         target = BakeTarget(ctx.scope.fleet, name, role, ctx.spec.root)
         image = find_current_image(target, ctx.engine, ctx.state)
-        run = ctx.state.latest_test_run(ctx.scope.fleet, name, image.digest) if image else None
-        cells = {kind: _cell(run.checks if run else (), kind) for kind in KINDS}
-        age = _age(run.started_at) if run else None
+        run: TestRunRecord | None = None
+        why: str | None = "not built yet"
+        if image is not None:
+            run = ctx.state.test_run_for_key(
+                ctx.scope.fleet, name, image.digest, role_test_key(ctx, name)
+            )
+            why = verdict(run, role.tests)
         rows.append(
             CoverageRow(
                 name,
                 image.version if image else None,
                 bool(role.tests),
-                run.outcome if run else "untested",
-                cells,
+                _outcome(run, why),
+                {kind: _cell(run.checks if run else (), kind) for kind in KINDS},
                 run.started_at if run else None,
-                age,
+                _age(run.started_at) if run else None,
+                why,
             )
         )
     return rows
+
+
+def _outcome(run: TestRunRecord | None, why: str | None) -> str:
+    if run is None:
+        return "untested"
+    return "passed" if why is None else "failed"
 
 
 def _cell(checks: Sequence[Mapping[str, object]], kind: str) -> str:

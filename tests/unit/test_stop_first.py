@@ -8,6 +8,7 @@ The real proof (PostgreSQL on a volume, Podman) is tests/engine/test_single_writ
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -433,3 +434,18 @@ def test_the_newest_replacement_of_each_role_is_the_estimate(state: State) -> No
     assert state.last_unavailable(FLEET) == {"db": 1.2, "queue": 0.4}
     with pytest.raises(ValueError, match=">= 0 seconds"):
         state.record_replacement(FLEET, "db", release.number, -1)
+
+
+def test_the_outage_ends_when_the_new_instance_serves_not_when_the_old_is_removed(
+    state: State,
+) -> None:
+    class SlowRemove(RecordingEngine):
+        def remove(self, name: str) -> None:
+            time.sleep(0.5)  # a container's storage and stored secrets take a while
+            super().remove(name)
+
+    engine = SlowRemove()
+    deploy(engine, state, role_release("db", "img-a", **DB))
+    deploy(engine, state, role_release("db", "img-b", **DB))
+    assert "shop-db-r1-1" not in engine.containers
+    assert state.last_unavailable(FLEET)["db"] < 0.4

@@ -261,11 +261,12 @@ class Executor:
                 self.relaunch(rr, name, traffic=True)
             for _ in range(rp.start):
                 self.launch(rr, traffic=True)
+            served = time.monotonic()
         finally:
             for change in [] if standby else rp.stop:
                 self.engine.remove(change.instance)
         if rp.interrupts:
-            seconds = time.monotonic() - began
+            seconds = served - began
             self.journal.replaced(rr.role, self.release, seconds)
             self.progress.step(rr.role, f"was unavailable for {seconds:.2f} s (stop-first)")
 

@@ -89,11 +89,13 @@ def measure(engine: PodmanEngine, runs: int) -> dict[str, Any]:
         probe = CommandProbe(engine, probe_spec(scope, rr, rr.health, address), timeout=2.0)
         while probe() is not None:  # until PostgreSQL accepts
             time.sleep(0.2)
-        timed = []
+        timed, failures = [], []
         for _ in range(runs):
             started = time.monotonic()
-            assert probe() is None
+            problem = probe()  # a loaded machine can fail one: it is counted, not fatal
             timed.append(time.monotonic() - started)
+            if problem is not None:
+                failures.append(problem)
         tcp = []
         for _ in range(runs):
             started = time.monotonic()
@@ -103,6 +105,7 @@ def measure(engine: PodmanEngine, runs: int) -> dict[str, Any]:
             "runs": runs,
             "load_average_1m": round(os.getloadavg()[0], 2),
             "command_probe": _figures(timed),
+            "command_failures": failures,
             "tcp_probe": _figures(tcp),
         }
     finally:

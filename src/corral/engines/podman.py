@@ -608,6 +608,7 @@ def _placement_args(spec: ContainerSpec) -> list[str]:
         args += ["--network", spec.network]
         args += [f"--network-alias={alias}" for alias in spec.network_aliases]
     args += [f"--publish={p.host_ip}:{p.host_port}:{p.container_port}" for p in spec.ports]
+    args += [f"--sysctl={name}={value}" for name, value in spec.sysctls.items()]
     for mount in spec.mounts:
         mode = "ro" if mount.read_only else "rw"
         args += ["--volume", f"{mount.source}:{mount.target}:{mode}"]

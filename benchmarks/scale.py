@@ -14,7 +14,8 @@ interval), run by a ``dockerd`` this script starts in folders of its own and sto
         [--swarm-monitor 1s] [--json-only]
 
 It needs root, Podman, wrk, the cached Debian base and, for the Swarm part, Debian's
-``docker.io`` (``/usr/sbin/dockerd``). Everything it makes is removed at the end.
+``docker.io`` (``/usr/sbin/dockerd``). Everything it makes is removed at the end, also
+when it is stopped by SIGINT (Ctrl-C) or SIGTERM: the fleet, dockerd and its mounts.
 """
 
 from __future__ import annotations
@@ -320,6 +321,8 @@ def main() -> None:
     }
     changes = iter(f"hello {n}" for n in range(1, 100000))
     started = time.perf_counter()
+    # SIGTERM (a CI timeout, kill) ends the run as Ctrl-C does, through the clean-up below.
+    signal.signal(signal.SIGTERM, _terminated)
     with tempfile.TemporaryDirectory(prefix="corral-scale-") as tmp:
         fleet = ScaleFleet(Path(tmp) / "fleet")
         script = Path(tmp, "mixed.lua")
@@ -336,12 +339,23 @@ def main() -> None:
                 image = swarm.load_image(fleet.image_tag())
                 report["swarm"] = [swarm_size(swarm, image, n, args.swarm_monitor) for n in sizes]
         finally:
+            _ignore_signals()  # a second Ctrl-C must not leave dockerd's mounts behind
             swarm.stop()
             fleet.cleanup()
     report["total_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(report, indent=2))
     if not args.json_only:
         print_table(report)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _ignore_signals() -> None:
+    """While cleaning up: the fleet, dockerd and its mounts go whatever is pressed."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def print_table(report: dict[str, Any]) -> None:

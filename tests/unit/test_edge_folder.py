@@ -13,6 +13,7 @@ from corral.deploy import edge as edge_module
 from corral.deploy.edge import EDGE_GID, EDGE_UID, Edge
 from corral.deploy.scope import Scope
 from corral.engines.fake import FakeEngine
+from corral.engines.podman import run_args
 from corral.errors import EngineError, StateError
 from tests.unit.builders import role_release
 
@@ -103,3 +104,23 @@ def test_without_root_the_edge_says_it_needs_root(
     monkeypatch.setattr(edge_module.os, "chown", refuse)
     with pytest.raises(EngineError, match="needs corral to run as root"):
         edge.prepare_folder(DESIRED)
+
+
+def test_the_edge_asks_again_at_once_for_an_address_given_to_a_new_instance(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linux's defaults kept a replaced instance's MAC address for a reused address for
+    5-10 s, in which HAProxy's checks of the new instance timed out (issue 15)."""
+    spec = edge._spec(DESIRED, "img-edge")
+    neigh = "net.ipv4.neigh.eth0."
+    assert spec.sysctls[neigh + "base_reachable_time_ms"] == "1000"
+    assert spec.sysctls[neigh + "delay_first_probe_time"] == "0"
+    assert (
+        int(spec.sysctls[neigh + "ucast_solicit"]) * int(spec.sysctls[neigh + "retrans_time_ms"])
+        <= 100
+    )  # at most 100 ms of unicast asking before the broadcast
+    assert int(spec.sysctls[neigh + "mcast_resolicit"]) > 0
+    assert f"--sysctl={neigh}delay_first_probe_time=0" in run_args(spec)
+    new = edge.config_hash(DESIRED, "img-edge")
+    monkeypatch.setattr(edge_module, "EDGE_SYSCTLS", {})  # an edge of an older corral
+    assert edge.config_hash(DESIRED, "img-edge") != new

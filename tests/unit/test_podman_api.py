@@ -7,11 +7,14 @@ import socketserver
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from corral.engines.podman import PodmanEngine, _container_info
 from corral.engines.podman_api import (
     API_PREFIX,
+    COMPAT_PREFIX,
     ROOT_SOCKET,
     APIUnavailable,
     PodmanAPI,
@@ -34,12 +37,38 @@ ANSWERS: dict[str, tuple[int, bytes]] = {
 
 class _Handler(BaseHTTPRequestHandler):
     seen: list[str] = []
+    listed: list[dict[str, Any]] = []  # libpod's listing; empty: the two-container default
+    compat: list[dict[str, Any]] = []  # the Docker-compatible listing
+
+    @classmethod
+    def inspected(cls, cid: str) -> dict[str, Any]:
+        """What ``podman inspect`` says of a listed container (the fleet of ``_fleet``)."""
+        listed = next(c for c in cls.listed if c["Id"] == cid)
+        return {
+            "Id": cid,
+            "Name": listed["Names"][0],
+            "Image": listed["ImageID"],
+            "Created": listed["Created"],
+            "Config": {"Labels": listed["Labels"]},
+            "State": {
+                "Status": listed["State"],
+                "ExitCode": listed["ExitCode"],
+                "FinishedAt": "2026-01-01T10:00:00.5Z" if listed["ExitedAt"] > 0 else "",
+            },
+            "NetworkSettings": {"Networks": {"corral-shop": {"IPAddress": f"10.0.0.{cid[1:]}"}}},
+        }
 
     def do_GET(self) -> None:
         self.seen.append(self.path)
         path = self.path.split("?")[0]
         if path == f"{API_PREFIX}/containers/json":
-            status, body = 200, json.dumps([{"Id": "c1"}, {"Id": "c2"}]).encode()
+            status, body = 200, json.dumps(self.listed or [{"Id": "c1"}, {"Id": "c2"}]).encode()
+        elif path == f"{COMPAT_PREFIX}/containers/json":
+            status, body = 200, json.dumps(self.compat).encode()
+        elif path.startswith(f"{API_PREFIX}/containers/") and path.removesuffix("/json") in (
+            f"{API_PREFIX}/containers/{c['Id']}" for c in self.listed
+        ):
+            status, body = 200, json.dumps(self.inspected(path.split("/")[-2])).encode()
         else:
             status, body = ANSWERS.get(path, (404, b"{}"))
         self.send_response(status)
@@ -130,3 +159,59 @@ def test_removing_a_container(service: str) -> None:
     with pytest.raises(EngineError) as busy:
         api.remove_container("busy")
     assert "busy" in busy.value.details["stderr"]  # what the engine's retry looks for
+
+
+def _fleet(size: int, stopped: int) -> None:
+    """``size`` containers in both listings, the last ``stopped`` of them exited."""
+    _Handler.listed = [
+        {
+            "Id": f"c{n}",
+            "Names": [f"shop-web-r1-{n}"],
+            "ImageID": "abc",
+            "Labels": {"io.corral.fleet": "shop"},
+            "Created": "2026-01-01T09:00:00.123456789Z",
+            "State": "exited" if n > size - stopped else "running",
+            "ExitCode": 3 if n > size - stopped else 0,
+            "ExitedAt": 1767261600 if n > size - stopped else -62135596800,
+        }
+        for n in range(1, size + 1)
+    ]
+    _Handler.compat = [
+        {
+            "Id": f"c{n}",
+            "NetworkSettings": {"Networks": {"corral-shop": {"IPAddress": f"10.0.0.{n}"}}},
+        }
+        for n in range(1, size + 1)
+    ]
+
+
+@pytest.mark.parametrize("size", [3, 100])
+def test_a_listing_costs_the_same_requests_whatever_the_fleets_size(
+    service: str, size: int
+) -> None:
+    """Two listings, plus one inspection per stopped container (which a listing cannot
+    describe); never one request per running container, as it once was."""
+    engine = PodmanEngine(api=PodmanAPI(service))
+    _fleet(size, stopped=1)
+    try:
+        before = len(_Handler.seen)
+        found = engine.list_containers({"io.corral.fleet": "shop"})
+        requests = _Handler.seen[before:]
+    finally:
+        _Handler.listed, _Handler.compat = [], []
+    assert len(found) == size
+    assert len(requests) == 3, requests  # libpod's listing, the compatible one, one inspect
+    assert requests[-1].startswith(f"{API_PREFIX}/containers/c{size}/json")
+
+
+def test_a_listed_container_reads_as_its_inspection(service: str) -> None:
+    engine = PodmanEngine(api=PodmanAPI(service))
+    _fleet(3, stopped=1)
+    try:
+        found = engine.list_containers({"io.corral.fleet": "shop"})
+        expected = [_container_info(_Handler.inspected(f"c{n}")) for n in (1, 2, 3)]
+    finally:
+        _Handler.listed, _Handler.compat = [], []
+    assert found == expected
+    assert found[0].addresses == {"corral-shop": "10.0.0.1"} and found[0].finished == ""
+    assert found[2].state == "exited" and found[2].exit_code == 3  # from its inspection

@@ -51,6 +51,24 @@ PRIVILEGED_PORTS = 1024  # ports below it need CAP_NET_BIND_SERVICE to bind
 # image's "haproxy" user: adduser gives that one whatever system uid is free at bake time.
 EDGE_UID = EDGE_GID = 65520
 CONFIG_DIR_MODE, CONFIG_FILE_MODE = 0o750, 0o640  # root's; HAProxy may read, not change
+# The edge's neighbour (ARP) table, on its one network interface (eth0, as Podman and
+# Docker name a container's first). A replaced instance's address goes back to the
+# network's pool, and once a deploy has used the pool round (a /24 holds 253, which a role
+# of 100 replicas replaced twice uses up) a new instance gets an address the edge still
+# maps to the old container's MAC address. Linux trusts such an entry for 15-45 s
+# after its last use and then waits 5 s more before asking again, and HAProxy's checks of
+# the new instance time out meanwhile (L4TOUT): that was 5-10 s per instance at 100
+# replicas. With these, an entry nothing confirmed for about a second is asked for again
+# at once, by broadcast after one unanswered 100 ms unicast try, so a reused address costs
+# at most one check's connect timeout. Live servers are confirmed by their traffic and
+# checks, so this costs no extra ARP.
+EDGE_SYSCTLS = {
+    "net.ipv4.neigh.eth0.base_reachable_time_ms": "1000",
+    "net.ipv4.neigh.eth0.delay_first_probe_time": "0",
+    "net.ipv4.neigh.eth0.ucast_solicit": "1",
+    "net.ipv4.neigh.eth0.retrans_time_ms": "100",
+    "net.ipv4.neigh.eth0.mcast_resolicit": "3",
+}
 
 
 def edge_role() -> Role:
@@ -135,8 +153,10 @@ class Edge:
 
     def config_hash(self, desired: Desired, image_id: str) -> str:
         # The uid is part of it: an edge started by an older corral (as the image's
-        # haproxy user, its socket folder open to all) shows as needing a replace.
-        material = f"{self.render(desired)}{image_id}uid={EDGE_UID}:{EDGE_GID}"
+        # haproxy user, its socket folder open to all) shows as needing a replace; so are
+        # its kernel settings (an edge without them is slow to reach reused addresses).
+        sysctls = ",".join(f"{k}={v}" for k, v in sorted(EDGE_SYSCTLS.items()))
+        material = f"{self.render(desired)}{image_id}uid={EDGE_UID}:{EDGE_GID}{sysctls}"
         return hashlib.sha256(material.encode()).hexdigest()[:16]
 
     def container(self, listing: Iterable[ContainerInfo] | None = None) -> ContainerInfo | None:
@@ -236,6 +256,7 @@ class Edge:
             ports=ports,
             mounts=mounts,
             cap_add=("NET_BIND_SERVICE",) if low else (),
+            sysctls=EDGE_SYSCTLS,
             memory=role.resources.memory,
             cpus=role.resources.cpus,
             pids_limit=role.resources.pids,

@@ -62,11 +62,14 @@ class HistoryEntry:
 
 def status(ctx: Context) -> FleetStatus:
     """The fleet as it runs now; cleans up what killed deploys left, if no deploy runs."""
-    cleaned = _clean_up(ctx)
+    # One listing of instances and edge serves the clean-up and the report alike: it
+    # costs a few engine requests whatever the fleet's size, and a second one would double it.
+    listing = list_scope(ctx.engine, ctx.scope)
+    cleaned, removed = _clean_up(ctx, observe(ctx.engine, ctx.scope, listing))
+    listing = [c for c in listing if c.name not in removed]
     fleet = ctx.scope.fleet
     active = ctx.state.active_release(fleet)
     desired = desired_from_record(active.roles) if active else {}
-    listing = list_scope(ctx.engine, ctx.scope)  # instances and edge, in one engine call
     instances = observe(ctx.engine, ctx.scope, listing)
     good = {r.number for r in ctx.state.releases(fleet, limit=100000) if r.status in GOOD}
     roles = []
@@ -88,10 +91,13 @@ def status(ctx: Context) -> FleetStatus:
     )
 
 
-def _clean_up(ctx: Context) -> list[str]:
+def _clean_up(ctx: Context, instances: list[Instance]) -> tuple[list[str], set[str]]:
     """Sweep releases of dead deploys and remove their instances that never ran or died.
 
     Running leftovers may be serving; only ``corral deploy`` replaces them, safely.
+
+    Returns:
+        What was done, in words, and the names of the instances removed.
     """
     try:
         with ctx.state.lock("deploy", wait=0, purpose="status clean-up"):
@@ -101,23 +107,24 @@ def _clean_up(ctx: Context) -> list[str]:
                 for r in ctx.state.releases(ctx.scope.fleet, limit=100000)
                 if r.status in GOOD
             }
-            removed = []
-            for i in observe(ctx.engine, ctx.scope):
-                if not i.running and i.release not in good:
-                    removed.append(_remove_leftover(ctx, i.name))
-            return [f"release r{r.number} marked aborted" for r in swept] + removed
+            said = [f"release r{r.number} marked aborted" for r in swept]
+            leftovers = [i.name for i in instances if not i.running and i.release not in good]
+            removed = {name for name in leftovers if _remove_leftover(ctx, name, said)}
+            return said, removed
     except LockedError:
-        return []  # a deploy is running: it owns the fleet right now
+        return [], set()  # a deploy is running: it owns the fleet right now
 
 
-def _remove_leftover(ctx: Context, name: str) -> str:
+def _remove_leftover(ctx: Context, name: str, said: list[str]) -> bool:
     """Remove what a dead deploy left; a failure is reported, and retried next time."""
     try:
         ctx.engine.remove(name)
     except CorralError as exc:
-        return f"could not remove {name} yet ({exc.message}); the next run retries"
+        said.append(f"could not remove {name} yet ({exc.message}); the next run retries")
+        return False
     ctx.state.retire_instance(ctx.scope.fleet, name, "cleaned-up")
-    return f"removed {name}"
+    said.append(f"removed {name}")
+    return True
 
 
 def _edge_health(ctx: Context, role: str) -> dict[str, str]:

@@ -77,6 +77,8 @@ class ContainerSpec:
     # A tiny init as PID 1 forwards SIGTERM to the program, which PID 1 would ignore, so
     # an instance stops at once instead of being killed after the stop timeout.
     init: bool = True
+    # Kernel settings of the container's own namespaces (``net.*`` of its network), by name.
+    sysctls: Mapping[str, str] = field(default_factory=dict)
     # Secret values by environment variable name: handed to the engine's secret store,
     # never written into the container's configuration, labels or corral's state.
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)

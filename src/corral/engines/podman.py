@@ -560,9 +560,43 @@ class PodmanEngine(Engine):
 
 
 def _api_containers(api: PodmanAPI, labels: Mapping[str, str]) -> list[ContainerInfo]:
-    # A container may vanish between the listing and its inspection: it is left out.
-    found = (api.inspect_container(cid) for cid in api.container_ids(labels))
-    return [_container_info(data) for data in found if data is not None]
+    """The containers with ``labels``, read in a fixed number of requests.
+
+    A running container that never stopped is wholly described by the listings; only
+    the others (a stopped one's exit code and time are not in them) are inspected, and
+    those are few: a fleet runs. A container that vanished before its inspection is
+    left out.
+    """
+    found: list[ContainerInfo] = []
+    for summary in api.container_summaries(labels):
+        info = _listed_info(summary)
+        if info is None:
+            data = api.inspect_container(str(summary["Id"]))
+            info = _container_info(data) if data is not None else None
+        if info is not None:
+            found.append(info)
+    return found
+
+
+def _listed_info(summary: Mapping[str, Any]) -> ContainerInfo | None:
+    """What ``inspect`` would say of a listed container, if the listing says it all: it
+    runs, has never stopped (no exit code or stop time to tell) and its addresses came."""
+    names = summary.get("Names") or ()
+    addresses = summary.get("Addresses")
+    never_stopped = int(summary.get("ExitedAt") or 0) <= 0
+    if summary.get("State") != "running" or not never_stopped or addresses is None or not names:
+        return None
+    return ContainerInfo(
+        id=str(summary["Id"]),
+        name=str(names[0]).lstrip("/"),
+        image_id=str(summary.get("ImageID", "")),
+        labels=dict(summary.get("Labels") or {}),
+        state="running",
+        addresses=dict(addresses),
+        created=str(summary.get("Created", "")),
+        exit_code=int(summary.get("ExitCode") or 0),
+        finished="",
+    )
 
 
 def run_args(
@@ -637,6 +671,7 @@ def _placement_args(spec: ContainerSpec) -> list[str]:
         args += ["--network", spec.network]
         args += [f"--network-alias={alias}" for alias in spec.network_aliases]
     args += [f"--publish={p.host_ip}:{p.host_port}:{p.container_port}" for p in spec.ports]
+    args += [f"--sysctl={name}={value}" for name, value in spec.sysctls.items()]
     for mount in spec.mounts:
         mode = "ro" if mount.read_only else "rw"
         args += ["--volume", f"{mount.source}:{mount.target}:{mode}"]

@@ -74,10 +74,14 @@ class RoleRelease(BaseModel):
     def config_hash(self) -> str:
         """Hash of the settings baked into a running container, other than its image.
 
-        Replica count, deploy policy, ordering and health checks are not in it: changing
-        them does not require replacing instances.
+        Replica count, deploy policy and ordering are not in it: changing them does not
+        require replacing instances. Health settings are: a new check is only trusted once
+        it passed on instances started for it, so changing it rolls the role (new instances
+        checked with it before they take traffic, the old ones serving on the old check),
+        and a rollback brings the old check back the same way.
         """
-        data = self.model_dump(mode="json", include={"run", "volumes", "lockdown", "resources"})
+        keys = {"run", "volumes", "lockdown", "resources", "health"}
+        data = self.model_dump(mode="json", include=keys)
         return hash_json(data)[:16]
 
     def to_record(self) -> dict[str, Any]:

@@ -91,6 +91,11 @@ class Executor:
         if self.edge is not None and edge_image and plan.edge.action in ("create", "start"):
             self.progress.step("edge", f"starting the edge ({plan.edge.reason})")
             self.edge.start(desired, edge_image)
+        elif self.edge is not None and edge_image and plan.edge.action == "reload":
+            # Before the roles: new instances are added to backends checked as they will be
+            # checked; the old ones keep their own paths (or, checked another way, no check).
+            self.progress.step("edge", f"reloading the edge's configuration ({plan.edge.reason})")
+            self.edge.reload(desired, edge_image)
         for change in plan.orphans:
             self.retire(None, change, "orphan")
         for wave in plan.waves:

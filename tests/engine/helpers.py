@@ -65,6 +65,7 @@ class Fleet:
         extra: str = "",
         start_delay: float = 0,
         secrets: tuple[str, ...] = (),
+        health: str = "{http: /healthz, interval: 200ms, retries: 25}",
     ) -> None:
         (self.folder / "app").mkdir(parents=True, exist_ok=True)
         shutil.copy(APP / "server.py", self.folder / "app" / "server.py")
@@ -80,7 +81,7 @@ class Fleet:
             f"          env: {{START_DELAY: '{start_delay}'}}"
             + (f", secrets: [{', '.join(secrets)}]" if secrets else "")
             + "}\n"
-            "    health: {http: /healthz, interval: 200ms, retries: 25}\n"
+            f"    health: {health}\n"
             f"    replicas: {replicas}\n"
             "    volumes: {data: /var/lib/app}\n"
             f"    public: {self.port}\n"

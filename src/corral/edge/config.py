@@ -246,9 +246,11 @@ def _backend(name: str, http: bool, check_map: str, servers: Sequence[StaticServ
         # No default: a server whose path is missing from the map fails its check.
         lines.append("    option httpchk")
         lines.append(f"    http-check send meth GET uri-lf %[srv_name,map({check_map})]")
+    # Not in a worker that is stopping after a reload: nbsrv() is 0 in a stopped backend
+    # although its servers still answer the last request of each kept-alive connection.
     lines.append(
         "    http-request return status 503 content-type text/plain"
-        ' string "no server available\\n" hdr retry-after 1 if { nbsrv() eq 0 }'
+        ' string "no server available\\n" hdr retry-after 1 if { nbsrv() eq 0 } !{ stopping }'
     )
     lines += [_server_line(s) for s in servers]
     return "\n".join(lines) + "\n"

@@ -82,7 +82,10 @@ def test_frontend_and_backend_per_role_without_servers() -> None:
     assert "if { nbsrv() eq 0 } !{ stopping }" in web
     # HAProxy 2.6 would replay a POST on empty-response or 502/503/504 like a GET
     assert "http-request disable-l7-retry unless { method GET HEAD OPTIONS }" in web
-    assert "httpchk" not in _section(cfg, "backend api_be")
+    api = _section(cfg, "backend api_be")
+    assert "httpchk" not in api
+    # a TCP-checked backend keeps the check map loaded, for a reload back to HTTP checks
+    assert "acl corral_check_map str(),map(/etc/corral-edge/checks.map) -m found" in api
     assert "\n    server " not in cfg
 
 

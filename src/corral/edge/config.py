@@ -246,6 +246,11 @@ def _backend(name: str, http: bool, check_map: str, servers: Sequence[StaticServ
         # No default: a server whose path is missing from the map fails its check.
         lines.append("    option httpchk")
         lines.append(f"    http-check send meth GET uri-lf %[srv_name,map({check_map})]")
+    else:
+        # The check map stays loaded, and changeable through the runtime API, while this
+        # backend checks over TCP: a reload back to HTTP checks (a rollback) needs the
+        # paths of the servers added meanwhile. The ACL is never used.
+        lines.append(f"    acl corral_check_map str(),map({check_map}) -m found")
     # Not in a worker that is stopping after a reload: nbsrv() is 0 in a stopped backend
     # although its servers still answer the last request of each kept-alive connection.
     lines.append(

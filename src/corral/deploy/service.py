@@ -485,7 +485,7 @@ def _replace_edge(ctx: Context, desired: Desired, image: str) -> EdgeReplaced:
         ctx.edge.reload(desired, image)
         return EdgeReplaced(image, reloaded=True)
     serving = _edge_instances(ctx, desired)
-    _verify_checks(serving)
+    verify_edge_checks(serving)
     ctx.progress.step("edge", "replacing the edge container (a short interruption)")
     ctx.engine.ensure_network(ctx.scope.network, ctx.scope.labels("network"))
     ctx.edge.start(desired, image)
@@ -519,7 +519,7 @@ def _edge_instances(ctx: Context, desired: Desired) -> list[tuple[RoleRelease, I
     return found
 
 
-def _verify_checks(serving: Sequence[tuple[RoleRelease, Instance, str]]) -> None:
+def verify_edge_checks(serving: Sequence[tuple[RoleRelease, Instance, str]]) -> None:
     """Every instance passes, from outside, the check the new edge will make of it.
 
     Raises:

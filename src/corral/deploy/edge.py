@@ -339,6 +339,7 @@ class Edge:
         """
         cfg = self.folder / "cfg"
         files = (CHECK_MAP, STATE_FILE, "haproxy.cfg")
+        # read_private tightens these to 0600: each is written again (0640) below.
         before = {name: read_private(cfg / name) for name in files}
         paths = self._check_paths()
         servers, healthy = self._carried_servers(desired, paths)

@@ -295,7 +295,9 @@ def destroy(path: Path, engine: Engine | None = None) -> list[str]:
         return fleet_status.destroy(ctx)
 
 
-def replace_edge(path: Path, progress: Progress | None = None, wait: float = 0) -> str:
+def replace_edge(
+    path: Path, progress: Progress | None = None, wait: float = 0
+) -> service.EdgeReplaced:
     with (
         _deploying(path, progress, None) as ctx,
         _audited(ctx, "edge-replace", "edge"),

@@ -66,6 +66,7 @@ class Fleet:
         start_delay: float = 0,
         secrets: tuple[str, ...] = (),
         settle: str = "0s",  # the replica counts are still checked once; tests stay fast
+        health: str = "{http: /healthz, interval: 200ms, retries: 25}",
     ) -> None:
         (self.folder / "app").mkdir(parents=True, exist_ok=True)
         shutil.copy(APP / "server.py", self.folder / "app" / "server.py")
@@ -81,7 +82,7 @@ class Fleet:
             f"          env: {{START_DELAY: '{start_delay}'}}"
             + (f", secrets: [{', '.join(secrets)}]" if secrets else "")
             + "}\n"
-            "    health: {http: /healthz, interval: 200ms, retries: 25}\n"
+            f"    health: {health}\n"
             f"    replicas: {replicas}\n"
             "    volumes: {data: {path: /var/lib/app, shareable: true}}\n"
             f"    public: {self.port}\n"

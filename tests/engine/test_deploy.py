@@ -11,7 +11,14 @@ from pathlib import Path
 
 import httpx
 
-from corral.deploy.edge import EDGE_GID, EDGE_UID, RUNTIME_ROOT, SOCKET_NAME, Edge
+from corral.deploy.edge import (
+    EDGE_GID,
+    EDGE_UID,
+    MASTER_SOCKET_NAME,
+    RUNTIME_ROOT,
+    SOCKET_NAME,
+    Edge,
+)
 from corral.deploy.scope import Scope
 from corral.engines.podman import PodmanEngine
 from corral.spec import load_spec
@@ -169,9 +176,20 @@ def test_a_second_deploy_is_refused_naming_the_holder(fleet: Fleet, shared_base:
 
 
 def test_edge_replace_brings_the_serving_instances_back(fleet: Fleet, shared_base: str) -> None:
+    """A new public port needs a new edge container (a reload cannot publish a port): the
+    one case where edge replace starts one, in front of the very same instances.
+
+    Before issue 10 every edge replace made a new container; one whose image and ports are
+    unchanged now reloads in place (tests/engine/test_health_change.py).
+    """
     fleet.deploy()
     before = {c["Names"][0]: c["Id"] for c in containers(fleet.name)}
-    fleet.corral("edge", "replace")
+    fleet.port = free_port()
+    fleet.write()
+    fleet.deploy()
+    assert "corral edge replace" in fleet.corral("plan", check=False).stdout
+    done = json.loads(fleet.corral("edge", "replace", "--json").stdout)
+    assert done["reloaded"] is False
     after = {c["Names"][0]: c["Id"] for c in containers(fleet.name)}
     edge = f"{fleet.name}-edge"
     assert before[edge] != after[edge]  # a new edge container...
@@ -181,6 +199,8 @@ def test_edge_replace_brings_the_serving_instances_back(fleet: Fleet, shared_bas
     assert httpx.get(fleet.url).json()["version"] == "v1"
     status = fleet.status()
     assert {i["health"] for i in web_instances(status)} == {"up"}
+    audit = json.loads(fleet.corral("audit", "--json").stdout)["audit"]
+    assert ("edge-replace", "ok") in [(e["action"], e["outcome"]) for e in audit]
 
 
 def test_low_ports_need_one_named_capability(fleet: Fleet, shared_base: str) -> None:
@@ -269,6 +289,8 @@ def test_only_root_and_haproxy_reach_the_edges_admin_socket(
     sock = folder / "sock"
     assert _owner_and_mode(sock) == (EDGE_UID, EDGE_GID, 0o700)
     assert (sock / SOCKET_NAME).stat().st_uid == EDGE_UID  # HAProxy made it there
+    # the master's socket (reloads) is HAProxy's alone too, in the same private folder
+    assert _owner_and_mode(sock / MASTER_SOCKET_NAME)[::2] == (EDGE_UID, 0o600)
     probe = (
         "import socket, sys\n"
         "s = socket.socket(socket.AF_UNIX)\n"

@@ -56,6 +56,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.label.startswith("hangup"):
             self.close_connection = True
             return
+        if self.server.label.startswith("strict") and self.path not in ("/", "/ready;v=2"):
+            self.send_response(404)  # an instance that answers its own check path only
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.path == "/slow":
             time.sleep(0.2)
         body = f"{self.server.label}\n".encode()
@@ -125,12 +130,21 @@ def edge() -> Iterator[Edge]:
         sock = str(Path(tmp) / "admin.sock")
         port = _free_port()
         cfg = Path(tmp) / "haproxy.cfg"
-        cfg.write_text(render_haproxy_cfg([Frontend("web", port, BACKEND, "/healthz")], sock))
+        check_map = Path(tmp) / "checks.map"
+        check_map.write_text("")
+        cfg.write_text(
+            render_haproxy_cfg(
+                [Frontend("web", port, BACKEND, True)],
+                sock,
+                check_map=str(check_map),
+                state_file=str(Path(tmp) / "servers.state"),
+            )
+        )
         log = Path(tmp) / "haproxy.log"
         with log.open("wb") as out:
             proc = subprocess.Popen([HAPROXY, "-f", str(cfg)], stdout=out, stderr=out)
         try:
-            api = RuntimeAPI(sock, timeout=2.0)
+            api = RuntimeAPI(sock, timeout=2.0, check_map=str(check_map))
             _wait_for_socket(api, proc, log)
             yield Edge(api=api, url=f"http://127.0.0.1:{port}", log=log)
         finally:
@@ -156,7 +170,7 @@ def _wait_for_socket(api: RuntimeAPI, proc: subprocess.Popen[bytes], log: Path) 
 
 def _bring_up(edge: Edge, *insts: Instance) -> None:
     for inst in insts:
-        edge.api.bring_up(BACKEND, inst.label, "127.0.0.1", inst.port, HEALTHY)
+        edge.api.bring_up(BACKEND, inst.label, "127.0.0.1", inst.port, HEALTHY, "/healthz")
 
 
 @dataclass
@@ -214,6 +228,7 @@ def test_verified_answers_and_states(edge: Edge, instances: dict[str, Instance])
     assert (srv.admin, srv.operational, srv.checks_enabled) == ("maint", "down", False)
     with pytest.raises(EngineError, match="Already exists"):
         api.add_server(BACKEND, "s1", "127.0.0.1", inst.port, check=True)
+    api.set_check_path("s1", "/healthz")
     api.enable_health(BACKEND, "s1")
     api.set_state(BACKEND, "s1", "drain")
     assert api.wait_healthy(BACKEND, "s1", HEALTHY)
@@ -231,6 +246,28 @@ def test_verified_answers_and_states(edge: Edge, instances: dict[str, Instance])
         api.servers("no-such-backend")
 
 
+def test_each_server_is_checked_on_its_own_path(edge: Edge) -> None:
+    """Two releases' instances side by side, each on the path its release's health names
+    (issue 10): a new path is checked on the new instance only, and a server that answers
+    404 on its path never takes traffic while the other keeps serving."""
+    ready, wrong = Instance("strict-ready"), Instance("strict-wrong")
+    try:
+        edge.api.bring_up(BACKEND, "new", "127.0.0.1", ready.port, HEALTHY, "/ready;v=2")
+        edge.api.prepare(BACKEND, "broken", "127.0.0.1", wrong.port, check_path="/healthz")
+        assert not edge.api.wait_healthy(BACKEND, "broken", 1.5)
+        broken = edge.api.server(BACKEND, "broken")
+        assert broken.check_status == "L7STS" and not broken.healthy
+        assert edge.api.server(BACKEND, "new").healthy
+        with httpx.Client(base_url=edge.url, timeout=5.0) as client:
+            assert Counter(client.get("/").text for _ in range(6)) == {"strict-ready\n": 6}
+        assert "new /ready;v=2" in edge.api.command(f"show map {edge.api.check_map}")
+        assert edge.api.drain_and_remove(BACKEND, "new", drain_timeout=2.0)
+        assert "new " not in edge.api.command(f"show map {edge.api.check_map}")
+    finally:
+        ready.stop()
+        wrong.stop()
+
+
 def test_leaving_maintenance_is_up_before_any_check(edge: Edge) -> None:
     """The pitfall bring_up avoids: READY on a dead port is reported UP at first."""
     api, dead = edge.api, _free_port()
@@ -246,7 +283,9 @@ def test_leaving_maintenance_is_up_before_any_check(edge: Edge) -> None:
 
 def test_bring_up_refuses_a_dead_server_and_leaves_nothing(edge: Edge) -> None:
     with pytest.raises(EngineError, match="not healthy"):
-        edge.api.bring_up(BACKEND, "dead", "127.0.0.1", _free_port(), health_timeout=1.5)
+        edge.api.bring_up(
+            BACKEND, "dead", "127.0.0.1", _free_port(), health_timeout=1.5, check_path="/healthz"
+        )
     assert edge.api.servers(BACKEND) == []
 
 
@@ -313,7 +352,7 @@ def test_sixty_four_servers_come_and_go_at_once(edge: Edge) -> None:
                 errors.append(exc)
 
         def up(inst: Instance) -> None:
-            edge.api.bring_up(BACKEND, inst.label, "127.0.0.1", inst.port, 20.0)
+            edge.api.bring_up(BACKEND, inst.label, "127.0.0.1", inst.port, 20.0, "/healthz")
 
         def down(inst: Instance) -> None:
             assert edge.api.drain_and_remove(BACKEND, inst.label, drain_timeout=5.0)

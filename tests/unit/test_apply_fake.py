@@ -25,7 +25,7 @@ from corral.deploy.scope import LABEL, Scope
 from corral.deploy.service import observe_fleet
 from corral.engines.base import ContainerInfo, ContainerSpec
 from corral.engines.fake import FakeEngine
-from corral.errors import DeployError
+from corral.errors import DeployError, EngineError
 from corral.progress import NullProgress
 from corral.state import State
 from tests.unit.builders import role_release
@@ -599,3 +599,17 @@ def test_a_batch_starts_and_probes_its_instances_side_by_side(
     )
     assert peak == 5  # a batch's probes overlap, and no batch outgrows the surge
     assert time.monotonic() - started < 20 * 0.05  # four batches of 50 ms, not twenty
+
+
+def test_an_edge_that_refuses_its_new_configuration_fails_the_deploy(state: State) -> None:
+    """A DeployError, so the deploy goes back to the previous release (not "aborted")."""
+
+    class Refusing(FakeEdge):
+        def reload(self, desired: Any, image: str) -> None:
+            raise EngineError("the old worker keeps serving")
+
+    engine = FakeEngine()
+    plan = Plan(FLEET, (), (), EdgePlan("reload", "the health checks changed"))
+    executor = with_edge(engine, state, 1, Refusing())
+    with pytest.raises(DeployError, match="the edge: the old worker keeps serving"):
+        executor.apply(plan, {}, "img-edge")

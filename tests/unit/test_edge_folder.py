@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from corral.deploy import edge as edge_module
+from corral.deploy.desired import Desired, RoleRelease
 from corral.deploy.edge import EDGE_GID, EDGE_UID, Edge
 from corral.deploy.scope import Scope
+from corral.engines.base import ContainerInfo
 from corral.engines.fake import FakeEngine
 from corral.engines.podman import run_args
 from corral.errors import EngineError, StateError
@@ -124,3 +126,38 @@ def test_the_edge_asks_again_at_once_for_an_address_given_to_a_new_instance(
     new = edge.config_hash(DESIRED, "img-edge")
     monkeypatch.setattr(edge_module, "EDGE_SYSCTLS", {})  # an edge of an older corral
     assert edge.config_hash(DESIRED, "img-edge") != new
+
+
+def _running_edge(edge: Edge, desired: Desired) -> ContainerInfo:
+    """The edge container as ``start`` leaves it, its folder and socket in place."""
+    spec = edge._spec(desired, "img-edge")
+    edge.prepare_folder(desired, "img-edge")
+    (edge.folder / "sock" / "admin.sock").write_text("")
+    return ContainerInfo("id", spec.name, "img-edge", spec.labels, "running", {}, "")
+
+
+def test_a_health_path_change_changes_nothing_in_the_edge(edge: Edge) -> None:
+    """Each server's path is set when it is added: no new configuration is needed."""
+    current = _running_edge(edge, {"web": _web({"http": "/healthz"})})
+    assert edge.observe({"web": _web({"http": "/ready"})}, "img-edge", [current]).action == "none"
+
+
+def test_a_check_kind_change_is_a_reload_and_a_new_port_a_replace(edge: Edge) -> None:
+    current = _running_edge(edge, {"web": _web({"http": "/healthz"})})
+    tcp = {"web": _web({"tcp": True})}
+    assert edge.observe(tcp, "img-edge", [current]).action == "reload"
+    moved = {"web": role_release("web", public=8090, run={"port": 8000})}
+    assert edge.observe(moved, "img-edge", [current]).action == "replace-needed"
+    assert edge.observe(tcp, "img-newer", [current]).action == "replace-needed"
+
+
+def test_a_reloaded_configuration_is_what_observe_compares(edge: Edge) -> None:
+    """Labels cannot change: the hash of the configuration running now is on the host."""
+    tcp = {"web": _web({"tcp": True})}
+    current = _running_edge(edge, {"web": _web({"http": "/healthz"})})
+    (edge.folder / "cfg" / edge_module.HASH_FILE).write_text(edge.config_hash(tcp, "img-edge"))
+    assert edge.observe(tcp, "img-edge", [current]).action == "none"
+
+
+def _web(health: dict[str, object]) -> RoleRelease:
+    return role_release("web", public=8080, run={"port": 8000}, health=health)

@@ -328,6 +328,37 @@ def test_prepare_batches_the_checks_and_the_drain(sock_path: str) -> None:
         assert fake.received == list(answers)
 
 
+def test_prepare_sets_the_servers_check_path_before_its_checks_start(sock_path: str) -> None:
+    """Each server is checked on its own release's path (issue 10); ';' is escaped, not a
+    second command, and an earlier entry of the same name goes first."""
+    add = "add server web/n 10.0.0.5:8000 check inter 500ms downinter 20ms fall 2 rise 1"
+    answers: dict[str, Answer] = {
+        add: "New server registered.\n\n",
+        "del map /m/checks.map n": "Key not found.\n\n",
+        "add map /m/checks.map n /ready\\;v=2?full=1": "\n",
+        "enable health web/n": "\n",
+        "set server web/n state drain": "\n",
+    }
+    for fake in _fake(sock_path, answers):
+        with RuntimeAPI(sock_path, check_map="/m/checks.map") as api:
+            api.prepare("web", "n", "10.0.0.5", 8000, check_path="/ready;v=2?full=1")
+            assert api.channel.round_trips == 2
+        assert fake.received == list(answers)
+
+
+@pytest.mark.parametrize("path", ["healthz", "/a b", "/a\\b", "/a\nb"])
+def test_a_bad_check_path_never_reaches_haproxy(sock_path: str, path: str) -> None:
+    for fake in _fake(sock_path, {}):
+        with pytest.raises(ValueError, match="check path"):
+            RuntimeAPI(sock_path, check_map="/m/checks.map").set_check_path("n", path)
+        assert fake.received == []
+
+
+def test_an_unescaped_semicolon_is_still_refused(sock_path: str) -> None:
+    with pytest.raises(ValueError, match="one command at a time"):
+        RuntimeAPI(sock_path).command("show info; shutdown sessions server web/n")
+
+
 def test_a_taken_name_is_never_touched(sock_path: str) -> None:
     """A batch is not a transaction: nothing may follow an add server that failed."""
     add = "add server web/n 10.0.0.5:8000 check inter 500ms downinter 20ms fall 2 rise 1"

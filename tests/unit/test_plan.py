@@ -229,7 +229,7 @@ def test_stopped_instance_without_finish_time_never_expires() -> None:
     assert plan_deploy(scope, {"web": rr}, observed).role("web").standby == (old.name,)
 
 
-def test_config_hash_ignores_replicas_policy_and_health() -> None:
+def test_config_hash_ignores_replicas_and_policy() -> None:
     base = role_from_case("web", {"run": {"port": 80}})
     other = role_from_case(
         "web",
@@ -238,12 +238,31 @@ def test_config_hash_ignores_replicas_policy_and_health() -> None:
             "replicas": 5,
             "deploy": {"strategy": "blue-green", "keep_old": 10},
             "after": ["db"],
-            "health": {"http": "/up"},
         },
     )
     assert base.config_hash == other.config_hash
     assert base.config_hash != role_from_case("web", {"run": {"port": 81}}).config_hash
     assert base.config_hash != role_from_case("web", {"volumes": {"d": "/d"}}).config_hash
+
+
+def test_a_health_change_replaces_instances() -> None:
+    """A new check must pass on instances started for it before they serve (issue 10)."""
+    old = role_from_case("web", {"run": {"port": 80}, "health": {"http": "/healthz"}})
+    new = role_from_case("web", {"run": {"port": 80}, "health": {"http": "/ready"}})
+    slower = role_from_case(
+        "web", {"run": {"port": 80}, "health": {"http": "/healthz", "retries": 3}}
+    )
+    assert len({old.config_hash, new.config_hash, slower.config_hash}) == 3
+    running = [
+        Instance(
+            f"shop-web-r1-{n}", "web", 1, n, old.image_id, old.config_hash, "running", "10.0.0.9"
+        )
+        for n in (1, 2)
+    ]
+    observed = Observed(running, set(), {1}, set(), datetime(2030, 1, 1, tzinfo=UTC))
+    plan = plan_deploy(Scope("shop"), {"web": new}, observed).role("web")
+    assert plan.start == 1 and plan.keep == ()
+    assert [c.reason for c in plan.stop] == ["run configuration changed"] * 2
 
 
 # -- property: for any observed fleet -------------------------------------------------

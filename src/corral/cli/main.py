@@ -337,12 +337,14 @@ def edge() -> None:
 @wait_option
 @common_options
 def edge_replace(opts: Options, wait: float) -> None:
-    """Replace the edge container (a short interruption: about a second)."""
+    """Bring the edge to the active release: a reload in place when its image and ports
+    are unchanged (no connection refused), else a new container (about a second)."""
     with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
-        image = app.replace_edge(opts.file, progress=progress, wait=wait)
+        done = app.replace_edge(opts.file, progress=progress, wait=wait)
+    how = "configuration reloaded in place" if done.reloaded else "new container"
     opts.emit(
-        {"edge_image": image},
-        lambda out: out.print(f"edge replaced (image {image[:12]})", markup=False),
+        {"edge_image": done.image, "reloaded": done.reloaded},
+        lambda out: out.print(f"edge replaced ({how}, image {done.image[:12]})", markup=False),
     )
 
 

@@ -112,6 +112,14 @@ class Executor:
         if self.edge is not None and edge_image and plan.edge.action in ("create", "start"):
             self.progress.step("edge", f"starting the edge ({plan.edge.reason})")
             self.edge.start(desired, edge_image)
+        elif self.edge is not None and edge_image and plan.edge.action == "reload":
+            # Before the roles: new instances are added to backends checked as they will be
+            # checked; the old ones keep their own paths (or, checked another way, no check).
+            self.progress.step("edge", f"reloading the edge's configuration ({plan.edge.reason})")
+            try:
+                self.edge.reload(desired, edge_image)
+            except CorralError as exc:  # a failed deploy, to be undone like a role's failure
+                raise DeployError(f"the edge: {exc.message}", reason=exc.message) from exc
         for change in plan.orphans:
             self.retire(None, change, "orphan")
         for wave in plan.waves:

@@ -87,10 +87,13 @@ class RoleRelease(BaseModel):
     def config_hash(self) -> str:
         """Hash of the settings baked into a running container, other than its image.
 
-        Replica count, deploy policy, ordering and health checks are not in it: changing
-        them does not require replacing instances. The keyed hashes of the secret values
-        are (a new value replaces the instances); they are mixed into this one hash, so
-        the label that carries it cannot be used to test a guessed value.
+        Replica count, deploy policy and ordering are not in it: changing them does not
+        require replacing instances. Health settings are: a new check is only trusted once
+        it passed on instances started for it, so changing it rolls the role (new instances
+        checked with it before they take traffic, the old ones serving on the old check),
+        and a rollback brings the old check back the same way. The keyed hashes of the
+        secret values are (a new value replaces the instances); they are mixed into this
+        one hash, so the label that carries it cannot be used to test a guessed value.
         """
         data = self._instance_settings()
         if self.secret_hashes:  # absent when empty: older instances' hashes stay valid
@@ -98,7 +101,8 @@ class RoleRelease(BaseModel):
         return hash_json(data)[:16]
 
     def _instance_settings(self) -> dict[str, Any]:
-        data = self.model_dump(mode="json", include={"run", "volumes", "lockdown", "resources"})
+        keys = {"run", "volumes", "lockdown", "resources", "health"}
+        data = self.model_dump(mode="json", include=keys)
         if not data["run"]["tmpfs"]:
             # Hashed as before run.tmpfs existed: instances started by an older corral
             # stay current instead of all being replaced by the first deploy after it.

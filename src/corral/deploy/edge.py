@@ -1,7 +1,11 @@
 """The edge: one HAProxy container per fleet, baked by corral like any role.
 
 Public roles are HAProxy frontends; their instances are servers added and drained at run
-time through the admin socket, so deploys never restart the edge. The configuration and the
+time through the admin socket, so deploys never restart the edge. HAProxy runs as a master
+and a worker: a new configuration is loaded in place (``reload``), the master handing the
+listening sockets to a new worker while the old one finishes its requests, so changing the
+configuration refuses no connection. Only a new image or new published ports need a new
+container (``corral edge replace``). The configuration and the
 socket live on the host in a short path under /run/corral (a Unix socket path must stay
 under 108 bytes) and are mounted into the edge container.
 
@@ -32,11 +36,11 @@ from corral.deploy.desired import Desired, RoleRelease
 from corral.deploy.observe import pick
 from corral.deploy.plan import EdgePlan
 from corral.deploy.scope import LABEL, Scope
-from corral.edge.config import Frontend, render_haproxy_cfg
-from corral.edge.runtime import AdminState, RuntimeAPI, ServerState
+from corral.edge.config import EMPTY_STATE, Frontend, StaticServer, render_haproxy_cfg
+from corral.edge.runtime import AdminState, RuntimeAPI, ServerState, reload_master, worker_pid
 from corral.engines.base import ContainerInfo, ContainerSpec, Engine, Mount, PortMapping
-from corral.errors import EngineError, NotFoundError
-from corral.hostfiles import private_dir, write_private
+from corral.errors import EngineError, NotFoundError, StateError
+from corral.hostfiles import private_dir, read_private, write_private
 from corral.spec.model import DebianBase, HttpHealth, Resources, Role, RunConfig
 
 KIND_EDGE = "edge"
@@ -45,6 +49,11 @@ RUNTIME_ROOT = Path("/run/corral")
 CONFIG_IN_CONTAINER = "/etc/corral-edge"
 SOCKET_IN_CONTAINER = "/var/lib/corral-edge"
 SOCKET_NAME = "admin.sock"
+MASTER_SOCKET_NAME = "master.sock"
+CHECK_MAP = "checks.map"  # every server's HTTP check path, by server name
+STATE_FILE = "servers.state"  # the servers' states, dumped just before a reload
+HASH_FILE = "config-hash"  # the hash of the configuration the edge runs now
+MODE = "master-worker"  # part of the frame: an edge started otherwise cannot reload
 PRIVILEGED_PORTS = 1024  # ports below it need CAP_NET_BIND_SERVICE to bind
 # HAProxy's uid and gid, the same in every edge: in the range 65520-65533 that neither
 # Debian (65000-65533 reserved) nor systemd (dynamic users end at 65519) hands out. Not the
@@ -76,7 +85,15 @@ def edge_role() -> Role:
     return Role(
         base=DebianBase(debian="bookworm", packages=("haproxy",)),
         run=RunConfig(
-            command=("haproxy", "-db", "-f", f"{CONFIG_IN_CONTAINER}/haproxy.cfg"),
+            command=(
+                "haproxy",
+                "-W",
+                "-db",
+                "-S",
+                f"{SOCKET_IN_CONTAINER}/{MASTER_SOCKET_NAME},mode,600",
+                "-f",
+                f"{CONFIG_IN_CONTAINER}/haproxy.cfg",
+            ),
             user="haproxy",
         ),
         resources=Resources(memory="256m", cpus=1.0, pids=512),
@@ -99,13 +116,18 @@ def _check_uid_is_free() -> None:
         )
 
 
+def check_path(rr: RoleRelease) -> str | None:
+    """The path HAProxy's check asks an instance of ``rr`` for; None: a TCP check."""
+    return rr.health.http if isinstance(rr.health, HttpHealth) else None
+
+
 def frontends(desired: Desired) -> list[Frontend]:
     return [
         Frontend(
             name=f"fe_{rr.role}",
             bind_port=rr.public,
             backend=rr.role,
-            health_path=rr.health.http if isinstance(rr.health, HttpHealth) else None,
+            http_check=isinstance(rr.health, HttpHealth),
         )
         for rr in sorted(desired.values(), key=lambda r: r.role)
         if rr.public is not None
@@ -145,19 +167,45 @@ class Edge:
         """The edge's runtime API: one connection for this object's whole life (a deploy)."""
         with self._api_lock:
             if self._api is None:
-                self._api = RuntimeAPI(str(self.folder / "sock" / SOCKET_NAME))
+                self._api = RuntimeAPI(
+                    str(self.folder / "sock" / SOCKET_NAME),
+                    check_map=f"{CONFIG_IN_CONTAINER}/{CHECK_MAP}",
+                )
             return self._api
 
-    def render(self, desired: Desired) -> str:
-        return render_haproxy_cfg(frontends(desired), f"{SOCKET_IN_CONTAINER}/{SOCKET_NAME}")
+    def render(self, desired: Desired, servers: Sequence[StaticServer] = ()) -> str:
+        return render_haproxy_cfg(
+            frontends(desired),
+            f"{SOCKET_IN_CONTAINER}/{SOCKET_NAME}",
+            check_map=f"{CONFIG_IN_CONTAINER}/{CHECK_MAP}",
+            state_file=f"{CONFIG_IN_CONTAINER}/{STATE_FILE}",
+            servers=servers,
+        )
+
+    def frame_hash(self, desired: Desired, image_id: str) -> str:
+        """What only a new container changes: image, ports, uid, HAProxy's mode, sysctls.
+
+        The uid is part of it: an edge started by an older corral (as the image's haproxy
+        user, its socket folder open to all) shows as needing a replace; so is the mode:
+        an edge started without a master cannot reload.
+        """
+        ports = ",".join(str(fe.bind_port) for fe in frontends(desired))
+        # Its kernel settings too: an edge without them is slow to reach reused addresses.
+        sysctls = ",".join(f"{k}={v}" for k, v in sorted(EDGE_SYSCTLS.items()))
+        material = f"{image_id}|ports={ports}|uid={EDGE_UID}:{EDGE_GID}|{MODE}|{sysctls}"
+        return hashlib.sha256(material.encode()).hexdigest()[:16]
 
     def config_hash(self, desired: Desired, image_id: str) -> str:
-        # The uid is part of it: an edge started by an older corral (as the image's
-        # haproxy user, its socket folder open to all) shows as needing a replace; so are
-        # its kernel settings (an edge without them is slow to reach reused addresses).
-        sysctls = ",".join(f"{k}={v}" for k, v in sorted(EDGE_SYSCTLS.items()))
-        material = f"{self.render(desired)}{image_id}uid={EDGE_UID}:{EDGE_GID}{sysctls}"
+        """The frame and the configuration: when only the latter differs, a reload does."""
+        material = f"{self.render(desired)}{self.frame_hash(desired, image_id)}"
         return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+    def _running_hash(self, current: ContainerInfo) -> str | None:
+        """The configuration's hash as of the last start or reload (labels cannot change)."""
+        try:
+            return read_private(self.folder / "cfg" / HASH_FILE).decode().strip()
+        except (OSError, StateError):
+            return current.labels.get(LABEL + "config-hash")
 
     def container(self, listing: Iterable[ContainerInfo] | None = None) -> ContainerInfo | None:
         """The edge container; ``listing``: the scope's containers listed already."""
@@ -171,7 +219,8 @@ class Edge:
         image_id: str | None,
         listing: Iterable[ContainerInfo] | None = None,
     ) -> EdgePlan:
-        """Whether the edge must be created, started again, or replaced by the operator."""
+        """Whether the edge must be created, started again, reloaded with a new
+        configuration (a deploy does both), or replaced by the operator."""
         if not frontends(desired):
             return EdgePlan("none")
         current = self.container(listing)
@@ -179,23 +228,31 @@ class Edge:
             return EdgePlan("create", "no edge yet")
         if current.state != "running" or not (self.folder / "sock" / SOCKET_NAME).exists():
             return EdgePlan("start", f"the edge is {current.state}")
-        wanted = self.config_hash(desired, image_id) if image_id else None
-        if wanted and current.labels.get(LABEL + "config-hash") != wanted:
-            return EdgePlan(
-                "replace-needed",
-                "public ports, the edge image or its uid changed; run: corral edge replace",
-            )
-        return EdgePlan("none")
+        if image_id is None or self._running_hash(current) == self.config_hash(desired, image_id):
+            return EdgePlan("none")
+        if current.labels.get(LABEL + "frame-hash") == self.frame_hash(desired, image_id):
+            return EdgePlan("reload", "the health checks of a public role changed")
+        return EdgePlan(
+            "replace-needed",
+            "public ports, the edge image or its uid changed; run: corral edge replace",
+        )
 
     def start(self, desired: Desired, image_id: str) -> ContainerInfo:
         """(Re)create the edge container; servers are added afterwards by ``sync``."""
         self.remove()
-        self.prepare_folder(desired)
+        self.close()
+        self.prepare_folder(desired, image_id)
         info = self.engine.start(self._spec(desired, image_id))
         self._wait_for_socket()
         return info
 
-    def prepare_folder(self, desired: Desired) -> None:
+    def close(self) -> None:
+        """Close the runtime API's connection: the next command reaches the current worker."""
+        with self._api_lock:
+            if self._api is not None:
+                self._api.close()
+
+    def prepare_folder(self, desired: Desired, image_id: str = "") -> None:
         """Write the configuration and make an empty socket folder only HAProxy may use.
 
         Raises:
@@ -210,10 +267,10 @@ class Edge:
             private_dir(self.folder)
             shutil.rmtree(sock, ignore_errors=True)  # an earlier edge's socket, its uid's
             private_dir(cfg)
-            write_private(cfg / "haproxy.cfg", self.render(desired).encode())
-            for path, mode in ((cfg, CONFIG_DIR_MODE), (cfg / "haproxy.cfg", CONFIG_FILE_MODE)):
-                os.chown(path, -1, EDGE_GID, follow_symlinks=False)
-                os.chmod(path, mode)
+            os.chown(cfg, -1, EDGE_GID, follow_symlinks=False)
+            os.chmod(cfg, CONFIG_DIR_MODE)
+            self._write_config(self.render(desired), b"", EMPTY_STATE)
+            write_private(cfg / HASH_FILE, self.config_hash(desired, image_id).encode())
             private_dir(sock)
             os.chown(sock, EDGE_UID, EDGE_GID, follow_symlinks=False)
         except PermissionError as exc:
@@ -226,11 +283,24 @@ class Edge:
         except OSError as exc:
             raise EngineError(f"cannot prepare the edge's folder {self.folder}: {exc}") from exc
 
+    def _write_config(self, text: str, check_map: bytes, state: bytes) -> None:
+        """Write the configuration, the check map and the servers' states, HAProxy's to read."""
+        cfg = self.folder / "cfg"
+        for name, data in (
+            (CHECK_MAP, check_map),
+            (STATE_FILE, state),
+            ("haproxy.cfg", text.encode()),
+        ):
+            write_private(cfg / name, data)
+            os.chown(cfg / name, -1, EDGE_GID, follow_symlinks=False)
+            os.chmod(cfg / name, CONFIG_FILE_MODE)
+
     def _spec(self, desired: Desired, image_id: str) -> ContainerSpec:
         role = edge_role()
         labels = {
             **self.scope.labels(KIND_EDGE),
             LABEL + "config-hash": self.config_hash(desired, image_id),
+            LABEL + "frame-hash": self.frame_hash(desired, image_id),
         }
         ports = (
             tuple(
@@ -261,6 +331,108 @@ class Edge:
             cpus=role.resources.cpus,
             pids_limit=role.resources.pids,
         )
+
+    # -- reloading the configuration in place -----------------------------------------------
+    def can_reload(self, desired: Desired, image_id: str) -> bool:
+        """Whether the running edge can take ``desired``'s configuration without a new
+        container: same image, published ports, uid and master-worker mode."""
+        current = self.container()
+        return (
+            current is not None
+            and current.state == "running"
+            and (self.folder / "sock" / MASTER_SOCKET_NAME).exists()
+            and current.labels.get(LABEL + "frame-hash") == self.frame_hash(desired, image_id)
+        )
+
+    def reload(self, desired: Desired, image_id: str, timeout: float = 15.0) -> None:
+        """Load ``desired``'s configuration into the running edge; no connection is refused.
+
+        The old worker's servers are written into the new configuration with their check
+        paths and states (drained stays drained), so the new worker serves at once; the
+        master hands it the listening sockets and the old worker finishes its requests.
+        Then every server that was healthy must be seen healthy by the new worker's own
+        checks; if one is not, the old configuration is loaded back.
+
+        Raises:
+            EngineError: the new worker did not start (the old one keeps serving), or a
+                server healthy before is not healthy under the new configuration within
+                ``timeout`` seconds (the old configuration serves again).
+        """
+        cfg = self.folder / "cfg"
+        files = (CHECK_MAP, STATE_FILE, "haproxy.cfg")
+        # read_private tightens these to 0600: each is written again (0640) below.
+        before = {name: read_private(cfg / name) for name in files}
+        paths = self._check_paths()
+        servers, healthy = self._carried_servers(desired, paths)
+        check_map = "".join(f"{name} {path}\n" for name, path in sorted(paths.items()))
+        state = self.api.command("show servers state") + "\n"
+        self._write_config(self.render(desired, servers), check_map.encode(), state.encode())
+        try:
+            self._switch_worker(timeout)
+            self._wait_all_healthy(healthy, timeout)
+        except EngineError:
+            self._write_config(
+                before["haproxy.cfg"].decode(), before[CHECK_MAP], before[STATE_FILE]
+            )
+            with contextlib.suppress(EngineError):
+                self._switch_worker(timeout)
+            raise
+        write_private(cfg / HASH_FILE, self.config_hash(desired, image_id).encode())
+
+    def _check_paths(self) -> dict[str, str]:
+        """Every server's HTTP check path, as the running worker's check map has it."""
+        answer = self.api.command(f"show map {CONFIG_IN_CONTAINER}/{CHECK_MAP}")
+        paths: dict[str, str] = {}
+        for line in answer.splitlines():
+            parts = line.split(" ", 2)  # "<entry id> <server> <path>"
+            if len(parts) == 3:
+                paths.setdefault(parts[1], parts[2])
+        return paths
+
+    def _carried_servers(
+        self, desired: Desired, paths: dict[str, str]
+    ) -> tuple[list[StaticServer], list[tuple[str, str]]]:
+        """The running worker's servers as the new configuration declares them, and the
+        (backend, server) pairs that are healthy now."""
+        servers: list[StaticServer] = []
+        healthy: list[tuple[str, str]] = []
+        for fe in frontends(desired):
+            for server in self.servers(fe.backend):
+                # An instance of an earlier release, with no path for an HTTP check, is
+                # not checked: corral checked it when it was admitted.
+                check = not fe.http_check or server.name in paths
+                servers.append(
+                    StaticServer(fe.backend, server.name, server.addr, server.port, check)
+                )
+                if server.healthy and server.admin == "ready":
+                    healthy.append((fe.backend, server.name))
+        return servers, healthy
+
+    def _switch_worker(self, timeout: float) -> None:
+        """Reload through the master and wait until a new worker answers the admin socket."""
+        old = worker_pid(self.api)
+        reload_master(str(self.folder / "sock" / MASTER_SOCKET_NAME))
+        self.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = worker_pid(self.api)
+            if pid is not None and pid != old:
+                return
+            self.close()  # a connection may still have reached the leaving worker
+            time.sleep(0.05)
+        raise EngineError(
+            f"the edge did not start a worker on the new configuration within {timeout:g}s; "
+            "the old worker keeps serving",
+            log=self.engine.logs(self.scope.edge_name).splitlines()[-20:],
+        )
+
+    def _wait_all_healthy(self, servers: Sequence[tuple[str, str]], timeout: float) -> None:
+        down = [f"{b}/{n}" for b, n in servers if not self.api.wait_healthy(b, n, timeout)]
+        if down:
+            raise EngineError(
+                f"under the new configuration the edge does not see {', '.join(down)} "
+                f"healthy within {timeout:g}s; the old configuration is loaded back"
+            )
 
     def _wait_for_socket(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
@@ -294,7 +466,9 @@ class Edge:
     def add(self, rr: RoleRelease, name: str, address: str, timeout: float) -> None:
         """Add an instance; it takes traffic only once HAProxy's own check passed."""
         assert rr.run.port is not None
-        self.api.bring_up(rr.role, name, address, rr.run.port, health_timeout=timeout)
+        self.api.bring_up(
+            rr.role, name, address, rr.run.port, health_timeout=timeout, check_path=check_path(rr)
+        )
 
     def prepare(self, rr: RoleRelease, name: str, address: str) -> None:
         """Register an instance, health-checked but taking no traffic yet.
@@ -303,7 +477,7 @@ class Edge:
         check waits, instead of one after the other.
         """
         assert rr.run.port is not None
-        self.api.prepare(rr.role, name, address, rr.run.port)
+        self.api.prepare(rr.role, name, address, rr.run.port, check_path=check_path(rr))
 
     def confirm(self, rr: RoleRelease, name: str, timeout: float, ready: bool) -> None:
         """Wait until HAProxy's own check passed; then let traffic in if ``ready``.

@@ -56,7 +56,7 @@ class RolePlan:
 
 @dataclass(frozen=True)
 class EdgePlan:
-    action: str  # none | create | start | replace-needed
+    action: str  # none | create | start | reload | replace-needed
     reason: str = ""
 
 
@@ -71,7 +71,7 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        edge = self.edge.action in ("create", "start")
+        edge = self.edge.action in ("create", "start", "reload")
         return edge or bool(self.orphans) or any(r.changed for r in self.roles)
 
     @property

@@ -24,6 +24,7 @@ from corral.build.bake import (
 from corral.deploy.apply import Executor, Journal
 from corral.deploy.desired import Desired, RoleRelease, desired_from_record
 from corral.deploy.edge import EDGE_ROLE, Edge, edge_role, frontends
+from corral.deploy.health import network_check, probe_once
 from corral.deploy.instances import resolve_secrets
 from corral.deploy.observe import Instance, list_scope, observe
 from corral.deploy.outcome import Failed, as_deploy_error, fail
@@ -39,12 +40,14 @@ from corral.deploy.secrets import (
 )
 from corral.deploy.settle import Watch, settle, settle_time
 from corral.engines.base import ContainerInfo, Engine
-from corral.errors import CorralError, UsageError
+from corral.errors import CorralError, EngineError, GateError, UsageError
 from corral.progress import NullProgress, Progress
 from corral.spec.load import LoadedSpec
+from corral.spec.model import TcpHealth
 from corral.state import ImageRecord, ReleaseRecord, State
 
 GOOD = ("active", "superseded")
+VERIFY_TRIES, VERIFY_PAUSE = 3, 0.2  # an instance's check before an edge is replaced
 
 
 @dataclass(frozen=True)
@@ -517,24 +520,111 @@ def _previous_good(ctx: Context) -> ReleaseRecord | None:
     return earlier[-1] if earlier else None
 
 
-def replace_edge(ctx: Context) -> str:
-    """Replace the edge container (new image or ports); a short, documented interruption.
+@dataclass(frozen=True)
+class EdgeReplaced:
+    """What ``corral edge replace`` did: the edge's image, and whether it was reloaded in
+    place (no connection refused) or started as a new container."""
 
-    The serving instances are added to the new edge as soon as it answers.
+    image: str
+    reloaded: bool
+
+
+def replace_edge(ctx: Context) -> EdgeReplaced:
+    """Bring the edge to the active release's configuration and the current edge image.
+
+    When only the configuration changed (or nothing did), the running edge reloads it in
+    place and no connection is refused. A new image or new ports need a new container:
+    before the old one goes, every instance the edge will send requests to must pass the
+    check it will get there, from outside; if one does not, the old edge keeps serving.
+
+    Raises:
+        UsageError: no role of the active release is public.
+        GateError: an instance fails its check; nothing was changed.
+        EngineError: the edge refused; a failed reload leaves the old configuration.
     """
     active = ctx.state.active_release(ctx.scope.fleet)
     desired = desired_from_record(active.roles) if active else {}
     image = edge_image(ctx, desired, build=True)
     if image is None:
         raise UsageError("no role of the active release is public: there is no edge to replace")
-    ctx.progress.step("edge", "replacing the edge")
+    try:
+        replaced = _replace_edge(ctx, desired, image)
+    except CorralError as exc:
+        ctx.state.record_audit(
+            ctx.scope.fleet,
+            "edge-replace",
+            "edge",
+            "failed",
+            {"image": image, "error": exc.message},
+        )
+        raise
+    details = {"image": image, "reloaded": replaced.reloaded}
+    ctx.state.record_audit(ctx.scope.fleet, "edge-replace", "edge", "ok", details)
+    return replaced
+
+
+def _replace_edge(ctx: Context, desired: Desired, image: str) -> EdgeReplaced:
+    if ctx.edge.can_reload(desired, image):
+        ctx.progress.step("edge", "reloading the edge's configuration in place")
+        ctx.edge.reload(desired, image)
+        return EdgeReplaced(image, reloaded=True)
+    serving = _edge_instances(ctx, desired)
+    verify_edge_checks(serving)
+    ctx.progress.step("edge", "replacing the edge container (a short interruption)")
     ctx.engine.ensure_network(ctx.scope.network, ctx.scope.labels("network"))
     ctx.edge.start(desired, image)
+    failed: list[str] = []
+    for rr, instance, address in serving:
+        try:
+            ctx.edge.add(rr, instance.name, address, timeout=30)
+        except CorralError as exc:
+            failed.append(f"{instance.name}: {exc.message}")
+    if failed:
+        raise EngineError("the new edge does not see every instance healthy: " + "; ".join(failed))
+    return EdgeReplaced(image, reloaded=False)
+
+
+def _edge_instances(ctx: Context, desired: Desired) -> list[tuple[RoleRelease, Instance, str]]:
+    """The running instances of good releases that run ``desired``'s configuration of a
+    public role, with their addresses: those the edge sends requests to."""
     good = {r.number for r in ctx.state.releases(ctx.scope.fleet, limit=100000) if r.status in GOOD}
+    found = []
     for instance in observe(ctx.engine, ctx.scope):
         rr = desired.get(instance.role)
-        if rr and rr.public is not None and instance.running and instance.release in good:
-            assert instance.address is not None
-            ctx.edge.add(rr, instance.name, instance.address, timeout=30)
-    ctx.state.record_audit(ctx.scope.fleet, "edge-replace", "edge", "ok", {"image": image})
-    return image
+        if (
+            rr is not None
+            and rr.public is not None
+            and instance.running
+            and instance.release in good
+            and instance.address is not None
+            and instance.config_hash == rr.config_hash  # its health is this release's
+        ):
+            found.append((rr, instance, instance.address))
+    return found
+
+
+def verify_edge_checks(serving: Sequence[tuple[RoleRelease, Instance, str]]) -> None:
+    """Every instance passes, from outside, the check the new edge will make of it.
+
+    Raises:
+        GateError: one does not; nothing was changed.
+    """
+    problems = []
+    for rr, instance, address in serving:
+        assert rr.run.port is not None
+        # The edge checks a command role over TCP: that is what the new edge will see.
+        health = network_check(rr.health) if rr.health else TcpHealth(tcp=True)
+        problem = None
+        for _ in range(VERIFY_TRIES):
+            problem = probe_once(address, rr.run.port, health)
+            if problem is None:
+                break
+            time.sleep(VERIFY_PAUSE)
+        if problem is not None:
+            problems.append(f"{instance.name}: {problem}")
+    if problems:
+        raise GateError(
+            "not replacing the edge, the old one keeps serving: the new edge would see "
+            + "; ".join(problems),
+            failures=problems,
+        )

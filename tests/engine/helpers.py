@@ -144,8 +144,9 @@ class Fleet:
 class Load:
     """Constant traffic against a URL from a few keep-alive clients, counting outcomes.
 
-    Each client alternates GET / and POST /count: a POST is never replayed by the edge, so
-    a request lost to a closing instance shows up here as a failure, not as a retry. With
+    Each client alternates GET / and POST /``post_path`` (``count``; the stack example's app
+    takes ``rows``): a POST is never replayed by the edge, so a request lost to a closing
+    instance shows up here as a failure, not as a retry. With
     ``edge`` (the edge's runtime API), the edge's own counters are read around the traffic
     too: ``assert_no_failures`` then also fails on any retry, redispatch, connection or
     response error or 5xx the edge saw.
@@ -154,6 +155,7 @@ class Load:
     url: str
     clients: int = 4
     edge: RuntimeAPI | None = None
+    post_path: str = "count"
     outcomes: Counter[str] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
     counters: CounterWatch | None = None
@@ -189,7 +191,7 @@ class Load:
     def _one(self, client: httpx.Client, method: str) -> None:
         try:
             if method == "POST":
-                response = client.post(self.url + "count", content=b"load")
+                response = client.post(self.url + self.post_path, content=b"load")
             else:
                 response = client.get(self.url)
             outcome = f"{method} {response.status_code}"

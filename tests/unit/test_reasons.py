@@ -3,9 +3,14 @@ with its assertion and the instances' log lines."""
 
 from __future__ import annotations
 
-import pytest
+import io
 
+import pytest
+from rich.console import Console
+
+from corral.cli.views import show_error
 from corral.edge.runtime import describe_check
+from corral.errors import DeployError
 from corral.testing.reasons import smoke_failure
 from corral.testing.runner import CheckResult
 
@@ -73,6 +78,36 @@ def test_a_smoke_failure_carries_the_assertion_and_the_instances_last_lines() ->
     ]
     assert log[3:] == [f"shop-web-r2-1: line {n}" for n in range(20, 30)]
     assert [c["name"] for c in error.details["checks"]] == ["test_web.py::test_version"]
+
+
+def test_the_assertion_is_shown_above_instance_logs_however_long_they_are() -> None:
+    """On the stack example, two app instances' tracebacks (10 lines each) pushed the
+    failed test's ``assert 3660 <= 50`` out of the 15 lines the deploy printed."""
+    checks = [
+        _check("test_rows.py::test_page", "failed", "AssertionError: 3660 rows\nassert 3660 <= 50")
+    ]
+    logs = {f"shop-app-r6-{n}": "".join(f"trace {i}\n" for i in range(30)) for n in (1, 2)}
+    smoke = smoke_failure("app", checks, "", logs)
+    out = io.StringIO()
+    show_error(Console(file=out, width=200), DeployError(smoke.message, failures=[smoke.to_dict()]))
+    shown = [line.strip() for line in out.getvalue().splitlines()]
+    assert shown[1:3] == [
+        "| test_rows.py::test_page: AssertionError: 3660 rows",
+        "| test_rows.py::test_page: assert 3660 <= 50",
+    ]
+    for n in (1, 2):  # every instance keeps the 10 lines the failure has of it
+        assert [s for s in shown if f"shop-app-r6-{n}:" in s] == [
+            f"| shop-app-r6-{n}: trace {i}" for i in range(20, 30)
+        ]
+
+
+def test_a_health_failures_log_shows_its_last_lines() -> None:
+    failure = {"message": "role app: did not become healthy", "log": [f"l{i}" for i in range(40)]}
+    out = io.StringIO()
+    show_error(Console(file=out, width=200), DeployError("deploy failed", failures=[failure]))
+    assert [line.strip() for line in out.getvalue().splitlines()[1:]] == [
+        f"| l{i}" for i in range(25, 40)
+    ]
 
 
 def test_a_smoke_failure_without_a_failed_test_says_what_pytest_said() -> None:

@@ -90,10 +90,27 @@ def show_reason(console: Console, details: Mapping[str, Any], messages: bool = T
             continue
         if messages and failure.get("message"):
             say(console, f"  {failure['message']}")
-        for entry in list(failure.get("log", []))[-LOG_LINES:]:
+        for entry in shown_log(failure):
             say(console, f"    | {entry}")
     for entry in list(details.get("log", []))[-LOG_LINES:]:
         say(console, f"  | {entry}")
+
+
+def shown_log(failure: Mapping[str, Any]) -> list[str]:
+    """The lines of ``failure``'s log shown under it: the last LOG_LINES of each source.
+
+    A smoke test's log is ``source: line``, each failed test's whole text and then each
+    instance's last lines; cutting the whole list to its last lines showed only the
+    instances' logs and hid the assertion whenever they were long. Any other log (a
+    failed health check's, one instance's) is cut to its last lines.
+    """
+    log = [str(entry) for entry in failure.get("log", [])]
+    if not failure.get("checks"):
+        return log[-LOG_LINES:]
+    sources: dict[str, list[str]] = {}
+    for entry in log:  # a test's name may hold ": ", but every line of it the same way
+        sources.setdefault(entry.split(": ", 1)[0], []).append(entry)
+    return [entry for lines in sources.values() for entry in lines[-LOG_LINES:]]
 
 
 def show_validation(console: Console, result: Validation) -> None:

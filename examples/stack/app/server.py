@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -173,7 +174,17 @@ def create_schema() -> None:
         conn.close()
 
 
+class QuietServer(ThreadingHTTPServer):
+    """HAProxy's health checks hang up as soon as they have the answer: a reset
+    connection is no error worth a traceback, which would push what the app itself says
+    out of the log lines corral shows when something fails."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop_when_idle).start())
     create_schema()
-    ThreadingHTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
+    QuietServer(("0.0.0.0", 8000), Handler).serve_forever()

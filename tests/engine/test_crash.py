@@ -68,4 +68,4 @@ def test_kill_9_anywhere_then_deploy_converges(fleet: Fleet, shared_base: str) -
     # one the kill came too late for is superseded)
     assert killed.count("aborted") >= 5, killed
     assert history[-1]["status"] == "active"
-    assert fleet.corral("plan", check=False).returncode == 0
+    assert fleet.corral("plan", check=False, env=SECRET).returncode == 0  # it needs the value

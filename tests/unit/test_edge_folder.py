@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from collections.abc import Iterator
@@ -149,6 +150,14 @@ def test_a_check_kind_change_is_a_reload_and_a_new_port_a_replace(edge: Edge) ->
     moved = {"web": role_release("web", public=8090, run={"port": 8000})}
     assert edge.observe(moved, "img-edge", [current]).action == "replace-needed"
     assert edge.observe(tcp, "img-newer", [current]).action == "replace-needed"
+
+
+def test_a_new_edge_address_needs_a_new_container(edge: Edge) -> None:
+    """Podman publishes the ports on the address: a reload would keep the old one bound."""
+    desired = {"web": _web({"http": "/healthz"})}
+    current = _running_edge(edge, desired)
+    elsewhere = dataclasses.replace(edge, address="192.0.2.1")
+    assert elsewhere.observe(desired, "img-edge", [current]).action == "replace-needed"
 
 
 def test_a_reloaded_configuration_is_what_observe_compares(edge: Edge) -> None:

@@ -183,7 +183,8 @@ class Edge:
         )
 
     def frame_hash(self, desired: Desired, image_id: str) -> str:
-        """What only a new container changes: image, ports, uid, HAProxy's mode, sysctls.
+        """What only a new container changes: image, published ports and address, uid,
+        HAProxy's mode, sysctls.
 
         The uid is part of it: an edge started by an older corral (as the image's haproxy
         user, its socket folder open to all) shows as needing a replace; so is the mode:
@@ -192,7 +193,9 @@ class Edge:
         ports = ",".join(str(fe.bind_port) for fe in frontends(desired))
         # Its kernel settings too: an edge without them is slow to reach reused addresses.
         sysctls = ",".join(f"{k}={v}" for k, v in sorted(EDGE_SYSCTLS.items()))
-        material = f"{image_id}|ports={ports}|uid={EDGE_UID}:{EDGE_GID}|{MODE}|{sysctls}"
+        # The host address its ports are published on: only a new container binds another.
+        host = self.address if self.publish else ""
+        material = f"{image_id}|ports={ports}@{host}|uid={EDGE_UID}:{EDGE_GID}|{MODE}|{sysctls}"
         return hashlib.sha256(material.encode()).hexdigest()[:16]
 
     def config_hash(self, desired: Desired, image_id: str) -> str:

@@ -578,6 +578,10 @@ def _api_containers(api: PodmanAPI, labels: Mapping[str, str]) -> list[Container
     return found
 
 
+#: Mount points every instance has that are never volumes (tmpfs, the secrets folder).
+LISTED_TMPFS = frozenset({"/tmp", "/run", SECRETS_DIR})
+
+
 def _listed_info(summary: Mapping[str, Any]) -> ContainerInfo | None:
     """What ``inspect`` would say of a listed container, if the listing says it all: it
     runs, has never stopped (no exit code or stop time to tell) and its addresses came."""
@@ -586,6 +590,8 @@ def _listed_info(summary: Mapping[str, Any]) -> ContainerInfo | None:
     never_stopped = int(summary.get("ExitedAt") or 0) <= 0
     if summary.get("State") != "running" or not never_stopped or addresses is None or not names:
         return None
+    if set(summary.get("Mounts") or ()) - LISTED_TMPFS:
+        return None  # the listing names mount points, not volumes: inspect says which
     return ContainerInfo(
         id=str(summary["Id"]),
         name=str(names[0]).lstrip("/"),

@@ -67,7 +67,7 @@ def test_a_404_health_path_fails_the_deploy_and_the_fleet_keeps_serving(
     paths = check_paths(fleet)
     assert set(paths) == set(serving(fleet)) and set(paths.values()) == {"/healthz?ready=1"}
     history = json.loads(fleet.corral("history", "--json").stdout)["releases"]
-    assert [r["status"] for r in history] == ["superseded", "failed", "active"]
+    assert [r["status"] for r in history] == ["superseded", "rolled-back", "active"]
 
     with fleet.load() as load:  # reversible: a rollback brings the old check back
         fleet.corral("rollback", "--to", "1", "--skip-tests", "--reason", "health test")

@@ -187,4 +187,6 @@ class QuietServer(ThreadingHTTPServer):
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop_when_idle).start())
     create_schema()
-    QuietServer(("0.0.0.0", 8000), Handler).serve_forever()
+    server = QuietServer(("0.0.0.0", 8000), Handler)
+    print(f"app {VERSION}: listening on port 8000 ({GREETING})", file=sys.stderr, flush=True)
+    server.serve_forever()

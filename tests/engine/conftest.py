@@ -59,6 +59,8 @@ def cleanup_fleet(fleet_name: str) -> Iterator[str]:
     _remove(["rmi", "--force"], _repo_tags(fleet_name))
     _remove(["network", "rm", "--force"], _ids("network", "ls", "--quiet", "--filter", label))
     _remove(["volume", "rm", "--force"], _ids("volume", "ls", "--quiet", "--filter", label))
+    secrets = _ids("secret", "ls", "--noheading", "--format", "{{.Name}}")
+    _remove(["secret", "rm"], [s for s in secrets if s.startswith(f"{fleet_name}-")])
 
 
 def _ids(*args: str) -> list[str]:

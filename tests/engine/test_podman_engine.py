@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -110,6 +114,51 @@ def test_a_removed_containers_secrets_leave_the_store(
         assert unrelated in store  # only the container's own
     finally:
         subprocess.run(["podman", "secret", "rm", unrelated], capture_output=True, check=False)
+
+
+# Stores one secret through a podman that takes a second to start, as a loaded host's.
+STORE_ONCE = """
+import sys
+from corral.engines.podman import PodmanEngine
+engine = PodmanEngine(binary=sys.argv[1], api=None)
+print("storing", flush=True)
+engine._store_secret(sys.argv[2], "v" * 4096)
+"""
+SLOW_PODMAN = '#!/bin/sh\nsleep 1\nexec podman "$@"\n'
+
+
+def test_a_podman_writing_the_secret_store_outlives_a_kill_of_corrals_process_group(
+    cleanup_fleet: str, tmp_path: Path
+) -> None:
+    # podman 4.3 empties its store's file, then writes it: one killed in between leaves
+    # the host's store unreadable ("unexpected end of JSON input") for every program.
+    # So a Ctrl-C or kill -9 of corral's process group must not reach that podman.
+    slow = tmp_path / "podman"
+    slow.write_text(SLOW_PODMAN)
+    slow.chmod(0o755)
+    name = f"{cleanup_fleet}-web-r1-1--APP_TOKEN"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STORE_ONCE, str(slow), name],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as corral run from a shell
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "storing\n"
+    time.sleep(0.3)  # the store's podman is on its way
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while name not in secret_store():  # the podman, left to finish in its own session
+        assert time.monotonic() < deadline, "the store's podman was killed with corral"
+        time.sleep(0.2)
+    check = subprocess.run(
+        ["podman", "secret", "create", f"{cleanup_fleet}-probe", "-"],
+        input="x",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
 
 
 def test_forget_secrets_removes_only_those_of_missing_containers(

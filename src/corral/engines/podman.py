@@ -8,6 +8,7 @@ same JSON documents, a few milliseconds each instead of a process each.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ from corral.errors import BuildError, EngineError, MissingToolError, NotFoundErr
 LOG_TAIL_LINES = 40
 PROBE_OUTPUT = 2000  # characters of a probe's output kept (its last ones)
 REMOVE_ATTEMPTS = 4
+STORE_TIMEOUT = 60.0  # seconds a secret-store command may take before corral gives up on it
 T = TypeVar("T")
 
 SECRETS_DIR = "/run/secrets"
@@ -57,6 +59,7 @@ LAUNCHER = (
 )
 #: How an instance's resolver asks for names (see ``dns_args``).
 DNS_OPTIONS = ("timeout:1", "attempts:5")
+RESOLVER_LISTINGS = 3  # glibc reads at most 3 nameservers (MAXNS)
 
 
 @dataclass(frozen=True)
@@ -345,9 +348,8 @@ class PodmanEngine(Engine):
                 continue
             assert launch is not None  # start() made one: a value is stored
             name = _secret_name(spec.name, variable)
-            self._run("secret", "rm", name, check=False)
+            self._write_store("rm", name, check=False)
             self._store_secret(name, value)
-            self._secrets = None
             args += [
                 "--secret",
                 f"{name},type=mount,target={variable},uid={launch.uid},gid={launch.gid},mode=0400",
@@ -357,33 +359,59 @@ class PodmanEngine(Engine):
     def _store_secret(self, name: str, value: str) -> None:
         """``podman secret create NAME -`` with the value's bytes on stdin: an environment
         value that is not UTF-8 reaches the store (and the program) unchanged."""
-        argv = [self.binary, "secret", "create", name, "-"]
+        self._write_store("create", name, "-", data=os.fsencode(value))
+
+    def _write_store(self, *args: str, data: bytes = b"", check: bool = True) -> None:
+        """Run ``podman secret ARGS`` to its end, whatever happens to corral meanwhile.
+
+        Podman 4.3 rewrites its secret store in place (truncate, then write): a podman
+        killed in between leaves an empty file, and from then on every secret command on
+        the host fails with "unexpected end of JSON input". So the command runs in a
+        session of its own (a Ctrl-C or a kill -9 of corral's process group does not reach
+        it) and is waited for, never killed: not on a timeout, not on an interrupt."""
+        argv = [self.binary, "secret", *args]
         try:
-            proc = subprocess.run(
-                argv, input=os.fsencode(value), capture_output=True, timeout=60, check=False
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
             )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise EngineError(f"cannot store secret {name}: {exc}", command=argv) from exc
-        if proc.returncode != 0:
-            stderr = proc.stderr.decode("utf-8", "replace")
+        except OSError as exc:
+            raise EngineError(f"cannot run podman: {exc}", command=argv) from exc
+        try:
+            _, err = proc.communicate(data, timeout=STORE_TIMEOUT)
+        except subprocess.TimeoutExpired as exc:
             raise EngineError(
-                f"podman secret create failed: {_last_line(stderr)}", command=argv, stderr=stderr
+                f"podman secret {args[0]} still runs after {STORE_TIMEOUT:.0f}s (left to finish)",
+                command=argv,
+            ) from exc
+        except BaseException:
+            _finish(proc)
+            raise
+        finally:
+            self._secrets = None
+        if check and proc.returncode != 0:
+            stderr = err.decode("utf-8", "replace")
+            raise EngineError(
+                f"podman secret {args[0]} failed: {_last_line(stderr)}{_store_hint(stderr)}",
+                command=argv,
+                stderr=stderr[-2000:],
             )
 
     def _remove_secrets(self, container: str) -> None:
         prefix = _secret_name(container, "")
         names = [name for name in self._secret_names() if name.startswith(prefix)]
         if names:
-            self._run("secret", "rm", *names, check=False)
-            self._secrets = None
+            self._write_store("rm", *names, check=False)
 
     def forget_secrets(self, prefix: str) -> list[str]:
         self._secrets = None  # read the store afresh: a killed process added to it
         names = [name for name in self._secret_names() if name.startswith(prefix)]
         orphans = [n for n in names if self.inspect(n.rsplit("--", 1)[0]) is None]
         if orphans:
-            self._run("secret", "rm", *orphans, check=False)
-            self._secrets = None
+            self._write_store("rm", *orphans, check=False)
         return orphans
 
     def _secret_names(self) -> list[str]:
@@ -684,6 +712,25 @@ def _placement_args(spec: ContainerSpec) -> list[str]:
     return args
 
 
+def _finish(proc: subprocess.Popen[bytes]) -> None:
+    """Let a store-writing podman finish after corral was interrupted: its input ends
+    where it was cut (the next run removes what it stored), and it is never killed."""
+    if proc.stdin is not None:
+        proc.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):  # then it finishes on its own
+        proc.wait(timeout=STORE_TIMEOUT)
+
+
+def _store_hint(stderr: str) -> str:
+    """What to tell the operator when podman's secret store itself cannot be read."""
+    if "end of JSON input" not in stderr:
+        return ""
+    return (
+        " (podman's secret store is damaged: a podman writing it was killed, or the disk"
+        " was full; see 'Podman's secret store' in docs/operations.md)"
+    )
+
+
 def dns_args(servers: Sequence[str]) -> list[str]:
     """Resolver settings that keep a role's name resolving while containers come and go.
 
@@ -694,13 +741,14 @@ def dns_args(servers: Sequence[str]) -> list[str]:
     which answers "no such name" for a role; a query left in a closed socket is lost,
     and glibc waits its 5 s timeout, twice with podman's search domain. So an instance
     asks aardvark only (it forwards every other name to the host's resolvers itself),
-    with no search domain, and waits 1 s per try (glibc's shortest). Each server is
-    listed twice because glibc makes at most 5 attempts per listed server: a lookup
-    then fails only when aardvark-dns stays away for about 10 s, not 5.
+    with no search domain, and waits 1 s per try (glibc's shortest). glibc makes at
+    most 5 tries per listed server and reads at most 3 servers, so each address is
+    listed 3 times: a lookup fails only when aardvark-dns stays away for about 15 s,
+    not 5. It does stay away: stalls of 8-10 s were measured here under churn.
     """
     if not servers:
         return []
-    listed = [f"--dns={ip}" for ip in servers for _ in range(2)]
+    listed = [f"--dns={ip}" for ip in servers for _ in range(RESOLVER_LISTINGS)][:3]
     return [*listed, *(f"--dns-option={o}" for o in DNS_OPTIONS)]
 
 

@@ -23,7 +23,8 @@ def test_an_instance_asks_only_the_networks_dns_server_with_short_timeouts() -> 
     args = run_args(_spec("f"), dns=["10.89.3.1"])
     assert [a for a in args if a.startswith("--dns")] == [
         "--dns=10.89.3.1",
-        "--dns=10.89.3.1",  # twice: glibc tries each listed server 5 times at most
+        "--dns=10.89.3.1",
+        "--dns=10.89.3.1",  # 3 times: glibc tries each of at most 3 servers 5 times at most
         "--dns-option=timeout:1",
         "--dns-option=attempts:5",
     ]

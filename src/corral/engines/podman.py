@@ -58,7 +58,7 @@ LAUNCHER = (
     'exec "$@"'
 )
 #: How an instance's resolver asks for names (see ``dns_args``).
-DNS_OPTIONS = ("timeout:1", "attempts:5")
+DNS_OPTIONS = ("timeout:2", "attempts:5")
 RESOLVER_LISTINGS = 3  # glibc reads at most 3 nameservers (MAXNS)
 
 
@@ -741,10 +741,12 @@ def dns_args(servers: Sequence[str]) -> list[str]:
     which answers "no such name" for a role; a query left in a closed socket is lost,
     and glibc waits its 5 s timeout, twice with podman's search domain. So an instance
     asks aardvark only (it forwards every other name to the host's resolvers itself),
-    with no search domain, and waits 1 s per try (glibc's shortest). glibc makes at
-    most 5 tries per listed server and reads at most 3 servers, so each address is
-    listed 3 times: a lookup fails only when aardvark-dns stays away for about 15 s,
-    not 5. It does stay away: stalls of 8-10 s were measured here under churn.
+    with no search domain, and short tries. glibc makes at most 5 rounds over at most 3
+    listed servers, waiting ``timeout << n / 3`` on the n-th: with aardvark listed 3
+    times and a 2 s timeout, a round takes 2 + 1 + 2 s, a lost query costs 2 s, and a
+    lookup fails only when aardvark-dns stays away for 25 s. It does stay away: 8-10 s
+    on a quiet machine here, beyond 15 s on a loaded one, when the signals follow each
+    other faster than it rebinds.
     """
     if not servers:
         return []

@@ -449,10 +449,7 @@ class PodmanEngine(Engine):
             except EngineError as exc:
                 # A podman process killed mid-way (kill -9 of corral) can leave the
                 # container's storage busy for a moment; it frees itself shortly after.
-                if (
-                    "busy" not in str(exc.details.get("stderr", ""))
-                    or attempt == REMOVE_ATTEMPTS - 1
-                ):
+                if "busy" not in exc.stderr or attempt == REMOVE_ATTEMPTS - 1:
                     raise
                 time.sleep(0.5 * (attempt + 1))
         self._remove_secrets(name)

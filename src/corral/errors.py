@@ -12,7 +12,7 @@
     │   └── LockedError              another corral holds the lock; names the holder
     ├── GateError                    a safety gate refused (untested image, SSH server...)
     └── DeployError                  a deploy failed; says which roles and why
-        └── ReleaseFailed            (deploy/outcome.py) ... and was recorded and gone back from
+        └── ReleaseFailed            ... and was recorded, and the fleet went back if it could
 
 Foreign exceptions (subprocess, sqlite3, OSError) are caught at the boundary where they
 happen and re-raised as one of these with ``raise ... from exc``.
@@ -289,3 +289,19 @@ class DeployError(CorralError):
     def for_role(self, role: str) -> DeployError:
         """This failure as ``role``'s: itself if it names the role already, else a copy."""
         return self if self.role == role else dataclasses.replace(self, role=role)
+
+
+@dataclass(eq=False, kw_only=True)
+class ReleaseFailed(DeployError):
+    """A release failed and was recorded and audited as such (rolled-back or failed).
+
+    Attributes:
+        release: the failed release's number.
+        rolled_back_to: the release the fleet is back on; None when there was none to go
+            back to (its instances were removed) or going back failed.
+        undo_error: why going back failed, when it did.
+    """
+
+    release: int | None = None
+    rolled_back_to: int | None = None
+    undo_error: str | None = None

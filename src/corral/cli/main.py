@@ -178,10 +178,10 @@ def audit(opts: Options, limit: int) -> None:
 @click.argument("roles", nargs=-1, type=ROLE)
 @common_options
 def plan(opts: Options, roles: tuple[str, ...]) -> int:
-    """Show what deploy would change; exit 0 if nothing, 2 if something would."""
+    """Show what deploy would change; exit 0 if nothing, 3 if something would."""
     result = app.plan(opts.file, roles)
     opts.emit(views.plan_data(result), lambda out: views.show_plan(out, result))
-    return ExitCode.USAGE if result.has_changes else ExitCode.OK
+    return ExitCode.CHANGES if result.has_changes else ExitCode.OK
 
 
 wait_option = click.option(

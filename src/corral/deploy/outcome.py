@@ -16,23 +16,8 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from corral.errors import BuildError, CorralError, DeployError, EngineError
+from corral.errors import ReleaseFailed as ReleaseFailed  # re-exported: callers import it here
 from corral.state import ReleaseRecord, State
-
-
-@dataclass(eq=False, kw_only=True)
-class ReleaseFailed(DeployError):
-    """A release failed and was recorded and audited as such (rolled-back or failed).
-
-    Attributes:
-        release: the failed release's number.
-        rolled_back_to: the release the fleet is back on; None when there was none to go
-            back to (its instances were removed) or going back failed.
-        undo_error: why going back failed, when it did.
-    """
-
-    release: int | None = None
-    rolled_back_to: int | None = None
-    undo_error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -218,7 +218,7 @@ def test_corral_test_uses_test_values_unless_the_spec_asks_for_live_ones(
     )
     fleet.spec.write_text(text)
     refused = fleet.corral("test", "--again", check=False)
-    assert refused.returncode == 1 and "APP_TOKEN" in refused.stdout + refused.stderr
+    assert refused.returncode == 5 and "APP_TOKEN" in refused.stdout + refused.stderr
     tests.write_text(TOKEN_TEST.format(live=live, want_live=True))
     said.append(fleet.corral("test", "--again", "--json", env=exported))
     assert json.loads(said[-1].stdout)["results"][0]["outcome"] == "passed"
@@ -256,7 +256,7 @@ def test_a_rotated_secret_replaces_the_instances_and_is_never_shown(
 
     rotated = {"APP_TOKEN": new}
     said.append(fleet.corral("plan", check=False, env=rotated))
-    assert said[-1].returncode == 2, said[-1].stdout + said[-1].stderr
+    assert said[-1].returncode == 3, said[-1].stdout + said[-1].stderr  # changes pending
     for name in first:
         assert f"replace {name}: secret APP_TOKEN changed" in said[-1].stdout
     assert "static (rolling" in said[-1].stdout and "up to date" in said[-1].stdout

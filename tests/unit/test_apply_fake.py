@@ -349,7 +349,7 @@ def test_failing_new_instance_raises_and_is_removed(
     error = caught.value
     assert "web" in error.message
     assert "did not become healthy" in error.message
-    assert error.details["roles"] == ["web"]
+    assert error.roles == ["web"]
     failed = [n for call, n in engine.calls if call == "start" and "-r2-" in n]
     assert failed
     for name in failed:
@@ -374,7 +374,7 @@ def test_failure_in_one_role_names_that_role_only(
             role_release("api", "img-b", **checked),
             role_release("web", "img-b", after=["api"]),
         )
-    assert caught.value.details["roles"] == ["api"]
+    assert caught.value.roles == ["api"]
     # web's wave never ran.
     assert {c.name for c in containers(engine, "web")} == {"shop-web-r1-1"}
 
@@ -407,7 +407,7 @@ def test_engine_error_names_the_role(state: State) -> None:
     )
     with pytest.raises(DeployError) as caught:
         deploy(engine, state, role_release("web", "img-b"))
-    assert caught.value.details["roles"] == ["web"]
+    assert caught.value.roles == ["web"]
     assert "web" in caught.value.message
 
 

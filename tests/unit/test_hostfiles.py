@@ -72,7 +72,7 @@ def test_a_link_planted_at_the_state_database_is_refused(tmp_path: Path, suffix:
     planted.symlink_to(victim)
     with pytest.raises(StateError, match=f"{planted} is a symbolic link") as caught:
         State.open(db_path)
-    assert caught.value.details["path"] == str(planted)
+    assert caught.value.path == str(planted)
     assert victim.read_text() == "precious\n"
     assert mode(victim) == 0o644  # not tightened through the link either
 

@@ -210,7 +210,7 @@ def test_settle_watches_for_its_time_and_fails_on_the_first_shortfall() -> None:
     with pytest.raises(DeployError, match="only 0 of 1") as raised:
         settle({"web": web}, 30, watch)
     assert len(looks) == 3
-    assert raised.value.details["failures"][0]["log"] == ["w1: boom"]
+    assert raised.value.failures[0].log == ["w1: boom"]
 
 
 def test_settle_of_0_looks_once() -> None:

@@ -82,7 +82,7 @@ def test_lock_held_by_another_process_names_the_holder(db_path: Path) -> None:
         holder.join(30)
     err = info.value
     assert isinstance(err, StateError)
-    who = err.details["holder"]
+    who = err.holder
     assert who["pid"] == holder.pid
     assert who["purpose"] == "deploy web"
     assert err.message.startswith(f"deploy lock is held by {who['user']} (pid {holder.pid} on ")

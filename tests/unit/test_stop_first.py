@@ -201,8 +201,8 @@ def test_the_executor_refuses_a_start_while_another_container_mounts_the_volume(
     with pytest.raises(DeployError) as caught:
         executor.apply_role(rolling, desired["db"])
     old = SCOPE.instance_name("db", first, 1)
-    assert caught.value.details["holder"] == old
-    assert caught.value.details["volume"] == "shop-db-data"
+    assert caught.value.holder == old
+    assert caught.value.volume == "shop-db-data"
     assert f"{old} (running) mounts single-writer volume shop-db-data" in caught.value.message
     assert not [c for c in engine.calls if c[0] == "start"]
     assert most_running(engine, "db") == 1

@@ -132,7 +132,7 @@ class Executor:
             for rp, future in zip(role_plans, futures, strict=True):
                 exc = future.exception()
                 if isinstance(exc, DeployError):
-                    errors.append(exc)
+                    errors.append(exc.for_role(rp.role))
                 elif isinstance(exc, CorralError):
                     errors.append(
                         DeployError(
@@ -142,12 +142,7 @@ class Executor:
                 elif exc is not None:
                     raise exc
         if errors:
-            failed = [str(e.details.get("role", "?")) for e in errors]
-            raise DeployError(
-                "; ".join(e.message for e in errors),
-                roles=failed,
-                failures=[e.to_dict() for e in errors],
-            )
+            raise DeployError.of_roles(errors)
 
     # -- one role -----------------------------------------------------------------------
     def apply_role(self, rp: RolePlan, rr: RoleRelease) -> None:

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from corral.deploy.scope import Scope
 from corral.engines.base import ContainerInfo, Engine
+from corral.formats import LABEL_PREFIX, labels_match
 
-LABEL = "io.corral."
+LABEL = LABEL_PREFIX  # corral.formats has the one prefix; modules import LABEL here
 KIND_INSTANCE = "instance"
 KIND_EDGE = "edge"
 KIND_PROBE = "probe"  # a throwaway container that runs a role's health command
@@ -70,7 +71,7 @@ def list_scope(engine: Engine, scope: Scope) -> list[ContainerInfo]:
 
 def pick(listing: Iterable[ContainerInfo], labels: Mapping[str, str]) -> list[ContainerInfo]:
     """The containers of ``listing`` that carry every one of ``labels``."""
-    return [c for c in listing if all(c.labels.get(k) == v for k, v in labels.items())]
+    return [c for c in listing if labels_match(c.labels, labels)]
 
 
 def _instance(info: ContainerInfo, network: str) -> Instance:

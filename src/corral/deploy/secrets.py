@@ -146,7 +146,7 @@ def live_values(
         raise GateError(
             f"secret(s) not set in corral's environment: {', '.join(missing)}; "
             f"{advice} (their values are never stored)",
-            missing=missing,
+            secrets=missing,
         )
     return {name: env[name] for name in wanted}
 

@@ -12,11 +12,10 @@ from corral.engines.base import (
     FileChange,
     ImageInfo,
     Mount,
-    NotSupportedError,
     PortMapping,
     SecurityFacts,
 )
-from corral.errors import UsageError
+from corral.errors import NotSupportedError, UsageError
 
 
 def _podman() -> Engine:

@@ -13,13 +13,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corral.errors import EngineError
+from corral.errors import NotSupportedError
 
 LogSink = Callable[[str], None]
-
-
-class NotSupportedError(EngineError):
-    kind = "not-supported"
 
 
 @dataclass(frozen=True)

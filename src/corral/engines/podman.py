@@ -317,7 +317,7 @@ class PodmanEngine(Engine):
             found = self._json("image", "inspect", "--format", "json", ref)
             data = found[0] if found else None
         if not data:
-            raise NotFoundError(f"no image {ref}")
+            raise NotFoundError(f"no image {ref}", name=ref)
         return data
 
     def _image_user(self, container: str, image: str, user: str) -> tuple[int, int]:
@@ -449,10 +449,7 @@ class PodmanEngine(Engine):
             except EngineError as exc:
                 # A podman process killed mid-way (kill -9 of corral) can leave the
                 # container's storage busy for a moment; it frees itself shortly after.
-                if (
-                    "busy" not in str(exc.details.get("stderr", ""))
-                    or attempt == REMOVE_ATTEMPTS - 1
-                ):
+                if "busy" not in exc.stderr or attempt == REMOVE_ATTEMPTS - 1:
                     raise
                 time.sleep(0.5 * (attempt + 1))
         self._remove_secrets(name)
@@ -482,7 +479,7 @@ class PodmanEngine(Engine):
     def security(self, name: str) -> SecurityFacts:
         data = self._json("container", "inspect", "--format", "json", name)
         if not data:
-            raise NotFoundError(f"no container {name}")
+            raise NotFoundError(f"no container {name}", name=name)
         host = data[0].get("HostConfig") or {}
         bindings = host.get("PortBindings") or {}
         ports = [

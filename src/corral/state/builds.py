@@ -27,7 +27,7 @@ def get_build(conn: sqlite3.Connection, build_id: int) -> BuildRecord:
     """The build with ``build_id``; :class:`StateError` if there is none."""
     row = conn.execute("SELECT * FROM builds WHERE id = ?", (build_id,)).fetchone()
     if row is None:
-        raise StateError(f"there is no build with id {build_id}", build_id=build_id)
+        raise StateError(f"there is no build with id {build_id}", record=f"build id {build_id}")
     return build_from_row(row)
 
 
@@ -37,7 +37,7 @@ def get_running_build(conn: sqlite3.Connection, build_id: int) -> BuildRecord:
     if build.status != "running":
         raise StateError(
             f"build {build.fleet}/{build.role} #{build.number} is already {build.status}",
-            build_id=build_id,
+            record=f"build id {build_id}",
             status=build.status,
         )
     return build

@@ -230,7 +230,6 @@ def _check_not_newer(path: Path, version: int, known: int) -> None:
             f"knows versions up to {known}: it was written by a newer corral; upgrade corral",
             path=str(path),
             schema_version=version,
-            known_version=known,
         )
 
 

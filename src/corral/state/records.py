@@ -1,7 +1,7 @@
 """The rows of the state database as frozen dataclasses, and small helpers around them.
 
 Times are UTC ISO-8601 strings with seconds precision and a ``Z`` suffix, for example
-``2026-11-29T15:40:00Z``; :func:`utc_now` is the one place that makes them.
+``2026-11-29T15:40:00Z``; ``corral.formats`` makes them (``utc_now`` is re-exported here).
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import socket
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
+
+from corral.formats import image_version as image_version  # re-exported: state uses them
+from corral.formats import utc_now as utc_now
 
 BUILD_STATUSES = ("running", "ok", "failed", "interrupted")
 FAILED_STATUSES = ("failed", "interrupted")
@@ -24,11 +26,6 @@ RELEASE_KINDS = ("deploy", "rollback")
 #: previous release; ``aborted``: the deploy was interrupted (Ctrl-C) or its process died.
 RELEASE_STATUSES = ("deploying", "active", "superseded", "failed", "rolled-back", "aborted")
 RELEASE_FINISH_STATUSES = ("active", "failed", "rolled-back", "aborted")
-
-
-def utc_now() -> str:
-    """The current time as ``YYYY-MM-DDTHH:MM:SSZ`` in UTC."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def current_user() -> str:
@@ -42,11 +39,6 @@ def current_user() -> str:
 def current_host() -> str:
     """This machine's host name."""
     return socket.gethostname()
-
-
-def image_version(number: int, content_hash: str) -> str:
-    """The version string of an image: build number and the first 12 hash characters."""
-    return f"{number}-{content_hash[:12]}"
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,9 @@ def get_release_by_id(conn: sqlite3.Connection, release_id: int) -> ReleaseRecor
     """The release with ``release_id``; :class:`StateError` if there is none."""
     row = conn.execute("SELECT * FROM releases WHERE id = ?", (release_id,)).fetchone()
     if row is None:
-        raise StateError(f"there is no release with id {release_id}", release_id=release_id)
+        raise StateError(
+            f"there is no release with id {release_id}", record=f"release id {release_id}"
+        )
     return release_from_row(row)
 
 
@@ -88,7 +90,7 @@ def insert_release(conn: sqlite3.Connection, values: dict[str, Any]) -> ReleaseR
         raise StateError(
             f"fleet {values['fleet']} has no release #{source} to roll back to",
             fleet=values["fleet"],
-            source=source,
+            record=f"release #{source}",
         )
     (number,) = conn.execute(
         "SELECT COALESCE(MAX(number), 0) + 1 FROM releases WHERE fleet = ?", (values["fleet"],)
@@ -116,7 +118,7 @@ def finish_release(
     if release.status != "deploying":
         raise StateError(
             f"release {release.fleet} #{release.number} is already {release.status}",
-            release_id=release_id,
+            record=f"release id {release_id}",
             status=release.status,
         )
     if status == "active":
@@ -196,7 +198,7 @@ def insert_instance(conn: sqlite3.Connection, instance: InstanceRecord) -> None:
         raise StateError(
             f"fleet {instance.fleet} has no release #{instance.release}",
             fleet=instance.fleet,
-            release=instance.release,
+            record=f"release #{instance.release}",
         )
     live = live_instance(conn, instance.fleet, instance.name)
     if live is not None:
@@ -206,7 +208,7 @@ def insert_instance(conn: sqlite3.Connection, instance: InstanceRecord) -> None:
                 f"instance {instance.fleet}/{instance.name} is already live as role "
                 f"{live.role} of release #{live.release} (image {live.image_id})",
                 fleet=instance.fleet,
-                name=instance.name,
+                record=f"instance {instance.name}",
             )
         return
     conn.execute(

@@ -23,9 +23,10 @@ import json
 import math
 import sqlite3
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from corral.formats import utc_text
 from corral.scrub import Scrubber, scrub_assignments
 from corral.state.db import newest_row, newest_rows
 from corral.state.records import TEST_RUN_OUTCOMES, TestRunRecord, from_test_runs_row
@@ -69,7 +70,7 @@ def checks_json(checks: Sequence[Mapping[str, Any]], scrubber: Scrubber) -> str:
 
 def started_at(finished: datetime, seconds: float) -> str:
     """When a run that ended at ``finished`` after ``seconds`` began, as a UTC string."""
-    return (finished - timedelta(seconds=seconds)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_text(finished - timedelta(seconds=seconds))
 
 
 def insert_run(conn: sqlite3.Connection, values: Mapping[str, Any]) -> TestRunRecord:

@@ -36,6 +36,7 @@ from corral.deploy.desired import Desired, RoleRelease
 from corral.deploy.observe import pick
 from corral.deploy.plan import EdgePlan
 from corral.deploy.scope import LABEL, Scope
+from corral.deploy.steps import EdgeServer
 from corral.edge.config import EMPTY_STATE, Frontend, StaticServer, render_haproxy_cfg
 from corral.edge.runtime import AdminState, RuntimeAPI, ServerState, reload_master, worker_pid
 from corral.engines.base import ContainerInfo, ContainerSpec, Engine, Mount, PortMapping
@@ -226,19 +227,33 @@ class Edge:
         configuration (a deploy does both), or replaced by the operator."""
         if not frontends(desired):
             return EdgePlan("none")
+        image = image_id or ""
         current = self.container(listing)
         if current is None:
-            return EdgePlan("create", "no edge yet")
+            return EdgePlan("create", "no edge yet", image)
         if current.state != "running" or not (self.folder / "sock" / SOCKET_NAME).exists():
-            return EdgePlan("start", f"the edge is {current.state}")
+            return EdgePlan("start", f"the edge is {current.state}", image)
         if image_id is None or self._running_hash(current) == self.config_hash(desired, image_id):
-            return EdgePlan("none")
+            return EdgePlan("none", "", image)
         if current.labels.get(LABEL + "frame-hash") == self.frame_hash(desired, image_id):
-            return EdgePlan("reload", "the health checks of a public role changed")
+            return EdgePlan("reload", "the health checks of a public role changed", image)
         return EdgePlan(
             "replace-needed",
             "public ports, the edge image or its uid changed; run: corral edge replace",
+            image,
         )
+
+    def observe_servers(self, desired: Desired, plan: EdgePlan) -> dict[str, list[EdgeServer]]:
+        """Each public role's servers as the running edge has them, for the planner.
+
+        Nothing is read from an edge the plan (re)starts: it will hold no server.
+        """
+        if plan.action in ("create", "start"):
+            return {}
+        return {
+            fe.backend: [EdgeServer(s.name, s.admin, s.healthy) for s in self.servers(fe.backend)]
+            for fe in frontends(desired)
+        }
 
     def start(self, desired: Desired, image_id: str) -> ContainerInfo:
         """(Re)create the edge container; servers are added afterwards by ``sync``."""

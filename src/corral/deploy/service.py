@@ -40,7 +40,7 @@ from corral.deploy.secrets import (
 )
 from corral.deploy.settle import Watch, settle, settle_time
 from corral.engines.base import ContainerInfo, Engine
-from corral.errors import CorralError, EngineError, GateError, UsageError
+from corral.errors import CorralError, EngineError, GateError, StateError, UsageError
 from corral.progress import NullProgress, Progress
 from corral.spec.load import LoadedSpec
 from corral.spec.model import TcpHealth
@@ -192,13 +192,15 @@ def observe_fleet(
     releases = ctx.state.releases(ctx.scope.fleet, limit=100000)
     instances = observe(ctx.engine, ctx.scope, listing)
     numbers = {i.release for i in instances}
+    edge = ctx.edge.observe(desired, edge_image, listing)
     return Observed(
         instances=instances,
         volumes=set(seen.volumes),
         good_releases={r.number for r in releases if r.status in GOOD},
         standby=standby_names(ctx.state, ctx.scope.fleet),
         now=datetime.now(UTC),
-        edge=ctx.edge.observe(desired, edge_image, listing),
+        edge=edge,
+        edge_servers=ctx.edge.observe_servers(desired, edge) if frontends(desired) else {},
         networks={n for c in listing if c.state == "running" for n in c.addresses},
         released={r.number: desired_from_record(r.roles) for r in releases if r.number in numbers},
         last_unavailable=ctx.state.last_unavailable(ctx.scope.fleet),
@@ -275,7 +277,13 @@ def deploy(
     secrets = resolve_secrets(desired, fresh)
     desired = stamped(desired, fresh, secrets, ctx.secret_key)
     notes = _rotation_notes(ctx, source, desired)
-    plan = plan_deploy(ctx.scope, desired, observe_fleet(ctx, desired, edge, seen), untouched)
+    plan = plan_deploy(
+        ctx.scope,
+        desired,
+        observe_fleet(ctx, desired, edge, seen),
+        untouched,
+        release=next_release(ctx.state, ctx.scope.fleet),
+    )
     if not plan.has_changes and _same_as_active(ctx, desired):
         return DeployResult(
             ctx.scope.fleet,
@@ -289,7 +297,7 @@ def deploy(
         )
     secrets = {**secrets, **_kept_roles_values(ctx, plan, desired, fresh)}
     checks.before(desired)
-    result = converge(ctx, plan, desired, secrets, edge, kind, source, checks.after)
+    result = converge(ctx, plan, secrets, edge, kind, source, checks.after)
     return dataclasses.replace(result, seconds=time.monotonic() - started, notes=notes)
 
 
@@ -347,18 +355,28 @@ def _same_as_active(ctx: Context, desired: Desired) -> bool:
     }
 
 
+def next_release(state: State, fleet: str) -> int:
+    """The number the fleet's next release gets (every release counts, failed ones too)."""
+    return max((r.number for r in state.releases(fleet, limit=1)), default=0) + 1
+
+
 def converge(
     ctx: Context,
     plan: Plan,
-    desired: Desired,
     secrets: Mapping[str, str],
     edge: str | None,
     kind: str,
     source: ReleaseRecord | None,
     after: Callable[[Desired], None] = no_check,
 ) -> DeployResult:
-    """Record a release, apply the plan, and undo everything if any role fails."""
+    """Record a release, apply the plan, and undo everything if any role fails.
+
+    Raises:
+        StateError: the release recorded is not the one the plan names its instances
+            for (another deploy started one meanwhile); nothing was changed.
+    """
     fleet = ctx.scope.fleet
+    desired = plan.desired
     previous = ctx.state.active_release(fleet)
     release = ctx.state.start_release(
         fleet,
@@ -367,19 +385,22 @@ def converge(
         source.number if source else None,
     )
     journal = Journal(ctx.state, fleet)
+    details = {"release": release.number, "kind": kind}
+    if release.number != plan.release:
+        why = f"the plan is for release r{plan.release}, the state started r{release.number}"
+        ctx.state.finish_release(release.id, "aborted", why)
+        raise StateError(f"{why}: another deploy ran meanwhile; plan again")
     executor = Executor(
         ctx.engine,
         ctx.scope,
-        release.number,
         journal,
         ctx.progress,
         ctx.edge if edge else None,
         secrets,
         key=ctx.secret_key,
     )
-    details = {"release": release.number, "kind": kind}
     try:
-        executor.apply(plan, desired, edge)
+        executor.apply(plan)
         verify(ctx, desired, 0.0, edge)  # every role at its replicas before the smoke test
         after(desired)
         verify(ctx, desired, settle_time(desired, _changed(plan)), edge)
@@ -428,10 +449,10 @@ def _undo(
     ctx.progress.step("fleet", "deploy failed: going back to the previous release")
     desired = desired_from_record(previous.roles) if previous else {}
     observed = observe_fleet(ctx, desired, edge)
-    # The failed release is not "good": its instances are replaced by the previous ones.
-    plan = plan_deploy(ctx.scope, desired, observed)
+    # The failed release is not "good": its instances are replaced by the previous ones,
+    # named on from the highest index the previous release's instances have.
     number = previous.number if previous else 0
-    first = _next_indexes(observed.instances, number)
+    plan = plan_deploy(ctx.scope, desired, observed, release=number)
     # Instances the undo starts get today's values (old ones are never kept); their
     # labels say so (the executor's key), so the next plan sees what they really hold.
     starting = secret_names(desired, (rp.role for rp in plan.roles if rp.start))
@@ -440,25 +461,14 @@ def _undo(
     executor = Executor(
         ctx.engine,
         ctx.scope,
-        number,
         Journal(ctx.state, ctx.scope.fleet),
         ctx.progress,
         ctx.edge if edge else None,
         values,
         key=ctx.secret_key,
-        first_index=first,
     )
-    executor.apply(plan, desired, edge)
+    executor.apply(plan)
     return previous.number if previous else None
-
-
-def _next_indexes(instances: Sequence[Instance], release: int) -> dict[str, int]:
-    """Per role, the first free instance index within ``release``."""
-    first: dict[str, int] = {}
-    for i in instances:
-        if i.release == release:
-            first[i.role] = max(first.get(i.role, 1), i.index + 1)
-    return first
 
 
 def _sweep(ctx: Context) -> None:

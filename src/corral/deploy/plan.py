@@ -172,6 +172,14 @@ class Observed:
     last_unavailable: Mapping[str, float] = field(default_factory=dict)
     # Per public role, the servers the edge has now (absent: none, or no edge yet).
     edge_servers: Mapping[str, Sequence[EdgeServer]] = field(default_factory=dict)
+    # Instances that must be replaced whatever they run (name -> why): a drifted one,
+    # say. A tainted running instance is replaced as a stale one is; a tainted stand-by
+    # is removed, never restarted.
+    tainted: Mapping[str, str] = field(default_factory=dict)
+
+    def taint(self, name: str, reason: str) -> Observed:
+        """The same observation with instance ``name`` marked tainted for ``reason``."""
+        return dataclasses.replace(self, tainted={**self.tainted, name: reason})
 
 
 def plan_deploy(
@@ -222,7 +230,7 @@ def _plan_role(
     scope: Scope, rr: RoleRelease, instances: list[Instance], obs: Observed, release: int
 ) -> RolePlan:
     running = [i for i in instances if i.running]
-    current = [i for i in running if _serves(i, rr, obs)]
+    current = [i for i in running if _serves(i, rr, obs) and i.name not in obs.tainted]
     keep, surplus = current[: rr.replicas], current[rr.replicas :]
     stop = [Change(i.name, _stale_reason(i, rr, obs)) for i in running if i not in current]
     stop += [Change(i.name, f"more than {rr.replicas} replicas") for i in surplus]
@@ -338,6 +346,8 @@ def _serves(instance: Instance, rr: RoleRelease, obs: Observed) -> bool:
 
 
 def _stale_reason(instance: Instance, rr: RoleRelease, obs: Observed) -> str:
+    if instance.name in obs.tainted:
+        return f"tainted: {obs.tainted[instance.name]}"
     if instance.release not in obs.good_releases:
         return f"left by unfinished release r{instance.release}"
     if instance.image_id != rr.image_id:
@@ -356,7 +366,9 @@ def _sort_stopped(
     standby: list[Instance] = []
     cleanup: list[Change] = []
     for instance in stopped:
-        if instance.name not in obs.standby or instance.release not in obs.good_releases:
+        if instance.name in obs.tainted:
+            cleanup.append(Change(instance.name, f"tainted: {obs.tainted[instance.name]}"))
+        elif instance.name not in obs.standby or instance.release not in obs.good_releases:
             cleanup.append(Change(instance.name, f"not running ({instance.state})"))
         elif _expired(instance, rr, obs.now):
             cleanup.append(Change(instance.name, "stand-by time is over"))

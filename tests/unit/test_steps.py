@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corral.deploy.observe import Instance
-from corral.deploy.plan import EdgePlan, Observed, plan_deploy
+from corral.deploy.plan import EdgePlan, Observed, plan_deploy, plan_edge_replace
 from corral.deploy.scope import Scope
 from corral.deploy.steps import (
     Action,
@@ -259,3 +259,30 @@ def test_the_plan_as_json_names_every_step_with_a_known_action() -> None:
     assert {step["action"] for step in steps} <= {a.value for a in Action}
     assert steps[0] == {"action": "create-volume", "role": "web", "instance": "shop-web-data"}
     assert "release" not in web and "image_id" not in json.dumps(data)  # no run spec
+
+
+# -- corral edge replace --------------------------------------------------------------------
+
+
+def test_an_edge_replacement_checks_then_takes_in_exactly_the_instances_it_serves() -> None:
+    web = role_release("web", "img-b", public=8080, run={"port": 8080})
+    worker = role_release("worker", "img-w")
+    serving = instance("web", 1, 1, "img-b", web.config_hash)
+    others = [
+        instance("web", 2, 1, "img-b", web.config_hash),  # of a release that never went live
+        instance("web", 1, 2, "img-b", "an-older-config"),  # checked another way
+        instance("worker", 1, 1, "img-w", worker.config_hash),  # not behind the edge
+    ]
+    observed = Observed([serving, *others], set(), {1}, set(), NOW)
+    desired = {"web": web, "worker": worker}
+    plan = plan_edge_replace(SCOPE, desired, observed, "img-edge", reload=False)
+    assert plan.edge.action == "replace" and plan.edge.image == "img-edge"
+    assert [(s.action, s.instance) for s in plan.edge.checks] == [(Action.CHECK, serving.name)]
+    assert [(s.action, s.instance, s.timeout) for s in plan.edge.servers] == [
+        (Action.ADD, serving.name, 30.0)
+    ]
+    assert plan.desired == desired and plan.waves == ()  # no role changes
+    assert json.loads(json.dumps(plan.to_dict()))["edge"]["servers"][0]["action"] == "add"
+
+    reload = plan_edge_replace(SCOPE, desired, observed, "img-edge", reload=True)
+    assert reload.edge.action == "reload" and not reload.edge.checks and not reload.edge.servers

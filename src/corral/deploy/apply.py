@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.deploy.desired import RoleRelease
-from corral.deploy.edge import Edge
+from corral.deploy.edge import Edge, check_from_outside
 from corral.deploy.health import CommandProbe, Probe, wait_healthy
 from corral.deploy.instances import container_spec, probe_spec, remove_probes
 from corral.deploy.plan import Plan, RolePlan, edge_timeout
@@ -30,7 +30,7 @@ from corral.deploy.scope import LABEL, Scope
 from corral.deploy.secrets import Hasher
 from corral.deploy.steps import Action, Step
 from corral.engines.base import ContainerInfo, Engine
-from corral.errors import CorralError, DeployError
+from corral.errors import CorralError, DeployError, EngineError
 from corral.progress import Progress
 from corral.spec.model import CommandHealth
 from corral.state import State
@@ -137,6 +137,39 @@ class Executor:
                 edge.reload(plan.desired, image)
             except CorralError as exc:  # a failed deploy, to be undone like a role's failure
                 raise DeployError(f"the edge: {exc.message}", reason=exc.message) from exc
+
+    def replace_edge(self, plan: Plan) -> None:
+        """Carry out ``corral edge replace``'s plan (``plan_edge_replace``).
+
+        Raises:
+            GateError: an instance fails the new edge's check; nothing was changed.
+            EngineError: the edge refused (a failed reload leaves the old configuration),
+                or the new edge does not see every instance healthy.
+        """
+        edge, desired, image = self.edge, plan.desired, plan.edge.image
+        assert edge is not None and image, "an edge replacement needs the edge and its image"
+        if plan.edge.action == "reload":
+            self.progress.step("edge", "reloading the edge's configuration in place")
+            edge.reload(desired, image)
+            return
+        targets = [
+            (desired[s.role], s.instance, self._address(self._inspect(s.instance)))
+            for s in plan.edge.checks
+        ]
+        check_from_outside(targets)
+        self.progress.step("edge", "replacing the edge container (a short interruption)")
+        self.engine.ensure_network(self.scope.network, self.scope.labels("network"))
+        edge.start(desired, image)
+        failed: list[str] = []
+        for step in plan.edge.servers:
+            try:
+                self._do(desired[step.role], plan.release, step, None)
+            except CorralError as exc:
+                failed.append(f"{step.instance}: {exc.message}")
+        if failed:
+            raise EngineError(
+                "the new edge does not see every instance healthy: " + "; ".join(failed)
+            )
 
     def _apply_wave(self, role_plans: Sequence[RolePlan], release: int) -> None:
         errors: list[DeployError] = []
@@ -259,6 +292,8 @@ class Executor:
                 info = self.engine.inspect(step.instance)
                 if self.edge is not None and rr is not None and info is not None:
                     self.edge.add(rr, step.instance, self._address(info), step.timeout)
+            case Action.CHECK:
+                raise AssertionError("checks are made by replace_edge, all before the edge")
             case Action.ADMIT:
                 if self.edge is not None:
                     self.edge.readmit(role, step.instance)

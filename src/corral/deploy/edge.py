@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.deploy.desired import Desired, RoleRelease
+from corral.deploy.health import network_check, probe_once
 from corral.deploy.observe import pick
 from corral.deploy.plan import EdgePlan
 from corral.deploy.scope import LABEL, Scope
@@ -40,11 +41,12 @@ from corral.deploy.steps import EdgeServer
 from corral.edge.config import EMPTY_STATE, Frontend, StaticServer, render_haproxy_cfg
 from corral.edge.runtime import AdminState, RuntimeAPI, ServerState, reload_master, worker_pid
 from corral.engines.base import ContainerInfo, ContainerSpec, Engine, Mount, PortMapping
-from corral.errors import EngineError, NotFoundError, StateError
+from corral.errors import EngineError, GateError, NotFoundError, StateError
 from corral.hostfiles import private_dir, read_private, write_private
-from corral.spec.model import DebianBase, HttpHealth, Resources, Role, RunConfig
+from corral.spec.model import DebianBase, HttpHealth, Resources, Role, RunConfig, TcpHealth
 
 KIND_EDGE = "edge"
+VERIFY_TRIES, VERIFY_PAUSE = 3, 0.2  # an instance's check before an edge is replaced
 EDGE_ROLE = "corral-edge"
 RUNTIME_ROOT = Path("/run/corral")
 CONFIG_IN_CONTAINER = "/etc/corral-edge"
@@ -120,6 +122,33 @@ def _check_uid_is_free() -> None:
 def check_path(rr: RoleRelease) -> str | None:
     """The path HAProxy's check asks an instance of ``rr`` for; None: a TCP check."""
     return rr.health.http if isinstance(rr.health, HttpHealth) else None
+
+
+def check_from_outside(targets: Sequence[tuple[RoleRelease, str, str]]) -> None:
+    """Every (role, instance, address) passes, from outside, the check a new edge will
+    make of it: a role checked by a command is checked over TCP, as the edge does.
+
+    Raises:
+        GateError: one does not; nothing was changed.
+    """
+    problems = []
+    for rr, name, address in targets:
+        assert rr.run.port is not None
+        health = network_check(rr.health) if rr.health else TcpHealth(tcp=True)
+        problem = None
+        for _ in range(VERIFY_TRIES):
+            problem = probe_once(address, rr.run.port, health)
+            if problem is None:
+                break
+            time.sleep(VERIFY_PAUSE)
+        if problem is not None:
+            problems.append(f"{name}: {problem}")
+    if problems:
+        raise GateError(
+            "not replacing the edge, the old one keeps serving: the new edge would see "
+            + "; ".join(problems),
+            failures=problems,
+        )
 
 
 def frontends(desired: Desired) -> list[Frontend]:

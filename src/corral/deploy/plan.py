@@ -24,7 +24,7 @@ from corral.deploy import steps as gen
 from corral.deploy.desired import Desired, RoleRelease, deploy_order
 from corral.deploy.observe import Instance
 from corral.deploy.scope import Scope
-from corral.deploy.steps import Batch, Change, EdgeServer, Replacement, Step
+from corral.deploy.steps import Action, Batch, Change, EdgeServer, Replacement, Step
 
 __all__ = ["Change", "EdgeServer", "Step"]  # re-exported: the plan's vocabulary
 
@@ -99,9 +99,22 @@ def _change(change: Change) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class EdgePlan:
-    action: str  # none | create | start | reload | replace-needed
+    """What happens to the edge: none | create | start | reload | replace-needed, or, in
+    ``corral edge replace``'s plan, replace (a new container)."""
+
+    action: str
     reason: str = ""
     image: str = ""  # the edge image to start or reload with ("": none is known)
+    checks: tuple[Step, ...] = ()  # replace: every instance passes these before anything changes
+    servers: tuple[Step, ...] = ()  # replace: the instances the new edge takes in
+
+    def to_dict(self) -> dict[str, Any]:
+        """The edge's part of the plan as JSON."""
+        data: dict[str, Any] = {"action": self.action, "reason": self.reason, "image": self.image}
+        if self.checks or self.servers:
+            data["checks"] = [step.to_dict() for step in self.checks]
+            data["servers"] = [step.to_dict() for step in self.servers]
+        return data
 
 
 @dataclass(frozen=True)
@@ -145,11 +158,7 @@ class Plan:
             "has_changes": self.has_changes,
             "roles": [rp.to_dict() for rp in self.roles],
             "waves": [list(wave) for wave in self.waves],
-            "edge": {
-                "action": self.edge.action,
-                "reason": self.edge.reason,
-                "image": self.edge.image,
-            },
+            "edge": self.edge.to_dict(),
             "orphans": [_change(c) for c in self.orphans],
             "orphan_steps": [step.to_dict() for step in self.orphan_steps],
             "ensure_network": self.ensure_network,
@@ -272,7 +281,7 @@ def role_batches(rp: RolePlan, rr: RoleRelease, obs: Observed) -> list[Batch]:
     the plan, then the strategy's own (see ``deploy/steps.py``)."""
     public = rr.public is not None
     batches: list[Batch] = [b for b in (gen.keep_steps(rr.role, rr.image_version, rp.keep),) if b]
-    volumes = tuple(Step(gen.Action.CREATE_VOLUME, rr.role, v) for v in rp.new_volumes)
+    volumes = tuple(Step(Action.CREATE_VOLUME, rr.role, v) for v in rp.new_volumes)
     cleanup = gen.cleanup_steps(rr.role, public, rp.cleanup)
     batches += [b for b in (volumes, cleanup) if b]
     present = _edge_servers(rr, obs)
@@ -322,6 +331,50 @@ def edge_timeout(rr: RoleRelease) -> float:
     if rr.health is None:
         return 10.0
     return max(5.0, rr.health.retries * rr.health.interval)
+
+
+def plan_edge_replace(
+    scope: Scope, desired: Desired, observed: Observed, image: str, reload: bool
+) -> Plan:
+    """``corral edge replace`` as a plan: the edge, and nothing else, brought to ``desired``.
+
+    With ``reload`` (same image, ports, uid and master: the running edge can take the new
+    configuration) it is reloaded in place. Otherwise a new container replaces it: first
+    every instance the edge sends requests to (running, of a good release, with
+    ``desired``'s configuration of a public role) is checked from outside as the new edge
+    will check it, then the new edge starts and takes each of them in.
+    """
+    roles = tuple(
+        RolePlan(rr.role, rr.deploy.strategy, rr.image_version, rr.replicas, release=rr)
+        for _, rr in sorted(desired.items())
+    )
+    if reload:
+        edge = EdgePlan("reload", "the running edge takes the new configuration", image)
+        return Plan(scope.fleet, roles, (), edge, ensure_network=False, release=0)
+    serving = [i for i in observed.instances if _behind_edge(i, desired, observed)]
+    checks = tuple(
+        Step(Action.CHECK, i.role, i.name, i.version, "the new edge will check it") for i in serving
+    )
+    servers = tuple(
+        Step(Action.ADD, i.role, i.name, i.version, "served by the old edge", timeout=30.0)
+        for i in serving
+    )
+    why = "a new image, new published ports or a new uid need a new container"
+    edge = EdgePlan("replace", why, image, checks, servers)
+    return Plan(scope.fleet, roles, (), edge, ensure_network=True, release=0)
+
+
+def _behind_edge(instance: Instance, desired: Desired, observed: Observed) -> bool:
+    """Whether the edge sends ``instance`` requests: its health is this release's."""
+    rr = desired.get(instance.role)
+    return (
+        rr is not None
+        and rr.public is not None
+        and instance.running
+        and instance.release in observed.good_releases
+        and instance.address is not None
+        and instance.config_hash == rr.config_hash
+    )
 
 
 def single_writer_conflicts(desired: Desired) -> list[str]:

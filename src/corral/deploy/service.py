@@ -23,12 +23,17 @@ from corral.build.bake import (
 )
 from corral.deploy.apply import Executor, Journal
 from corral.deploy.desired import Desired, RoleRelease, desired_from_record
-from corral.deploy.edge import EDGE_ROLE, Edge, edge_role, frontends
-from corral.deploy.health import network_check, probe_once
+from corral.deploy.edge import EDGE_ROLE, Edge, check_from_outside, edge_role, frontends
 from corral.deploy.instances import resolve_secrets
 from corral.deploy.observe import Instance, list_scope, observe
 from corral.deploy.outcome import Failed, as_deploy_error, fail
-from corral.deploy.plan import Observed, Plan, plan_deploy, single_writer_conflicts
+from corral.deploy.plan import (
+    Observed,
+    Plan,
+    plan_deploy,
+    plan_edge_replace,
+    single_writer_conflicts,
+)
 from corral.deploy.scope import Scope
 from corral.deploy.secrets import (
     KeyFile,
@@ -40,14 +45,12 @@ from corral.deploy.secrets import (
 )
 from corral.deploy.settle import Watch, settle, settle_time
 from corral.engines.base import ContainerInfo, Engine
-from corral.errors import CorralError, EngineError, GateError, StateError, UsageError
+from corral.errors import CorralError, StateError, UsageError
 from corral.progress import NullProgress, Progress
 from corral.spec.load import LoadedSpec
-from corral.spec.model import TcpHealth
 from corral.state import ImageRecord, ReleaseRecord, State
 
 GOOD = ("active", "superseded")
-VERIFY_TRIES, VERIFY_PAUSE = 3, 0.2  # an instance's check before an edge is replaced
 
 
 @dataclass(frozen=True)
@@ -574,43 +577,21 @@ def replace_edge(ctx: Context) -> EdgeReplaced:
 
 
 def _replace_edge(ctx: Context, desired: Desired, image: str) -> EdgeReplaced:
-    if ctx.edge.can_reload(desired, image):
-        ctx.progress.step("edge", "reloading the edge's configuration in place")
-        ctx.edge.reload(desired, image)
-        return EdgeReplaced(image, reloaded=True)
-    serving = _edge_instances(ctx, desired)
-    verify_edge_checks(serving)
-    ctx.progress.step("edge", "replacing the edge container (a short interruption)")
-    ctx.engine.ensure_network(ctx.scope.network, ctx.scope.labels("network"))
-    ctx.edge.start(desired, image)
-    failed: list[str] = []
-    for rr, instance, address in serving:
-        try:
-            ctx.edge.add(rr, instance.name, address, timeout=30)
-        except CorralError as exc:
-            failed.append(f"{instance.name}: {exc.message}")
-    if failed:
-        raise EngineError("the new edge does not see every instance healthy: " + "; ".join(failed))
-    return EdgeReplaced(image, reloaded=False)
-
-
-def _edge_instances(ctx: Context, desired: Desired) -> list[tuple[RoleRelease, Instance, str]]:
-    """The running instances of good releases that run ``desired``'s configuration of a
-    public role, with their addresses: those the edge sends requests to."""
     good = {r.number for r in ctx.state.releases(ctx.scope.fleet, limit=100000) if r.status in GOOD}
-    found = []
-    for instance in observe(ctx.engine, ctx.scope):
-        rr = desired.get(instance.role)
-        if (
-            rr is not None
-            and rr.public is not None
-            and instance.running
-            and instance.release in good
-            and instance.address is not None
-            and instance.config_hash == rr.config_hash  # its health is this release's
-        ):
-            found.append((rr, instance, instance.address))
-    return found
+    observed = Observed(
+        instances=observe(ctx.engine, ctx.scope),
+        volumes=(),
+        good_releases=good,
+        standby=(),
+        now=datetime.now(UTC),
+    )
+    reload = ctx.edge.can_reload(desired, image)
+    plan = plan_edge_replace(ctx.scope, desired, observed, image, reload)
+    executor = Executor(
+        ctx.engine, ctx.scope, Journal(ctx.state, ctx.scope.fleet), ctx.progress, ctx.edge
+    )
+    executor.replace_edge(plan)
+    return EdgeReplaced(image, reloaded=reload)
 
 
 def verify_edge_checks(serving: Sequence[tuple[RoleRelease, Instance, str]]) -> None:
@@ -619,22 +600,4 @@ def verify_edge_checks(serving: Sequence[tuple[RoleRelease, Instance, str]]) -> 
     Raises:
         GateError: one does not; nothing was changed.
     """
-    problems = []
-    for rr, instance, address in serving:
-        assert rr.run.port is not None
-        # The edge checks a command role over TCP: that is what the new edge will see.
-        health = network_check(rr.health) if rr.health else TcpHealth(tcp=True)
-        problem = None
-        for _ in range(VERIFY_TRIES):
-            problem = probe_once(address, rr.run.port, health)
-            if problem is None:
-                break
-            time.sleep(VERIFY_PAUSE)
-        if problem is not None:
-            problems.append(f"{instance.name}: {problem}")
-    if problems:
-        raise GateError(
-            "not replacing the edge, the old one keeps serving: the new edge would see "
-            + "; ".join(problems),
-            failures=problems,
-        )
+    check_from_outside([(rr, instance.name, address) for rr, instance, address in serving])

@@ -26,6 +26,7 @@ class Action(StrEnum):
     CREATE_VOLUME = "create-volume"  # ``instance`` names the volume
     START = "start"  # a new instance, named by the plan
     RESTART = "restart"  # a stand-by instance corral stopped on purpose starts again
+    CHECK = "check"  # the instance passes, from outside, the check a new edge will make
     ADD = "add"  # a running instance the edge lacks joins it (requests once its check passes)
     ADMIT = "admit"  # a server the edge holds (drained, or started held) takes requests
     DRAIN = "drain"  # the edge stops sending it requests, in-flight ones finish, it leaves

@@ -1,5 +1,10 @@
 """The executor: the only code that changes a running fleet, and only by following a plan.
 
+Its inputs are a plan (``plan_deploy``, ``plan_edge_replace``) and the engine (with the edge,
+the journal and the secrets' values). It carries out each role's batches of named steps in
+order and decides nothing of its own: which instances start, under which names, in which
+batches, and which old ones go first are the plan's (see ``deploy/steps.py``).
+
 Instances are never changed in place. New ones start, pass their health check from outside,
 join the edge; only then are old ones drained (no new requests, in-flight ones finish) and
 removed. Roles deploy wave by wave (``after``), roles of one wave in parallel.
@@ -240,10 +245,10 @@ class Executor:
         run.switched = self._is_switch(run, batch)
         if run.switched:
             self._switch(run, batch)
+        if run.began is None and any(s.action == Action.STOP for s in batch):
+            run.began = time.monotonic()  # a stop-first role's outage begins with its drains
         pending: list[Future[None]] = []
         for step in batch:
-            if step.action == Action.STOP and run.began is None:
-                run.began = time.monotonic()
             if step.action == Action.ADMIT and run.switched:
                 pass  # the switch admitted it
             elif step.action in LAUNCHES:
@@ -496,7 +501,7 @@ class _RoleRun:
     release: int
     done: set[Step] = field(default_factory=set)
     pending: list[Future[None]] = field(default_factory=list)
-    began: float | None = None  # the first stop (a stop-first role's outage begins)
+    began: float | None = None  # the first batch that stops an instance began
     served: float | None = None  # the last start that became healthy
     switched: bool = False
 

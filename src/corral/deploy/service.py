@@ -159,7 +159,9 @@ def plan(ctx: Context, roles: Sequence[str] = ()) -> PlanResult:
         for volume in sorted(ctx.spec.fleet.roles[name].volumes)
     )
     return PlanResult(
-        plan_deploy(ctx.scope, desired, observed, untouched),
+        plan_deploy(
+            ctx.scope, desired, observed, untouched, next_release(ctx.state, ctx.scope.fleet)
+        ),
         tuple(unbuilt),
         tuple(v for v in new_volumes if v not in observed.volumes),
     )

@@ -62,8 +62,8 @@ def _converge(
     ctx: service.Context, desired: Desired, after: Callable[[Desired], None] = service.no_check
 ) -> service.DeployResult:
     observed = service.observe_fleet(ctx, desired, None)
-    plan = plan_deploy(SCOPE, desired, observed)
-    return service.converge(ctx, plan, desired, {}, None, "deploy", None, after)
+    plan = plan_deploy(SCOPE, desired, observed, release=service.next_release(ctx.state, FLEET))
+    return service.converge(ctx, plan, {}, None, "deploy", None, after)
 
 
 def _fail_with(error: BaseException) -> Callable[[Desired], None]:

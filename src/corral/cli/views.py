@@ -31,7 +31,10 @@ from corral.testing.suite import KINDS, CoverageRow, RoleTestResult
 
 
 def to_data(value: Any) -> Any:
-    """Plain JSON-able data from dataclasses, mappings and sequences."""
+    """Plain JSON-able data from dataclasses, mappings and sequences (a plan: its own
+    documented form)."""
+    if isinstance(value, Plan):
+        return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):

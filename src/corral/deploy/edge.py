@@ -33,17 +33,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.deploy.desired import Desired, RoleRelease
+from corral.deploy.health import network_check, probe_once
 from corral.deploy.observe import pick
 from corral.deploy.plan import EdgePlan
 from corral.deploy.scope import LABEL, Scope
+from corral.deploy.steps import EdgeServer
 from corral.edge.config import EMPTY_STATE, Frontend, StaticServer, render_haproxy_cfg
 from corral.edge.runtime import AdminState, RuntimeAPI, ServerState, reload_master, worker_pid
 from corral.engines.base import ContainerInfo, ContainerSpec, Engine, Mount, PortMapping
-from corral.errors import EngineError, NotFoundError, StateError
+from corral.errors import EngineError, GateError, NotFoundError, StateError
 from corral.hostfiles import private_dir, read_private, write_private
-from corral.spec.model import DebianBase, HttpHealth, Resources, Role, RunConfig
+from corral.spec.model import DebianBase, HttpHealth, Resources, Role, RunConfig, TcpHealth
 
 KIND_EDGE = "edge"
+VERIFY_TRIES, VERIFY_PAUSE = 3, 0.2  # an instance's check before an edge is replaced
 EDGE_ROLE = "corral-edge"
 RUNTIME_ROOT = Path("/run/corral")
 CONFIG_IN_CONTAINER = "/etc/corral-edge"
@@ -119,6 +122,33 @@ def _check_uid_is_free() -> None:
 def check_path(rr: RoleRelease) -> str | None:
     """The path HAProxy's check asks an instance of ``rr`` for; None: a TCP check."""
     return rr.health.http if isinstance(rr.health, HttpHealth) else None
+
+
+def check_from_outside(targets: Sequence[tuple[RoleRelease, str, str]]) -> None:
+    """Every (role, instance, address) passes, from outside, the check a new edge will
+    make of it: a role checked by a command is checked over TCP, as the edge does.
+
+    Raises:
+        GateError: one does not; nothing was changed.
+    """
+    problems = []
+    for rr, name, address in targets:
+        assert rr.run.port is not None
+        health = network_check(rr.health) if rr.health else TcpHealth(tcp=True)
+        problem = None
+        for _ in range(VERIFY_TRIES):
+            problem = probe_once(address, rr.run.port, health)
+            if problem is None:
+                break
+            time.sleep(VERIFY_PAUSE)
+        if problem is not None:
+            problems.append(f"{name}: {problem}")
+    if problems:
+        raise GateError(
+            "not replacing the edge, the old one keeps serving: the new edge would see "
+            + "; ".join(problems),
+            failures=problems,
+        )
 
 
 def frontends(desired: Desired) -> list[Frontend]:
@@ -226,19 +256,33 @@ class Edge:
         configuration (a deploy does both), or replaced by the operator."""
         if not frontends(desired):
             return EdgePlan("none")
+        image = image_id or ""
         current = self.container(listing)
         if current is None:
-            return EdgePlan("create", "no edge yet")
+            return EdgePlan("create", "no edge yet", image)
         if current.state != "running" or not (self.folder / "sock" / SOCKET_NAME).exists():
-            return EdgePlan("start", f"the edge is {current.state}")
+            return EdgePlan("start", f"the edge is {current.state}", image)
         if image_id is None or self._running_hash(current) == self.config_hash(desired, image_id):
-            return EdgePlan("none")
+            return EdgePlan("none", "", image)
         if current.labels.get(LABEL + "frame-hash") == self.frame_hash(desired, image_id):
-            return EdgePlan("reload", "the health checks of a public role changed")
+            return EdgePlan("reload", "the health checks of a public role changed", image)
         return EdgePlan(
             "replace-needed",
             "public ports, the edge image or its uid changed; run: corral edge replace",
+            image,
         )
+
+    def observe_servers(self, desired: Desired, plan: EdgePlan) -> dict[str, list[EdgeServer]]:
+        """Each public role's servers as the running edge has them, for the planner.
+
+        Nothing is read from an edge the plan (re)starts: it will hold no server.
+        """
+        if plan.action in ("create", "start"):
+            return {}
+        return {
+            fe.backend: [EdgeServer(s.name, s.admin, s.healthy) for s in self.servers(fe.backend)]
+            for fe in frontends(desired)
+        }
 
     def start(self, desired: Desired, image_id: str) -> ContainerInfo:
         """(Re)create the edge container; servers are added afterwards by ``sync``."""

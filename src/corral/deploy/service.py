@@ -23,12 +23,17 @@ from corral.build.bake import (
 )
 from corral.deploy.apply import Executor, Journal
 from corral.deploy.desired import Desired, RoleRelease, desired_from_record
-from corral.deploy.edge import EDGE_ROLE, Edge, edge_role, frontends
-from corral.deploy.health import network_check, probe_once
+from corral.deploy.edge import EDGE_ROLE, Edge, check_from_outside, edge_role, frontends
 from corral.deploy.instances import resolve_secrets
 from corral.deploy.observe import Instance, list_scope, observe
 from corral.deploy.outcome import Failed, as_deploy_error, fail
-from corral.deploy.plan import Observed, Plan, plan_deploy, single_writer_conflicts
+from corral.deploy.plan import (
+    Observed,
+    Plan,
+    plan_deploy,
+    plan_edge_replace,
+    single_writer_conflicts,
+)
 from corral.deploy.scope import Scope
 from corral.deploy.secrets import (
     KeyFile,
@@ -40,14 +45,12 @@ from corral.deploy.secrets import (
 )
 from corral.deploy.settle import Watch, settle, settle_time
 from corral.engines.base import ContainerInfo, Engine
-from corral.errors import CorralError, EngineError, GateError, UsageError
+from corral.errors import CorralError, StateError, UsageError
 from corral.progress import NullProgress, Progress
 from corral.spec.load import LoadedSpec
-from corral.spec.model import TcpHealth
 from corral.state import ImageRecord, ReleaseRecord, State
 
 GOOD = ("active", "superseded")
-VERIFY_TRIES, VERIFY_PAUSE = 3, 0.2  # an instance's check before an edge is replaced
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,9 @@ def plan(ctx: Context, roles: Sequence[str] = ()) -> PlanResult:
         for volume in sorted(ctx.spec.fleet.roles[name].volumes)
     )
     return PlanResult(
-        plan_deploy(ctx.scope, desired, observed, untouched),
+        plan_deploy(
+            ctx.scope, desired, observed, untouched, next_release(ctx.state, ctx.scope.fleet)
+        ),
         tuple(unbuilt),
         tuple(v for v in new_volumes if v not in observed.volumes),
     )
@@ -192,13 +197,15 @@ def observe_fleet(
     releases = ctx.state.releases(ctx.scope.fleet, limit=100000)
     instances = observe(ctx.engine, ctx.scope, listing)
     numbers = {i.release for i in instances}
+    edge = ctx.edge.observe(desired, edge_image, listing)
     return Observed(
         instances=instances,
         volumes=set(seen.volumes),
         good_releases={r.number for r in releases if r.status in GOOD},
         standby=standby_names(ctx.state, ctx.scope.fleet),
         now=datetime.now(UTC),
-        edge=ctx.edge.observe(desired, edge_image, listing),
+        edge=edge,
+        edge_servers=ctx.edge.observe_servers(desired, edge) if frontends(desired) else {},
         networks={n for c in listing if c.state == "running" for n in c.addresses},
         released={r.number: desired_from_record(r.roles) for r in releases if r.number in numbers},
         last_unavailable=ctx.state.last_unavailable(ctx.scope.fleet),
@@ -275,7 +282,13 @@ def deploy(
     secrets = resolve_secrets(desired, fresh)
     desired = stamped(desired, fresh, secrets, ctx.secret_key)
     notes = _rotation_notes(ctx, source, desired)
-    plan = plan_deploy(ctx.scope, desired, observe_fleet(ctx, desired, edge, seen), untouched)
+    plan = plan_deploy(
+        ctx.scope,
+        desired,
+        observe_fleet(ctx, desired, edge, seen),
+        untouched,
+        release=next_release(ctx.state, ctx.scope.fleet),
+    )
     if not plan.has_changes and _same_as_active(ctx, desired):
         return DeployResult(
             ctx.scope.fleet,
@@ -289,7 +302,7 @@ def deploy(
         )
     secrets = {**secrets, **_kept_roles_values(ctx, plan, desired, fresh)}
     checks.before(desired)
-    result = converge(ctx, plan, desired, secrets, edge, kind, source, checks.after)
+    result = converge(ctx, plan, secrets, edge, kind, source, checks.after)
     return dataclasses.replace(result, seconds=time.monotonic() - started, notes=notes)
 
 
@@ -347,18 +360,28 @@ def _same_as_active(ctx: Context, desired: Desired) -> bool:
     }
 
 
+def next_release(state: State, fleet: str) -> int:
+    """The number the fleet's next release gets (every release counts, failed ones too)."""
+    return max((r.number for r in state.releases(fleet, limit=1)), default=0) + 1
+
+
 def converge(
     ctx: Context,
     plan: Plan,
-    desired: Desired,
     secrets: Mapping[str, str],
     edge: str | None,
     kind: str,
     source: ReleaseRecord | None,
     after: Callable[[Desired], None] = no_check,
 ) -> DeployResult:
-    """Record a release, apply the plan, and undo everything if any role fails."""
+    """Record a release, apply the plan, and undo everything if any role fails.
+
+    Raises:
+        StateError: the release recorded is not the one the plan names its instances
+            for (another deploy started one meanwhile); nothing was changed.
+    """
     fleet = ctx.scope.fleet
+    desired = plan.desired
     previous = ctx.state.active_release(fleet)
     release = ctx.state.start_release(
         fleet,
@@ -367,19 +390,22 @@ def converge(
         source.number if source else None,
     )
     journal = Journal(ctx.state, fleet)
+    details = {"release": release.number, "kind": kind}
+    if release.number != plan.release:
+        why = f"the plan is for release r{plan.release}, the state started r{release.number}"
+        ctx.state.finish_release(release.id, "aborted", why)
+        raise StateError(f"{why}: another deploy ran meanwhile; plan again")
     executor = Executor(
         ctx.engine,
         ctx.scope,
-        release.number,
         journal,
         ctx.progress,
         ctx.edge if edge else None,
         secrets,
         key=ctx.secret_key,
     )
-    details = {"release": release.number, "kind": kind}
     try:
-        executor.apply(plan, desired, edge)
+        executor.apply(plan)
         verify(ctx, desired, 0.0, edge)  # every role at its replicas before the smoke test
         after(desired)
         verify(ctx, desired, settle_time(desired, _changed(plan)), edge)
@@ -428,10 +454,10 @@ def _undo(
     ctx.progress.step("fleet", "deploy failed: going back to the previous release")
     desired = desired_from_record(previous.roles) if previous else {}
     observed = observe_fleet(ctx, desired, edge)
-    # The failed release is not "good": its instances are replaced by the previous ones.
-    plan = plan_deploy(ctx.scope, desired, observed)
+    # The failed release is not "good": its instances are replaced by the previous ones,
+    # named on from the highest index the previous release's instances have.
     number = previous.number if previous else 0
-    first = _next_indexes(observed.instances, number)
+    plan = plan_deploy(ctx.scope, desired, observed, release=number)
     # Instances the undo starts get today's values (old ones are never kept); their
     # labels say so (the executor's key), so the next plan sees what they really hold.
     starting = secret_names(desired, (rp.role for rp in plan.roles if rp.start))
@@ -440,25 +466,14 @@ def _undo(
     executor = Executor(
         ctx.engine,
         ctx.scope,
-        number,
         Journal(ctx.state, ctx.scope.fleet),
         ctx.progress,
         ctx.edge if edge else None,
         values,
         key=ctx.secret_key,
-        first_index=first,
     )
-    executor.apply(plan, desired, edge)
+    executor.apply(plan)
     return previous.number if previous else None
-
-
-def _next_indexes(instances: Sequence[Instance], release: int) -> dict[str, int]:
-    """Per role, the first free instance index within ``release``."""
-    first: dict[str, int] = {}
-    for i in instances:
-        if i.release == release:
-            first[i.role] = max(first.get(i.role, 1), i.index + 1)
-    return first
 
 
 def _sweep(ctx: Context) -> None:
@@ -564,43 +579,21 @@ def replace_edge(ctx: Context) -> EdgeReplaced:
 
 
 def _replace_edge(ctx: Context, desired: Desired, image: str) -> EdgeReplaced:
-    if ctx.edge.can_reload(desired, image):
-        ctx.progress.step("edge", "reloading the edge's configuration in place")
-        ctx.edge.reload(desired, image)
-        return EdgeReplaced(image, reloaded=True)
-    serving = _edge_instances(ctx, desired)
-    verify_edge_checks(serving)
-    ctx.progress.step("edge", "replacing the edge container (a short interruption)")
-    ctx.engine.ensure_network(ctx.scope.network, ctx.scope.labels("network"))
-    ctx.edge.start(desired, image)
-    failed: list[str] = []
-    for rr, instance, address in serving:
-        try:
-            ctx.edge.add(rr, instance.name, address, timeout=30)
-        except CorralError as exc:
-            failed.append(f"{instance.name}: {exc.message}")
-    if failed:
-        raise EngineError("the new edge does not see every instance healthy: " + "; ".join(failed))
-    return EdgeReplaced(image, reloaded=False)
-
-
-def _edge_instances(ctx: Context, desired: Desired) -> list[tuple[RoleRelease, Instance, str]]:
-    """The running instances of good releases that run ``desired``'s configuration of a
-    public role, with their addresses: those the edge sends requests to."""
     good = {r.number for r in ctx.state.releases(ctx.scope.fleet, limit=100000) if r.status in GOOD}
-    found = []
-    for instance in observe(ctx.engine, ctx.scope):
-        rr = desired.get(instance.role)
-        if (
-            rr is not None
-            and rr.public is not None
-            and instance.running
-            and instance.release in good
-            and instance.address is not None
-            and instance.config_hash == rr.config_hash  # its health is this release's
-        ):
-            found.append((rr, instance, instance.address))
-    return found
+    observed = Observed(
+        instances=observe(ctx.engine, ctx.scope),
+        volumes=(),
+        good_releases=good,
+        standby=(),
+        now=datetime.now(UTC),
+    )
+    reload = ctx.edge.can_reload(desired, image)
+    plan = plan_edge_replace(ctx.scope, desired, observed, image, reload)
+    executor = Executor(
+        ctx.engine, ctx.scope, Journal(ctx.state, ctx.scope.fleet), ctx.progress, ctx.edge
+    )
+    executor.replace_edge(plan)
+    return EdgeReplaced(image, reloaded=reload)
 
 
 def verify_edge_checks(serving: Sequence[tuple[RoleRelease, Instance, str]]) -> None:
@@ -609,22 +602,4 @@ def verify_edge_checks(serving: Sequence[tuple[RoleRelease, Instance, str]]) -> 
     Raises:
         GateError: one does not; nothing was changed.
     """
-    problems = []
-    for rr, instance, address in serving:
-        assert rr.run.port is not None
-        # The edge checks a command role over TCP: that is what the new edge will see.
-        health = network_check(rr.health) if rr.health else TcpHealth(tcp=True)
-        problem = None
-        for _ in range(VERIFY_TRIES):
-            problem = probe_once(address, rr.run.port, health)
-            if problem is None:
-                break
-            time.sleep(VERIFY_PAUSE)
-        if problem is not None:
-            problems.append(f"{instance.name}: {problem}")
-    if problems:
-        raise GateError(
-            "not replacing the edge, the old one keeps serving: the new edge would see "
-            + "; ".join(problems),
-            failures=problems,
-        )
+    check_from_outside([(rr, instance.name, address) for rr, instance, address in serving])

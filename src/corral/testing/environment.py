@@ -73,19 +73,18 @@ class TestEnvironment:
             good_releases=(),
             standby=(),
             now=datetime.now(UTC),
-            edge=EdgePlan("create", "test environment"),
+            edge=EdgePlan("create", "test environment", edge_image or ""),
         )
-        plan = plan_deploy(self.scope, desired, observed)
+        plan = plan_deploy(self.scope, desired, observed, release=1)
         executor = Executor(
             self.engine,
             self.scope,
-            1,
             ScratchJournal(),
             self.progress,
             self.edge if edge_image else None,
             secrets,
         )
-        executor.apply(plan, desired, edge_image)
+        executor.apply(plan)
 
     def _seed_volumes(self, rr: RoleRelease) -> None:
         fixtures = rr.fixtures

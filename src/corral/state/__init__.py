@@ -3,11 +3,22 @@
 It records builds and the images they produced, the numbered releases of each fleet
 and the instances (containers) they started, the append-only results of ``corral test``
 (bound to image digests), an append-only audit log, and offers
-crash-safe named locks. See :class:`State`; schema changes go in ``migrations/``.
+crash-safe named locks. See :class:`State`, a composition of the narrow protocols of
+:mod:`corral.state.protocols`; schema changes go in ``migrations/``.
 """
 
 from corral.state.audit import SCRUBBED, looks_secret, scrub
 from corral.state.db import Migration, bundled_migrations
+from corral.state.protocols import (
+    AuditStore,
+    BuildStore,
+    ImageStore,
+    InstanceStore,
+    LockStore,
+    ReleaseStore,
+    ReplacementStore,
+    TestRunStore,
+)
 from corral.state.records import (
     AuditEntry,
     BuildRecord,
@@ -18,19 +29,28 @@ from corral.state.records import (
     image_version,
     utc_now,
 )
-from corral.state.store import State
+from corral.state.store import State, Stores
 from corral.state.testruns import scrub_text
 
 __all__ = [
     "SCRUBBED",
     "AuditEntry",
+    "AuditStore",
     "BuildRecord",
+    "BuildStore",
     "ImageRecord",
+    "ImageStore",
     "InstanceRecord",
+    "InstanceStore",
+    "LockStore",
     "Migration",
     "ReleaseRecord",
+    "ReleaseStore",
+    "ReplacementStore",
     "State",
+    "Stores",
     "TestRunRecord",
+    "TestRunStore",
     "bundled_migrations",
     "image_version",
     "looks_secret",

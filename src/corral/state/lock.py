@@ -15,7 +15,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +133,14 @@ def file_lock(directory: Path, name: str, wait: float = 0.0, purpose: str = "") 
                 os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+class FileLocks:
+    """:class:`~corral.state.protocols.LockStore` as flocks beside the database."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+
+    def hold(self, name: str, wait: float = 0.0, purpose: str = "") -> AbstractContextManager[None]:
+        """:func:`file_lock` ``name`` in the database's folder."""
+        return file_lock(self._directory, name, wait=wait, purpose=purpose)

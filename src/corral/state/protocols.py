@@ -25,6 +25,7 @@ from corral.state.records import (
     BuildRecord,
     ImageRecord,
     InstanceRecord,
+    LockHolder,
     ReleaseRecord,
     TestRunRecord,
 )
@@ -219,7 +220,10 @@ class ReplacementStore(Protocol):
 
 
 class LockStore(Protocol):
-    """Named exclusive locks (``deploy``, ``build``) that name their holder."""
+    """Named exclusive locks (``deploy``, ``build``) that name their holder.
+
+    A lock is a lease: its holder renews it while it works, and another process may take
+    it only once the lease has run out (see :mod:`corral.state.lock` for the rules)."""
 
     def hold(self, name: str, wait: float = 0.0, purpose: str = "") -> AbstractContextManager[None]:
         """Hold lock ``name`` for the block, trying for ``wait`` seconds.
@@ -228,4 +232,8 @@ class LockStore(Protocol):
             LockedError: someone else holds it; the message and ``holder`` name them.
             ValueError: ``name`` is not a plain word.
         """
+        ...
+
+    def holder(self, name: str) -> LockHolder | None:
+        """Who holds lock ``name`` now, or None if it is free (or its lease ran out)."""
         ...

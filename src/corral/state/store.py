@@ -20,7 +20,7 @@ from corral.scrub import Scrubber
 from corral.state import db
 from corral.state.audit import SqliteAudit
 from corral.state.builds import SqliteBuilds, SqliteImages
-from corral.state.lock import FileLocks
+from corral.state.lock import LeaseLocks
 from corral.state.protocols import (
     AuditStore,
     BuildStore,
@@ -69,7 +69,7 @@ def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
         test_runs=SqliteTestRuns(handle, scrubber),
         audit=SqliteAudit(handle, scrubber),
         replacements=SqliteReplacements(handle),
-        locks=FileLocks(handle.path.parent),
+        locks=LeaseLocks(handle, scrubber),
     )
 
 

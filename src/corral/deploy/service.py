@@ -189,18 +189,18 @@ def observe_fleet(
     """The fleet as it runs, from ``seen`` or from a fresh look."""
     seen = seen or look(ctx)
     listing = seen.containers
-    releases = ctx.state.releases(ctx.scope.fleet, limit=100000)
     instances = observe(ctx.engine, ctx.scope, listing)
     numbers = {i.release for i in instances}
+    releases = ctx.state.releases_numbered(ctx.scope.fleet, numbers)
     return Observed(
         instances=instances,
         volumes=set(seen.volumes),
-        good_releases={r.number for r in releases if r.status in GOOD},
+        good_releases=ctx.state.release_numbers(ctx.scope.fleet, GOOD),
         standby=standby_names(ctx.state, ctx.scope.fleet),
         now=datetime.now(UTC),
         edge=ctx.edge.observe(desired, edge_image, listing),
         networks={n for c in listing if c.state == "running" for n in c.addresses},
-        released={r.number: desired_from_record(r.roles) for r in releases if r.number in numbers},
+        released={r.number: desired_from_record(r.roles) for r in releases},
         last_unavailable=ctx.state.last_unavailable(ctx.scope.fleet),
     )
 
@@ -508,7 +508,7 @@ def rollback(ctx: Context, to: int | None = None, checks: Checks = Checks()) -> 
 
 
 def _previous_good(ctx: Context) -> ReleaseRecord | None:
-    releases = ctx.state.releases(ctx.scope.fleet, limit=100000)
+    releases = ctx.state.releases_with_status(ctx.scope.fleet, GOOD)
     active = next((r for r in releases if r.status == "active"), None)
     earlier = [
         r
@@ -587,7 +587,7 @@ def _replace_edge(ctx: Context, desired: Desired, image: str) -> EdgeReplaced:
 def _edge_instances(ctx: Context, desired: Desired) -> list[tuple[RoleRelease, Instance, str]]:
     """The running instances of good releases that run ``desired``'s configuration of a
     public role, with their addresses: those the edge sends requests to."""
-    good = {r.number for r in ctx.state.releases(ctx.scope.fleet, limit=100000) if r.status in GOOD}
+    good = ctx.state.release_numbers(ctx.scope.fleet, GOOD)
     found = []
     for instance in observe(ctx.engine, ctx.scope):
         rr = desired.get(instance.role)

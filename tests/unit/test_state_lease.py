@@ -34,10 +34,15 @@ def _locks(path: Path) -> LeaseLocks:
     return LeaseLocks(db.Handle(path, db.connect(path)), Scrubber(), LEASE_S, RENEW_S)
 
 
-def _hold(path: str, ready: Event, release: Event) -> None:
-    with _locks(Path(path)).hold("deploy", purpose="deploy web"):
+def _hold(path: str, ready: Event, release: Event, said: Any) -> None:
+    with _locks(Path(path)).hold("deploy", purpose="deploy web") as lease:
         ready.set()
         release.wait(60)
+        try:
+            lease.check()
+            said.put("still held")
+        except LockedError as exc:
+            said.put(exc.message)
 
 
 @pytest.fixture
@@ -48,13 +53,14 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def holder(db_path: Path) -> Iterator[tuple[Any, Event]]:
-    """A process holding the deploy lock with a short lease until its event is set."""
-    ready, release = CTX.Event(), CTX.Event()
-    proc = CTX.Process(target=_hold, args=(str(db_path), ready, release))
+def holder(db_path: Path) -> Iterator[tuple[Any, Event, Any]]:
+    """A process holding the deploy lock with a short lease until its event is set; it
+    then says whether it still held the lock."""
+    ready, release, said = CTX.Event(), CTX.Event(), CTX.Queue()
+    proc = CTX.Process(target=_hold, args=(str(db_path), ready, release, said))
     proc.start()
-    assert ready.wait(30), "the holder never got the lock"
-    yield proc, release
+    assert proc.pid is not None and ready.wait(30), "the holder never got the lock"
+    yield proc, release, said
     if proc.is_alive():  # never set the event of a killed process: it may hold its lock
         os.kill(proc.pid, signal.SIGCONT)
         release.set()
@@ -71,7 +77,7 @@ def _move_to_another_host(st: State) -> None:
     st.conn.execute("UPDATE locks SET host = 'far-away' WHERE name = 'deploy'")
 
 
-def test_a_live_holder_renews_its_lease(db_path: Path, holder: tuple[Any, Event]) -> None:
+def test_a_live_holder_renews_its_lease(db_path: Path, holder: tuple[Any, Event, Any]) -> None:
     with State.open(db_path) as st:
         _move_to_another_host(st)  # only the lease keeps it: its pid means nothing here
         first = _row(st).expires_at
@@ -84,9 +90,9 @@ def test_a_live_holder_renews_its_lease(db_path: Path, holder: tuple[Any, Event]
 
 
 def test_a_killed_holder_on_another_host_is_waited_out(
-    db_path: Path, holder: tuple[Any, Event]
+    db_path: Path, holder: tuple[Any, Event, Any]
 ) -> None:
-    proc, _ = holder
+    proc, _, _ = holder
     with State.open(db_path) as st:
         _move_to_another_host(st)
         os.kill(proc.pid, signal.SIGKILL)
@@ -103,9 +109,9 @@ def test_a_killed_holder_on_another_host_is_waited_out(
 
 
 def test_a_killed_holder_on_this_host_frees_the_lock_at_once(
-    db_path: Path, holder: tuple[Any, Event]
+    db_path: Path, holder: tuple[Any, Event, Any]
 ) -> None:
-    proc, _ = holder
+    proc, _, _ = holder
     os.kill(proc.pid, signal.SIGKILL)
     proc.join(30)
     started = time.monotonic()
@@ -115,9 +121,9 @@ def test_a_killed_holder_on_this_host_frees_the_lock_at_once(
 
 
 def test_a_stalled_holder_loses_the_lock_and_leaves_the_new_holder_alone(
-    db_path: Path, holder: tuple[Any, Event]
+    db_path: Path, holder: tuple[Any, Event, Any]
 ) -> None:
-    proc, release = holder
+    proc, release, said = holder
     os.kill(proc.pid, signal.SIGSTOP)  # alive, but renews nothing (the fixture resumes it)
     with State.open(db_path) as st:
         started = time.monotonic()
@@ -126,11 +132,19 @@ def test_a_stalled_holder_loses_the_lock_and_leaves_the_new_holder_alone(
             os.kill(proc.pid, signal.SIGCONT)
             time.sleep(RENEW_S * 4)  # the old holder tries to renew, and finds it lost
             release.set()
+            assert "deploy lock was lost" in said.get(timeout=30)  # and it knows it
             proc.join(30)
             assert proc.exitcode == 0
             after = _row(st)  # its release did not delete the new holder's row
             assert (after.pid, after.command) == (os.getpid(), "new")
         assert st.stores.locks.holder("deploy") is None
+
+
+def test_a_holder_that_renews_in_time_still_holds(holder: tuple[Any, Event, Any]) -> None:
+    _, release, said = holder
+    time.sleep(LEASE_S * 1.5)
+    release.set()
+    assert said.get(timeout=30) == "still held"
 
 
 def test_the_renewing_thread_ends_with_the_lock(db_path: Path) -> None:

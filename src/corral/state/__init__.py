@@ -12,6 +12,7 @@ from corral.state.db import Migration, bundled_migrations
 from corral.state.protocols import (
     AuditStore,
     BuildStore,
+    HeldLock,
     ImageStore,
     InstanceStore,
     LockStore,
@@ -38,6 +39,7 @@ __all__ = [
     "AuditStore",
     "BuildRecord",
     "BuildStore",
+    "HeldLock",
     "ImageRecord",
     "ImageStore",
     "InstanceRecord",

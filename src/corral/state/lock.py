@@ -145,7 +145,7 @@ class LeaseLocks:
         return found
 
     @contextmanager
-    def hold(self, name: str, wait: float = 0.0, purpose: str = "") -> Iterator[None]:
+    def hold(self, name: str, wait: float = 0.0, purpose: str = "") -> Iterator[Lease]:
         """Hold lock ``name`` for the block, renewing its lease meanwhile.
 
         Args:
@@ -160,12 +160,12 @@ class LeaseLocks:
             ValueError: ``name`` is not a plain word.
         """
         mine = self._acquire(check_name(name), wait, self._scrubber.text(purpose))
-        renewer = _Renewer(self._db.path, mine, self.lease_s, self.renew_s)
-        renewer.start()
+        lease = Lease(self._db.path, mine, self.lease_s, self.renew_s)
+        lease.start()
         try:
-            yield
+            yield lease
         finally:
-            renewer.stop()
+            lease.stop()
             self._release(mine)
 
     def _acquire(self, name: str, wait: float, command: str) -> LockHolder:
@@ -218,9 +218,10 @@ class LeaseLocks:
             _log.warning("could not release the %s lock: %s", mine.name, exc.message)
 
 
-class _Renewer:
-    """The thread that renews one held lock through a connection of its own (the state's
-    connection belongs to the thread that does the work, and may be in a transaction)."""
+class Lease:
+    """A held lock (:class:`~corral.state.protocols.HeldLock`) and the thread that renews
+    it through a connection of its own: the state's connection belongs to the thread
+    that does the work, and may be inside a transaction when a renewal is due."""
 
     def __init__(self, path: Path, mine: LockHolder, lease_s: float, renew_s: float) -> None:
         self._path = path
@@ -228,11 +229,26 @@ class _Renewer:
         self._lease_s = lease_s
         self._renew_s = renew_s
         self._stopped = threading.Event()
+        self._lost = threading.Event()  # set once a renewal found the lock taken
         self._thread = threading.Thread(
             target=self._run, name=f"corral-lease-{mine.name}", daemon=True
         )
-        #: Set once a renewal found the lock taken by someone else.
-        self.lost = threading.Event()
+
+    @property
+    def holder(self) -> LockHolder:
+        """The record this process wrote when it took the lock."""
+        return self._mine
+
+    def check(self) -> None:
+        """Raise :class:`LockedError` if another process took the lock after this one's
+        lease ran out unrenewed."""
+        if self._lost.is_set():
+            raise LockedError(
+                f"the {self._mine.name} lock was lost: this process did not renew its lease "
+                f"for {self._lease_s:g}s and another may have taken it",
+                lock=self._mine.name,
+                holder=self._mine.to_dict(),
+            )
 
     def start(self) -> None:
         """Start renewing."""
@@ -271,7 +287,7 @@ class _Renewer:
         with db.write_transaction(conn):
             still_mine = renew(conn, self._mine, self._lease_s)
         if not still_mine:
-            self.lost.set()
+            self._lost.set()
             _log.error(
                 "the %s lock was taken by another process after its lease ran out: this "
                 "process stalled for longer than %gs",

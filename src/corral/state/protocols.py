@@ -219,13 +219,30 @@ class ReplacementStore(Protocol):
         ...
 
 
+class HeldLock(Protocol):
+    """A lock this process holds: what the block of :meth:`LockStore.hold` receives."""
+
+    @property
+    def holder(self) -> LockHolder:
+        """The record this process wrote when it took the lock."""
+        ...
+
+    def check(self) -> None:
+        """Raise :class:`~corral.errors.LockedError` if the lock was lost: this process
+        stalled past its lease and another took it. A long task calls it between steps
+        (the deploy journal, at each step) so it never acts without the lock."""
+        ...
+
+
 class LockStore(Protocol):
     """Named exclusive locks (``deploy``, ``build``) that name their holder.
 
     A lock is a lease: its holder renews it while it works, and another process may take
     it only once the lease has run out (see :mod:`corral.state.lock` for the rules)."""
 
-    def hold(self, name: str, wait: float = 0.0, purpose: str = "") -> AbstractContextManager[None]:
+    def hold(
+        self, name: str, wait: float = 0.0, purpose: str = ""
+    ) -> AbstractContextManager[HeldLock]:
         """Hold lock ``name`` for the block, trying for ``wait`` seconds.
 
         Raises:

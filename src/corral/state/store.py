@@ -24,6 +24,7 @@ from corral.state.lock import LeaseLocks
 from corral.state.protocols import (
     AuditStore,
     BuildStore,
+    HeldLock,
     ImageStore,
     InstanceStore,
     LockStore,
@@ -337,9 +338,12 @@ class State:
 
     # -- locks: see LockStore -----------------------------------------------------
 
-    def lock(self, name: str, wait: float = 0.0, purpose: str = "") -> AbstractContextManager[None]:
+    def lock(
+        self, name: str, wait: float = 0.0, purpose: str = ""
+    ) -> AbstractContextManager[HeldLock]:
         """:meth:`LockStore.hold`: hold lock ``name`` for the block (e.g. ``"deploy"``),
-        trying for ``wait`` seconds; ``purpose`` is shown to whoever is refused.
+        trying for ``wait`` seconds; ``purpose`` is shown to whoever is refused. The block
+        receives the held lock, whose ``check()`` says whether it is still held.
 
         Raises:
             LockedError: someone else holds it; the message and ``holder`` name them.

@@ -22,7 +22,7 @@ import pytest
 from corral.errors import LockedError, StateError
 from corral.scrub import Scrubber
 from corral.state import State, db
-from corral.state.lock import LeaseLocks, read_holder, takeable
+from corral.state.lock import LeaseLocks, process_id, read_holder, takeable
 from corral.state.records import LockHolder, current_host
 
 CTX = multiprocessing.get_context("spawn")
@@ -97,7 +97,8 @@ def test_a_killed_holder_on_another_host_is_waited_out(
         _move_to_another_host(st)
         os.kill(proc.pid, signal.SIGKILL)
         proc.join(30)
-        expires = _row(st).expires_at
+        old = _row(st)
+        expires = old.expires_at
         with pytest.raises(LockedError), _locks(db_path).hold("deploy"):
             pass  # dead, but nobody here can know: its lease still runs
         with _locks(db_path).hold("deploy", wait=LEASE_S * 5, purpose="after"):
@@ -106,6 +107,7 @@ def test_a_killed_holder_on_another_host_is_waited_out(
     assert taken >= expires
     assert taken - expires < LEASE_S  # taken as soon as it ran out, not much later
     assert (mine.pid, mine.host, mine.command) == (os.getpid(), current_host(), "after")
+    assert mine.holder == process_id() != old.holder and mine.lease != old.lease
 
 
 def test_a_killed_holder_on_this_host_frees_the_lock_at_once(

@@ -21,6 +21,7 @@ clocks within a fraction of the lease of each other (NTP does).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -50,15 +51,17 @@ RENEW_S = 5.0
 _POLL_S = 0.1
 _LOCK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _log = logging.getLogger(__name__)
-_process_ids: dict[int, str] = {}
 
 
 def process_id() -> str:
     """This process's random holder id; a forked child gets its own."""
-    pid = os.getpid()
-    if pid not in _process_ids:
-        _process_ids[pid] = secrets.token_hex(8)
-    return _process_ids[pid]
+    return _random_id_of(os.getpid())
+
+
+@functools.cache
+def _random_id_of(pid: int) -> str:
+    # Keyed by pid so that a fork (which copies this cache) never shares its parent's id.
+    return secrets.token_hex(8)
 
 
 def check_name(name: str) -> str:

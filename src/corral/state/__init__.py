@@ -2,9 +2,9 @@
 
 It records builds and the images they produced, the numbered releases of each fleet
 and the instances (containers) they started, the append-only results of ``corral test``
-(bound to image digests), an append-only audit log, and offers
-crash-safe named locks. See :class:`State`, a composition of the narrow protocols of
-:mod:`corral.state.protocols`; schema changes go in ``migrations/``.
+(bound to image digests), an append-only audit log, and named locks held as leases
+the holder renews (:mod:`corral.state.lock`). See :class:`State`, a composition of the
+narrow protocols of :mod:`corral.state.protocols`; schema changes go in ``migrations/``.
 """
 
 from corral.state.audit import SCRUBBED, looks_secret, scrub

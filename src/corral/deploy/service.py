@@ -194,20 +194,20 @@ def observe_fleet(
     """The fleet as it runs, from ``seen`` or from a fresh look."""
     seen = seen or look(ctx)
     listing = seen.containers
-    releases = ctx.state.releases(ctx.scope.fleet, limit=100000)
     instances = observe(ctx.engine, ctx.scope, listing)
     numbers = {i.release for i in instances}
     edge = ctx.edge.observe(desired, edge_image, listing)
+    releases = ctx.state.releases_numbered(ctx.scope.fleet, numbers)
     return Observed(
         instances=instances,
         volumes=set(seen.volumes),
-        good_releases={r.number for r in releases if r.status in GOOD},
+        good_releases=ctx.state.release_numbers(ctx.scope.fleet, GOOD),
         standby=standby_names(ctx.state, ctx.scope.fleet),
         now=datetime.now(UTC),
         edge=edge,
         edge_servers=ctx.edge.observe_servers(desired, edge) if frontends(desired) else {},
         networks={n for c in listing if c.state == "running" for n in c.addresses},
-        released={r.number: desired_from_record(r.roles) for r in releases if r.number in numbers},
+        released={r.number: desired_from_record(r.roles) for r in releases},
         last_unavailable=ctx.state.last_unavailable(ctx.scope.fleet),
     )
 
@@ -523,7 +523,7 @@ def rollback(ctx: Context, to: int | None = None, checks: Checks = Checks()) -> 
 
 
 def _previous_good(ctx: Context) -> ReleaseRecord | None:
-    releases = ctx.state.releases(ctx.scope.fleet, limit=100000)
+    releases = ctx.state.releases_with_status(ctx.scope.fleet, GOOD)
     active = next((r for r in releases if r.status == "active"), None)
     earlier = [
         r
@@ -579,7 +579,7 @@ def replace_edge(ctx: Context) -> EdgeReplaced:
 
 
 def _replace_edge(ctx: Context, desired: Desired, image: str) -> EdgeReplaced:
-    good = {r.number for r in ctx.state.releases(ctx.scope.fleet, limit=100000) if r.status in GOOD}
+    good = ctx.state.release_numbers(ctx.scope.fleet, GOOD)
     observed = Observed(
         instances=observe(ctx.engine, ctx.scope),
         volumes=(),

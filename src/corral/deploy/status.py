@@ -71,7 +71,7 @@ def status(ctx: Context) -> FleetStatus:
     active = ctx.state.active_release(fleet)
     desired = desired_from_record(active.roles) if active else {}
     instances = observe(ctx.engine, ctx.scope, listing)
-    good = {r.number for r in ctx.state.releases(fleet, limit=100000) if r.status in GOOD}
+    good = ctx.state.release_numbers(fleet, GOOD)
     roles = []
     for name, rr in sorted(desired.items()):
         mine = [i for i in instances if i.role == name]
@@ -102,11 +102,7 @@ def _clean_up(ctx: Context, instances: list[Instance]) -> tuple[list[str], set[s
     try:
         with ctx.state.lock("deploy", wait=0, purpose="status clean-up"):
             swept = sweep_killed(ctx)
-            good = {
-                r.number
-                for r in ctx.state.releases(ctx.scope.fleet, limit=100000)
-                if r.status in GOOD
-            }
+            good = ctx.state.release_numbers(ctx.scope.fleet, GOOD)
             said = [f"release r{r.number} marked aborted" for r in swept]
             leftovers = [i.name for i in instances if not i.running and i.release not in good]
             removed = {name for name in leftovers if _remove_leftover(ctx, name, said)}

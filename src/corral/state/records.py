@@ -13,10 +13,12 @@ import socket
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from corral.formats import image_version as image_version  # re-exported: state uses them
 from corral.formats import utc_now as utc_now
+from corral.formats import utc_text
 
 BUILD_STATUSES = ("running", "ok", "failed", "interrupted")
 FAILED_STATUSES = ("failed", "interrupted")
@@ -26,6 +28,11 @@ RELEASE_KINDS = ("deploy", "rollback")
 #: previous release; ``aborted``: the deploy was interrupted (Ctrl-C) or its process died.
 RELEASE_STATUSES = ("deploying", "active", "superseded", "failed", "rolled-back", "aborted")
 RELEASE_FINISH_STATUSES = ("active", "failed", "rolled-back", "aborted")
+
+
+def utc_at(seconds: float) -> str:
+    """The Unix time ``seconds`` in the format of :func:`utc_now`."""
+    return utc_text(datetime.fromtimestamp(seconds, UTC))
 
 
 def current_user() -> str:
@@ -282,4 +289,62 @@ def from_test_runs_row(row: sqlite3.Row) -> TestRunRecord:
         started_at=str(row["started_at"]),
         user=str(row["user"]),
         test_key=str(row["test_key"]),
+    )
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a named lock, and until when unless they renew it.
+
+    ``holder`` is a random id per process (pids repeat across hosts), ``lease`` a random
+    id per acquisition, ``command`` what the holder does (``"deploy web"``),
+    ``acquired_at`` a UTC string and ``expires_at`` Unix seconds.
+    """
+
+    name: str
+    lease: str
+    holder: str
+    user: str
+    host: str
+    pid: int
+    command: str
+    acquired_at: str
+    expires_at: float
+
+    def describe(self) -> str:
+        """``deploy lock is held by alice on web-1 since 2026-...Z for deploy web (...)``."""
+        what = f" for {self.command}" if self.command else ""
+        return (
+            f"{self.name} lock is held by {self.user} on {self.host} since {self.acquired_at}"
+            f"{what} (pid {self.pid}; its lease runs until {utc_at(self.expires_at)}"
+            " unless renewed)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form ``LockedError`` carries as ``holder`` (``purpose`` = ``command``,
+        the name older corrals used)."""
+        return {
+            "id": self.holder,
+            "user": self.user,
+            "host": self.host,
+            "pid": self.pid,
+            "command": self.command,
+            "purpose": self.command,
+            "since": self.acquired_at,
+            "expires_at": utc_at(self.expires_at),
+        }
+
+
+def lock_holder_from_row(row: sqlite3.Row) -> LockHolder:
+    """A :class:`LockHolder` from a ``locks`` row."""
+    return LockHolder(
+        name=str(row["name"]),
+        lease=str(row["lease"]),
+        holder=str(row["holder"]),
+        user=str(row["user"]),
+        host=str(row["host"]),
+        pid=int(row["pid"]),
+        command=str(row["command"]),
+        acquired_at=str(row["acquired_at"]),
+        expires_at=float(row["expires_at"]),
     )

@@ -361,7 +361,7 @@ class Executor:
         """Start a stand-by instance again (a blue-green switch back)."""
         self.progress.step(rr.role, f"restarting stand-by {name}")
         with self._claiming(rr, name):
-            info = self.engine.restart(name)
+            info = self.engine.resume(name)
         release = int(info.labels.get(LABEL + "release", self.release))  # as it was labelled
         self.journal.started(name, rr.role, release, rr.image_id)
         self._become_healthy(rr, info, traffic)

@@ -111,8 +111,9 @@ class Images(Protocol):
         ...
 
     def untag_image(self, tag: str) -> None:
-        """Drop one name of an image, keeping the image (and the build cache) itself."""
-        self.remove_image(tag)
+        """Drop one name of an image, keeping the image (and the build cache) itself;
+        a name no image has is not an error."""
+        ...
 
     def remove_image(self, ref: str) -> None:
         """Remove an image; an image that is already gone is not an error."""

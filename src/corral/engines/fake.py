@@ -127,6 +127,11 @@ class FakeEngine(Engine):
             raise EngineError(f"no image {ref}")
         self.images[image.id] = replace(image, tags=(*image.tags, tag))
 
+    def untag_image(self, tag: str) -> None:
+        image = self.inspect_image(tag)
+        if image is not None and tag in image.tags:
+            self.images[image.id] = replace(image, tags=tuple(t for t in image.tags if t != tag))
+
     def remove_image(self, ref: str) -> None:
         image = self.inspect_image(ref)
         if image is not None:

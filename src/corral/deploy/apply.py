@@ -423,7 +423,7 @@ class Executor:
         return info
 
     def _address(self, info: ContainerInfo) -> str:
-        address = info.addresses.get(self.scope.network)
+        address = self.engine.probe_address(info, self.scope.network)
         if not address:
             raise DeployError(f"instance {info.name} has no address on {self.scope.network}")
         return address

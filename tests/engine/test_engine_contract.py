@@ -84,7 +84,7 @@ def test_testinfra_runs_commands_through_the_test_backend(contract: Harness) -> 
     assert (result.rc, result.stdout) == (0, "from-testinfra\n")
 
 
-def test_corral_connects_to_a_containers_control_socket(contract: Harness) -> None:
+def test_corral_connects_to_a_control_socket(contract: Harness) -> None:
     folder = contract.folder / "sock"
     folder.mkdir()
     mount = Mount(str(folder), "/var/lib/ctl")

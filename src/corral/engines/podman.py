@@ -40,7 +40,7 @@ from corral.errors import BuildError, EngineError, MissingToolError, NotFoundErr
 LOG_TAIL_LINES = 40
 PROBE_OUTPUT = 2000  # characters of a probe's output kept (its last ones)
 REMOVE_ATTEMPTS = 4
-EXEC_FAILED = 125  # podman exec's status when it could not run the command at all
+EXEC_FAILED = (125, 255)  # podman exec's statuses when it could not run the command
 STORE_TIMEOUT = 60.0  # seconds a secret-store command may take before corral gives up on it
 T = TypeVar("T")
 
@@ -513,9 +513,10 @@ class PodmanEngine(Engine):
 
     def exec_in(self, name: str, command: Sequence[str], timeout: float = 30) -> ExecResult:
         proc = self._run("exec", name, *command, timeout=timeout, check=False)
-        # podman exec's own failures (no such container, not running) are 125; 126 and
-        # 127 are the command's (not executable, not found), and results like any other.
-        if proc.returncode == EXEC_FAILED:
+        # podman exec's own failures end 125 (no such container) or 255 (not running,
+        # podman 4.3) with podman's "Error: " line; 126 and 127 are the command's (not
+        # executable, not found), results like any other.
+        if proc.returncode in EXEC_FAILED and proc.stderr.startswith("Error: "):
             raise EngineError(
                 f"podman exec in {name} failed: {_last_line(proc.stderr)}",
                 command=[self.binary, "exec", name, *command],

@@ -102,7 +102,7 @@ def test_podman_delivers_secrets_as_env_without_showing_them(
     try:
         engine.start(spec)
         # The program has each value byte for byte, and the plain env too.
-        pid1_env = engine.exec_in(name, ["python3", "-c", _launched_env_digests()])
+        pid1_env = engine.exec_in(name, ["python3", "-c", _launched_env_digests()]).checked()
         digests = json.loads(pid1_env)
         for variable, value in ODD_VALUES.items():
             assert digests[variable] == _digest(value), variable
@@ -110,7 +110,7 @@ def test_podman_delivers_secrets_as_env_without_showing_them(
         # Files only the instance's user (nobody, 65534) can read; root owns the folder.
         stat = engine.exec_in(
             name, ["stat", "-c", "%n %a %u", "/run/secrets/PLAIN", "/run/secrets"]
-        )
+        ).checked()
         assert stat.split("\n")[:2] == ["/run/secrets/PLAIN 400 65534", "/run/secrets 755 0"]
         # Nothing podman shows about the container or its image holds a value.
         shown = [

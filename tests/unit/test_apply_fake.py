@@ -73,9 +73,9 @@ class RecordingEngine(FakeEngine):
             self._sample("start", spec.name)
             return info
 
-    def restart(self, name: str) -> ContainerInfo:
+    def resume(self, name: str) -> ContainerInfo:
         with self.lock:
-            info = super().restart(name)
+            info = super().resume(name)
             self._sample("restart", name)
             return info
 

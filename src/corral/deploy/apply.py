@@ -406,7 +406,7 @@ class Executor:
         """Start a stand-by instance again (a blue-green switch back)."""
         self.progress.step(rr.role, f"restarting stand-by {name}")
         with self._claiming(rr, name):
-            info = self.engine.restart(name)
+            info = self.engine.resume(name)
         release = int(info.labels.get(LABEL + "release", release))  # as it was labelled
         self.journal.started(name, rr.role, release, rr.image_id)
         self._become_healthy(rr, info, traffic)
@@ -468,7 +468,7 @@ class Executor:
         return info
 
     def _address(self, info: ContainerInfo) -> str:
-        address = info.addresses.get(self.scope.network)
+        address = self.engine.probe_address(info, self.scope.network)
         if not address:
             raise DeployError(f"instance {info.name} has no address on {self.scope.network}")
         return address

@@ -41,6 +41,7 @@ from corral.deploy.steps import EdgeServer
 from corral.edge.config import EMPTY_STATE, Frontend, StaticServer, render_haproxy_cfg
 from corral.edge.runtime import AdminState, RuntimeAPI, ServerState, reload_master, worker_pid
 from corral.engines.base import ContainerInfo, ContainerSpec, Engine, Mount, PortMapping
+from corral.engines.capabilities import Capability, require
 from corral.errors import EngineError, GateError, NotFoundError, StateError
 from corral.hostfiles import private_dir, read_private, write_private
 from corral.spec.model import DebianBase, HttpHealth, Resources, Role, RunConfig, TcpHealth
@@ -184,7 +185,7 @@ class Edge:
         if self.publish:
             return f"http://{self.address}:{port}/"
         current = self.container()
-        address = current.addresses.get(self.scope.network) if current else None
+        address = self.engine.probe_address(current, self.scope.network) if current else None
         return f"http://{address}:{port}/"
 
     @property
@@ -192,13 +193,22 @@ class Edge:
         digest = hashlib.sha256(f"{self.runtime_key}|{self.scope.prefix}".encode()).hexdigest()
         return self.runtime_root / digest[:12]
 
+    def _socket_mount(self) -> Mount:
+        """The folder HAProxy makes its sockets in, mounted into the edge container."""
+        return Mount(str(self.folder / "sock"), SOCKET_IN_CONTAINER)
+
+    def socket(self, name: str) -> str:
+        """Where corral connects to the edge's socket ``name``: the engine says (a host
+        path beside the configuration, for an engine on corral's own host)."""
+        return self.engine.control_socket(self._socket_mount(), name)
+
     @property
     def api(self) -> RuntimeAPI:
         """The edge's runtime API: one connection for this object's whole life (a deploy)."""
         with self._api_lock:
             if self._api is None:
                 self._api = RuntimeAPI(
-                    str(self.folder / "sock" / SOCKET_NAME),
+                    self.socket(SOCKET_NAME),
                     check_map=f"{CONFIG_IN_CONTAINER}/{CHECK_MAP}",
                 )
             return self._api
@@ -260,7 +270,7 @@ class Edge:
         current = self.container(listing)
         if current is None:
             return EdgePlan("create", "no edge yet", image)
-        if current.state != "running" or not (self.folder / "sock" / SOCKET_NAME).exists():
+        if current.state != "running" or not Path(self.socket(SOCKET_NAME)).exists():
             return EdgePlan("start", f"the edge is {current.state}", image)
         if image_id is None or self._running_hash(current) == self.config_hash(desired, image_id):
             return EdgePlan("none", "", image)
@@ -285,7 +295,12 @@ class Edge:
         }
 
     def start(self, desired: Desired, image_id: str) -> ContainerInfo:
-        """(Re)create the edge container; servers are added afterwards by ``sync``."""
+        """(Re)create the edge container; servers are added afterwards by ``sync``.
+
+        Raises:
+            NotSupportedError: corral cannot reach a container's socket on this engine.
+        """
+        require(self.engine, Capability.HOST_SOCKETS, "the edge's admin socket")
         self.remove()
         self.close()
         self.prepare_folder(desired, image_id)
@@ -358,7 +373,7 @@ class Edge:
         )
         mounts = (
             Mount(str(self.folder / "cfg"), CONFIG_IN_CONTAINER, read_only=True),
-            Mount(str(self.folder / "sock"), SOCKET_IN_CONTAINER),
+            self._socket_mount(),
         )
         # HAProxy runs unprivileged and binds each public port inside the container; a port
         # under 1024 needs this one capability, and nothing else ever does.
@@ -387,7 +402,7 @@ class Edge:
         return (
             current is not None
             and current.state == "running"
-            and (self.folder / "sock" / MASTER_SOCKET_NAME).exists()
+            and Path(self.socket(MASTER_SOCKET_NAME)).exists()
             and current.labels.get(LABEL + "frame-hash") == self.frame_hash(desired, image_id)
         )
 
@@ -458,7 +473,7 @@ class Edge:
     def _switch_worker(self, timeout: float) -> None:
         """Reload through the master and wait until a new worker answers the admin socket."""
         old = worker_pid(self.api)
-        reload_master(str(self.folder / "sock" / MASTER_SOCKET_NAME))
+        reload_master(self.socket(MASTER_SOCKET_NAME))
         self.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -60,7 +60,7 @@ def observe(
     """
     labels = scope.labels(KIND_INSTANCE)
     found = engine.list_containers(labels) if listing is None else pick(listing, labels)
-    instances = (_instance(c, scope.network) for c in found)
+    instances = (_instance(c, engine.probe_address(c, scope.network)) for c in found)
     return sorted(instances, key=lambda i: (i.role, i.release, i.index))
 
 
@@ -74,7 +74,7 @@ def pick(listing: Iterable[ContainerInfo], labels: Mapping[str, str]) -> list[Co
     return [c for c in listing if labels_match(c.labels, labels)]
 
 
-def _instance(info: ContainerInfo, network: str) -> Instance:
+def _instance(info: ContainerInfo, address: str | None) -> Instance:
     labels: Mapping[str, str] = info.labels
     return Instance(
         name=info.name,
@@ -84,7 +84,7 @@ def _instance(info: ContainerInfo, network: str) -> Instance:
         image_id=info.image_id,
         config_hash=labels.get(LABEL + "config-hash", ""),
         state=info.state,
-        address=info.addresses.get(network) or None,
+        address=address,
         finished=info.finished,
         created=info.created,
         version=labels.get(LABEL + "image-version", ""),

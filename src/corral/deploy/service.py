@@ -488,7 +488,7 @@ def sweep_killed(ctx: Context) -> list[ReleaseRecord]:
     stored for containers that never came to be. Only under the deploy lock."""
     swept = ctx.state.sweep_stale_releases(ctx.scope.fleet)
     for role in sorted({role for release in swept for role in release.roles}):
-        ctx.engine.forget_secrets(ctx.scope.role_prefix(role))
+        ctx.engine.collect_leftovers(ctx.scope.role_prefix(role))
     return swept
 
 

@@ -20,11 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from corral.engines.base import (
+from corral.engines.base import Engine
+from corral.engines.capabilities import Capability
+from corral.engines.podman_api import APIUnavailable, PodmanAPI, default_api
+from corral.engines.values import (
     ContainerInfo,
     ContainerSpec,
-    Engine,
     EngineEvent,
+    ExecResult,
     FileChange,
     ImageInfo,
     LogSink,
@@ -32,12 +35,12 @@ from corral.engines.base import (
     ProbeResult,
     SecurityFacts,
 )
-from corral.engines.podman_api import APIUnavailable, PodmanAPI, default_api
 from corral.errors import BuildError, EngineError, MissingToolError, NotFoundError
 
 LOG_TAIL_LINES = 40
 PROBE_OUTPUT = 2000  # characters of a probe's output kept (its last ones)
 REMOVE_ATTEMPTS = 4
+EXEC_FAILED = (125, 255)  # podman exec's statuses when it could not run the command
 STORE_TIMEOUT = 60.0  # seconds a secret-store command may take before corral gives up on it
 T = TypeVar("T")
 
@@ -73,9 +76,10 @@ class SecretLaunch:
 
 
 class PodmanEngine(Engine):
+    """One host's Podman: everything runs and is stored on the machine corral runs on."""
+
     name = "podman"
-    supports_diff = True
-    supports_events = True
+    capabilities = frozenset(Capability)  # a local engine: all of them
 
     def __init__(
         self, binary: str = "podman", api: PodmanAPI | Literal["auto"] | None = "auto"
@@ -406,7 +410,9 @@ class PodmanEngine(Engine):
         if names:
             self._write_store("rm", *names, check=False)
 
-    def forget_secrets(self, prefix: str) -> list[str]:
+    def collect_leftovers(self, prefix: str) -> list[str]:
+        """The secrets in podman's store of containers named ``prefix...`` that do not
+        exist, removed; their names."""
         self._secrets = None  # read the store afresh: a killed process added to it
         names = [name for name in self._secret_names() if name.startswith(prefix)]
         orphans = [n for n in names if self.inspect(n.rsplit("--", 1)[0]) is None]
@@ -426,7 +432,7 @@ class PodmanEngine(Engine):
                 self._secrets = out.split()
         return self._secrets
 
-    def restart(self, name: str) -> ContainerInfo:
+    def resume(self, name: str) -> ContainerInfo:
         self._run("start", name, timeout=120)
         info = self.inspect(name)
         if info is None:
@@ -502,8 +508,21 @@ class PodmanEngine(Engine):
             published_ports=tuple(sorted(ports)),
         )
 
-    def exec_in(self, name: str, command: Sequence[str], timeout: float = 30) -> str:
-        return self._run("exec", name, *command, timeout=timeout).stdout
+    def exec_in(self, name: str, command: Sequence[str], timeout: float = 30) -> ExecResult:
+        proc = self._run("exec", name, *command, timeout=timeout, check=False)
+        # podman exec's own failures end 125 (no such container) or 255 (not running,
+        # podman 4.3) with podman's "Error: " line; 126 and 127 are the command's (not
+        # executable, not found), results like any other.
+        if proc.returncode in EXEC_FAILED and proc.stderr.startswith("Error: "):
+            raise EngineError(
+                f"podman exec in {name} failed: {_last_line(proc.stderr)}",
+                command=[self.binary, "exec", name, *command],
+                stderr=proc.stderr[-2000:],
+            )
+        return ExecResult(proc.returncode, proc.stdout, proc.stderr)
+
+    def test_backend(self, name: str) -> str:
+        return f"podman://{name}"
 
     def events(self, labels: Mapping[str, str], since: str | None = None) -> Iterator[EngineEvent]:
         argv = [

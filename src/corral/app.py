@@ -271,9 +271,9 @@ def run_tests(
         return suite.run_tests(ctx, roles, again, timeouts or suite.Timeouts())
 
 
-def coverage_report(path: Path) -> list[suite.CoverageRow]:
+def coverage_report(path: Path, engine: Engine | None = None) -> list[suite.CoverageRow]:
     """Roles x checks: the last test result of each role's current image, and its age."""
-    with _deploying(path, None, None) as ctx:
+    with _deploying(path, None, engine) as ctx:
         return suite.coverage(ctx)
 
 

@@ -11,27 +11,30 @@ import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 
-from corral.build.bake import (
-    BakeTarget,
-    BuildResult,
-    bake_target,
-    build_fleet,
-    find_current_image,
-)
 from corral.deploy.apply import Executor, Journal
+
+# Re-exported: callers imported them from here before the stages had modules of their own.
+from corral.deploy.context import GOOD as GOOD
+from corral.deploy.context import Context as Context
 from corral.deploy.desired import Desired, RoleRelease, desired_from_record
-from corral.deploy.edge import EDGE_ROLE, Edge, edge_role, frontends
+from corral.deploy.fleet import look
+from corral.deploy.fleet import observe_fleet as observe_fleet
 from corral.deploy.health import network_check, probe_once
 from corral.deploy.instances import resolve_secrets
-from corral.deploy.observe import Instance, list_scope, observe
+from corral.deploy.observe import Instance, list_scope
 from corral.deploy.outcome import Failed, as_deploy_error, fail
-from corral.deploy.plan import Observed, Plan, plan_deploy, single_writer_conflicts
-from corral.deploy.scope import Scope
+from corral.deploy.plan import Plan, plan_deploy, single_writer_conflicts
+from corral.deploy.resolve import (
+    Resolved,
+    bake_edge,
+    bake_images,
+    edge_image,
+    resolve_desired,
+    resolve_release,
+)
 from corral.deploy.secrets import (
-    KeyFile,
     changed_secrets,
     check_unchanged,
     live_values,
@@ -39,14 +42,10 @@ from corral.deploy.secrets import (
     stamped,
 )
 from corral.deploy.settle import Watch, settle, settle_time
-from corral.engines.base import ContainerInfo, Engine
 from corral.errors import CorralError, EngineError, GateError, UsageError
-from corral.progress import NullProgress, Progress
-from corral.spec.load import LoadedSpec
 from corral.spec.model import TcpHealth
-from corral.state import ImageRecord, ReleaseRecord, State
+from corral.state import ReleaseRecord
 
-GOOD = ("active", "superseded")
 VERIFY_TRIES, VERIFY_PAUSE = 3, 0.2  # an instance's check before an edge is replaced
 
 
@@ -61,55 +60,6 @@ class DeployResult:
     rolled_back_to: int | None = None
     seconds: float = 0.0
     notes: tuple[str, ...] = ()  # what the operator should know (a rollback's new secrets)
-
-
-@dataclass
-class Context:
-    """Everything one deploy needs, passed explicitly."""
-
-    spec: LoadedSpec
-    engine: Engine
-    state: State
-    progress: Progress = field(default_factory=NullProgress)
-    scope: Scope = field(init=False)
-    edge: Edge = field(init=False)
-    secret_key: KeyFile = field(init=False, repr=False)  # read only if a secret is hashed
-
-    def __post_init__(self) -> None:
-        self.scope = Scope(self.spec.fleet.fleet)
-        self.edge = Edge(
-            self.engine, self.scope, str(self.spec.state_path), self.spec.fleet.edge.address
-        )
-        self.secret_key = KeyFile(self.spec.state_path, self.scope.fleet)
-
-
-def desired_from_spec(
-    ctx: Context, roles: Sequence[str] = ()
-) -> tuple[dict[str, RoleRelease], list[str]]:
-    """Build what changed and return (desired roles, roles left untouched)."""
-    desired, untouched, _ = _desired_from_builds(ctx, roles)
-    return desired, untouched
-
-
-def _desired_from_builds(
-    ctx: Context, roles: Sequence[str]
-) -> tuple[dict[str, RoleRelease], list[str], bool]:
-    """Like ``desired_from_spec``, and whether an image had to be baked."""
-    results = build_fleet(ctx.spec, ctx.engine, ctx.state, roles or None, ctx.progress)
-    desired = {
-        r.role: RoleRelease.from_role(
-            r.role, ctx.spec.fleet.roles[r.role], _image(ctx, r.role, r.version)
-        )
-        for r in results
-    }
-    active = ctx.state.active_release(ctx.scope.fleet)
-    untouched = [name for name in ctx.spec.fleet.roles if name not in desired]
-    if active is not None and roles:  # a partial deploy keeps the other roles as released
-        for name, rr in desired_from_record(active.roles).items():
-            if name not in desired and name in ctx.spec.fleet.roles:
-                desired[name] = rr
-    built = any(r.status == "built" for r in results)
-    return desired, [name for name in untouched if name not in desired], built
 
 
 @dataclass(frozen=True)
@@ -130,105 +80,20 @@ class PlanResult:
 
 def plan(ctx: Context, roles: Sequence[str] = ()) -> PlanResult:
     """What ``deploy`` would change, without building or changing anything."""
-    names = list(roles) or list(ctx.spec.fleet.roles)
-    unknown = [n for n in names if n not in ctx.spec.fleet.roles]
-    if unknown:
-        raise UsageError(f"no role called {', '.join(unknown)} in the spec")
-    desired: dict[str, RoleRelease] = {}
-    unbuilt = []
-    for name in names:
-        role = ctx.spec.fleet.roles[name]
-        image = find_current_image(
-            BakeTarget(ctx.scope.fleet, name, role, ctx.spec.root), ctx.engine, ctx.state
-        )
-        if image is None:
-            unbuilt.append(name)
-        else:
-            desired[name] = RoleRelease.from_role(name, role, image)
-    untouched = [n for n in ctx.spec.fleet.roles if n not in desired]
-    values = resolve_secrets(desired, advice="export them before planning")
-    desired = stamped(desired, set(desired), values, ctx.secret_key)
-    edge = edge_image(ctx, desired, build=False)
-    observed = observe_fleet(ctx, desired, edge)
+    resolved = resolve_desired(ctx, roles)
+    values = resolve_secrets(resolved.desired, advice="export them before planning")
+    desired = stamped(resolved.desired, set(resolved.desired), values, ctx.secret_key)
+    observed = observe_fleet(ctx, desired, edge_image(ctx, desired))
     new_volumes = (
         ctx.scope.volume_name(name, volume)
-        for name in unbuilt
+        for name in resolved.unbuilt
         for volume in sorted(ctx.spec.fleet.roles[name].volumes)
     )
     return PlanResult(
-        plan_deploy(ctx.scope, desired, observed, untouched),
-        tuple(unbuilt),
+        plan_deploy(ctx.scope, desired, observed, resolved.untouched),
+        resolved.unbuilt,
         tuple(v for v in new_volumes if v not in observed.volumes),
     )
-
-
-def _image(ctx: Context, role: str, version: str) -> ImageRecord:
-    return next(i for i in ctx.state.images(ctx.scope.fleet, role) if i.version == version)
-
-
-@dataclass(frozen=True)
-class Sighting:
-    """What the engine holds of the fleet: its containers (instances and edge), its volumes."""
-
-    containers: list[ContainerInfo]
-    volumes: list[str]
-
-
-def look(ctx: Context) -> Sighting:
-    """One listing of the fleet's containers and one of its volumes, made side by side:
-    each engine call costs tens of milliseconds."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        volumes = pool.submit(ctx.engine.list_volumes, ctx.scope.labels("volume"))
-        containers = list_scope(ctx.engine, ctx.scope)
-    return Sighting(containers, volumes.result())
-
-
-def observe_fleet(
-    ctx: Context, desired: Desired, edge_image: str | None, seen: Sighting | None = None
-) -> Observed:
-    """The fleet as it runs, from ``seen`` or from a fresh look."""
-    seen = seen or look(ctx)
-    listing = seen.containers
-    releases = ctx.state.releases(ctx.scope.fleet, limit=100000)
-    instances = observe(ctx.engine, ctx.scope, listing)
-    numbers = {i.release for i in instances}
-    return Observed(
-        instances=instances,
-        volumes=set(seen.volumes),
-        good_releases={r.number for r in releases if r.status in GOOD},
-        standby=standby_names(ctx.state, ctx.scope.fleet),
-        now=datetime.now(UTC),
-        edge=ctx.edge.observe(desired, edge_image, listing),
-        networks={n for c in listing if c.state == "running" for n in c.addresses},
-        released={r.number: desired_from_record(r.roles) for r in releases if r.number in numbers},
-        last_unavailable=ctx.state.last_unavailable(ctx.scope.fleet),
-    )
-
-
-def standby_names(state: State, fleet: str) -> set[str]:
-    """Instances whose latest record says corral stopped them on purpose (blue-green)."""
-    latest: dict[str, str | None] = {}
-    for record in state.instances(fleet, live_only=False):  # oldest first
-        latest[record.name] = record.outcome if record.retired_at else None
-    return {name for name, outcome in latest.items() if outcome == "standby"}
-
-
-def edge_image(ctx: Context, desired: Desired, build: bool) -> str | None:
-    """The edge image id (baked when ``build``), or None when no role is public."""
-    if build:
-        baked = _bake_edge(ctx, desired)
-        return baked.image_id if baked else None
-    if not frontends(desired):
-        return None
-    latest = ctx.state.latest_image(ctx.scope.fleet, EDGE_ROLE)
-    return latest.image_id if latest else None
-
-
-def _bake_edge(ctx: Context, desired: Desired) -> BuildResult | None:
-    if not frontends(desired):
-        return None
-    target = BakeTarget(ctx.scope.fleet, EDGE_ROLE, edge_role(), ctx.spec.root)
-    return bake_target(target, ctx.engine, ctx.state, ctx.progress)
 
 
 def no_check(desired: Desired) -> None:
@@ -261,7 +126,8 @@ def deploy(
     with ThreadPoolExecutor(max_workers=1) as pool:
         # Reading the fleet and finding (or baking) the images are independent: side by side.
         seeing = pool.submit(look, ctx)
-        desired, untouched, edge, built = _wanted(ctx, roles, source)
+        resolved, edge, built = _wanted(ctx, roles, source)
+    desired, untouched = resolved.desired, resolved.untouched
     conflicts = single_writer_conflicts(desired)
     if conflicts:  # only an older corral's release can hold one: the spec refuses them
         raise UsageError(
@@ -326,15 +192,17 @@ def _rotation_notes(
 
 def _wanted(
     ctx: Context, roles: Sequence[str], source: ReleaseRecord | None
-) -> tuple[dict[str, RoleRelease], list[str], str | None, bool]:
-    """(desired roles, untouched roles, edge image, whether anything was baked)."""
+) -> tuple[Resolved, str | None, bool]:
+    """The bake stage, then the desired state: (what to run, the edge image, whether
+    anything was baked). A rollback bakes no role: its images are recorded."""
     if source is None:
-        desired, untouched, built = _desired_from_builds(ctx, roles)
+        baked = bake_images(ctx, roles)
+        resolved = resolve_desired(ctx, roles, baked=baked, keep_released=True)
     else:
-        desired, untouched, built = desired_from_record(source.roles), [], False
-    edge = _bake_edge(ctx, desired)
-    built = built or (edge is not None and edge.status == "built")
-    return desired, untouched, edge.image_id if edge else None, built
+        baked, resolved = {}, resolve_release(source)
+    edge = bake_edge(ctx, resolved.desired)
+    results = [*baked.values(), *([edge] if edge else [])]
+    return resolved, edge.image_id if edge else None, any(r.status == "built" for r in results)
 
 
 def _same_as_active(ctx: Context, desired: Desired) -> bool:
@@ -544,7 +412,8 @@ def replace_edge(ctx: Context) -> EdgeReplaced:
     """
     active = ctx.state.active_release(ctx.scope.fleet)
     desired = desired_from_record(active.roles) if active else {}
-    image = edge_image(ctx, desired, build=True)
+    baked = bake_edge(ctx, desired)
+    image = baked.image_id if baked else None
     if image is None:
         raise UsageError("no role of the active release is public: there is no edge to replace")
     try:
@@ -587,15 +456,15 @@ def _replace_edge(ctx: Context, desired: Desired, image: str) -> EdgeReplaced:
 def _edge_instances(ctx: Context, desired: Desired) -> list[tuple[RoleRelease, Instance, str]]:
     """The running instances of good releases that run ``desired``'s configuration of a
     public role, with their addresses: those the edge sends requests to."""
-    good = {r.number for r in ctx.state.releases(ctx.scope.fleet, limit=100000) if r.status in GOOD}
+    observed = observe_fleet(ctx, desired, None)
     found = []
-    for instance in observe(ctx.engine, ctx.scope):
+    for instance in observed.instances:
         rr = desired.get(instance.role)
         if (
             rr is not None
             and rr.public is not None
             and instance.running
-            and instance.release in good
+            and instance.release in observed.good_releases
             and instance.address is not None
             and instance.config_hash == rr.config_hash  # its health is this release's
         ):

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from corral.build import BuildResult, build_fleet
 from corral.build.bake import LABEL
+from corral.deploy import gc as fleet_gc
 from corral.deploy import service
 from corral.deploy import status as fleet_status
 from corral.deploy.desired import Desired
+from corral.deploy.gc import Collected
 from corral.deploy.outcome import ReleaseFailed
 from corral.deploy.service import Context, DeployResult, PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
@@ -254,9 +256,26 @@ def rollback(
 
 
 def status(path: Path, engine: Engine | None = None) -> FleetStatus:
+    """The fleet as it runs, and what killed deploys left; changes nothing (see ``gc``)."""
     with _deploying(path, None, engine) as ctx:
-        suite.sweep_dead_tests(ctx)
         return fleet_status.status(ctx)
+
+
+def gc(path: Path, wait: float = 0, engine: Engine | None = None) -> Collected:
+    """Remove what killed deploys and test runs left, under the deploy lock: mark their
+    releases aborted, remove their stopped instances, probe containers, orphan stored
+    secrets and dead test environments. Never a volume, never a backup.
+
+    Raises:
+        LockedError: a deploy holds the lock (after ``wait`` seconds).
+    """
+    with (
+        _deploying(path, None, engine) as ctx,
+        _audited(ctx, "gc"),
+        ctx.state.lock("deploy", wait=wait, purpose="gc"),
+    ):
+        tests = suite.sweep_dead_tests(ctx, orphans=True)
+        return fleet_gc.collect(ctx, tests)
 
 
 def run_tests(
@@ -277,13 +296,16 @@ def coverage_report(path: Path, engine: Engine | None = None) -> list[suite.Cove
         return suite.coverage(ctx)
 
 
-def history(path: Path, limit: int = 50, release: int | None = None) -> list[HistoryEntry]:
-    """The newest ``limit`` releases, oldest first, or only ``release`` with its reason.
+def history(
+    path: Path, limit: int = 50, release: int | None = None, engine: Engine | None = None
+) -> list[HistoryEntry]:
+    """The newest ``limit`` releases, oldest first, or only ``release`` with its reason;
+    changes nothing.
 
     Raises:
         UsageError: there is no release ``release``.
     """
-    with _deploying(path, None, None) as ctx:
+    with _deploying(path, None, engine) as ctx:
         return fleet_status.history(ctx, limit, release)
 
 

@@ -3,16 +3,22 @@ read-only commands, ``corral gc``, and the orchestrator's hooks that see the pla
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import multiprocessing
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from corral import app
+from corral.cli.main import main
 from corral.deploy.context import Context
+from corral.deploy.observe import instance_labels
 from corral.deploy.resolve import resolve_desired
+from corral.deploy.scope import Scope
+from corral.engines.base import ContainerSpec
 from corral.engines.fake import FakeEngine
-from corral.errors import UsageError
+from corral.errors import LockedError, UsageError
 from corral.spec import load_spec
 from corral.state import State
 
@@ -31,9 +37,34 @@ roles:
 """
 
 
+class Engine(FakeEngine):
+    """A FakeEngine that records the calls that would change something beyond ``calls``,
+    and holds one stored secret whose container never came to be."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changes: list[tuple[str, str]] = []
+        self.stored = ["stg-web-r2-3--TOKEN"]
+
+    def forget_secrets(self, prefix: str) -> list[str]:
+        self.changes.append(("forget_secrets", prefix))
+        gone = [n for n in self.stored if n.startswith(prefix)]
+        gone = [n for n in gone if self.inspect(n.rsplit("--", 1)[0]) is None]
+        self.stored = [n for n in self.stored if n not in gone]
+        return gone
+
+    def tag_image(self, ref: str, tag: str) -> None:
+        self.changes.append(("tag_image", tag))
+        super().tag_image(ref, tag)
+
+    def ensure_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        self.changes.append(("ensure_volume", name))
+        super().ensure_volume(name, labels)
+
+
 @pytest.fixture
-def engine(tmp_path: Path) -> FakeEngine:
-    engine = FakeEngine()
+def engine(tmp_path: Path) -> Engine:
+    engine = Engine()
     engine.import_rootfs(tmp_path / "rootfs.tar", "localhost/base:1", {})
     return engine
 
@@ -102,3 +133,117 @@ def test_plan_and_the_coverage_report_see_the_same_unbuilt_roles(
     rows = {row.role: row for row in app.coverage_report(spec, engine=engine)}
     assert rows["web"].image_version is None and rows["web"].reason == "not built yet"
     assert rows["db"].image_version == planned.plan.role("db").image_version
+
+
+# -- read-only commands and corral gc ----------------------------------------------------
+
+
+def _start_release_and_die(path: str, roles: dict[str, object]) -> None:
+    with State.open(Path(path)) as state:
+        state.start_release("stg", "deploy", roles)
+
+
+def _killed_deploy(spec: Path, engine: Engine) -> None:
+    """Release 1 live, then what a deploy killed with -9 leaves: release 2 still
+    deploying (its process gone), one of its instances stopped and one running."""
+    app.deploy(spec, engine=engine, skip_tests=SKIP)
+    loaded = load_spec(spec)
+    with State.open(loaded.state_path) as state:
+        roles = dict(state.releases("stg")[-1].roles)
+    child = multiprocessing.get_context("spawn").Process(
+        target=_start_release_and_die, args=(str(loaded.state_path), roles)
+    )
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    scope = Scope("stg")
+    for index in (1, 2):
+        labels = instance_labels(scope, "web", 2, index, "new-config")
+        engine.start(ContainerSpec(name=f"stg-web-r2-{index}", image="img", labels=labels))
+    engine.stop("stg-web-r2-1")
+
+
+def _snapshot(spec: Path, engine: Engine) -> object:
+    loaded = load_spec(spec)
+    with State.open(loaded.state_path) as state:
+        releases = [(r.number, r.status) for r in state.releases("stg")]
+        audit = len(state.audit_log("stg", limit=1000))
+    containers = {name: c.state for name, c in engine.containers.items()}
+    return releases, audit, containers, list(engine.calls), list(engine.changes)
+
+
+def test_status_plan_and_history_change_nothing_after_a_killed_deploy(
+    spec: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _killed_deploy(spec, engine)
+    before = _snapshot(spec, engine)
+
+    def no_lock(*args: object, **kwargs: object) -> None:
+        pytest.fail("a read-only command took a lock")
+
+    monkeypatch.setattr(State, "lock", no_lock)
+    seen = app.status(spec, engine=engine)
+    app.plan(spec, engine=engine)
+    app.history(spec, engine=engine)
+
+    assert _snapshot(spec, engine) == before  # no release marked, nothing removed or stored
+    assert seen.unfinished_releases == (2,)  # reported, not aborted
+    assert seen.leftovers == ("stg-web-r2-1",)
+    assert seen.unfinished == ("stg-web-r2-2",)
+    assert seen.cleaned == ()
+
+
+def test_gc_removes_what_a_killed_deploy_left_and_never_a_volume(
+    spec: Path, engine: Engine
+) -> None:
+    _killed_deploy(spec, engine)
+    volumes = engine.list_volumes({})
+    assert volumes == ["stg-db-data"]
+
+    done = app.gc(spec, engine=engine)
+
+    assert done.releases == (2,)
+    assert done.instances == ("stg-web-r2-1",)  # stopped: nothing serves from it
+    assert done.secrets == ("stg-web-r2-3--TOKEN",)
+    assert done.failed == () and done.removed == 2
+    assert "stg-web-r2-2" in engine.containers  # running: only a deploy replaces it, safely
+    assert engine.list_volumes({}) == volumes
+    loaded = load_spec(spec)
+    with State.open(loaded.state_path) as state:
+        assert state.get_release("stg", 2).status == "aborted"  # type: ignore[union-attr]
+        [entry] = [e for e in state.audit_log("stg") if e.action == "gc"]
+        assert entry.outcome == "ok"
+    again = app.gc(spec, engine=engine)
+    assert again.releases == () and again.removed == 0
+    after = app.status(spec, engine=engine)
+    assert after.leftovers == () and after.unfinished_releases == ()
+
+
+def test_gc_refuses_while_a_deploy_holds_the_lock(spec: Path, engine: Engine) -> None:
+    loaded = load_spec(spec)
+    with (
+        State.open(loaded.state_path) as state,
+        state.lock("deploy", purpose="deploy all"),
+        pytest.raises(LockedError),
+    ):
+        app.gc(spec, engine=engine)
+
+
+def test_corral_gc_json_and_exit_code(
+    spec: Path,
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _killed_deploy(spec, engine)
+    monkeypatch.setattr("corral.app.get_engine", lambda: engine)
+    with pytest.raises(SystemExit) as exited:
+        main(["-f", str(spec), "gc", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert exited.value.code == 0
+    assert data["releases"] == [2] and data["instances"] == ["stg-web-r2-1"]
+    assert data["removed"] == 2 and data["failed"] == []
+    with pytest.raises(SystemExit) as exited:
+        main(["-f", str(spec), "gc"])
+    assert exited.value.code == 0
+    assert "nothing to clean up" in capsys.readouterr().out

@@ -116,4 +116,4 @@ def _image(ctx: Context, name: str, baked: Mapping[str, BuildResult]) -> ImageRe
         return next(i for i in ctx.state.images(ctx.scope.fleet, name) if i.version == version)
     role = ctx.spec.fleet.roles[name]
     target = BakeTarget(ctx.scope.fleet, name, role, ctx.spec.root)
-    return find_current_image(target, ctx.engine, ctx.state)
+    return find_current_image(target, ctx.engine, ctx.state, retag=False)  # reads only

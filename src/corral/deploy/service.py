@@ -21,6 +21,7 @@ from corral.deploy.context import Context as Context
 from corral.deploy.desired import Desired, RoleRelease, desired_from_record
 from corral.deploy.fleet import look
 from corral.deploy.fleet import observe_fleet as observe_fleet
+from corral.deploy.gc import sweep_killed
 from corral.deploy.health import network_check, probe_once
 from corral.deploy.instances import resolve_secrets
 from corral.deploy.observe import Instance, list_scope
@@ -334,15 +335,6 @@ def _sweep(ctx: Context) -> None:
         ctx.progress.step(
             "fleet", f"release r{release.number} was left unfinished by a killed deploy; converging"
         )
-
-
-def sweep_killed(ctx: Context) -> list[ReleaseRecord]:
-    """Abort the releases of killed deploys, and forget the secrets their instance starts
-    stored for containers that never came to be. Only under the deploy lock."""
-    swept = ctx.state.sweep_stale_releases(ctx.scope.fleet)
-    for role in sorted({role for release in swept for role in release.roles}):
-        ctx.engine.forget_secrets(ctx.scope.role_prefix(role))
-    return swept
 
 
 def rollback(ctx: Context, to: int | None = None, checks: Checks = Checks()) -> DeployResult:

@@ -13,12 +13,13 @@ from pathlib import Path
 from corral.build import BuildResult, build_fleet
 from corral.build.bake import LABEL
 from corral.deploy import gc as fleet_gc
-from corral.deploy import service
+from corral.deploy import orchestrate, service
 from corral.deploy import status as fleet_status
 from corral.deploy.desired import Desired
 from corral.deploy.gc import Collected
+from corral.deploy.orchestrate import DeployResult, Hook
 from corral.deploy.outcome import ReleaseFailed
-from corral.deploy.service import Context, DeployResult, PlanResult
+from corral.deploy.service import Context, PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
 from corral.engines import Engine, get_engine
 from corral.errors import CorralError, Diagnostic, GateError, LockedError, UsageError
@@ -187,7 +188,7 @@ def plan(path: Path, roles: Sequence[str] = (), engine: Engine | None = None) ->
 
 def _checks(
     ctx: Context, skip_tests: str | None, roles: Sequence[str] | None, smoke_test: bool = True
-) -> service.Checks:
+) -> orchestrate.Checks:
     """The test gate before a deploy and the smoke test after it.
 
     ``roles`` are the roles a deploy builds from the spec (empty: all of them); the others
@@ -200,9 +201,9 @@ def _checks(
             return set(desired)
         return set(desired) - set(roles) if roles else set()
 
-    return service.Checks(
+    return orchestrate.Checks(
         before=lambda desired: suite.gate(ctx, desired, skip_tests, smoke, recorded(desired)),
-        after=(lambda desired: suite.smoke(ctx, desired)) if smoke else service.no_check,
+        after=(lambda desired: suite.smoke(ctx, desired)) if smoke else orchestrate.no_check,
     )
 
 
@@ -213,12 +214,15 @@ def deploy(
     wait: float = 0,
     engine: Engine | None = None,
     skip_tests: str | None = None,
+    hooks: Sequence[Hook] = (),
 ) -> DeployResult:
     """Build what changed, check the test gate, then replace instances until the fleet runs
     the spec, and smoke-test the live edge.
 
     Args:
         skip_tests: deploy untested images anyway; the reason goes to the audit log.
+        hooks: called with the plan after the gate, before anything changes (see
+            ``orchestrate.Planned``); one that raises refuses the deploy.
 
     Raises:
         LockedError: another deploy holds the lock (after ``wait`` seconds).
@@ -231,7 +235,8 @@ def deploy(
         ctx.state.lock("deploy", wait=wait, purpose=f"deploy {' '.join(roles) or 'all'}"),
     ):
         suite.sweep_dead_tests(ctx)
-        return service.deploy(ctx, roles, checks=_checks(ctx, skip_tests, roles))
+        checks = _checks(ctx, skip_tests, roles)
+        return orchestrate.deploy(ctx, roles, checks=checks, hooks=hooks)
 
 
 def rollback(
@@ -241,6 +246,7 @@ def rollback(
     wait: float = 0,
     engine: Engine | None = None,
     skip_tests: str | None = None,
+    hooks: Sequence[Hook] = (),
 ) -> DeployResult:
     """Deploy an earlier release again (default: the one before the active one).
 
@@ -252,7 +258,8 @@ def rollback(
         _audited(ctx, "rollback"),
         ctx.state.lock("deploy", wait=wait, purpose=f"rollback to {to or 'previous'}"),
     ):
-        return service.rollback(ctx, to, checks=_checks(ctx, skip_tests, None, smoke_test=False))
+        checks = _checks(ctx, skip_tests, None, smoke_test=False)
+        return orchestrate.rollback(ctx, to, checks=checks, hooks=hooks)
 
 
 def status(path: Path, engine: Engine | None = None) -> FleetStatus:

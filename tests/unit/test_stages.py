@@ -7,6 +7,7 @@ import json
 import multiprocessing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -14,11 +15,12 @@ from corral import app
 from corral.cli.main import main
 from corral.deploy.context import Context
 from corral.deploy.observe import instance_labels
+from corral.deploy.orchestrate import Planned
 from corral.deploy.resolve import resolve_desired
 from corral.deploy.scope import Scope
 from corral.engines.base import ContainerSpec
 from corral.engines.fake import FakeEngine
-from corral.errors import LockedError, UsageError
+from corral.errors import GateError, LockedError, UsageError
 from corral.spec import load_spec
 from corral.state import State
 
@@ -28,7 +30,7 @@ fleet: stg
 roles:
   db:
     base: {image: localhost/base:1}
-    run: {command: [db], user: app}
+    run: {command: [db], user: app, env: {MODE: "%s"}}
     volumes: {data: /var/lib/db}
   web:
     base: {image: localhost/base:1}
@@ -72,7 +74,7 @@ def engine(tmp_path: Path) -> Engine:
 @pytest.fixture
 def spec(tmp_path: Path) -> Path:
     path = tmp_path / "corral.yaml"
-    path.write_text(SPEC % "a")
+    path.write_text(SPEC % ("a", "a"))
     return path
 
 
@@ -113,7 +115,7 @@ def test_a_partial_deploy_keeps_the_other_roles_as_released(
 ) -> None:
     app.deploy(spec, engine=engine, skip_tests=SKIP)
     released_web = resolve_desired(ctx).desired["web"]
-    spec.write_text(SPEC % "b")
+    spec.write_text(SPEC % ("a", "b"))
     ctx.spec = load_spec(spec)
     app.build(spec, engine=engine)
 
@@ -163,13 +165,21 @@ def _killed_deploy(spec: Path, engine: Engine) -> None:
     engine.stop("stg-web-r2-1")
 
 
-def _snapshot(spec: Path, engine: Engine) -> object:
+class Snapshot(NamedTuple):
+    releases: list[tuple[int, str]]
+    audit: list[str]  # the actions audited
+    containers: dict[str, str]
+    calls: list[tuple[str, str]]  # the fake's own record of starts, stops, removals
+    changes: list[tuple[str, str]]  # our record of the other changing calls
+
+
+def _snapshot(spec: Path, engine: Engine) -> Snapshot:
     loaded = load_spec(spec)
     with State.open(loaded.state_path) as state:
         releases = [(r.number, r.status) for r in state.releases("stg")]
-        audit = len(state.audit_log("stg", limit=1000))
+        audit = [entry.action for entry in state.audit_log("stg", limit=1000)]
     containers = {name: c.state for name, c in engine.containers.items()}
-    return releases, audit, containers, list(engine.calls), list(engine.changes)
+    return Snapshot(releases, audit, containers, list(engine.calls), list(engine.changes))
 
 
 def test_status_plan_and_history_change_nothing_after_a_killed_deploy(
@@ -247,3 +257,65 @@ def test_corral_gc_json_and_exit_code(
         main(["-f", str(spec), "gc"])
     assert exited.value.code == 0
     assert "nothing to clean up" in capsys.readouterr().out
+
+
+# -- the orchestrator's hooks --------------------------------------------------------------
+
+
+class Recorder:
+    """A hook that keeps what it was told, and what ran when it was told."""
+
+    def __init__(self, engine: FakeEngine, refuse: bool = False) -> None:
+        self.engine, self.refuse = engine, refuse
+        self.seen: list[tuple[Planned, list[str]]] = []
+
+    def __call__(self, planned: Planned) -> None:
+        self.seen.append((planned, sorted(self.engine.containers)))
+        if self.refuse:
+            raise GateError("no backup of db: refusing to replace it")
+
+
+def test_a_hook_sees_the_plan_before_apply_and_which_volumes_are_replaced(
+    spec: Path, engine: Engine
+) -> None:
+    first = Recorder(engine)
+    app.deploy(spec, engine=engine, skip_tests=SKIP, hooks=[first])
+    [(planned, running)] = first.seen
+    assert running == [] and planned.replaced_volumes() == {}  # nothing to replace yet
+
+    spec.write_text(SPEC % ("b", "a"))  # db's configuration changes: its instance goes
+    hook = Recorder(engine)
+    result = app.deploy(spec, engine=engine, skip_tests=SKIP, hooks=[hook])
+    [(planned, running)] = hook.seen
+    assert planned.kind == "deploy" and planned.plan == result.plan
+    assert planned.replaced_volumes() == {"db": ("stg-db-data",)}
+    assert running == ["stg-db-r1-1", "stg-web-r1-1"]  # told before anything changed
+    assert "stg-db-r2-1" in engine.containers
+
+
+def test_a_hook_that_refuses_stops_the_deploy_before_anything_changes(
+    spec: Path, engine: Engine
+) -> None:
+    app.deploy(spec, engine=engine, skip_tests=SKIP)
+    spec.write_text(SPEC % ("b", "a"))
+    before = _snapshot(spec, engine)
+    with pytest.raises(GateError, match="no backup"):
+        app.deploy(spec, engine=engine, skip_tests=SKIP, hooks=[Recorder(engine, refuse=True)])
+    after = _snapshot(spec, engine)
+    assert after.releases == before.releases  # no release recorded
+    assert after.containers == before.containers and after.calls == before.calls
+    loaded = load_spec(spec)
+    with State.open(loaded.state_path) as state:
+        last = state.audit_log("stg")[-1]
+    assert (last.action, last.outcome) == ("deploy", "refused")
+
+
+def test_a_rollback_runs_the_hooks_with_its_plan(spec: Path, engine: Engine) -> None:
+    app.deploy(spec, engine=engine, skip_tests=SKIP)
+    spec.write_text(SPEC % ("b", "a"))
+    app.deploy(spec, engine=engine, skip_tests=SKIP)
+    hook = Recorder(engine)
+    result = app.rollback(spec, engine=engine, skip_tests=SKIP, hooks=[hook])
+    [(planned, _)] = hook.seen
+    assert result.status == "active" and planned.kind == "rollback"
+    assert planned.replaced_volumes() == {"db": ("stg-db-data",)}

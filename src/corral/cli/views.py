@@ -23,8 +23,9 @@ from rich.text import Text
 from corral.app import Sbom, Validation
 from corral.build import BuildResult
 from corral.deploy.gc import Collected
+from corral.deploy.orchestrate import DeployResult
 from corral.deploy.plan import Plan, RolePlan, summarize
-from corral.deploy.service import DeployResult, PlanResult
+from corral.deploy.service import PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
 from corral.errors import CorralError, SpecError
 from corral.state import AuditEntry, ImageRecord

@@ -13,14 +13,17 @@ import pytest
 
 from corral import app
 from corral.cli.main import main
+from corral.deploy import orchestrate
 from corral.deploy.context import Context
+from corral.deploy.desired import Desired
 from corral.deploy.observe import instance_labels
 from corral.deploy.orchestrate import Planned
+from corral.deploy.outcome import ReleaseFailed
 from corral.deploy.resolve import resolve_desired
 from corral.deploy.scope import Scope
 from corral.engines.base import ContainerSpec
 from corral.engines.fake import FakeEngine
-from corral.errors import GateError, LockedError, UsageError
+from corral.errors import DeployError, GateError, LockedError, UsageError
 from corral.spec import load_spec
 from corral.state import State
 
@@ -319,3 +322,19 @@ def test_a_rollback_runs_the_hooks_with_its_plan(spec: Path, engine: Engine) -> 
     [(planned, _)] = hook.seen
     assert result.status == "active" and planned.kind == "rollback"
     assert planned.replaced_volumes() == {"db": ("stg-db-data",)}
+
+
+def test_the_undo_after_a_failure_runs_no_hook(ctx: Context, spec: Path, engine: Engine) -> None:
+    app.deploy(spec, engine=engine, skip_tests=SKIP)
+    spec.write_text(SPEC % ("b", "a"))
+    ctx.spec = load_spec(spec)
+
+    def smoke_fails(desired: Desired) -> None:
+        raise DeployError("the smoke test failed")
+
+    hook = Recorder(engine)
+    with pytest.raises(ReleaseFailed):
+        orchestrate.deploy(ctx, checks=orchestrate.Checks(after=smoke_fails), hooks=[hook])
+    assert len(hook.seen) == 1  # the deploy's, before apply; the undo went back without one
+    assert ctx.state.get_release("stg", 2).status == "rolled-back"  # type: ignore[union-attr]
+    assert ctx.state.active_release("stg").number == 1  # type: ignore[union-attr]

@@ -190,7 +190,7 @@ def test_refusals_raise(sock_path: str, answer: str, error: type[EngineError]) -
     for _ in _fake(sock_path, {"add server web/n 10.0.0.5:80": answer}):
         with pytest.raises(error) as info:
             RuntimeAPI(sock_path).add_server("web", "n", "10.0.0.5", 80, check=False)
-        assert info.value.details["stderr"] == answer.strip()
+        assert info.value.stderr == answer.strip()
 
 
 def test_silent_commands_refuse_any_text(sock_path: str) -> None:

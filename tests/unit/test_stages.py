@@ -51,8 +51,8 @@ class Engine(FakeEngine):
         self.changes: list[tuple[str, str]] = []
         self.stored = ["stg-web-r2-3--TOKEN"]
 
-    def forget_secrets(self, prefix: str) -> list[str]:
-        self.changes.append(("forget_secrets", prefix))
+    def collect_leftovers(self, prefix: str) -> list[str]:
+        self.changes.append(("collect_leftovers", prefix))
         gone = [n for n in self.stored if n.startswith(prefix)]
         gone = [n for n in gone if self.inspect(n.rsplit("--", 1)[0]) is None]
         self.stored = [n for n in self.stored if n not in gone]

@@ -33,17 +33,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.deploy.desired import Desired, RoleRelease
+from corral.deploy.health import network_check, probe_once
 from corral.deploy.observe import pick
 from corral.deploy.plan import EdgePlan
 from corral.deploy.scope import LABEL, Scope
+from corral.deploy.steps import EdgeServer
 from corral.edge.config import EMPTY_STATE, Frontend, StaticServer, render_haproxy_cfg
 from corral.edge.runtime import AdminState, RuntimeAPI, ServerState, reload_master, worker_pid
 from corral.engines.base import ContainerInfo, ContainerSpec, Engine, Mount, PortMapping
-from corral.errors import EngineError, NotFoundError, StateError
+from corral.engines.capabilities import Capability, require
+from corral.errors import EngineError, GateError, NotFoundError, StateError
 from corral.hostfiles import private_dir, read_private, write_private
-from corral.spec.model import DebianBase, HttpHealth, Resources, Role, RunConfig
+from corral.spec.model import DebianBase, HttpHealth, Resources, Role, RunConfig, TcpHealth
 
 KIND_EDGE = "edge"
+VERIFY_TRIES, VERIFY_PAUSE = 3, 0.2  # an instance's check before an edge is replaced
 EDGE_ROLE = "corral-edge"
 RUNTIME_ROOT = Path("/run/corral")
 CONFIG_IN_CONTAINER = "/etc/corral-edge"
@@ -121,6 +125,33 @@ def check_path(rr: RoleRelease) -> str | None:
     return rr.health.http if isinstance(rr.health, HttpHealth) else None
 
 
+def check_from_outside(targets: Sequence[tuple[RoleRelease, str, str]]) -> None:
+    """Every (role, instance, address) passes, from outside, the check a new edge will
+    make of it: a role checked by a command is checked over TCP, as the edge does.
+
+    Raises:
+        GateError: one does not; nothing was changed.
+    """
+    problems = []
+    for rr, name, address in targets:
+        assert rr.run.port is not None
+        health = network_check(rr.health) if rr.health else TcpHealth(tcp=True)
+        problem = None
+        for _ in range(VERIFY_TRIES):
+            problem = probe_once(address, rr.run.port, health)
+            if problem is None:
+                break
+            time.sleep(VERIFY_PAUSE)
+        if problem is not None:
+            problems.append(f"{name}: {problem}")
+    if problems:
+        raise GateError(
+            "not replacing the edge, the old one keeps serving: the new edge would see "
+            + "; ".join(problems),
+            failures=problems,
+        )
+
+
 def frontends(desired: Desired) -> list[Frontend]:
     return [
         Frontend(
@@ -154,7 +185,7 @@ class Edge:
         if self.publish:
             return f"http://{self.address}:{port}/"
         current = self.container()
-        address = current.addresses.get(self.scope.network) if current else None
+        address = self.engine.probe_address(current, self.scope.network) if current else None
         return f"http://{address}:{port}/"
 
     @property
@@ -162,13 +193,22 @@ class Edge:
         digest = hashlib.sha256(f"{self.runtime_key}|{self.scope.prefix}".encode()).hexdigest()
         return self.runtime_root / digest[:12]
 
+    def _socket_mount(self) -> Mount:
+        """The folder HAProxy makes its sockets in, mounted into the edge container."""
+        return Mount(str(self.folder / "sock"), SOCKET_IN_CONTAINER)
+
+    def socket(self, name: str) -> str:
+        """Where corral connects to the edge's socket ``name``: the engine says (a host
+        path beside the configuration, for an engine on corral's own host)."""
+        return self.engine.control_socket(self._socket_mount(), name)
+
     @property
     def api(self) -> RuntimeAPI:
         """The edge's runtime API: one connection for this object's whole life (a deploy)."""
         with self._api_lock:
             if self._api is None:
                 self._api = RuntimeAPI(
-                    str(self.folder / "sock" / SOCKET_NAME),
+                    self.socket(SOCKET_NAME),
                     check_map=f"{CONFIG_IN_CONTAINER}/{CHECK_MAP}",
                 )
             return self._api
@@ -226,22 +266,41 @@ class Edge:
         configuration (a deploy does both), or replaced by the operator."""
         if not frontends(desired):
             return EdgePlan("none")
+        image = image_id or ""
         current = self.container(listing)
         if current is None:
-            return EdgePlan("create", "no edge yet")
-        if current.state != "running" or not (self.folder / "sock" / SOCKET_NAME).exists():
-            return EdgePlan("start", f"the edge is {current.state}")
+            return EdgePlan("create", "no edge yet", image)
+        if current.state != "running" or not Path(self.socket(SOCKET_NAME)).exists():
+            return EdgePlan("start", f"the edge is {current.state}", image)
         if image_id is None or self._running_hash(current) == self.config_hash(desired, image_id):
-            return EdgePlan("none")
+            return EdgePlan("none", "", image)
         if current.labels.get(LABEL + "frame-hash") == self.frame_hash(desired, image_id):
-            return EdgePlan("reload", "the health checks of a public role changed")
+            return EdgePlan("reload", "the health checks of a public role changed", image)
         return EdgePlan(
             "replace-needed",
             "public ports, the edge image or its uid changed; run: corral edge replace",
+            image,
         )
 
+    def observe_servers(self, desired: Desired, plan: EdgePlan) -> dict[str, list[EdgeServer]]:
+        """Each public role's servers as the running edge has them, for the planner.
+
+        Nothing is read from an edge the plan (re)starts: it will hold no server.
+        """
+        if plan.action in ("create", "start"):
+            return {}
+        return {
+            fe.backend: [EdgeServer(s.name, s.admin, s.healthy) for s in self.servers(fe.backend)]
+            for fe in frontends(desired)
+        }
+
     def start(self, desired: Desired, image_id: str) -> ContainerInfo:
-        """(Re)create the edge container; servers are added afterwards by ``sync``."""
+        """(Re)create the edge container; servers are added afterwards by ``sync``.
+
+        Raises:
+            NotSupportedError: corral cannot reach a container's socket on this engine.
+        """
+        require(self.engine, Capability.HOST_SOCKETS, "the edge's admin socket")
         self.remove()
         self.close()
         self.prepare_folder(desired, image_id)
@@ -314,7 +373,7 @@ class Edge:
         )
         mounts = (
             Mount(str(self.folder / "cfg"), CONFIG_IN_CONTAINER, read_only=True),
-            Mount(str(self.folder / "sock"), SOCKET_IN_CONTAINER),
+            self._socket_mount(),
         )
         # HAProxy runs unprivileged and binds each public port inside the container; a port
         # under 1024 needs this one capability, and nothing else ever does.
@@ -343,7 +402,7 @@ class Edge:
         return (
             current is not None
             and current.state == "running"
-            and (self.folder / "sock" / MASTER_SOCKET_NAME).exists()
+            and Path(self.socket(MASTER_SOCKET_NAME)).exists()
             and current.labels.get(LABEL + "frame-hash") == self.frame_hash(desired, image_id)
         )
 
@@ -414,7 +473,7 @@ class Edge:
     def _switch_worker(self, timeout: float) -> None:
         """Reload through the master and wait until a new worker answers the admin socket."""
         old = worker_pid(self.api)
-        reload_master(str(self.folder / "sock" / MASTER_SOCKET_NAME))
+        reload_master(self.socket(MASTER_SOCKET_NAME))
         self.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from corral.deploy.context import GOOD, Context
 from corral.deploy.desired import Desired, desired_from_record
+from corral.deploy.edge import frontends
 from corral.deploy.observe import list_scope, observe
 from corral.deploy.plan import Observed
 from corral.engines.base import ContainerInfo
@@ -42,18 +43,20 @@ def observe_fleet(
     """The fleet as it runs, from ``seen`` or from a fresh look; changes nothing."""
     seen = seen or look(ctx)
     listing = seen.containers
-    releases = ctx.state.releases(ctx.scope.fleet, limit=100000)
     instances = observe(ctx.engine, ctx.scope, listing)
     numbers = {i.release for i in instances}
+    edge = ctx.edge.observe(desired, edge_image, listing)
+    releases = ctx.state.releases_numbered(ctx.scope.fleet, numbers)
     return Observed(
         instances=instances,
         volumes=set(seen.volumes),
-        good_releases={r.number for r in releases if r.status in GOOD},
+        good_releases=ctx.state.release_numbers(ctx.scope.fleet, GOOD),
         standby=standby_names(ctx.state, ctx.scope.fleet),
         now=datetime.now(UTC),
-        edge=ctx.edge.observe(desired, edge_image, listing),
+        edge=edge,
+        edge_servers=ctx.edge.observe_servers(desired, edge) if frontends(desired) else {},
         networks={n for c in listing if c.state == "running" for n in c.addresses},
-        released={r.number: desired_from_record(r.roles) for r in releases if r.number in numbers},
+        released={r.number: desired_from_record(r.roles) for r in releases},
         last_unavailable=ctx.state.last_unavailable(ctx.scope.fleet),
     )
 

@@ -49,7 +49,7 @@ def sweep_killed(ctx: Context) -> list[ReleaseRecord]:
     stored for containers that never came to be. Only under the deploy lock."""
     swept = ctx.state.sweep_stale_releases(ctx.scope.fleet)
     for role in sorted({role for release in swept for role in release.roles}):
-        ctx.engine.forget_secrets(ctx.scope.role_prefix(role))
+        ctx.engine.collect_leftovers(ctx.scope.role_prefix(role))
     return swept
 
 
@@ -112,7 +112,7 @@ def _remove_probes(ctx: Context, failed: list[str]) -> list[str]:
 
 def _forget(ctx: Context, role: str, failed: list[str]) -> list[str]:
     try:
-        return ctx.engine.forget_secrets(ctx.scope.role_prefix(role))
+        return ctx.engine.collect_leftovers(ctx.scope.role_prefix(role))
     except CorralError as exc:
         failed.append(f"stored secrets of {role}: {exc.message}")
         return []

@@ -26,7 +26,7 @@ from corral.deploy.desired import Desired, desired_from_record
 from corral.deploy.fleet import Sighting, look, observe_fleet
 from corral.deploy.gc import sweep_killed
 from corral.deploy.instances import resolve_secrets
-from corral.deploy.observe import Instance, list_scope
+from corral.deploy.observe import list_scope
 from corral.deploy.outcome import Failed, as_deploy_error, fail
 from corral.deploy.plan import Plan, plan_deploy, single_writer_conflicts
 from corral.deploy.resolve import (
@@ -44,8 +44,8 @@ from corral.deploy.secrets import (
     stamped,
 )
 from corral.deploy.settle import Watch, settle, settle_time
-from corral.errors import CorralError, UsageError
-from corral.state import ReleaseRecord
+from corral.errors import CorralError, StateError, UsageError
+from corral.state import ReleaseRecord, State
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,8 @@ def deploy(
     desired, secrets, fresh = _with_secrets(ctx, change, resolved)
     notes = _rotation_notes(ctx, source, desired)
     observed = observe_fleet(ctx, desired, edge, seen)
-    plan = plan_deploy(ctx.scope, desired, observed, resolved.untouched)
+    release = next_release(ctx.state, ctx.scope.fleet)
+    plan = plan_deploy(ctx.scope, desired, observed, resolved.untouched, release)
     if not plan.has_changes and _same_as_active(ctx, desired):
         took = time.monotonic() - started
         fleet = ctx.scope.fleet
@@ -147,7 +148,7 @@ def deploy(
     planned = Planned(ctx.scope.fleet, kind, plan, desired)
     for hook in hooks:
         hook(planned)
-    result = converge(ctx, plan, desired, secrets, edge, kind, source, checks.after)
+    result = converge(ctx, plan, secrets, edge, kind, source, checks.after)
     return dataclasses.replace(result, seconds=time.monotonic() - started, notes=notes)
 
 
@@ -238,10 +239,14 @@ def _same_as_active(ctx: Context, desired: Desired) -> bool:
     }
 
 
+def next_release(state: State, fleet: str) -> int:
+    """The number the fleet's next release gets (every release counts, failed ones too)."""
+    return max((r.number for r in state.releases(fleet, limit=1)), default=0) + 1
+
+
 def converge(
     ctx: Context,
     plan: Plan,
-    desired: Desired,
     secrets: Mapping[str, str],
     edge: str | None,
     kind: str,
@@ -252,8 +257,13 @@ def converge(
 
     The outcome is decided here: active, or (``outcome.fail``) rolled back with the undo
     or failed; an interruption marks the release aborted and undoes nothing.
+
+    Raises:
+        StateError: the release recorded is not the one the plan names its instances
+            for (another deploy started one meanwhile); nothing was changed.
     """
     fleet = ctx.scope.fleet
+    desired = plan.desired
     previous = ctx.state.active_release(fleet)
     release = ctx.state.start_release(
         fleet,
@@ -263,8 +273,12 @@ def converge(
     )
     journal = Journal(ctx.state, fleet)
     details = {"release": release.number, "kind": kind}
+    if release.number != plan.release:
+        why = f"the plan is for release r{plan.release}, the state started r{release.number}"
+        ctx.state.finish_release(release.id, "aborted", why)
+        raise StateError(f"{why}: another deploy ran meanwhile; plan again")
     try:
-        _apply(ctx, plan, desired, secrets, edge, release.number, journal)
+        _apply(ctx, plan, secrets, edge, journal)
         verify(ctx, desired, 0.0, edge)  # every role at its replicas before the smoke test
         after(desired)
         verify(ctx, desired, settle_time(desired, _changed(plan)), edge)
@@ -282,28 +296,19 @@ def converge(
 
 
 def _apply(
-    ctx: Context,
-    plan: Plan,
-    desired: Desired,
-    secrets: Mapping[str, str],
-    edge: str | None,
-    release: int,
-    journal: Journal,
-    first_index: Mapping[str, int] | None = None,
+    ctx: Context, plan: Plan, secrets: Mapping[str, str], edge: str | None, journal: Journal
 ) -> None:
-    """The apply stage, for a deploy, a rollback and an undo alike."""
+    """The apply stage, for a deploy, a rollback and an undo alike: the plan is its input."""
     executor = Executor(
         ctx.engine,
         ctx.scope,
-        release,
         journal,
         ctx.progress,
         ctx.edge if edge else None,
         secrets,
         key=ctx.secret_key,
-        first_index=first_index or {},
     )
-    executor.apply(plan, desired, edge)
+    executor.apply(plan)
 
 
 def _changed(plan: Plan) -> list[str]:
@@ -342,27 +347,17 @@ def undo(
     ctx.progress.step("fleet", "deploy failed: going back to the previous release")
     desired = resolve_release(previous).desired if previous else {}
     observed = observe_fleet(ctx, desired, edge)
-    # The failed release is not "good": its instances are replaced by the previous ones.
-    plan = plan_deploy(ctx.scope, desired, observed)
+    # The failed release is not "good": its instances are replaced by the previous ones,
+    # named on from the highest index the previous release's instances have.
     number = previous.number if previous else 0
+    plan = plan_deploy(ctx.scope, desired, observed, release=number)
     # Instances the undo starts get today's values (old ones are never kept); their
     # labels say so (the executor's key), so the next plan sees what they really hold.
     starting = secret_names(desired, (rp.role for rp in plan.roles if rp.start))
     advice = "export them: going back to the previous release needs them"
     values = {**secrets, **live_values((n for n in starting if n not in secrets), advice)}
-    journal = Journal(ctx.state, ctx.scope.fleet)
-    first = _next_indexes(observed.instances, number)
-    _apply(ctx, plan, desired, values, edge, number, journal, first)
+    _apply(ctx, plan, values, edge, Journal(ctx.state, ctx.scope.fleet))
     return previous.number if previous else None
-
-
-def _next_indexes(instances: Sequence[Instance], release: int) -> dict[str, int]:
-    """Per role, the first free instance index within ``release``."""
-    first: dict[str, int] = {}
-    for i in instances:
-        if i.release == release:
-            first[i.role] = max(first.get(i.role, 1), i.index + 1)
-    return first
 
 
 def rollback(
@@ -408,7 +403,7 @@ def rollback_target(ctx: Context, to: int | None) -> ReleaseRecord:
 
 
 def _previous_good(ctx: Context) -> ReleaseRecord | None:
-    releases = ctx.state.releases(ctx.scope.fleet, limit=100000)
+    releases = ctx.state.releases_with_status(ctx.scope.fleet, GOOD)
     active = next((r for r in releases if r.status == "active"), None)
     earlier = [
         r

@@ -101,8 +101,8 @@ def status(ctx: Context) -> FleetStatus:
 def _deploying(ctx: Context) -> tuple[int, ...]:
     """Releases still ``deploying``: one a deploy places now, or one a killed deploy left
     (``corral gc`` or the next deploy marks it aborted)."""
-    releases = ctx.state.releases(ctx.scope.fleet, limit=100000)
-    return tuple(r.number for r in releases if r.status == "deploying")
+    releases = ctx.state.releases_with_status(ctx.scope.fleet, ("deploying",))
+    return tuple(r.number for r in releases)
 
 
 def _edge_health(ctx: Context, role: str) -> dict[str, str]:

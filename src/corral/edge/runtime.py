@@ -338,7 +338,7 @@ class RuntimeAPI:
         for srv in self.servers(backend):
             if srv.name == name:
                 return srv
-        raise NotFoundError(f"no server {backend}/{name} in HAProxy", backend=backend, server=name)
+        raise NotFoundError(f"no server {backend}/{name} in HAProxy", name=f"{backend}/{name}")
 
     def current_sessions(self, backend: str, name: str) -> int:
         """Requests in flight on one server right now (``scur``).

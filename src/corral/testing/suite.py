@@ -194,14 +194,7 @@ def _bring_up(
     try:
         env.up(desired, dict(secrets), image)
     except DeployError as exc:
-        failed = exc.details.get("failures") or [exc.to_dict()]
-        by_role = {
-            str(f.get("role")): DeployError(
-                str(f.get("message")),
-                **{k: v for k, v in f.items() if k not in ("message", "error")},
-            )
-            for f in failed
-        }
+        by_role = {f.role: f for f in exc.failures or (exc,) if f.role is not None}
         return by_role or {name: exc for name in desired}
     return {}
 
@@ -232,7 +225,7 @@ def _check_role(
     started = time.monotonic()
     if failure is not None or not env.describe(rr)["instances"]:
         reason = failure.message if failure else "no instance came up (a role it needs failed)"
-        log = "\n".join(failure.details.get("log") or []) if failure else ""
+        log = "\n".join(failure.log) if failure else ""
         check = CheckResult("health", "health", "failed", bring_up, reason)
         return RoleTestResult(
             rr.role, rr.image_version, rr.image_digest, "failed", (check,), bring_up, log
@@ -448,11 +441,7 @@ def smoke(ctx: Context, desired: Desired) -> None:
             logs = _instance_logs(ctx, rr)
             failures.append(reasons.smoke_failure(rr.role, outcome.checks, outcome.log_tail, logs))
     if failures:
-        raise DeployError(
-            "; ".join(f.message for f in failures),
-            roles=[f.details["role"] for f in failures],
-            failures=[f.to_dict() for f in failures],
-        )
+        raise DeployError.of_roles(failures)
 
 
 def _instance_logs(ctx: Context, rr: RoleRelease) -> dict[str, str]:

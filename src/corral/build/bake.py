@@ -110,8 +110,14 @@ def bake_target(
     )
 
 
-def find_current_image(target: BakeTarget, engine: Engine, state: State) -> ImageRecord | None:
-    """The image baked from the target's current inputs, without building anything."""
+def find_current_image(
+    target: BakeTarget, engine: Engine, state: State, *, retag: bool = True
+) -> ImageRecord | None:
+    """The image baked from the target's current inputs, without building anything.
+
+    With ``retag`` False it changes nothing at all (``plan``, ``status``): an image whose
+    tag was removed is still found, and only a bake puts the tag back.
+    """
     base = target.role.base
     if isinstance(base, DebianBase):
         found = engine.inspect_image(BaseRecipe.from_spec(base).tag)
@@ -121,11 +127,11 @@ def find_current_image(target: BakeTarget, engine: Engine, state: State) -> Imag
         found = engine.inspect_image(_containerfile_base_tag(target, base)[1])
     if found is None:
         return None
-    return _current_image(target, role_content_hash(target, found.id), engine, state)
+    return _current_image(target, role_content_hash(target, found.id), engine, state, retag)
 
 
 def _current_image(
-    target: BakeTarget, content_hash: str, engine: Engine, state: State
+    target: BakeTarget, content_hash: str, engine: Engine, state: State, retag: bool = True
 ) -> ImageRecord | None:
     """The recorded image with this content hash, if it still exists in the engine."""
     record = state.find_image(target.fleet, target.name, content_hash)
@@ -136,7 +142,8 @@ def _current_image(
         return record  # the common case: one look
     if engine.inspect_image(record.image_id) is None:
         return None
-    engine.tag_image(record.image_id, record.tag)  # someone removed or moved the tag only
+    if retag:
+        engine.tag_image(record.image_id, record.tag)  # someone removed or moved the tag only
     return record
 
 

@@ -292,6 +292,16 @@ def status(opts: Options) -> None:
 
 
 @cli.command()
+@wait_option
+@common_options
+def gc(opts: Options, wait: float) -> int:
+    """Remove what killed deploys and test runs left; never a volume or a backup."""
+    result = app.gc(opts.file, wait=wait)
+    opts.emit(views.gc_data(result), lambda out: views.show_gc(out, result))
+    return 1 if result.failed else 0
+
+
+@cli.command()
 @click.option("--limit", default=50, show_default=True, type=Count(1, 100000))
 @click.option(
     "--release",

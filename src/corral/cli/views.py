@@ -22,8 +22,10 @@ from rich.text import Text
 
 from corral.app import Sbom, Validation
 from corral.build import BuildResult
+from corral.deploy.gc import Collected
+from corral.deploy.orchestrate import DeployResult
 from corral.deploy.plan import Plan, RolePlan, summarize
-from corral.deploy.service import DeployResult, PlanResult
+from corral.deploy.service import PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
 from corral.errors import BuildError, CorralError, DeployError, EngineError, SpecError
 from corral.state import AuditEntry, ImageRecord
@@ -265,8 +267,6 @@ def deploy_data(result: DeployResult) -> dict[str, Any]:
 
 
 def show_status(console: Console, status: FleetStatus) -> None:
-    for cleaned in status.cleaned:
-        say(console, f"cleaned up: {cleaned}")
     release = f"r{status.release}" if status.release else "none"
     say(console, f"fleet {status.fleet}: release {release}, edge {status.edge}")
     table = Table(box=None)
@@ -289,6 +289,46 @@ def show_status(console: Console, status: FleetStatus) -> None:
             "run; `corral deploy` converges them",
             highlight=False,
         )
+    for number in status.unfinished_releases:
+        say(
+            console,
+            f"release r{number} is still deploying: a deploy runs now, or one was killed "
+            "(`corral gc` or the next deploy marks it aborted)",
+        )
+    if status.leftovers:
+        say(
+            console,
+            f"left by killed deploys: {', '.join(status.leftovers)}; `corral gc` removes them",
+        )
+
+
+def gc_data(result: Collected) -> dict[str, Any]:
+    """``corral gc --json``: what was marked and removed, and the count removed."""
+    return {**to_data(result), "removed": result.removed}
+
+
+def show_gc(console: Console, result: Collected) -> None:
+    """One line per thing done, then a summary; what failed is said, and retried next time."""
+    for number in result.releases:
+        say(console, f"release r{number}: marked aborted (its deploy process died)")
+    for kind, names in (
+        ("container", result.instances),
+        ("probe container", result.probes),
+        ("stored secret", result.secrets),
+        ("test environment", result.test_environments),
+    ):
+        for name in names:
+            say(console, f"removed {kind} {name}")
+    for problem in result.failed:
+        console.print(styled("could not remove", "yellow", f" {problem}; the next gc retries"))
+    if not (result.releases or result.removed or result.failed):
+        say(console, "nothing to clean up")
+        return
+    say(
+        console,
+        f"gc: removed {result.removed} object(s), marked {len(result.releases)} release(s) "
+        "aborted; volumes and backups are never touched",
+    )
 
 
 def _age(seconds: int) -> str:

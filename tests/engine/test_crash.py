@@ -3,6 +3,7 @@ was left, and `corral gc` or the next deploy cleans it up and converges."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,24 +14,46 @@ import httpx
 
 from tests.engine.helpers import CORRAL, Fleet, containers, fleet_secrets
 
-# Seconds after `corral deploy` starts: spread over planning, storing secrets, starting,
-# health checks, joining the edge, draining and removing (this 3-replica deploy, with its
-# 0.3 s start delay per instance, takes about 2-3 s here under the test's load).
-KILL_POINTS = (0.6, 0.9, 1.1, 1.3, 1.5, 1.8, 2.1, 2.5, 3.0)
+# Where each kill lands: after the deploy's n-th progress line (on stderr) and a pause.
+# Counted in lines, not seconds, so the kills spread over planning, storing secrets,
+# starting, health checks, joining the edge, draining and removing on a slow machine too.
+KILL_POINTS = (
+    (1, 0.0),
+    (1, 0.2),
+    (2, 0.1),
+    (3, 0.0),
+    (4, 0.2),
+    (5, 0.0),
+    (6, 0.1),
+    (8, 0.0),
+    (10, 0.1),
+)
 SECRET = {"APP_TOKEN": "kill-test-token"}
 
 
-def deploy_and_kill(fleet: Fleet, after: float) -> None:
+def deploy_and_kill(fleet: Fleet, after: tuple[int, float]) -> list[str]:
+    """Start a deploy and kill -9 its whole process group at ``after``; the lines it said."""
+    lines, pause = after
     proc = subprocess.Popen(
         [*CORRAL, "-f", str(fleet.spec), "deploy", "--skip-tests", "--reason", "kill test"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
         env={**os.environ, **SECRET},
     )
-    time.sleep(after)
-    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.stderr is not None
+    said: list[str] = []
+    for line in proc.stderr:  # ends early when the deploy finishes first
+        said.append(line)
+        if len(said) >= lines:
+            break
+    time.sleep(pause)
+    with contextlib.suppress(ProcessLookupError):  # it may have finished already
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+    proc.stderr.close()
+    return said
 
 
 def test_kill_9_anywhere_then_deploy_converges(fleet: Fleet, shared_base: str) -> None:
@@ -40,10 +63,11 @@ def test_kill_9_anywhere_then_deploy_converges(fleet: Fleet, shared_base: str) -
     write("v1")
     fleet.deploy(env=SECRET)
     with fleet.load(clients=3) as load:
+        said: list[list[str]] = []  # what each killed deploy printed, for a failure
         for n, after in enumerate(KILL_POINTS, start=2):
             write(f"v{n}")
             fleet.corral("build")  # the kill is aimed at the deploy, not at podman build
-            deploy_and_kill(fleet, after)
+            said.append(deploy_and_kill(fleet, after))
             status = fleet.status()  # reports what the killed deploy left; changes nothing
             assert status["edge"] == "running"
             if n % 2:  # every other time `corral gc` cleans up; else the next deploy does
@@ -74,6 +98,6 @@ def test_kill_9_anywhere_then_deploy_converges(fleet: Fleet, shared_base: str) -
     assert set(killed) <= {"aborted", "superseded"}
     # Most kills landed inside a deploy's release (one killed while planning records none;
     # one the kill came too late for is superseded)
-    assert killed.count("aborted") >= 5, killed
+    assert killed.count("aborted") >= 5, (killed, said)
     assert history[-1]["status"] == "active"
     assert fleet.corral("plan", check=False, env=SECRET).returncode == 0  # it needs the value

@@ -527,6 +527,7 @@ class EdgeReplaced:
 
     image: str
     reloaded: bool
+    handed_over: bool = False  # a new container took over the open ports: none refused
 
 
 def replace_edge(ctx: Context) -> EdgeReplaced:
@@ -558,7 +559,7 @@ def replace_edge(ctx: Context) -> EdgeReplaced:
             {"image": image, "error": exc.message},
         )
         raise
-    details = {"image": image, "reloaded": replaced.reloaded}
+    details = {"image": image, "reloaded": replaced.reloaded, "handed_over": replaced.handed_over}
     ctx.state.record_audit(ctx.scope.fleet, "edge-replace", "edge", "ok", details)
     return replaced
 
@@ -570,7 +571,11 @@ def _replace_edge(ctx: Context, desired: Desired, image: str) -> EdgeReplaced:
         return EdgeReplaced(image, reloaded=True)
     serving = _edge_instances(ctx, desired)
     verify_edge_checks(serving)
-    ctx.progress.step("edge", "replacing the edge container (a short interruption)")
+    if ctx.edge.can_hand_over(desired):
+        ctx.progress.step("edge", "a new edge container takes over the open ports")
+        ctx.edge.hand_over(desired, image)
+        return EdgeReplaced(image, reloaded=False, handed_over=True)
+    ctx.progress.step("edge", "replacing the edge's pod (its ports refuse connections ~1 s)")
     ctx.engine.ensure_network(ctx.scope.network, ctx.scope.labels("network"))
     ctx.edge.start(desired, image)
     failed: list[str] = []

@@ -49,6 +49,21 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class PodSpec:
+    """A network namespace that outlives the containers joining it (``ContainerSpec.pod``).
+
+    It holds the network, the published ports and the network's kernel settings, so one
+    container can take over from another in it while the host port stays open.
+    """
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    network: str | None = None
+    ports: tuple[PortMapping, ...] = ()
+    sysctls: Mapping[str, str] = field(default_factory=dict)  # ``net.*`` of its namespace
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """Everything needed to start one instance; lockdown defaults are the safe ones."""
 
@@ -82,6 +97,12 @@ class ContainerSpec:
     # Secret values by environment variable name: handed to the engine's secret store,
     # never written into the container's configuration, labels or corral's state.
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Join this pod's network namespace; ``network``, ``ports`` and ``sysctls`` are then
+    # the pod's and stay empty here.
+    pod: str | None = None
+    # What ``stop`` and ``remove`` send first (the image's or SIGTERM when None): a program
+    # whose graceful stop is another signal (HAProxy's SIGUSR1) names it.
+    stop_signal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +170,7 @@ class Engine(ABC):
     name: str = "engine"
     supports_diff: bool = False
     supports_events: bool = False
+    supports_pods: bool = False
 
     # -- images -----------------------------------------------------------------------
     @abstractmethod
@@ -268,6 +290,19 @@ class Engine(ABC):
 
     def diff(self, name: str) -> list[FileChange]:
         raise NotSupportedError(f"{self.name} cannot list changed files")
+
+    def rename(self, name: str, new_name: str) -> None:
+        """Give a container (running or not) another name."""
+        raise NotSupportedError(f"{self.name} cannot rename containers")
+
+    # -- pods -------------------------------------------------------------------------
+    def create_pod(self, spec: PodSpec) -> None:
+        """Create ``spec``'s pod, holding its network namespace and published ports."""
+        raise NotSupportedError(f"{self.name} has no pods")
+
+    def remove_pod(self, name: str) -> None:
+        """Remove a pod and every container in it; a missing one is not an error."""
+        raise NotSupportedError(f"{self.name} has no pods")
 
     # -- networks and volumes ---------------------------------------------------------
     @abstractmethod

@@ -98,7 +98,7 @@ class ScaleFleet(Fleet):
             )
             seconds = time.perf_counter() - started
             peak = int(rss.read().strip().splitlines()[-1] or 0)
-        if proc.returncode not in (0, 2):  # plan exits 2 when there are changes
+        if proc.returncode not in (0, 3):  # plan exits 3 when there are changes
             said = proc.stdout[-2000:] + proc.stderr[-2000:]
             raise RuntimeError(f"corral {args[0]} failed ({proc.returncode}): {said}")
         return seconds, peak, json.loads(proc.stdout) if proc.stdout.strip() else {}

@@ -12,11 +12,14 @@ from pathlib import Path
 
 from corral.build import BuildResult, build_fleet
 from corral.build.bake import LABEL
-from corral.deploy import service
+from corral.deploy import gc as fleet_gc
+from corral.deploy import orchestrate, service
 from corral.deploy import status as fleet_status
 from corral.deploy.desired import Desired
+from corral.deploy.gc import Collected
+from corral.deploy.orchestrate import DeployResult, Hook
 from corral.deploy.outcome import ReleaseFailed
-from corral.deploy.service import Context, DeployResult, PlanResult
+from corral.deploy.service import Context, PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
 from corral.engines import Engine, get_engine
 from corral.errors import CorralError, Diagnostic, GateError, LockedError, UsageError
@@ -185,7 +188,7 @@ def plan(path: Path, roles: Sequence[str] = (), engine: Engine | None = None) ->
 
 def _checks(
     ctx: Context, skip_tests: str | None, roles: Sequence[str] | None, smoke_test: bool = True
-) -> service.Checks:
+) -> orchestrate.Checks:
     """The test gate before a deploy and the smoke test after it.
 
     ``roles`` are the roles a deploy builds from the spec (empty: all of them); the others
@@ -198,9 +201,9 @@ def _checks(
             return set(desired)
         return set(desired) - set(roles) if roles else set()
 
-    return service.Checks(
+    return orchestrate.Checks(
         before=lambda desired: suite.gate(ctx, desired, skip_tests, smoke, recorded(desired)),
-        after=(lambda desired: suite.smoke(ctx, desired)) if smoke else service.no_check,
+        after=(lambda desired: suite.smoke(ctx, desired)) if smoke else orchestrate.no_check,
     )
 
 
@@ -211,12 +214,15 @@ def deploy(
     wait: float = 0,
     engine: Engine | None = None,
     skip_tests: str | None = None,
+    hooks: Sequence[Hook] = (),
 ) -> DeployResult:
     """Build what changed, check the test gate, then replace instances until the fleet runs
     the spec, and smoke-test the live edge.
 
     Args:
         skip_tests: deploy untested images anyway; the reason goes to the audit log.
+        hooks: called with the plan after the gate, before anything changes (see
+            ``orchestrate.Planned``); one that raises refuses the deploy.
 
     Raises:
         LockedError: another deploy holds the lock (after ``wait`` seconds).
@@ -229,7 +235,8 @@ def deploy(
         ctx.state.lock("deploy", wait=wait, purpose=f"deploy {' '.join(roles) or 'all'}"),
     ):
         suite.sweep_dead_tests(ctx)
-        return service.deploy(ctx, roles, checks=_checks(ctx, skip_tests, roles))
+        checks = _checks(ctx, skip_tests, roles)
+        return orchestrate.deploy(ctx, roles, checks=checks, hooks=hooks)
 
 
 def rollback(
@@ -239,6 +246,7 @@ def rollback(
     wait: float = 0,
     engine: Engine | None = None,
     skip_tests: str | None = None,
+    hooks: Sequence[Hook] = (),
 ) -> DeployResult:
     """Deploy an earlier release again (default: the one before the active one).
 
@@ -250,13 +258,31 @@ def rollback(
         _audited(ctx, "rollback"),
         ctx.state.lock("deploy", wait=wait, purpose=f"rollback to {to or 'previous'}"),
     ):
-        return service.rollback(ctx, to, checks=_checks(ctx, skip_tests, None, smoke_test=False))
+        checks = _checks(ctx, skip_tests, None, smoke_test=False)
+        return orchestrate.rollback(ctx, to, checks=checks, hooks=hooks)
 
 
 def status(path: Path, engine: Engine | None = None) -> FleetStatus:
+    """The fleet as it runs, and what killed deploys left; changes nothing (see ``gc``)."""
     with _deploying(path, None, engine) as ctx:
-        suite.sweep_dead_tests(ctx)
         return fleet_status.status(ctx)
+
+
+def gc(path: Path, wait: float = 0, engine: Engine | None = None) -> Collected:
+    """Remove what killed deploys and test runs left, under the deploy lock: mark their
+    releases aborted, remove their stopped instances, probe containers, orphan stored
+    secrets and dead test environments. Never a volume, never a backup.
+
+    Raises:
+        LockedError: a deploy holds the lock (after ``wait`` seconds).
+    """
+    with (
+        _deploying(path, None, engine) as ctx,
+        _audited(ctx, "gc"),
+        ctx.state.lock("deploy", wait=wait, purpose="gc"),
+    ):
+        tests = suite.sweep_dead_tests(ctx, orphans=True)
+        return fleet_gc.collect(ctx, tests)
 
 
 def run_tests(
@@ -271,19 +297,22 @@ def run_tests(
         return suite.run_tests(ctx, roles, again, timeouts or suite.Timeouts())
 
 
-def coverage_report(path: Path) -> list[suite.CoverageRow]:
+def coverage_report(path: Path, engine: Engine | None = None) -> list[suite.CoverageRow]:
     """Roles x checks: the last test result of each role's current image, and its age."""
-    with _deploying(path, None, None) as ctx:
+    with _deploying(path, None, engine) as ctx:
         return suite.coverage(ctx)
 
 
-def history(path: Path, limit: int = 50, release: int | None = None) -> list[HistoryEntry]:
-    """The newest ``limit`` releases, oldest first, or only ``release`` with its reason.
+def history(
+    path: Path, limit: int = 50, release: int | None = None, engine: Engine | None = None
+) -> list[HistoryEntry]:
+    """The newest ``limit`` releases, oldest first, or only ``release`` with its reason;
+    changes nothing.
 
     Raises:
         UsageError: there is no release ``release``.
     """
-    with _deploying(path, None, None) as ctx:
+    with _deploying(path, None, engine) as ctx:
         return fleet_status.history(ctx, limit, release)
 
 

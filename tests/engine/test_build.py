@@ -91,7 +91,7 @@ def test_failed_step_registers_nothing(
     spec_path = write_fleet(tmp_path, cleanup_fleet, extra_run="echo about to fail; exit 3")
     with pytest.raises(BuildError) as caught:
         app.build(spec_path)
-    assert any("about to fail" in line for line in caught.value.details["log"])
+    assert any("about to fail" in line for line in caught.value.log)
     assert app.images(spec_path) == []
     spec = load_spec(spec_path)
     with State.open(spec.state_path) as state:
@@ -265,7 +265,7 @@ def test_a_build_step_has_no_network_unless_the_role_asks(
         )
         with pytest.raises(BuildError) as caught:
             app.build(spec_path)
-        log = "\n".join(caught.value.details["log"])
+        log = "\n".join(caught.value.log)
         assert "Network is unreachable" in log and "reached the host" not in log
         assert connections(server) == 0
 

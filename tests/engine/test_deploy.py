@@ -54,7 +54,7 @@ def test_broken_version_leaves_old_release_serving(fleet: Fleet, shared_base: st
     fleet.write(version="broken")
     with fleet.load() as load:
         proc = fleet.deploy(check=False)
-    assert proc.returncode == 1
+    assert proc.returncode == 6  # failed, and the fleet went back
     assert "did not become healthy" in proc.stderr and "back on release r1" in proc.stderr
     load.assert_no_failures()
     assert set(load.versions) == {"v1"}
@@ -100,7 +100,7 @@ def test_rollback_is_a_deploy_recorded_in_history_and_audit(fleet: Fleet, shared
     fleet.corral("rollback", "--to", "2", *skip)
     assert httpx.get(fleet.url).json()["version"] == "v2"
     fleet.write(version="broken")
-    assert fleet.deploy(check=False).returncode == 1  # a release that failed and was undone
+    assert fleet.deploy(check=False).returncode == 6  # a release that failed and was undone
     [failed] = [
         r
         for r in json.loads(fleet.corral("history", "--json").stdout)["releases"]
@@ -140,7 +140,7 @@ def test_blue_green_switches_at_once_and_switches_back_instantly(
 
 def test_plan_exit_codes_and_volume_survives_destroy(fleet: Fleet, shared_base: str) -> None:
     first = fleet.corral("plan", check=False)  # nothing built yet: the volume is still counted
-    assert first.returncode == 2 and "touches 1 volume " in first.stdout, first.stdout
+    assert first.returncode == 3 and "touches 1 volume " in first.stdout, first.stdout
     data = json.loads(fleet.corral("--json", "plan", check=False).stdout)
     assert data["has_changes"] and data["unbuilt"] == ["web"]
     assert data["volumes_touched"] == 1 and data["unbuilt_volumes"] == [f"{fleet.name}-web-data"]
@@ -150,7 +150,7 @@ def test_plan_exit_codes_and_volume_survives_destroy(fleet: Fleet, shared_base: 
     fleet.write(version="v2")
     fleet.corral("build")
     proc = fleet.corral("plan", check=False)
-    assert proc.returncode == 2 and "touches 0 volumes" in proc.stdout
+    assert proc.returncode == 3 and "touches 0 volumes" in proc.stdout
     fleet.corral("destroy", "--yes")
     assert containers(fleet.name) == []
     volumes = podman_json("volume", "ls", "--filter", f"label=io.corral.fleet={fleet.name}")
@@ -171,7 +171,7 @@ def test_a_second_deploy_is_refused_naming_the_holder(fleet: Fleet, shared_base:
     spec = load_spec(fleet.spec)
     with State.open(spec.state_path) as state, state.lock("deploy", purpose="deploy by test"):
         proc = fleet.deploy(check=False)
-    assert proc.returncode == 1
+    assert proc.returncode == 4  # the lock is held
     assert "deploy lock" in proc.stderr and "deploy by test" in proc.stderr
 
 

@@ -75,7 +75,7 @@ def test_failing_test_blocks_deploy_and_fixing_it_passes(fleet: Fleet, shared_ba
     proc = fleet.corral("test", check=False)
     assert proc.returncode == 1 and "test_version" in proc.stdout
     refused = fleet.corral("deploy", check=False)
-    assert refused.returncode == 1
+    assert refused.returncode == 5  # the gate refused
     assert "no passing test record" in refused.stderr and "corral test web" in refused.stderr
     assert httpx.get(fleet.url).json()["version"] == "v1"  # the live fleet is untouched
     assert leftovers(fleet) == {"containers": [], "networks": [], "volumes": []}
@@ -103,7 +103,7 @@ def test_a_failed_smoke_test_takes_the_fleet_back(fleet: Fleet, shared_base: str
     fleet.corral("test")  # passes in the throwaway environment
     with fleet.load() as load:
         proc = fleet.corral("deploy", check=False)
-    assert proc.returncode == 1
+    assert proc.returncode == 6  # failed, and the fleet went back
     assert "smoke test failed" in proc.stderr and "test_not_on_the_live_edge" in proc.stderr
     assert "back on release r1" in proc.stderr
     # why, readable: pytest's assertion text and the new instances' last log lines

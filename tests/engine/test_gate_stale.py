@@ -51,14 +51,14 @@ def test_a_new_failing_test_file_invalidates_an_earlier_pass(
     assert _results(fleet)["web"]["outcome"] == "passed"
     (fleet.folder / "tests" / "test_new.py").write_text("def test_new():\n    assert False\n")
     refused = fleet.corral("deploy", check=False)
-    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.returncode == 5, refused.stdout + refused.stderr  # the gate refused
     assert "its test files or test settings changed since" in refused.stderr
     assert "corral test web" in refused.stderr
     # Not "already passed": the new key has no result yet, so corral test runs it.
     rerun = _results(fleet)["web"]
     assert rerun["outcome"] == "failed"
     assert any("test_new" in c["name"] for c in rerun["checks"])
-    assert fleet.corral("deploy", check=False).returncode == 1
+    assert fleet.corral("deploy", check=False).returncode == 5
     assert all(not r["instances"] for r in fleet.status()["roles"])  # nothing went live
     assert leftovers(fleet) == {"containers": [], "networks": [], "volumes": []}
 
@@ -79,7 +79,7 @@ def test_a_failing_run_again_blocks_the_same_digest(
     assert second["outcome"] == "failed"
     assert second["image_digest"] == first["image_digest"]  # the same image, the same tests
     refused = fleet.corral("deploy", check=False)
-    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.returncode == 5, refused.stdout + refused.stderr  # the gate refused
     assert "its newest test run" in refused.stderr and "failed" in refused.stderr
     report = json.loads(fleet.corral("test", "--report", "--json").stdout)["roles"]
     assert report[0]["outcome"] == "failed"  # the report says what the gate says

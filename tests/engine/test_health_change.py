@@ -49,11 +49,11 @@ def test_a_404_health_path_fails_the_deploy_and_the_fleet_keeps_serving(
     fleet.deploy()
     fleet.write(health=HEALTH_404)
     plan = fleet.corral("plan", check=False)
-    assert plan.returncode == 2, plan.stdout + plan.stderr  # changes pending...
+    assert plan.returncode == 3, plan.stdout + plan.stderr  # changes pending...
     assert "run configuration changed" in plan.stdout and "edge replace" not in plan.stdout
     with fleet.load() as load:
         failed = fleet.deploy(check=False)
-    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert failed.returncode == 6, failed.stdout + failed.stderr  # failed, rolled back
     assert "GET /missing: HTTP 404" in failed.stderr and "back on release r1" in failed.stderr
     load.assert_no_failures()  # ...and the old instances served throughout, on their check
     assert set(serving(fleet).values()) == {1} and len(serving(fleet)) == 2

@@ -127,7 +127,7 @@ def test_tmpfs_folders_belong_to_the_run_user(
         "touch /var/lib/app-cache/x && stat -c '%n %u %a' /run /run/postgresql "
         "/var/lib/app-cache && if touch /etc/x 2>/dev/null; then echo root-writable; fi"
     )
-    out = engine.exec_in(name, ["sh", "-c", script]).split()
+    out = engine.exec_in(name, ["sh", "-c", script]).checked().split()
     # The image has /run (mode 755), not the other two: corral's mode 0755 applies there.
     expected = [(path, NOBODY, "755") for path in ("/run", "/run/postgresql", "/var/lib/app-cache")]
     assert out == [word for row in expected for word in row]

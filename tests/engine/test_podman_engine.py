@@ -161,7 +161,7 @@ def test_a_podman_writing_the_secret_store_outlives_a_kill_of_corrals_process_gr
     assert check.returncode == 0, check.stderr
 
 
-def test_forget_secrets_removes_only_those_of_missing_containers(
+def test_collect_leftovers_removes_only_the_secrets_of_missing_containers(
     engine: PodmanEngine, shared_base: str, cleanup_fleet: str
 ) -> None:
     live, killed = f"{cleanup_fleet}-web-r2-1", f"{cleanup_fleet}-web-r3-1"
@@ -178,7 +178,7 @@ def test_forget_secrets_removes_only_those_of_missing_containers(
         check=True,
     )
     try:
-        assert engine.forget_secrets(f"{cleanup_fleet}-web-r") == [f"{killed}--APP_TOKEN"]
+        assert engine.collect_leftovers(f"{cleanup_fleet}-web-r") == [f"{killed}--APP_TOKEN"]
         mine = [n for n in secret_store() if n.startswith(cleanup_fleet)]
         assert mine == [f"{live}--APP_TOKEN"]
     finally:

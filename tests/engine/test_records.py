@@ -9,6 +9,7 @@ import threading
 
 import httpx
 
+from corral.cli.exitcodes import ExitCode
 from tests.engine.helpers import CORRAL, Fleet, containers
 
 
@@ -45,7 +46,7 @@ def test_a_new_instance_killed_after_its_check_fails_the_deploy_and_it_rolls_bac
     fleet.write(version="v2", replicas=3)
     first = f"{fleet.name}-web-r2-1"
     code, output = _deploy_killing(fleet, f"{fleet.name}-web-r2-2 is healthy", first)
-    assert code == 1, output
+    assert code == ExitCode.ROLLED_BACK, output  # went back to r1
     print(output)  # shown when the test fails
     assert "is live" not in output
     assert "role web: only 2 of 3 instances serve" in output, output
@@ -80,7 +81,7 @@ def test_an_instance_that_dies_while_settling_fails_the_deploy(
     fleet.write(version="v2", replicas=2, settle="8s")
     victim = f"{fleet.name}-web-r2-1"
     code, output = _deploy_killing(fleet, "settling: watching the instances for 8s", victim)
-    assert code == 1, output
+    assert code == ExitCode.ROLLED_BACK, output
     assert "only 1 of 2 instances serve" in output and "is live" not in output
     assert fleet.status()["release"] == 1
     last = json.loads(fleet.corral("history", "--json").stdout)["releases"][-1]

@@ -102,7 +102,7 @@ def test_podman_delivers_secrets_as_env_without_showing_them(
     try:
         engine.start(spec)
         # The program has each value byte for byte, and the plain env too.
-        pid1_env = engine.exec_in(name, ["python3", "-c", _launched_env_digests()])
+        pid1_env = engine.exec_in(name, ["python3", "-c", _launched_env_digests()]).checked()
         digests = json.loads(pid1_env)
         for variable, value in ODD_VALUES.items():
             assert digests[variable] == _digest(value), variable
@@ -110,7 +110,7 @@ def test_podman_delivers_secrets_as_env_without_showing_them(
         # Files only the instance's user (nobody, 65534) can read; root owns the folder.
         stat = engine.exec_in(
             name, ["stat", "-c", "%n %a %u", "/run/secrets/PLAIN", "/run/secrets"]
-        )
+        ).checked()
         assert stat.split("\n")[:2] == ["/run/secrets/PLAIN 400 65534", "/run/secrets 755 0"]
         # Nothing podman shows about the container or its image holds a value.
         shown = [
@@ -218,7 +218,7 @@ def test_corral_test_uses_test_values_unless_the_spec_asks_for_live_ones(
     )
     fleet.spec.write_text(text)
     refused = fleet.corral("test", "--again", check=False)
-    assert refused.returncode == 1 and "APP_TOKEN" in refused.stdout + refused.stderr
+    assert refused.returncode == 5 and "APP_TOKEN" in refused.stdout + refused.stderr
     tests.write_text(TOKEN_TEST.format(live=live, want_live=True))
     said.append(fleet.corral("test", "--again", "--json", env=exported))
     assert json.loads(said[-1].stdout)["results"][0]["outcome"] == "passed"
@@ -256,7 +256,7 @@ def test_a_rotated_secret_replaces_the_instances_and_is_never_shown(
 
     rotated = {"APP_TOKEN": new}
     said.append(fleet.corral("plan", check=False, env=rotated))
-    assert said[-1].returncode == 2, said[-1].stdout + said[-1].stderr
+    assert said[-1].returncode == 3, said[-1].stdout + said[-1].stderr  # changes pending
     for name in first:
         assert f"replace {name}: secret APP_TOKEN changed" in said[-1].stdout
     assert "static (rolling" in said[-1].stdout and "up to date" in said[-1].stdout

@@ -95,7 +95,7 @@ def _reproduction_2(made: Stack) -> None:
     with app_load(made) as load:
         failed = run(made, "deploy", "--skip-tests", "--reason", "reproduction 2")
     said = failed.stdout + failed.stderr
-    assert failed.returncode == 1, said
+    assert failed.returncode == 6, said  # failed, and the fleet went back
     assert "GET /missing: HTTP 404 Not Found" in said and "back on release r1" in said, said
     assert "L7STS" not in said
     load.assert_no_failures()
@@ -122,7 +122,7 @@ def _reproduction_2(made: Stack) -> None:
 
 def _refused(made: Stack, why: str) -> None:
     refused = run(made, "deploy")
-    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.returncode == 5, refused.stdout + refused.stderr  # the gate refused
     assert why in refused.stderr and "run: corral test static (" in refused.stderr, refused.stderr
     audited = last_audit(made, "deploy")  # reproduction 5: the refusal is audited
     assert audited["outcome"] == "refused" and why in audited["details"]["error"], audited
@@ -159,7 +159,7 @@ def _reproduction_6(made: Stack) -> None:
     made.corral("test", "app")  # passes: the test database has a row or two
     failed = run(made, "deploy")
     said = failed.stdout + failed.stderr
-    assert failed.returncode == 1, said
+    assert failed.returncode == 6, said  # failed, and the fleet went back
     assert "role app: smoke test failed: test_rows_page.py::test_the_rows_fit_on_one_page" in said
     # pytest's own text, its E lines included, then the new instances' last log lines
     assertion = re.compile(r"\| test_rows_page.py::test_the_rows_fit_on_one_page: assert \d+ <= 50")

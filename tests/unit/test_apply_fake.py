@@ -20,7 +20,7 @@ from corral.deploy.desired import RoleRelease
 from corral.deploy.health import HealthResult
 from corral.deploy.instances import container_spec
 from corral.deploy.observe import observe
-from corral.deploy.plan import EdgePlan, Observed, Plan, parse_time, plan_deploy
+from corral.deploy.plan import EdgePlan, EdgeServer, Observed, Plan, parse_time, plan_deploy
 from corral.deploy.scope import LABEL, Scope
 from corral.deploy.service import observe_fleet
 from corral.engines.base import ContainerInfo, ContainerSpec
@@ -73,9 +73,9 @@ class RecordingEngine(FakeEngine):
             self._sample("start", spec.name)
             return info
 
-    def restart(self, name: str) -> ContainerInfo:
+    def resume(self, name: str) -> ContainerInfo:
         with self.lock:
-            info = super().restart(name)
+            info = super().resume(name)
             self._sample("restart", name)
             return info
 
@@ -96,15 +96,17 @@ def _at(text: str) -> datetime:
     return parsed
 
 
-def observed(engine: RecordingEngine, state: State) -> Observed:
-    """What service.observe_fleet gathers, minus the edge."""
+def observed(engine: RecordingEngine, state: State, edge: FakeEdge | None = None) -> Observed:
+    """What service.observe_fleet gathers; the edge's servers only if ``edge`` is given."""
     releases = state.releases(FLEET, limit=100000)
+    servers = [EdgeServer(s.name, s.admin, s.healthy) for s in edge.servers("web")] if edge else []
     return Observed(
         instances=observe(engine, SCOPE),
         volumes=set(engine.list_volumes(SCOPE.labels("volume"))),
         good_releases={r.number for r in releases if r.status in GOOD},
         standby={i.name for i in state.instances(FLEET, live_only=False) if i.outcome == "standby"},
         now=engine.observed_at,
+        edge_servers={"web": servers} if edge else {},
     )
 
 
@@ -112,10 +114,10 @@ def deploy(engine: RecordingEngine, state: State, *roles: RoleRelease) -> tuple[
     """Plan and apply one release; the release ends active, or failed on DeployError."""
     desired = {rr.role: rr for rr in roles}
     release = state.start_release(FLEET, "deploy", {k: v.to_record() for k, v in desired.items()})
-    plan = plan_deploy(SCOPE, desired, observed(engine, state))
-    executor = Executor(engine, SCOPE, release.number, Journal(state, FLEET), NullProgress())
+    plan = plan_deploy(SCOPE, desired, observed(engine, state), release=release.number)
+    executor = Executor(engine, SCOPE, Journal(state, FLEET), NullProgress())
     try:
-        executor.apply(plan, desired)
+        executor.apply(plan)
     except DeployError as exc:
         state.finish_release(release.id, "failed", exc.message)
         raise
@@ -349,7 +351,7 @@ def test_failing_new_instance_raises_and_is_removed(
     error = caught.value
     assert "web" in error.message
     assert "did not become healthy" in error.message
-    assert error.details["roles"] == ["web"]
+    assert error.roles == ["web"]
     failed = [n for call, n in engine.calls if call == "start" and "-r2-" in n]
     assert failed
     for name in failed:
@@ -374,7 +376,7 @@ def test_failure_in_one_role_names_that_role_only(
             role_release("api", "img-b", **checked),
             role_release("web", "img-b", after=["api"]),
         )
-    assert caught.value.details["roles"] == ["api"]
+    assert caught.value.roles == ["api"]
     # web's wave never ran.
     assert {c.name for c in containers(engine, "web")} == {"shop-web-r1-1"}
 
@@ -407,7 +409,7 @@ def test_engine_error_names_the_role(state: State) -> None:
     )
     with pytest.raises(DeployError) as caught:
         deploy(engine, state, role_release("web", "img-b"))
-    assert caught.value.details["roles"] == ["web"]
+    assert caught.value.roles == ["web"]
     assert "web" in caught.value.message
 
 
@@ -484,9 +486,9 @@ class FakeEdge:
         self._note()
 
 
-def with_edge(engine: FakeEngine, state: State, release: int, edge: FakeEdge) -> Executor:
+def with_edge(engine: FakeEngine, state: State, edge: FakeEdge) -> Executor:
     journal = Journal(state, FLEET)
-    return Executor(engine, SCOPE, release, journal, NullProgress(), edge)  # type: ignore[arg-type]
+    return Executor(engine, SCOPE, journal, NullProgress(), edge)  # type: ignore[arg-type]
 
 
 def test_leftovers_that_take_no_requests_go_before_the_last_serving_instance(
@@ -496,8 +498,8 @@ def test_leftovers_that_take_no_requests_go_before_the_last_serving_instance(
     v1 = role_release("web", "img-a", replicas=3, public=8080)
     desired = {"web": v1}
     release = state.start_release(FLEET, "deploy", {"web": v1.to_record()})
-    plan = plan_deploy(SCOPE, desired, observed(engine, state))
-    with_edge(engine, state, release.number, edge).apply(plan, desired)
+    plan = plan_deploy(SCOPE, desired, observed(engine, state, edge), release=release.number)
+    with_edge(engine, state, edge).apply(plan)
     state.finish_release(release.id, "active")
     # Killed deploys since: two of the three serving instances were retired, and three
     # replacements were left behind: admitted but drained, or never admitted. Counted as
@@ -515,7 +517,7 @@ def test_leftovers_that_take_no_requests_go_before_the_last_serving_instance(
 
     v2 = role_release("web", "img-b", replicas=3, public=8080)
     release = state.start_release(FLEET, "deploy", {"web": v2.to_record()})
-    plan = plan_deploy(SCOPE, {"web": v2}, observed(engine, state))
+    plan = plan_deploy(SCOPE, {"web": v2}, observed(engine, state, edge), release=release.number)
     assert [c.instance for c in plan.role("web").stop] == [
         "shop-web-r1-3",
         "shop-web-r2-1",
@@ -523,7 +525,7 @@ def test_leftovers_that_take_no_requests_go_before_the_last_serving_instance(
         "shop-web-r4-1",
     ]
     edge.watch()
-    with_edge(engine, state, release.number, edge).apply(plan, {"web": v2})
+    with_edge(engine, state, edge).apply(plan)
     assert edge.fewest_ready == 1  # the one serving instance served until replaced
     assert sorted(n for n, a in edge.admin.items() if a == "ready") == [
         f"shop-web-r{release.number}-{i}" for i in (1, 2, 3)
@@ -609,7 +611,7 @@ def test_an_edge_that_refuses_its_new_configuration_fails_the_deploy(state: Stat
             raise EngineError("the old worker keeps serving")
 
     engine = FakeEngine()
-    plan = Plan(FLEET, (), (), EdgePlan("reload", "the health checks changed"))
-    executor = with_edge(engine, state, 1, Refusing())
+    plan = Plan(FLEET, (), (), EdgePlan("reload", "the health checks changed", "img-edge"))
+    executor = with_edge(engine, state, Refusing())
     with pytest.raises(DeployError, match="the edge: the old worker keeps serving"):
-        executor.apply(plan, {}, "img-edge")
+        executor.apply(plan)

@@ -109,7 +109,7 @@ def test_deploy_commands_json_and_exit_codes(
 ) -> None:
     f = ("--json", "-f", str(fake_fleet))
     code, out, _ = run(capsys, *f, "plan")
-    assert code == 2 and json.loads(out)["unbuilt"] == ["worker"]
+    assert code == 3 and json.loads(out)["unbuilt"] == ["worker"]  # changes pending (was 2)
     assert json.loads(out)["volumes_touched"] == 1
 
     code, out, _ = run(capsys, *f, "deploy", *SKIP)
@@ -135,7 +135,7 @@ def test_deploy_commands_json_and_exit_codes(
 
     with State.open(load_spec(fake_fleet).state_path) as state, state.lock("deploy", purpose="x"):
         code, out, _ = run(capsys, *f, "deploy", *SKIP)
-    assert code == 1 and json.loads(out)["error"] == "locked"
+    assert code == 4 and json.loads(out)["error"] == "locked"  # its own code (was 1)
 
     code, out, _ = run(capsys, *f, "destroy", "--yes")
     removed = json.loads(out)["removed"]

@@ -56,8 +56,8 @@ def _replace(state: State, replicas: int, surge: int | str) -> tuple[Counter[str
         engine.counting = image == "img-b"
         desired = {"web": _web(image, replicas, surge)}
         release = state.start_release(FLEET, "deploy", {"web": desired["web"].to_record()})
-        plan = plan_deploy(SCOPE, desired, observed(engine, state))
-        with_edge(engine, state, release.number, edge).apply(plan, desired)
+        plan = plan_deploy(SCOPE, desired, observed(engine, state, edge), release=release.number)
+        with_edge(engine, state, edge).apply(plan)
         state.finish_release(release.id, "active")
     return engine.counted, edge.counted
 

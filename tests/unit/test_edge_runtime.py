@@ -190,7 +190,7 @@ def test_refusals_raise(sock_path: str, answer: str, error: type[EngineError]) -
     for _ in _fake(sock_path, {"add server web/n 10.0.0.5:80": answer}):
         with pytest.raises(error) as info:
             RuntimeAPI(sock_path).add_server("web", "n", "10.0.0.5", 80, check=False)
-        assert info.value.details["stderr"] == answer.strip()
+        assert info.value.stderr == answer.strip()
 
 
 def test_silent_commands_refuse_any_text(sock_path: str) -> None:
@@ -559,3 +559,13 @@ def test_failure_growth_compares_two_readings() -> None:
     assert failure_growth({("web", "a"): _row("a", econ=5)}, {("web", "a"): _row("a", econ=1)}) == {
         ("web", "a"): {"econ": 1}
     }
+
+
+def test_a_server_that_cut_its_answer_counts_as_a_failure() -> None:
+    # srv_abrt: HAProxy had begun to pass the answer on, so the client got a broken
+    # response and no 5xx was counted; eint: HAProxy's own errors.
+    header = "# pxname,svname,type,econ,eresp,srv_abrt,eint"
+    [row] = parse_stat("show stat", f"{header}\nweb,a,2,0,0,1,0")
+    assert row.failures == {"srv_abrt": 1}
+    [row] = parse_stat("show stat", f"{header}\nweb,a,2,0,0,0,2")
+    assert row.failures == {"eint": 2}

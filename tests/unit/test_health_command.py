@@ -207,8 +207,8 @@ def test_between_deploys_a_command_checks_port_is_checked_with_tcp() -> None:
 def apply(engine: FakeEngine, rr: Any) -> None:
     desired = {rr.role: rr}
     observed = Observed(instances=(), volumes=set(), good_releases=(), standby=(), now=NOW)
-    executor = Executor(engine, SCOPE, 1, ScratchJournal(), NullProgress())
-    executor.apply(plan_deploy(SCOPE, desired, observed), desired)
+    executor = Executor(engine, SCOPE, ScratchJournal(), NullProgress())
+    executor.apply(plan_deploy(SCOPE, desired, observed, release=1))
 
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

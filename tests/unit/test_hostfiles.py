@@ -15,7 +15,7 @@ from corral.engines.fake import FakeEngine
 from corral.errors import StateError
 from corral.hostfiles import private_dir, read_private, write_private
 from corral.state import State
-from corral.state.lock import file_lock
+from corral.state.filelock import file_lock
 from corral.testing.environment import sweep, write_owner_file
 
 
@@ -50,14 +50,14 @@ def test_loose_state_files_left_by_an_older_corral_are_tightened(db_path: Path) 
     with State.open(db_path) as st, st.lock("deploy"):
         pass
     (db_path.parent / "tests").mkdir(mode=0o755)  # the owner files of test runs
+    (db_path.parent / "deploy.lock").write_text("")  # the flock file of a corral before 0007
     db_path.chmod(0o644)
-    (db_path.parent / "deploy.lock").chmod(0o644)
     db_path.parent.chmod(0o755)
     Path(f"{db_path}-wal").write_bytes(b"")  # an empty journal is no journal to SQLite
     Path(f"{db_path}-wal").chmod(0o666)
     with State.open(db_path) as st, st.lock("deploy"):
         assert st.schema_version > 0
-        assert mode(Path(f"{db_path}-wal")) == mode(db_path.parent / "deploy.lock") == 0o600
+        assert mode(Path(f"{db_path}-wal")) == 0o600
     assert (mode(db_path.parent), mode(db_path)) == (0o700, 0o600)
 
 
@@ -72,7 +72,7 @@ def test_a_link_planted_at_the_state_database_is_refused(tmp_path: Path, suffix:
     planted.symlink_to(victim)
     with pytest.raises(StateError, match=f"{planted} is a symbolic link") as caught:
         State.open(db_path)
-    assert caught.value.details["path"] == str(planted)
+    assert caught.value.path == str(planted)
     assert victim.read_text() == "precious\n"
     assert mode(victim) == 0o644  # not tightened through the link either
 
@@ -100,7 +100,8 @@ def test_a_folder_that_is_not_only_corrals_keeps_its_mode(tmp_path: Path) -> Non
     (tmp_path / "corral.yaml").write_text("fleet: shop\n")
     tmp_path.chmod(0o755)
     with State.open(tmp_path / "state.db") as st, st.lock("deploy"):
-        assert (mode(tmp_path / "state.db"), mode(tmp_path / "deploy.lock")) == (0o600, 0o600)
+        assert mode(tmp_path / "state.db") == 0o600
+        assert not (tmp_path / "deploy.lock").exists()  # a lock is a row of the database
     assert mode(tmp_path) == 0o755
     tmp_path.chmod(0o775)  # a group may write there: it could swap the database
     with pytest.raises(StateError, match="writable by other users"):

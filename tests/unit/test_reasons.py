@@ -70,14 +70,14 @@ def test_a_smoke_failure_carries_the_assertion_and_the_instances_last_lines() ->
         "role web: smoke test failed: test_web.py::test_version: "
         "AssertionError: assert 'v2' in 'v1'"
     )
-    log = error.details["log"]
+    log = error.log
     assert log[:3] == [
         "test_web.py::test_version: AssertionError: assert 'v2' in 'v1'",
         "test_web.py::test_version: assert 'v2' in 'v1'",
         "test_web.py::test_version:  + where 'v1' = r.text",
     ]
     assert log[3:] == [f"shop-web-r2-1: line {n}" for n in range(20, 30)]
-    assert [c["name"] for c in error.details["checks"]] == ["test_web.py::test_version"]
+    assert [c["name"] for c in error.checks] == ["test_web.py::test_version"]
 
 
 def test_the_assertion_is_shown_above_instance_logs_however_long_they_are() -> None:
@@ -89,7 +89,7 @@ def test_the_assertion_is_shown_above_instance_logs_however_long_they_are() -> N
     logs = {f"shop-app-r6-{n}": "".join(f"trace {i}\n" for i in range(30)) for n in (1, 2)}
     smoke = smoke_failure("app", checks, "", logs)
     out = io.StringIO()
-    show_error(Console(file=out, width=200), DeployError(smoke.message, failures=[smoke.to_dict()]))
+    show_error(Console(file=out, width=200), DeployError(smoke.message, failures=[smoke]))
     shown = [line.strip() for line in out.getvalue().splitlines()]
     assert shown[1:3] == [
         "| test_rows.py::test_page: AssertionError: 3660 rows",
@@ -102,7 +102,9 @@ def test_the_assertion_is_shown_above_instance_logs_however_long_they_are() -> N
 
 
 def test_a_health_failures_log_shows_its_last_lines() -> None:
-    failure = {"message": "role app: did not become healthy", "log": [f"l{i}" for i in range(40)]}
+    failure = DeployError(
+        "role app: did not become healthy", role="app", log=[f"l{i}" for i in range(40)]
+    )
     out = io.StringIO()
     show_error(Console(file=out, width=200), DeployError("deploy failed", failures=[failure]))
     assert [line.strip() for line in out.getvalue().splitlines()[1:]] == [
@@ -113,7 +115,7 @@ def test_a_health_failures_log_shows_its_last_lines() -> None:
 def test_a_smoke_failure_without_a_failed_test_says_what_pytest_said() -> None:
     error = smoke_failure("web", [], "collected 0 items\nERROR: file not found: x.py\n", {})
     assert error.message == "role web: smoke test failed: ERROR: file not found: x.py"
-    assert error.details["log"] == ["collected 0 items", "ERROR: file not found: x.py"]
+    assert error.log == ["collected 0 items", "ERROR: file not found: x.py"]
 
 
 def test_a_servers_last_check_is_read_with_its_code_and_said_in_words() -> None:

@@ -62,8 +62,8 @@ def _converge(
     ctx: service.Context, desired: Desired, after: Callable[[Desired], None] = service.no_check
 ) -> service.DeployResult:
     observed = service.observe_fleet(ctx, desired, None)
-    plan = plan_deploy(SCOPE, desired, observed)
-    return service.converge(ctx, plan, desired, {}, None, "deploy", None, after)
+    plan = plan_deploy(SCOPE, desired, observed, release=service.next_release(ctx.state, FLEET))
+    return service.converge(ctx, plan, {}, None, "deploy", None, after)
 
 
 def _fail_with(error: BaseException) -> Callable[[Desired], None]:
@@ -210,7 +210,7 @@ def test_settle_watches_for_its_time_and_fails_on_the_first_shortfall() -> None:
     with pytest.raises(DeployError, match="only 0 of 1") as raised:
         settle({"web": web}, 30, watch)
     assert len(looks) == 3
-    assert raised.value.details["failures"][0]["log"] == ["w1: boom"]
+    assert raised.value.failures[0].log == ["w1: boom"]
 
 
 def test_settle_of_0_looks_once() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from corral.cli.exitcodes import ExitCode, for_error
 from corral.errors import Diagnostic, SpecError
 from corral.spec.load import MAX_BYTES, LoadedSpec, check_files, load_spec
 from corral.spec.model import ContainerfileBase
@@ -234,7 +235,7 @@ def test_all_problems_reported_sorted(tmp_path: Path) -> None:
     assert "did you mean 'debian'?" in found[0].message
     assert "greater than 0 and at most 64, got true" in found[5].message
     error = SpecError(found)
-    assert error.exit_code == 2
+    assert for_error(error) == ExitCode.USAGE == 2
     assert error.to_dict()["diagnostics"][0]["line"] == 4
 
 

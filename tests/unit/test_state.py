@@ -108,7 +108,7 @@ def test_refuses_a_newer_schema(db_path: Path) -> None:
     conn.close()
     with pytest.raises(StateError, match="newer corral") as info:
         State.open(db_path)
-    assert info.value.details["schema_version"] == 99
+    assert info.value.schema_version == 99
 
 
 def test_corrupt_file_is_a_state_error(db_path: Path) -> None:
@@ -412,4 +412,4 @@ def test_sqlite_errors_are_explained(tmp_path: Path) -> None:
     assert readonly.message.startswith(f"cannot write the state database {path}")
     busy = state_error(path, "starting a build", sqlite3.OperationalError("database is locked"))
     assert "busy" in busy.message and "starting a build" in busy.message
-    assert busy.details == {"path": str(path)}
+    assert busy.path == str(path)

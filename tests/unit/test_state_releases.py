@@ -150,7 +150,7 @@ def test_failed_and_aborted_releases(state: State, status: str) -> None:
     assert state.active_release("prod") == active
     with pytest.raises(StateError, match=f"release prod #2 is already {status}") as info:
         state.finish_release(release.id, "active")
-    assert info.value.details["status"] == status
+    assert info.value.status == status
     assert state.active_release("prod") == active
 
 

@@ -19,7 +19,7 @@ from corral import app
 from corral.cli.views import plan_lines
 from corral.deploy.apply import Executor, Journal
 from corral.deploy.desired import RoleRelease
-from corral.deploy.plan import STOP_FIRST, plan_deploy, single_writer_conflicts
+from corral.deploy.plan import STOP_FIRST, plan_deploy, role_batches, single_writer_conflicts
 from corral.engines.base import ContainerInfo, ContainerSpec
 from corral.errors import DeployError, SpecError, UsageError
 from corral.progress import NullProgress
@@ -157,9 +157,9 @@ def test_a_public_stop_first_role_is_drained_then_stopped_then_replaced(state: S
     for image in ("img-a", "img-b"):
         desired = {"db": role_release("db", image, **public)}
         release = state.start_release(FLEET, "deploy", {"db": desired["db"].to_record()})
-        plan = plan_deploy(SCOPE, desired, observed(engine, state))
+        plan = plan_deploy(SCOPE, desired, observed(engine, state, edge), release=release.number)
         engine.calls.clear()
-        with_edge(engine, state, release.number, edge).apply(plan, desired)
+        with_edge(engine, state, edge).apply(plan)
         state.finish_release(release.id, "active")
     assert engine.calls == [
         ("drain", "shop-db-r1-1"),
@@ -193,16 +193,20 @@ def test_the_executor_refuses_a_start_while_another_container_mounts_the_volume(
     # A plan that ignores the volume (new first, as plain rolling would) is refused by
     # the executor: it asks the engine, not the plan.
     desired = {"db": role_release("db", "img-b", **DB)}
-    plan = plan_deploy(SCOPE, desired, observed(engine, state))
-    rolling = dataclasses.replace(plan.role("db"), strategy="rolling")
     release = state.start_release(FLEET, "deploy", {"db": desired["db"].to_record()})
-    executor = Executor(engine, SCOPE, release.number, Journal(state, FLEET), NullProgress())
+    seen = observed(engine, state)
+    plan = plan_deploy(SCOPE, desired, seen, release=release.number)
+    rolling = dataclasses.replace(plan.role("db"), strategy="rolling")
+    rolling = dataclasses.replace(
+        rolling, batches=tuple(role_batches(rolling, desired["db"], seen))
+    )
+    executor = Executor(engine, SCOPE, Journal(state, FLEET), NullProgress())
     engine.calls.clear()
     with pytest.raises(DeployError) as caught:
-        executor.apply_role(rolling, desired["db"])
+        executor.apply_role(rolling, release.number)
     old = SCOPE.instance_name("db", first, 1)
-    assert caught.value.details["holder"] == old
-    assert caught.value.details["volume"] == "shop-db-data"
+    assert caught.value.holder == old
+    assert caught.value.volume == "shop-db-data"
     assert f"{old} (running) mounts single-writer volume shop-db-data" in caught.value.message
     assert not [c for c in engine.calls if c[0] == "start"]
     assert most_running(engine, "db") == 1
@@ -274,12 +278,10 @@ def test_an_old_instance_that_never_goes_away_stops_the_replacement(state: State
     deploy(engine, state, role_release("db", "img-a", **DB))
     release = state.start_release(FLEET, "deploy", {})
     desired = {"db": role_release("db", "img-b", **DB)}
-    plan = plan_deploy(SCOPE, desired, observed(engine, state))
-    executor = Executor(
-        engine, SCOPE, release.number, Journal(state, FLEET), NullProgress(), gone_timeout=0.2
-    )
+    plan = plan_deploy(SCOPE, desired, observed(engine, state), release=release.number)
+    executor = Executor(engine, SCOPE, Journal(state, FLEET), NullProgress(), gone_timeout=0.2)
     with pytest.raises(DeployError, match=r"still stopping .* its replacement was not started"):
-        executor.apply(plan, desired)
+        executor.apply(plan)
     assert [n for c, n in engine.calls if c == "start"] == ["shop-db-r1-1"]
 
 

@@ -76,7 +76,13 @@ def env(server_url: str) -> dict[str, Any]:
         "mode": "full",
         "edge_url": server_url,
         "instances": [
-            {"name": BOGUS_CONTAINER, "url": server_url, "address": "127.0.0.1", "port": port}
+            {
+                "name": BOGUS_CONTAINER,
+                "url": server_url,
+                "address": "127.0.0.1",
+                "port": port,
+                "backend": f"podman://{BOGUS_CONTAINER}",
+            }
         ],
         "engine": "podman",
     }
@@ -345,6 +351,21 @@ def test_full_mode_with_a_missing_container_errors(tmp_path: Path, env: dict[str
         assert checks[name].kind == "testinfra"
         assert checks[name].outcome == "error"
         assert f"cannot run commands in container {BOGUS_CONTAINER}" in checks[name].message
+
+
+def test_an_engine_without_a_test_backend_fails_host_tests_saying_so(
+    tmp_path: Path, env: dict[str, Any]
+) -> None:
+    write(tmp_path / "tests", "test_host.py", HOST_TESTS)
+    instances = [{**env["instances"][0], "backend": None}]
+    outcome = run_role_tests(
+        [Path("tests")], {**env, "engine": "swarm", "instances": instances}, workdir=tmp_path
+    )
+    checks = by_name(outcome)
+    for name in ("test_uses_host", "test_uses_hosts"):
+        assert checks[name].outcome == "error"
+        message = checks[name].message
+        assert f"the swarm engine cannot run commands in container {BOGUS_CONTAINER}" in message
 
 
 def test_a_null_edge_url_skips_edge_tests(tmp_path: Path, env: dict[str, Any]) -> None:

@@ -7,7 +7,9 @@ which is a DNS name on the fleet's network.
 
 Each request opens its own connection. While the database is being replaced (it is
 stopped before its successor starts), opening one is retried for up to DB_WAIT seconds,
-so a short database restart slows requests down instead of failing them. A statement is
+so a short database restart slows requests down instead of failing them; so does a
+name lookup of ``db`` that aardvark-dns 1.4 leaves unanswered for many seconds while
+containers come and go (see ``dns_args`` in corral/engines/podman.py). A statement is
 never retried: a POST whose connection broke mid-way answers 503 rather than insert twice.
 
 On SIGTERM (``podman stop``, after the edge has drained the instance) the requests still
@@ -32,7 +34,7 @@ DB = {
     "password": os.environ.get("DB_PASSWORD", ""),
     "connect_timeout": 2,
 }
-DB_WAIT = float(os.environ.get("DB_WAIT", "15"))
+DB_WAIT = float(os.environ.get("DB_WAIT", "25"))  # under the edge's 30 s server timeout
 GREETING = os.environ.get("GREETING", "hello")
 VERSION = "1"
 STOP_WAIT = 8.0  # seconds to finish requests after SIGTERM; podman kills at 10

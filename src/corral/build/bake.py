@@ -14,7 +14,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +25,7 @@ from corral.build.hashing import combine, hash_json, hash_tree
 from corral.build.tree import confined
 from corral.engines.base import Engine, ImageInfo
 from corral.errors import BuildError, CorralError, EngineError, GateError, UsageError
+from corral.formats import LABEL_PREFIX, image_version, utc_now
 from corral.progress import NullProgress, Progress
 from corral.spec.load import LoadedSpec
 from corral.spec.model import ContainerfileBase, DebianBase, ImageBase, Role
@@ -34,7 +34,7 @@ from corral.state import ImageRecord, State
 # 2: spec values reach the Containerfile as data (build arguments, argv items).
 IMAGE_RECIPE_VERSION = 2
 SSH_SERVERS = ("openssh-server", "dropbear", "dropbear-bin", "tinysshd")
-LABEL = "io.corral."
+LABEL = LABEL_PREFIX  # corral.formats has the one prefix; modules import LABEL here
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,14 @@ def bake_target(
     )
 
 
-def find_current_image(target: BakeTarget, engine: Engine, state: State) -> ImageRecord | None:
-    """The image baked from the target's current inputs, without building anything."""
+def find_current_image(
+    target: BakeTarget, engine: Engine, state: State, *, retag: bool = True
+) -> ImageRecord | None:
+    """The image baked from the target's current inputs, without building anything.
+
+    With ``retag`` False it changes nothing at all (``plan``, ``status``): an image whose
+    tag was removed is still found, and only a bake puts the tag back.
+    """
     base = target.role.base
     if isinstance(base, DebianBase):
         found = engine.inspect_image(BaseRecipe.from_spec(base).tag)
@@ -121,11 +127,11 @@ def find_current_image(target: BakeTarget, engine: Engine, state: State) -> Imag
         found = engine.inspect_image(_containerfile_base_tag(target, base)[1])
     if found is None:
         return None
-    return _current_image(target, role_content_hash(target, found.id), engine, state)
+    return _current_image(target, role_content_hash(target, found.id), engine, state, retag)
 
 
 def _current_image(
-    target: BakeTarget, content_hash: str, engine: Engine, state: State
+    target: BakeTarget, content_hash: str, engine: Engine, state: State, retag: bool = True
 ) -> ImageRecord | None:
     """The recorded image with this content hash, if it still exists in the engine."""
     record = state.find_image(target.fleet, target.name, content_hash)
@@ -136,7 +142,8 @@ def _current_image(
         return record  # the common case: one look
     if engine.inspect_image(record.image_id) is None:
         return None
-    engine.tag_image(record.image_id, record.tag)  # someone removed or moved the tag only
+    if retag:
+        engine.tag_image(record.image_id, record.tag)  # someone removed or moved the tag only
     return record
 
 
@@ -216,7 +223,7 @@ def _bake(
 ) -> ImageRecord:
     fleet, name = target.fleet, target.name
     build = state.start_build(fleet, name, content_hash)
-    version = f"{build.number}-{content_hash[:12]}"
+    version = image_version(build.number, content_hash)
     tag = f"{image_repo(fleet, name)}:{version}"
     stage_tag = f"{image_repo(fleet, name)}:building-{build.number}"
     progress.step(name, f"building {tag}")
@@ -350,7 +357,7 @@ def image_labels(
         LABEL + "spec-hash": hash_json(section),
         LABEL + "git-commit": git.commit or "",
         LABEL + "git-dirty": "true" if git.dirty else "false",
-        LABEL + "built-at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        LABEL + "built-at": utc_now(),
         LABEL + "corral-version": __version__,
         LABEL + "packages": ",".join(packages),
         LABEL + "stage": "",  # the stage's label is inherited; this is no stage

@@ -19,6 +19,7 @@ from corral import __version__
 from corral.build.hashing import hash_json
 from corral.engines.base import Engine, ImageInfo
 from corral.errors import BuildError, MissingToolError
+from corral.formats import label
 from corral.progress import Progress
 from corral.spec.model import DebianBase
 
@@ -28,7 +29,7 @@ RECIPE_VERSION = 1
 SOURCE_DATE_EPOCH = "1700000000"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 BASE_REPO = "localhost/corral-base"
-LABEL_BASE_HASH = "io.corral.base-hash"
+LABEL_BASE_HASH = label("base-hash")
 _NETWORK_HINTS = (
     "Temporary failure resolving",
     "Could not connect",
@@ -102,8 +103,8 @@ def ensure_base(engine: Engine, base: DebianBase, progress: Progress) -> ImageIn
         progress.step("base", f"importing {recipe.tag}")
         labels = {
             LABEL_BASE_HASH: recipe.hash,
-            "io.corral.base-suite": recipe.suite,
-            "io.corral.corral-version": __version__,
+            label("base-suite"): recipe.suite,
+            label("corral-version"): __version__,
         }
         return engine.import_rootfs(
             tarball,

@@ -1,7 +1,7 @@
 """The ``corral`` command. Each command parses, calls one library function, shows the result.
 
-Exit codes (docs/cli.md): 0 ok; 1 failure; 2 bad usage or invalid spec; 130 interrupted.
-This module is the one place that turns exceptions into a message and an exit code.
+Exit codes: ``corral.cli.exitcodes`` (and docs/cli.md). This module is the one place that
+turns exceptions into a message and an exit code.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from rich.console import Console
 
 from corral import __version__, app
 from corral.cli import views
+from corral.cli.exitcodes import ExitCode, for_error
 from corral.cli.params import ROLE, Count, Seconds, SpecFile, Words
 from corral.cli.progress import ConsoleProgress
 from corral.errors import CorralError
@@ -27,7 +28,6 @@ from corral.hostfiles import open_private, private_dir
 from corral.scrub import ScrubbedStream, Scrubber
 from corral.testing import suite
 
-EXIT_INTERRUPTED = 130
 INTERRUPTED = "interrupted: a build keeps nothing half-done; the next deploy finishes a deploy's"
 DEBUG_LOG = Path.home() / ".cache" / "corral" / "debug.log"
 
@@ -174,17 +174,14 @@ def audit(opts: Options, limit: int) -> None:
     opts.emit({"audit": entries}, lambda out: views.show_audit(out, entries))
 
 
-EXIT_CHANGES = 2  # plan: something would change (as terraform plan -detailed-exitcode)
-
-
 @cli.command()
 @click.argument("roles", nargs=-1, type=ROLE)
 @common_options
 def plan(opts: Options, roles: tuple[str, ...]) -> int:
-    """Show what deploy would change; exit 0 if nothing, 2 if something would."""
+    """Show what deploy would change; exit 0 if nothing, 3 if something would."""
     result = app.plan(opts.file, roles)
     opts.emit(views.plan_data(result), lambda out: views.show_plan(out, result))
-    return EXIT_CHANGES if result.has_changes else 0
+    return ExitCode.CHANGES if result.has_changes else ExitCode.OK
 
 
 wait_option = click.option(
@@ -261,12 +258,12 @@ def test_command(
     if report:
         rows = app.coverage_report(opts.file)
         opts.emit({"roles": rows}, lambda out: views.show_coverage(out, rows))
-        return 0
+        return ExitCode.OK
     timeouts = suite.Timeouts(per_test=per_test_timeout, total=timeout)
     with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
         results = app.run_tests(opts.file, roles, again, progress, timeouts)
     opts.emit({"results": results}, lambda out: views.show_test_results(out, results))
-    return 1 if any(r.outcome == "failed" for r in results) else 0
+    return ExitCode.FAILED if any(r.outcome == "failed" for r in results) else ExitCode.OK
 
 
 @cli.command()
@@ -295,6 +292,16 @@ def status(opts: Options) -> None:
 
 
 @cli.command()
+@wait_option
+@common_options
+def gc(opts: Options, wait: float) -> int:
+    """Remove what killed deploys and test runs left; never a volume or a backup."""
+    result = app.gc(opts.file, wait=wait)
+    opts.emit(views.gc_data(result), lambda out: views.show_gc(out, result))
+    return 1 if result.failed else 0
+
+
+@cli.command()
 @click.option("--limit", default=50, show_default=True, type=Count(1, 100000))
 @click.option(
     "--release",
@@ -320,7 +327,7 @@ def destroy(opts: Options, yes: bool) -> None:
     question = "Remove every instance and the edge of this fleet (volumes are kept)?"
     if not yes and not click.confirm(question, err=True):
         opts.err.print("nothing removed")
-        raise click.exceptions.Exit(1)
+        raise click.exceptions.Exit(ExitCode.FAILED)
     removed = app.destroy(opts.file)
     opts.emit(
         {"removed": removed},
@@ -356,16 +363,18 @@ def edge_replace(opts: Options, wait: float) -> None:
 
 
 def _scrub_error(exc: BaseException, scrubber: Scrubber) -> None:
-    """Remove the fleet's secrets from an error, its details and the errors that led to
+    """Remove the fleet's secrets from an error, its fields and the errors that led to
     it (the debug log writes the whole chain), in place."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        current.args = tuple(scrubber.text(a) if isinstance(a, str) else a for a in current.args)
         if isinstance(current, CorralError):
-            current.message = scrubber.text(current.message)
-            current.details = scrubber.data(current.details)
+            current.scrub(scrubber)
+        else:
+            current.args = tuple(
+                scrubber.text(a) if isinstance(a, str) else a for a in current.args
+            )
         current = current.__cause__ or current.__context__
 
 
@@ -379,20 +388,20 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(exc.exit_code)
     except click.Abort:  # Ctrl-C inside a command, or no answer to a question
         err.print(INTERRUPTED)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(ExitCode.INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(2)
+        sys.exit(ExitCode.USAGE)
     except KeyboardInterrupt:
         err.print(INTERRUPTED)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(ExitCode.INTERRUPTED)
     except CorralError as exc:
         _fail(exc, as_json, err)
     except Exception as exc:
         log = _write_debug_log()
         detail = f" {type(exc).__name__}: {exc} (details in {log})"
         err.print(views.styled("internal error:", "red", detail), highlight=False)
-        sys.exit(1)
+        sys.exit(ExitCode.FAILED)
     sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -400,7 +409,7 @@ def _fail(exc: CorralError, as_json: bool, err: Console) -> NoReturn:
     if as_json:
         views.print_json(Console(highlight=False), exc.to_dict())
     views.show_error(err, exc)
-    sys.exit(exc.exit_code)
+    sys.exit(for_error(exc))
 
 
 def _write_debug_log(path: Path = DEBUG_LOG) -> Path:

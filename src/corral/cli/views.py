@@ -22,16 +22,21 @@ from rich.text import Text
 
 from corral.app import Sbom, Validation
 from corral.build import BuildResult
+from corral.deploy.gc import Collected
+from corral.deploy.orchestrate import DeployResult
 from corral.deploy.plan import Plan, RolePlan, summarize
-from corral.deploy.service import DeployResult, PlanResult
+from corral.deploy.service import PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
-from corral.errors import CorralError, SpecError
+from corral.errors import BuildError, CorralError, DeployError, EngineError, SpecError
 from corral.state import AuditEntry, ImageRecord
 from corral.testing.suite import KINDS, CoverageRow, RoleTestResult
 
 
 def to_data(value: Any) -> Any:
-    """Plain JSON-able data from dataclasses, mappings and sequences."""
+    """Plain JSON-able data from dataclasses, mappings and sequences (a plan: its own
+    documented form)."""
+    if isinstance(value, Plan):
+        return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
@@ -70,43 +75,58 @@ def cells(*values: str | Text) -> list[Text]:
 
 
 def show_error(console: Console, error: CorralError) -> None:
+    """``error`` for a person: its message, then the log lines it carries."""
     if isinstance(error, SpecError):
         for diagnostic in error.diagnostics:
             console.print(styled("error", "red", f" {diagnostic}"), highlight=False)
         say(console, error.message)
         return
     console.print(styled("error:", "red", f" {error.message}"), highlight=False)
-    show_reason(console, error.details, messages=False)
+    if isinstance(error, DeployError):
+        for failure in error.failures:
+            _show_failure(console, failure.message, failure.log, bool(failure.checks), False)
+    if isinstance(error, DeployError | EngineError | BuildError):
+        _show_log(console, error.log)
 
 
 LOG_LINES = 15  # of each failing instance or test, shown under its reason
 
 
-def show_reason(console: Console, details: Mapping[str, Any], messages: bool = True) -> None:
-    """The log lines of a failure and of each failure inside it (a role's failed health
-    check, a smoke test's assertion...), each under its message when ``messages``."""
-    for failure in details.get("failures", []):
-        if not isinstance(failure, Mapping):
-            continue
-        if messages and failure.get("message"):
-            say(console, f"  {failure['message']}")
-        for entry in shown_log(failure):
-            say(console, f"    | {entry}")
-    for entry in list(details.get("log", []))[-LOG_LINES:]:
+def show_reason(console: Console, failure: Mapping[str, Any]) -> None:
+    """A stored failure (a release's, as data, whatever corral wrote it) as ``show_error``
+    shows an error: each failure inside it (a role's failed health check, a smoke test's
+    assertion...) under its message, then its own log lines."""
+    for inner in failure.get("failures", []):
+        if isinstance(inner, Mapping):
+            log = [str(entry) for entry in inner.get("log", [])]
+            _show_failure(console, str(inner.get("message") or ""), log, bool(inner.get("checks")))
+    _show_log(console, [str(entry) for entry in failure.get("log", [])])
+
+
+def _show_failure(
+    console: Console, message: str, log: Sequence[str], checks: bool, messages: bool = True
+) -> None:
+    if messages and message:
+        say(console, f"  {message}")
+    for entry in shown_log(log, checks):
+        say(console, f"    | {entry}")
+
+
+def _show_log(console: Console, log: Sequence[str]) -> None:
+    for entry in list(log)[-LOG_LINES:]:
         say(console, f"  | {entry}")
 
 
-def shown_log(failure: Mapping[str, Any]) -> list[str]:
-    """The lines of ``failure``'s log shown under it: the last LOG_LINES of each source.
+def shown_log(log: Sequence[str], checks: bool) -> list[str]:
+    """The lines of a failure's ``log`` shown under it: the last LOG_LINES of each source.
 
-    A smoke test's log is ``source: line``, each failed test's whole text and then each
-    instance's last lines; cutting the whole list to its last lines showed only the
-    instances' logs and hid the assertion whenever they were long. Any other log (a
-    failed health check's, one instance's) is cut to its last lines.
+    A smoke test's log (it has ``checks``) is ``source: line``, each failed test's whole
+    text and then each instance's last lines; cutting the whole list to its last lines
+    showed only the instances' logs and hid the assertion whenever they were long. Any
+    other log (a failed health check's, one instance's) is cut to its last lines.
     """
-    log = [str(entry) for entry in failure.get("log", [])]
-    if not failure.get("checks"):
-        return log[-LOG_LINES:]
+    if not checks:
+        return list(log[-LOG_LINES:])
     sources: dict[str, list[str]] = {}
     for entry in log:  # a test's name may hold ": ", but every line of it the same way
         sources.setdefault(entry.split(": ", 1)[0], []).append(entry)
@@ -247,8 +267,6 @@ def deploy_data(result: DeployResult) -> dict[str, Any]:
 
 
 def show_status(console: Console, status: FleetStatus) -> None:
-    for cleaned in status.cleaned:
-        say(console, f"cleaned up: {cleaned}")
     release = f"r{status.release}" if status.release else "none"
     say(console, f"fleet {status.fleet}: release {release}, edge {status.edge}")
     table = Table(box=None)
@@ -271,6 +289,46 @@ def show_status(console: Console, status: FleetStatus) -> None:
             "run; `corral deploy` converges them",
             highlight=False,
         )
+    for number in status.unfinished_releases:
+        say(
+            console,
+            f"release r{number} is still deploying: a deploy runs now, or one was killed "
+            "(`corral gc` or the next deploy marks it aborted)",
+        )
+    if status.leftovers:
+        say(
+            console,
+            f"left by killed deploys: {', '.join(status.leftovers)}; `corral gc` removes them",
+        )
+
+
+def gc_data(result: Collected) -> dict[str, Any]:
+    """``corral gc --json``: what was marked and removed, and the count removed."""
+    return {**to_data(result), "removed": result.removed}
+
+
+def show_gc(console: Console, result: Collected) -> None:
+    """One line per thing done, then a summary; what failed is said, and retried next time."""
+    for number in result.releases:
+        say(console, f"release r{number}: marked aborted (its deploy process died)")
+    for kind, names in (
+        ("container", result.instances),
+        ("probe container", result.probes),
+        ("stored secret", result.secrets),
+        ("test environment", result.test_environments),
+    ):
+        for name in names:
+            say(console, f"removed {kind} {name}")
+    for problem in result.failed:
+        console.print(styled("could not remove", "yellow", f" {problem}; the next gc retries"))
+    if not (result.releases or result.removed or result.failed):
+        say(console, "nothing to clean up")
+        return
+    say(
+        console,
+        f"gc: removed {result.removed} object(s), marked {len(result.releases)} release(s) "
+        "aborted; volumes and backups are never touched",
+    )
 
 
 def _age(seconds: int) -> str:

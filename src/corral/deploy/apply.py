@@ -1,5 +1,10 @@
 """The executor: the only code that changes a running fleet, and only by following a plan.
 
+Its inputs are a plan (``plan_deploy``, ``plan_edge_replace``) and the engine (with the edge,
+the journal and the secrets' values). It carries out each role's batches of named steps in
+order and decides nothing of its own: which instances start, under which names, in which
+batches, and which old ones go first are the plan's (see ``deploy/steps.py``).
+
 Instances are never changed in place. New ones start, pass their health check from outside,
 join the edge; only then are old ones drained (no new requests, in-flight ones finish) and
 removed. Roles deploy wave by wave (``after``), roles of one wave in parallel.
@@ -14,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -22,16 +26,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from corral.deploy.desired import Desired, RoleRelease
-from corral.deploy.edge import Edge
+from corral.deploy.desired import RoleRelease
+from corral.deploy.edge import Edge, check_from_outside
 from corral.deploy.health import CommandProbe, Probe, wait_healthy
 from corral.deploy.instances import container_spec, probe_spec, remove_probes
-from corral.deploy.observe import KIND_INSTANCE
-from corral.deploy.plan import STOP_FIRST, Change, Plan, RolePlan
+from corral.deploy.plan import Plan, RolePlan, edge_timeout
 from corral.deploy.scope import LABEL, Scope
 from corral.deploy.secrets import Hasher
+from corral.deploy.steps import Action, Step
 from corral.engines.base import ContainerInfo, Engine
-from corral.errors import CorralError, DeployError
+from corral.errors import CorralError, DeployError, EngineError
 from corral.progress import Progress
 from corral.spec.model import CommandHealth
 from corral.state import State
@@ -82,24 +86,32 @@ class ScratchJournal(Journal):
         pass
 
 
+LAUNCHES = (Action.START, Action.RESTART)
+RETIRING = {Action.DRAIN, Action.STOP, Action.REMOVE}
+
+
 @dataclass
 class Executor:
+    """Carries a plan's steps out on an engine (and its edge), journalling each.
+
+    Its only inputs are the plan and what acts: the engine, the edge, the journal, and
+    the secrets' values (never part of a plan). It decides nothing the plan does not say:
+    which instances start, in which batches, what goes first all come from the plan.
+    """
+
     engine: Engine
     scope: Scope
-    release: int
     journal: Journal
     progress: Progress
     edge: Edge | None = None
     secrets: Mapping[str, str] = field(default_factory=dict)
     key: Hasher | None = None  # labels say which secret values an instance got
-    first_index: Mapping[str, int] = field(default_factory=dict)  # per role, when reusing
     gone_timeout: float = 60.0  # how long a stopped instance may take to let go of its volumes
-    _counters: dict[str, itertools.count[int]] = field(default_factory=dict)
     _count_lock: threading.Lock = field(default_factory=threading.Lock)
     _claim_locks: dict[str, threading.Lock] = field(default_factory=dict)
 
     # -- the whole plan -----------------------------------------------------------------
-    def apply(self, plan: Plan, desired: Desired, edge_image: str | None = None) -> None:
+    def apply(self, plan: Plan) -> None:
         """Carry out ``plan``; raise DeployError naming every role that failed.
 
         Roles that failed are left half-way (old and new instances serving side by side);
@@ -109,30 +121,73 @@ class Executor:
             self.engine.ensure_network(self.scope.network, self.scope.labels("network"))
         for name in remove_probes(self.engine, self.scope):
             self.progress.step("fleet", f"removed {name}, a health probe a killed deploy left")
-        if self.edge is not None and edge_image and plan.edge.action in ("create", "start"):
+        self._apply_edge(plan)
+        for step in plan.orphan_steps:
+            self._do(None, plan.release, step, None)
+        for wave in plan.waves:
+            self._apply_wave([plan.role(name) for name in wave], plan.release)
+
+    def _apply_edge(self, plan: Plan) -> None:
+        edge, image = self.edge, plan.edge.image
+        if edge is None or not image:
+            return
+        if plan.edge.action in ("create", "start"):
             self.progress.step("edge", f"starting the edge ({plan.edge.reason})")
-            self.edge.start(desired, edge_image)
-        elif self.edge is not None and edge_image and plan.edge.action == "reload":
+            edge.start(plan.desired, image)
+        elif plan.edge.action == "reload":
             # Before the roles: new instances are added to backends checked as they will be
             # checked; the old ones keep their own paths (or, checked another way, no check).
             self.progress.step("edge", f"reloading the edge's configuration ({plan.edge.reason})")
             try:
-                self.edge.reload(desired, edge_image)
+                edge.reload(plan.desired, image)
             except CorralError as exc:  # a failed deploy, to be undone like a role's failure
                 raise DeployError(f"the edge: {exc.message}", reason=exc.message) from exc
-        for change in plan.orphans:
-            self.retire(None, change, "orphan")
-        for wave in plan.waves:
-            self._apply_wave([plan.role(name) for name in wave], desired)
 
-    def _apply_wave(self, role_plans: Sequence[RolePlan], desired: Desired) -> None:
+    def replace_edge(self, plan: Plan) -> None:
+        """Carry out ``corral edge replace``'s plan (``plan_edge_replace``).
+
+        Raises:
+            GateError: an instance fails the new edge's check; nothing was changed.
+            EngineError: the edge refused (a failed reload leaves the old configuration),
+                or the new edge does not see every instance healthy.
+        """
+        edge, desired, image = self.edge, plan.desired, plan.edge.image
+        assert edge is not None and image, "an edge replacement needs the edge and its image"
+        if plan.edge.action == "reload":
+            self.progress.step("edge", "reloading the edge's configuration in place")
+            edge.reload(desired, image)
+            return
+        targets = [
+            (desired[s.role], s.instance, self._address(self._inspect(s.instance)))
+            for s in plan.edge.checks
+        ]
+        check_from_outside(targets)
+        if plan.edge.action == "hand-over":
+            self.progress.step("edge", "a new edge container takes over the open ports")
+            edge.hand_over(desired, image)
+            return
+        self.progress.step("edge", "replacing the edge's pod (its ports refuse connections ~1 s)")
+        self.engine.ensure_network(self.scope.network, self.scope.labels("network"))
+        edge.start(desired, image)
+        failed: list[str] = []
+        for step in plan.edge.servers:
+            try:
+                self._do(desired[step.role], plan.release, step, None)
+            except CorralError as exc:
+                failed.append(f"{step.instance}: {exc.message}")
+        if failed:
+            raise EngineError(
+                "the new edge does not see every instance healthy: " + "; ".join(failed)
+            )
+
+    def _apply_wave(self, role_plans: Sequence[RolePlan], release: int) -> None:
         errors: list[DeployError] = []
         with ThreadPoolExecutor(max_workers=max(1, len(role_plans))) as pool:
-            futures = [pool.submit(self.apply_role, rp, desired[rp.role]) for rp in role_plans]
+            futures = [pool.submit(self.apply_role, rp, release) for rp in role_plans]
             for rp, future in zip(role_plans, futures, strict=True):
                 exc = future.exception()
                 if isinstance(exc, DeployError):
-                    errors.append(exc)
+                    errors.append(exc.for_role(rp.role))
                 elif isinstance(exc, CorralError):
                     errors.append(
                         DeployError(
@@ -142,154 +197,146 @@ class Executor:
                 elif exc is not None:
                     raise exc
         if errors:
-            failed = [str(e.details.get("role", "?")) for e in errors]
-            raise DeployError(
-                "; ".join(e.message for e in errors),
-                roles=failed,
-                failures=[e.to_dict() for e in errors],
-            )
+            raise DeployError.of_roles(errors)
 
     # -- one role -----------------------------------------------------------------------
-    def apply_role(self, rp: RolePlan, rr: RoleRelease) -> None:
-        for volume in rp.new_volumes:
-            self.progress.step(rr.role, f"creating volume {volume}")
-            self.engine.ensure_volume(
-                volume, {**self.scope.labels("volume"), LABEL + "role": rr.role}
-            )
-        for change in rp.cleanup:
-            self.remove_stopped(rr, change)
-        serving = self._sync_edge(rp, rr)
-        if rp.strategy == STOP_FIRST:
-            self._stop_first(rp, rr)
-        elif rp.strategy == "blue-green" and (rp.start or rp.restart):
-            self._blue_green(rp, rr)
-        else:
-            self._rolling(rp, rr, serving)
+    def apply_role(self, rp: RolePlan, release: int) -> None:
+        """Carry out one role's batches in order; see ``_run_batch`` for one batch.
 
-    def _sync_edge(self, rp: RolePlan, rr: RoleRelease) -> set[str] | None:
-        """Make the edge agree with the plan before anything changes.
-
-        Kept instances must take traffic: after an edge restart they are absent, after a
-        killed deploy one may be left drained. A server no running instance answers for
-        (its container gone with a killed deploy) goes: its address may be given to
-        another container.
-
-        Returns the instances that take requests from the edge now (None: the role is not
-        behind the edge, every running instance serves).
+        A failed step fails the role: later batches are not run, except steps marked
+        ``always`` (a stop-first role's old instances are removed whatever happened).
+        Removals left running in the background are awaited before the role ends.
         """
-        if self.edge is None or rr.public is None:
-            return None
-        present = {s.name: s for s in self.edge.servers(rr.role)}
-        serving = {s.name for s in present.values() if s.admin == "ready" and s.healthy}
-        known = {*rp.keep, *(c.instance for c in rp.stop), *(c.instance for c in rp.cleanup)}
-        for name in sorted(set(present) - known):
-            self.edge.drain(rr.role, name, timeout=1.0)
-        for name in rp.keep:
-            server = present.get(name)
-            if server is not None:
-                if server.admin != "ready":
-                    self.edge.readmit(rr.role, name)
-                continue
-            info = self.engine.inspect(name)
-            if info is not None:
-                self.edge.add(rr, name, self._address(info), self._edge_timeout(rr))
-        return serving
-
-    def _rolling(self, rp: RolePlan, rr: RoleRelease, serving: set[str] | None = None) -> None:
-        """Start new before stopping old, within max_surge and max_unavailable.
-
-        Old instances that take no requests (``serving`` says which do: a killed deploy
-        may leave some drained or never admitted) go first: that costs no capacity, and
-        counting them as serving could retire the last instance that really serves.
-        """
-        idle = [c for c in rp.stop if serving is not None and c.instance not in serving]
-        with ThreadPoolExecutor(max_workers=4) as removals:
-            pending = self._retire_all(rr, idle, removals)
-            pending += self._rolling_steps(rp, rr, removals, [c for c in rp.stop if c not in idle])
-        for future in pending:
+        rr = rp.release
+        assert rr is not None, "a role plan from plan_deploy says what its instances run"
+        run = _RoleRun(rp, rr, release)
+        with ThreadPoolExecutor(max_workers=4) as background:
+            try:
+                for batch in rp.batches:
+                    run.pending += self._run_batch(run, batch, background)
+            except BaseException:
+                self._finish_always(run)
+                raise
+        for future in run.pending:
             future.result()  # a removal that failed fails the role
-
-    def _rolling_steps(
-        self, rp: RolePlan, rr: RoleRelease, removals: ThreadPoolExecutor, olds: list[Change]
-    ) -> list[Future[None]]:
-        restarts = list(rp.restart)
-        to_start = rp.start + len(restarts)
-        # Percentages resolve against the replicas as Kubernetes does: surge up, unavailable down.
-        surge, unavailable = rr.deploy.surge(rr.replicas), rr.deploy.unavailable(rr.replicas)
-        serving = len(rp.keep) + len(olds)
-        pending: list[Future[None]] = []
-        while to_start or olds:
-            room = rr.replicas + surge - serving
-            batch = min(to_start, max(room, 0))
-            if batch == 0 and to_start and olds:  # no room to surge: free some first
-                freed, olds = olds[: max(1, unavailable)], olds[max(1, unavailable) :]
-                pending += self._retire_all(rr, freed, removals)
-                serving -= len(freed)
-                continue
-            batch = batch or to_start  # nothing left to free: start the rest
-            taken, restarts = restarts[:batch], restarts[batch:]
-            self._launch_many(rr, batch - len(taken), taken, traffic=True)
-            serving += batch
-            to_start -= batch
-            excess = min(len(olds), max(0, serving - (rr.replicas - unavailable)))
-            if to_start and excess > batch + unavailable:
-                excess = batch + unavailable
-            retiring, olds = olds[:excess], olds[excess:]
-            pending += self._retire_all(rr, retiring, removals)
-            serving -= len(retiring)
-        return pending
-
-    def _blue_green(self, rp: RolePlan, rr: RoleRelease) -> None:
-        """Bring the whole new set up beside the old one, then switch traffic at once."""
-        names = self._launch_many(rr, rp.start, list(rp.restart), traffic=False)
-        if self.edge is not None and rr.public is not None:
-            self.edge.switch(rr.role, ready=names, drain=[c.instance for c in rp.stop])
-            self.progress.step(rr.role, f"traffic switched to {len(names)} new instance(s)")
-        for change in rp.stop:
-            self.retire(rr, change, "standby", keep=True)
-
-    def _stop_first(self, rp: RolePlan, rr: RoleRelease) -> None:
-        """Old instances stop, and are seen stopped, before new ones start one at a time:
-        two instances never mount the role's single-writer volumes at once.
-
-        A blue-green role keeps its old instances stopped as stand-bys (a switch back
-        restarts them); any other role removes them once the new ones serve (or failed).
-        How long the role had no instance serving is recorded: ``plan`` shows it as the
-        next replacement's estimate.
-        """
-        standby = rr.deploy.strategy == "blue-green"
-        began = time.monotonic()
-        # Only stopped here: a stopped container holds no volume, and removing it (its
-        # storage, its stored secrets) would lengthen the outage; it goes afterwards.
-        for change in rp.stop:
-            self.retire(rr, change, "standby" if standby else "replaced", keep=True)
-        try:
-            self._await_gone(rr, [c.instance for c in rp.stop])
-            for name in rp.restart:
-                self.relaunch(rr, name, traffic=True)
-            for _ in range(rp.start):
-                self.launch(rr, traffic=True)
-            served = time.monotonic()
-        finally:
-            for change in [] if standby else rp.stop:
-                self.engine.remove(change.instance)
-        if rp.interrupts:
-            seconds = served - began
-            self.journal.replaced(rr.role, self.release, seconds)
+        if rp.interrupts and run.began is not None and run.served is not None:
+            seconds = run.served - run.began
+            self.journal.replaced(rr.role, release, seconds)
             self.progress.step(rr.role, f"was unavailable for {seconds:.2f} s (stop-first)")
 
-    def _await_gone(self, rr: RoleRelease, names: Sequence[str]) -> None:
-        """Wait until no process of ``names`` runs any more (their volumes are released)."""
+    def _finish_always(self, run: _RoleRun) -> None:
+        for step in run.plan.steps:
+            if step.always and step not in run.done:
+                self._do(run.release_spec, run.release, step, None)
+
+    def _run_batch(
+        self, run: _RoleRun, batch: Sequence[Step], background: ThreadPoolExecutor
+    ) -> list[Future[None]]:
+        """Starts of a batch run side by side; any other steps in order. A batch with
+        both ``admit`` and ``drain`` steps is a switch: the edge gets them in one round trip
+        (the new set takes requests as the old one stops taking them), then each drain
+        waits for its in-flight requests."""
+        if batch and all(s.action in LAUNCHES for s in batch):
+            self._launch_many(run, batch)
+            run.done.update(batch)
+            run.served = time.monotonic()
+            return []
+        run.switched = self._is_switch(run, batch)
+        if run.switched:
+            self._switch(run, batch)
+        if run.began is None and any(s.action == Action.STOP for s in batch):
+            run.began = time.monotonic()  # a stop-first role's outage begins with its drains
+        pending: list[Future[None]] = []
+        for step in batch:
+            if step.action == Action.ADMIT and run.switched:
+                pass  # the switch admitted it
+            elif step.action in LAUNCHES:
+                self._launch_many(run, [step])
+                run.served = time.monotonic()
+            else:
+                future = self._do(run.release_spec, run.release, step, background)
+                pending += [future] if future is not None else []
+            run.done.add(step)
+        return pending
+
+    def _is_switch(self, run: _RoleRun, batch: Sequence[Step]) -> bool:
+        actions = {s.action for s in batch}
+        return (
+            self.edge is not None
+            and run.release_spec.public is not None
+            and {Action.ADMIT, Action.DRAIN} <= actions
+        )
+
+    def _switch(self, run: _RoleRun, batch: Sequence[Step]) -> None:
+        assert self.edge is not None
+        ready = [s.instance for s in batch if s.action == Action.ADMIT]
+        drain = [s.instance for s in batch if s.action == Action.DRAIN]
+        self.edge.switch(run.plan.role, ready=ready, drain=drain)
+        self.progress.step(run.plan.role, f"traffic switched to {len(ready)} new instance(s)")
+
+    # -- one step -----------------------------------------------------------------------
+    def _do(
+        self,
+        rr: RoleRelease | None,
+        release: int,
+        step: Step,
+        background: ThreadPoolExecutor | None,
+    ) -> Future[None] | None:
+        """Carry out one step that is not a start; a removal may go to ``background``."""
+        role = step.role
+        match step.action:
+            case Action.KEEP:
+                pass
+            case Action.CREATE_VOLUME:
+                self.progress.step(role, f"creating volume {step.instance}")
+                self.engine.ensure_volume(
+                    step.instance, {**self.scope.labels("volume"), LABEL + "role": role}
+                )
+            case Action.ADD:
+                info = self.engine.inspect(step.instance)
+                if self.edge is not None and rr is not None and info is not None:
+                    self.edge.add(rr, step.instance, self._address(info), step.timeout)
+            case Action.CHECK:
+                raise AssertionError("checks are made by replace_edge, all before the edge")
+            case Action.ADMIT:
+                if self.edge is not None:
+                    self.edge.readmit(role, step.instance)
+            case Action.DRAIN:
+                self._say_retiring(step)
+                if self.edge is not None:
+                    self.edge.drain(role, step.instance, timeout=step.timeout)
+            case Action.STOP:
+                self._say_retiring(step)
+                self.engine.stop(step.instance, timeout=10)
+                if step.record:
+                    self.journal.retired(step.instance, step.record)
+            case Action.WAIT_GONE:
+                self._await_gone(role, step.instance)
+            case Action.REMOVE:
+                self._say_retiring(step)
+                if step.background and self.edge is not None and background is not None:
+                    return background.submit(self._remove, step.instance, step.record)
+                self._remove(step.instance, step.record)
+            case Action.START | Action.RESTART:
+                raise AssertionError("starts are carried out by _launch_many")
+        return None
+
+    def _say_retiring(self, step: Step) -> None:
+        if step.reason:
+            verb = "removing" if step.record == "cleaned-up" else "retiring"
+            self.progress.step(step.role, f"{verb} {step.instance} ({step.reason})")
+
+    def _await_gone(self, role: str, name: str) -> None:
+        """Wait until no process of ``name`` runs any more (its volumes are released)."""
         deadline = time.monotonic() + self.gone_timeout
-        for name in names:
-            while (info := self.engine.inspect(name)) is not None and info.holds_mounts:
-                if time.monotonic() > deadline:
-                    raise DeployError(
-                        f"role {rr.role}: {name} is still {info.state} after "
-                        f"{self.gone_timeout:.0f} s; its replacement was not started",
-                        role=rr.role,
-                    )
-                time.sleep(0.05)
+        while (info := self.engine.inspect(name)) is not None and info.holds_mounts:
+            if time.monotonic() > deadline:
+                raise DeployError(
+                    f"role {role}: {name} is still {info.state} after "
+                    f"{self.gone_timeout:.0f} s; its replacement was not started",
+                    role=role,
+                )
+            time.sleep(0.05)
 
     @contextlib.contextmanager
     def _claiming(self, rr: RoleRelease, starting: str) -> Iterator[None]:
@@ -323,13 +370,19 @@ class Executor:
             yield
 
     # -- instances ----------------------------------------------------------------------
-    def _launch_many(
-        self, rr: RoleRelease, count: int, restarts: Sequence[str], traffic: bool
-    ) -> list[str]:
-        """Start instances in parallel; with ``traffic`` they take requests once healthy,
-        without it they wait in the edge (checked, no requests) for a switch."""
-        jobs: list[Callable[[], str]] = [functools.partial(self.launch, rr, traffic)] * count
-        jobs += [functools.partial(self.relaunch, rr, name, traffic) for name in restarts]
+    def _launch_many(self, run: _RoleRun, steps: Sequence[Step]) -> list[str]:
+        """Start the instances ``steps`` name, side by side; a held one waits in the edge
+        (checked, no requests) for an ``admit``, any other takes requests once healthy."""
+        jobs: list[Callable[[], str]] = [
+            functools.partial(
+                self.launch if s.action == Action.START else self.relaunch,
+                run.release_spec,
+                s.instance,
+                run.release,
+                not s.hold,
+            )
+            for s in steps
+        ]
         if not jobs:
             return []
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
@@ -340,29 +393,25 @@ class Executor:
                 raise error
         return [f.result() for f in futures]
 
-    def _next_index(self, role: str) -> int:
-        with self._count_lock:
-            start = self.first_index.get(role, 1)
-            counter = self._counters.setdefault(role, itertools.count(start))
-            return next(counter)
-
-    def launch(self, rr: RoleRelease, traffic: bool) -> str:
-        """Start one new instance; return its name once it is healthy (and in the edge)."""
-        index = self._next_index(rr.role)
-        spec = container_spec(self.scope, rr, self.release, index, self.secrets, self.key)
+    def launch(self, rr: RoleRelease, name: str, release: int, traffic: bool) -> str:
+        """Start new instance ``name``; return it once it is healthy (and in the edge)."""
+        index = _index(name)
+        spec = container_spec(self.scope, rr, release, index, self.secrets, self.key)
+        if spec.name != name:
+            raise DeployError(f"role {rr.role}: the plan names {name}, not {spec.name}")
         self.progress.step(rr.role, f"starting {spec.name} ({rr.image_version})")
         with self._claiming(rr, spec.name):
             info = self.engine.start(spec)
-        self.journal.started(spec.name, rr.role, self.release, rr.image_id)
+        self.journal.started(spec.name, rr.role, release, rr.image_id)
         self._become_healthy(rr, info, traffic)
         return spec.name
 
-    def relaunch(self, rr: RoleRelease, name: str, traffic: bool) -> str:
+    def relaunch(self, rr: RoleRelease, name: str, release: int, traffic: bool) -> str:
         """Start a stand-by instance again (a blue-green switch back)."""
         self.progress.step(rr.role, f"restarting stand-by {name}")
         with self._claiming(rr, name):
-            info = self.engine.restart(name)
-        release = int(info.labels.get(LABEL + "release", self.release))  # as it was labelled
+            info = self.engine.resume(name)
+        release = int(info.labels.get(LABEL + "release", release))  # as it was labelled
         self.journal.started(name, rr.role, release, rr.image_id)
         self._become_healthy(rr, info, traffic)
         return name
@@ -376,7 +425,7 @@ class Executor:
             self._check_health(rr, info)
             if public:
                 assert self.edge is not None
-                self.edge.confirm(rr, info.name, self._edge_timeout(rr), ready=traffic)
+                self.edge.confirm(rr, info.name, edge_timeout(rr), ready=traffic)
         except CorralError as exc:
             logs = self.engine.logs(info.name)
             self._discard(rr, [info.name], "failed-health")
@@ -423,75 +472,15 @@ class Executor:
         return info
 
     def _address(self, info: ContainerInfo) -> str:
-        address = info.addresses.get(self.scope.network)
+        address = self.engine.probe_address(info, self.scope.network)
         if not address:
             raise DeployError(f"instance {info.name} has no address on {self.scope.network}")
         return address
 
-    def _edge_timeout(self, rr: RoleRelease) -> float:
-        if rr.health is None:
-            return 10.0
-        return max(5.0, rr.health.retries * rr.health.interval)
-
-    def _retire_all(
-        self, rr: RoleRelease, changes: Iterable[Change], later: ThreadPoolExecutor | None = None
-    ) -> list[Future[None]]:
-        pending = [self.retire(rr, change, "replaced", later=later) for change in changes]
-        return [p for p in pending if p is not None]
-
-    def retire(
-        self,
-        rr: RoleRelease | None,
-        change: Change,
-        outcome: str,
-        keep: bool = False,
-        later: ThreadPoolExecutor | None = None,
-    ) -> Future[None] | None:
-        """Drain an instance from the edge, then stop it (and remove it unless ``keep``).
-
-        With ``later``, an instance that was drained from the edge is removed in the
-        background: it takes no request any more, so the next replacement may start while
-        its container goes away (as Kubernetes does not count terminating pods in a surge).
-        """
-        self.progress.step(
-            rr.role if rr else "fleet", f"retiring {change.instance} ({change.reason})"
-        )
-        drained = self.edge is not None and rr is not None and rr.public is not None
-        if drained:
-            assert self.edge is not None and rr is not None
-            self.edge.drain(rr.role, change.instance, timeout=rr.deploy.drain)
-        elif self.edge is not None:
-            self._drain_anywhere(change.instance)
-        if keep:
-            self.engine.stop(change.instance, timeout=10)
-            self.journal.retired(change.instance, outcome)
-            return None
-        if drained and later is not None:
-            return later.submit(self._remove, change.instance, outcome)
-        self._remove(change.instance, outcome)
-        return None
-
     def _remove(self, name: str, outcome: str) -> None:
         self.engine.remove(name)  # stops it gracefully first
-        self.journal.retired(name, outcome)
-
-    def _drain_anywhere(self, name: str) -> None:
-        info = self.engine.inspect(name)
-        role = info.labels.get(LABEL + "role") if info else None
-        if (
-            self.edge is not None
-            and role
-            and info
-            and info.labels.get(LABEL + "kind") == KIND_INSTANCE
-        ):
-            self.edge.drain(role, name, timeout=5.0)
-
-    def remove_stopped(self, rr: RoleRelease, change: Change) -> None:
-        self.progress.step(rr.role, f"removing {change.instance} ({change.reason})")
-        if self.edge is not None and rr.public is not None:
-            self.edge.drain(rr.role, change.instance, timeout=1.0)
-        self.engine.remove(change.instance)
-        self.journal.retired(change.instance, "cleaned-up")
+        if outcome:
+            self.journal.retired(name, outcome)
 
     def _discard(self, rr: RoleRelease, names: Iterable[str], outcome: str) -> None:
         for name in names:
@@ -500,3 +489,22 @@ class Executor:
                     self.edge.drain(rr.role, name, timeout=1.0)
             self.engine.remove(name)
             self.journal.retired(name, outcome)
+
+
+@dataclass
+class _RoleRun:
+    """One role's progress through its batches: what ran, what still finishes, timings."""
+
+    plan: RolePlan
+    release_spec: RoleRelease
+    release: int
+    done: set[Step] = field(default_factory=set)
+    pending: list[Future[None]] = field(default_factory=list)
+    began: float | None = None  # the first batch that stops an instance began
+    served: float | None = None  # the last start that became healthy
+    switched: bool = False
+
+
+def _index(name: str) -> int:
+    """The ``<n>`` of a cattle name ``<fleet>-<role>-r<release>-<n>``."""
+    return int(name.rsplit("-", 1)[1])

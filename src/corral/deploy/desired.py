@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from corral.build.hashing import hash_json
+from corral.formats import LABEL_PREFIX
 from corral.spec.model import (
     DeployPolicy,
     Health,
@@ -25,7 +26,7 @@ from corral.spec.model import (
 )
 from corral.state import ImageRecord
 
-LABEL = "io.corral."
+LABEL = LABEL_PREFIX  # corral.formats has the one prefix; modules import LABEL here
 
 
 class RoleRelease(BaseModel):

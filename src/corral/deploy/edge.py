@@ -37,14 +37,17 @@ import pwd
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.deploy.desired import Desired, RoleRelease
+from corral.deploy.health import network_check, probe_once
 from corral.deploy.observe import pick
 from corral.deploy.plan import EdgePlan
 from corral.deploy.scope import LABEL, Scope
+from corral.deploy.steps import EdgeServer
 from corral.edge.config import (
     EMPTY_STATE,
     NODE_ENV,
@@ -68,11 +71,13 @@ from corral.engines.base import (
     PodSpec,
     PortMapping,
 )
-from corral.errors import EngineError, NotFoundError, StateError
+from corral.engines.capabilities import Capability, require
+from corral.errors import EngineError, GateError, NotFoundError, StateError
 from corral.hostfiles import private_dir, read_private, write_private
-from corral.spec.model import DebianBase, HttpHealth, Resources, Role, RunConfig
+from corral.spec.model import DebianBase, HttpHealth, Resources, Role, RunConfig, TcpHealth
 
 KIND_EDGE = "edge"
+VERIFY_TRIES, VERIFY_PAUSE = 3, 0.2  # an instance's check before an edge is replaced
 EDGE_ROLE = "corral-edge"
 RUNTIME_ROOT = Path("/run/corral")
 CONFIG_IN_CONTAINER = "/etc/corral-edge"
@@ -156,6 +161,33 @@ def check_path(rr: RoleRelease) -> str | None:
     return rr.health.http if isinstance(rr.health, HttpHealth) else None
 
 
+def check_from_outside(targets: Sequence[tuple[RoleRelease, str, str]]) -> None:
+    """Every (role, instance, address) passes, from outside, the check a new edge will
+    make of it: a role checked by a command is checked over TCP, as the edge does.
+
+    Raises:
+        GateError: one does not; nothing was changed.
+    """
+    problems = []
+    for rr, name, address in targets:
+        assert rr.run.port is not None
+        health = network_check(rr.health) if rr.health else TcpHealth(tcp=True)
+        problem = None
+        for _ in range(VERIFY_TRIES):
+            problem = probe_once(address, rr.run.port, health)
+            if problem is None:
+                break
+            time.sleep(VERIFY_PAUSE)
+        if problem is not None:
+            problems.append(f"{name}: {problem}")
+    if problems:
+        raise GateError(
+            "not replacing the edge, the old one keeps serving: the new edge would see "
+            + "; ".join(problems),
+            failures=problems,
+        )
+
+
 def frontends(desired: Desired) -> list[Frontend]:
     return [
         Frontend(
@@ -189,10 +221,10 @@ class Edge:
         if self.publish:
             return f"http://{self.address}:{port}/"
         current = self.container()
-        address = current.addresses.get(self.scope.network) if current else None
+        address = self.engine.probe_address(current, self.scope.network) if current else None
         if current is not None and not address:  # a listing may leave out a pod's network
             found = self.engine.inspect(current.name)
-            address = found.addresses.get(self.scope.network) if found else None
+            address = self.engine.probe_address(found, self.scope.network) if found else None
         return f"http://{address}:{port}/"
 
     @property
@@ -200,13 +232,22 @@ class Edge:
         digest = hashlib.sha256(f"{self.runtime_key}|{self.scope.prefix}".encode()).hexdigest()
         return self.runtime_root / digest[:12]
 
+    def _socket_mount(self) -> Mount:
+        """The folder HAProxy makes its sockets in, mounted into the edge container."""
+        return Mount(str(self.folder / "sock"), SOCKET_IN_CONTAINER)
+
+    def socket(self, name: str) -> str:
+        """Where corral connects to the edge's socket ``name``: the engine says (a host
+        path beside the configuration, for an engine on corral's own host)."""
+        return self.engine.control_socket(self._socket_mount(), name)
+
     @property
     def api(self) -> RuntimeAPI:
         """The edge's runtime API: one connection for this object's whole life (a deploy)."""
         with self._api_lock:
             if self._api is None:
                 self._api = RuntimeAPI(
-                    str(self.folder / "sock" / SOCKET_NAME),
+                    self.socket(SOCKET_NAME),
                     check_map=f"{CONFIG_IN_CONTAINER}/{CHECK_MAP}",
                 )
             return self._api
@@ -282,33 +323,54 @@ class Edge:
         configuration (a deploy does both), or replaced by the operator."""
         if not frontends(desired):
             return EdgePlan("none")
+        image = image_id or ""
         current = self.container(listing)
         if current is None:
-            return EdgePlan("create", "no edge yet")
-        if current.state != "running" or not (self.folder / "sock" / SOCKET_NAME).exists():
-            return EdgePlan("start", f"the edge is {current.state}")
+            return EdgePlan("create", "no edge yet", image)
+        if current.state != "running" or not Path(self.socket(SOCKET_NAME)).exists():
+            return EdgePlan("start", f"the edge is {current.state}", image)
         if image_id is None or self._running_hash(current) == self.config_hash(desired, image_id):
-            return EdgePlan("none")
+            return EdgePlan("none", "", image)
         if current.labels.get(LABEL + "frame-hash") == self.frame_hash(desired, image_id):
-            return EdgePlan("reload", "the health checks of a public role changed")
+            return EdgePlan("reload", "the health checks of a public role changed", image)
         if current.labels.get(POD_HASH) == self.pod_hash(desired):
             return EdgePlan(
                 "replace-needed",
                 "the edge image or its uid changed; run: corral edge replace (a new "
                 "container takes over the open ports: no connection is refused)",
+                image,
             )
         return EdgePlan(
             "replace-needed",
             "public ports or their address changed; run: corral edge replace (a new pod: "
             "the ports refuse connections for about a second)",
+            image,
         )
+
+    def observe_servers(self, desired: Desired, plan: EdgePlan) -> dict[str, list[EdgeServer]]:
+        """Each public role's servers as the running edge has them, for the planner.
+
+        Nothing is read from an edge the plan (re)starts: it will hold no server.
+        """
+        if plan.action in ("create", "start"):
+            return {}
+        return {
+            fe.backend: [EdgeServer(s.name, s.admin, s.healthy) for s in self.servers(fe.backend)]
+            for fe in frontends(desired)
+        }
 
     def start(self, desired: Desired, image_id: str) -> ContainerInfo:
         """(Re)create the edge's pod and container; servers are added afterwards.
 
         The ports are closed from the old container's removal until the new HAProxy
         listens (about a second): ``hand_over`` avoids that when the pod can stay.
+
+        Raises:
+            NotSupportedError: the engine has no pods, or corral cannot reach a
+                container's socket on it.
         """
+        require(self.engine, Capability.HOST_SOCKETS, "the edge's admin socket")
+        require(self.engine, Capability.PODS, "the edge's take-over of its open ports")
         self.remove()
         self.close()
         self.prepare_folder(desired, image_id)
@@ -383,10 +445,16 @@ class Edge:
             os.chmod(cfg / name, CONFIG_FILE_MODE)
 
     def _spec(
-        self, desired: Desired, image_id: str, name: str | None = None, take_over: bool = False
+        self,
+        desired: Desired,
+        image_id: str,
+        name: str | None = None,
+        take_over: bool = False,
+        node: str | None = None,
     ) -> ContainerSpec:
         """The HAProxy container, in the edge's pod; ``take_over``: it starts with the
-        listening sockets of the HAProxy running in the pod now (``-x``)."""
+        listening sockets of the HAProxy running in the pod now (``-x``); ``node``: the
+        name its HAProxy gives in ``show info`` (default: the container's)."""
         role = edge_role()
         name = name or self.scope.edge_name
         labels = {
@@ -400,7 +468,7 @@ class Edge:
             command = (*command, "-x", f"{SOCKET_IN_CONTAINER}/{SOCKET_NAME}")
         mounts = (
             Mount(str(self.folder / "cfg"), CONFIG_IN_CONTAINER, read_only=True),
-            Mount(str(self.folder / "sock"), SOCKET_IN_CONTAINER),
+            self._socket_mount(),
         )
         # HAProxy runs unprivileged and binds each public port inside the container; a port
         # under 1024 needs this one capability, and nothing else ever does.
@@ -410,7 +478,7 @@ class Edge:
             image=image_id,
             command=command,
             user=f"{EDGE_UID}:{EDGE_GID}",  # the owner of the socket folder, nobody else
-            env={NODE_ENV: name},  # how "show info" tells two edges in one pod apart
+            env={NODE_ENV: node or name},  # how "show info" tells two edges in one pod apart
             labels=labels,
             pod=self.pod_name,  # network, ports and sysctls are the pod's
             stop_signal=SOFT_STOP,
@@ -429,7 +497,7 @@ class Edge:
         return (
             current is not None
             and current.state == "running"
-            and (self.folder / "sock" / MASTER_SOCKET_NAME).exists()
+            and Path(self.socket(MASTER_SOCKET_NAME)).exists()
             and current.labels.get(LABEL + "frame-hash") == self.frame_hash(desired, image_id)
         )
 
@@ -500,7 +568,7 @@ class Edge:
     def _switch_worker(self, timeout: float) -> None:
         """Reload through the master and wait until a new worker answers the admin socket."""
         old = worker_pid(self.api)
-        reload_master(str(self.folder / "sock" / MASTER_SOCKET_NAME))
+        reload_master(self.socket(MASTER_SOCKET_NAME))
         self.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -559,9 +627,12 @@ class Edge:
         check_map = "".join(f"{n} {path}\n" for n, path in sorted(paths.items()))
         state = self.api.command("show servers state") + "\n"
         self._write_config(self.render(desired, servers), check_map.encode(), state.encode())
+        # A node name of its own: after a take-over the container is renamed, but its
+        # HAProxy keeps the name it started with, which the next take-over's would match.
+        node = f"{name}-{uuid.uuid4().hex[:8]}"
         try:
-            self.engine.start(self._spec(desired, image_id, name=name, take_over=True))
-            self._wait_serving(name, healthy, timeout)
+            self.engine.start(self._spec(desired, image_id, name, take_over=True, node=node))
+            self._wait_serving(node, name, healthy, timeout)
         except EngineError:
             with contextlib.suppress(EngineError):
                 self.engine.remove(name)
@@ -576,10 +647,12 @@ class Edge:
             self.engine.rename(name, self.scope.edge_name)
         write_private(cfg / HASH_FILE, self.config_hash(desired, image_id).encode())
 
-    def _wait_serving(self, node: str, healthy: Sequence[tuple[str, str]], timeout: float) -> None:
-        """Wait until the HAProxy named ``node`` answers on the shared admin socket and
-        sees every server in ``healthy`` healthy. Each look is a new connection: the
-        kernel hands it to either process."""
+    def _wait_serving(
+        self, node: str, container: str, healthy: Sequence[tuple[str, str]], timeout: float
+    ) -> None:
+        """Wait until the HAProxy named ``node`` (in ``container``) answers on the shared
+        admin socket and sees every server in ``healthy`` healthy. Each look is a new
+        connection: the kernel hands it to either process."""
         backends = sorted({backend for backend, _ in healthy})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -592,9 +665,9 @@ class Edge:
                     return
             time.sleep(0.01)
         raise EngineError(
-            f"the new edge container {node} did not serve every healthy server within "
+            f"the new edge container {container} did not serve every healthy server within "
             f"{timeout:g}s; the old one keeps serving",
-            log=self.engine.logs(node).splitlines()[-20:],
+            log=self.engine.logs(container).splitlines()[-20:],
         )
 
     def _wait_all_healthy(self, servers: Sequence[tuple[str, str]], timeout: float) -> None:

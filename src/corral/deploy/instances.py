@@ -12,9 +12,10 @@ from corral.deploy.scope import Scope
 from corral.deploy.secrets import Hasher, secret_names
 from corral.deploy.secrets import live_values as live_values  # re-exported: it lived here
 from corral.engines.base import ContainerSpec, Engine, Mount
+from corral.formats import LABEL_PREFIX
 from corral.spec.model import CommandHealth
 
-LABEL = "io.corral."
+LABEL = LABEL_PREFIX  # corral.formats has the one prefix; modules import LABEL here
 
 
 def resolve_secrets(

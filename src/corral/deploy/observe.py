@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from corral.deploy.scope import Scope
 from corral.engines.base import ContainerInfo, Engine
+from corral.formats import LABEL_PREFIX, labels_match
 
-LABEL = "io.corral."
+LABEL = LABEL_PREFIX  # corral.formats has the one prefix; modules import LABEL here
 KIND_INSTANCE = "instance"
 KIND_EDGE = "edge"
 KIND_PROBE = "probe"  # a throwaway container that runs a role's health command
@@ -59,7 +60,7 @@ def observe(
     """
     labels = scope.labels(KIND_INSTANCE)
     found = engine.list_containers(labels) if listing is None else pick(listing, labels)
-    instances = (_instance(c, scope.network) for c in found)
+    instances = (_instance(c, engine.probe_address(c, scope.network)) for c in found)
     return sorted(instances, key=lambda i: (i.role, i.release, i.index))
 
 
@@ -70,10 +71,10 @@ def list_scope(engine: Engine, scope: Scope) -> list[ContainerInfo]:
 
 def pick(listing: Iterable[ContainerInfo], labels: Mapping[str, str]) -> list[ContainerInfo]:
     """The containers of ``listing`` that carry every one of ``labels``."""
-    return [c for c in listing if all(c.labels.get(k) == v for k, v in labels.items())]
+    return [c for c in listing if labels_match(c.labels, labels)]
 
 
-def _instance(info: ContainerInfo, network: str) -> Instance:
+def _instance(info: ContainerInfo, address: str | None) -> Instance:
     labels: Mapping[str, str] = info.labels
     return Instance(
         name=info.name,
@@ -83,7 +84,7 @@ def _instance(info: ContainerInfo, network: str) -> Instance:
         image_id=info.image_id,
         config_hash=labels.get(LABEL + "config-hash", ""),
         state=info.state,
-        address=info.addresses.get(network) or None,
+        address=address,
         finished=info.finished,
         created=info.created,
         version=labels.get(LABEL + "image-version", ""),

@@ -10,18 +10,14 @@ too), ``aborted`` (interrupted; written by ``service.converge``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from corral.errors import CorralError, DeployError
+from corral.errors import BuildError, CorralError, DeployError, EngineError
+from corral.errors import ReleaseFailed as ReleaseFailed  # re-exported: callers import it here
 from corral.state import ReleaseRecord, State
-
-_OWN_DETAILS = ("release", "rolled_back_to", "undo_error")  # what ``fail`` sets itself
-
-
-class ReleaseFailed(DeployError):
-    """A release failed and was recorded and audited as such (rolled-back or failed)."""
 
 
 @dataclass(frozen=True)
@@ -38,10 +34,11 @@ class Failed:
 
 def as_deploy_error(exc: CorralError) -> DeployError:
     """``exc`` as a DeployError (an engine or state error while deploying fails the
-    release: it is not an interruption), keeping its details and kind."""
+    release: it is not an interruption), keeping its kind and the log it carries."""
     if isinstance(exc, DeployError):
         return exc
-    return DeployError(exc.message, **{**exc.details, "reason": exc.message, "cause": exc.kind})
+    log = exc.log if isinstance(exc, EngineError | BuildError) else ()
+    return DeployError(exc.message, reason=exc.message, log=log, cause=exc.kind)
 
 
 def fail(state: State, failed: Failed) -> NoReturn:
@@ -52,16 +49,13 @@ def fail(state: State, failed: Failed) -> NoReturn:
         BaseException: an interruption while going back, after the release was recorded.
     """
     exc, number = failed.error, failed.release.number
-    known = {k: v for k, v in exc.details.items() if k not in _OWN_DETAILS}
     try:
         undo_to = failed.undo()
     except CorralError as undo:
         back = f"going back to r{failed.previous.number if failed.previous else 0} failed too"
         record(state, failed, "failed", f"{exc.message}; {back}: {undo.message}")
-        raise ReleaseFailed(
-            f"release r{number} failed: {exc.message}; {back}: {undo.message}",
-            **{**known, "release": number, "rolled_back_to": None, "undo_error": undo.message},
-        ) from exc
+        message = f"release r{number} failed: {exc.message}; {back}: {undo.message}"
+        raise _failed(exc, message, number, undo_error=undo.message) from exc
     except BaseException:
         record(state, failed, "failed", f"{exc.message}; going back was interrupted")
         raise
@@ -71,10 +65,26 @@ def fail(state: State, failed: Failed) -> NoReturn:
         if undo_to
         else "no earlier release to go back to: the failed instances were removed"
     )
-    raise ReleaseFailed(
-        f"release r{number} failed: {exc.message}; {where}",
-        **{**known, "release": number, "rolled_back_to": undo_to},
+    raise _failed(
+        exc, f"release r{number} failed: {exc.message}; {where}", number, undo_to
     ) from exc
+
+
+def _failed(
+    exc: DeployError,
+    message: str,
+    number: int,
+    undo_to: int | None = None,
+    undo_error: str | None = None,
+) -> ReleaseFailed:
+    """``exc`` as the ReleaseFailed of release ``number``, with every field it had."""
+    fields = {f.name: getattr(exc, f.name) for f in dataclasses.fields(DeployError)}
+    return ReleaseFailed(
+        **{**fields, "message": message},
+        release=number,
+        rolled_back_to=undo_to,
+        undo_error=undo_error,
+    )
 
 
 def record(
@@ -87,7 +97,7 @@ def record(
         "release": failed.release.number,
         "kind": failed.kind,
         "error": message,
-        "roles": failed.error.details.get("roles", []),
+        "roles": list(failed.error.roles),
         "rolled_back_to": undo_to,
     }
     state.record_audit(failed.release.fleet, failed.kind, "fleet", status, details)

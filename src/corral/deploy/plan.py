@@ -13,32 +13,37 @@ starts, so two instances never mount that volume at once.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
+from corral.deploy import steps as gen
 from corral.deploy.desired import Desired, RoleRelease, deploy_order
 from corral.deploy.observe import Instance
 from corral.deploy.scope import Scope
+from corral.deploy.steps import Action, Batch, Change, EdgeServer, Replacement, Step
+
+__all__ = ["Change", "EdgeServer", "Step"]  # re-exported: the plan's vocabulary
 
 STOP_FIRST = "stop-first"
-
-
-@dataclass(frozen=True)
-class Change:
-    instance: str
-    reason: str
+BLUE_GREEN = "blue-green"
 
 
 @dataclass(frozen=True)
 class RolePlan:
+    """One role's part of a plan: what it decides (keep, new, stop...) and, in ``batches``,
+    the named steps that carry it out, in order."""
+
     role: str
     strategy: str
     image_version: str
     replicas: int
     keep: tuple[str, ...] = ()
-    start: int = 0  # new instances to start
+    new: tuple[str, ...] = ()  # the names of the new instances to start
     restart: tuple[str, ...] = ()  # stopped stand-by instances to bring back
     stop: tuple[Change, ...] = ()  # running instances to retire (after replacements serve)
     cleanup: tuple[Change, ...] = ()  # instances not running and no longer wanted
@@ -48,16 +53,70 @@ class RolePlan:
     exclusive: tuple[str, ...] = ()  # single-writer volumes: one running instance at a time
     interrupts: bool = False  # stop-first replaces a serving instance: the role is down a while
     unavailable_s: float | None = None  # how long that took last time (None: never measured)
+    batches: tuple[Batch, ...] = ()
+    # What the instances run: the executor's input, not part of the plan's JSON form.
+    release: RoleRelease | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def start(self) -> int:
+        """How many new instances start (``new`` names them)."""
+        return len(self.new)
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """Every step of the role, in order."""
+        return tuple(step for batch in self.batches for step in batch)
 
     @property
     def changed(self) -> bool:
         return bool(self.start or self.restart or self.stop or self.cleanup or self.new_volumes)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The role's plan as JSON (see docs/cli.md, ``corral plan --json``)."""
+        return {
+            "role": self.role,
+            "strategy": self.strategy,
+            "image_version": self.image_version,
+            "replicas": self.replicas,
+            "keep": list(self.keep),
+            "start": self.start,
+            "new": list(self.new),
+            "restart": list(self.restart),
+            "stop": [_change(c) for c in self.stop],
+            "cleanup": [_change(c) for c in self.cleanup],
+            "standby": list(self.standby),
+            "new_volumes": list(self.new_volumes),
+            "volumes": list(self.volumes),
+            "exclusive": list(self.exclusive),
+            "interrupts": self.interrupts,
+            "unavailable_s": self.unavailable_s,
+            "batches": [[step.to_dict() for step in batch] for batch in self.batches],
+        }
+
+
+def _change(change: Change) -> dict[str, str]:
+    return {"instance": change.instance, "reason": change.reason}
+
 
 @dataclass(frozen=True)
 class EdgePlan:
-    action: str  # none | create | start | reload | replace-needed
+    """What happens to the edge: none | create | start | reload | replace-needed, or, in
+    ``corral edge replace``'s plan, hand-over (a new container in the pod) or replace (a
+    new pod)."""
+
+    action: str
     reason: str = ""
+    image: str = ""  # the edge image to start or reload with ("": none is known)
+    checks: tuple[Step, ...] = ()  # replace: every instance passes these before anything changes
+    servers: tuple[Step, ...] = ()  # replace: the instances the new edge takes in
+
+    def to_dict(self) -> dict[str, Any]:
+        """The edge's part of the plan as JSON."""
+        data: dict[str, Any] = {"action": self.action, "reason": self.reason, "image": self.image}
+        if self.checks or self.servers:
+            data["checks"] = [step.to_dict() for step in self.checks]
+            data["servers"] = [step.to_dict() for step in self.servers]
+        return data
 
 
 @dataclass(frozen=True)
@@ -68,6 +127,13 @@ class Plan:
     edge: EdgePlan = field(default_factory=lambda: EdgePlan("none"))
     orphans: tuple[Change, ...] = ()  # instances of roles no longer in the desired state
     ensure_network: bool = True  # False when a running container shows it exists
+    release: int = 1  # the release new instances belong to (their names say it)
+    orphan_steps: tuple[Step, ...] = ()  # how the orphans go, in order
+
+    @property
+    def desired(self) -> Desired:
+        """What the fleet runs once the plan is carried out, role by role."""
+        return {rp.role: rp.release for rp in self.roles if rp.release is not None}
 
     @property
     def has_changes(self) -> bool:
@@ -81,6 +147,24 @@ class Plan:
 
     def role(self, name: str) -> RolePlan:
         return next(r for r in self.roles if r.role == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON: the documented ``--json`` form (docs/cli.md, ``corral plan``).
+
+        Plain values only; what the instances run (images, configuration) is not in it
+        beyond each role's image version, and no secret value ever is.
+        """
+        return {
+            "fleet": self.fleet,
+            "release": self.release,
+            "has_changes": self.has_changes,
+            "roles": [rp.to_dict() for rp in self.roles],
+            "waves": [list(wave) for wave in self.waves],
+            "edge": self.edge.to_dict(),
+            "orphans": [_change(c) for c in self.orphans],
+            "orphan_steps": [step.to_dict() for step in self.orphan_steps],
+            "ensure_network": self.ensure_network,
+        }
 
 
 @dataclass(frozen=True)
@@ -97,33 +181,67 @@ class Observed:
     released: Mapping[int, Desired] = field(default_factory=dict)
     # Per role, how long its last stop-first replacement left it unavailable (seconds).
     last_unavailable: Mapping[str, float] = field(default_factory=dict)
+    # Per public role, the servers the edge has now (absent: none, or no edge yet).
+    edge_servers: Mapping[str, Sequence[EdgeServer]] = field(default_factory=dict)
+    # Instances that must be replaced whatever they run (name -> why): a drifted one,
+    # say. A tainted running instance is replaced as a stale one is; a tainted stand-by
+    # is removed, never restarted.
+    tainted: Mapping[str, str] = field(default_factory=dict)
+
+    def taint(self, name: str, reason: str) -> Observed:
+        """The same observation with instance ``name`` marked tainted for ``reason``."""
+        return dataclasses.replace(self, tainted={**self.tainted, name: reason})
 
 
 def plan_deploy(
-    scope: Scope, desired: Desired, observed: Observed, untouched: Collection[str] = ()
+    scope: Scope,
+    desired: Desired,
+    observed: Observed,
+    untouched: Collection[str] = (),
+    release: int = 1,
 ) -> Plan:
-    """What must change so that the fleet runs ``desired``.
+    """What must change so that the fleet runs ``desired``, as named steps.
 
     Roles named in ``untouched`` are left exactly as they are (a deploy of some roles
-    only); instances of any other role missing from ``desired`` are retired.
+    only); instances of any other role missing from ``desired`` are retired. New instances
+    belong to ``release`` and are named ``<fleet>-<role>-r<release>-<n>``, ``n`` counting
+    on from the highest index an observed instance of that release has.
     """
     roles = tuple(
-        _plan_role(scope, rr, [i for i in observed.instances if i.role == name], observed)
+        _plan_role(scope, rr, [i for i in observed.instances if i.role == name], observed, release)
         for name, rr in sorted(desired.items())
     )
-    orphans = tuple(
-        Change(i.name, f"role {i.role} is no longer in the spec")
-        for i in observed.instances
-        if i.role not in desired and i.role not in untouched
+    gone = [i for i in observed.instances if i.role not in desired and i.role not in untouched]
+    orphans = tuple(Change(i.name, f"role {i.role} is no longer in the spec") for i in gone)
+    orphan_steps = tuple(
+        step
+        for i, change in zip(gone, orphans, strict=True)
+        for step in gen.retire_steps(_orphan(i.role), change, "orphan", background=False)
     )
     waves = tuple(tuple(w) for w in deploy_order(desired))
     network = scope.network not in observed.networks
-    return Plan(scope.fleet, roles, waves, observed.edge, orphans, ensure_network=network)
+    return Plan(
+        scope.fleet,
+        roles,
+        waves,
+        observed.edge,
+        orphans,
+        ensure_network=network,
+        release=release,
+        orphan_steps=orphan_steps,
+    )
 
 
-def _plan_role(scope: Scope, rr: RoleRelease, instances: list[Instance], obs: Observed) -> RolePlan:
+def _orphan(role: str) -> Replacement:
+    """An orphan's role as the generators see it: maybe still behind the edge."""
+    return Replacement(role, "", False, 0, 0, 0, 0.0)
+
+
+def _plan_role(
+    scope: Scope, rr: RoleRelease, instances: list[Instance], obs: Observed, release: int
+) -> RolePlan:
     running = [i for i in instances if i.running]
-    current = [i for i in running if _serves(i, rr, obs)]
+    current = [i for i in running if _serves(i, rr, obs) and i.name not in obs.tainted]
     keep, surplus = current[: rr.replicas], current[rr.replicas :]
     stop = [Change(i.name, _stale_reason(i, rr, obs)) for i in running if i not in current]
     stop += [Change(i.name, f"more than {rr.replicas} replicas") for i in surplus]
@@ -134,13 +252,18 @@ def _plan_role(scope: Scope, rr: RoleRelease, instances: list[Instance], obs: Ob
     volumes = tuple(scope.volume_name(rr.role, v) for v in sorted(rr.volumes))
     exclusive = tuple(scope.volume_name(rr.role, v) for v in rr.single_writer)
     interrupts = bool(exclusive and stop and needed and not keep)
-    return RolePlan(
+    first = 1 + max((i.index for i in instances if i.release == release), default=0)
+    new = tuple(
+        scope.instance_name(rr.role, release, n)
+        for n in range(first, first + needed - len(restart))
+    )
+    rp = RolePlan(
         role=rr.role,
         strategy=STOP_FIRST if exclusive else rr.deploy.strategy,
         image_version=rr.image_version,
         replicas=rr.replicas,
         keep=tuple(i.name for i in keep),
-        start=needed - len(restart),
+        new=new,
         restart=tuple(i.name for i in restart),
         stop=tuple(stop),
         cleanup=tuple(cleanup),
@@ -150,6 +273,121 @@ def _plan_role(scope: Scope, rr: RoleRelease, instances: list[Instance], obs: Ob
         exclusive=exclusive,
         interrupts=interrupts,
         unavailable_s=obs.last_unavailable.get(rr.role) if interrupts else None,
+        release=rr,
+    )
+    return dataclasses.replace(rp, batches=tuple(role_batches(rp, rr, obs)))
+
+
+def role_batches(rp: RolePlan, rr: RoleRelease, obs: Observed) -> list[Batch]:
+    """The batches that carry ``rp`` out: volumes, clean-up, the edge made to agree with
+    the plan, then the strategy's own (see ``deploy/steps.py``)."""
+    public = rr.public is not None
+    batches: list[Batch] = [b for b in (gen.keep_steps(rr.role, rr.image_version, rp.keep),) if b]
+    volumes = tuple(Step(Action.CREATE_VOLUME, rr.role, v) for v in rp.new_volumes)
+    cleanup = gen.cleanup_steps(rr.role, public, rp.cleanup)
+    batches += [b for b in (volumes, cleanup) if b]
+    present = _edge_servers(rr, obs)
+    if present is not None:
+        known = {*rp.keep, *(c.instance for c in rp.stop), *(c.instance for c in rp.cleanup)}
+        batches += gen.edge_sync(rr.role, rp.keep, known, present, edge_timeout(rr))
+    serving = (
+        None if present is None else {s.name for s in present if s.admin == "ready" and s.healthy}
+    )
+    r = Replacement(
+        role=rr.role,
+        version=rr.image_version,
+        public=public,
+        replicas=rr.replicas,
+        surge=rr.deploy.surge(rr.replicas),
+        unavailable=rr.deploy.unavailable(rr.replicas),
+        drain=rr.deploy.drain,
+        keep=rp.keep,
+        new=rp.new,
+        restart=rp.restart,
+        stop=rp.stop,
+        idle=frozenset(
+            () if serving is None else (c.instance for c in rp.stop if c.instance not in serving)
+        ),
+    )
+    if rp.strategy == STOP_FIRST:
+        return batches + gen.stop_first(r, standby=rr.deploy.strategy == BLUE_GREEN)
+    if rp.strategy == BLUE_GREEN:
+        return batches + gen.blue_green(r)
+    return batches + gen.rolling(r)
+
+
+def _edge_servers(rr: RoleRelease, obs: Observed) -> Sequence[EdgeServer] | None:
+    """The role's servers in the edge when the executor reaches the role; None: not public.
+
+    An edge the plan (re)starts has none; a reload carries every server over as it was.
+    """
+    if rr.public is None:
+        return None
+    if obs.edge.action in ("create", "start"):
+        return ()
+    return obs.edge_servers.get(rr.role, ())
+
+
+def edge_timeout(rr: RoleRelease) -> float:
+    """How long the edge's own check of a new server may take to pass."""
+    if rr.health is None:
+        return 10.0
+    return max(5.0, rr.health.retries * rr.health.interval)
+
+
+class EdgeReplacement(enum.Enum):
+    """How ``corral edge replace`` brings the edge to the new configuration or image."""
+
+    RELOAD = "reload"  # same image, ports, uid and master: the running edge reloads
+    HAND_OVER = "hand-over"  # a new image or uid: a new container takes over the sockets
+    NEW_POD = "replace"  # new ports or address: a new pod (its ports refuse for ~1 s)
+
+
+def plan_edge_replace(
+    scope: Scope, desired: Desired, observed: Observed, image: str, how: EdgeReplacement
+) -> Plan:
+    """``corral edge replace`` as a plan: the edge, and nothing else, brought to ``desired``.
+
+    ``RELOAD``: the running edge is reloaded in place. Otherwise every instance the edge
+    sends requests to (running, of a good release, with ``desired``'s configuration of a
+    public role) is first checked from outside as the new edge will check it; then, with
+    ``HAND_OVER``, a new container in the same pod takes over the open sockets and the old
+    one's servers; with ``NEW_POD``, a new pod starts and takes each instance in.
+    """
+    roles = tuple(
+        RolePlan(rr.role, rr.deploy.strategy, rr.image_version, rr.replicas, release=rr)
+        for _, rr in sorted(desired.items())
+    )
+    if how is EdgeReplacement.RELOAD:
+        edge = EdgePlan("reload", "the running edge takes the new configuration", image)
+        return Plan(scope.fleet, roles, (), edge, ensure_network=False, release=0)
+    serving = [i for i in observed.instances if _behind_edge(i, desired, observed)]
+    checks = tuple(
+        Step(Action.CHECK, i.role, i.name, i.version, "the new edge will check it") for i in serving
+    )
+    if how is EdgeReplacement.HAND_OVER:
+        why = "a new image or uid: a new container takes over the open ports and the servers"
+        edge = EdgePlan("hand-over", why, image, checks)
+        return Plan(scope.fleet, roles, (), edge, ensure_network=False, release=0)
+    servers = tuple(
+        Step(Action.ADD, i.role, i.name, i.version, "served by the old edge", timeout=30.0)
+        for i in serving
+    )
+    why = "new published ports or a new address need a new pod"
+    edge = EdgePlan("replace", why, image, checks, servers)
+    return Plan(scope.fleet, roles, (), edge, ensure_network=True, release=0)
+
+
+def _behind_edge(instance: Instance, desired: Desired, observed: Observed) -> bool:
+    """Whether the edge sends ``instance`` requests: its health is this release's."""
+    rr = desired.get(instance.role)
+    return (
+        rr is not None
+        and rr.public is not None
+        and instance.running
+        and instance.release in observed.good_releases
+        and instance.address is not None
+        and instance.config_hash == rr.config_hash
     )
 
 
@@ -175,6 +413,8 @@ def _serves(instance: Instance, rr: RoleRelease, obs: Observed) -> bool:
 
 
 def _stale_reason(instance: Instance, rr: RoleRelease, obs: Observed) -> str:
+    if instance.name in obs.tainted:
+        return f"tainted: {obs.tainted[instance.name]}"
     if instance.release not in obs.good_releases:
         return f"left by unfinished release r{instance.release}"
     if instance.image_id != rr.image_id:
@@ -193,7 +433,9 @@ def _sort_stopped(
     standby: list[Instance] = []
     cleanup: list[Change] = []
     for instance in stopped:
-        if instance.name not in obs.standby or instance.release not in obs.good_releases:
+        if instance.name in obs.tainted:
+            cleanup.append(Change(instance.name, f"tainted: {obs.tainted[instance.name]}"))
+        elif instance.name not in obs.standby or instance.release not in obs.good_releases:
             cleanup.append(Change(instance.name, f"not running ({instance.state})"))
         elif _expired(instance, rr, obs.now):
             cleanup.append(Change(instance.name, "stand-by time is over"))

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LABEL = "io.corral."
+from corral.formats import LABEL_PREFIX
+
+LABEL = LABEL_PREFIX  # corral.formats has the one prefix; modules import LABEL here
 LIVE = "live"
 
 

@@ -36,7 +36,7 @@ from typing import Protocol
 from corral.deploy.desired import Desired, RoleRelease
 from corral.errors import GateError, StateError
 from corral.hostfiles import create_private, read_private, write_private
-from corral.state.lock import file_lock
+from corral.state.filelock import file_lock
 
 KEY_BYTES = 32
 KEY_SUFFIX = ".secret-key"
@@ -146,7 +146,7 @@ def live_values(
         raise GateError(
             f"secret(s) not set in corral's environment: {', '.join(missing)}; "
             f"{advice} (their values are never stored)",
-            missing=missing,
+            secrets=missing,
         )
     return {name: env[name] for name in wanted}
 

@@ -122,11 +122,7 @@ def shortfall_error(short: Iterable[Shortfall], logs: Callable[[str], str]) -> D
         )
         for s in short
     ]
-    return DeployError(
-        "; ".join(f.message for f in failures),
-        roles=[f.details["role"] for f in failures],
-        failures=[f.to_dict() for f in failures],
-    )
+    return DeployError.of_roles(failures)
 
 
 def _tail(logs: Callable[[str], str], name: str) -> list[str]:

@@ -7,13 +7,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from corral.deploy.context import GOOD, Context
 from corral.deploy.desired import RoleRelease, desired_from_record
+from corral.deploy.fleet import look, observe_fleet
+from corral.deploy.gc import leftovers
 from corral.deploy.health import network_check, probe_once
 from corral.deploy.instances import remove_probes
-from corral.deploy.observe import Instance, list_scope, observe
+from corral.deploy.observe import Instance, observe
 from corral.deploy.plan import parse_time
-from corral.deploy.service import GOOD, Context, sweep_killed
-from corral.errors import CorralError, EngineError, LockedError, UsageError
+from corral.errors import EngineError, UsageError
 from corral.state import ReleaseRecord
 
 
@@ -43,8 +45,12 @@ class FleetStatus:
     release: int | None
     roles: tuple[RoleStatus, ...]
     edge: str  # running | absent | exited ...
-    cleaned: tuple[str, ...]  # half-done work found and cleaned up by this call
+    # Always empty: status changes nothing since ``corral gc`` exists. Kept so that
+    # scripts reading the --json form keep working.
+    cleaned: tuple[str, ...]
     unfinished: tuple[str, ...]  # instances of unfinished releases still running
+    leftovers: tuple[str, ...] = ()  # stopped instances of such releases: `corral gc` removes them
+    unfinished_releases: tuple[int, ...] = ()  # still deploying: a deploy now, or a killed one
 
 
 @dataclass(frozen=True)
@@ -61,17 +67,17 @@ class HistoryEntry:
 
 
 def status(ctx: Context) -> FleetStatus:
-    """The fleet as it runs now; cleans up what killed deploys left, if no deploy runs."""
-    # One listing of instances and edge serves the clean-up and the report alike: it
-    # costs a few engine requests whatever the fleet's size, and a second one would double it.
-    listing = list_scope(ctx.engine, ctx.scope)
-    cleaned, removed = _clean_up(ctx, observe(ctx.engine, ctx.scope, listing))
-    listing = [c for c in listing if c.name not in removed]
+    """The fleet as it runs now, and what killed deploys left; it changes nothing.
+
+    It takes no lock, marks no release and removes nothing: ``corral gc`` and the next
+    deploy clean up. One look at the engine serves the whole report.
+    """
     fleet = ctx.scope.fleet
     active = ctx.state.active_release(fleet)
     desired = desired_from_record(active.roles) if active else {}
-    instances = observe(ctx.engine, ctx.scope, listing)
-    good = {r.number for r in ctx.state.releases(fleet, limit=100000) if r.status in GOOD}
+    seen = look(ctx)
+    observed = observe_fleet(ctx, desired, None, seen)
+    instances, good = observed.instances, observed.good_releases
     roles = []
     for name, rr in sorted(desired.items()):
         mine = [i for i in instances if i.role == name]
@@ -79,52 +85,24 @@ def status(ctx: Context) -> FleetStatus:
         rows = tuple(_instance_status(i, health, rr) for i in mine)
         url = f"http://{ctx.edge.address}:{rr.public}/" if rr.public is not None else None
         roles.append(RoleStatus(name, rr.replicas, rr.image_version, url, rows))
-    edge = ctx.edge.container(listing)
-    unfinished = tuple(i.name for i in instances if i.running and i.release not in good)
+    edge = ctx.edge.container(seen.containers)
     return FleetStatus(
         fleet,
         active.number if active else None,
         tuple(roles),
         edge.state if edge else "absent",
-        tuple(cleaned),
-        unfinished,
+        cleaned=(),
+        unfinished=tuple(i.name for i in instances if i.running and i.release not in good),
+        leftovers=tuple(i.name for i in leftovers(instances, good)),
+        unfinished_releases=_deploying(ctx),
     )
 
 
-def _clean_up(ctx: Context, instances: list[Instance]) -> tuple[list[str], set[str]]:
-    """Sweep releases of dead deploys and remove their instances that never ran or died.
-
-    Running leftovers may be serving; only ``corral deploy`` replaces them, safely.
-
-    Returns:
-        What was done, in words, and the names of the instances removed.
-    """
-    try:
-        with ctx.state.lock("deploy", wait=0, purpose="status clean-up"):
-            swept = sweep_killed(ctx)
-            good = {
-                r.number
-                for r in ctx.state.releases(ctx.scope.fleet, limit=100000)
-                if r.status in GOOD
-            }
-            said = [f"release r{r.number} marked aborted" for r in swept]
-            leftovers = [i.name for i in instances if not i.running and i.release not in good]
-            removed = {name for name in leftovers if _remove_leftover(ctx, name, said)}
-            return said, removed
-    except LockedError:
-        return [], set()  # a deploy is running: it owns the fleet right now
-
-
-def _remove_leftover(ctx: Context, name: str, said: list[str]) -> bool:
-    """Remove what a dead deploy left; a failure is reported, and retried next time."""
-    try:
-        ctx.engine.remove(name)
-    except CorralError as exc:
-        said.append(f"could not remove {name} yet ({exc.message}); the next run retries")
-        return False
-    ctx.state.retire_instance(ctx.scope.fleet, name, "cleaned-up")
-    said.append(f"removed {name}")
-    return True
+def _deploying(ctx: Context) -> tuple[int, ...]:
+    """Releases still ``deploying``: one a deploy places now, or one a killed deploy left
+    (``corral gc`` or the next deploy marks it aborted)."""
+    releases = ctx.state.releases_with_status(ctx.scope.fleet, ("deploying",))
+    return tuple(r.number for r in releases)
 
 
 def _edge_health(ctx: Context, role: str) -> dict[str, str]:

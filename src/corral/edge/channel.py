@@ -229,9 +229,7 @@ class Watcher(Generic[S]):
         if isinstance(seen, CorralError):
             raise seen
         if seen is None or name not in seen:
-            raise NotFoundError(
-                f"no server {backend}/{name} in HAProxy", backend=backend, server=name
-            )
+            raise NotFoundError(f"no server {backend}/{name} in HAProxy", name=f"{backend}/{name}")
         return seen[name]
 
     def _take_look(self) -> None:

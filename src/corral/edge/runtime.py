@@ -115,8 +115,10 @@ class ProxyCounters:
     ``connection_errors`` is ``econ`` (a connection to a server failed), ``response_errors``
     ``eresp`` (a server closed or broke its answer), ``retries`` ``wretr``, ``redispatches``
     ``wredis`` (a retry sent to another server), ``http_5xx`` ``hrsp_5xx``, ``requests``
-    ``req_tot`` (HTTP requests; servers count them since HAProxy 2.5) and ``sessions``
-    ``stot`` (connections, each attempt of a retry included).
+    ``req_tot`` (HTTP requests; servers count them since HAProxy 2.5), ``sessions``
+    ``stot`` (connections, each attempt of a retry included), ``server_aborts``
+    ``srv_abrt`` (a server cut an answer HAProxy had begun to pass on: the client gets a
+    broken response, no 5xx) and ``internal_errors`` ``eint`` (HAProxy's own errors).
     """
 
     proxy: str
@@ -129,6 +131,8 @@ class ProxyCounters:
     http_5xx: int
     requests: int
     sessions: int
+    server_aborts: int = 0
+    internal_errors: int = 0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -144,6 +148,8 @@ class ProxyCounters:
             "wretr": self.retries,
             "wredis": self.redispatches,
             "hrsp_5xx": self.http_5xx,
+            "srv_abrt": self.server_aborts,
+            "eint": self.internal_errors,
         }
         return {name: value for name, value in counts.items() if value}
 
@@ -338,7 +344,7 @@ class RuntimeAPI:
         for srv in self.servers(backend):
             if srv.name == name:
                 return srv
-        raise NotFoundError(f"no server {backend}/{name} in HAProxy", backend=backend, server=name)
+        raise NotFoundError(f"no server {backend}/{name} in HAProxy", name=f"{backend}/{name}")
 
     def current_sessions(self, backend: str, name: str) -> int:
         """Requests in flight on one server right now (``scur``).
@@ -830,4 +836,6 @@ def _counters(row: dict[str, str]) -> ProxyCounters:
         http_5xx=count("hrsp_5xx"),
         requests=count("req_tot"),
         sessions=count("stot"),
+        server_aborts=count("srv_abrt"),
+        internal_errors=count("eint"),
     )

@@ -1,22 +1,32 @@
-"""Container engines behind one interface, found by name in a small registry."""
+"""Container engines behind a few small protocols (see ``base``), found by name in a
+small registry; each declares its capabilities (see ``capabilities``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from corral.engines.base import (
+    Access,
+    Engine,
+    Images,
+    Introspection,
+    Networks,
+    Runtime,
+    Volumes,
+)
+from corral.engines.capabilities import Capability, require, supports
+from corral.engines.values import (
     ContainerInfo,
     ContainerSpec,
-    Engine,
     EngineEvent,
+    ExecResult,
     FileChange,
     ImageInfo,
     Mount,
-    NotSupportedError,
     PortMapping,
     SecurityFacts,
 )
-from corral.errors import UsageError
+from corral.errors import NotSupportedError, UsageError
 
 
 def _podman() -> Engine:
@@ -51,15 +61,25 @@ def get_engine(name: str = "podman") -> Engine:
 
 __all__ = [
     "REGISTRY",
+    "Access",
+    "Capability",
     "ContainerInfo",
     "ContainerSpec",
     "Engine",
     "EngineEvent",
+    "ExecResult",
     "FileChange",
     "ImageInfo",
+    "Images",
+    "Introspection",
     "Mount",
+    "Networks",
     "NotSupportedError",
     "PortMapping",
+    "Runtime",
     "SecurityFacts",
+    "Volumes",
     "get_engine",
+    "require",
+    "supports",
 ]

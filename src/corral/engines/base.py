@@ -1,185 +1,69 @@
-"""The narrow interface between corral and a container engine.
+"""The interface between corral and a container engine: a few small protocols.
 
-The core (spec, build, plan, apply) talks to engines only through ``Engine`` and the
-frozen values below. An engine finds corral's objects by labels (``io.corral.*``), never by
-parsing names. Optional abilities are declared as capability flags; a method an engine
-cannot offer raises ``NotSupportedError`` so callers can say so plainly.
+The core (spec, build, plan, apply) talks to engines only through these protocols and the
+frozen values of ``corral.engines.values``. An engine finds corral's objects by labels
+(``io.corral.*``), never by parsing names.
+
+    Images         build, import a root filesystem, distribute, inspect, list, tag, remove
+    Runtime        start, stop, remove, inspect, list, logs; resume; one-off containers
+    Networks       the fleet's private networks
+    Volumes        named data volumes (capability ``volumes``)
+    Pods           network namespaces with open ports that outlive their containers,
+                   and renaming a container in one (capability ``pods``: the edge)
+    Introspection  security settings, exec, events, diff (one capability each)
+    Access         how corral reaches an instance: the address its health checks use,
+                   the testinfra backend URL, where a container's control socket is
+    Engine         all of them, a ``name`` and the ``capabilities`` it declares
+
+What goes beyond the core is a ``Capability`` (``corral.engines.capabilities``); a method
+an engine cannot offer raises ``NotSupportedError``, and a caller that needs one checks it
+first with ``require``. The protocols' methods that have a body are defaults an engine
+inherits by subclassing ``Engine``; the others every engine implements.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
-from corral.errors import EngineError
-
-LogSink = Callable[[str], None]
-
-
-class NotSupportedError(EngineError):
-    kind = "not-supported"
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    id: str
-    digest: str
-    tags: tuple[str, ...]
-    labels: Mapping[str, str]
-    created: str
-    size: int
-
-
-@dataclass(frozen=True)
-class PortMapping:
-    host_port: int
-    container_port: int
-    host_ip: str = "127.0.0.1"
+from corral.engines.capabilities import Capability, lacks
+from corral.engines.values import (
+    ContainerInfo,
+    ContainerSpec,
+    EngineEvent,
+    ExecResult,
+    FileChange,
+    ImageInfo,
+    LogSink,
+    Mount,
+    PodSpec,
+    PortMapping,
+    ProbeResult,
+    SecurityFacts,
+)
+from corral.errors import NotSupportedError
 
 
-@dataclass(frozen=True)
-class Mount:
-    """A named volume (``volume``) or a host path (``source`` absolute) at ``target``."""
-
-    source: str
-    target: str
-    read_only: bool = False
-
-
-@dataclass(frozen=True)
-class PodSpec:
-    """A network namespace that outlives the containers joining it (``ContainerSpec.pod``).
-
-    It holds the network, the published ports and the network's kernel settings, so one
-    container can take over from another in it while the host port stays open.
-    """
-
-    name: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    network: str | None = None
-    ports: tuple[PortMapping, ...] = ()
-    sysctls: Mapping[str, str] = field(default_factory=dict)  # ``net.*`` of its namespace
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """Everything needed to start one instance; lockdown defaults are the safe ones."""
-
-    name: str
-    image: str
-    command: tuple[str, ...] = ()
-    user: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    labels: Mapping[str, str] = field(default_factory=dict)
-    network: str | None = None
-    network_aliases: tuple[str, ...] = ()
-    ports: tuple[PortMapping, ...] = ()
-    mounts: tuple[Mount, ...] = ()
-    workdir: str | None = None
-    read_only: bool = True
-    tmpfs: tuple[str, ...] = ("/tmp",)
-    # Writable folders on the read-only root that belong to ``user`` (mode 0755, noexec):
-    # /run, so a program can make its runtime folder, and those the role asks for.
-    owned_tmpfs: tuple[str, ...] = ("/run",)
-    cap_add: tuple[str, ...] = ()
-    no_new_privileges: bool = True
-    memory: str | None = None
-    cpus: float | None = None
-    pids_limit: int | None = None
-    stop_timeout: int = 10
-    # A tiny init as PID 1 forwards SIGTERM to the program, which PID 1 would ignore, so
-    # an instance stops at once instead of being killed after the stop timeout.
-    init: bool = True
-    # Kernel settings of the container's own namespaces (``net.*`` of its network), by name.
-    sysctls: Mapping[str, str] = field(default_factory=dict)
-    # Secret values by environment variable name: handed to the engine's secret store,
-    # never written into the container's configuration, labels or corral's state.
-    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
-    # Join this pod's network namespace; ``network``, ``ports`` and ``sysctls`` are then
-    # the pod's and stay empty here.
-    pod: str | None = None
-    # What ``stop`` and ``remove`` send first (the image's or SIGTERM when None): a program
-    # whose graceful stop is another signal (HAProxy's SIGUSR1) names it.
-    stop_signal: str | None = None
-
-
-@dataclass(frozen=True)
-class ContainerInfo:
-    id: str
-    name: str
-    image_id: str
-    labels: Mapping[str, str]
-    state: str  # created | running | exited | ...
-    addresses: Mapping[str, str]  # network name -> IP address
-    created: str
-    exit_code: int | None = None
-    finished: str = ""  # when it last stopped (ISO time), empty while it never has
-    volumes: tuple[str, ...] = ()  # names of the named volumes it mounts
+class Images(Protocol):
+    """Where images are built and kept, and how they reach the hosts that run them."""
 
     @property
-    def holds_mounts(self) -> bool:
-        """Whether a process of it may still be using its volumes: anything but a
-        container that never started or has exited."""
-        return self.state not in _AT_REST
+    def name(self) -> str: ...
 
+    @property
+    def capabilities(self) -> frozenset[Capability]: ...
 
-_AT_REST = frozenset({"created", "configured", "exited", "stopped"})
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """How one run of a probe container ended."""
-
-    exit_code: int | None  # None: it did not finish in time and was killed
-    output: str  # the last lines it printed, stdout and stderr together
-    seconds: float  # how long the run took, the engine's start and removal included
-
-
-@dataclass(frozen=True)
-class SecurityFacts:
-    """How locked down a container is, as the engine reports it."""
-
-    read_only_root: bool
-    user: str
-    # Every capability a process in it may hold: the bounding set and the effective one.
-    # A non-root user's effective set is empty anyway; the bounding set shows a missing drop.
-    capabilities: tuple[str, ...]
-    no_new_privileges: bool
-    published_ports: tuple[int, ...]  # host ports
-
-
-@dataclass(frozen=True)
-class EngineEvent:
-    time: str
-    kind: str  # e.g. exec, exec_died, died, start
-    container: str
-    labels: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class FileChange:
-    kind: str  # A (added) | C (changed) | D (deleted)
-    path: str
-
-
-class Engine(ABC):
-    """What corral needs from a container engine, and nothing more."""
-
-    name: str = "engine"
-    supports_diff: bool = False
-    supports_events: bool = False
-    supports_pods: bool = False
-
-    # -- images -----------------------------------------------------------------------
-    @abstractmethod
     def import_rootfs(
         self, tarball: Path, tag: str, labels: Mapping[str, str], changes: Sequence[str] = ()
     ) -> ImageInfo:
-        """Import a root filesystem tarball as an image tagged ``tag``."""
+        """Make an image of the root filesystem in ``tarball`` (a base), tagged ``tag``.
 
-    @abstractmethod
+        Args:
+            changes: Containerfile instructions applied to it (``CMD``, ``ENV``...).
+        """
+        ...
+
     def build_image(
         self,
         context: Path,
@@ -202,27 +86,98 @@ class Engine(ABC):
         Raises:
             BuildError: the build failed; the error carries the tail of the log.
         """
+        ...
 
-    @abstractmethod
+    def distribute(self, image: str) -> str:
+        """Make ``image`` (an id or a tag) startable wherever this engine runs containers;
+        return the reference ``Runtime.start`` must be given.
+
+        An engine with ``local-images`` runs what it built, and returns ``image`` as it
+        is; one that spans hosts pushes it to its registry or loads it on each host.
+
+        Raises:
+            EngineError: the image could not be distributed.
+        """
+        if Capability.LOCAL_IMAGES in self.capabilities:
+            return image
+        raise lacks(self, Capability.LOCAL_IMAGES)
+
     def inspect_image(self, ref: str) -> ImageInfo | None:
         """The image called ``ref`` (tag or id), or None when there is none."""
+        ...
 
-    @abstractmethod
     def list_images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
         """Images carrying every one of ``labels``."""
+        ...
 
-    @abstractmethod
-    def tag_image(self, ref: str, tag: str) -> None: ...
+    def tag_image(self, ref: str, tag: str) -> None:
+        """Give the image ``ref`` the name ``tag`` too."""
+        ...
 
     def untag_image(self, tag: str) -> None:
-        """Drop one name of an image, keeping the image (and the build cache) itself."""
-        self.remove_image(tag)
+        """Drop one name of an image, keeping the image (and the build cache) itself;
+        a name no image has is not an error."""
+        ...
 
-    @abstractmethod
     def remove_image(self, ref: str) -> None:
         """Remove an image; an image that is already gone is not an error."""
+        ...
 
-    @abstractmethod
+
+class Runtime(Protocol):
+    """Containers: corral's instances, its edge and its throwaway containers."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> frozenset[Capability]: ...
+
+    def start(self, spec: ContainerSpec) -> ContainerInfo:
+        """Create and start a container as ``spec`` says; it carries ``spec.labels``.
+
+        Raises:
+            EngineError: it could not be created or started (a name in use included).
+        """
+        ...
+
+    def stop(self, name: str, timeout: int = 10) -> None:
+        """Stop a container (SIGTERM, then SIGKILL after ``timeout`` s); it stays, exited.
+        A missing one is not an error."""
+        ...
+
+    def remove(self, name: str) -> None:
+        """Remove a container (stopping it first); a missing one is not an error."""
+        ...
+
+    def inspect(self, name: str) -> ContainerInfo | None:
+        """The container called ``name`` (or with that id), or None when there is none."""
+        ...
+
+    def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        """Containers (running or not) carrying every one of ``labels``."""
+        ...
+
+    def logs(self, name: str, tail: int = 40) -> str:
+        """The last ``tail`` lines the container printed (stdout and stderr)."""
+        ...
+
+    def resume(self, name: str) -> ContainerInfo:
+        """Start a stopped container again, as it was (capability ``resume``: a blue-green
+        stand-by switched back at once).
+
+        Raises:
+            NotSupportedError: the engine cannot.
+        """
+        raise lacks(self, Capability.RESUME)
+
+    def collect_leftovers(self, prefix: str) -> list[str]:
+        """Remove what the engine keeps for containers named ``prefix...`` that do not
+        exist (a start killed after it stored a secret, before its container was
+        created); return what was removed. An engine that keeps nothing apart from its
+        containers has nothing to do."""
+        return []
+
     def run_once(
         self,
         image: str,
@@ -230,10 +185,18 @@ class Engine(ABC):
         timeout: float = 120,
         mounts: Sequence[Mount] = (),
     ) -> str:
-        """Run ``command`` as root in a throwaway container with no network; return stdout."""
+        """Run ``command`` as root in a throwaway container with no network; return stdout
+        (capability ``run-once``).
+
+        Raises:
+            EngineError: the command failed.
+            NotSupportedError: the engine cannot.
+        """
+        raise lacks(self, Capability.RUN_ONCE)
 
     def run_probe(self, spec: ContainerSpec, timeout: float) -> ProbeResult:
-        """Run ``spec``'s command to its end in a throwaway container, then remove it.
+        """Run ``spec``'s command to its end in a throwaway container, then remove it
+        (capability ``run-once``).
 
         The container is locked down as ``spec`` says (as an instance is) and runs
         ``spec.command`` itself, not the image's entrypoint. One that is still running
@@ -242,87 +205,165 @@ class Engine(ABC):
 
         Raises:
             EngineError: the engine could not be run at all.
+            NotSupportedError: the engine cannot.
         """
-        raise NotSupportedError(f"{self.name} cannot run probe containers")
+        raise lacks(self, Capability.RUN_ONCE)
 
-    # -- containers -------------------------------------------------------------------
-    @abstractmethod
-    def start(self, spec: ContainerSpec) -> ContainerInfo: ...
 
-    @abstractmethod
-    def restart(self, name: str) -> ContainerInfo:
-        """Start a stopped container again, as it was (for an instant switch back)."""
+class Networks(Protocol):
+    """The private networks a fleet's containers talk on."""
 
-    @abstractmethod
-    def stop(self, name: str, timeout: int = 10) -> None: ...
+    def ensure_network(self, name: str, labels: Mapping[str, str], internal: bool = False) -> None:
+        """Create the network unless it exists; ``internal``: no route out of it."""
+        ...
 
-    @abstractmethod
-    def logs(self, name: str, tail: int = 40) -> str:
-        """The last ``tail`` lines the container printed (stdout and stderr)."""
+    def remove_network(self, name: str) -> None:
+        """Remove a network no container uses any more (absent is fine); never its users."""
+        ...
 
-    @abstractmethod
-    def remove(self, name: str) -> None:
-        """Remove a container (stopping it first); a missing one is not an error."""
+    def list_networks(self, labels: Mapping[str, str]) -> list[str]:
+        """The names of the networks carrying every one of ``labels``, sorted."""
+        ...
 
-    @abstractmethod
-    def inspect(self, name: str) -> ContainerInfo | None: ...
 
-    @abstractmethod
-    def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
-        """Containers (running or not) carrying every one of ``labels``."""
+class Volumes(Protocol):
+    """Named data volumes (capability ``volumes``): they outlive the containers using them."""
 
-    def security(self, name: str) -> SecurityFacts:
-        """How locked down a container is (read-only root, user, capabilities...)."""
-        raise NotSupportedError(f"{self.name} cannot report a container's security settings")
+    @property
+    def name(self) -> str: ...
 
-    def forget_secrets(self, prefix: str) -> list[str]:
-        """Remove the stored secrets of containers named ``prefix...`` that do not exist
-        (a start killed after storing them, before creating its container); return them.
-        Engines that store no secrets apart from their containers have nothing to do."""
+    @property
+    def capabilities(self) -> frozenset[Capability]: ...
+
+    def ensure_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        """Create the volume unless it exists (an existing one keeps its data)."""
+        raise lacks(self, Capability.VOLUMES)
+
+    def list_volumes(self, labels: Mapping[str, str]) -> list[str]:
+        """The names of the volumes carrying every one of ``labels``, sorted; an engine
+        without volumes has none."""
         return []
 
-    def exec_in(self, name: str, command: Sequence[str], timeout: float = 30) -> str:
-        """Run a command inside a container. Only test environments may call this."""
-        raise NotSupportedError(f"{self.name} cannot run commands in a container")
+    def remove_volume(self, name: str) -> None:
+        """Delete a data volume. Only ever called with a name the operator typed."""
+        raise lacks(self, Capability.VOLUMES)
 
-    def events(self, labels: Mapping[str, str], since: str | None = None) -> Iterator[EngineEvent]:
-        raise NotSupportedError(f"{self.name} does not report events")
 
-    def diff(self, name: str) -> list[FileChange]:
-        raise NotSupportedError(f"{self.name} cannot list changed files")
+class Pods(Protocol):
+    """Network namespaces that outlive the containers in them (capability ``pods``): one
+    container takes over another's open sockets while the host port stays published."""
 
-    def rename(self, name: str, new_name: str) -> None:
-        """Give a container (running or not) another name."""
-        raise NotSupportedError(f"{self.name} cannot rename containers")
+    @property
+    def name(self) -> str: ...
 
-    # -- pods -------------------------------------------------------------------------
+    @property
+    def capabilities(self) -> frozenset[Capability]: ...
+
     def create_pod(self, spec: PodSpec) -> None:
         """Create ``spec``'s pod, holding its network namespace and published ports."""
-        raise NotSupportedError(f"{self.name} has no pods")
+        raise lacks(self, Capability.PODS)
 
     def remove_pod(self, name: str) -> None:
         """Remove a pod and every container in it; a missing one is not an error."""
-        raise NotSupportedError(f"{self.name} has no pods")
+        raise lacks(self, Capability.PODS)
 
-    # -- networks and volumes ---------------------------------------------------------
-    @abstractmethod
-    def ensure_network(
-        self, name: str, labels: Mapping[str, str], internal: bool = False
-    ) -> None: ...
+    def rename(self, name: str, new_name: str) -> None:
+        """Give a container (running or not) another name."""
+        raise lacks(self, Capability.PODS)
 
-    @abstractmethod
-    def remove_network(self, name: str) -> None:
-        """Remove a network no container uses any more (absent is fine); never its users."""
 
-    @abstractmethod
-    def list_networks(self, labels: Mapping[str, str]) -> list[str]: ...
+class Introspection(Protocol):
+    """Looking at and into a running container: for test environments, never a deploy.
+    Each method is a capability of its own."""
 
-    @abstractmethod
-    def ensure_volume(self, name: str, labels: Mapping[str, str]) -> None: ...
+    @property
+    def name(self) -> str: ...
 
-    @abstractmethod
-    def list_volumes(self, labels: Mapping[str, str]) -> list[str]: ...
+    @property
+    def capabilities(self) -> frozenset[Capability]: ...
 
-    @abstractmethod
-    def remove_volume(self, name: str) -> None:
-        """Delete a data volume. Only ever called with a name the operator typed."""
+    def security(self, name: str) -> SecurityFacts:
+        """How locked down a container is (read-only root, user, capabilities...)."""
+        raise lacks(self, Capability.SECURITY)
+
+    def exec_in(self, name: str, command: Sequence[str], timeout: float = 30) -> ExecResult:
+        """Run ``command`` (an argv) inside a running container; a command that fails is a
+        result, with its status. Only test environments may call this.
+
+        Raises:
+            EngineError: the container is not running, or the engine failed.
+        """
+        raise lacks(self, Capability.EXEC)
+
+    def events(self, labels: Mapping[str, str], since: str | None = None) -> Iterator[EngineEvent]:
+        """Container events of containers carrying ``labels``, as they happen."""
+        raise lacks(self, Capability.EVENTS)
+
+    def diff(self, name: str) -> list[FileChange]:
+        """The files a container added, changed or deleted on its root filesystem."""
+        raise lacks(self, Capability.DIFF)
+
+
+class Access(Protocol):
+    """How corral, on its own host, reaches what runs in a container."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> frozenset[Capability]: ...
+
+    def probe_address(self, info: ContainerInfo, network: str) -> str | None:
+        """The address corral's health checks (and the edge) use for ``info`` on
+        ``network``, or None while it has none."""
+        return info.addresses.get(network) or None
+
+    def test_backend(self, name: str) -> str:
+        """The testinfra backend URL that runs commands in container ``name``
+        (capability ``exec``), e.g. ``podman://NAME``."""
+        raise lacks(self, Capability.EXEC)
+
+    def control_socket(self, mount: Mount, socket: str) -> str:
+        """Where corral connects to the Unix socket a container makes at
+        ``mount.target/socket``, ``mount`` being a host folder (``mount.source``) mounted
+        into it (capability ``host-sockets``): the edge's admin socket."""
+        if Capability.HOST_SOCKETS not in self.capabilities:
+            raise lacks(self, Capability.HOST_SOCKETS)
+        return str(Path(mount.source) / socket)
+
+
+class Engine(Images, Runtime, Networks, Volumes, Pods, Introspection, Access, Protocol):
+    """What corral needs from a container engine, and nothing more.
+
+    An engine subclasses this (inheriting the defaults), sets ``name`` and lists what it
+    can do beyond the core in ``capabilities``.
+    """
+
+    name: str
+    capabilities: frozenset[Capability]
+
+
+__all__ = [
+    "Access",
+    "Capability",
+    "ContainerInfo",
+    "ContainerSpec",
+    "Engine",
+    "EngineEvent",
+    "ExecResult",
+    "FileChange",
+    "ImageInfo",
+    "Images",
+    "Introspection",
+    "LogSink",
+    "Mount",
+    "Networks",
+    "NotSupportedError",
+    "PodSpec",
+    "Pods",
+    "PortMapping",
+    "ProbeResult",
+    "Runtime",
+    "SecurityFacts",
+    "Volumes",
+]

@@ -1,7 +1,9 @@
 """An in-memory engine for fast unit tests of pure logic (planner, strategies, build flow).
 
-It keeps just enough bookkeeping to answer the Engine interface consistently. It is never
-the proof that a feature works: the real-engine tests are.
+It keeps just enough bookkeeping to answer the Engine interface consistently, and passes
+the same contract suite as Podman (tests/contract_suite.py). It is never the proof that a
+feature works: the real-engine tests are. It lacks two capabilities on purpose (events and
+diff), so the path of an engine that declares what it lacks is exercised too.
 """
 
 from __future__ import annotations
@@ -12,17 +14,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from corral.engines.base import (
+from corral.engines.base import Engine
+from corral.engines.capabilities import Capability
+from corral.engines.values import (
     ContainerInfo,
     ContainerSpec,
-    Engine,
+    ExecResult,
     ImageInfo,
     LogSink,
     Mount,
     PodSpec,
     ProbeResult,
+    SecurityFacts,
 )
-from corral.errors import EngineError
+from corral.errors import EngineError, NotFoundError
+
+#: What the fake can do: everything but what only a real kernel could tell.
+FAKE_CAPABILITIES = frozenset(Capability) - {Capability.EVENTS, Capability.DIFF}
 
 
 def _matches(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
@@ -39,9 +47,22 @@ class FakeBuild:
     network: bool
 
 
+def fake_exec(name: str, command: Sequence[str]) -> ExecResult:
+    """The fake's answer to a command run in a container: ``echo``, ``true`` and
+    ``false`` behave as they would; any other program is not found (status 127)."""
+    program, *args = command or ("",)
+    if program == "echo":
+        return ExecResult(0, " ".join(args) + "\n", "")
+    if program in ("true", "false"):
+        return ExecResult(0 if program == "true" else 1, "", "")
+    return ExecResult(127, "", f"{program}: command not found\n")
+
+
 class FakeEngine(Engine):
+    """Containers, images, networks and volumes as dictionaries."""
+
     name = "fake"
-    supports_pods = True
+    capabilities = FAKE_CAPABILITIES
 
     def __init__(self) -> None:
         self.images: dict[str, ImageInfo] = {}
@@ -60,6 +81,9 @@ class FakeEngine(Engine):
         self.probe_answer: Callable[[ContainerSpec], ProbeResult] = lambda spec: ProbeResult(
             0, "", 0.0
         )
+        self.specs: dict[str, ContainerSpec] = {}  # each container's, for ``security``
+        # What a command run with ``exec_in`` answers; a test may replace it.
+        self.exec_answer: Callable[[str, Sequence[str]], ExecResult] = fake_exec
 
     def _new_id(self) -> str:
         return hashlib.sha256(str(next(self._ids)).encode()).hexdigest()
@@ -106,6 +130,11 @@ class FakeEngine(Engine):
             raise EngineError(f"no image {ref}")
         self.images[image.id] = replace(image, tags=(*image.tags, tag))
 
+    def untag_image(self, tag: str) -> None:
+        image = self.inspect_image(tag)
+        if image is not None and tag in image.tags:
+            self.images[image.id] = replace(image, tags=tuple(t for t in image.tags if t != tag))
+
     def remove_image(self, ref: str) -> None:
         image = self.inspect_image(ref)
         if image is not None:
@@ -149,13 +178,16 @@ class FakeEngine(Engine):
             volumes=tuple(m.source for m in spec.mounts if not m.source.startswith("/")),
         )
         self.containers[spec.name] = info
+        self.specs[spec.name] = spec
         self.calls.append(("start", spec.name))
         return info
 
-    def restart(self, name: str) -> ContainerInfo:
+    def resume(self, name: str) -> ContainerInfo:
+        if name not in self.containers:
+            raise NotFoundError(f"no container {name}")
         info = replace(self.containers[name], state="running", exit_code=None)
         self.containers[name] = info
-        self.calls.append(("restart", name))
+        self.calls.append(("restart", name))  # the plan's word for it
         return info
 
     def logs(self, name: str, tail: int = 40) -> str:
@@ -170,6 +202,7 @@ class FakeEngine(Engine):
 
     def remove(self, name: str) -> None:
         self.pod_of.pop(name, None)
+        self.specs.pop(name, None)
         if self.containers.pop(name, None) is not None:
             self.calls.append(("remove", name))
 
@@ -195,7 +228,32 @@ class FakeEngine(Engine):
             self.calls.append(("remove-pod", name))
 
     def inspect(self, name: str) -> ContainerInfo | None:
-        return self.containers.get(name)
+        found = self.containers.get(name)
+        if found is None:  # by id, as a real engine answers too
+            found = next((c for c in self.containers.values() if c.id == name), None)
+        return found
+
+    def security(self, name: str) -> SecurityFacts:
+        spec = self.specs.get(name)
+        if spec is None:
+            raise NotFoundError(f"no container {name}")
+        return SecurityFacts(
+            read_only_root=spec.read_only,
+            user=spec.user or "",
+            capabilities=tuple(sorted(f"CAP_{c.removeprefix('CAP_')}" for c in spec.cap_add)),
+            no_new_privileges=spec.no_new_privileges,
+            published_ports=tuple(sorted(p.host_port for p in spec.ports)),
+        )
+
+    def exec_in(self, name: str, command: Sequence[str], timeout: float = 30) -> ExecResult:
+        info = self.containers.get(name)
+        if info is None or info.state != "running":
+            raise EngineError(f"cannot run a command in {name}: it is not running")
+        self.calls.append(("exec", name))
+        return self.exec_answer(name, command)
+
+    def test_backend(self, name: str) -> str:
+        return f"fake://{name}"
 
     def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         return [c for c in self.containers.values() if _matches(c.labels, labels)]

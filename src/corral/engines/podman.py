@@ -20,11 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from corral.engines.base import (
+from corral.engines.base import Engine
+from corral.engines.capabilities import Capability
+from corral.engines.podman_api import APIUnavailable, PodmanAPI, default_api
+from corral.engines.values import (
     ContainerInfo,
     ContainerSpec,
-    Engine,
     EngineEvent,
+    ExecResult,
     FileChange,
     ImageInfo,
     LogSink,
@@ -33,12 +36,12 @@ from corral.engines.base import (
     ProbeResult,
     SecurityFacts,
 )
-from corral.engines.podman_api import APIUnavailable, PodmanAPI, default_api
 from corral.errors import BuildError, EngineError, MissingToolError, NotFoundError
 
 LOG_TAIL_LINES = 40
 PROBE_OUTPUT = 2000  # characters of a probe's output kept (its last ones)
 REMOVE_ATTEMPTS = 4
+EXEC_FAILED = (125, 255)  # podman exec's statuses when it could not run the command
 STORE_TIMEOUT = 60.0  # seconds a secret-store command may take before corral gives up on it
 T = TypeVar("T")
 
@@ -59,7 +62,7 @@ LAUNCHER = (
     'exec "$@"'
 )
 #: How an instance's resolver asks for names (see ``dns_args``).
-DNS_OPTIONS = ("timeout:1", "attempts:5")
+DNS_OPTIONS = ("timeout:2", "attempts:5")
 RESOLVER_LISTINGS = 3  # glibc reads at most 3 nameservers (MAXNS)
 
 
@@ -74,10 +77,10 @@ class SecretLaunch:
 
 
 class PodmanEngine(Engine):
+    """One host's Podman: everything runs and is stored on the machine corral runs on."""
+
     name = "podman"
-    supports_diff = True
-    supports_events = True
-    supports_pods = True
+    capabilities = frozenset(Capability)  # a local engine: all of them
 
     def __init__(
         self, binary: str = "podman", api: PodmanAPI | Literal["auto"] | None = "auto"
@@ -319,7 +322,7 @@ class PodmanEngine(Engine):
             found = self._json("image", "inspect", "--format", "json", ref)
             data = found[0] if found else None
         if not data:
-            raise NotFoundError(f"no image {ref}")
+            raise NotFoundError(f"no image {ref}", name=ref)
         return data
 
     def _image_user(self, container: str, image: str, user: str) -> tuple[int, int]:
@@ -408,7 +411,9 @@ class PodmanEngine(Engine):
         if names:
             self._write_store("rm", *names, check=False)
 
-    def forget_secrets(self, prefix: str) -> list[str]:
+    def collect_leftovers(self, prefix: str) -> list[str]:
+        """The secrets in podman's store of containers named ``prefix...`` that do not
+        exist, removed; their names."""
         self._secrets = None  # read the store afresh: a killed process added to it
         names = [name for name in self._secret_names() if name.startswith(prefix)]
         orphans = [n for n in names if self.inspect(n.rsplit("--", 1)[0]) is None]
@@ -428,7 +433,7 @@ class PodmanEngine(Engine):
                 self._secrets = out.split()
         return self._secrets
 
-    def restart(self, name: str) -> ContainerInfo:
+    def resume(self, name: str) -> ContainerInfo:
         self._run("start", name, timeout=120)
         info = self.inspect(name)
         if info is None:
@@ -451,10 +456,7 @@ class PodmanEngine(Engine):
             except EngineError as exc:
                 # A podman process killed mid-way (kill -9 of corral) can leave the
                 # container's storage busy for a moment; it frees itself shortly after.
-                if (
-                    "busy" not in str(exc.details.get("stderr", ""))
-                    or attempt == REMOVE_ATTEMPTS - 1
-                ):
+                if "busy" not in exc.stderr or attempt == REMOVE_ATTEMPTS - 1:
                     raise
                 time.sleep(0.5 * (attempt + 1))
         self._remove_secrets(name)
@@ -484,7 +486,7 @@ class PodmanEngine(Engine):
     def security(self, name: str) -> SecurityFacts:
         data = self._json("container", "inspect", "--format", "json", name)
         if not data:
-            raise NotFoundError(f"no container {name}")
+            raise NotFoundError(f"no container {name}", name=name)
         host = data[0].get("HostConfig") or {}
         bindings = host.get("PortBindings") or {}
         ports = [
@@ -507,8 +509,21 @@ class PodmanEngine(Engine):
             published_ports=tuple(sorted(ports)),
         )
 
-    def exec_in(self, name: str, command: Sequence[str], timeout: float = 30) -> str:
-        return self._run("exec", name, *command, timeout=timeout).stdout
+    def exec_in(self, name: str, command: Sequence[str], timeout: float = 30) -> ExecResult:
+        proc = self._run("exec", name, *command, timeout=timeout, check=False)
+        # podman exec's own failures end 125 (no such container) or 255 (not running,
+        # podman 4.3) with podman's "Error: " line; 126 and 127 are the command's (not
+        # executable, not found), results like any other.
+        if proc.returncode in EXEC_FAILED and proc.stderr.startswith("Error: "):
+            raise EngineError(
+                f"podman exec in {name} failed: {_last_line(proc.stderr)}",
+                command=[self.binary, "exec", name, *command],
+                stderr=proc.stderr[-2000:],
+            )
+        return ExecResult(proc.returncode, proc.stdout, proc.stderr)
+
+    def test_backend(self, name: str) -> str:
+        return f"podman://{name}"
 
     def events(self, labels: Mapping[str, str], since: str | None = None) -> Iterator[EngineEvent]:
         argv = [
@@ -768,10 +783,12 @@ def dns_args(servers: Sequence[str]) -> list[str]:
     which answers "no such name" for a role; a query left in a closed socket is lost,
     and glibc waits its 5 s timeout, twice with podman's search domain. So an instance
     asks aardvark only (it forwards every other name to the host's resolvers itself),
-    with no search domain, and waits 1 s per try (glibc's shortest). glibc makes at
-    most 5 tries per listed server and reads at most 3 servers, so each address is
-    listed 3 times: a lookup fails only when aardvark-dns stays away for about 15 s,
-    not 5. It does stay away: stalls of 8-10 s were measured here under churn.
+    with no search domain, and short tries. glibc makes at most 5 rounds over at most 3
+    listed servers, waiting ``timeout << n / 3`` on the n-th: with aardvark listed 3
+    times and a 2 s timeout, a round takes 2 + 1 + 2 s, a lost query costs 2 s, and a
+    lookup fails only when aardvark-dns stays away for 25 s. It does stay away: 8-10 s
+    on a quiet machine here, beyond 15 s on a loaded one, when the signals follow each
+    other faster than it rebinds.
     """
     if not servers:
         return []

@@ -2,12 +2,24 @@
 
 It records builds and the images they produced, the numbered releases of each fleet
 and the instances (containers) they started, the append-only results of ``corral test``
-(bound to image digests), an append-only audit log, and offers
-crash-safe named locks. See :class:`State`; schema changes go in ``migrations/``.
+(bound to image digests), an append-only audit log, and named locks held as leases
+the holder renews (:mod:`corral.state.lock`). See :class:`State`, a composition of the
+narrow protocols of :mod:`corral.state.protocols`; schema changes go in ``migrations/``.
 """
 
 from corral.state.audit import SCRUBBED, looks_secret, scrub
 from corral.state.db import Migration, bundled_migrations
+from corral.state.protocols import (
+    AuditStore,
+    BuildStore,
+    HeldLock,
+    ImageStore,
+    InstanceStore,
+    LockStore,
+    ReleaseStore,
+    ReplacementStore,
+    TestRunStore,
+)
 from corral.state.records import (
     AuditEntry,
     BuildRecord,
@@ -18,19 +30,29 @@ from corral.state.records import (
     image_version,
     utc_now,
 )
-from corral.state.store import State
+from corral.state.store import State, Stores
 from corral.state.testruns import scrub_text
 
 __all__ = [
     "SCRUBBED",
     "AuditEntry",
+    "AuditStore",
     "BuildRecord",
+    "BuildStore",
+    "HeldLock",
     "ImageRecord",
+    "ImageStore",
     "InstanceRecord",
+    "InstanceStore",
+    "LockStore",
     "Migration",
     "ReleaseRecord",
+    "ReleaseStore",
+    "ReplacementStore",
     "State",
+    "Stores",
     "TestRunRecord",
+    "TestRunStore",
     "bundled_migrations",
     "image_version",
     "looks_secret",

@@ -9,6 +9,7 @@ the values of the fleet's secrets and secret-looking assignments (``token=...``)
 ``***``. Values that are not JSON types are stored as their ``str()``.
 
 Rows can only be inserted: triggers in the schema abort any UPDATE or DELETE.
+:class:`SqliteAudit` implements :class:`~corral.state.protocols.AuditStore` with this SQL.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from corral.scrub import SCRUBBED, Scrubber, looks_secret
-from corral.state.records import AuditEntry, audit_from_row
+from corral.state.db import Handle
+from corral.state.records import AuditEntry, audit_from_row, current_user, utc_now
 
-__all__ = ["SCRUBBED", "insert_entry", "looks_secret", "query_entries", "scrub"]
+__all__ = ["SCRUBBED", "SqliteAudit", "insert_entry", "looks_secret", "query_entries", "scrub"]
 
 
 def scrub(value: Any) -> Any:
@@ -69,3 +71,56 @@ def query_entries(
         f"SELECT * FROM audit {clause} ORDER BY id DESC LIMIT ?", (*params, limit)
     ).fetchall()
     return [audit_from_row(row) for row in reversed(rows)]
+
+
+class SqliteAudit:
+    """:class:`~corral.state.protocols.AuditStore` over one SQLite connection."""
+
+    def __init__(self, db: Handle, scrubber: Scrubber) -> None:
+        self._db = db
+        self._scrubber = scrubber
+
+    def record(
+        self,
+        fleet: str,
+        action: str,
+        target: str,
+        outcome: str,
+        details: Mapping[str, Any] | None = None,
+        user: str | None = None,
+    ) -> AuditEntry:
+        """Append one entry to the audit log.
+
+        Values of ``details`` keys that look secret (containing password, passwd,
+        secret, token or key, at any depth) are stored as ``"***"``; in every text the
+        fleet's secret values (and ``token=...`` assignments) become ``***``.
+
+        Args:
+            fleet: the fleet acted on.
+            action: what was done, e.g. ``"deploy"``.
+            target: what it was done to, e.g. ``"web"``.
+            outcome: how it went, e.g. ``"ok"`` or ``"failed"``.
+            details: extra JSON-able facts; non-JSON values are stored as ``str()``.
+            user: who did it; the OS user by default.
+
+        Returns:
+            The stored entry (scrubbed), with its id and UTC time.
+
+        Raises:
+            StateError: the database cannot be written.
+        """
+        who = current_user() if user is None else user
+        fields = (fleet, action, target, outcome)
+        with self._db.write("writing the audit log") as conn:
+            return insert_entry(conn, utc_now(), who, fields, details or {}, self._scrubber)
+
+    def recent(
+        self, fleet: str | None = None, limit: int = 100, action: str | None = None
+    ) -> list[AuditEntry]:
+        """The newest ``limit`` audit entries, optionally filtered; newest last.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._db.read("reading the audit log"):
+            return query_entries(self._db.conn, fleet, action, limit)

@@ -1,4 +1,6 @@
-"""SQL for builds and images; :class:`corral.state.store.State` wraps these in transactions.
+"""Builds and images in SQLite: the SQL, and :class:`SqliteBuilds` and :class:`SqliteImages`,
+which implement :class:`~corral.state.protocols.BuildStore` and
+:class:`~corral.state.protocols.ImageStore` with it.
 
 Build numbers are per (fleet, role): ``max(number) + 1`` over *all* builds, including
 failed ones, taken inside a ``BEGIN IMMEDIATE`` transaction so concurrent bakes never
@@ -13,13 +15,18 @@ import sqlite3
 from typing import Any
 
 from corral.errors import StateError
-from corral.state.db import newest_row, newest_rows
+from corral.scrub import Scrubber
+from corral.state.db import Handle, newest_row, newest_rows
 from corral.state.records import (
+    FAILED_STATUSES,
     BuildRecord,
     ImageRecord,
     build_from_row,
+    current_host,
+    current_user,
     image_from_row,
     image_version,
+    utc_now,
 )
 
 
@@ -27,7 +34,7 @@ def get_build(conn: sqlite3.Connection, build_id: int) -> BuildRecord:
     """The build with ``build_id``; :class:`StateError` if there is none."""
     row = conn.execute("SELECT * FROM builds WHERE id = ?", (build_id,)).fetchone()
     if row is None:
-        raise StateError(f"there is no build with id {build_id}", build_id=build_id)
+        raise StateError(f"there is no build with id {build_id}", record=f"build id {build_id}")
     return build_from_row(row)
 
 
@@ -37,7 +44,7 @@ def get_running_build(conn: sqlite3.Connection, build_id: int) -> BuildRecord:
     if build.status != "running":
         raise StateError(
             f"build {build.fleet}/{build.role} #{build.number} is already {build.status}",
-            build_id=build_id,
+            record=f"build id {build_id}",
             status=build.status,
         )
     return build
@@ -146,3 +153,143 @@ def newest_image(
     """The highest-numbered image of (fleet, role), optionally with ``content_hash``."""
     row = newest_row(conn, "images", "number", fleet=fleet, role=role, content_hash=content_hash)
     return None if row is None else image_from_row(row)
+
+
+class SqliteBuilds:
+    """:class:`~corral.state.protocols.BuildStore` over one SQLite connection."""
+
+    def __init__(self, db: Handle, scrubber: Scrubber) -> None:
+        self._db = db
+        self._scrubber = scrubber
+
+    def start(self, fleet: str, role: str, content_hash: str) -> BuildRecord:
+        """Record a new running build with the next build number for (fleet, role).
+
+        Args:
+            fleet: the fleet name.
+            role: the role being baked.
+            content_hash: hash of everything that goes into the image.
+
+        Returns:
+            The new build; its ``pid``, ``user`` and ``host`` are this process's.
+
+        Raises:
+            StateError: the database cannot be written.
+        """
+        values = {
+            "fleet": fleet,
+            "role": role,
+            "content_hash": content_hash,
+            "started_at": utc_now(),
+            "pid": os.getpid(),
+            "user": current_user(),
+            "host": current_host(),
+        }
+        with self._db.write("starting a build") as conn:
+            return insert_build(conn, values)
+
+    def finish(self, build_id: int, image: ImageRecord) -> None:
+        """Mark a running build ok and record its image, in one transaction.
+
+        Args:
+            build_id: the ``id`` from :meth:`start`.
+            image: the baked image; fleet, role, number and hash must match the build.
+
+        Raises:
+            StateError: no such build, it is not running, or the write failed.
+            ValueError: ``image`` does not belong to the build or its version is wrong.
+        """
+        with self._db.write("finishing a build") as conn:
+            build = get_running_build(conn, build_id)
+            check_image_matches(build, image)
+            end_build(
+                conn, build_id, utc_now(), status="ok", image_id=image.image_id, tag=image.tag
+            )
+            insert_image(conn, build_id, image)
+
+    def fail(self, build_id: int, status: str, error: str) -> None:
+        """Mark a running build failed or interrupted.
+
+        Args:
+            build_id: the ``id`` from :meth:`start`.
+            status: ``"failed"`` or ``"interrupted"``.
+            error: what went wrong, shown by ``corral builds``.
+
+        Raises:
+            StateError: no such build, it is not running, or the write failed.
+            ValueError: ``status`` is not failed or interrupted.
+        """
+        if status not in FAILED_STATUSES:
+            raise ValueError(f"a build can only fail as {FAILED_STATUSES}, not {status!r}")
+        with self._db.write("failing a build") as conn:
+            get_running_build(conn, build_id)
+            end_build(conn, build_id, utc_now(), status=status, error=self._scrubber.text(error))
+
+    def sweep_stale(self) -> int:
+        """Mark interrupted the running builds of this host whose process has died.
+
+        Builds started on other hosts are left alone: their pids mean nothing here.
+
+        Returns:
+            How many builds were marked interrupted.
+
+        Raises:
+            StateError: the database cannot be written.
+        """
+        host = current_host()
+        with self._db.write("sweeping stale builds") as conn:
+            rows = conn.execute(
+                "SELECT id, pid FROM builds WHERE status = 'running' AND host = ?", (host,)
+            ).fetchall()
+            dead = [(int(r["id"]), int(r["pid"])) for r in rows if not pid_alive(r["pid"])]
+            now = utc_now()
+            for build_id, pid in dead:
+                error = f"the build process (pid {pid} on {host}) died before finishing"
+                end_build(conn, build_id, now, status="interrupted", error=error)
+        return len(dead)
+
+    def recent(self, fleet: str, role: str | None = None, limit: int = 50) -> list[BuildRecord]:
+        """The newest ``limit`` builds of a fleet (or one role), oldest first.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._db.read("listing builds"):
+            return query_builds(self._db.conn, fleet, role, limit)
+
+
+class SqliteImages:
+    """:class:`~corral.state.protocols.ImageStore` over one SQLite connection."""
+
+    def __init__(self, db: Handle) -> None:
+        self._db = db
+
+    def find(self, fleet: str, role: str, content_hash: str) -> ImageRecord | None:
+        """The newest image of (fleet, role) baked from exactly ``content_hash``.
+
+        Returns:
+            The image, or None if nothing with that hash was ever baked successfully.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._db.read("looking up an image"):
+            return newest_image(self._db.conn, fleet, role, content_hash)
+
+    def latest(self, fleet: str, role: str) -> ImageRecord | None:
+        """The highest-numbered image of (fleet, role), or None if there is none.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._db.read("looking up the latest image"):
+            return newest_image(self._db.conn, fleet, role)
+
+    def all(self, fleet: str, role: str | None = None) -> list[ImageRecord]:
+        """All images of a fleet (or one role), ordered by role, then number.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._db.read("listing images"):
+            return query_images(self._db.conn, fleet, role)

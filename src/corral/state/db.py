@@ -17,7 +17,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -121,6 +121,42 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+class Handle:
+    """One open SQLite connection shared by the parts of a state (builds, releases...).
+
+    Each part reads through :meth:`read` and writes through :meth:`write`, so every
+    sqlite3 error becomes a :class:`StateError` and every write is one ``BEGIN
+    IMMEDIATE`` transaction. After :meth:`close`, using it raises :class:`StateError`.
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The open connection; :class:`StateError` after :meth:`close`."""
+        if self._conn is None:
+            raise StateError(f"the state database {self.path} is closed", path=str(self.path))
+        return self._conn
+
+    def read(self, doing: str) -> AbstractContextManager[None]:
+        """A block whose sqlite3 errors become :class:`StateError` naming ``doing``."""
+        return translated(self.path, doing)
+
+    @contextmanager
+    def write(self, doing: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction, its errors translated; rolled back if the block raises."""
+        with translated(self.path, doing), write_transaction(self.conn) as conn:
+            yield conn
+
+    def close(self) -> None:
+        """Close the connection; closing twice is harmless."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -230,7 +266,6 @@ def _check_not_newer(path: Path, version: int, known: int) -> None:
             f"knows versions up to {known}: it was written by a newer corral; upgrade corral",
             path=str(path),
             schema_version=version,
-            known_version=known,
         )
 
 

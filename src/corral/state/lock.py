@@ -1,135 +1,300 @@
-"""Exclusive, crash-safe named locks: ``fcntl.flock`` on ``<dir>/<name>.lock``.
+"""Named exclusive locks as leases in the state database: :class:`LeaseLocks`.
 
-The kernel releases a flock when its holder exits for any reason, kill -9 included, so
-a lock can never be left stale. After acquiring, the holder writes who it is (pid,
-user, host, purpose, since) into the file as JSON so a refused process can name it.
-The file itself is never deleted: deleting a flocked file lets two processes "hold"
-different inodes under the same name.
+A lock is a row of ``locks``: who holds it (a random id per process, user, host, pid,
+command), since when, and until when (``expires_at``). The rules:
+
+- **Take**: in one write transaction, a process takes lock ``name`` if no row holds it,
+  if the row's lease has expired, or if the row was written on this host by a process
+  that no longer exists (so a holder killed with kill -9 frees the lock at once for the
+  next run on its host; on any other host its pid means nothing, and the next run waits
+  for the lease to run out).
+- **Renew**: while it holds the lock, a background thread of the holder moves
+  ``expires_at`` to now + the lease (15 s) every 5 s, through its own connection, only
+  while the row is still its lease. A holder that stalls longer than the lease (stopped,
+  swapped out, a busy database) loses the lock, and its renewals and release then leave
+  the new holder's row alone.
+- **Release**: leaving the block deletes the row, if it is still this lease's.
+
+Times are Unix seconds of the taker's clock: hosts that share a state must keep their
+clocks within a fraction of the lease of each other (NTP does).
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
+import functools
+import logging
 import os
 import re
+import secrets
+import sqlite3
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from corral.errors import LockedError, StateError
-from corral.hostfiles import open_private, private_dir
-from corral.state.records import current_host, current_user, utc_now
+from corral.scrub import Scrubber
+from corral.state import db
+from corral.state.builds import pid_alive
+from corral.state.records import (
+    LockHolder,
+    current_host,
+    current_user,
+    lock_holder_from_row,
+    utc_now,
+)
 
+#: How long a lock stays held without a renewal, and how often its holder renews it.
+LEASE_S = 15.0
+RENEW_S = 5.0
+_POLL_S = 0.1
 _LOCK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_POLL_S = 0.05
+_log = logging.getLogger(__name__)
 
 
-def lock_path(directory: Path, name: str) -> Path:
-    """The file that backs lock ``name``.
+def process_id() -> str:
+    """This process's random holder id; a forked child gets its own."""
+    return _random_id_of(os.getpid())
 
-    Raises:
-        ValueError: ``name`` is not a plain word (letters, digits, ``_ . -``).
-    """
+
+@functools.cache
+def _random_id_of(pid: int) -> str:
+    # Keyed by pid so that a fork (which copies this cache) never shares its parent's id.
+    return secrets.token_hex(8)
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a plain word (letters, digits, ``_ . -``); else ValueError."""
     if not _LOCK_NAME.match(name):
         raise ValueError(f"invalid lock name {name!r}")
-    return directory / f"{name}.lock"
+    return name
 
 
-def read_holder(fd: int) -> dict[str, Any]:
-    """The holder info in an open lock file, or ``{}`` if none (yet) or unreadable."""
-    try:
-        raw = os.pread(fd, 64 * 1024, 0)
-        data = json.loads(raw.decode("utf-8")) if raw.strip() else {}
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def takeable(holder: LockHolder, now: float, host: str) -> bool:
+    """Whether another process may take the lock ``holder`` has at Unix time ``now``:
+    its lease expired, or it was taken on ``host`` (this one) by a process now gone."""
+    return holder.expires_at <= now or (holder.host == host and not pid_alive(holder.pid))
 
 
-def describe_holder(name: str, holder: dict[str, Any]) -> str:
-    """``deploy lock is held by alice (pid 123 on host x) since ...: deploy web``."""
-    if not holder:
-        return f"{name} lock is held by another process (it has not said who it is yet)"
-    text = (
-        f"{name} lock is held by {holder.get('user', '?')} "
-        f"(pid {holder.get('pid', '?')} on host {holder.get('host', '?')}) "
-        f"since {holder.get('since', '?')}"
+def read_holder(conn: sqlite3.Connection, name: str) -> LockHolder | None:
+    """The row holding lock ``name``, expired or not, or None."""
+    row = conn.execute("SELECT * FROM locks WHERE name = ?", (name,)).fetchone()
+    return None if row is None else lock_holder_from_row(row)
+
+
+def _write_holder(conn: sqlite3.Connection, holder: LockHolder) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO locks (name, lease, holder, user, host, pid, command,"
+        " acquired_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            holder.name,
+            holder.lease,
+            holder.holder,
+            holder.user,
+            holder.host,
+            holder.pid,
+            holder.command,
+            holder.acquired_at,
+            holder.expires_at,
+        ),
     )
-    purpose = holder.get("purpose")
-    return f"{text}: {purpose}" if purpose else text
 
 
-def _write_holder(fd: int, purpose: str) -> None:
-    holder = {
-        "pid": os.getpid(),
-        "user": current_user(),
-        "host": current_host(),
-        "purpose": purpose,
-        "since": utc_now(),
-    }
-    data = json.dumps(holder, sort_keys=True).encode("utf-8") + b"\n"
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, data, 0)
+def renew(conn: sqlite3.Connection, holder: LockHolder, lease_s: float) -> bool:
+    """Move ``holder``'s lease to now + ``lease_s``; False if the lock is no longer its."""
+    cursor = conn.execute(
+        "UPDATE locks SET expires_at = ? WHERE name = ? AND lease = ?",
+        (time.time() + lease_s, holder.name, holder.lease),
+    )
+    return cursor.rowcount == 1
 
 
-def _try_flock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _acquire(fd: int, name: str, wait: float) -> None:
-    deadline = time.monotonic() + max(wait, 0.0)
-    while not _try_flock(fd):
-        if time.monotonic() >= deadline:
-            holder = read_holder(fd)
-            if not holder:  # the holder may be between flock() and writing its info
-                time.sleep(0.2)
-                if _try_flock(fd):
-                    return
-                holder = read_holder(fd)
-            raise LockedError(describe_holder(name, holder), lock=name, holder=holder)
-        time.sleep(_POLL_S)
-
-
-@contextmanager
-def file_lock(directory: Path, name: str, wait: float = 0.0, purpose: str = "") -> Iterator[None]:
-    """Hold the exclusive lock ``name`` in ``directory`` for the duration of the block.
+class LeaseLocks:
+    """:class:`~corral.state.protocols.LockStore` as leases in the SQLite state.
 
     Args:
-        directory: where the ``<name>.lock`` file lives (created if missing).
-        name: the lock's name, e.g. ``"deploy"``.
-        wait: seconds to keep retrying before giving up; 0 tries once.
-        purpose: a short note for whoever is refused, e.g. ``"deploy web"``.
-
-    Raises:
-        LockedError: another process holds the lock after ``wait`` seconds; its
-            ``holder`` detail has pid, user, host, purpose and since.
-        StateError: the lock file cannot be created or written, or is a symbolic link.
-        ValueError: ``name`` is not a plain word.
+        handle: the state's connection (taking and releasing go through it).
+        scrubber: what the command text goes through before it is stored.
+        lease_s: how long a lock stays held without a renewal.
+        renew_s: how often the holder renews it; well under ``lease_s``.
     """
-    path = lock_path(directory, name)
-    try:
-        # 0600, never through a link: it says who holds it and why. The folder is the
-        # state database's, whose mode State.open decided; a new one is made 0700.
-        private_dir(directory, take_over=False)
-        fd = open_private(path, os.O_RDWR)
-    except OSError as exc:
-        raise StateError(f"cannot open the lock file {path}: {exc}", path=str(path)) from exc
-    try:
-        _acquire(fd, name, wait)
+
+    def __init__(
+        self,
+        handle: db.Handle,
+        scrubber: Scrubber,
+        lease_s: float = LEASE_S,
+        renew_s: float = RENEW_S,
+    ) -> None:
+        if not 0 < renew_s < lease_s:
+            raise ValueError(f"a lease of {lease_s}s must be renewed more often than that")
+        self._db = handle
+        self._scrubber = scrubber
+        self.lease_s = lease_s
+        self.renew_s = renew_s
+
+    def holder(self, name: str) -> LockHolder | None:
+        """Who holds lock ``name`` now (a lease that is not takeable), or None.
+
+        Raises:
+            StateError: the database cannot be read.
+            ValueError: ``name`` is not a plain word.
+        """
+        with self._db.read(f"reading the {check_name(name)} lock"):
+            found = read_holder(self._db.conn, name)
+        if found is None or takeable(found, time.time(), current_host()):
+            return None
+        return found
+
+    @contextmanager
+    def hold(self, name: str, wait: float = 0.0, purpose: str = "") -> Iterator[Lease]:
+        """Hold lock ``name`` for the block, renewing its lease meanwhile.
+
+        Args:
+            name: the lock's name, e.g. ``"deploy"``.
+            wait: seconds to keep trying before giving up; 0 tries once.
+            purpose: the command, shown to whoever is refused, e.g. ``"deploy web"``.
+
+        Raises:
+            LockedError: someone else holds it after ``wait`` seconds; the message says
+                who, where, since when and for what, and ``holder`` has it as data.
+            StateError: the lock cannot be read or written.
+            ValueError: ``name`` is not a plain word.
+        """
+        mine = self._acquire(check_name(name), wait, self._scrubber.text(purpose))
+        lease = Lease(self._db.path, mine, self.lease_s, self.renew_s)
+        lease.start()
         try:
-            _write_holder(fd, purpose)
-        except OSError as exc:
-            raise StateError(f"cannot write the lock file {path}: {exc}", path=str(path)) from exc
-        try:
-            yield
+            yield lease
         finally:
-            with suppress(OSError):
-                os.ftruncate(fd, 0)
-    finally:
-        os.close(fd)  # closing the descriptor releases the flock
+            lease.stop()
+            self._release(mine)
+
+    def _acquire(self, name: str, wait: float, command: str) -> LockHolder:
+        deadline = time.monotonic() + max(wait, 0.0)
+        while True:
+            mine = self._new_holder(name, command)
+            blocker = self._try_take(mine)
+            if blocker is None:
+                return mine
+            if time.monotonic() >= deadline:
+                raise LockedError(blocker.describe(), lock=name, holder=blocker.to_dict())
+            time.sleep(min(_POLL_S, max(deadline - time.monotonic(), 0.0)))
+
+    def _new_holder(self, name: str, command: str) -> LockHolder:
+        return LockHolder(
+            name=name,
+            lease=secrets.token_hex(16),
+            holder=process_id(),
+            user=current_user(),
+            host=current_host(),
+            pid=os.getpid(),
+            command=command,
+            acquired_at=utc_now(),
+            expires_at=time.time() + self.lease_s,
+        )
+
+    def _try_take(self, mine: LockHolder) -> LockHolder | None:
+        """Take the lock for ``mine``; None if taken, else who holds it."""
+        host = mine.host
+        with self._db.read(f"reading the {mine.name} lock"):
+            seen = read_holder(self._db.conn, mine.name)
+        if seen is not None and not takeable(seen, time.time(), host):
+            return seen  # a read first: polling must not queue for the write lock
+        with self._db.write(f"taking the {mine.name} lock") as conn:
+            seen = read_holder(conn, mine.name)
+            if seen is not None and not takeable(seen, time.time(), host):
+                return seen
+            _write_holder(conn, mine)
+        return None
+
+    def _release(self, mine: LockHolder) -> None:
+        # A failed release is no danger: the lease runs out, and on this host the pid check
+        # frees it at once when this process ends.
+        try:
+            with self._db.write(f"releasing the {mine.name} lock") as conn:
+                conn.execute(
+                    "DELETE FROM locks WHERE name = ? AND lease = ?", (mine.name, mine.lease)
+                )
+        except StateError as exc:
+            _log.warning("could not release the %s lock: %s", mine.name, exc.message)
+
+
+class Lease:
+    """A held lock (:class:`~corral.state.protocols.HeldLock`) and the thread that renews
+    it through a connection of its own: the state's connection belongs to the thread
+    that does the work, and may be inside a transaction when a renewal is due."""
+
+    def __init__(self, path: Path, mine: LockHolder, lease_s: float, renew_s: float) -> None:
+        self._path = path
+        self._mine = mine
+        self._lease_s = lease_s
+        self._renew_s = renew_s
+        self._stopped = threading.Event()
+        self._lost = threading.Event()  # set once a renewal found the lock taken
+        self._thread = threading.Thread(
+            target=self._run, name=f"corral-lease-{mine.name}", daemon=True
+        )
+
+    @property
+    def holder(self) -> LockHolder:
+        """The record this process wrote when it took the lock."""
+        return self._mine
+
+    def check(self) -> None:
+        """Raise :class:`LockedError` if another process took the lock after this one's
+        lease ran out unrenewed."""
+        if self._lost.is_set():
+            raise LockedError(
+                f"the {self._mine.name} lock was lost: this process did not renew its lease "
+                f"for {self._lease_s:g}s and another may have taken it",
+                lock=self._mine.name,
+                holder=self._mine.to_dict(),
+            )
+
+    def start(self) -> None:
+        """Start renewing."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop renewing and wait for the thread."""
+        self._stopped.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        interval = self._renew_s
+        try:
+            while not self._stopped.wait(interval):
+                try:
+                    conn = conn or self._connect()
+                    if not self._renew_once(conn):
+                        return
+                    interval = self._renew_s
+                except (StateError, sqlite3.Error, OSError) as exc:
+                    # Retry soon: the lease still runs, and a busy database frees up.
+                    _log.warning("renewing the %s lock failed: %s", self._mine.name, exc)
+                    interval = min(1.0, self._renew_s)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = db.connect(self._path)
+        # Never block longer than one renewal period: a later try may still be in time.
+        conn.execute(f"PRAGMA busy_timeout = {int(self._renew_s * 1000)}")
+        return conn
+
+    def _renew_once(self, conn: sqlite3.Connection) -> bool:
+        with db.write_transaction(conn):
+            still_mine = renew(conn, self._mine, self._lease_s)
+        if not still_mine:
+            self._lost.set()
+            _log.error(
+                "the %s lock was taken by another process after its lease ran out: this "
+                "process stalled for longer than %gs",
+                self._mine.name,
+                self._lease_s,
+            )
+        return still_mine

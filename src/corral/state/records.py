@@ -1,7 +1,7 @@
 """The rows of the state database as frozen dataclasses, and small helpers around them.
 
 Times are UTC ISO-8601 strings with seconds precision and a ``Z`` suffix, for example
-``2026-11-29T15:40:00Z``; :func:`utc_now` is the one place that makes them.
+``2026-11-29T15:40:00Z``; ``corral.formats`` makes them (``utc_now`` is re-exported here).
 """
 
 from __future__ import annotations
@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from corral.formats import image_version as image_version  # re-exported: state uses them
+from corral.formats import utc_now as utc_now
+from corral.formats import utc_text
+
 BUILD_STATUSES = ("running", "ok", "failed", "interrupted")
 FAILED_STATUSES = ("failed", "interrupted")
 RELEASE_KINDS = ("deploy", "rollback")
@@ -26,9 +30,9 @@ RELEASE_STATUSES = ("deploying", "active", "superseded", "failed", "rolled-back"
 RELEASE_FINISH_STATUSES = ("active", "failed", "rolled-back", "aborted")
 
 
-def utc_now() -> str:
-    """The current time as ``YYYY-MM-DDTHH:MM:SSZ`` in UTC."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def utc_at(seconds: float) -> str:
+    """The Unix time ``seconds`` in the format of :func:`utc_now`."""
+    return utc_text(datetime.fromtimestamp(seconds, UTC))
 
 
 def current_user() -> str:
@@ -42,11 +46,6 @@ def current_user() -> str:
 def current_host() -> str:
     """This machine's host name."""
     return socket.gethostname()
-
-
-def image_version(number: int, content_hash: str) -> str:
-    """The version string of an image: build number and the first 12 hash characters."""
-    return f"{number}-{content_hash[:12]}"
 
 
 @dataclass(frozen=True)
@@ -290,4 +289,62 @@ def from_test_runs_row(row: sqlite3.Row) -> TestRunRecord:
         started_at=str(row["started_at"]),
         user=str(row["user"]),
         test_key=str(row["test_key"]),
+    )
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a named lock, and until when unless they renew it.
+
+    ``holder`` is a random id per process (pids repeat across hosts), ``lease`` a random
+    id per acquisition, ``command`` what the holder does (``"deploy web"``),
+    ``acquired_at`` a UTC string and ``expires_at`` Unix seconds.
+    """
+
+    name: str
+    lease: str
+    holder: str
+    user: str
+    host: str
+    pid: int
+    command: str
+    acquired_at: str
+    expires_at: float
+
+    def describe(self) -> str:
+        """``deploy lock is held by alice on web-1 since 2026-...Z for deploy web (...)``."""
+        what = f" for {self.command}" if self.command else ""
+        return (
+            f"{self.name} lock is held by {self.user} on {self.host} since {self.acquired_at}"
+            f"{what} (pid {self.pid}; its lease runs until {utc_at(self.expires_at)}"
+            " unless renewed)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form ``LockedError`` carries as ``holder`` (``purpose`` = ``command``,
+        the name older corrals used)."""
+        return {
+            "id": self.holder,
+            "user": self.user,
+            "host": self.host,
+            "pid": self.pid,
+            "command": self.command,
+            "purpose": self.command,
+            "since": self.acquired_at,
+            "expires_at": utc_at(self.expires_at),
+        }
+
+
+def lock_holder_from_row(row: sqlite3.Row) -> LockHolder:
+    """A :class:`LockHolder` from a ``locks`` row."""
+    return LockHolder(
+        name=str(row["name"]),
+        lease=str(row["lease"]),
+        holder=str(row["holder"]),
+        user=str(row["user"]),
+        host=str(row["host"]),
+        pid=int(row["pid"]),
+        command=str(row["command"]),
+        acquired_at=str(row["acquired_at"]),
+        expires_at=float(row["expires_at"]),
     )

@@ -1,4 +1,6 @@
-"""SQL for releases and instances; :class:`corral.state.store.State` wraps these in transactions.
+"""Releases and instances in SQLite: the SQL, and :class:`SqliteReleases` and
+:class:`SqliteInstances`, which implement :class:`~corral.state.protocols.ReleaseStore`
+and :class:`~corral.state.protocols.InstanceStore` with it.
 
 Release numbers are per fleet: ``max(number) + 1`` over *all* releases, including
 failed and aborted ones, taken inside a ``BEGIN IMMEDIATE`` transaction so concurrent
@@ -20,18 +22,25 @@ history.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from corral.errors import StateError
+from corral.scrub import Scrubber
 from corral.state.builds import pid_alive
+from corral.state.db import Handle
 from corral.state.records import (
+    RELEASE_FINISH_STATUSES,
     RELEASE_KINDS,
     InstanceRecord,
     ReleaseRecord,
+    current_host,
+    current_user,
     instance_from_row,
     release_from_row,
+    utc_now,
 )
 
 
@@ -58,7 +67,9 @@ def get_release_by_id(conn: sqlite3.Connection, release_id: int) -> ReleaseRecor
     """The release with ``release_id``; :class:`StateError` if there is none."""
     row = conn.execute("SELECT * FROM releases WHERE id = ?", (release_id,)).fetchone()
     if row is None:
-        raise StateError(f"there is no release with id {release_id}", release_id=release_id)
+        raise StateError(
+            f"there is no release with id {release_id}", record=f"release id {release_id}"
+        )
     return release_from_row(row)
 
 
@@ -88,7 +99,7 @@ def insert_release(conn: sqlite3.Connection, values: dict[str, Any]) -> ReleaseR
         raise StateError(
             f"fleet {values['fleet']} has no release #{source} to roll back to",
             fleet=values["fleet"],
-            source=source,
+            record=f"release #{source}",
         )
     (number,) = conn.execute(
         "SELECT COALESCE(MAX(number), 0) + 1 FROM releases WHERE fleet = ?", (values["fleet"],)
@@ -116,7 +127,7 @@ def finish_release(
     if release.status != "deploying":
         raise StateError(
             f"release {release.fleet} #{release.number} is already {release.status}",
-            release_id=release_id,
+            record=f"release id {release_id}",
             status=release.status,
         )
     if status == "active":
@@ -177,6 +188,47 @@ def query_releases(conn: sqlite3.Connection, fleet: str, limit: int) -> list[Rel
     return [release_from_row(row) for row in reversed(rows)]
 
 
+def query_with_status(
+    conn: sqlite3.Connection, fleet: str, statuses: Collection[str]
+) -> list[ReleaseRecord]:
+    """The releases of ``fleet`` whose status is one of ``statuses``, oldest first."""
+    wanted = sorted(set(statuses))
+    marks = ", ".join("?" for _ in wanted)
+    rows = conn.execute(
+        f"SELECT * FROM releases WHERE fleet = ? AND status IN ({marks}) ORDER BY number",
+        (fleet, *wanted),
+    ).fetchall()
+    return [release_from_row(row) for row in rows]
+
+
+def query_numbers(conn: sqlite3.Connection, fleet: str, statuses: Collection[str]) -> set[int]:
+    """The numbers of the releases of ``fleet`` whose status is one of ``statuses``."""
+    wanted = sorted(set(statuses))
+    marks = ", ".join("?" for _ in wanted)
+    rows = conn.execute(
+        f"SELECT number FROM releases WHERE fleet = ? AND status IN ({marks})", (fleet, *wanted)
+    ).fetchall()
+    return {int(row[0]) for row in rows}
+
+
+def query_numbered(
+    conn: sqlite3.Connection, fleet: str, numbers: Collection[int]
+) -> list[ReleaseRecord]:
+    """The releases of ``fleet`` with one of ``numbers``, oldest first."""
+    wanted = sorted({int(n) for n in numbers})
+    # One query per 500 numbers: SQLite caps a statement's parameters (999 in old builds).
+    found: list[ReleaseRecord] = []
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        rows = conn.execute(
+            f"SELECT * FROM releases WHERE fleet = ? AND number IN ({marks}) ORDER BY number",
+            (fleet, *chunk),
+        ).fetchall()
+        found.extend(release_from_row(row) for row in rows)
+    return found
+
+
 def live_instance(conn: sqlite3.Connection, fleet: str, name: str) -> InstanceRecord | None:
     """The un-retired instance ``name`` of ``fleet``, or None."""
     row = conn.execute(
@@ -196,7 +248,7 @@ def insert_instance(conn: sqlite3.Connection, instance: InstanceRecord) -> None:
         raise StateError(
             f"fleet {instance.fleet} has no release #{instance.release}",
             fleet=instance.fleet,
-            release=instance.release,
+            record=f"release #{instance.release}",
         )
     live = live_instance(conn, instance.fleet, instance.name)
     if live is not None:
@@ -206,7 +258,7 @@ def insert_instance(conn: sqlite3.Connection, instance: InstanceRecord) -> None:
                 f"instance {instance.fleet}/{instance.name} is already live as role "
                 f"{live.role} of release #{live.release} (image {live.image_id})",
                 fleet=instance.fleet,
-                name=instance.name,
+                record=f"instance {instance.name}",
             )
         return
     conn.execute(
@@ -241,3 +293,150 @@ def query_instances(conn: sqlite3.Connection, fleet: str, live_only: bool) -> li
         sql += " AND retired_at IS NULL"
     rows = conn.execute(f"{sql} ORDER BY id", (fleet,)).fetchall()
     return [instance_from_row(row) for row in rows]
+
+
+class SqliteReleases:
+    """:class:`~corral.state.protocols.ReleaseStore` over one SQLite connection."""
+
+    def __init__(self, db: Handle, scrubber: Scrubber) -> None:
+        self._db = db
+        self._scrubber = scrubber
+
+    def start(
+        self, fleet: str, kind: str, roles: Mapping[str, Any], source: int | None = None
+    ) -> ReleaseRecord:
+        """Record a new deploying release with the fleet's next release number.
+
+        Args:
+            fleet: the fleet name.
+            kind: ``"deploy"`` or ``"rollback"``.
+            roles: role name -> the caller's JSON-able data for it (image, run config...).
+            source: for a rollback (and only then), the release number rolled back to.
+
+        Raises:
+            ValueError: unknown ``kind``, ``source`` given (or missing) wrongly, or
+                ``roles`` is not a JSON object.
+            StateError: ``source`` is not a release of the fleet, or the write failed.
+        """
+        values = {
+            "fleet": fleet,
+            "kind": check_kind(kind, source),
+            "roles": roles_json(roles),
+            "source": source,
+            "started_at": utc_now(),
+            "pid": os.getpid(),
+            "user": current_user(),
+            "host": current_host(),
+        }
+        with self._db.write("starting a release") as conn:
+            return insert_release(conn, values)
+
+    def finish(
+        self,
+        release_id: int,
+        status: str,
+        message: str | None = None,
+        failure: Mapping[str, Any] | None = None,
+    ) -> ReleaseRecord:
+        """End a deploying release as active, failed, rolled-back or aborted.
+
+        Making it active supersedes the fleet's previously active release in the same
+        transaction, so a fleet never has two active releases.
+
+        Args:
+            release_id: the ``id`` from :meth:`start`.
+            status: ``"active"``, ``"failed"``, ``"rolled-back"`` or ``"aborted"``.
+            message: why, in one line.
+            failure: why, in full (JSON-able: the failing roles, assertions, HTTP
+                answers, log lines); scrubbed like the audit log's details.
+
+        Raises:
+            ValueError: ``status`` is not one of those.
+            StateError: no such release, it is not deploying, or the write failed.
+        """
+        if status not in RELEASE_FINISH_STATUSES:
+            raise ValueError(f"a release can only finish as {RELEASE_FINISH_STATUSES}")
+        plain = json.loads(json.dumps(dict(failure or {}), default=str))
+        why = json.dumps(self._scrubber.data(plain), sort_keys=True)
+        text = None if message is None else self._scrubber.text(message)
+        with self._db.write("finishing a release") as conn:
+            return finish_release(conn, release_id, status, text, utc_now(), why)
+
+    def sweep_stale(self, fleet: str) -> list[ReleaseRecord]:
+        """Abort the fleet's deploying releases of this host whose process has died.
+
+        Releases started on other hosts are left alone. Returns the aborted releases
+        (as updated); raises StateError if the database cannot be written.
+        """
+        with self._db.write("sweeping stale releases") as conn:
+            return abort_dead(conn, fleet, current_host(), utc_now())
+
+    def active(self, fleet: str) -> ReleaseRecord | None:
+        """The fleet's active release, or None. Raises StateError if unreadable."""
+        with self._db.read("looking up the active release"):
+            return active_release(self._db.conn, fleet)
+
+    def get(self, fleet: str, number: int) -> ReleaseRecord | None:
+        """Release ``number`` of ``fleet``, or None. Raises StateError if unreadable."""
+        with self._db.read("looking up a release"):
+            return find_release(self._db.conn, fleet, number)
+
+    def predecessor(self, fleet: str, number: int, statuses: Sequence[str]) -> ReleaseRecord | None:
+        """The newest release below ``number`` whose status is one of ``statuses``
+        (what a release changed is measured against it). StateError if unreadable."""
+        with self._db.read("looking up a release"):
+            return predecessor(self._db.conn, fleet, number, tuple(statuses))
+
+    def recent(self, fleet: str, limit: int = 50) -> list[ReleaseRecord]:
+        """The newest ``limit`` releases of a fleet, oldest first. StateError if unreadable."""
+        with self._db.read("listing releases"):
+            return query_releases(self._db.conn, fleet, limit)
+
+    def numbers(self, fleet: str, statuses: Collection[str]) -> set[int]:
+        """The numbers of the fleet's releases whose status is one of ``statuses`` (e.g.
+        the good ones, active or superseded). StateError if unreadable."""
+        with self._db.read("listing release numbers"):
+            return query_numbers(self._db.conn, fleet, statuses)
+
+    def with_status(self, fleet: str, statuses: Collection[str]) -> list[ReleaseRecord]:
+        """Every release of a fleet whose status is one of ``statuses``, oldest first.
+        StateError if unreadable."""
+        with self._db.read("listing releases"):
+            return query_with_status(self._db.conn, fleet, statuses)
+
+    def numbered(self, fleet: str, numbers: Collection[int]) -> list[ReleaseRecord]:
+        """The fleet's releases with those numbers (unknown ones left out), oldest first.
+        StateError if unreadable."""
+        with self._db.read("listing releases"):
+            return query_numbered(self._db.conn, fleet, numbers)
+
+
+class SqliteInstances:
+    """:class:`~corral.state.protocols.InstanceStore` over one SQLite connection."""
+
+    def __init__(self, db: Handle) -> None:
+        self._db = db
+
+    def record(self, fleet: str, name: str, role: str, release: int, image_id: str) -> None:
+        """Record a live container; recording the same live instance again is a no-op.
+
+        Raises:
+            StateError: release ``release`` does not exist, a different live instance
+                already has ``name``, or the write failed.
+        """
+        instance = InstanceRecord(fleet, name, role, release, image_id, utc_now(), None, None)
+        with self._db.write("recording an instance") as conn:
+            insert_instance(conn, instance)
+
+    def retire(self, fleet: str, name: str, outcome: str) -> None:
+        """Retire the live instance ``name`` with ``outcome`` (e.g. ``"replaced"``).
+
+        An unknown (or already retired) name is a no-op. StateError if unwritable.
+        """
+        with self._db.write("retiring an instance") as conn:
+            retire_instance(conn, fleet, name, outcome, utc_now())
+
+    def all(self, fleet: str, live_only: bool = True) -> list[InstanceRecord]:
+        """The fleet's live (or all) instances in the order recorded. StateError if unreadable."""
+        with self._db.read("listing instances"):
+            return query_instances(self._db.conn, fleet, live_only)

@@ -1,4 +1,5 @@
-"""SQL for test runs; :class:`corral.state.store.State` wraps these in transactions.
+"""Test runs in SQLite: the SQL, and :class:`SqliteTestRuns`, which implements
+:class:`~corral.state.protocols.TestRunStore` with it.
 
 A test run is the result of ``corral test`` for one role: the image it tested (id,
 digest and version), the key of what tested it (``test_key``: a hash of the role's test
@@ -26,9 +27,15 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from corral.formats import utc_text
 from corral.scrub import Scrubber, scrub_assignments
-from corral.state.db import newest_row, newest_rows
-from corral.state.records import TEST_RUN_OUTCOMES, TestRunRecord, from_test_runs_row
+from corral.state.db import Handle, newest_row, newest_rows
+from corral.state.records import (
+    TEST_RUN_OUTCOMES,
+    TestRunRecord,
+    current_user,
+    from_test_runs_row,
+)
 
 #: ``password=...`` and the like replaced, line by line (the fleet's values are not known
 #: here: the state's scrubber removes those too).
@@ -69,7 +76,7 @@ def checks_json(checks: Sequence[Mapping[str, Any]], scrubber: Scrubber) -> str:
 
 def started_at(finished: datetime, seconds: float) -> str:
     """When a run that ended at ``finished`` after ``seconds`` began, as a UTC string."""
-    return (finished - timedelta(seconds=seconds)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_text(finished - timedelta(seconds=seconds))
 
 
 def insert_run(conn: sqlite3.Connection, values: Mapping[str, Any]) -> TestRunRecord:
@@ -141,3 +148,125 @@ def query_runs(
 ) -> list[TestRunRecord]:
     """The newest ``limit`` runs of ``fleet`` (or one role), oldest first."""
     return [from_test_runs_row(r) for r in newest_rows(conn, "test_runs", fleet, role, limit)]
+
+
+class SqliteTestRuns:
+    """:class:`~corral.state.protocols.TestRunStore` over one SQLite connection."""
+
+    __test__ = False  # not a pytest class, whatever its name
+
+    def __init__(self, db: Handle, scrubber: Scrubber) -> None:
+        self._db = db
+        self._scrubber = scrubber
+
+    def record(
+        self,
+        fleet: str,
+        role: str,
+        image_id: str,
+        image_digest: str,
+        image_version: str,
+        outcome: str,
+        checks: Sequence[Mapping[str, Any]],
+        seconds: float,
+        log_excerpt: str,
+        user: str | None = None,
+        *,
+        test_key: str,
+    ) -> TestRunRecord:
+        """Append the result of testing one role's image (test runs are never changed).
+
+        Secrets are scrubbed first: in the log excerpt and in every string of the checks,
+        the fleet's secret values become ``***``, and ``password=...``, ``token: ...``,
+        ``API_KEY=...`` (any word containing password, secret, token or key, then ``=`` or
+        ``:`` and a value) become ``<word>=***``; the values of secret-looking keys in the
+        checks become ``***``.
+
+        Args:
+            fleet: the fleet name.
+            role: the role tested.
+            image_id: the engine's id of the image tested.
+            image_digest: the image's digest; the deploy gate looks results up by it.
+            image_version: the image's version, e.g. ``7-3f9c2a1b04de``.
+            outcome: ``"passed"`` or ``"failed"``.
+            checks: one JSON-able mapping per check (name, kind, outcome, seconds,
+                message).
+            seconds: how long the run took; ``started_at`` is now minus this.
+            log_excerpt: the tail of the test log.
+            user: who ran it; the OS user by default.
+            test_key: the hash of the test files and settings the run used
+                (:func:`corral.testing.key.test_key`); the gate looks runs up by it.
+
+        Returns:
+            The stored run (scrubbed), with its id.
+
+        Raises:
+            ValueError: ``outcome`` is not passed or failed, ``seconds`` is negative,
+                ``test_key`` is not a sha256 hex digest, or ``checks`` is not a sequence
+                of JSON-able mappings.
+            StateError: the database cannot be written.
+        """
+        finished = datetime.now(UTC)
+        duration = check_seconds(seconds)
+        values = {
+            "fleet": fleet,
+            "role": role,
+            "image_id": image_id,
+            "image_digest": image_digest,
+            "image_version": image_version,
+            "test_key": check_key(test_key),
+            "outcome": check_outcome(outcome),
+            "checks": checks_json(checks, self._scrubber),
+            "seconds": duration,
+            "log_excerpt": self._scrubber.text(log_excerpt),
+            "started_at": started_at(finished, duration),
+            "user": current_user() if user is None else user,
+        }
+        with self._db.write("recording a test run") as conn:
+            return insert_run(conn, values)
+
+    def latest(
+        self, fleet: str, role: str, image_digest: str | None = None
+    ) -> TestRunRecord | None:
+        """The newest test run of (fleet, role), passed or not; of ``image_digest`` if given.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._db.read("looking up the latest test run"):
+            return latest_run(self._db.conn, fleet, role, image_digest)
+
+    def for_key(
+        self, fleet: str, role: str, image_digest: str, test_key: str
+    ) -> TestRunRecord | None:
+        """The newest test run, passed or failed, of exactly ``image_digest`` under
+        ``test_key``, or None (always None for an empty key).
+
+        This is what the deploy gate asks: the image is tested only if that run passed,
+        so a later failure of the same digest and key wins over an earlier pass.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._db.read("looking up a test run"):
+            return run_for_key(self._db.conn, fleet, role, image_digest, test_key)
+
+    def standing_pass(self, fleet: str, role: str, image_digest: str) -> TestRunRecord | None:
+        """The newest passed run of exactly ``image_digest`` that no later run of the same
+        digest and test key failed, or None: how the gate judges an image a release
+        recorded (a rollback, or a role a partial deploy keeps), whose key is not known.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._db.read("looking up a standing test pass"):
+            return standing_pass(self._db.conn, fleet, role, image_digest)
+
+    def recent(self, fleet: str, role: str | None = None, limit: int = 50) -> list[TestRunRecord]:
+        """The newest ``limit`` test runs of a fleet (or one role), oldest first.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._db.read("listing test runs"):
+            return query_runs(self._db.conn, fleet, role, limit)

@@ -26,6 +26,7 @@ from corral.deploy.observe import observe
 from corral.deploy.plan import EdgePlan, Observed, plan_deploy
 from corral.deploy.scope import LABEL, LIVE, Scope
 from corral.engines.base import Engine, Mount
+from corral.engines.capabilities import Capability, supports
 from corral.errors import CorralError, Diagnostic, SpecError, StateError
 from corral.hostfiles import private_dir, read_private, write_private
 from corral.progress import NullProgress, Progress
@@ -73,19 +74,18 @@ class TestEnvironment:
             good_releases=(),
             standby=(),
             now=datetime.now(UTC),
-            edge=EdgePlan("create", "test environment"),
+            edge=EdgePlan("create", "test environment", edge_image or ""),
         )
-        plan = plan_deploy(self.scope, desired, observed)
+        plan = plan_deploy(self.scope, desired, observed, release=1)
         executor = Executor(
             self.engine,
             self.scope,
-            1,
             ScratchJournal(),
             self.progress,
             self.edge if edge_image else None,
             secrets,
         )
-        executor.apply(plan, desired, edge_image)
+        executor.apply(plan)
 
     def _seed_volumes(self, rr: RoleRelease) -> None:
         fixtures = rr.fixtures
@@ -120,10 +120,18 @@ class TestEnvironment:
                     "address": i.address,
                     "port": port,
                     "url": f"http://{i.address}:{port}/" if port else None,
+                    "backend": self._test_backend(i.name),
                 }
                 for i in instances
             ],
         }
+
+    def _test_backend(self, name: str) -> str | None:
+        """The testinfra backend URL of instance ``name``; None: the engine cannot run
+        commands in a container (the ``host`` fixtures then fail, saying so)."""
+        if not supports(self.engine, Capability.EXEC):
+            return None
+        return self.engine.test_backend(name)
 
     def down(self) -> None:
         """Remove every container, the network and the volumes of this environment."""

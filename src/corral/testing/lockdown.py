@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from corral.deploy.desired import RoleRelease
 from corral.engines.base import Engine
+from corral.engines.capabilities import Capability, require
 from corral.errors import CorralError
 from corral.testing.runner import CheckResult
 
@@ -20,7 +21,14 @@ _LISTEN = "0A"  # TCP state LISTEN in /proc/net/tcp
 
 
 def lockdown_checks(engine: Engine, instance: str, rr: RoleRelease) -> list[CheckResult]:
-    """One CheckResult per lockdown property of ``instance``."""
+    """One CheckResult per lockdown property of ``instance``.
+
+    Raises:
+        NotSupportedError: the engine cannot report security settings or exec: corral
+            test cannot check lockdown there, and says so instead of failing every check.
+    """
+    require(engine, Capability.SECURITY, "corral test's lockdown checks")
+    require(engine, Capability.EXEC, "corral test's lockdown checks")
     checks = [
         ("read-only root", lambda: _read_only(engine, instance)),
         ("non-root user", lambda: _non_root(engine, instance)),
@@ -50,7 +58,7 @@ def _non_root(engine: Engine, name: str) -> str | None:
     user = engine.security(name).user
     if user in ("", "0", "root") or user.startswith(("0:", "root:")):
         return f"runs as {user or 'root (no user set)'}"
-    uid = engine.exec_in(name, ["id", "-u"]).strip()
+    uid = engine.exec_in(name, ["id", "-u"]).checked().strip()
     return f"the process runs as uid {uid}" if uid == "0" else None
 
 
@@ -69,7 +77,8 @@ def _no_ssh(engine: Engine, name: str) -> str | None:
     listening = listening_ports(engine, name)
     if 22 in listening:
         return "something listens on port 22"
-    names = engine.exec_in(name, ["sh", "-c", "cat /proc/[0-9]*/comm 2>/dev/null"]).split()
+    command = ["sh", "-c", "cat /proc/[0-9]*/comm 2>/dev/null"]
+    names = engine.exec_in(name, command).checked().split()
     found = sorted(set(names) & set(SSH_PROCESSES))
     return f"an SSH server runs: {', '.join(found)}" if found else None
 
@@ -82,7 +91,8 @@ def _only_declared(engine: Engine, name: str, rr: RoleRelease) -> str | None:
 
 def listening_ports(engine: Engine, name: str) -> set[int]:
     """TCP ports in LISTEN state inside the instance, read from /proc/net/tcp{,6}."""
-    text = engine.exec_in(name, ["sh", "-c", "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null"])
+    command = ["sh", "-c", "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null"]
+    text = engine.exec_in(name, command).checked()
     ports = set()
     for line in text.splitlines()[1:]:
         fields = line.split()

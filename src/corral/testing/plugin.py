@@ -6,7 +6,8 @@ the JSON file named by ``CORRAL_TEST_ENV``::
 
     {"fleet": "demo", "role": "web", "mode": "full", "edge_url": "http://10.89.3.2:8080/",
      "instances": [{"name": "demo-web-t1-1", "url": "http://10.89.3.5:8000/",
-                    "address": "10.89.3.5", "port": 8000}],
+                    "address": "10.89.3.5", "port": 8000,
+                    "backend": "podman://demo-web-t1-1"}],
      "engine": "podman"}
 
 and offers these fixtures:
@@ -20,7 +21,7 @@ fixture             value                                                       
 ``instance_urls``   every instance's own URL, ``http://IP:PORT/`` (list[str])     skipped
 ``instance_url``    the first instance's URL (str)                                skipped
 ``host``            a testinfra host for the first instance's container           skipped
-                    (``podman://NAME``; commands run as the image's user)
+                    (its ``backend``; commands run as the image's user)
 ``hosts``           a testinfra host per instance (list)                          skipped
 ==================  ============================================================  ======
 
@@ -107,19 +108,27 @@ def _env() -> dict[str, Any]:
     return dict(env)
 
 
-def _testinfra_host(name: str) -> Any:
-    """A testinfra host for container ``name``, checked (once) to be reachable."""
-    key = f"host:{name}"
+def _testinfra_host(instance: dict[str, Any], engine: str) -> Any:
+    """A testinfra host for the container of ``instance``, reached through the backend
+    URL its engine gave (``podman://NAME``), checked (once) to be reachable."""
+    name, backend = str(instance["name"]), instance.get("backend")
+    if not backend:
+        pytest.fail(
+            f"the {engine} engine cannot run commands in container {name}, which the host "
+            "and hosts fixtures need",
+            pytrace=False,
+        )
+    key = f"host:{backend}"
     if key not in _cache:
         import testinfra  # type: ignore[import-untyped]
 
-        host = testinfra.get_host(f"podman://{name}")
+        host = testinfra.get_host(str(backend))
         result = host.run("true")
         if result.rc != 0:
             detail = (result.stderr or result.stdout).strip()
             pytest.fail(
                 f"cannot run commands in container {name} "
-                f"(podman exec exited {result.rc}): {detail}",
+                f"(through {backend}: exit {result.rc}): {detail}",
                 pytrace=False,
             )
         _cache[key] = host
@@ -174,13 +183,15 @@ class CorralFixtures:
     def hosts(self, request: pytest.FixtureRequest) -> list[Any]:
         """A testinfra host per instance container; skipped in smoke mode."""
         _note(request, "hosts")
-        return [_testinfra_host(str(item["name"])) for item in _instances(_env())]
+        env = _env()
+        return [_testinfra_host(item, str(env.get("engine"))) for item in _instances(env)]
 
     @pytest.fixture
     def host(self, request: pytest.FixtureRequest) -> Any:
         """A testinfra host for the first instance's container; skipped in smoke mode."""
         _note(request, "host")
-        return _testinfra_host(str(_instances(_env())[0]["name"]))
+        env = _env()
+        return _testinfra_host(_instances(env)[0], str(env.get("engine")))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -243,12 +243,10 @@ def _check_args(
     workdir: Path,
 ) -> list[Path]:
     if mode not in contract.MODES:
-        raise UsageError(f"the test mode must be one of {contract.MODES}, not {mode!r}", mode=mode)
+        raise UsageError(f"the test mode must be one of {contract.MODES}, not {mode!r}")
     if not per_test_timeout > 0 or not total_timeout > 0:
         raise UsageError(
-            "test timeouts must be positive",
-            per_test_timeout=per_test_timeout,
-            total_timeout=total_timeout,
+            f"test timeouts must be positive, not {per_test_timeout!r} and {total_timeout!r}"
         )
     if not workdir.is_dir():
         raise UsageError(f"the test working directory {workdir} does not exist")
@@ -257,7 +255,7 @@ def _check_args(
     resolved = [(workdir / p).resolve() for p in paths]
     missing = [str(p) for p in resolved if not p.exists()]
     if missing:
-        raise UsageError(f"test path does not exist: {', '.join(missing)}", missing=missing)
+        raise UsageError(f"test path does not exist: {', '.join(missing)}")
     return resolved
 
 

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from corral.build.bake import BakeTarget, find_current_image
+from corral.deploy.context import Context
 from corral.deploy.desired import Desired, RoleRelease
 from corral.deploy.instances import live_values, secrets_for_test_run
 from corral.deploy.plan import parse_time
+from corral.deploy.resolve import bake_edge, bake_images, resolve_desired
 from corral.deploy.scope import LABEL
-from corral.deploy.service import Context, desired_from_spec, edge_image
 from corral.errors import DeployError, GateError
 from corral.scrub import Scrubber
 from corral.state import TestRunRecord
@@ -74,7 +74,9 @@ def run_tests(
     The roles they come ``after`` are built and brought up too, but not tested.
     """
     sweep_dead_tests(ctx)
-    desired, _ = desired_from_spec(ctx, spec_dependencies(ctx, roles) if roles else ())
+    needed = spec_dependencies(ctx, roles) if roles else []
+    baked = bake_images(ctx, needed)  # the bake stage, then what would be deployed
+    desired = resolve_desired(ctx, needed, baked=baked).desired
     wanted = [name for name in (roles or list(desired)) if name in desired]
     keys = {name: role_test_key(ctx, name) for name in wanted}
     done = {name: _already_passed(ctx, desired[name], keys[name]) for name in wanted}
@@ -148,7 +150,8 @@ def _run_environment(
     subset = _with_dependencies(desired, roles)
     declared = [name for role in roles for name in _test_secrets(ctx, role)]
     secrets = secrets_for_test_run(subset, declared, ctx.spec.fleet.live_secrets_in_tests)
-    image = edge_image(ctx, subset, build=True)
+    baked = bake_edge(ctx, subset)
+    image = baked.image_id if baked else None
     started = time.monotonic()
     with environment(
         ctx.engine, ctx.scope.fleet, owners_folder(ctx), ctx.spec.root, ctx.progress
@@ -191,14 +194,7 @@ def _bring_up(
     try:
         env.up(desired, dict(secrets), image)
     except DeployError as exc:
-        failed = exc.details.get("failures") or [exc.to_dict()]
-        by_role = {
-            str(f.get("role")): DeployError(
-                str(f.get("message")),
-                **{k: v for k, v in f.items() if k not in ("message", "error")},
-            )
-            for f in failed
-        }
+        by_role = {f.role: f for f in exc.failures or (exc,) if f.role is not None}
         return by_role or {name: exc for name in desired}
     return {}
 
@@ -229,7 +225,7 @@ def _check_role(
     started = time.monotonic()
     if failure is not None or not env.describe(rr)["instances"]:
         reason = failure.message if failure else "no instance came up (a role it needs failed)"
-        log = "\n".join(failure.details.get("log") or []) if failure else ""
+        log = "\n".join(failure.log) if failure else ""
         check = CheckResult("health", "health", "failed", bring_up, reason)
         return RoleTestResult(
             rr.role, rr.image_version, rr.image_digest, "failed", (check,), bring_up, log
@@ -445,11 +441,7 @@ def smoke(ctx: Context, desired: Desired) -> None:
             logs = _instance_logs(ctx, rr)
             failures.append(reasons.smoke_failure(rr.role, outcome.checks, outcome.log_tail, logs))
     if failures:
-        raise DeployError(
-            "; ".join(f.message for f in failures),
-            roles=[f.details["role"] for f in failures],
-            failures=[f.to_dict() for f in failures],
-        )
+        raise DeployError.of_roles(failures)
 
 
 def _instance_logs(ctx: Context, rr: RoleRelease) -> dict[str, str]:
@@ -499,20 +491,20 @@ def coverage(ctx: Context) -> list[CoverageRow]:
     """For each role: the run of its *current* image and test key that the gate reads
     (the newest), by kind of check, and the gate's verdict on it."""
     rows = []
+    desired = resolve_desired(ctx).desired  # unbuilt roles are missing from it
     for name, role in ctx.spec.fleet.roles.items():
-        target = BakeTarget(ctx.scope.fleet, name, role, ctx.spec.root)
-        image = find_current_image(target, ctx.engine, ctx.state)
+        rr = desired.get(name)
         run: TestRunRecord | None = None
         why: str | None = "not built yet"
-        if image is not None:
+        if rr is not None:
             run = ctx.state.test_run_for_key(
-                ctx.scope.fleet, name, image.digest, role_test_key(ctx, name)
+                ctx.scope.fleet, name, rr.image_digest, role_test_key(ctx, name)
             )
             why = verdict(run, role.tests)
         rows.append(
             CoverageRow(
                 name,
-                image.version if image else None,
+                rr.image_version if rr else None,
                 bool(role.tests),
                 _outcome(run, why),
                 {kind: _cell(run.checks if run else (), kind) for kind in KINDS},

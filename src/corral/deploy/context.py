@@ -1,0 +1,35 @@
+"""What every stage of a deploy, a plan or a read shares: the spec, the engine, the state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from corral.deploy.edge import Edge
+from corral.deploy.scope import Scope
+from corral.deploy.secrets import KeyFile
+from corral.engines.base import Engine
+from corral.progress import NullProgress, Progress
+from corral.spec.load import LoadedSpec
+from corral.state import State
+
+GOOD = ("active", "superseded")  # the statuses of releases that once went live
+
+
+@dataclass
+class Context:
+    """Everything one deploy needs, passed explicitly."""
+
+    spec: LoadedSpec
+    engine: Engine
+    state: State
+    progress: Progress = field(default_factory=NullProgress)
+    scope: Scope = field(init=False)
+    edge: Edge = field(init=False)
+    secret_key: KeyFile = field(init=False, repr=False)  # read only if a secret is hashed
+
+    def __post_init__(self) -> None:
+        self.scope = Scope(self.spec.fleet.fleet)
+        self.edge = Edge(
+            self.engine, self.scope, str(self.spec.state_path), self.spec.fleet.edge.address
+        )
+        self.secret_key = KeyFile(self.spec.state_path, self.scope.fleet)

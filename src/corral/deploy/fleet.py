@@ -1,0 +1,69 @@
+"""The fleet as it runs: one look at the engine, turned into the planner's ``Observed``.
+
+``observe_fleet`` is the one way plan, deploy, undo, rollback, ``status`` and
+``edge replace`` read a live fleet. It only reads: the engine (one listing of the fleet's
+containers, one of its volumes) and the state.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from corral.deploy.context import GOOD, Context
+from corral.deploy.desired import Desired, desired_from_record
+from corral.deploy.edge import frontends
+from corral.deploy.observe import list_scope, observe
+from corral.deploy.plan import Observed
+from corral.engines.base import ContainerInfo
+from corral.state import State
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """What the engine holds of the fleet: its containers (instances and edge), its volumes."""
+
+    containers: list[ContainerInfo]
+    volumes: list[str]
+
+
+def look(ctx: Context) -> Sighting:
+    """One listing of the fleet's containers and one of its volumes, made side by side:
+    each engine call costs tens of milliseconds."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        volumes = pool.submit(ctx.engine.list_volumes, ctx.scope.labels("volume"))
+        containers = list_scope(ctx.engine, ctx.scope)
+    return Sighting(containers, volumes.result())
+
+
+def observe_fleet(
+    ctx: Context, desired: Desired, edge_image: str | None, seen: Sighting | None = None
+) -> Observed:
+    """The fleet as it runs, from ``seen`` or from a fresh look; changes nothing."""
+    seen = seen or look(ctx)
+    listing = seen.containers
+    instances = observe(ctx.engine, ctx.scope, listing)
+    numbers = {i.release for i in instances}
+    edge = ctx.edge.observe(desired, edge_image, listing)
+    releases = ctx.state.releases_numbered(ctx.scope.fleet, numbers)
+    return Observed(
+        instances=instances,
+        volumes=set(seen.volumes),
+        good_releases=ctx.state.release_numbers(ctx.scope.fleet, GOOD),
+        standby=standby_names(ctx.state, ctx.scope.fleet),
+        now=datetime.now(UTC),
+        edge=edge,
+        edge_servers=ctx.edge.observe_servers(desired, edge) if frontends(desired) else {},
+        networks={n for c in listing if c.state == "running" for n in c.addresses},
+        released={r.number: desired_from_record(r.roles) for r in releases},
+        last_unavailable=ctx.state.last_unavailable(ctx.scope.fleet),
+    )
+
+
+def standby_names(state: State, fleet: str) -> set[str]:
+    """Instances whose latest record says corral stopped them on purpose (blue-green)."""
+    latest: dict[str, str | None] = {}
+    for record in state.instances(fleet, live_only=False):  # oldest first
+        latest[record.name] = record.outcome if record.retired_at else None
+    return {name for name, outcome in latest.items() if outcome == "standby"}

@@ -1,0 +1,415 @@
+"""The orchestrator: the one place where a change of the live fleet runs its stages, in order.
+
+    clean-up -> bake -> resolve -> plan -> gate -> hooks -> apply -> smoke -> settle -> outcome
+
+A deploy (from the spec), a rollback (an earlier release's record) and the undo after a
+failure (back to the release before) run through the same planner and executor; only how
+the desired state is found differs. Each stage lives in its own module: ``gc`` (what
+killed deploys left), ``resolve`` (bake, then the desired state), ``fleet`` (observe),
+``plan`` (pure), ``apply`` (the executor), ``settle`` (replicas before a release is live),
+``outcome`` (how a failed release ends). The gate and the smoke test come from
+``corral.testing`` through ``Checks``; the deploy core never imports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from corral.deploy.apply import Executor, Journal
+from corral.deploy.context import GOOD, Context
+from corral.deploy.desired import Desired, desired_from_record
+from corral.deploy.fleet import Sighting, look, observe_fleet
+from corral.deploy.gc import sweep_killed
+from corral.deploy.instances import resolve_secrets
+from corral.deploy.observe import list_scope
+from corral.deploy.outcome import Failed, as_deploy_error, fail
+from corral.deploy.plan import Plan, plan_deploy, single_writer_conflicts
+from corral.deploy.resolve import (
+    Resolved,
+    bake_edge,
+    bake_images,
+    resolve_desired,
+    resolve_release,
+)
+from corral.deploy.secrets import (
+    changed_secrets,
+    check_unchanged,
+    live_values,
+    secret_names,
+    stamped,
+)
+from corral.deploy.settle import Watch, settle, settle_time
+from corral.errors import CorralError, StateError, UsageError
+from corral.state import ReleaseRecord, State
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    fleet: str
+    kind: str  # deploy | rollback
+    status: str  # active | failed | unchanged
+    release: int | None
+    plan: Plan
+    message: str = ""
+    rolled_back_to: int | None = None
+    seconds: float = 0.0
+    notes: tuple[str, ...] = ()  # what the operator should know (a rollback's new secrets)
+
+
+def no_check(desired: Desired) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Checks:
+    """What a deploy asks of the test gate; ``corral.testing`` provides the real ones.
+
+    ``before`` runs once the desired images are known and before anything changes (it
+    may refuse with GateError); ``after`` runs once the new release serves (a smoke test:
+    a DeployError there takes the fleet back like a failed health check).
+    """
+
+    before: Callable[[Desired], None] = no_check
+    after: Callable[[Desired], None] = no_check
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What a hook is told before apply: the change about to be made, as plain data."""
+
+    fleet: str
+    kind: str  # deploy | rollback
+    plan: Plan
+    desired: Desired
+
+    def replaced_volumes(self) -> dict[str, tuple[str, ...]]:
+        """Per role whose running instances this plan stops (replaced, scaled down or left
+        by a killed deploy), the engine names of the volumes they mount: what a pre-deploy
+        backup must save before apply."""
+        return {rp.role: rp.volumes for rp in self.plan.roles if rp.volumes and rp.stop}
+
+
+# Called with the plan after the gate and before anything changes; an error it raises
+# (a CorralError) refuses the change, no release recorded. The undo after a failure runs
+# no hook: it must go back whatever happens, and the deploy's hooks ran before it started.
+Hook = Callable[[Planned], None]
+
+
+@dataclass(frozen=True)
+class _Change:
+    """What one run of the pipeline is asked to do."""
+
+    kind: str  # deploy | rollback
+    roles: tuple[str, ...] = ()  # a deploy of these roles only; empty: all of them
+    source: ReleaseRecord | None = None  # a rollback: the release deployed again
+
+
+def deploy(
+    ctx: Context,
+    roles: Sequence[str] = (),
+    kind: str = "deploy",
+    source: ReleaseRecord | None = None,
+    checks: Checks = Checks(),
+    hooks: Sequence[Hook] = (),
+) -> DeployResult:
+    """Bring the fleet to the spec (or, for a rollback, to ``source``'s recorded state).
+
+    The caller holds the deploy lock. Stages, in order: clean-up of what killed deploys
+    left, bake (none for a rollback) with the fleet read side by side, resolve, plan,
+    the gate (``checks.before``), ``hooks`` with the plan, then ``converge``.
+
+    Raises:
+        UsageError: a role is unknown, or a recorded release is not deployable.
+        GateError: an image is not tested; nothing was changed.
+        DeployError: a role failed; the fleet was taken back (see ``converge``).
+    """
+    started = time.monotonic()
+    change = _Change(kind, tuple(roles), source)
+    _clean_up(ctx)
+    resolved, edge, seen = _bake_and_resolve(ctx, change)
+    desired, secrets, fresh = _with_secrets(ctx, change, resolved)
+    notes = _rotation_notes(ctx, source, desired)
+    observed = observe_fleet(ctx, desired, edge, seen)
+    release = next_release(ctx.state, ctx.scope.fleet)
+    plan = plan_deploy(ctx.scope, desired, observed, resolved.untouched, release)
+    if not plan.has_changes and _same_as_active(ctx, desired):
+        took = time.monotonic() - started
+        fleet = ctx.scope.fleet
+        return DeployResult(
+            fleet, kind, "unchanged", None, plan, "nothing to change", seconds=took, notes=notes
+        )
+    secrets = {**secrets, **_kept_roles_values(ctx, plan, desired, fresh)}
+    checks.before(desired)
+    planned = Planned(ctx.scope.fleet, kind, plan, desired)
+    for hook in hooks:
+        hook(planned)
+    result = converge(ctx, plan, secrets, edge, kind, source, checks.after)
+    return dataclasses.replace(result, seconds=time.monotonic() - started, notes=notes)
+
+
+def _clean_up(ctx: Context) -> None:
+    """Under the deploy lock: abort what killed deploys left ``deploying``, forget their
+    orphan secrets. Their stopped instances are the plan's clean-up (see ``gc``)."""
+    for release in sweep_killed(ctx):
+        ctx.progress.step(
+            "fleet", f"release r{release.number} was left unfinished by a killed deploy; converging"
+        )
+
+
+def _bake_and_resolve(
+    ctx: Context, change: _Change
+) -> tuple[Resolved, str | None, Sighting | None]:
+    """The bake stage, then the desired state: (what to run, the edge image, the fleet as
+    read meanwhile, or None when something was baked: a build takes a while, so the plan
+    reads the fleet again and sees it as it is)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # Reading the fleet and baking the images are independent: side by side.
+        seeing = pool.submit(look, ctx)
+        if change.source is None:
+            baked = bake_images(ctx, change.roles)
+            resolved = resolve_desired(ctx, change.roles, baked=baked, keep_released=True)
+        else:  # a rollback bakes no role: its images are recorded
+            baked, resolved = {}, resolve_release(change.source)
+        edge = bake_edge(ctx, resolved.desired)
+    conflicts = single_writer_conflicts(resolved.desired)
+    if conflicts:  # only an older corral's release can hold one: the spec refuses them
+        raise UsageError(
+            "; ".join(conflicts) + ": two instances must never mount a single-writer volume; "
+            "deploy a spec that runs one replica or declares the volume shareable"
+        )
+    built = any(r.status == "built" for r in [*baked.values(), *([edge] if edge else [])])
+    return resolved, edge.image_id if edge else None, None if built else seeing.result()
+
+
+def _with_secrets(
+    ctx: Context, change: _Change, resolved: Resolved
+) -> tuple[Desired, dict[str, str], set[str]]:
+    """(the desired state with its secrets' keyed hashes, their values, the roles whose
+    values are today's): the roles the change is about (a rollback: all) get today's."""
+    desired = resolved.desired
+    everything = change.source is not None or not change.roles
+    fresh = set(desired) if everything else set(change.roles) & set(desired)
+    secrets = resolve_secrets(desired, fresh)
+    return stamped(desired, fresh, secrets, ctx.secret_key), secrets, fresh
+
+
+def _kept_roles_values(
+    ctx: Context, plan: Plan, desired: Desired, fresh: set[str]
+) -> dict[str, str]:
+    """The values a partial deploy needs for the other roles: only those of roles it must
+    start an instance of (one died), and only if they are still the recorded ones."""
+    starting = [rp.role for rp in plan.roles if rp.start and rp.role not in fresh]
+    values = resolve_secrets(desired, starting)
+    check_unchanged(desired, starting, values, ctx.secret_key)
+    return values
+
+
+def _rotation_notes(
+    ctx: Context, source: ReleaseRecord | None, desired: Desired
+) -> tuple[str, ...]:
+    """For a rollback: the secrets whose value changed since ``source`` (its instances get
+    today's value: old values are never kept), each also said as progress."""
+    if source is None:
+        return ()
+    recorded = desired_from_record(source.roles)
+    notes = []
+    for name, rr in sorted(desired.items()):
+        for secret in changed_secrets(recorded[name], rr) if name in recorded else ():
+            note = (
+                f"secret {secret} changed since release r{source.number}: {name}'s instances "
+                "get today's value (old values are not kept)"
+            )
+            ctx.progress.step(name, note)
+            notes.append(f"{name}: {note}")
+    return tuple(notes)
+
+
+def _same_as_active(ctx: Context, desired: Desired) -> bool:
+    active = ctx.state.active_release(ctx.scope.fleet)
+    if active is None:
+        return False
+    recorded = desired_from_record(active.roles)
+    return {k: v.to_record() for k, v in recorded.items()} == {
+        k: v.to_record() for k, v in desired.items()
+    }
+
+
+def next_release(state: State, fleet: str) -> int:
+    """The number the fleet's next release gets (every release counts, failed ones too)."""
+    return max((r.number for r in state.releases(fleet, limit=1)), default=0) + 1
+
+
+def converge(
+    ctx: Context,
+    plan: Plan,
+    secrets: Mapping[str, str],
+    edge: str | None,
+    kind: str,
+    source: ReleaseRecord | None,
+    after: Callable[[Desired], None] = no_check,
+) -> DeployResult:
+    """Record a release, apply the plan, smoke-test and settle it; undo if a role fails.
+
+    The outcome is decided here: active, or (``outcome.fail``) rolled back with the undo
+    or failed; an interruption marks the release aborted and undoes nothing.
+
+    Raises:
+        StateError: the release recorded is not the one the plan names its instances
+            for (another deploy started one meanwhile); nothing was changed.
+    """
+    fleet = ctx.scope.fleet
+    desired = plan.desired
+    previous = ctx.state.active_release(fleet)
+    release = ctx.state.start_release(
+        fleet,
+        kind,
+        {k: v.to_record() for k, v in desired.items()},
+        source.number if source else None,
+    )
+    journal = Journal(ctx.state, fleet)
+    details = {"release": release.number, "kind": kind}
+    if release.number != plan.release:
+        why = f"the plan is for release r{plan.release}, the state started r{release.number}"
+        ctx.state.finish_release(release.id, "aborted", why)
+        raise StateError(f"{why}: another deploy ran meanwhile; plan again")
+    try:
+        _apply(ctx, plan, secrets, edge, journal)
+        verify(ctx, desired, 0.0, edge)  # every role at its replicas before the smoke test
+        after(desired)
+        verify(ctx, desired, settle_time(desired, _changed(plan)), edge)
+    except CorralError as exc:
+        undo_it = functools.partial(undo, ctx, previous, secrets, edge)
+        fail(ctx.state, Failed(release, previous, as_deploy_error(exc), kind, undo_it))
+    except BaseException as exc:  # Ctrl-C, or a bug: nothing was decided, nothing undone
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}"
+        ctx.state.finish_release(release.id, "aborted", why)
+        journal.audit(kind, "fleet", "aborted", {**details, "error": why})
+        raise
+    ctx.state.finish_release(release.id, "active")
+    journal.audit(kind, "fleet", "ok", {**details, "source": source.number if source else None})
+    return DeployResult(fleet, kind, "active", release.number, plan)
+
+
+def _apply(
+    ctx: Context, plan: Plan, secrets: Mapping[str, str], edge: str | None, journal: Journal
+) -> None:
+    """The apply stage, for a deploy, a rollback and an undo alike: the plan is its input."""
+    executor = Executor(
+        ctx.engine,
+        ctx.scope,
+        journal,
+        ctx.progress,
+        ctx.edge if edge else None,
+        secrets,
+        key=ctx.secret_key,
+    )
+    executor.apply(plan)
+
+
+def _changed(plan: Plan) -> list[str]:
+    return [name for wave in plan.waves for name in wave if plan.role(name).changed]
+
+
+def verify(ctx: Context, desired: Desired, seconds: float, edge: str | None) -> None:
+    """Every role at its replicas, serving, for ``seconds`` (once when 0); see ``settle``.
+
+    Raises:
+        DeployError: a role fell below its replicas; names the instances and their logs.
+    """
+    public = sorted(rr.role for rr in desired.values() if rr.public is not None)
+    if seconds > 0:
+        ctx.progress.step("fleet", f"settling: watching the instances for {seconds:g}s")
+    watch = Watch(
+        listing=lambda: list_scope(ctx.engine, ctx.scope),
+        edge_up=lambda: {role: _up_in_edge(ctx, role) for role in public} if edge else {},
+        logs=ctx.engine.logs,
+    )
+    settle(desired, seconds, watch)
+
+
+def _up_in_edge(ctx: Context, role: str) -> set[str]:
+    return {s.name for s in ctx.edge.servers(role) if s.admin == "ready" and s.operational == "up"}
+
+
+def undo(
+    ctx: Context, previous: ReleaseRecord | None, secrets: Mapping[str, str], edge: str | None
+) -> int | None:
+    """Converge back to ``previous`` (or to nothing), through the same planner and executor.
+
+    Returns:
+        The number of the release gone back to, or None when there was none.
+    """
+    ctx.progress.step("fleet", "deploy failed: going back to the previous release")
+    desired = resolve_release(previous).desired if previous else {}
+    observed = observe_fleet(ctx, desired, edge)
+    # The failed release is not "good": its instances are replaced by the previous ones,
+    # named on from the highest index the previous release's instances have.
+    number = previous.number if previous else 0
+    plan = plan_deploy(ctx.scope, desired, observed, release=number)
+    # Instances the undo starts get today's values (old ones are never kept); their
+    # labels say so (the executor's key), so the next plan sees what they really hold.
+    starting = secret_names(desired, (rp.role for rp in plan.roles if rp.start))
+    advice = "export them: going back to the previous release needs them"
+    values = {**secrets, **live_values((n for n in starting if n not in secrets), advice)}
+    _apply(ctx, plan, values, edge, Journal(ctx.state, ctx.scope.fleet))
+    return previous.number if previous else None
+
+
+def rollback(
+    ctx: Context, to: int | None = None, checks: Checks = Checks(), hooks: Sequence[Hook] = ()
+) -> DeployResult:
+    """Deploy an earlier release's images and configuration again, through ``deploy``.
+
+    Raises:
+        UsageError: there is no such release, or no earlier good release.
+    """
+    _clean_up(ctx)  # a release a killed deploy left must not be taken for a target
+    target = rollback_target(ctx, to)
+    return deploy(ctx, kind="rollback", source=target, checks=checks, hooks=hooks)
+
+
+def rollback_target(ctx: Context, to: int | None) -> ReleaseRecord:
+    """Release ``to`` (default: the previous good one), checked to be deployable again.
+
+    Raises:
+        UsageError: there is no such release, it never went live, or its images are gone.
+    """
+    fleet = ctx.scope.fleet
+    target = ctx.state.get_release(fleet, to) if to is not None else _previous_good(ctx)
+    if target is None:
+        raise UsageError(
+            f"no release r{to} of fleet {fleet}"
+            if to is not None
+            else "no earlier good release to roll back to"
+        )
+    if target.status not in GOOD:
+        raise UsageError(
+            f"release r{target.number} is {target.status}; only releases that "
+            "went live can be rolled back to"
+        )
+    missing = [
+        rr.image_tag
+        for rr in desired_from_record(target.roles).values()
+        if ctx.engine.inspect_image(rr.image_id) is None
+    ]
+    if missing:
+        raise UsageError(f"release r{target.number}'s images are gone: {', '.join(missing)}")
+    return target
+
+
+def _previous_good(ctx: Context) -> ReleaseRecord | None:
+    releases = ctx.state.releases_with_status(ctx.scope.fleet, GOOD)
+    active = next((r for r in releases if r.status == "active"), None)
+    earlier = [
+        r
+        for r in releases
+        if r.status == "superseded"
+        and (active is None or r.number < active.number)
+        and (active is None or r.roles != active.roles)
+    ]
+    return earlier[-1] if earlier else None

@@ -1,0 +1,119 @@
+"""The desired fleet: per role, the image already baked from its current inputs.
+
+``resolve_desired`` is the one way plan, deploy, ``corral test`` and the coverage report
+learn what they would run. It never bakes: baking is a stage of its own (``bake_images``,
+``bake_edge``) that a deploy or a test runs before it, and a role whose current inputs
+have no image yet is named in ``Resolved.unbuilt``, never silently skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from corral.build.bake import BakeTarget, BuildResult, bake_target, build_fleet, find_current_image
+from corral.deploy.context import Context
+from corral.deploy.desired import Desired, RoleRelease, desired_from_record
+from corral.deploy.edge import EDGE_ROLE, edge_role, frontends
+from corral.errors import UsageError
+from corral.state import ImageRecord, ReleaseRecord
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a deploy of some roles would run, and which roles it leaves alone.
+
+    ``desired`` maps each role to the image and configuration it would run; ``untouched``
+    are roles of the spec whose instances are left as they are; ``unbuilt`` are asked-for
+    roles whose current inputs have no image yet (they are in neither mapping).
+    """
+
+    desired: dict[str, RoleRelease]
+    untouched: tuple[str, ...] = ()
+    unbuilt: tuple[str, ...] = ()
+
+
+def bake_images(ctx: Context, roles: Sequence[str] = ()) -> dict[str, BuildResult]:
+    """The bake stage of a deploy or a test: build what changed of ``roles`` (default: all).
+
+    Raises:
+        UsageError: a named role is not in the spec.
+        BuildError: a build failed; nothing of that role is deployed.
+    """
+    results = build_fleet(ctx.spec, ctx.engine, ctx.state, roles or None, ctx.progress)
+    return {r.role: r for r in results}
+
+
+def bake_edge(ctx: Context, desired: Desired) -> BuildResult | None:
+    """Bake (or find) the edge's image when a role of ``desired`` is public; else None."""
+    if not frontends(desired):
+        return None
+    target = BakeTarget(ctx.scope.fleet, EDGE_ROLE, edge_role(), ctx.spec.root)
+    return bake_target(target, ctx.engine, ctx.state, ctx.progress)
+
+
+def edge_image(ctx: Context, desired: Desired) -> str | None:
+    """The newest edge image already baked, or None when no role is public (no baking)."""
+    if not frontends(desired):
+        return None
+    latest = ctx.state.latest_image(ctx.scope.fleet, EDGE_ROLE)
+    return latest.image_id if latest else None
+
+
+def resolve_desired(
+    ctx: Context,
+    roles: Sequence[str] = (),
+    *,
+    baked: Mapping[str, BuildResult] | None = None,
+    keep_released: bool = False,
+) -> Resolved:
+    """Per role of ``roles`` (default: all), the image baked from its current inputs.
+
+    Args:
+        baked: the bake stage's results; a role found there is taken from them, with no
+            engine call. The others are looked for as ``corral plan`` does.
+        keep_released: for a deploy of some roles: the spec's other roles join the
+            desired state as the active release runs them (a kept role whose instance
+            died is started again as released).
+
+    Raises:
+        UsageError: a named role is not in the spec.
+    """
+    names = _select(ctx, roles)
+    desired: dict[str, RoleRelease] = {}
+    unbuilt = []
+    for name in names:
+        image = _image(ctx, name, baked or {})
+        if image is None:
+            unbuilt.append(name)
+        else:
+            desired[name] = RoleRelease.from_role(name, ctx.spec.fleet.roles[name], image)
+    active = ctx.state.active_release(ctx.scope.fleet)
+    if keep_released and roles and active is not None:
+        for name, rr in desired_from_record(active.roles).items():
+            if name not in desired and name in ctx.spec.fleet.roles:
+                desired[name] = rr
+    untouched = tuple(name for name in ctx.spec.fleet.roles if name not in desired)
+    return Resolved(desired, untouched, tuple(unbuilt))
+
+
+def resolve_release(release: ReleaseRecord) -> Resolved:
+    """The desired state a recorded release asks for (a rollback, an undo): every role of
+    it, and no role left untouched (instances of any other role are retired)."""
+    return Resolved(desired_from_record(release.roles))
+
+
+def _select(ctx: Context, roles: Sequence[str]) -> list[str]:
+    unknown = [name for name in roles if name not in ctx.spec.fleet.roles]
+    if unknown:
+        raise UsageError(f"no role called {', '.join(unknown)} in the spec")
+    return list(dict.fromkeys(roles)) if roles else list(ctx.spec.fleet.roles)
+
+
+def _image(ctx: Context, name: str, baked: Mapping[str, BuildResult]) -> ImageRecord | None:
+    if name in baked:
+        version = baked[name].version
+        return next(i for i in ctx.state.images(ctx.scope.fleet, name) if i.version == version)
+    role = ctx.spec.fleet.roles[name]
+    target = BakeTarget(ctx.scope.fleet, name, role, ctx.spec.root)
+    return find_current_image(target, ctx.engine, ctx.state, retag=False)  # reads only

@@ -1,0 +1,256 @@
+"""The narrow interfaces of corral's state, one per concern.
+
+:class:`corral.state.State` composes one of each (``state.stores.releases``...), and code
+that needs only one concern is typed against its protocol, so a second backend (a shared
+PostgreSQL database for a fleet run from several hosts) implements these and nothing
+else. The SQLite parts live beside their SQL (:mod:`corral.state.builds`,
+:mod:`~corral.state.releases`, :mod:`~corral.state.testruns`,
+:mod:`~corral.state.audit`, :mod:`~corral.state.replacements`,
+:mod:`~corral.state.lock`).
+
+Every method raises :class:`corral.errors.StateError` when the backend cannot be read or
+written; only other errors are listed in the docstrings. Records are the frozen
+dataclasses of :mod:`corral.state.records`; times are UTC strings from
+:func:`corral.state.records.utc_now`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from corral.state.records import (
+    AuditEntry,
+    BuildRecord,
+    ImageRecord,
+    InstanceRecord,
+    LockHolder,
+    ReleaseRecord,
+    TestRunRecord,
+)
+
+
+class BuildStore(Protocol):
+    """Attempts to bake an image, numbered per (fleet, role)."""
+
+    def start(self, fleet: str, role: str, content_hash: str) -> BuildRecord:
+        """Record a running build with the next build number of (fleet, role)."""
+        ...
+
+    def finish(self, build_id: int, image: ImageRecord) -> None:
+        """Mark a running build ok and record its image, at once.
+
+        Raises ValueError if ``image`` does not belong to the build."""
+        ...
+
+    def fail(self, build_id: int, status: str, error: str) -> None:
+        """Mark a running build ``failed`` or ``interrupted`` (ValueError otherwise)."""
+        ...
+
+    def sweep_stale(self) -> int:
+        """Mark interrupted the running builds of this host whose process died; how many."""
+        ...
+
+    def recent(self, fleet: str, role: str | None = None, limit: int = 50) -> list[BuildRecord]:
+        """The newest ``limit`` builds of a fleet (or one role), oldest first."""
+        ...
+
+
+class ImageStore(Protocol):
+    """The images successful builds produced."""
+
+    def find(self, fleet: str, role: str, content_hash: str) -> ImageRecord | None:
+        """The newest image of (fleet, role) baked from exactly ``content_hash``."""
+        ...
+
+    def latest(self, fleet: str, role: str) -> ImageRecord | None:
+        """The highest-numbered image of (fleet, role)."""
+        ...
+
+    def all(self, fleet: str, role: str | None = None) -> list[ImageRecord]:
+        """Every image of a fleet (or one role), by role, then number."""
+        ...
+
+
+class ReleaseStore(Protocol):
+    """The numbered releases of each fleet; at most one is active."""
+
+    def start(
+        self, fleet: str, kind: str, roles: Mapping[str, Any], source: int | None = None
+    ) -> ReleaseRecord:
+        """Record a deploying release with the fleet's next number (ValueError if
+        ``kind``, ``source`` or ``roles`` is wrong)."""
+        ...
+
+    def finish(
+        self,
+        release_id: int,
+        status: str,
+        message: str | None = None,
+        failure: Mapping[str, Any] | None = None,
+    ) -> ReleaseRecord:
+        """End a deploying release; an active one supersedes the fleet's previous one."""
+        ...
+
+    def sweep_stale(self, fleet: str) -> list[ReleaseRecord]:
+        """Abort the fleet's deploying releases of this host whose process died."""
+        ...
+
+    def active(self, fleet: str) -> ReleaseRecord | None:
+        """The fleet's active release."""
+        ...
+
+    def get(self, fleet: str, number: int) -> ReleaseRecord | None:
+        """Release ``number`` of ``fleet``."""
+        ...
+
+    def predecessor(self, fleet: str, number: int, statuses: Sequence[str]) -> ReleaseRecord | None:
+        """The newest release below ``number`` whose status is one of ``statuses``."""
+        ...
+
+    def recent(self, fleet: str, limit: int = 50) -> list[ReleaseRecord]:
+        """The newest ``limit`` releases of a fleet, oldest first."""
+        ...
+
+    def numbers(self, fleet: str, statuses: Collection[str]) -> set[int]:
+        """The numbers of the fleet's releases whose status is one of ``statuses``."""
+        ...
+
+    def with_status(self, fleet: str, statuses: Collection[str]) -> list[ReleaseRecord]:
+        """Every release of a fleet whose status is one of ``statuses``, oldest first."""
+        ...
+
+    def numbered(self, fleet: str, numbers: Collection[int]) -> list[ReleaseRecord]:
+        """The releases of a fleet with those numbers (unknown ones left out), oldest first."""
+        ...
+
+
+class InstanceStore(Protocol):
+    """The containers releases started; a name is unique among a fleet's live ones."""
+
+    def record(self, fleet: str, name: str, role: str, release: int, image_id: str) -> None:
+        """Record a live instance; the same live one again is a no-op."""
+        ...
+
+    def retire(self, fleet: str, name: str, outcome: str) -> None:
+        """Retire the live instance ``name``; an unknown name is a no-op."""
+        ...
+
+    def all(self, fleet: str, live_only: bool = True) -> list[InstanceRecord]:
+        """The fleet's live (or all) instances, in the order recorded."""
+        ...
+
+
+class TestRunStore(Protocol):
+    """The append-only results of ``corral test``, bound to image digests."""
+
+    def record(
+        self,
+        fleet: str,
+        role: str,
+        image_id: str,
+        image_digest: str,
+        image_version: str,
+        outcome: str,
+        checks: Sequence[Mapping[str, Any]],
+        seconds: float,
+        log_excerpt: str,
+        user: str | None = None,
+        *,
+        test_key: str,
+    ) -> TestRunRecord:
+        """Append one run, scrubbed (ValueError if a value is malformed)."""
+        ...
+
+    def latest(
+        self, fleet: str, role: str, image_digest: str | None = None
+    ) -> TestRunRecord | None:
+        """The newest run of (fleet, role), of ``image_digest`` if given."""
+        ...
+
+    def for_key(
+        self, fleet: str, role: str, image_digest: str, test_key: str
+    ) -> TestRunRecord | None:
+        """The newest run of exactly ``image_digest`` under ``test_key`` (the deploy gate)."""
+        ...
+
+    def standing_pass(self, fleet: str, role: str, image_digest: str) -> TestRunRecord | None:
+        """The newest pass of ``image_digest`` that no later run of its key failed."""
+        ...
+
+    def recent(self, fleet: str, role: str | None = None, limit: int = 50) -> list[TestRunRecord]:
+        """The newest ``limit`` runs of a fleet (or one role), oldest first."""
+        ...
+
+
+class AuditStore(Protocol):
+    """The append-only audit log: when, who, what, target, outcome."""
+
+    def record(
+        self,
+        fleet: str,
+        action: str,
+        target: str,
+        outcome: str,
+        details: Mapping[str, Any] | None = None,
+        user: str | None = None,
+    ) -> AuditEntry:
+        """Append one entry, secrets scrubbed."""
+        ...
+
+    def recent(
+        self, fleet: str | None = None, limit: int = 100, action: str | None = None
+    ) -> list[AuditEntry]:
+        """The newest ``limit`` entries, optionally filtered; newest last."""
+        ...
+
+
+class ReplacementStore(Protocol):
+    """How long stop-first replacements (roles with a single-writer volume) left a role
+    unavailable: what ``corral plan`` shows as the next outage."""
+
+    def record(self, fleet: str, role: str, release: int, unavailable_s: float) -> None:
+        """Record one replacement (ValueError if ``unavailable_s`` is negative)."""
+        ...
+
+    def last_unavailable(self, fleet: str) -> dict[str, float]:
+        """Per role, the outage of its newest replacement, in seconds."""
+        ...
+
+
+class HeldLock(Protocol):
+    """A lock this process holds: what the block of :meth:`LockStore.hold` receives."""
+
+    @property
+    def holder(self) -> LockHolder:
+        """The record this process wrote when it took the lock."""
+        ...
+
+    def check(self) -> None:
+        """Raise :class:`~corral.errors.LockedError` if the lock was lost: this process
+        stalled past its lease and another took it. A long task calls it between steps
+        (the deploy journal, at each step) so it never acts without the lock."""
+        ...
+
+
+class LockStore(Protocol):
+    """Named exclusive locks (``deploy``, ``build``) that name their holder.
+
+    A lock is a lease: its holder renews it while it works, and another process may take
+    it only once the lease has run out (see :mod:`corral.state.lock` for the rules)."""
+
+    def hold(
+        self, name: str, wait: float = 0.0, purpose: str = ""
+    ) -> AbstractContextManager[HeldLock]:
+        """Hold lock ``name`` for the block, trying for ``wait`` seconds.
+
+        Raises:
+            LockedError: someone else holds it; the message and ``holder`` name them.
+            ValueError: ``name`` is not a plain word.
+        """
+        ...
+
+    def holder(self, name: str) -> LockHolder | None:
+        """Who holds lock ``name`` now, or None if it is free (or its lease ran out)."""
+        ...

@@ -21,9 +21,16 @@ from pathlib import Path
 import pytest
 
 from corral.engines.base import Engine
-from corral.engines.capabilities import Capability, NotSupportedError
-from corral.engines.values import ContainerInfo, ContainerSpec, EngineEvent, Mount, PortMapping
-from corral.errors import EngineError
+from corral.engines.capabilities import Capability
+from corral.engines.values import (
+    ContainerInfo,
+    ContainerSpec,
+    EngineEvent,
+    Mount,
+    PodSpec,
+    PortMapping,
+)
+from corral.errors import EngineError, NotSupportedError
 
 FLEET = "io.corral.fleet"
 KIND = "io.corral.kind"
@@ -246,6 +253,33 @@ class NetworksContract:
             contract.engine.remove_network(net)
         found = contract.engine.inspect(info.name)
         assert found is not None and found.state == "running"
+
+
+class PodsContract:
+    """Pods: containers join one, keep its network while they come and go, are renamed
+    in it, and go with it."""
+
+    def test_a_pod_outlives_its_containers_and_takes_them_with_it(self, contract: Harness) -> None:
+        engine, pod = contract.engine, contract.name("pod")
+        if Capability.PODS not in engine.capabilities:
+            with pytest.raises(NotSupportedError):
+                engine.create_pod(PodSpec(pod, contract.labels()))
+            return
+        net = contract.name("net")
+        engine.ensure_network(net, contract.labels())
+        engine.create_pod(PodSpec(pod, contract.labels(kind="pod"), network=net))
+        try:
+            first = contract.start("edge-1", pod=pod)
+            contract.engine.remove(first.name)  # the pod stays: a second one joins it
+            second = contract.start("edge-next", pod=pod)
+            engine.rename(second.name, contract.name("edge"))
+            renamed = engine.inspect(contract.name("edge"))
+            assert renamed is not None and renamed.state == "running"
+            assert engine.inspect(second.name) is None
+        finally:
+            engine.remove_pod(pod)
+        assert engine.inspect(contract.name("edge")) is None  # it went with its pod
+        engine.remove_pod(pod)  # absent: fine
 
 
 class VolumesContract:

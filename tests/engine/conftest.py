@@ -57,6 +57,7 @@ def cleanup_fleet(fleet_name: str) -> Iterator[str]:
     _remove(["rm", "--force"], _ids("ps", "--all", "--quiet", "--filter", label))
     _remove(["rmi", "--force"], _ids("images", "--quiet", "--filter", label))
     _remove(["rmi", "--force"], _repo_tags(fleet_name))
+    _remove(["pod", "rm", "--force"], _ids("pod", "ps", "--quiet", "--filter", label))
     _remove(["network", "rm", "--force"], _ids("network", "ls", "--quiet", "--filter", label))
     _remove(["volume", "rm", "--force"], _ids("volume", "ls", "--quiet", "--filter", label))
     secrets = _ids("secret", "ls", "--noheading", "--format", "{{.Name}}")

@@ -18,6 +18,7 @@ from tests.contract_suite import (
     ImagesContract,
     IntrospectionContract,
     NetworksContract,
+    PodsContract,
     RuntimeContract,
     VolumesContract,
 )
@@ -37,6 +38,9 @@ class TestRuntime(RuntimeContract): ...
 
 
 class TestNetworks(NetworksContract): ...
+
+
+class TestPods(PodsContract): ...
 
 
 class TestVolumes(VolumesContract): ...

@@ -16,7 +16,7 @@ from corral.deploy.edge import EDGE_GID, EDGE_UID, Edge
 from corral.deploy.scope import Scope
 from corral.engines.base import ContainerInfo
 from corral.engines.fake import FakeEngine
-from corral.engines.podman import run_args
+from corral.engines.podman import pod_args
 from corral.errors import EngineError, StateError
 from tests.unit.builders import role_release
 
@@ -113,8 +113,9 @@ def test_the_edge_asks_again_at_once_for_an_address_given_to_a_new_instance(
     edge: Edge, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Linux's defaults kept a replaced instance's MAC address for a reused address for
-    5-10 s, in which HAProxy's checks of the new instance timed out (issue 15)."""
-    spec = edge._spec(DESIRED, "img-edge")
+    5-10 s, in which HAProxy's checks of the new instance timed out (issue 15). The
+    settings are the edge's pod's: its containers share the pod's network namespace."""
+    spec = edge._pod_spec(DESIRED)
     neigh = "net.ipv4.neigh.eth0."
     assert spec.sysctls[neigh + "base_reachable_time_ms"] == "1000"
     assert spec.sysctls[neigh + "delay_first_probe_time"] == "0"
@@ -123,7 +124,7 @@ def test_the_edge_asks_again_at_once_for_an_address_given_to_a_new_instance(
         <= 100
     )  # at most 100 ms of unicast asking before the broadcast
     assert int(spec.sysctls[neigh + "mcast_resolicit"]) > 0
-    assert f"--sysctl={neigh}delay_first_probe_time=0" in run_args(spec)
+    assert f"--sysctl={neigh}delay_first_probe_time=0" in pod_args(spec)
     new = edge.config_hash(DESIRED, "img-edge")
     monkeypatch.setattr(edge_module, "EDGE_SYSCTLS", {})  # an edge of an older corral
     assert edge.config_hash(DESIRED, "img-edge") != new

@@ -19,6 +19,7 @@ from tests.contract_suite import (
     ImagesContract,
     IntrospectionContract,
     NetworksContract,
+    PodsContract,
     RuntimeContract,
     VolumesContract,
     unique_fleet,
@@ -40,6 +41,9 @@ class TestRuntime(RuntimeContract): ...
 
 
 class TestNetworks(NetworksContract): ...
+
+
+class TestPods(PodsContract): ...
 
 
 class TestVolumes(VolumesContract): ...

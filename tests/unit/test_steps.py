@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corral.deploy.observe import Instance
-from corral.deploy.plan import EdgePlan, Observed, plan_deploy, plan_edge_replace
+from corral.deploy.plan import (
+    EdgePlan,
+    EdgeReplacement,
+    Observed,
+    plan_deploy,
+    plan_edge_replace,
+)
 from corral.deploy.scope import Scope
 from corral.deploy.steps import (
     Action,
@@ -275,7 +281,7 @@ def test_an_edge_replacement_checks_then_takes_in_exactly_the_instances_it_serve
     ]
     observed = Observed([serving, *others], set(), {1}, set(), NOW)
     desired = {"web": web, "worker": worker}
-    plan = plan_edge_replace(SCOPE, desired, observed, "img-edge", reload=False)
+    plan = plan_edge_replace(SCOPE, desired, observed, "img-edge", EdgeReplacement.NEW_POD)
     assert plan.edge.action == "replace" and plan.edge.image == "img-edge"
     assert [(s.action, s.instance) for s in plan.edge.checks] == [(Action.CHECK, serving.name)]
     assert [(s.action, s.instance, s.timeout) for s in plan.edge.servers] == [
@@ -284,5 +290,11 @@ def test_an_edge_replacement_checks_then_takes_in_exactly_the_instances_it_serve
     assert plan.desired == desired and plan.waves == ()  # no role changes
     assert json.loads(json.dumps(plan.to_dict()))["edge"]["servers"][0]["action"] == "add"
 
-    reload = plan_edge_replace(SCOPE, desired, observed, "img-edge", reload=True)
+    reload = plan_edge_replace(SCOPE, desired, observed, "img-edge", EdgeReplacement.RELOAD)
     assert reload.edge.action == "reload" and not reload.edge.checks and not reload.edge.servers
+
+    # A new image in the same pod: the same checks, then the new container takes over the
+    # old one's sockets and servers, so none is added one by one.
+    over = plan_edge_replace(SCOPE, desired, observed, "img-edge", EdgeReplacement.HAND_OVER)
+    assert over.edge.action == "hand-over" and over.edge.servers == ()
+    assert [(s.action, s.instance) for s in over.edge.checks] == [(Action.CHECK, serving.name)]

@@ -345,12 +345,19 @@ def edge() -> None:
 @common_options
 def edge_replace(opts: Options, wait: float) -> None:
     """Bring the edge to the active release: a reload in place when its image and ports
-    are unchanged (no connection refused), else a new container (about a second)."""
+    are unchanged, a new container taking over the open ports for a new image (neither
+    refuses a connection), else a new pod (its ports closed for about a second)."""
     with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
         done = app.replace_edge(opts.file, progress=progress, wait=wait)
-    how = "configuration reloaded in place" if done.reloaded else "new container"
+    how = (
+        "configuration reloaded in place"
+        if done.reloaded
+        else "new container, took over the open ports"
+        if done.handed_over
+        else "new pod, its ports were closed for about a second"
+    )
     opts.emit(
-        {"edge_image": done.image, "reloaded": done.reloaded},
+        {"edge_image": done.image, "reloaded": done.reloaded, "handed_over": done.handed_over},
         lambda out: out.print(f"edge replaced ({how}, image {done.image[:12]})", markup=False),
     )
 

@@ -162,7 +162,11 @@ class Executor:
             for s in plan.edge.checks
         ]
         check_from_outside(targets)
-        self.progress.step("edge", "replacing the edge container (a short interruption)")
+        if plan.edge.action == "hand-over":
+            self.progress.step("edge", "a new edge container takes over the open ports")
+            edge.hand_over(desired, image)
+            return
+        self.progress.step("edge", "replacing the edge's pod (its ports refuse connections ~1 s)")
         self.engine.ensure_network(self.scope.network, self.scope.labels("network"))
         edge.start(desired, image)
         failed: list[str] = []

@@ -5,7 +5,16 @@ time through the admin socket, so deploys never restart the edge. HAProxy runs a
 and a worker: a new configuration is loaded in place (``reload``), the master handing the
 listening sockets to a new worker while the old one finishes its requests, so changing the
 configuration refuses no connection. Only a new image or new published ports need a new
-container (``corral edge replace``). The configuration and the
+container (``corral edge replace``).
+
+The edge's network namespace is a pod's (``<prefix>-edge-pod``): the pod holds the fleet
+network, the published ports and the sysctls, and outlives the HAProxy container in it. A
+new image or uid is a new container in the same pod that takes the old one's listening
+sockets (``-x`` on the shared admin socket, which ``expose-fd listeners`` offers) while
+the old one still serves; once the new one answers, the old one soft-stops (SIGUSR1: it
+finishes its requests) and is removed: no connection is refused. Only a change of what the
+pod holds (ports, their address, sysctls), or an edge from before pods, needs a new pod, and
+then the port refuses connections for about a second. The configuration and the
 socket live on the host in a short path under /run/corral (a Unix socket path must stay
 under 108 bytes) and are mounted into the edge container.
 
@@ -28,6 +37,7 @@ import pwd
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +48,29 @@ from corral.deploy.observe import pick
 from corral.deploy.plan import EdgePlan
 from corral.deploy.scope import LABEL, Scope
 from corral.deploy.steps import EdgeServer
-from corral.edge.config import EMPTY_STATE, Frontend, StaticServer, render_haproxy_cfg
-from corral.edge.runtime import AdminState, RuntimeAPI, ServerState, reload_master, worker_pid
-from corral.engines.base import ContainerInfo, ContainerSpec, Engine, Mount, PortMapping
+from corral.edge.config import (
+    EMPTY_STATE,
+    NODE_ENV,
+    Frontend,
+    StaticServer,
+    render_haproxy_cfg,
+)
+from corral.edge.runtime import (
+    AdminState,
+    RuntimeAPI,
+    ServerState,
+    reload_master,
+    worker_pid,
+    worker_view,
+)
+from corral.engines.base import (
+    ContainerInfo,
+    ContainerSpec,
+    Engine,
+    Mount,
+    PodSpec,
+    PortMapping,
+)
 from corral.engines.capabilities import Capability, require
 from corral.errors import EngineError, GateError, NotFoundError, StateError
 from corral.hostfiles import private_dir, read_private, write_private
@@ -58,6 +88,12 @@ CHECK_MAP = "checks.map"  # every server's HTTP check path, by server name
 STATE_FILE = "servers.state"  # the servers' states, dumped just before a reload
 HASH_FILE = "config-hash"  # the hash of the configuration the edge runs now
 MODE = "master-worker"  # part of the frame: an edge started otherwise cannot reload
+POD_HASH = LABEL + "pod-hash"  # on the edge container: what its pod holds
+NEXT = "-next"  # the name a new edge container has while it takes over from the old one
+SOFT_STOP = "SIGUSR1"  # HAProxy's graceful stop: it closes its listeners, finishes requests
+# How long an old edge container may take to finish its requests after the new one took
+# its sockets (the server timeout is 30 s), before it is killed.
+SOFT_STOP_TIMEOUT = 35
 PRIVILEGED_PORTS = 1024  # ports below it need CAP_NET_BIND_SERVICE to bind
 # HAProxy's uid and gid, the same in every edge: in the range 65520-65533 that neither
 # Debian (65000-65533 reserved) nor systemd (dynamic users end at 65519) hands out. Not the
@@ -186,6 +222,9 @@ class Edge:
             return f"http://{self.address}:{port}/"
         current = self.container()
         address = self.engine.probe_address(current, self.scope.network) if current else None
+        if current is not None and not address:  # a listing may leave out a pod's network
+            found = self.engine.inspect(current.name)
+            address = self.engine.probe_address(found, self.scope.network) if found else None
         return f"http://{address}:{port}/"
 
     @property
@@ -238,6 +277,20 @@ class Edge:
         material = f"{image_id}|ports={ports}@{host}|uid={EDGE_UID}:{EDGE_GID}|{MODE}|{sysctls}"
         return hashlib.sha256(material.encode()).hexdigest()[:16]
 
+    def pod_hash(self, desired: Desired) -> str:
+        """What only a new pod changes: the published ports and their address, the
+        network and its kernel settings. The rest of the frame a new container changes,
+        taking over the pod's open sockets."""
+        ports = ",".join(str(fe.bind_port) for fe in frontends(desired))
+        sysctls = ",".join(f"{k}={v}" for k, v in sorted(EDGE_SYSCTLS.items()))
+        host = self.address if self.publish else ""
+        material = f"pod|ports={ports}@{host}|net={self.scope.network}|{sysctls}"
+        return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+    @property
+    def pod_name(self) -> str:
+        return f"{self.scope.edge_name}-pod"
+
     def config_hash(self, desired: Desired, image_id: str) -> str:
         """The frame and the configuration: when only the latter differs, a reload does."""
         material = f"{self.render(desired)}{self.frame_hash(desired, image_id)}"
@@ -251,9 +304,13 @@ class Edge:
             return current.labels.get(LABEL + "config-hash")
 
     def container(self, listing: Iterable[ContainerInfo] | None = None) -> ContainerInfo | None:
-        """The edge container; ``listing``: the scope's containers listed already."""
+        """The edge container; ``listing``: the scope's containers listed already.
+
+        While one container takes over from another (or after a take-over was cut short)
+        there are two: the running one of the edge's own name comes first."""
         labels = self.scope.labels(KIND_EDGE)
         found = self.engine.list_containers(labels) if listing is None else pick(listing, labels)
+        found = sorted(found, key=lambda c: (c.state != "running", c.name != self.scope.edge_name))
         return found[0] if found else None
 
     def observe(
@@ -276,9 +333,17 @@ class Edge:
             return EdgePlan("none", "", image)
         if current.labels.get(LABEL + "frame-hash") == self.frame_hash(desired, image_id):
             return EdgePlan("reload", "the health checks of a public role changed", image)
+        if current.labels.get(POD_HASH) == self.pod_hash(desired):
+            return EdgePlan(
+                "replace-needed",
+                "the edge image or its uid changed; run: corral edge replace (a new "
+                "container takes over the open ports: no connection is refused)",
+                image,
+            )
         return EdgePlan(
             "replace-needed",
-            "public ports, the edge image or its uid changed; run: corral edge replace",
+            "public ports or their address changed; run: corral edge replace (a new pod: "
+            "the ports refuse connections for about a second)",
             image,
         )
 
@@ -295,18 +360,40 @@ class Edge:
         }
 
     def start(self, desired: Desired, image_id: str) -> ContainerInfo:
-        """(Re)create the edge container; servers are added afterwards by ``sync``.
+        """(Re)create the edge's pod and container; servers are added afterwards.
+
+        The ports are closed from the old container's removal until the new HAProxy
+        listens (about a second): ``hand_over`` avoids that when the pod can stay.
 
         Raises:
-            NotSupportedError: corral cannot reach a container's socket on this engine.
+            NotSupportedError: the engine has no pods, or corral cannot reach a
+                container's socket on it.
         """
         require(self.engine, Capability.HOST_SOCKETS, "the edge's admin socket")
+        require(self.engine, Capability.PODS, "the edge's take-over of its open ports")
         self.remove()
         self.close()
         self.prepare_folder(desired, image_id)
+        self.engine.create_pod(self._pod_spec(desired))
         info = self.engine.start(self._spec(desired, image_id))
         self._wait_for_socket()
         return info
+
+    def _pod_spec(self, desired: Desired) -> PodSpec:
+        ports = (
+            tuple(
+                PortMapping(fe.bind_port, fe.bind_port, self.address) for fe in frontends(desired)
+            )
+            if self.publish
+            else ()
+        )
+        return PodSpec(
+            name=self.pod_name,
+            labels=self.scope.labels(KIND_EDGE + "-pod"),
+            network=self.scope.network,
+            ports=ports,
+            sysctls=EDGE_SYSCTLS,
+        )
 
     def close(self) -> None:
         """Close the runtime API's connection: the next command reaches the current worker."""
@@ -357,20 +444,28 @@ class Edge:
             os.chown(cfg / name, -1, EDGE_GID, follow_symlinks=False)
             os.chmod(cfg / name, CONFIG_FILE_MODE)
 
-    def _spec(self, desired: Desired, image_id: str) -> ContainerSpec:
+    def _spec(
+        self,
+        desired: Desired,
+        image_id: str,
+        name: str | None = None,
+        take_over: bool = False,
+        node: str | None = None,
+    ) -> ContainerSpec:
+        """The HAProxy container, in the edge's pod; ``take_over``: it starts with the
+        listening sockets of the HAProxy running in the pod now (``-x``); ``node``: the
+        name its HAProxy gives in ``show info`` (default: the container's)."""
         role = edge_role()
+        name = name or self.scope.edge_name
         labels = {
             **self.scope.labels(KIND_EDGE),
             LABEL + "config-hash": self.config_hash(desired, image_id),
             LABEL + "frame-hash": self.frame_hash(desired, image_id),
+            POD_HASH: self.pod_hash(desired),
         }
-        ports = (
-            tuple(
-                PortMapping(fe.bind_port, fe.bind_port, self.address) for fe in frontends(desired)
-            )
-            if self.publish
-            else ()
-        )
+        command = role.run.command
+        if take_over:
+            command = (*command, "-x", f"{SOCKET_IN_CONTAINER}/{SOCKET_NAME}")
         mounts = (
             Mount(str(self.folder / "cfg"), CONFIG_IN_CONTAINER, read_only=True),
             self._socket_mount(),
@@ -379,16 +474,16 @@ class Edge:
         # under 1024 needs this one capability, and nothing else ever does.
         low = any(fe.bind_port < PRIVILEGED_PORTS for fe in frontends(desired))
         return ContainerSpec(
-            name=self.scope.edge_name,
+            name=name,
             image=image_id,
-            command=role.run.command,
+            command=command,
             user=f"{EDGE_UID}:{EDGE_GID}",  # the owner of the socket folder, nobody else
+            env={NODE_ENV: node or name},  # how "show info" tells two edges in one pod apart
             labels=labels,
-            network=self.scope.network,
-            ports=ports,
+            pod=self.pod_name,  # network, ports and sysctls are the pod's
+            stop_signal=SOFT_STOP,
             mounts=mounts,
             cap_add=("NET_BIND_SERVICE",) if low else (),
-            sysctls=EDGE_SYSCTLS,
             memory=role.resources.memory,
             cpus=role.resources.cpus,
             pids_limit=role.resources.pids,
@@ -488,6 +583,93 @@ class Edge:
             log=self.engine.logs(self.scope.edge_name).splitlines()[-20:],
         )
 
+    # -- a new container taking over the open ports -------------------------------------------
+    def can_hand_over(self, desired: Desired) -> bool:
+        """Whether a new container can take over from the running edge in its pod: the
+        pod holds ``desired``'s ports, address and sysctls, and the admin socket is open."""
+        current = self.container()
+        return (
+            current is not None
+            and current.state == "running"
+            and (self.folder / "sock" / SOCKET_NAME).exists()
+            and current.labels.get(POD_HASH) == self.pod_hash(desired)
+        )
+
+    def hand_over(self, desired: Desired, image_id: str, timeout: float = 15.0) -> None:
+        """Replace the running edge container by one of ``image_id`` in the same pod; no
+        connection is refused.
+
+        The new HAProxy starts with the old one's servers (as a reload does) and takes
+        its listening sockets through the shared admin socket (``-x``), so both accept
+        on the same sockets for a moment. Once the new one answers with every server
+        that was healthy seen healthy by its own checks, the old one soft-stops: it
+        closes its copies of the sockets, finishes its requests and exits. The new
+        container then gets the edge's own name.
+
+        Raises:
+            EngineError: the new container did not start or serve within ``timeout``
+                seconds; it is removed and the old one keeps serving.
+        """
+        old = self.container()
+        if old is None:
+            raise EngineError("there is no running edge to take over from")
+        name = (
+            self.scope.edge_name + NEXT
+            if old.name == self.scope.edge_name
+            else self.scope.edge_name
+        )
+        self.engine.remove(name)  # left by a take-over that was cut short
+        cfg = self.folder / "cfg"
+        files = (CHECK_MAP, STATE_FILE, "haproxy.cfg")
+        before = {file: read_private(cfg / file) for file in files}
+        paths = self._check_paths()
+        servers, healthy = self._carried_servers(desired, paths)
+        check_map = "".join(f"{n} {path}\n" for n, path in sorted(paths.items()))
+        state = self.api.command("show servers state") + "\n"
+        self._write_config(self.render(desired, servers), check_map.encode(), state.encode())
+        # A node name of its own: after a take-over the container is renamed, but its
+        # HAProxy keeps the name it started with, which the next take-over's would match.
+        node = f"{name}-{uuid.uuid4().hex[:8]}"
+        try:
+            self.engine.start(self._spec(desired, image_id, name, take_over=True, node=node))
+            self._wait_serving(node, name, healthy, timeout)
+        except EngineError:
+            with contextlib.suppress(EngineError):
+                self.engine.remove(name)
+            self._write_config(
+                before["haproxy.cfg"].decode(), before[CHECK_MAP], before[STATE_FILE]
+            )
+            raise
+        self.close()
+        self.engine.stop(old.name, timeout=SOFT_STOP_TIMEOUT)  # SIGUSR1: a soft stop
+        self.engine.remove(old.name)
+        if name != self.scope.edge_name:
+            self.engine.rename(name, self.scope.edge_name)
+        write_private(cfg / HASH_FILE, self.config_hash(desired, image_id).encode())
+
+    def _wait_serving(
+        self, node: str, container: str, healthy: Sequence[tuple[str, str]], timeout: float
+    ) -> None:
+        """Wait until the HAProxy named ``node`` (in ``container``) answers on the shared
+        admin socket and sees every server in ``healthy`` healthy. Each look is a new
+        connection: the kernel hands it to either process."""
+        backends = sorted({backend for backend, _ in healthy})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.close()
+            with contextlib.suppress(EngineError):
+                answered, states = worker_view(self.api, backends)
+                if answered == node and all(
+                    key in states and states[key].healthy for key in healthy
+                ):
+                    return
+            time.sleep(0.01)
+        raise EngineError(
+            f"the new edge container {container} did not serve every healthy server within "
+            f"{timeout:g}s; the old one keeps serving",
+            log=self.engine.logs(container).splitlines()[-20:],
+        )
+
     def _wait_all_healthy(self, servers: Sequence[tuple[str, str]], timeout: float) -> None:
         down = [f"{b}/{n}" for b, n in servers if not self.api.wait_healthy(b, n, timeout)]
         if down:
@@ -504,17 +686,20 @@ class Edge:
                 return
             except EngineError:
                 time.sleep(0.1)
-        logs = self.engine.logs(self.scope.edge_name)
         raise EngineError(
-            f"the edge did not open its admin socket within {timeout:g}s",
-            log=logs.splitlines()[-20:],
+            f"the edge did not open its admin socket within {timeout:g}s", log=self._logs()
         )
 
-    def remove(self, forget: bool = False) -> None:
-        """Remove the edge container; ``forget`` also removes its runtime folder."""
+    def _logs(self) -> list[str]:
         current = self.container()
-        if current is not None:
+        name = current.name if current is not None else self.scope.edge_name
+        return self.engine.logs(name).splitlines()[-20:]
+
+    def remove(self, forget: bool = False) -> None:
+        """Remove the edge's containers and pod; ``forget`` also removes its runtime folder."""
+        for current in self.engine.list_containers(self.scope.labels(KIND_EDGE)):
             self.engine.remove(current.name)
+        self.engine.remove_pod(self.pod_name)
         if forget:
             shutil.rmtree(self.folder, ignore_errors=True)
 

@@ -14,6 +14,7 @@ starts, so two instances never mount that volume at once.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -100,7 +101,8 @@ def _change(change: Change) -> dict[str, str]:
 @dataclass(frozen=True)
 class EdgePlan:
     """What happens to the edge: none | create | start | reload | replace-needed, or, in
-    ``corral edge replace``'s plan, replace (a new container)."""
+    ``corral edge replace``'s plan, hand-over (a new container in the pod) or replace (a
+    new pod)."""
 
     action: str
     reason: str = ""
@@ -333,33 +335,45 @@ def edge_timeout(rr: RoleRelease) -> float:
     return max(5.0, rr.health.retries * rr.health.interval)
 
 
+class EdgeReplacement(enum.Enum):
+    """How ``corral edge replace`` brings the edge to the new configuration or image."""
+
+    RELOAD = "reload"  # same image, ports, uid and master: the running edge reloads
+    HAND_OVER = "hand-over"  # a new image or uid: a new container takes over the sockets
+    NEW_POD = "replace"  # new ports or address: a new pod (its ports refuse for ~1 s)
+
+
 def plan_edge_replace(
-    scope: Scope, desired: Desired, observed: Observed, image: str, reload: bool
+    scope: Scope, desired: Desired, observed: Observed, image: str, how: EdgeReplacement
 ) -> Plan:
     """``corral edge replace`` as a plan: the edge, and nothing else, brought to ``desired``.
 
-    With ``reload`` (same image, ports, uid and master: the running edge can take the new
-    configuration) it is reloaded in place. Otherwise a new container replaces it: first
-    every instance the edge sends requests to (running, of a good release, with
-    ``desired``'s configuration of a public role) is checked from outside as the new edge
-    will check it, then the new edge starts and takes each of them in.
+    ``RELOAD``: the running edge is reloaded in place. Otherwise every instance the edge
+    sends requests to (running, of a good release, with ``desired``'s configuration of a
+    public role) is first checked from outside as the new edge will check it; then, with
+    ``HAND_OVER``, a new container in the same pod takes over the open sockets and the old
+    one's servers; with ``NEW_POD``, a new pod starts and takes each instance in.
     """
     roles = tuple(
         RolePlan(rr.role, rr.deploy.strategy, rr.image_version, rr.replicas, release=rr)
         for _, rr in sorted(desired.items())
     )
-    if reload:
+    if how is EdgeReplacement.RELOAD:
         edge = EdgePlan("reload", "the running edge takes the new configuration", image)
         return Plan(scope.fleet, roles, (), edge, ensure_network=False, release=0)
     serving = [i for i in observed.instances if _behind_edge(i, desired, observed)]
     checks = tuple(
         Step(Action.CHECK, i.role, i.name, i.version, "the new edge will check it") for i in serving
     )
+    if how is EdgeReplacement.HAND_OVER:
+        why = "a new image or uid: a new container takes over the open ports and the servers"
+        edge = EdgePlan("hand-over", why, image, checks)
+        return Plan(scope.fleet, roles, (), edge, ensure_network=False, release=0)
     servers = tuple(
         Step(Action.ADD, i.role, i.name, i.version, "served by the old edge", timeout=30.0)
         for i in serving
     )
-    why = "a new image, new published ports or a new uid need a new container"
+    why = "new published ports or a new address need a new pod"
     edge = EdgePlan("replace", why, image, checks, servers)
     return Plan(scope.fleet, roles, (), edge, ensure_network=True, release=0)
 

@@ -25,7 +25,7 @@ from corral.deploy.orchestrate import next_release as next_release
 from corral.deploy.orchestrate import no_check as no_check
 from corral.deploy.orchestrate import rollback as rollback
 from corral.deploy.orchestrate import verify as verify
-from corral.deploy.plan import Plan, plan_deploy, plan_edge_replace
+from corral.deploy.plan import EdgeReplacement, Plan, plan_deploy, plan_edge_replace
 from corral.deploy.resolve import bake_edge, edge_image, resolve_desired
 from corral.deploy.secrets import stamped
 from corral.errors import CorralError, UsageError
@@ -69,18 +69,21 @@ def plan(ctx: Context, roles: Sequence[str] = ()) -> PlanResult:
 @dataclass(frozen=True)
 class EdgeReplaced:
     """What ``corral edge replace`` did: the edge's image, and whether it was reloaded in
-    place (no connection refused) or started as a new container."""
+    place or handed over to a new container in the same pod (no connection refused
+    either way), or started in a new pod."""
 
     image: str
     reloaded: bool
+    handed_over: bool = False  # a new container took over the open ports: none refused
 
 
 def replace_edge(ctx: Context) -> EdgeReplaced:
     """Bring the edge to the active release's configuration and the current edge image.
 
     When only the configuration changed (or nothing did), the running edge reloads it in
-    place and no connection is refused. A new image or new ports need a new container:
-    before the old one goes, every instance the edge will send requests to must pass the
+    place; a new image or uid is a new container that takes over the pod's open sockets:
+    no connection is refused either way. New ports or a new address need a new pod. Before
+    a new container serves, every instance the edge will send requests to must pass the
     check it will get there, from outside; if one does not, the old edge keeps serving.
 
     Raises:
@@ -105,20 +108,29 @@ def replace_edge(ctx: Context) -> EdgeReplaced:
             {"image": image, "error": exc.message},
         )
         raise
-    details = {"image": image, "reloaded": replaced.reloaded}
+    details = {"image": image, "reloaded": replaced.reloaded, "handed_over": replaced.handed_over}
     ctx.state.record_audit(ctx.scope.fleet, "edge-replace", "edge", "ok", details)
     return replaced
 
 
 def _replace_edge(ctx: Context, desired: Desired, image: str) -> EdgeReplaced:
     observed = observe_fleet(ctx, desired, None)
-    reload = ctx.edge.can_reload(desired, image)
-    plan = plan_edge_replace(ctx.scope, desired, observed, image, reload)
+    if ctx.edge.can_reload(desired, image):
+        how = EdgeReplacement.RELOAD
+    elif ctx.edge.can_hand_over(desired):
+        how = EdgeReplacement.HAND_OVER
+    else:
+        how = EdgeReplacement.NEW_POD
+    plan = plan_edge_replace(ctx.scope, desired, observed, image, how)
     executor = Executor(
         ctx.engine, ctx.scope, Journal(ctx.state, ctx.scope.fleet), ctx.progress, ctx.edge
     )
     executor.replace_edge(plan)
-    return EdgeReplaced(image, reloaded=reload)
+    return EdgeReplaced(
+        image,
+        reloaded=how is EdgeReplacement.RELOAD,
+        handed_over=how is EdgeReplacement.HAND_OVER,
+    )
 
 
 def verify_edge_checks(serving: Sequence[tuple[RoleRelease, Instance, str]]) -> None:

@@ -64,6 +64,8 @@ THREADS = 1
 # An old worker gets this long after a reload to finish its requests (the server timeout is
 # 30 s) before it is stopped; until then it holds only the connections it already had.
 HARD_STOP_AFTER = "60s"
+# The environment variable that names an edge container's HAProxy ("node" in "show info").
+NODE_ENV = "CORRAL_EDGE_NODE"
 # A server-state file with no server: its format version alone (an empty one is warned of).
 EMPTY_STATE = b"1\n"
 
@@ -183,8 +185,13 @@ def _global(socket_path: str, state_file: str) -> str:
     # and logs go to stdout for the same reason. "expose-fd listeners" lets the master hand
     # the listening sockets to the next worker on a reload, so no connection is refused.
     # "hard-stop-after" bounds how long an old worker finishes its requests after a reload.
+    # "node" names the process in "show info": while a new edge container takes over the
+    # listening sockets (and the admin socket) of the old one, both answer on them, and
+    # corral tells them apart by the name each container is given (NODE_ENV).
     return (
         "global\n"
+        f"    presetenv {NODE_ENV} corral-edge\n"
+        f'    node "${{{NODE_ENV}}}"\n'
         f"    stats socket {socket_path} mode 600 level admin expose-fd listeners"
         f" backlog {SOCKET_BACKLOG}\n"
         f"    stats maxconn {SOCKET_MAXCONN}\n"

@@ -563,6 +563,43 @@ def worker_pid(api: RuntimeAPI) -> int | None:
     return None
 
 
+def worker_view(
+    api: RuntimeAPI, backends: Sequence[str]
+) -> tuple[str, dict[tuple[str, str], ServerState]]:
+    """What the one worker that takes this connection says, in one round trip: its
+    ``node`` name (``show info``) and the states of ``backends``' servers (without the
+    ``show stat`` columns). Two HAProxy processes sharing a socket (one taking over from
+    the other) answer on it at random: the node name tells which one answered.
+
+    Raises:
+        EngineError: the socket failed or an answer did not parse.
+    """
+    lines = ["show info", *(f"show servers state {_check_backend(b)}" for b in backends)]
+    answers = api.commands(lines)
+    node = next(
+        (
+            v.strip()
+            for k, _, v in (ln.partition(":") for ln in answers[0].splitlines())
+            if k == "node"
+        ),
+        "",
+    )
+    servers: dict[tuple[str, str], ServerState] = {}
+    for backend, line, answer in zip(backends, lines[1:], answers[1:], strict=True):
+        try:
+            for row in _parse_state(line, answer):
+                server = _server(backend, row, {})
+                servers[(backend, server.name)] = server
+        except (KeyError, ValueError) as exc:
+            raise EngineError(f"unexpected answer to {line!r}: {exc}", command=line) from exc
+    return node, servers
+
+
+def _check_backend(name: str) -> str:
+    _check_name(name)
+    return name
+
+
 def reload_master(master_socket: str, timeout: float = 5.0) -> None:
     """Ask HAProxy's master (``-W -S``) to reload: it starts a worker on the configuration
     file as it is now and hands it the listening sockets, and the old worker finishes the

@@ -8,6 +8,8 @@ frozen values of ``corral.engines.values``. An engine finds corral's objects by 
     Runtime        start, stop, remove, inspect, list, logs; resume; one-off containers
     Networks       the fleet's private networks
     Volumes        named data volumes (capability ``volumes``)
+    Pods           network namespaces with open ports that outlive their containers,
+                   and renaming a container in one (capability ``pods``: the edge)
     Introspection  security settings, exec, events, diff (one capability each)
     Access         how corral reaches an instance: the address its health checks use,
                    the testinfra backend URL, where a container's control socket is
@@ -35,6 +37,7 @@ from corral.engines.values import (
     ImageInfo,
     LogSink,
     Mount,
+    PodSpec,
     PortMapping,
     ProbeResult,
     SecurityFacts,
@@ -246,6 +249,29 @@ class Volumes(Protocol):
         raise lacks(self, Capability.VOLUMES)
 
 
+class Pods(Protocol):
+    """Network namespaces that outlive the containers in them (capability ``pods``): one
+    container takes over another's open sockets while the host port stays published."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> frozenset[Capability]: ...
+
+    def create_pod(self, spec: PodSpec) -> None:
+        """Create ``spec``'s pod, holding its network namespace and published ports."""
+        raise lacks(self, Capability.PODS)
+
+    def remove_pod(self, name: str) -> None:
+        """Remove a pod and every container in it; a missing one is not an error."""
+        raise lacks(self, Capability.PODS)
+
+    def rename(self, name: str, new_name: str) -> None:
+        """Give a container (running or not) another name."""
+        raise lacks(self, Capability.PODS)
+
+
 class Introspection(Protocol):
     """Looking at and into a running container: for test environments, never a deploy.
     Each method is a capability of its own."""
@@ -306,7 +332,7 @@ class Access(Protocol):
         return str(Path(mount.source) / socket)
 
 
-class Engine(Images, Runtime, Networks, Volumes, Introspection, Access, Protocol):
+class Engine(Images, Runtime, Networks, Volumes, Pods, Introspection, Access, Protocol):
     """What corral needs from a container engine, and nothing more.
 
     An engine subclasses this (inheriting the defaults), sets ``name`` and lists what it
@@ -333,6 +359,8 @@ __all__ = [
     "Mount",
     "Networks",
     "NotSupportedError",
+    "PodSpec",
+    "Pods",
     "PortMapping",
     "ProbeResult",
     "Runtime",

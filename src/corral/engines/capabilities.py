@@ -38,6 +38,9 @@ class Capability(enum.Enum):
     #: A socket a container makes in a bind-mounted host folder is reachable on corral's
     #: host (the edge's control socket).
     HOST_SOCKETS = "host-sockets"
+    #: Pods: a network namespace, with its published ports, that containers join and
+    #: leave; a container in one can be renamed (the edge's take-over of its sockets).
+    PODS = "pods"
 
     @property
     def ability(self) -> str:
@@ -55,6 +58,7 @@ _ABILITIES = {
     Capability.EVENTS: "report container events",
     Capability.DIFF: "list the files a container changed",
     Capability.HOST_SOCKETS: "reach a container's Unix socket from corral's host",
+    Capability.PODS: "keep a pod whose open ports outlive the containers in it",
 }
 
 

@@ -23,6 +23,7 @@ from corral.engines.values import (
     ImageInfo,
     LogSink,
     Mount,
+    PodSpec,
     ProbeResult,
     SecurityFacts,
 )
@@ -68,6 +69,8 @@ class FakeEngine(Engine):
         self.containers: dict[str, ContainerInfo] = {}
         self.networks: dict[str, Mapping[str, str]] = {}
         self.volumes: dict[str, Mapping[str, str]] = {}
+        self.pods: dict[str, PodSpec] = {}
+        self.pod_of: dict[str, str] = {}  # container name -> the pod it joined
         self.calls: list[tuple[str, str]] = []
         self.builds: list[FakeBuild] = []
         self._ids = itertools.count(1)
@@ -156,6 +159,12 @@ class FakeEngine(Engine):
     def start(self, spec: ContainerSpec) -> ContainerInfo:
         if spec.name in self.containers:
             raise EngineError(f"a container called {spec.name} exists already")
+        network = spec.network
+        if spec.pod is not None:
+            if spec.pod not in self.pods:
+                raise EngineError(f"no pod {spec.pod}")
+            network = self.pods[spec.pod].network
+            self.pod_of[spec.name] = spec.pod
         number = next(self._address_counter)
         address = f"10.88.{number // 250}.{number % 250 + 2}"
         info = ContainerInfo(
@@ -164,7 +173,7 @@ class FakeEngine(Engine):
             spec.image,
             dict(spec.labels),
             "running",
-            {spec.network or "podman": address},
+            {network or "podman": address},
             "",
             volumes=tuple(m.source for m in spec.mounts if not m.source.startswith("/")),
         )
@@ -192,9 +201,31 @@ class FakeEngine(Engine):
             self.calls.append(("stop", name))
 
     def remove(self, name: str) -> None:
+        self.pod_of.pop(name, None)
         self.specs.pop(name, None)
         if self.containers.pop(name, None) is not None:
             self.calls.append(("remove", name))
+
+    def rename(self, name: str, new_name: str) -> None:
+        if new_name in self.containers:
+            raise EngineError(f"a container called {new_name} exists already")
+        info = self.containers.pop(name)
+        self.containers[new_name] = replace(info, name=new_name)
+        if name in self.pod_of:
+            self.pod_of[new_name] = self.pod_of.pop(name)
+        self.calls.append(("rename", f"{name}>{new_name}"))
+
+    def create_pod(self, spec: PodSpec) -> None:
+        if spec.name in self.pods:
+            raise EngineError(f"a pod called {spec.name} exists already")
+        self.pods[spec.name] = spec
+        self.calls.append(("pod", spec.name))
+
+    def remove_pod(self, name: str) -> None:
+        for container in [c for c, pod in self.pod_of.items() if pod == name]:
+            self.remove(container)
+        if self.pods.pop(name, None) is not None:
+            self.calls.append(("remove-pod", name))
 
     def inspect(self, name: str) -> ContainerInfo | None:
         found = self.containers.get(name)

@@ -32,6 +32,7 @@ from corral.engines.values import (
     ImageInfo,
     LogSink,
     Mount,
+    PodSpec,
     ProbeResult,
     SecurityFacts,
 )
@@ -552,6 +553,17 @@ class PodmanEngine(Engine):
             changes += [FileChange(kind, path) for path in data.get(key) or []]
         return changes
 
+    def rename(self, name: str, new_name: str) -> None:
+        self._run("rename", name, new_name)
+
+    # -- pods -------------------------------------------------------------------------
+    def create_pod(self, spec: PodSpec) -> None:
+        self._run("pod", "create", *pod_args(spec), timeout=120)
+
+    def remove_pod(self, name: str) -> None:
+        # Stops its containers within their stop timeouts, as ``remove`` does.
+        self._run("pod", "rm", "--force", "--ignore", name, timeout=120)
+
     # -- networks and volumes ---------------------------------------------------------
     def ensure_network(self, name: str, labels: Mapping[str, str], internal: bool = False) -> None:
         if self._network_exists(name):
@@ -683,12 +695,24 @@ def probe_args(spec: ContainerSpec, dns: Sequence[str] = ()) -> list[str]:
     return [*_container_args(spec, dns), "--entrypoint", entrypoint, spec.image]
 
 
+def pod_args(spec: PodSpec) -> list[str]:
+    """The ``podman pod create`` arguments for ``spec``: its infra container holds the
+    network namespace (network, published ports, sysctls) that its containers join."""
+    args = ["--name", spec.name, "--infra-name", f"{spec.name}-infra", *_label_args(spec.labels)]
+    if spec.network:
+        args += ["--network", spec.network]
+    args += [f"--publish={p.host_ip}:{p.host_port}:{p.container_port}" for p in spec.ports]
+    return args + [f"--sysctl={name}={value}" for name, value in spec.sysctls.items()]
+
+
 def _container_args(spec: ContainerSpec, dns: Sequence[str] = ()) -> list[str]:
     """Everything of ``podman run`` but the image and the command: lockdown first."""
     args = ["--name", spec.name, "--cap-drop", "all", "--stop-timeout", str(spec.stop_timeout)]
     args += [f"--cap-add={cap}" for cap in spec.cap_add]
     if spec.init:
         args.append("--init")
+    if spec.stop_signal:
+        args.append(f"--stop-signal={spec.stop_signal}")
     if spec.read_only:
         args += ["--read-only", "--read-only-tmpfs=false"]
     args += _tmpfs_args(spec)
@@ -717,6 +741,8 @@ def _placement_args(spec: ContainerSpec) -> list[str]:
         args += ["--user", spec.user]
     if spec.workdir:
         args += ["--workdir", spec.workdir]
+    if spec.pod:
+        args += ["--pod", spec.pod]
     if spec.network:
         args += ["--network", spec.network]
         args += [f"--network-alias={alias}" for alias in spec.network_aliases]

@@ -41,6 +41,21 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class PodSpec:
+    """A network namespace that outlives the containers joining it (``ContainerSpec.pod``).
+
+    It holds the network, the published ports and the network's kernel settings, so one
+    container can take over from another in it while the host port stays open.
+    """
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    network: str | None = None
+    ports: tuple[PortMapping, ...] = ()
+    sysctls: Mapping[str, str] = field(default_factory=dict)  # ``net.*`` of its namespace
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """Everything needed to start one instance; lockdown defaults are the safe ones."""
 
@@ -74,6 +89,12 @@ class ContainerSpec:
     # Secret values by environment variable name: handed to the engine's secret store,
     # never written into the container's configuration, labels or corral's state.
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Join this pod's network namespace (capability ``pods``); ``network``, ``ports`` and
+    # ``sysctls`` are then the pod's and stay empty here.
+    pod: str | None = None
+    # What ``stop`` and ``remove`` send first (the image's or SIGTERM when None): a program
+    # whose graceful stop is another signal (HAProxy's SIGUSR1) names it.
+    stop_signal: str | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,13 +52,19 @@ def fleet_name() -> str:
 
 @pytest.fixture
 def cleanup_fleet(fleet_name: str) -> Iterator[str]:
-    """Removes every container, image, network and volume labelled with the fleet."""
+    """Removes every pod, container, image, network, volume and secret of the fleet.
+
+    Its images untagged by a build (stages, superseded versions) and the layers only they
+    use go too: left behind, they pile up by the thousand over a run and every image
+    listing (corral's and podman's) slows down with them, to 20 s a call.
+    """
     yield fleet_name
     label = f"label=io.corral.fleet={fleet_name}"
-    _remove(["rm", "--force"], _ids("ps", "--all", "--quiet", "--filter", label))
-    _remove(["rmi", "--force"], _ids("images", "--quiet", "--filter", label))
-    _remove(["rmi", "--force"], _repo_tags(fleet_name))
     _remove(["pod", "rm", "--force"], _ids("pod", "ps", "--quiet", "--filter", label))
+    _remove(["rm", "--force"], _ids("ps", "--all", "--quiet", "--filter", label))
+    images = _ids("images", "--all", "--quiet", "--filter", label)
+    tagged = _ids("images", "--quiet", "--filter", f"reference=localhost/corral/{fleet_name}/*")
+    _remove(["rmi", "--force"], sorted({*images, *tagged}))
     _remove(["network", "rm", "--force"], _ids("network", "ls", "--quiet", "--filter", label))
     _remove(["volume", "rm", "--force"], _ids("volume", "ls", "--quiet", "--filter", label))
     secrets = _ids("secret", "ls", "--noheading", "--format", "{{.Name}}")
@@ -65,13 +72,14 @@ def cleanup_fleet(fleet_name: str) -> Iterator[str]:
 
 
 def _ids(*args: str) -> list[str]:
-    out = subprocess.run(["podman", *args], capture_output=True, text=True, check=False).stdout
-    return sorted(set(out.split()))
-
-
-def _repo_tags(fleet: str) -> list[str]:
-    names = _ids("images", "--format", "{{.Repository}}:{{.Tag}}")
-    return [n for n in names if f"/corral/{fleet}/" in n]
+    """What a podman listing prints, one word each; retried when podman fails: a listing
+    meets images another process removes meanwhile ("image not known")."""
+    for _ in range(5):
+        proc = subprocess.run(["podman", *args], capture_output=True, text=True, check=False)
+        if proc.returncode == 0:
+            return sorted(set(proc.stdout.split()))
+        time.sleep(0.5)
+    pytest.fail(f"podman {' '.join(args)} keeps failing: {proc.stderr.strip()}")
 
 
 def _remove(command: list[str], names: list[str]) -> None:

@@ -159,11 +159,15 @@ class Load:
     outcomes: Counter[str] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
     counters: CounterWatch | None = None
+    # Each failed request: seconds since the load started, the request and what it met.
+    errors: list[str] = field(default_factory=list)
+    _started: float = field(default_factory=time.monotonic)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __enter__(self) -> Load:
+        self._started = time.monotonic()
         if self.edge is not None:
             self.counters = CounterWatch(self.edge)
             self.counters.start()
@@ -198,6 +202,9 @@ class Load:
             version = response.json().get("version", "?") if response.status_code == 200 else ""
         except (httpx.HTTPError, ValueError) as exc:
             outcome, version = f"{method} {type(exc).__name__}", ""
+            error = f"{time.monotonic() - self._started:.2f}s {method}: {type(exc).__name__}: {exc}"
+            with self._lock:
+                self.errors.append(error)
         with self._lock:
             self.outcomes[outcome] += 1
             if version:
@@ -227,6 +234,8 @@ class Load:
     def assert_no_failures(self) -> None:
         """Every request answered 200, POSTs among them, and the edge saw no trouble."""
         report = f"client outcomes {dict(self.outcomes)}; edge: {self.edge_problems()}"
+        if self.errors:
+            report += "; errors: " + "; ".join(self.errors[:10])
         assert self.posts > 0 and self.outcomes["POST 200"] > 0, report
         assert self.failures == 0, report
         assert self.counters is not None and self.counters.readings > 0, (

@@ -39,7 +39,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from corral.deploy.edge import SOCKET_IN_CONTAINER, SOCKET_NAME
+from corral.edge.container import SOCKET_IN_CONTAINER, SOCKET_NAME
 from corral.edge.runtime import RuntimeAPI
 from corral.edge.watch import CounterWatch
 from corral.engines.podman_api import PodmanAPI

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from corral.deploy.edge import SOCKET_IN_CONTAINER as EDGE_SOCKET_DIR
-from corral.deploy.edge import SOCKET_NAME
+from corral.edge.container import SOCKET_IN_CONTAINER as EDGE_SOCKET_DIR
+from corral.edge.container import SOCKET_NAME
 from corral.edge.runtime import RuntimeAPI
 from corral.edge.watch import CounterWatch
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from corral.deploy.edge import (
+from corral.deploy.scope import Scope
+from corral.edge.container import (
     EDGE_GID,
     EDGE_UID,
     MASTER_SOCKET_NAME,
@@ -19,7 +20,6 @@ from corral.deploy.edge import (
     SOCKET_NAME,
     Edge,
 )
-from corral.deploy.scope import Scope
 from corral.engines.podman import PodmanEngine
 from corral.spec import load_spec
 from corral.state import State

@@ -17,8 +17,8 @@ from types import SimpleNamespace, TracebackType
 import pytest
 
 from corral import app
-from corral.deploy import edge as edge_module
 from corral.deploy import service
+from corral.edge import container as edge_module
 from corral.edge.runtime import worker_view
 from tests.engine.helpers import Fleet, podman_json
 from tests.engine.test_deploy import web_instances

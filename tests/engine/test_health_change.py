@@ -16,7 +16,7 @@ import time
 
 import httpx
 
-from corral.deploy.edge import CHECK_MAP, CONFIG_IN_CONTAINER
+from corral.edge.container import CHECK_MAP, CONFIG_IN_CONTAINER
 from corral.edge.runtime import worker_pid
 from tests.engine.helpers import Fleet, containers
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from corral.deploy import edge as edge_module
 from corral.deploy.desired import Desired, RoleRelease
-from corral.deploy.edge import EDGE_GID, EDGE_UID, Edge
 from corral.deploy.scope import Scope
+from corral.edge import container as edge_module
+from corral.edge.container import EDGE_GID, EDGE_UID, Edge
 from corral.engines.base import ContainerInfo
 from corral.engines.fake import FakeEngine
 from corral.engines.podman import pod_args

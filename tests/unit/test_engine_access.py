@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from corral.deploy.edge import SOCKET_IN_CONTAINER, SOCKET_NAME, Edge
 from corral.deploy.observe import instance_labels, observe
 from corral.deploy.scope import Scope
+from corral.edge.container import SOCKET_IN_CONTAINER, SOCKET_NAME, Edge
 from corral.engines.capabilities import Capability, NotSupportedError, require
 from corral.engines.fake import FAKE_CAPABILITIES, FakeEngine, fake_exec
 from corral.engines.values import ContainerInfo, ContainerSpec, ExecResult, Mount

@@ -15,7 +15,6 @@ import pytest
 from pydantic import ValidationError
 
 from corral.deploy.apply import Executor, ScratchJournal
-from corral.deploy.edge import frontends
 from corral.deploy.health import (
     CommandProbe,
     network_check,
@@ -25,6 +24,7 @@ from corral.deploy.health import (
 from corral.deploy.instances import container_spec, probe_spec, remove_probes
 from corral.deploy.plan import Observed, plan_deploy
 from corral.deploy.scope import LABEL, Scope
+from corral.edge.container import frontends
 from corral.engines.base import ContainerSpec, ProbeResult
 from corral.engines.fake import FakeEngine
 from corral.engines.podman import probe_args, run_args

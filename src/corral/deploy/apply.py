@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.deploy.desired import RoleRelease
-from corral.deploy.edge import Edge, check_from_outside
 from corral.deploy.health import CommandProbe, Probe, wait_healthy
 from corral.deploy.instances import container_spec, probe_spec, remove_probes
 from corral.deploy.plan import Plan, RolePlan, edge_timeout
 from corral.deploy.scope import LABEL, Scope
 from corral.deploy.secrets import Hasher
 from corral.deploy.steps import Action, Step
+from corral.edge.container import Edge, check_from_outside
 from corral.engines.base import ContainerInfo, Engine
 from corral.errors import CorralError, DeployError, EngineError
 from corral.progress import Progress

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from corral.deploy.edge import Edge
 from corral.deploy.scope import Scope
 from corral.deploy.secrets import KeyFile
+from corral.edge.container import Edge
 from corral.engines.base import Engine
 from corral.progress import NullProgress, Progress
 from corral.spec.load import LoadedSpec

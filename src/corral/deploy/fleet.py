@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 
 from corral.deploy.context import GOOD, Context
 from corral.deploy.desired import Desired, desired_from_record
-from corral.deploy.edge import frontends
 from corral.deploy.observe import list_scope, observe
 from corral.deploy.plan import Observed
+from corral.edge.container import frontends
 from corral.engines.base import ContainerInfo
 from corral.state import State
 

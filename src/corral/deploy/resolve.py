@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from corral.build.bake import BakeTarget, BuildResult, bake_target, build_fleet, find_current_image
 from corral.deploy.context import Context
 from corral.deploy.desired import Desired, RoleRelease, desired_from_record
-from corral.deploy.edge import EDGE_ROLE, edge_role, frontends
+from corral.edge.container import EDGE_ROLE, edge_role, frontends
 from corral.errors import UsageError
 from corral.state import ImageRecord, ReleaseRecord
 

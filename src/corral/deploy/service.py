@@ -13,7 +13,6 @@ from corral.deploy.apply import Executor, Journal
 from corral.deploy.context import GOOD as GOOD
 from corral.deploy.context import Context as Context
 from corral.deploy.desired import Desired, RoleRelease, desired_from_record
-from corral.deploy.edge import check_from_outside
 from corral.deploy.fleet import observe_fleet as observe_fleet
 from corral.deploy.instances import resolve_secrets
 from corral.deploy.observe import Instance
@@ -28,6 +27,7 @@ from corral.deploy.orchestrate import verify as verify
 from corral.deploy.plan import EdgeReplacement, Plan, plan_deploy, plan_edge_replace
 from corral.deploy.resolve import bake_edge, edge_image, resolve_desired
 from corral.deploy.secrets import stamped
+from corral.edge.container import check_from_outside
 from corral.errors import CorralError, UsageError
 
 

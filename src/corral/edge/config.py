@@ -57,7 +57,7 @@ REPLAYABLE_METHODS = ("GET", "HEAD", "OPTIONS")
 # scaling change a change of the edge's configuration, and so a replacement of the edge.
 SOCKET_MAXCONN = 64
 SOCKET_BACKLOG = 256
-# One thread: the edge container gets one CPU (see corral.deploy.edge), and runtime-API
+# One thread: the edge container gets one CPU (see corral.edge.container), and runtime-API
 # commands that change servers (add, del) stop every other thread while they run, so more
 # threads on one CPU would only make each change dearer.
 THREADS = 1

@@ -21,10 +21,10 @@ from typing import Any, NoReturn
 
 from corral.deploy.apply import Executor, ScratchJournal
 from corral.deploy.desired import Desired, RoleRelease
-from corral.deploy.edge import Edge
 from corral.deploy.observe import observe
 from corral.deploy.plan import EdgePlan, Observed, plan_deploy
 from corral.deploy.scope import LABEL, LIVE, Scope
+from corral.edge.container import Edge
 from corral.engines.base import Engine, Mount
 from corral.engines.capabilities import Capability, supports
 from corral.errors import CorralError, Diagnostic, SpecError, StateError

@@ -270,4 +270,7 @@ def podman_json(*args: str) -> Any:
 
 
 def containers(fleet: str) -> list[dict[str, Any]]:
-    return list(podman_json("ps", "--all", "--filter", f"label=io.corral.fleet={fleet}"))
+    """The fleet's containers, as ``podman ps`` shows them; not the edge pod's infra
+    container, which holds the pod's network and goes with the pod."""
+    found = podman_json("ps", "--all", "--filter", f"label=io.corral.fleet={fleet}")
+    return [c for c in found if not c.get("IsInfra")]

@@ -165,7 +165,10 @@ def test_interrupted_and_killed_test_runs_leave_nothing(fleet: Fleet, shared_bas
         proc.wait(timeout=60)
         if sig == signal.SIGKILL:
             assert leftovers(fleet)["containers"], "kill -9 cannot clean up by itself"
-            fleet.corral("status")  # the next corral run sweeps the dead run's objects
+            fleet.corral("status")  # reads only: the dead run's objects stay...
+            assert leftovers(fleet)["containers"]
+            swept = json.loads(fleet.corral("gc", "--json").stdout)  # ...until gc sweeps
+            assert len(swept["test_environments"]) == 1, swept
         assert leftovers(fleet) == {"containers": [], "networks": [], "volumes": []}, sig
 
 

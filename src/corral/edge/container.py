@@ -32,9 +32,11 @@ from __future__ import annotations
 import contextlib
 import grp
 import hashlib
+import ipaddress
 import os
 import pwd
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -368,9 +370,12 @@ class Edge:
         Raises:
             NotSupportedError: the engine has no pods, or corral cannot reach a
                 container's socket on it.
+            EngineError: the host cannot listen on the edge's address; nothing was
+                changed (the old edge keeps serving).
         """
         require(self.engine, Capability.HOST_SOCKETS, "the edge's admin socket")
         require(self.engine, Capability.PODS, "the edge's take-over of its open ports")
+        self._check_address()
         self.remove()
         self.close()
         self.prepare_folder(desired, image_id)
@@ -378,6 +383,24 @@ class Edge:
         info = self.engine.start(self._spec(desired, image_id))
         self._wait_for_socket()
         return info
+
+    def _check_address(self) -> None:
+        """Fail before the old edge goes when the host cannot listen on ``address``: a
+        pod whose ports cannot be published fails to start with only "internal libpod
+        error" to say why, and the fleet would have no edge meanwhile."""
+        if not self.publish:
+            return
+        ip = ipaddress.ip_address(self.address)
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((self.address, 0))
+            except OSError as exc:
+                why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+                raise EngineError(
+                    f"the edge cannot publish its ports on {self.address}: {why} (does an "
+                    "interface of this host have that address?); the old edge keeps serving"
+                ) from exc
 
     def _pod_spec(self, desired: Desired) -> PodSpec:
         ports = (

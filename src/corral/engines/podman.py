@@ -480,7 +480,9 @@ class PodmanEngine(Engine):
             return []
         proc = self._run("container", "inspect", "--format", "json", *ids.split(), check=False)
         # A container may vanish between ps and inspect; inspect still prints the others.
-        found = [_container_info(d) for d in json.loads(proc.stdout or "[]")]
+        # A pod's infra container carries the pod's labels but goes with its pod.
+        data = [d for d in json.loads(proc.stdout or "[]") if not d.get("IsInfra")]
+        found = [_container_info(d) for d in data]
         return [c for c in found if _has_labels(c.labels, labels)]
 
     def security(self, name: str) -> SecurityFacts:
@@ -625,6 +627,8 @@ def _api_containers(api: PodmanAPI, labels: Mapping[str, str]) -> list[Container
     """
     found: list[ContainerInfo] = []
     for summary in api.container_summaries(labels):
+        if summary.get("IsInfra"):  # a pod's own: it goes with its pod (``remove_pod``)
+            continue
         info = _listed_info(summary)
         if info is None:
             data = api.inspect_container(str(summary["Id"]))

@@ -135,8 +135,8 @@ class TestEnvironment:
 
     def down(self) -> None:
         """Remove every container, the network and the volumes of this environment."""
+        self.edge.remove(forget=True)  # first: its pod is on the network teardown removes
         teardown(self.engine, self.scope)
-        self.edge.remove(forget=True)
         self.owner_file.unlink(missing_ok=True)
 
 
@@ -224,8 +224,8 @@ def sweep(engine: Engine, fleet: str, owners: Path, orphans: bool = False) -> li
     for env in sorted(e for e in envs if e.startswith(TEST_PREFIX)):
         if _owner_alive(owners / f"{env}.json"):
             continue
-        teardown(engine, Scope(fleet, env))
         Edge(engine, Scope(fleet, env), str(owners), publish=False).remove(forget=True)
+        teardown(engine, Scope(fleet, env))
         (owners / f"{env}.json").unlink(missing_ok=True)
         swept.append(env)
     return swept

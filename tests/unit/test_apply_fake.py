@@ -25,7 +25,7 @@ from corral.deploy.scope import LABEL, Scope
 from corral.deploy.service import observe_fleet
 from corral.engines.base import ContainerInfo, ContainerSpec
 from corral.engines.fake import FakeEngine
-from corral.errors import DeployError, EngineError
+from corral.errors import DeployError, EngineError, LockedError
 from corral.progress import NullProgress
 from corral.state import State
 from tests.unit.builders import role_release
@@ -615,3 +615,15 @@ def test_an_edge_that_refuses_its_new_configuration_fails_the_deploy(state: Stat
     executor = with_edge(engine, state, Refusing())
     with pytest.raises(DeployError, match="the edge: the old worker keeps serving"):
         executor.apply(plan)
+
+
+def test_a_deploy_that_lost_its_lock_changes_nothing_more(state: State) -> None:
+    # The lease was taken over (this process stalled past it): the next step refuses.
+    engine = RecordingEngine()
+    with state.lock("deploy", purpose="deploy") as held:
+        held._lost.set()  # type: ignore[attr-defined]  # what the renewing thread sets
+        with pytest.raises(LockedError, match="deploy lock was lost"):
+            deploy(engine, state, role_release("web", "img-a", replicas=2))
+    assert engine.samples == []  # not one container started
+    deploy(engine, state, role_release("web", "img-a", replicas=2))  # no lock held: no check
+    assert len(containers(engine, "web")) == 2

@@ -35,7 +35,7 @@ from corral.deploy.secrets import Hasher
 from corral.deploy.steps import Action, Step
 from corral.edge.container import Edge, check_from_outside
 from corral.engines.base import ContainerInfo, Engine
-from corral.errors import CorralError, DeployError, EngineError
+from corral.errors import CorralError, DeployError, EngineError, LockedError
 from corral.progress import Progress
 from corral.spec.model import CommandHealth
 from corral.state import State
@@ -48,6 +48,11 @@ class Journal:
         self.state = state
         self.fleet = fleet
         self._lock = threading.Lock()
+
+    def check(self) -> None:
+        """Before each step: raise LockedError if this process lost the deploy lock (it
+        stalled past its lease and another took it): it must never act without it."""
+        self.state.check_held("deploy")
 
     def started(self, name: str, role: str, release: int, image_id: str) -> None:
         with self._lock:
@@ -72,6 +77,9 @@ class ScratchJournal(Journal):
 
     def __init__(self) -> None:
         pass
+
+    def check(self) -> None:
+        pass  # a test environment is its own run's alone: no lock guards it
 
     def started(self, name: str, role: str, release: int, image_id: str) -> None:
         pass
@@ -186,6 +194,8 @@ class Executor:
             futures = [pool.submit(self.apply_role, rp, release) for rp in role_plans]
             for rp, future in zip(role_plans, futures, strict=True):
                 exc = future.exception()
+                if isinstance(exc, LockedError):  # not a role's failure: nothing may be undone
+                    raise exc
                 if isinstance(exc, DeployError):
                     errors.append(exc.for_role(rp.role))
                 elif isinstance(exc, CorralError):
@@ -283,6 +293,7 @@ class Executor:
         background: ThreadPoolExecutor | None,
     ) -> Future[None] | None:
         """Carry out one step that is not a start; a removal may go to ``background``."""
+        self.journal.check()
         role = step.role
         match step.action:
             case Action.KEEP:
@@ -395,6 +406,7 @@ class Executor:
 
     def launch(self, rr: RoleRelease, name: str, release: int, traffic: bool) -> str:
         """Start new instance ``name``; return it once it is healthy (and in the edge)."""
+        self.journal.check()
         index = _index(name)
         spec = container_spec(self.scope, rr, release, index, self.secrets, self.key)
         if spec.name != name:
@@ -408,6 +420,7 @@ class Executor:
 
     def relaunch(self, rr: RoleRelease, name: str, release: int, traffic: bool) -> str:
         """Start a stand-by instance again (a blue-green switch back)."""
+        self.journal.check()
         self.progress.step(rr.role, f"restarting stand-by {name}")
         with self._claiming(rr, name):
             info = self.engine.resume(name)

@@ -44,7 +44,7 @@ from corral.deploy.secrets import (
     stamped,
 )
 from corral.deploy.settle import Watch, settle, settle_time
-from corral.errors import CorralError, StateError, UsageError
+from corral.errors import CorralError, LockedError, StateError, UsageError
 from corral.state import ReleaseRecord, State
 
 
@@ -282,6 +282,10 @@ def converge(
         verify(ctx, desired, 0.0, edge)  # every role at its replicas before the smoke test
         after(desired)
         verify(ctx, desired, settle_time(desired, _changed(plan)), edge)
+    except LockedError as exc:  # another process took the lock: it owns the fleet now
+        ctx.state.finish_release(release.id, "aborted", exc.message)
+        journal.audit(kind, "fleet", "aborted", {**details, "error": exc.message})
+        raise
     except CorralError as exc:
         undo_it = functools.partial(undo, ctx, previous, secrets, edge)
         fail(ctx.state, Failed(release, previous, as_deploy_error(exc), kind, undo_it))

@@ -133,6 +133,7 @@ class LeaseLocks:
         self._scrubber = scrubber
         self.lease_s = lease_s
         self.renew_s = renew_s
+        self._held: dict[str, Lease] = {}  # the locks this store holds now, by name
 
     def holder(self, name: str) -> LockHolder | None:
         """Who holds lock ``name`` now (a lease that is not takeable), or None.
@@ -165,11 +166,20 @@ class LeaseLocks:
         mine = self._acquire(check_name(name), wait, self._scrubber.text(purpose))
         lease = Lease(self._db.path, mine, self.lease_s, self.renew_s)
         lease.start()
+        self._held[mine.name] = lease
         try:
             yield lease
         finally:
+            self._held.pop(mine.name, None)
             lease.stop()
             self._release(mine)
+
+    def check_held(self, name: str) -> None:
+        """Raise LockedError if lock ``name``, held through this store, was lost (see
+        ``Lease.check``); nothing when this store does not hold it."""
+        lease = self._held.get(name)
+        if lease is not None:
+            lease.check()
 
     def _acquire(self, name: str, wait: float, command: str) -> LockHolder:
         deadline = time.monotonic() + max(wait, 0.0)

@@ -254,3 +254,8 @@ class LockStore(Protocol):
     def holder(self, name: str) -> LockHolder | None:
         """Who holds lock ``name`` now, or None if it is free (or its lease ran out)."""
         ...
+
+    def check_held(self, name: str) -> None:
+        """Raise :class:`~corral.errors.LockedError` if lock ``name``, held through this
+        store, was lost; nothing when it is not held here."""
+        ...

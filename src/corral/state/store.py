@@ -351,3 +351,7 @@ class State:
             ValueError: ``name`` is not a plain word.
         """
         return self.stores.locks.hold(name, wait, purpose)
+
+    def check_held(self, name: str) -> None:
+        """:meth:`LockStore.check_held`: between the steps of a long task."""
+        self.stores.locks.check_held(name)

@@ -102,8 +102,9 @@ def test_plan_says_how_long_the_role_will_be_unavailable(state: State) -> None:
     plan = plan_deploy(SCOPE, desired, observed(engine, state))
     assert plan.role("db").unavailable_s is None  # observed() of the unit tests omits it
     known = dataclasses.replace(observed(engine, state), last_unavailable={"db": 1.2})
-    lines = plan_lines(plan_deploy(SCOPE, desired, known))
+    lines = plan_lines(plan_deploy(SCOPE, desired, known, release=3))
     assert "db: stop-first, about 1.2 s unavailable (last replacement)" in lines
+    assert "  start shop-db-r3-1" in lines  # the plan names what it starts
     assert "db: stop-first, unavailable for an unknown time (never measured)" in plan_lines(plan)
 
 

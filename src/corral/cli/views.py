@@ -199,7 +199,7 @@ def plan_lines(plan: Plan, unbuilt_volumes: Sequence[str] = ()) -> list[str]:
     for rp in plan.roles:
         head = f"{rp.role} ({rp.strategy}, {rp.image_version}, x{rp.replicas}):"
         changes = [f"  keep {name}" for name in rp.keep]
-        changes += [f"  start {rp.start} new instance(s)"] if rp.start else []
+        changes += [f"  start {name}" for name in rp.new]
         changes += [f"  restart stand-by {name}" for name in rp.restart]
         changes += [f"  replace {c.instance}: {c.reason}" for c in rp.stop]
         changes += [f"  remove {c.instance}: {c.reason}" for c in rp.cleanup]

@@ -3,12 +3,15 @@ and says plainly when an engine lacks a capability a command needs."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from corral.deploy.observe import instance_labels, observe
+from corral.deploy.plan import EdgePlan, Observed, needed_capabilities, plan_deploy
 from corral.deploy.scope import Scope
 from corral.edge.container import SOCKET_IN_CONTAINER, SOCKET_NAME, Edge
 from corral.engines.capabilities import Capability, NotSupportedError, require
@@ -133,3 +136,27 @@ def test_require_passes_a_declared_capability() -> None:
     require(FakeEngine(), Capability.EXEC, "a test")  # declared: no error
     with pytest.raises(NotSupportedError, match="cannot list the files a container changed"):
         require(FakeEngine(), Capability.DIFF, "a test")
+
+
+def test_a_plan_names_the_capabilities_it_needs_before_anything_changes() -> None:
+    db = role_release("db", "img-d", volumes={"data": "/var/lib/db"})
+    web = role_release(
+        "web", "img-w", public=8080, run={"port": 8000}, health={"command": ["true"]}
+    )
+    observed = Observed([], set(), set(), set(), datetime.now(UTC))
+    plan = plan_deploy(SCOPE, {"db": db, "web": web}, observed, release=1)
+    plan = dataclasses.replace(plan, edge=EdgePlan("create", "no edge yet", "img-edge"))
+    needed = dict(needed_capabilities(plan))
+    assert needed == {
+        Capability.VOLUMES: "role db's volumes",
+        Capability.RUN_ONCE: "role web's command health check",
+        Capability.HOST_SOCKETS: "the edge's admin socket",
+        Capability.PODS: "the edge's take-over of its open ports",
+    }
+    # An engine without host sockets is told before the deploy starts anything.
+    engine = LackingEngine()
+    missing = [c for c in needed if c not in engine.capabilities]
+    assert missing == [Capability.HOST_SOCKETS]
+    with pytest.raises(NotSupportedError, match="which the edge's admin socket needs"):
+        for capability, purpose in needed_capabilities(plan):
+            require(engine, capability, purpose)

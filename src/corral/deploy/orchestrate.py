@@ -28,7 +28,7 @@ from corral.deploy.gc import sweep_killed
 from corral.deploy.instances import resolve_secrets
 from corral.deploy.observe import list_scope
 from corral.deploy.outcome import Failed, as_deploy_error, fail
-from corral.deploy.plan import Plan, plan_deploy, single_writer_conflicts
+from corral.deploy.plan import Plan, needed_capabilities, plan_deploy, single_writer_conflicts
 from corral.deploy.resolve import (
     Resolved,
     bake_edge,
@@ -44,6 +44,7 @@ from corral.deploy.secrets import (
     stamped,
 )
 from corral.deploy.settle import Watch, settle, settle_time
+from corral.engines.capabilities import require
 from corral.errors import CorralError, LockedError, StateError, UsageError
 from corral.state import ReleaseRecord, State
 
@@ -144,6 +145,8 @@ def deploy(
             fleet, kind, "unchanged", None, plan, "nothing to change", seconds=took, notes=notes
         )
     secrets = {**secrets, **_kept_roles_values(ctx, plan, desired, fresh)}
+    for capability, purpose in needed_capabilities(plan):  # before anything changes
+        require(ctx.engine, capability, purpose)
     checks.before(desired)
     planned = Planned(ctx.scope.fleet, kind, plan, desired)
     for hook in hooks:

@@ -26,6 +26,8 @@ from corral.deploy.desired import Desired, RoleRelease, deploy_order
 from corral.deploy.observe import Instance
 from corral.deploy.scope import Scope
 from corral.deploy.steps import Action, Batch, Change, EdgeServer, Replacement, Step
+from corral.engines.capabilities import Capability
+from corral.spec.model import CommandHealth
 
 __all__ = ["Change", "EdgeServer", "Step"]  # re-exported: the plan's vocabulary
 
@@ -389,6 +391,27 @@ def _behind_edge(instance: Instance, desired: Desired, observed: Observed) -> bo
         and instance.address is not None
         and instance.config_hash == rr.config_hash
     )
+
+
+def needed_capabilities(plan: Plan) -> list[tuple[Capability, str]]:
+    """What the engine must be able to do to carry out ``plan``, each with who needs it:
+    checked before anything changes, so an engine that lacks one refuses the deploy
+    instead of failing half-way through it."""
+    needed: list[tuple[Capability, str]] = []
+    for rp in plan.roles:
+        rr = rp.release
+        if rr is None or not rp.changed:
+            continue
+        if rr.volumes:
+            needed.append((Capability.VOLUMES, f"role {rp.role}'s volumes"))
+        if rp.strategy == BLUE_GREEN or rp.restart:
+            needed.append((Capability.RESUME, f"role {rp.role}'s blue-green stand-by"))
+        if isinstance(rr.health, CommandHealth):
+            needed.append((Capability.RUN_ONCE, f"role {rp.role}'s command health check"))
+    if plan.edge.action in ("create", "start"):
+        needed.append((Capability.HOST_SOCKETS, "the edge's admin socket"))
+        needed.append((Capability.PODS, "the edge's take-over of its open ports"))
+    return needed
 
 
 def single_writer_conflicts(desired: Desired) -> list[str]:

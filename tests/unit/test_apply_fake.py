@@ -24,6 +24,7 @@ from corral.deploy.plan import EdgePlan, EdgeServer, Observed, Plan, parse_time,
 from corral.deploy.scope import LABEL, Scope
 from corral.deploy.service import observe_fleet
 from corral.engines.base import ContainerInfo, ContainerSpec
+from corral.engines.capabilities import Capability
 from corral.engines.fake import FakeEngine
 from corral.errors import DeployError, EngineError, LockedError
 from corral.progress import NullProgress
@@ -627,3 +628,34 @@ def test_a_deploy_that_lost_its_lock_changes_nothing_more(state: State) -> None:
     assert engine.samples == []  # not one container started
     deploy(engine, state, role_release("web", "img-a", replicas=2))  # no lock held: no check
     assert len(containers(engine, "web")) == 2
+
+
+class RegistryEngine(RecordingEngine):
+    """An engine that runs images from a registry: each is pushed once before it runs."""
+
+    capabilities = RecordingEngine.capabilities - {Capability.LOCAL_IMAGES}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pushed: list[str] = []
+        self.started: list[str] = []
+
+    def distribute(self, image: str) -> str:
+        self.pushed.append(image)
+        return f"registry.example/{image}"
+
+    def start(self, spec: ContainerSpec) -> ContainerInfo:
+        self.started.append(spec.image)
+        return super().start(spec)
+
+
+def test_each_image_is_distributed_once_and_started_as_the_engine_says(state: State) -> None:
+    engine = RegistryEngine()
+    deploy(engine, state, role_release("web", "img-a", replicas=3))
+    assert engine.pushed == ["img-a"]
+    assert engine.started == ["registry.example/img-a"] * 3
+    # The instances run what corral built, whatever reference the engine started them by.
+    again = plan_deploy(
+        SCOPE, {"web": role_release("web", "img-a", replicas=3)}, observed(engine, state)
+    )
+    assert not again.has_changes

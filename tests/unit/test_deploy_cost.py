@@ -75,12 +75,13 @@ def test_each_replaced_instance_costs_the_same_calls_at_3_and_at_30(
     # Per instance: one start and one removal, one edge registration, wait and drain;
     # per deploy, whatever its size: two listings of containers (the fleet, and the probe
     # containers a killed deploy may have left) and one of volumes, one network check, one
-    # look at the backend.
+    # look at the backend; the new image is distributed once.
     assert _per_instance(engine_3, engine_30) == {"start": 1, "remove": 1}
     assert _fixed(engine_3, engine_30) == {
         "list_containers": 2,
         "list_volumes": 1,
         "ensure_network": 1,
+        "distribute": 1,
     }
     assert _per_instance(edge_3, edge_30) == {"prepare": 1, "confirm": 1, "drain": 1}
     assert _fixed(edge_3, edge_30) == {"servers": 1}

@@ -18,6 +18,7 @@ single-writer volumes: the executor asks the engine first, and refuses.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import threading
 import time
@@ -117,6 +118,8 @@ class Executor:
     gone_timeout: float = 60.0  # how long a stopped instance may take to let go of its volumes
     _count_lock: threading.Lock = field(default_factory=threading.Lock)
     _claim_locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _distributed: dict[str, str] = field(default_factory=dict)  # image id -> what to start
+    _distribute_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- the whole plan -----------------------------------------------------------------
     def apply(self, plan: Plan) -> None:
@@ -411,12 +414,21 @@ class Executor:
         spec = container_spec(self.scope, rr, release, index, self.secrets, self.key)
         if spec.name != name:
             raise DeployError(f"role {rr.role}: the plan names {name}, not {spec.name}")
+        spec = dataclasses.replace(spec, image=self._startable(rr.image_id))
         self.progress.step(rr.role, f"starting {spec.name} ({rr.image_version})")
         with self._claiming(rr, spec.name):
             info = self.engine.start(spec)
         self.journal.started(spec.name, rr.role, release, rr.image_id)
         self._become_healthy(rr, info, traffic)
         return spec.name
+
+    def _startable(self, image_id: str) -> str:
+        """What the engine starts for ``image_id``: distributed once per image and run
+        (an engine with local images starts the id itself)."""
+        with self._distribute_lock:
+            if image_id not in self._distributed:
+                self._distributed[image_id] = self.engine.distribute(image_id)
+            return self._distributed[image_id]
 
     def relaunch(self, rr: RoleRelease, name: str, release: int, traffic: bool) -> str:
         """Start a stand-by instance again (a blue-green switch back)."""

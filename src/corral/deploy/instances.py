@@ -74,6 +74,9 @@ def container_spec(
         rr = rr.with_secret_hashes(key.hashes(rr.run.secrets, secrets))
     labels = instance_labels(scope, rr.role, release, index, rr.config_hash)
     labels[LABEL + "image-version"] = rr.image_version
+    # The image as corral built it: an engine that distributes it may run it by another
+    # reference (a registry's) and report that one.
+    labels[LABEL + "image-id"] = rr.image_id
     mounts = tuple(
         Mount(scope.volume_name(rr.role, vol), path) for vol, path in sorted(rr.volumes.items())
     )

@@ -81,7 +81,7 @@ def _instance(info: ContainerInfo, address: str | None) -> Instance:
         role=labels.get(LABEL + "role", ""),
         release=_int(labels.get(LABEL + "release")),
         index=_int(labels.get(LABEL + "index")),
-        image_id=info.image_id,
+        image_id=labels.get(LABEL + "image-id") or info.image_id,
         config_hash=labels.get(LABEL + "config-hash", ""),
         state=info.state,
         address=address,

@@ -442,7 +442,9 @@ class Edge:
             os.chown(cfg, -1, EDGE_GID, follow_symlinks=False)
             os.chmod(cfg, CONFIG_DIR_MODE)
             self._write_config(self.render(desired), b"", EMPTY_STATE)
-            write_private(cfg / HASH_FILE, self.config_hash(desired, image_id).encode())
+            write_private(
+                self.folder / "cfg" / HASH_FILE, self.config_hash(desired, image_id).encode()
+            )
             private_dir(sock)
             os.chown(sock, EDGE_UID, EDGE_GID, follow_symlinks=False)
         except PermissionError as exc:
@@ -538,15 +540,7 @@ class Edge:
                 server healthy before is not healthy under the new configuration within
                 ``timeout`` seconds (the old configuration serves again).
         """
-        cfg = self.folder / "cfg"
-        files = (CHECK_MAP, STATE_FILE, "haproxy.cfg")
-        # read_private tightens these to 0600: each is written again (0640) below.
-        before = {name: read_private(cfg / name) for name in files}
-        paths = self._check_paths()
-        servers, healthy = self._carried_servers(desired, paths)
-        check_map = "".join(f"{name} {path}\n" for name, path in sorted(paths.items()))
-        state = self.api.command("show servers state") + "\n"
-        self._write_config(self.render(desired, servers), check_map.encode(), state.encode())
+        before, healthy = self._write_carried(desired)
         try:
             self._switch_worker(timeout)
             self._wait_all_healthy(healthy, timeout)
@@ -557,7 +551,22 @@ class Edge:
             with contextlib.suppress(EngineError):
                 self._switch_worker(timeout)
             raise
-        write_private(cfg / HASH_FILE, self.config_hash(desired, image_id).encode())
+        write_private(self.folder / "cfg" / HASH_FILE, self.config_hash(desired, image_id).encode())
+
+    def _write_carried(self, desired: Desired) -> tuple[dict[str, bytes], list[tuple[str, str]]]:
+        """Write ``desired``'s configuration with the running HAProxy's servers, their
+        check paths and states carried over (for a reload or a take-over); return the
+        files as they were (to write back if the new HAProxy fails) and the servers
+        healthy now."""
+        cfg = self.folder / "cfg"
+        # read_private tightens these to 0600: each is written again (0640) below.
+        before = {name: read_private(cfg / name) for name in (CHECK_MAP, STATE_FILE, "haproxy.cfg")}
+        paths = self._check_paths()
+        servers, healthy = self._carried_servers(desired, paths)
+        check_map = "".join(f"{name} {path}\n" for name, path in sorted(paths.items()))
+        state = self.api.command("show servers state") + "\n"
+        self._write_config(self.render(desired, servers), check_map.encode(), state.encode())
+        return before, healthy
 
     def _check_paths(self) -> dict[str, str]:
         """Every server's HTTP check path, as the running worker's check map has it."""
@@ -642,14 +651,7 @@ class Edge:
             else self.scope.edge_name
         )
         self.engine.remove(name)  # left by a take-over that was cut short
-        cfg = self.folder / "cfg"
-        files = (CHECK_MAP, STATE_FILE, "haproxy.cfg")
-        before = {file: read_private(cfg / file) for file in files}
-        paths = self._check_paths()
-        servers, healthy = self._carried_servers(desired, paths)
-        check_map = "".join(f"{n} {path}\n" for n, path in sorted(paths.items()))
-        state = self.api.command("show servers state") + "\n"
-        self._write_config(self.render(desired, servers), check_map.encode(), state.encode())
+        before, healthy = self._write_carried(desired)
         # A node name of its own: after a take-over the container is renamed, but its
         # HAProxy keeps the name it started with, which the next take-over's would match.
         node = f"{name}-{uuid.uuid4().hex[:8]}"
@@ -668,7 +670,7 @@ class Edge:
         self.engine.remove(old.name)
         if name != self.scope.edge_name:
             self.engine.rename(name, self.scope.edge_name)
-        write_private(cfg / HASH_FILE, self.config_hash(desired, image_id).encode())
+        write_private(self.folder / "cfg" / HASH_FILE, self.config_hash(desired, image_id).encode())
 
     def _wait_serving(
         self, node: str, container: str, healthy: Sequence[tuple[str, str]], timeout: float

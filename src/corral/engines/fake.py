@@ -28,13 +28,10 @@ from corral.engines.values import (
     SecurityFacts,
 )
 from corral.errors import EngineError, NotFoundError
+from corral.formats import labels_match
 
 #: What the fake can do: everything but what only a real kernel could tell.
 FAKE_CAPABILITIES = frozenset(Capability) - {Capability.EVENTS, Capability.DIFF}
-
-
-def _matches(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
-    return all(have.get(k) == v for k, v in want.items())
 
 
 @dataclass(frozen=True)
@@ -122,7 +119,7 @@ class FakeEngine(Engine):
         return None
 
     def list_images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
-        return [i for i in self.images.values() if _matches(i.labels, labels)]
+        return [i for i in self.images.values() if labels_match(i.labels, labels)]
 
     def tag_image(self, ref: str, tag: str) -> None:
         image = self.inspect_image(ref)
@@ -256,7 +253,7 @@ class FakeEngine(Engine):
         return f"fake://{name}"
 
     def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
-        return [c for c in self.containers.values() if _matches(c.labels, labels)]
+        return [c for c in self.containers.values() if labels_match(c.labels, labels)]
 
     def ensure_network(self, name: str, labels: Mapping[str, str], internal: bool = False) -> None:
         self.networks.setdefault(name, dict(labels))
@@ -265,13 +262,13 @@ class FakeEngine(Engine):
         self.networks.pop(name, None)
 
     def list_networks(self, labels: Mapping[str, str]) -> list[str]:
-        return sorted(n for n, lbl in self.networks.items() if _matches(lbl, labels))
+        return sorted(n for n, lbl in self.networks.items() if labels_match(lbl, labels))
 
     def ensure_volume(self, name: str, labels: Mapping[str, str]) -> None:
         self.volumes.setdefault(name, dict(labels))
 
     def list_volumes(self, labels: Mapping[str, str]) -> list[str]:
-        return sorted(n for n, lbl in self.volumes.items() if _matches(lbl, labels))
+        return sorted(n for n, lbl in self.volumes.items() if labels_match(lbl, labels))
 
     def remove_volume(self, name: str) -> None:
         self.volumes.pop(name, None)

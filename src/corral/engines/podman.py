@@ -37,6 +37,7 @@ from corral.engines.values import (
     SecurityFacts,
 )
 from corral.errors import BuildError, EngineError, MissingToolError, NotFoundError
+from corral.formats import labels_match
 
 LOG_TAIL_LINES = 40
 PROBE_OUTPUT = 2000  # characters of a probe's output kept (its last ones)
@@ -225,7 +226,7 @@ class PodmanEngine(Engine):
         images = [
             _image_info(d) for d in self._json("image", "inspect", "--format", "json", *unique)
         ]
-        return [i for i in images if _has_labels(i.labels, labels)]
+        return [i for i in images if labels_match(i.labels, labels)]
 
     def tag_image(self, ref: str, tag: str) -> None:
         self._run("tag", ref, tag)
@@ -474,7 +475,7 @@ class PodmanEngine(Engine):
     def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         answer = self._via_api(lambda api: _api_containers(api, labels))
         if answer is not None:
-            return [c for c in answer[0] if _has_labels(c.labels, labels)]
+            return [c for c in answer[0] if labels_match(c.labels, labels)]
         ids = self._run("ps", "--all", "--quiet", "--no-trunc", *_label_filters(labels)).stdout
         if not ids.split():
             return []
@@ -483,7 +484,7 @@ class PodmanEngine(Engine):
         # A pod's infra container carries the pod's labels but goes with its pod.
         data = [d for d in json.loads(proc.stdout or "[]") if not d.get("IsInfra")]
         found = [_container_info(d) for d in data]
-        return [c for c in found if _has_labels(c.labels, labels)]
+        return [c for c in found if labels_match(c.labels, labels)]
 
     def security(self, name: str) -> SecurityFacts:
         data = self._json("container", "inspect", "--format", "json", name)
@@ -599,7 +600,7 @@ class PodmanEngine(Engine):
 
     def list_networks(self, labels: Mapping[str, str]) -> list[str]:
         data = self._json("network", "ls", "--format", "json", *_label_filters(labels))
-        return sorted(str(n["name"]) for n in data if _has_labels(n.get("labels"), labels))
+        return sorted(str(n["name"]) for n in data if labels_match(n.get("labels") or {}, labels))
 
     def ensure_volume(self, name: str, labels: Mapping[str, str]) -> None:
         if self._run("volume", "exists", name, check=False).returncode != 0:
@@ -608,7 +609,7 @@ class PodmanEngine(Engine):
     def list_volumes(self, labels: Mapping[str, str]) -> list[str]:
         answer = self._via_api(lambda api: api.volumes(labels))
         data = answer[0] if answer is not None else self._volume_listing(labels)
-        return sorted(str(v["Name"]) for v in data if _has_labels(v.get("Labels"), labels))
+        return sorted(str(v["Name"]) for v in data if labels_match(v.get("Labels") or {}, labels))
 
     def _volume_listing(self, labels: Mapping[str, str]) -> Any:
         return self._json("volume", "ls", "--format", "json", *_label_filters(labels))
@@ -816,17 +817,13 @@ def _label_args(labels: Mapping[str, str]) -> list[str]:
 
 
 def _label_filters(labels: Mapping[str, str]) -> list[str]:
-    """Narrow a listing on the engine's side; ``_has_labels`` decides.
+    """Narrow a listing on the engine's side; ``labels_match`` decides.
 
     Podman ORs repeated label filters for some object kinds (volumes, networks), so a
     listing by several labels could return objects that carry only one of them: a test
     environment's teardown would then see live volumes. Every listing is re-checked.
     """
     return [f"--filter=label={k}={v}" for k, v in labels.items()][:1]
-
-
-def _has_labels(have: Mapping[str, str] | None, want: Mapping[str, str]) -> bool:
-    return all((have or {}).get(k) == v for k, v in want.items())
 
 
 def resolve_user(user: str, passwd: str, group: str) -> tuple[int, int]:

@@ -482,9 +482,10 @@ class FakeEdge:
     def readmit(self, role: str, name: str) -> None:
         self.admin[name] = "ready"
 
-    def drain(self, role: str, name: str, timeout: float) -> None:
+    def drain(self, role: str, name: str, timeout: float) -> bool:
         self.admin.pop(name, None)
         self._note()
+        return True
 
 
 def with_edge(engine: FakeEngine, state: State, edge: FakeEdge) -> Executor:

@@ -142,9 +142,9 @@ class LoggingEdge(FakeEdge):
         super().__init__()
         self.engine = engine
 
-    def drain(self, role: str, name: str, timeout: float) -> None:
+    def drain(self, role: str, name: str, timeout: float) -> bool:
         self.engine.calls.append(("drain", name))
-        super().drain(role, name, timeout)
+        return super().drain(role, name, timeout)
 
     def confirm(self, rr: RoleRelease, name: str, timeout: float, ready: bool) -> None:
         self.engine.calls.append(("ready", name))

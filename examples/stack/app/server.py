@@ -7,9 +7,10 @@ which is a DNS name on the fleet's network.
 
 Each request opens its own connection. While the database is being replaced (it is
 stopped before its successor starts), opening one is retried for up to DB_WAIT seconds,
-so a short database restart slows requests down instead of failing them; so does a
-name lookup of ``db`` that aardvark-dns 1.4 leaves unanswered for many seconds while
-containers come and go (see ``dns_args`` in corral/engines/podman.py). A statement is
+so a short database restart slows requests down instead of failing them. The address of
+``db`` is looked up once and kept until a connection to it fails: aardvark-dns 1.4
+leaves lookups unanswered for seconds while containers come and go (see ``dns_args`` in
+corral/engines/podman.py), and a lookup per request would stall with it. A statement is
 never retried: a POST whose connection broke mid-way answers 503 rather than insert twice.
 
 On SIGTERM (``podman stop``, after the edge has drained the instance) the requests still
@@ -45,12 +46,38 @@ class Unavailable(Exception):
     """The database could not be reached in time."""
 
 
+class Address:
+    """The database's address, looked up once and kept until a connection to it fails
+    (a new db instance has another address): lookups stay off the request path, where
+    aardvark-dns 1.4 would stall them for seconds while containers come and go."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ip: str | None = None
+
+    def get(self) -> str:
+        with self.lock:
+            if self.ip is None:
+                found = socket.getaddrinfo(DB["host"], 5432, type=socket.SOCK_STREAM)
+                self.ip = str(found[0][4][0])
+            return self.ip
+
+    def forget(self) -> None:
+        with self.lock:
+            self.ip = None
+
+
+DB_ADDRESS = Address()
+
+
 def connect(wait: float = DB_WAIT) -> "psycopg2.extensions.connection":
     deadline = time.monotonic() + wait
     while True:
         try:
-            return psycopg2.connect(**DB)
-        except psycopg2.OperationalError as exc:
+            # host names the server (for libpq's checks), hostaddr is where it is.
+            return psycopg2.connect(**DB, hostaddr=DB_ADDRESS.get())
+        except (psycopg2.OperationalError, OSError) as exc:  # OSError: the lookup failed
+            DB_ADDRESS.forget()
             if time.monotonic() >= deadline:
                 raise Unavailable(str(exc).strip()) from exc
             time.sleep(0.05)

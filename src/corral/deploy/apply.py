@@ -317,8 +317,15 @@ class Executor:
                     self.edge.readmit(role, step.instance)
             case Action.DRAIN:
                 self._say_retiring(step)
-                if self.edge is not None:
-                    self.edge.drain(role, step.instance, timeout=step.timeout)
+                if self.edge is not None and not self.edge.drain(
+                    role, step.instance, timeout=step.timeout
+                ):
+                    self.progress.step(
+                        role,
+                        f"cut the requests {step.instance} was still answering after its "
+                        f"drain of {step.timeout:g}s (deploy.drain is shorter than the "
+                        "role's slowest requests)",
+                    )
             case Action.STOP:
                 self._say_retiring(step)
                 self.engine.stop(step.instance, timeout=10)

@@ -779,9 +779,16 @@ class Edge:
         states += [(n, "drain") for n in drain]
         self.api.set_states(role, states)
 
-    def drain(self, role: str, name: str, timeout: float) -> None:
-        """Take an instance out of rotation without failing a request; absent is fine."""
+    def drain(self, role: str, name: str, timeout: float) -> bool:
+        """Take an instance out of rotation, then out of the edge; absent is fine.
+
+        Returns:
+            False when requests were still running after ``timeout`` and were cut (the
+            role's ``deploy.drain`` is shorter than its slowest request), else True.
+        """
         # No listing of the backend first (that would read every server per instance):
         # an absent server or backend is refused by the first step, and that is fine.
-        with contextlib.suppress(NotFoundError):
-            self.api.drain_and_remove(role, name, drain_timeout=timeout)
+        try:
+            return self.api.drain_and_remove(role, name, drain_timeout=timeout)
+        except NotFoundError:
+            return True

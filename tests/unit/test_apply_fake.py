@@ -660,3 +660,34 @@ def test_each_image_is_distributed_once_and_started_as_the_engine_says(state: St
         SCOPE, {"web": role_release("web", "img-a", replicas=3)}, observed(engine, state)
     )
     assert not again.has_changes
+
+
+class Steps(NullProgress):
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def step(self, subject: str, message: str) -> None:
+        self.said.append(f"{subject}: {message}")
+
+
+class CuttingEdge(FakeEdge):
+    """An edge whose drained servers still had requests running when the drain ran out."""
+
+    def drain(self, role: str, name: str, timeout: float) -> bool:
+        super().drain(role, name, timeout)
+        return False
+
+
+def test_requests_cut_at_the_end_of_a_drain_are_said(state: State) -> None:
+    engine, edge, progress = RecordingEngine(), CuttingEdge(), Steps()
+    for image in ("img-a", "img-b"):
+        rr = role_release("web", image, replicas=1, public=8080)
+        release = state.start_release(FLEET, "deploy", {"web": rr.to_record()})
+        plan = plan_deploy(
+            SCOPE, {"web": rr}, observed(engine, state, edge), release=release.number
+        )
+        executor = Executor(engine, SCOPE, Journal(state, FLEET), progress, edge)  # type: ignore[arg-type]
+        executor.apply(plan)
+        state.finish_release(release.id, "active")
+    [cut] = [line for line in progress.said if "cut the requests" in line]
+    assert cut.startswith("web: cut the requests shop-web-r1-1 was still answering after its drain")

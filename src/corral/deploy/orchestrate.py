@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from corral.deploy.apply import Executor, Journal
 from corral.deploy.context import GOOD, Context
@@ -285,21 +286,27 @@ def converge(
         verify(ctx, desired, 0.0, edge)  # every role at its replicas before the smoke test
         after(desired)
         verify(ctx, desired, settle_time(desired, _changed(plan)), edge)
-    except LockedError as exc:  # another process took the lock: it owns the fleet now
-        ctx.state.finish_release(release.id, "aborted", exc.message)
-        journal.audit(kind, "fleet", "aborted", {**details, "error": exc.message})
-        raise
     except CorralError as exc:
+        if isinstance(exc, LockedError):  # another process took the lock: it owns the fleet
+            _abort(ctx, journal, release, details, exc.message)
+            raise
         undo_it = functools.partial(undo, ctx, previous, secrets, edge)
         fail(ctx.state, Failed(release, previous, as_deploy_error(exc), kind, undo_it))
     except BaseException as exc:  # Ctrl-C, or a bug: nothing was decided, nothing undone
         why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}"
-        ctx.state.finish_release(release.id, "aborted", why)
-        journal.audit(kind, "fleet", "aborted", {**details, "error": why})
+        _abort(ctx, journal, release, details, why)
         raise
     ctx.state.finish_release(release.id, "active")
     journal.audit(kind, "fleet", "ok", {**details, "source": source.number if source else None})
     return DeployResult(fleet, kind, "active", release.number, plan)
+
+
+def _abort(
+    ctx: Context, journal: Journal, release: ReleaseRecord, details: dict[str, Any], why: str
+) -> None:
+    """End ``release`` aborted (nothing decided, nothing undone) and audit it."""
+    ctx.state.finish_release(release.id, "aborted", why)
+    journal.audit(str(details["kind"]), "fleet", "aborted", {**details, "error": why})
 
 
 def _apply(

@@ -442,9 +442,7 @@ class Edge:
             os.chown(cfg, -1, EDGE_GID, follow_symlinks=False)
             os.chmod(cfg, CONFIG_DIR_MODE)
             self._write_config(self.render(desired), b"", EMPTY_STATE)
-            write_private(
-                self.folder / "cfg" / HASH_FILE, self.config_hash(desired, image_id).encode()
-            )
+            self._record_hash(desired, image_id)
             private_dir(sock)
             os.chown(sock, EDGE_UID, EDGE_GID, follow_symlinks=False)
         except PermissionError as exc:
@@ -551,6 +549,10 @@ class Edge:
             with contextlib.suppress(EngineError):
                 self._switch_worker(timeout)
             raise
+        self._record_hash(desired, image_id)
+
+    def _record_hash(self, desired: Desired, image_id: str) -> None:
+        """Note the configuration the edge runs now (after a start, reload or take-over)."""
         write_private(self.folder / "cfg" / HASH_FILE, self.config_hash(desired, image_id).encode())
 
     def _write_carried(self, desired: Desired) -> tuple[dict[str, bytes], list[tuple[str, str]]]:
@@ -670,7 +672,7 @@ class Edge:
         self.engine.remove(old.name)
         if name != self.scope.edge_name:
             self.engine.rename(name, self.scope.edge_name)
-        write_private(self.folder / "cfg" / HASH_FILE, self.config_hash(desired, image_id).encode())
+        self._record_hash(desired, image_id)
 
     def _wait_serving(
         self, node: str, container: str, healthy: Sequence[tuple[str, str]], timeout: float

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from corral.engines.base import ContainerSpec
-from corral.engines.podman import PodmanEngine, dns_args, run_args
+from corral.engines.podman import NetworkFacts, PodmanEngine, dns_args, network_facts, run_args
 
 
 def _spec(network: str | None) -> ContainerSpec:
@@ -43,7 +43,7 @@ class _Inspecting(PodmanEngine):
     def __init__(self, networks: dict[str, dict[str, Any]]) -> None:
         self.networks = networks
         self.inspections = 0
-        self._dns = {}
+        self._networks = {}
 
     def _json(self, *args: str) -> Any:
         assert args[:2] == ("network", "inspect")
@@ -65,3 +65,15 @@ def test_the_dns_servers_are_the_gateways_of_a_dns_network_read_once() -> None:
     assert engine._dns_servers("f") == ("10.89.3.1",)
     assert engine.inspections == 1
     assert engine._dns_servers("quiet") == ()
+
+
+def test_a_bridge_networks_interface_and_ipv4_gateway_are_read_for_its_fixed_mac() -> None:
+    data = {
+        "driver": "bridge",
+        "network_interface": "podman3",
+        "dns_enabled": True,
+        "subnets": [{"gateway": "fd00::1"}, {"gateway": "10.89.3.1"}],
+    }
+    assert network_facts(data) == NetworkFacts(("fd00::1", "10.89.3.1"), "podman3", "10.89.3.1")
+    macvlan = {**data, "driver": "macvlan"}
+    assert network_facts(macvlan).interface == ""  # not a bridge corral may change

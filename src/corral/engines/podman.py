@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from corral.engines import bridge
 from corral.engines.base import Engine
 from corral.engines.capabilities import Capability
 from corral.engines.podman_api import APIUnavailable, PodmanAPI, default_api
@@ -68,6 +69,16 @@ RESOLVER_LISTINGS = 3  # glibc reads at most 3 nameservers (MAXNS)
 
 
 @dataclass(frozen=True)
+class NetworkFacts:
+    """What corral needs of a podman network: where its DNS server answers (none when
+    it has no DNS), and its bridge interface and IPv4 gateway (see ``bridge``)."""
+
+    dns: tuple[str, ...]
+    interface: str
+    gateway: str
+
+
+@dataclass(frozen=True)
 class SecretLaunch:
     """What starting an image through :data:`LAUNCHER` needs to know about it: the numeric
     owner its secret files get, and the entrypoint the launcher runs before the command."""
@@ -94,7 +105,7 @@ class PodmanEngine(Engine):
         self.api = default_api() if api == "auto" else api
         self._secrets: list[str] | None = None  # cached names in podman's secret store
         self._launches: dict[tuple[str, str], SecretLaunch] = {}  # by (image, user)
-        self._dns: dict[str, tuple[str, ...]] = {}  # by network: its DNS server addresses
+        self._networks: dict[str, NetworkFacts] = {}  # by name, read once
 
     def _via_api(self, read: Callable[[PodmanAPI], T]) -> tuple[T] | None:
         """``(answer,)`` from the REST API, or None: use the CLI instead."""
@@ -299,7 +310,18 @@ class PodmanEngine(Engine):
         info = self.inspect(container_id)
         if info is None:
             raise EngineError(f"container {spec.name} vanished right after it started")
+        for network in info.addresses:  # a pod's container is on its pod's networks
+            self._pin_bridge(network)
         return info
+
+    def _pin_bridge(self, network: str) -> None:
+        """Keep ``network``'s bridge at one MAC address (see ``bridge``), once it exists:
+        netavark makes it when the first container joins. Only root's podman has its
+        bridges in this network namespace."""
+        if os.geteuid() == 0:
+            facts = self._network_facts(network)
+            if facts.interface and facts.gateway:
+                bridge.pin_mac(facts.interface, facts.gateway)
 
     def _secret_launch(self, spec: ContainerSpec) -> SecretLaunch:
         """How ``spec``'s image runs the launcher: as which uid/gid, after which entrypoint.
@@ -578,16 +600,17 @@ class PodmanEngine(Engine):
 
     def _dns_servers(self, network: str) -> tuple[str, ...]:
         """The addresses where podman's DNS server (aardvark-dns) answers on ``network``:
-        its gateways, or none when the network has no DNS. Read once per network."""
-        if network not in self._dns:
+        its gateways, or none when the network has no DNS."""
+        return self._network_facts(network).dns
+
+    def _network_facts(self, network: str) -> NetworkFacts:
+        if network not in self._networks:
             found = self._json("network", "inspect", "--format", "json", network)
-            data = found[0] if found else {}
-            subnets = (data.get("subnets") or []) if data.get("dns_enabled") else []
-            self._dns[network] = tuple(str(s["gateway"]) for s in subnets if s.get("gateway"))
-        return self._dns[network]
+            self._networks[network] = network_facts(found[0] if found else {})
+        return self._networks[network]
 
     def remove_network(self, name: str) -> None:
-        self._dns.pop(name, None)
+        self._networks.pop(name, None)
         if self._network_exists(name):
             # Not --force: that would also remove any container still attached, corral's or not.
             self._run("network", "rm", name)
@@ -700,6 +723,19 @@ def probe_args(spec: ContainerSpec, dns: Sequence[str] = ()) -> list[str]:
     return [*_container_args(spec, dns), "--entrypoint", entrypoint, spec.image]
 
 
+def network_facts(data: Mapping[str, Any]) -> NetworkFacts:
+    """The :class:`NetworkFacts` of one ``podman network inspect`` document."""
+    gateways = [str(s["gateway"]) for s in data.get("subnets") or [] if s.get("gateway")]
+    ipv4 = [g for g in gateways if "." in g]
+    return NetworkFacts(
+        dns=tuple(gateways) if data.get("dns_enabled") else (),
+        interface=str(data.get("network_interface") or "")
+        if data.get("driver") == "bridge"
+        else "",
+        gateway=ipv4[0] if ipv4 else "",
+    )
+
+
 def pod_args(spec: PodSpec) -> list[str]:
     """The ``podman pod create`` arguments for ``spec``: its infra container holds the
     network namespace (network, published ports, sysctls) that its containers join."""
@@ -781,19 +817,15 @@ def _store_hint(stderr: str) -> str:
 def dns_args(servers: Sequence[str]) -> list[str]:
     """Resolver settings that keep a role's name resolving while containers come and go.
 
-    aardvark-dns 1.4 (podman 4.3) closes and binds again every socket it listens on each
-    time netavark signals it, which happens whenever any container joins or leaves any
-    network (containers/aardvark-dns#389, fixed in 1.11). A query that meets no socket is
-    refused, and glibc then asks the next nameserver podman lists, the host's resolver,
-    which answers "no such name" for a role; a query left in a closed socket is lost,
-    and glibc waits its 5 s timeout, twice with podman's search domain. So an instance
-    asks aardvark only (it forwards every other name to the host's resolvers itself),
-    with no search domain, and short tries. glibc makes at most 5 rounds over at most 3
-    listed servers, waiting ``timeout << n / 3`` on the n-th: with aardvark listed 3
-    times and a 2 s timeout, a round takes 2 + 1 + 2 s, a lost query costs 2 s, and a
-    lookup fails only when aardvark-dns stays away for 25 s. It does stay away: 8-10 s
-    on a quiet machine here, beyond 15 s on a loaded one, when the signals follow each
-    other faster than it rebinds.
+    An instance asks the network's aardvark-dns only (it forwards every other name to the
+    host's resolvers itself), with no search domain, and short tries: podman's defaults
+    also list the host's resolver, which answers "no such name" for a role whenever a
+    query to aardvark is refused, and a search domain doubles every wait. glibc makes at
+    most 5 rounds over at most 3 listed servers, waiting ``timeout << n / 3`` on the n-th:
+    with aardvark listed 3 times and a 2 s timeout, a lost query costs 2 s, not 5 or 10.
+    The losses themselves came from two bugs of Debian 12's podman stack, both fixed
+    now: the bridge's changing MAC address (``bridge``) and aardvark-dns 1.4 binding its
+    sockets again on every reload (containers/aardvark-dns#389; scripts/setup-dns).
     """
     if not servers:
         return []

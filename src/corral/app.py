@@ -5,6 +5,7 @@ Each function takes the spec path and returns plain values; nothing here prints.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from corral.scrub import Scrubber
 from corral.spec import LoadedSpec, load_spec
 from corral.spec.model import Role
 from corral.state import AuditEntry, ImageRecord, State
+from corral.state.location import take_over_legacy
 from corral.testing import suite
 
 
@@ -94,12 +96,34 @@ def output_scrubber(path: Path) -> Scrubber:
 
 
 @contextmanager
-def open_state(spec: LoadedSpec) -> Iterator[State]:
-    state = State.open(spec.state_path, scrubber=scrubber(spec))
+def open_state(spec: LoadedSpec, progress: Progress | None = None) -> Iterator[State]:
+    """The fleet's state (see :mod:`corral.state.location`), open until the block ends.
+
+    A ``.corral/state.db`` an earlier corral kept beside the spec is taken over first,
+    once: the message goes to ``progress``, or to stderr for a command without one (it
+    is the one thing corral says only once), and to the audit trail.
+
+    Raises:
+        StateError: the state cannot be opened, or two histories would have to merge.
+    """
+    location = spec.state_location
+    moved = take_over_legacy(location)
+    state = State.open(location.target, scrubber=scrubber(spec))  # type: ignore[arg-type]
     try:
+        if moved is not None:
+            _tell(progress, moved)
+            details = {"from": str(location.legacy), "to": location.display}
+            state.record_audit(spec.fleet.fleet, "state-take-over", "state", "ok", details)
         yield state
     finally:
         state.close()
+
+
+def _tell(progress: Progress | None, message: str) -> None:
+    if progress is None:
+        print(f"corral: {message}", file=sys.stderr)
+    else:
+        progress.step("state", message)
 
 
 def build(
@@ -112,7 +136,7 @@ def build(
     """Bake the images of ``roles`` (default: all) of the spec at ``path``."""
     spec = load_spec(path)
     engine = engine or get_engine()
-    with open_state(spec) as state, state.lock("build", wait=600, purpose="build"):
+    with open_state(spec, progress) as state, state.lock("build", wait=600, purpose="build"):
         return build_fleet(spec, engine, state, roles, progress, force)
 
 
@@ -176,7 +200,7 @@ def _audited(ctx: Context, action: str, target: str = "fleet") -> Iterator[None]
 @contextmanager
 def _deploying(path: Path, progress: Progress | None, engine: Engine | None) -> Iterator[Context]:
     spec = load_spec(path)
-    with open_state(spec) as state:
+    with open_state(spec, progress) as state:
         yield Context(spec, engine or get_engine(), state, progress or NullProgress())
 
 

@@ -115,3 +115,13 @@ def fleet(tmp_path: Path, cleanup_fleet: str) -> Iterator[Fleet]:
     made.write()
     yield made
     made.corral("destroy", "--yes", check=False)
+
+
+@pytest.fixture(autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every fleet's default state (and the corral processes a test starts, which inherit
+    the environment) in a folder of the test's own, never /var/lib/corral."""
+    home = tmp_path_factory.mktemp("state-home")
+    monkeypatch.setenv("CORRAL_STATE_HOME", str(home))
+    monkeypatch.delenv("CORRAL_STATE", raising=False)
+    return home

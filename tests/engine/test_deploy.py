@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from corral.deploy.context import FLEET_EDGE_KEY
 from corral.deploy.scope import Scope
 from corral.edge.container import (
     EDGE_GID,
@@ -284,7 +285,7 @@ def test_only_root_and_haproxy_reach_the_edges_admin_socket(
 ) -> None:
     fleet.write(replicas=1)
     fleet.deploy()
-    folder = Edge(engine, Scope(fleet.name), str(load_spec(fleet.spec).state_path)).folder
+    folder = Edge(engine, Scope(fleet.name), FLEET_EDGE_KEY).folder
     [edge] = podman_json("container", "inspect", f"{fleet.name}-edge")
     assert edge["Config"]["User"] == f"{EDGE_UID}:{EDGE_GID}"
     assert _owner_and_mode(RUNTIME_ROOT) == _owner_and_mode(folder) == (0, 0, 0o700)

@@ -19,3 +19,13 @@ def db_path(tmp_path: Path) -> Path:
 def state(db_path: Path) -> Iterator[State]:
     with State.open(db_path) as st:
         yield st
+
+
+@pytest.fixture(autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every fleet's default state in a folder of the test's own, never /var/lib/corral
+    or the user's data folder; ``CORRAL_STATE`` of the caller's shell does not leak in."""
+    home = tmp_path_factory.mktemp("state-home")
+    monkeypatch.setenv("CORRAL_STATE_HOME", str(home))
+    monkeypatch.delenv("CORRAL_STATE", raising=False)
+    return home

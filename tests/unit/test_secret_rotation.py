@@ -93,10 +93,10 @@ def test_the_keyed_hash_changes_with_the_value_the_name_and_the_key() -> None:
 
 
 def test_the_key_is_made_once_private_and_outside_the_database(tmp_path: Path) -> None:
-    state = tmp_path / "state" / "state.db"
+    state = tmp_path / "state"
     first = load_key(state, "rot")
     path = key_path(state, "rot")
-    assert path.parent == state.parent and path.name == "rot.secret-key"
+    assert path.parent == state and path.name == "rot.secret-key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert load_key(state, "rot") == first  # the same key next time
     assert load_key(state, "other") != first  # one per fleet
@@ -155,7 +155,7 @@ def test_deploying_a_role_without_secrets_needs_no_other_roles_value(
     with pytest.raises(GateError, match="DB_PASSWORD"):
         _deploy(spec, engine)  # the whole fleet needs db's
     assert _deploy(spec, engine, "static").status == "active"
-    key_file = key_path(load_spec(spec).state_path, "rot")
+    key_file = key_path(load_spec(spec).state_location.files, "rot")
     assert not key_file.exists()  # no secret hashed: no key made
     monkeypatch.setenv("DB_PASSWORD", OLD)
     assert _deploy(spec, engine).status == "active"
@@ -196,7 +196,7 @@ def test_a_new_value_replaces_the_roles_instances_and_plan_says_so(
     assert result.has_changes and db.start == 1
     assert [(c.instance, c.reason) for c in db.stop] == [(first, "secret DB_PASSWORD changed")]
     assert not result.plan.role("static").changed  # only the role that uses it
-    key = load_key(load_spec(spec).state_path, "rot")
+    key = load_key(load_spec(spec).state_location.files, "rot")
     shown = json.dumps(plan_data(result)) + "\n".join(plan_lines(result.plan))
     assert "replace rot-db-r1-1: secret DB_PASSWORD changed" in shown
     for secret in (OLD, NEW, key.digest("DB_PASSWORD", NEW), key.digest("DB_PASSWORD", OLD)):
@@ -218,7 +218,7 @@ def test_state_keeps_the_keyed_hash_never_the_value(
     monkeypatch.setenv("DB_PASSWORD", OLD)
     _deploy(spec, engine)
     state = load_spec(spec).state_path
-    key = load_key(state, "rot")
+    key = load_key(state.parent, "rot")
     stored = b"".join(p.read_bytes() for p in state.parent.glob(state.name + "*"))
     assert OLD.encode() not in stored
     assert key.digest("DB_PASSWORD", OLD).encode() in stored  # what tells a rotation

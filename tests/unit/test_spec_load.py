@@ -105,9 +105,9 @@ def test_relative_path_argument(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert spec.path.is_absolute()
 
 
-def test_default_state_path(tmp_path: Path) -> None:
+def test_default_state_path(tmp_path: Path, state_home: Path) -> None:
     spec = load_spec(write_project(tmp_path, GOOD.replace("state: var/corral.db\n", "")))
-    assert spec.state_path == tmp_path / ".corral" / "state.db"
+    assert spec.state_path == state_home / "shop" / "state.db"  # the host's, not the checkout's
 
 
 def test_role_section_is_plain_and_stable(loaded: LoadedSpec, tmp_path: Path) -> None:
@@ -196,4 +196,4 @@ def test_example_in_docs_loads(tmp_path: Path) -> None:
     (tmp_path / "corral.yaml").write_text(example)
     spec = load_spec(tmp_path / "corral.yaml")
     assert set(spec.fleet.roles) == {"web", "db"}
-    assert spec.state_path == tmp_path / ".corral" / "state.db"
+    assert spec.state_location.origin == "default"

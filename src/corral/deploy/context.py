@@ -12,6 +12,7 @@ from corral.progress import NullProgress, Progress
 from corral.spec.load import LoadedSpec
 from corral.state import State
 
+FLEET_EDGE_KEY = "fleet"  # see Edge.runtime_key: one edge per fleet name on a host
 GOOD = ("active", "superseded")  # the statuses of releases that once went live
 
 
@@ -29,7 +30,7 @@ class Context:
 
     def __post_init__(self) -> None:
         self.scope = Scope(self.spec.fleet.fleet)
-        self.edge = Edge(
-            self.engine, self.scope, str(self.spec.state_path), self.spec.fleet.edge.address
-        )
-        self.secret_key = KeyFile(self.spec.state_path, self.scope.fleet)
+        # The edge's runtime folder is the fleet's, whatever checkout or state names it:
+        # every corral on the host must reach the one edge's socket.
+        self.edge = Edge(self.engine, self.scope, FLEET_EDGE_KEY, self.spec.fleet.edge.address)
+        self.secret_key = KeyFile(self.spec.state_location.files, self.scope.fleet)

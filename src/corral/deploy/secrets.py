@@ -37,9 +37,9 @@ from corral.deploy.desired import Desired, RoleRelease
 from corral.errors import GateError, StateError
 from corral.hostfiles import create_private, read_private, write_private
 from corral.state.filelock import file_lock
+from corral.state.location import KEY_SUFFIX
 
 KEY_BYTES = 32
-KEY_SUFFIX = ".secret-key"
 
 
 class Hasher(Protocol):
@@ -75,7 +75,7 @@ class KeyFile:
     """A fleet's key, read (or made) only when a hash is needed: a fleet without secrets
     never gets a key file."""
 
-    state_path: Path
+    folder: Path  # the fleet's files' folder (StateLocation.files)
     fleet: str
     _key: SecretKey | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -84,7 +84,7 @@ class KeyFile:
         """The key, loaded once (see :func:`load_key`)."""
         with self._lock:  # the executor's threads start instances side by side
             if self._key is None:
-                self._key = load_key(self.state_path, self.fleet)
+                self._key = load_key(self.folder, self.fleet)
             return self._key
 
     def hashes(self, names: Iterable[str], values: Mapping[str, str]) -> dict[str, str]:
@@ -93,20 +93,21 @@ class KeyFile:
         return self.key().hashes(wanted, values) if wanted else {}
 
 
-def key_path(state_path: Path, fleet: str) -> Path:
-    """Where ``fleet``'s key lives: beside the state database, not in it."""
-    return state_path.parent / f"{fleet}{KEY_SUFFIX}"
+def key_path(folder: Path, fleet: str) -> Path:
+    """Where ``fleet``'s key lives: in the folder of the fleet's files (beside a state
+    file, or the fleet's home for a state URL), never in the state itself."""
+    return folder / f"{fleet}{KEY_SUFFIX}"
 
 
-def load_key(state_path: Path, fleet: str) -> SecretKey:
+def load_key(folder: Path, fleet: str) -> SecretKey:
     """The fleet's key, made (random, 0600) the first time it is needed.
 
     Raises:
         StateError: the key file cannot be made or read, or it is damaged.
     """
-    path = key_path(state_path, fleet)
+    path = key_path(folder, fleet)
     # A lock: two corral processes making the first key must agree on one.
-    with file_lock(state_path.parent, "secret-key", wait=10, purpose="make the secret key"):
+    with file_lock(folder, "secret-key", wait=10, purpose="make the secret key"):
         try:
             if create_private(path):
                 write_private(path, token_hex(KEY_BYTES).encode() + b"\n")

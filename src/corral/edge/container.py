@@ -209,7 +209,7 @@ class Edge:
 
     engine: Engine
     scope: Scope
-    runtime_key: str  # tells apart fleets of the same name kept in different state files
+    runtime_key: str  # tells apart a fleet's edge from its test environments' edges
     address: str = "127.0.0.1"
     publish: bool = True  # test environments publish nothing on the host
     runtime_root: Path = RUNTIME_ROOT

@@ -36,6 +36,7 @@ from corral.spec.parse import (
     SourceInt,
     parse,
 )
+from corral.state.location import StateLocation, is_url, locate
 
 MAX_BYTES = 1024 * 1024
 # Beyond this many problems nobody reads on, and wording each one costs time: a 1 MiB spec
@@ -65,11 +66,19 @@ class LoadedSpec:
         return plain
 
     @property
+    def state_location(self) -> StateLocation:
+        """Where this fleet's state is: the host's, ``CORRAL_STATE`` or the spec's ``state``
+        (see :mod:`corral.state.location`)."""
+        return locate(self.fleet.fleet, self.root, self.fleet.state)
+
+    @property
     def state_path(self) -> Path:
-        """Where corral keeps its state database for this fleet."""
-        if self.fleet.state is None:
-            return self.root / ".corral" / "state.db"
-        return self.root / Path(self.fleet.state).expanduser()
+        """The fleet's state database file.
+
+        Raises:
+            StateError: the state is a URL.
+        """
+        return self.state_location.path
 
 
 def load_spec(path: Path) -> LoadedSpec:
@@ -431,6 +440,8 @@ def _state_problem(root: Path, value: str) -> str | None:
         kinds.state_path(value)
     except ValueError:
         return None  # the model reports the text itself
+    if is_url(value):
+        return None
     try:
         target = root / Path(value).expanduser()
         mode = target.lstat().st_mode

@@ -55,7 +55,7 @@ class RoleTestResult:
 
 
 def owners_folder(ctx: Context) -> Path:
-    return ctx.spec.state_path.parent / "tests"
+    return ctx.spec.state_location.files / "tests"
 
 
 def sweep_dead_tests(ctx: Context, orphans: bool = False) -> list[str]:

@@ -16,12 +16,15 @@ from corral.build.bake import LABEL
 from corral.deploy import gc as fleet_gc
 from corral.deploy import orchestrate, service
 from corral.deploy import status as fleet_status
+from corral.deploy.context import FLEET_EDGE_KEY
 from corral.deploy.desired import Desired
 from corral.deploy.gc import Collected
 from corral.deploy.orchestrate import DeployResult, Hook
 from corral.deploy.outcome import ReleaseFailed
+from corral.deploy.scope import Scope
 from corral.deploy.service import Context, PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
+from corral.edge.container import adopt_runtime_folder
 from corral.engines import Engine, get_engine
 from corral.errors import CorralError, Diagnostic, GateError, LockedError, UsageError
 from corral.progress import NullProgress, Progress
@@ -111,6 +114,11 @@ def open_state(spec: LoadedSpec, progress: Progress | None = None) -> Iterator[S
     state = State.open(location.target, scrubber=scrubber(spec))  # type: ignore[arg-type]
     try:
         if moved is not None:
+            # The edge an earlier corral started keeps its sockets in a folder named after
+            # that state's path: it becomes the fleet's folder, and the edge stays reachable.
+            adopt_runtime_folder(
+                Scope(spec.fleet.fleet).prefix, str(location.legacy), FLEET_EDGE_KEY
+            )
             _tell(progress, moved)
             details = {"from": str(location.legacy), "to": location.display}
             state.record_audit(spec.fleet.fleet, "state-take-over", "state", "ok", details)

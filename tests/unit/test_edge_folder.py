@@ -13,7 +13,7 @@ import pytest
 from corral.deploy.desired import Desired, RoleRelease
 from corral.deploy.scope import Scope
 from corral.edge import container as edge_module
-from corral.edge.container import EDGE_GID, EDGE_UID, Edge
+from corral.edge.container import EDGE_GID, EDGE_UID, Edge, adopt_runtime_folder, runtime_folder
 from corral.engines.base import ContainerInfo
 from corral.engines.fake import FakeEngine
 from corral.engines.podman import pod_args
@@ -171,3 +171,16 @@ def test_a_reloaded_configuration_is_what_observe_compares(edge: Edge) -> None:
 
 def _web(health: dict[str, object]) -> RoleRelease:
     return role_release("web", public=8080, run={"port": 8000}, health=health)
+
+
+def test_an_earlier_corrals_edge_folder_becomes_the_fleets_and_keeps_its_contents(
+    tmp_path: Path,
+) -> None:
+    old = runtime_folder(tmp_path, "/srv/site/.corral/state.db", "demo")
+    (old / "sock").mkdir(parents=True)
+    (old / "sock" / "admin.sock").write_text("")
+    assert adopt_runtime_folder("demo", "/srv/site/.corral/state.db", "fleet", root=tmp_path)
+    new = runtime_folder(tmp_path, "fleet", "demo")
+    assert (new / "sock" / "admin.sock").exists() and not old.exists()
+    # Once is all: nothing to move now, and an existing folder is never replaced.
+    assert not adopt_runtime_folder("demo", "/srv/site/.corral/state.db", "fleet", root=tmp_path)

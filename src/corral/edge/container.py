@@ -82,6 +82,30 @@ KIND_EDGE = "edge"
 VERIFY_TRIES, VERIFY_PAUSE = 3, 0.2  # an instance's check before an edge is replaced
 EDGE_ROLE = "corral-edge"
 RUNTIME_ROOT = Path("/run/corral")
+
+
+def runtime_folder(root: Path, key: str, prefix: str) -> Path:
+    """The edge's folder for ``key`` (see ``Edge.runtime_key``) and a fleet's prefix: a
+    short path, since a Unix socket's path may not be longer than 107 bytes."""
+    return root / hashlib.sha256(f"{key}|{prefix}".encode()).hexdigest()[:12]
+
+
+def adopt_runtime_folder(
+    prefix: str, old_key: str, new_key: str, root: Path = RUNTIME_ROOT
+) -> bool:
+    """Move the edge folder an earlier corral made under ``old_key`` (the state's path,
+    before the folder became the fleet's) to ``new_key``'s, unless that one exists.
+
+    A running edge keeps working: its bind mounts hold the folder, not its path, and
+    corral finds its sockets at the new path from then on. Returns whether one moved.
+    """
+    old, new = runtime_folder(root, old_key, prefix), runtime_folder(root, new_key, prefix)
+    if old == new or not old.is_dir() or new.exists():
+        return False
+    os.rename(old, new)
+    return True
+
+
 CONFIG_IN_CONTAINER = "/etc/corral-edge"
 SOCKET_IN_CONTAINER = "/var/lib/corral-edge"
 SOCKET_NAME = "admin.sock"
@@ -231,8 +255,7 @@ class Edge:
 
     @property
     def folder(self) -> Path:
-        digest = hashlib.sha256(f"{self.runtime_key}|{self.scope.prefix}".encode()).hexdigest()
-        return self.runtime_root / digest[:12]
+        return runtime_folder(self.runtime_root, self.runtime_key, self.scope.prefix)
 
     def _socket_mount(self) -> Mount:
         """The folder HAProxy makes its sockets in, mounted into the edge container."""

@@ -302,6 +302,46 @@ def gc(opts: Options, wait: float) -> int:
 
 
 @cli.command()
+@common_options
+def reconcile(opts: Options) -> int:
+    """One pass of the watcher: replace dead, drifted or burned instances, remove orphans."""
+    with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
+        result = app.reconcile(opts.file, progress=progress)
+    opts.emit(result.to_dict(), lambda out: _show_pass(out, result))
+    return 0
+
+
+def _show_pass(out: Console, result: app.Reconciled) -> None:
+    for burn in result.burns:
+        out.print(f"burned {burn.instance}: {burn.reason}")
+    for name in result.started:
+        out.print(f"started {name}")
+    out.print(f"{result.status}{': ' + result.message if result.message else ''}")
+
+
+@cli.command()
+@click.option(
+    "--interval", default=2.0, show_default=True, type=Seconds(0.2, 3600), help="Between passes."
+)
+@click.option("--passes", default=None, type=Count(1, 10**9), help="Stop after this many.")
+@common_options
+def watch(opts: Options, interval: float, passes: int | None) -> int:
+    """Reconcile the live fleet towards its active release, until interrupted."""
+    out = opts.err
+
+    def failed(exc: Exception, delay: float) -> None:
+        out.print(f"reconcile failed: {exc}; next pass in {delay:g}s")
+
+    def passed(result: app.Reconciled) -> None:
+        if result.status == "converged" or opts.verbose:
+            _show_pass(out, result)
+
+    with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
+        app.watch(opts.file, interval, passes, progress, on_pass=passed, on_failure=failed)
+    return 0
+
+
+@cli.command()
 @click.option("--limit", default=50, show_default=True, type=Count(1, 100000))
 @click.option(
     "--release",

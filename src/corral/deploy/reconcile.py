@@ -1,0 +1,205 @@
+"""``corral reconcile`` and ``corral watch``: the live fleet brought back to its ACTIVE
+release through the same planner and executor as a deploy, with no bake and no gate.
+
+An instance that died, went missing or was tainted (drifted, burned) is a planning input:
+``plan_deploy`` replaces it as it replaces a stale one (new first, except dead instances
+and single-writer holders, which the generators already handle stop-first). Orphans
+(corral's labels, a role the active release does not hold) are retired by the plan too.
+New instances belong to the active release and are named on from its highest index, as
+the undo does, so no release is recorded for a repair.
+
+A pass plans without the deploy lock; only when the plan changes something does it take
+the lock (``wait=0``: a running deploy owns the fleet, the pass is skipped), plan again
+under it, apply, and audit each burn with its evidence.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from corral.deploy.apply import Executor, Journal
+from corral.deploy.context import Context
+from corral.deploy.desired import Desired
+from corral.deploy.fleet import observe_fleet
+from corral.deploy.plan import Plan, plan_deploy
+from corral.deploy.resolve import edge_image, resolve_release
+from corral.deploy.secrets import live_values, secret_names
+from corral.errors import CorralError, LockedError
+
+# Burned instances the caller knows of (name -> evidence): an exec event, changed files.
+Taints = Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Burn:
+    """One instance a pass replaced or removed, and why."""
+
+    instance: str
+    role: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """What one pass did: ``unchanged``, ``converged``, ``skipped`` (a deploy holds the
+    lock) or ``no-release`` (nothing went live yet)."""
+
+    fleet: str
+    status: str
+    release: int | None = None
+    burns: tuple[Burn, ...] = ()
+    started: tuple[str, ...] = ()
+    message: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "fleet": self.fleet,
+            "status": self.status,
+            "release": self.release,
+            "burns": [b.__dict__ for b in self.burns],
+            "started": list(self.started),
+            "message": self.message,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class _Target:
+    release: int
+    desired: Desired
+    edge: str | None
+
+
+def burns_of(plan: Plan) -> tuple[Burn, ...]:
+    """Every instance ``plan`` retires, with the planner's reason: the pass's evidence."""
+    burns = [
+        Burn(change.instance, rp.role, change.reason)
+        for rp in plan.roles
+        for change in (*rp.stop, *rp.cleanup)
+    ]
+    burns += [Burn(c.instance, "", c.reason) for c in plan.orphans]
+    return tuple(burns)
+
+
+def started_of(plan: Plan) -> tuple[str, ...]:
+    return tuple(name for rp in plan.roles for name in (*rp.new, *rp.restart))
+
+
+def _target(ctx: Context) -> _Target | None:
+    active = ctx.state.active_release(ctx.scope.fleet)
+    if active is None:
+        return None
+    desired = resolve_release(active).desired
+    return _Target(active.number, desired, edge_image(ctx, desired))
+
+
+def plan_repair(ctx: Context, target: _Target, taints: Taints) -> Plan:
+    """The plan that brings the fleet back to ``target`` with ``taints`` burned; pure but
+    for reading the fleet."""
+    observed = observe_fleet(ctx, target.desired, target.edge)
+    for name, why in taints.items():
+        observed = observed.taint(name, why)
+    return plan_deploy(ctx.scope, target.desired, observed, release=target.release)
+
+
+def reconcile(ctx: Context, taints: Taints | None = None) -> Reconciled:
+    """One pass: plan towards the active release; apply under the deploy lock if needed.
+
+    Raises:
+        DeployError: a replacement failed to become healthy (the caller backs off).
+    """
+    taints = taints or {}
+    started = time.monotonic()
+    fleet = ctx.scope.fleet
+    target = _target(ctx)
+    if target is None:
+        return Reconciled(fleet, "no-release", message="no release is active")
+    if not plan_repair(ctx, target, taints).has_changes:
+        return Reconciled(fleet, "unchanged", target.release)
+    try:
+        with ctx.state.lock("deploy", wait=0, purpose="reconcile"):
+            return _locked_pass(ctx, taints, started)
+    except LockedError as exc:  # a deploy owns the fleet: never fight it
+        return Reconciled(fleet, "skipped", target.release, message=exc.message)
+
+
+def _locked_pass(ctx: Context, taints: Taints, started: float) -> Reconciled:
+    """Under the deploy lock: plan again (a deploy may have finished meanwhile), apply."""
+    fleet = ctx.scope.fleet
+    target = _target(ctx)
+    if target is None:
+        return Reconciled(fleet, "no-release", message="no release is active")
+    plan = plan_repair(ctx, target, taints)
+    if not plan.has_changes:
+        return Reconciled(fleet, "unchanged", target.release)
+    _apply(ctx, plan, target)
+    took = time.monotonic() - started
+    return Reconciled(
+        fleet, "converged", target.release, burns_of(plan), started_of(plan), seconds=took
+    )
+
+
+def _apply(ctx: Context, plan: Plan, target: _Target) -> None:
+    journal = Journal(ctx.state, ctx.scope.fleet)
+    for burn in burns_of(plan):
+        journal.audit("burn", burn.instance, "ok", {"role": burn.role, "reason": burn.reason})
+    starting = secret_names(target.desired, (rp.role for rp in plan.roles if rp.start))
+    values = live_values(starting, "export them: corral watch starts replacement instances")
+    executor = Executor(
+        ctx.engine,
+        ctx.scope,
+        journal,
+        ctx.progress,
+        ctx.edge if target.edge else None,
+        values,
+        key=ctx.secret_key,
+    )
+    try:
+        executor.apply(plan)
+    except CorralError as exc:
+        journal.audit("reconcile", "fleet", "failed", {"error": str(exc)})
+        raise
+    journal.audit(
+        "reconcile", "fleet", "ok", {"release": target.release, "started": list(started_of(plan))}
+    )
+
+
+@dataclass
+class Watcher:
+    """``corral watch``: a pass every ``interval`` seconds, backing off exponentially
+    (up to ``max_backoff``) while passes keep failing, so a role whose new instances crash
+    is not churned; ``on_failure`` is told each failure (a log line, a webhook)."""
+
+    ctx: Context
+    interval: float = 2.0
+    max_backoff: float = 300.0
+    on_pass: Callable[[Reconciled], None] = lambda r: None
+    on_failure: Callable[[Exception, float], None] = lambda e, s: None
+    sleep: Callable[[float], None] = time.sleep
+    failures: int = field(default=0)
+
+    def delay(self) -> float:
+        if not self.failures:
+            return self.interval
+        return float(min(self.max_backoff, self.interval * 2**self.failures))
+
+    def once(self) -> Reconciled | None:
+        try:
+            result = reconcile(self.ctx)
+        except CorralError as exc:
+            self.failures += 1
+            self.on_failure(exc, self.delay())
+            return None
+        self.failures = 0
+        self.on_pass(result)
+        return result
+
+    def run(self, passes: int | None = None) -> None:
+        done = 0
+        while passes is None or done < passes:
+            self.once()
+            done += 1
+            self.sleep(self.delay())

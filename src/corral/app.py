@@ -374,6 +374,7 @@ def watch(
     path: Path,
     interval: float = 2.0,
     passes: int | None = None,
+    diff_interval: float = 30.0,
     progress: Progress | None = None,
     on_pass: Callable[[Reconciled], None] = lambda r: None,
     on_failure: Callable[[Exception, float], None] = lambda e, s: None,

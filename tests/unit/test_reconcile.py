@@ -4,12 +4,17 @@ planner and executor of a deploy (fake engine; the proof is tests/engine/test_wa
 from __future__ import annotations
 
 import json
+import queue
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from corral import app
-from corral.engines.base import ContainerSpec
+from corral.deploy.reconcile import Reconciled, Watcher, drifted_files, taint_of
+from corral.engines.base import ContainerSpec, EngineEvent, FileChange
+from corral.engines.capabilities import Capability
 from corral.engines.fake import FakeEngine
 from corral.spec import load_spec
 from corral.state import State
@@ -109,11 +114,91 @@ def test_a_pass_never_fights_a_deploy(
 
 
 def test_the_watcher_backs_off_while_passes_fail() -> None:
-    from corral.deploy.reconcile import Watcher
-
     watcher = Watcher(ctx=None, interval=2.0, max_backoff=30.0)  # type: ignore[arg-type]
     delays = []
     for failures in range(6):
         watcher.failures = failures
         delays.append(watcher.delay())
     assert delays == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+class StreamingEngine(FakeEngine):
+    """A fake that streams the events a test puts in and diffs what it is told."""
+
+    capabilities = frozenset(Capability)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue: queue.Queue[EngineEvent] = queue.Queue()
+        self.changed: dict[str, list[FileChange]] = {}
+
+    def events(self, labels: Mapping[str, str], since: str | None = None) -> Iterator[EngineEvent]:
+        while True:
+            yield self.queue.get()
+
+    def diff(self, name: str) -> list[FileChange]:
+        return self.changed.get(name, [])
+
+
+@pytest.fixture
+def streaming(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, StreamingEngine]:
+    engine = StreamingEngine()
+    engine.import_rootfs(tmp_path / "rootfs.tar", "localhost/worker-base:1", {})
+    monkeypatch.setattr("corral.app.get_engine", lambda: engine)
+    spec = tmp_path / "corral.yaml"
+    spec.write_text(WORKER_SPEC)
+    return spec, engine
+
+
+def _watcher(spec: Path, engine: FakeEngine, state: State) -> Watcher:
+    from corral.deploy.service import Context
+    from corral.progress import NullProgress
+
+    return Watcher(Context(load_spec(spec), engine, state, NullProgress()), interval=60.0)
+
+
+def test_an_exec_event_burns_its_instance_at_once(
+    streaming: tuple[Path, StreamingEngine], capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec, engine = streaming
+    before = _deployed(streaming, capsys)  # type: ignore[arg-type]
+    labels = {"io.corral.kind": "instance", "io.corral.role": "worker"}
+    with app.open_state(load_spec(spec)) as state:
+        watcher = _watcher(spec, engine, state)
+        passes: list[Reconciled] = []
+
+        def passed(result: Reconciled) -> None:  # the exec comes after the first pass
+            passes.append(result)
+            if len(passes) == 1:
+                engine.queue.put(EngineEvent("t0", "exec", before[0], labels))
+
+        watcher.on_pass = passed
+        started = time.monotonic()
+        watcher.run(passes=2)  # the second pass comes on the event, not after 60 s
+    assert time.monotonic() - started < 5
+    burned = [b for p in passes for b in p.burns]
+    assert [(b.instance, b.reason) for b in burned] == [(before[0], "tainted: exec event at t0")]
+    assert before[0] not in _workers(engine) and len(_workers(engine)) == 2
+
+
+def test_a_changed_root_filesystem_burns_its_instance(
+    streaming: tuple[Path, StreamingEngine], capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec, engine = streaming
+    before = _deployed(streaming, capsys)  # type: ignore[arg-type]
+    engine.changed[before[1]] = [FileChange("C", "/etc/passwd")]
+    with app.open_state(load_spec(spec)) as state:
+        result = _watcher(spec, engine, state).once()
+    assert result is not None
+    assert [(b.instance, b.reason) for b in result.burns] == [
+        (before[1], "tainted: files changed: C /etc/passwd")
+    ]
+    assert before[1] not in _workers(engine)
+
+
+def test_events_that_say_nothing_leave_the_fleet_alone() -> None:
+    assert taint_of(EngineEvent("t", "start", "x", {})) is None
+    assert taint_of(EngineEvent("t", "exec", "x", {})) == "exec event at t"
+    assert drifted_files([]) is None
+    many = [FileChange("A", f"/f{n}") for n in range(7)]
+    assert drifted_files(many) == "files changed: A /f0, A /f1, A /f2, A /f3, A /f4 and 2 more"

@@ -324,8 +324,15 @@ def _show_pass(out: Console, result: app.Reconciled) -> None:
     "--interval", default=2.0, show_default=True, type=Seconds(0.2, 3600), help="Between passes."
 )
 @click.option("--passes", default=None, type=Count(1, 10**9), help="Stop after this many.")
+@click.option(
+    "--diff-interval",
+    default=30.0,
+    show_default=True,
+    type=Seconds(0, 86400),
+    help="Between diffs of the instances' root filesystems.",
+)
 @common_options
-def watch(opts: Options, interval: float, passes: int | None) -> int:
+def watch(opts: Options, interval: float, passes: int | None, diff_interval: float) -> int:
     """Reconcile the live fleet towards its active release, until interrupted."""
     out = opts.err
 
@@ -337,7 +344,9 @@ def watch(opts: Options, interval: float, passes: int | None) -> int:
             _show_pass(out, result)
 
     with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
-        app.watch(opts.file, interval, passes, progress, on_pass=passed, on_failure=failed)
+        app.watch(
+            opts.file, interval, passes, diff_interval, progress, on_pass=passed, on_failure=failed
+        )
     return 0
 
 

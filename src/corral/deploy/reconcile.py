@@ -15,17 +15,22 @@ under it, apply, and audit each burn with its evidence.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from corral.deploy.apply import Executor, Journal
 from corral.deploy.context import Context
 from corral.deploy.desired import Desired
 from corral.deploy.fleet import observe_fleet
+from corral.deploy.observe import list_scope
 from corral.deploy.plan import Plan, plan_deploy
 from corral.deploy.resolve import edge_image, resolve_release
 from corral.deploy.secrets import live_values, secret_names
+from corral.edge.container import EDGE_ROLE
+from corral.engines.base import EngineEvent, FileChange
+from corral.engines.capabilities import Capability, supports
 from corral.errors import CorralError, LockedError
 
 # Burned instances the caller knows of (name -> evidence): an exec event, changed files.
@@ -167,39 +172,102 @@ def _apply(ctx: Context, plan: Plan, target: _Target) -> None:
     )
 
 
+def taint_of(event: EngineEvent) -> str | None:
+    """What an engine event says about its instance: an exec into it burns it."""
+    if event.kind == "exec":
+        return f"exec event at {event.time}"
+    return None
+
+
+def drifted_files(changes: Sequence[FileChange], limit: int = 5) -> str | None:
+    """The evidence of a changed root filesystem (volumes and tmpfs never show in a diff)."""
+    if not changes:
+        return None
+    shown = ", ".join(f"{c.kind} {c.path}" for c in changes[:limit])
+    more = f" and {len(changes) - limit} more" if len(changes) > limit else ""
+    return f"files changed: {shown}{more}"
+
+
 @dataclass
 class Watcher:
-    """``corral watch``: a pass every ``interval`` seconds, backing off exponentially
-    (up to ``max_backoff``) while passes keep failing, so a role whose new instances crash
-    is not churned; ``on_failure`` is told each failure (a log line, a webhook)."""
+    """``corral watch``: a pass every ``interval`` seconds, and at once when the engine's
+    event stream reports a death or an exec (an exec taints its instance); every
+    ``diff_interval`` seconds the running instances' root filesystems are diffed, and a
+    changed one is tainted. While passes keep failing it backs off exponentially (up to
+    ``max_backoff``), so a role whose new instances crash is not churned; ``on_failure``
+    is told each failure (a log line, a webhook)."""
 
     ctx: Context
     interval: float = 2.0
     max_backoff: float = 300.0
+    diff_interval: float = 30.0
     on_pass: Callable[[Reconciled], None] = lambda r: None
     on_failure: Callable[[Exception, float], None] = lambda e, s: None
-    sleep: Callable[[float], None] = time.sleep
-    failures: int = field(default=0)
+    failures: int = 0
+    taints: dict[str, str] = field(default_factory=dict)
+    wake: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _last_diff: float = 0.0
 
     def delay(self) -> float:
         if not self.failures:
             return self.interval
         return float(min(self.max_backoff, self.interval * 2**self.failures))
 
+    def seen(self, event: EngineEvent) -> None:
+        """One engine event: taint its instance if it says so; a death or an exec wakes
+        the loop for a pass now."""
+        why = taint_of(event)
+        if why and event.labels.get("io.corral.role") not in (None, EDGE_ROLE):
+            with self._lock:
+                self.taints.setdefault(event.container, why)
+        if why or event.kind in ("died", "kill", "oom"):
+            self.wake.set()
+
+    def _follow(self) -> None:
+        for event in self.ctx.engine.events(self.ctx.scope.selector()):
+            self.seen(event)
+
+    def _diff(self) -> None:
+        if not supports(self.ctx.engine, Capability.DIFF):
+            return
+        if time.monotonic() - self._last_diff < self.diff_interval:
+            return
+        self._last_diff = time.monotonic()
+        for info in list_scope(self.ctx.engine, self.ctx.scope):
+            role = info.labels.get("io.corral.role")
+            if info.state != "running" or role in (None, EDGE_ROLE):
+                continue
+            why = drifted_files(self.ctx.engine.diff(info.name))
+            if why:
+                with self._lock:
+                    self.taints.setdefault(info.name, why)
+
     def once(self) -> Reconciled | None:
         try:
-            result = reconcile(self.ctx)
+            self._diff()
+            with self._lock:
+                taints = dict(self.taints)
+            result = reconcile(self.ctx, taints)
         except CorralError as exc:
             self.failures += 1
             self.on_failure(exc, self.delay())
             return None
         self.failures = 0
+        with self._lock:  # burned or gone: their taints are spent
+            for burn in result.burns:
+                self.taints.pop(burn.instance, None)
         self.on_pass(result)
         return result
 
     def run(self, passes: int | None = None) -> None:
+        if supports(self.ctx.engine, Capability.EVENTS):
+            threading.Thread(target=self._follow, daemon=True, name="corral-events").start()
         done = 0
         while passes is None or done < passes:
+            self.wake.clear()
             self.once()
             done += 1
-            self.sleep(self.delay())
+            if passes is None or done < passes:
+                self.wake.wait(self.delay())
+                time.sleep(0.05 if self.wake.is_set() else 0)  # let a burst of events land

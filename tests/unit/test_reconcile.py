@@ -186,9 +186,13 @@ def test_a_changed_root_filesystem_burns_its_instance(
 ) -> None:
     spec, engine = streaming
     before = _deployed(streaming, capsys)  # type: ignore[arg-type]
-    engine.changed[before[1]] = [FileChange("C", "/etc/passwd")]
+    engine.changed[before[1]] = [FileChange("A", "/var/lib/app")]  # a mount point
     with app.open_state(load_spec(spec)) as state:
-        result = _watcher(spec, engine, state).once()
+        watcher = _watcher(spec, engine, state)
+        watcher.diff_interval = 0
+        assert watcher.once() is not None and watcher.taints == {}
+        engine.changed[before[1]] += [FileChange("C", "/etc/passwd")]
+        result = watcher.once()
     assert result is not None
     assert [(b.instance, b.reason) for b in result.burns] == [
         (before[1], "tainted: files changed: C /etc/passwd")

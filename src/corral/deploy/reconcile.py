@@ -180,7 +180,8 @@ def taint_of(event: EngineEvent) -> str | None:
 
 
 def drifted_files(changes: Sequence[FileChange], limit: int = 5) -> str | None:
-    """The evidence of a changed root filesystem (volumes and tmpfs never show in a diff)."""
+    """The evidence of a changed root filesystem, from what changed since the watcher's
+    first diff of the instance (volumes and tmpfs never show in a diff)."""
     if not changes:
         return None
     shown = ", ".join(f"{c.kind} {c.path}" for c in changes[:limit])
@@ -193,7 +194,8 @@ class Watcher:
     """``corral watch``: a pass every ``interval`` seconds, and at once when the engine's
     event stream reports a death or an exec (an exec taints its instance); every
     ``diff_interval`` seconds the running instances' root filesystems are diffed, and a
-    changed one is tainted. While passes keep failing it backs off exponentially (up to
+    changed one is tainted (against its first diff: the engine's own mount points).
+    While passes keep failing it backs off exponentially (up to
     ``max_backoff``), so a role whose new instances crash is not churned; ``on_failure``
     is told each failure (a log line, a webhook)."""
 
@@ -208,6 +210,7 @@ class Watcher:
     wake: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _last_diff: float = 0.0
+    _baseline: dict[str, set[FileChange]] = field(default_factory=dict)
 
     def delay(self) -> float:
         if not self.failures:
@@ -238,7 +241,11 @@ class Watcher:
             role = info.labels.get("io.corral.role")
             if info.state != "running" or role in (None, EDGE_ROLE):
                 continue
-            why = drifted_files(self.ctx.engine.diff(info.name))
+            changes = self.ctx.engine.diff(info.name)
+            # The engine's own start (mount points and their parents, /etc's resolv.conf
+            # and hosts) shows in the first diff: that is the instance's baseline.
+            baseline = self._baseline.setdefault(info.name, set(changes))
+            why = drifted_files([c for c in changes if c not in baseline])
             if why:
                 with self._lock:
                     self.taints.setdefault(info.name, why)

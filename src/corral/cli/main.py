@@ -285,10 +285,14 @@ def rollback(
 
 @cli.command()
 @common_options
-def status(opts: Options) -> None:
-    """Roles, instances, versions, health and the edge URL of each public role."""
+def status(opts: Options) -> int:
+    """Roles, instances, versions, health and the edge URL of each public role; exits 1
+    when the edge is not running or a role has fewer instances serving than its replicas."""
     result = app.status(opts.file)
     opts.emit(result, lambda out: views.show_status(out, result))
+    for problem in result.problems():
+        opts.err.print(f"unwell: {problem}")
+    return 1 if result.problems() else 0
 
 
 @cli.command()

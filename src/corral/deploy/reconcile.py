@@ -32,6 +32,7 @@ from corral.edge.container import EDGE_ROLE
 from corral.engines.base import EngineEvent, FileChange
 from corral.engines.capabilities import Capability, supports
 from corral.errors import CorralError, LockedError
+from corral.formats import LABEL_PREFIX
 
 # Burned instances the caller knows of (name -> evidence): an exec event, changed files.
 Taints = Mapping[str, str]
@@ -221,7 +222,7 @@ class Watcher:
         """One engine event: taint its instance if it says so; a death or an exec wakes
         the loop for a pass now."""
         why = taint_of(event)
-        if why and event.labels.get("io.corral.role") not in (None, EDGE_ROLE):
+        if why and event.labels.get(LABEL_PREFIX + "role") not in (None, EDGE_ROLE):
             with self._lock:
                 self.taints.setdefault(event.container, why)
         if why or event.kind in ("died", "kill", "oom"):
@@ -238,7 +239,7 @@ class Watcher:
             return
         self._last_diff = time.monotonic()
         for info in list_scope(self.ctx.engine, self.ctx.scope):
-            role = info.labels.get("io.corral.role")
+            role = info.labels.get(LABEL_PREFIX + "role")
             if info.state != "running" or role in (None, EDGE_ROLE):
                 continue
             changes = self.ctx.engine.diff(info.name)

@@ -6,7 +6,7 @@ Each function takes the spec path and returns plain values; nothing here prints.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +15,14 @@ from corral.build import BuildResult, build_fleet
 from corral.build.bake import LABEL
 from corral.deploy import gc as fleet_gc
 from corral.deploy import orchestrate, service
+from corral.deploy import reconcile as fleet_reconcile
 from corral.deploy import status as fleet_status
 from corral.deploy.context import FLEET_EDGE_KEY
 from corral.deploy.desired import Desired
 from corral.deploy.gc import Collected
 from corral.deploy.orchestrate import DeployResult, Hook
 from corral.deploy.outcome import ReleaseFailed
+from corral.deploy.reconcile import Reconciled as Reconciled
 from corral.deploy.scope import Scope
 from corral.deploy.service import Context, PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
@@ -365,3 +367,29 @@ def replace_edge(
         ctx.state.lock("deploy", wait=wait, purpose="replace the edge"),
     ):
         return service.replace_edge(ctx)
+
+
+def reconcile(
+    path: Path, progress: Progress | None = None, engine: Engine | None = None
+) -> Reconciled:
+    """One pass of ``corral watch``: replace what died, drifted or was burned, remove
+    orphans, towards the active release; skipped when a deploy holds the lock."""
+    with _deploying(path, progress, engine) as ctx:
+        return fleet_reconcile.reconcile(ctx)
+
+
+def watch(
+    path: Path,
+    interval: float = 2.0,
+    passes: int | None = None,
+    diff_interval: float = 30.0,
+    progress: Progress | None = None,
+    on_pass: Callable[[Reconciled], None] = lambda r: None,
+    on_failure: Callable[[Exception, float], None] = lambda e, s: None,
+    engine: Engine | None = None,
+) -> None:
+    """Reconcile every ``interval`` seconds (``passes`` times; None: until interrupted),
+    backing off exponentially while passes fail."""
+    with _deploying(path, progress, engine) as ctx:
+        watcher = fleet_reconcile.Watcher(ctx, interval, on_pass=on_pass, on_failure=on_failure)
+        watcher.run(passes)

@@ -285,10 +285,14 @@ def rollback(
 
 @cli.command()
 @common_options
-def status(opts: Options) -> None:
-    """Roles, instances, versions, health and the edge URL of each public role."""
+def status(opts: Options) -> int:
+    """Roles, instances, versions, health and the edge URL of each public role; exits 1
+    when the edge is not running or a role has fewer instances serving than its replicas."""
     result = app.status(opts.file)
     opts.emit(result, lambda out: views.show_status(out, result))
+    for problem in result.problems():
+        opts.err.print(f"unwell: {problem}")
+    return 1 if result.problems() else 0
 
 
 @cli.command()
@@ -299,6 +303,55 @@ def gc(opts: Options, wait: float) -> int:
     result = app.gc(opts.file, wait=wait)
     opts.emit(views.gc_data(result), lambda out: views.show_gc(out, result))
     return 1 if result.failed else 0
+
+
+@cli.command()
+@common_options
+def reconcile(opts: Options) -> int:
+    """One pass of the watcher: replace dead, drifted or burned instances, remove orphans."""
+    with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
+        result = app.reconcile(opts.file, progress=progress)
+    opts.emit(result.to_dict(), lambda out: _show_pass(out, result))
+    return 0
+
+
+def _show_pass(out: Console, result: app.Reconciled) -> None:
+    for burn in result.burns:
+        out.print(f"burned {burn.instance}: {burn.reason}")
+    for name in result.started:
+        out.print(f"started {name}")
+    out.print(f"{result.status}{': ' + result.message if result.message else ''}")
+
+
+@cli.command()
+@click.option(
+    "--interval", default=2.0, show_default=True, type=Seconds(0.2, 3600), help="Between passes."
+)
+@click.option("--passes", default=None, type=Count(1, 10**9), help="Stop after this many.")
+@click.option(
+    "--diff-interval",
+    default=30.0,
+    show_default=True,
+    type=Seconds(0, 86400),
+    help="Between diffs of the instances' root filesystems.",
+)
+@common_options
+def watch(opts: Options, interval: float, passes: int | None, diff_interval: float) -> int:
+    """Reconcile the live fleet towards its active release, until interrupted."""
+    out = opts.err
+
+    def failed(exc: Exception, delay: float) -> None:
+        out.print(f"reconcile failed: {exc}; next pass in {delay:g}s")
+
+    def passed(result: app.Reconciled) -> None:
+        if result.status == "converged" or opts.verbose:
+            _show_pass(out, result)
+
+    with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
+        app.watch(
+            opts.file, interval, passes, diff_interval, progress, on_pass=passed, on_failure=failed
+        )
+    return 0
 
 
 @cli.command()

@@ -18,6 +18,8 @@ from corral.deploy.plan import parse_time
 from corral.errors import EngineError, UsageError
 from corral.state import ReleaseRecord
 
+SERVING = ("up", "unchecked")
+
 
 @dataclass(frozen=True)
 class InstanceStatus:
@@ -51,6 +53,18 @@ class FleetStatus:
     unfinished: tuple[str, ...]  # instances of unfinished releases still running
     leftovers: tuple[str, ...] = ()  # stopped instances of such releases: `corral gc` removes them
     unfinished_releases: tuple[int, ...] = ()  # still deploying: a deploy now, or a killed one
+
+    def problems(self) -> tuple[str, ...]:
+        """What makes the fleet unwell: a public fleet's edge not running, a role with
+        fewer instances serving than its replicas. ``corral status`` exits 1 on any."""
+        found = []
+        if any(r.url for r in self.roles) and self.edge != "running":
+            found.append(f"the edge is {self.edge}")
+        for r in self.roles:
+            up = sum(1 for i in r.instances if i.state == "running" and i.health in SERVING)
+            if up < r.replicas:
+                found.append(f"role {r.role}: {up} of {r.replicas} replicas serving")
+        return tuple(found)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ def insert_entry(
     text = json.dumps(scrubber.data(plain), sort_keys=True)
     columns = [scrubber.values(f) for f in (user, *fields)]
     cursor = conn.execute(
-        "INSERT INTO audit (at, \"user\", fleet, action, target, outcome, details)"
+        'INSERT INTO audit (at, "user", fleet, action, target, outcome, details)'
         " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (at, *columns, text),
     )

@@ -99,9 +99,7 @@ def insert_image(conn: Conn, build_id: int, image: ImageRecord) -> None:
     )
 
 
-def end_build(
-    conn: Conn, build_id: int, finished_at: str, **fields: str | None
-) -> None:
+def end_build(conn: Conn, build_id: int, finished_at: str, **fields: str | None) -> None:
     """Set a build's status and result columns (``status``, ``image_id``, ``tag``, ``error``)."""
     columns = ", ".join(f"{name} = :{name}" for name in fields)
     conn.execute(
@@ -139,9 +137,7 @@ def query_images(
     return [image_from_row(row) for row in rows]
 
 
-def query_builds(
-    conn: Conn, fleet: str, role: str | None, limit: int
-) -> list[BuildRecord]:
+def query_builds(conn: Conn, fleet: str, role: str | None, limit: int) -> list[BuildRecord]:
     """The newest ``limit`` builds of ``fleet`` (optionally one role), oldest first."""
     return [build_from_row(row) for row in newest_rows(conn, "builds", fleet, role, limit)]
 

@@ -135,9 +135,7 @@ def _read_migrations() -> tuple[Migration, ...]:
     numbers = sorted(portable)
     if numbers != list(range(1, len(numbers) + 1)) or not set(variants) <= set(portable):
         raise StateError("corral's schema migrations are not numbered 1..N; reinstall corral")
-    return tuple(
-        Migration(n, portable[n][0], portable[n][1], variants.get(n)) for n in numbers
-    )
+    return tuple(Migration(n, portable[n][0], portable[n][1], variants.get(n)) for n in numbers)
 
 
 class Row:
@@ -221,16 +219,18 @@ class Conn:
         """The driver's own connection (``sqlite3.Connection`` or psycopg's)."""
         return self._sa.connection.dbapi_connection
 
-    def execute(
-        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
-    ) -> Result:
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Result:
         """Run one statement (``?`` or ``:name`` parameters) and read its rows."""
         text, named = _named(sql, params)
         return Result(self._sa.execute(sqlalchemy.text(text), named))
 
     def script(self, sql: str) -> None:
         """Run several statements without parameters (a PostgreSQL migration)."""
-        self._sa.exec_driver_sql(sql)
+        cursor = self.raw.cursor()  # no parameters: the driver must not read % or :
+        try:
+            cursor.execute(sql)
+        finally:
+            cursor.close()
 
     def begin(self) -> None:
         """Start a write transaction that blocks other writers (SQLite's ``BEGIN
@@ -286,7 +286,8 @@ def translated(path: Where, doing: str) -> Iterator[None]:
     try:
         yield
     except sa_exc.DBAPIError as exc:
-        raise state_error(path, doing, exc.orig) from exc.orig
+        cause = exc.orig or exc
+        raise state_error(path, doing, cause) from cause
     except sqlite3.Error as exc:
         raise state_error(path, doing, exc) from exc
 
@@ -318,9 +319,7 @@ class Handle:
             for a SQLite file, by default, the file again.
     """
 
-    def __init__(
-        self, path: Where, conn: Conn, reopen: Callable[[], Conn] | None = None
-    ) -> None:
+    def __init__(self, path: Where, conn: Conn, reopen: Callable[[], Conn] | None = None) -> None:
         self.path = path
         self.reopen = reopen or (lambda: open_sqlite(Path(path)))
         self._conn: Conn | None = conn
@@ -464,7 +463,7 @@ def _check_same_file(conn: sqlite3.Connection, path: Path, seen: os.stat_result)
 def schema_version(conn: Conn) -> int:
     """The number of the last migration applied."""
     if conn.dialect == SQLITE:
-        return int(conn.execute("PRAGMA user_version").fetchone()[0])  # type: ignore[index]
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
     found = conn.execute("SELECT to_regclass('corral_schema') IS NOT NULL").fetchone()
     if found is None or not found[0]:
         return 0
@@ -553,9 +552,7 @@ def migrate(conn: Conn, path: Where, migrations: Sequence[Migration]) -> int:
         return schema_version(conn)
 
 
-def newest_rows(
-    conn: Conn, table: str, fleet: str, role: str | None, limit: int
-) -> list[Row]:
+def newest_rows(conn: Conn, table: str, fleet: str, role: str | None, limit: int) -> list[Row]:
     """The newest ``limit`` rows of ``table`` for ``fleet`` (or one role), oldest first.
 
     ``table`` is one of corral's own table names, never user input.
@@ -569,9 +566,7 @@ def newest_rows(
     return list(reversed(rows))
 
 
-def newest_row(
-    conn: Conn, table: str, order: str, **match: Any
-) -> Row | None:
+def newest_row(conn: Conn, table: str, order: str, **match: Any) -> Row | None:
     """The row of ``table`` highest in ``order`` whose columns equal ``match`` (a None
     value matches anything), or None. Table and column names are corral's own."""
     wanted = {column: value for column, value in match.items() if value is not None}

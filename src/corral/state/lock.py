@@ -31,10 +31,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from corral.errors import LockedError, StateError
-from corral.scrub import Scrubber
 from sqlalchemy import exc as sa_exc
 
+from corral.errors import LockedError, StateError
+from corral.scrub import Scrubber
 from corral.state import db
 from corral.state.builds import pid_alive
 from corral.state.records import (
@@ -86,7 +86,7 @@ def read_holder(conn: db.Conn, name: str) -> LockHolder | None:
 def _write_holder(conn: db.Conn, holder: LockHolder) -> None:
     conn.execute("DELETE FROM locks WHERE name = ?", (holder.name,))
     conn.execute(
-        "INSERT INTO locks (name, lease, holder, \"user\", host, pid, command,"
+        'INSERT INTO locks (name, lease, holder, "user", host, pid, command,'
         " acquired_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             holder.name,

@@ -65,8 +65,7 @@ def _password() -> str | None:
         return Path(path).read_text("utf-8").strip("\r\n")
     except OSError as exc:
         raise StateError(
-            f"cannot read the state password file named by {PASSWORD_FILE_ENV}: "
-            f"{exc.strerror}"
+            f"cannot read the state password file named by {PASSWORD_FILE_ENV}: {exc.strerror}"
         ) from exc
 
 

@@ -104,7 +104,7 @@ def insert_release(conn: Conn, values: dict[str, Any]) -> ReleaseRecord:
         "SELECT COALESCE(MAX(number), 0) + 1 FROM releases WHERE fleet = ?", (values["fleet"],)
     ).fetchone()
     cursor = conn.execute(
-        "INSERT INTO releases (fleet, number, kind, status, roles, source, started_at, \"user\","
+        'INSERT INTO releases (fleet, number, kind, status, roles, source, started_at, "user",'
         " pid, host) VALUES (:fleet, :number, :kind, 'deploying', :roles, :source,"
         " :started_at, :user, :pid, :host) RETURNING id",
         {**values, "number": number},
@@ -187,9 +187,7 @@ def query_releases(conn: Conn, fleet: str, limit: int) -> list[ReleaseRecord]:
     return [release_from_row(row) for row in reversed(rows)]
 
 
-def query_with_status(
-    conn: Conn, fleet: str, statuses: Collection[str]
-) -> list[ReleaseRecord]:
+def query_with_status(conn: Conn, fleet: str, statuses: Collection[str]) -> list[ReleaseRecord]:
     """The releases of ``fleet`` whose status is one of ``statuses``, oldest first."""
     wanted = sorted(set(statuses))
     marks = ", ".join("?" for _ in wanted)
@@ -210,9 +208,7 @@ def query_numbers(conn: Conn, fleet: str, statuses: Collection[str]) -> set[int]
     return {int(row[0]) for row in rows}
 
 
-def query_numbered(
-    conn: Conn, fleet: str, numbers: Collection[int]
-) -> list[ReleaseRecord]:
+def query_numbered(conn: Conn, fleet: str, numbers: Collection[int]) -> list[ReleaseRecord]:
     """The releases of ``fleet`` with one of ``numbers``, oldest first."""
     wanted = sorted({int(n) for n in numbers})
     # One query per 500 numbers: SQLite caps a statement's parameters (999 in old builds).
@@ -274,9 +270,7 @@ def insert_instance(conn: Conn, instance: InstanceRecord) -> None:
     )
 
 
-def retire_instance(
-    conn: Conn, fleet: str, name: str, outcome: str, now: str
-) -> None:
+def retire_instance(conn: Conn, fleet: str, name: str, outcome: str, now: str) -> None:
     """Mark the live instance ``name`` retired with ``outcome``; no-op if none is live."""
     conn.execute(
         "UPDATE instances SET retired_at = ?, outcome = ?"

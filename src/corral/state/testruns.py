@@ -86,7 +86,7 @@ def insert_run(conn: Conn, values: Mapping[str, Any]) -> TestRunRecord:
     """
     cursor = conn.execute(
         "INSERT INTO test_runs (fleet, role, image_id, image_digest, image_version, test_key,"
-        " outcome, checks, seconds, log_excerpt, started_at, \"user\") VALUES (:fleet, :role,"
+        ' outcome, checks, seconds, log_excerpt, started_at, "user") VALUES (:fleet, :role,'
         " :image_id, :image_digest, :image_version, :test_key, :outcome, :checks, :seconds,"
         " :log_excerpt, :started_at, :user) RETURNING id",
         dict(values),
@@ -95,9 +95,7 @@ def insert_run(conn: Conn, values: Mapping[str, Any]) -> TestRunRecord:
     return from_test_runs_row(row)
 
 
-def latest_run(
-    conn: Conn, fleet: str, role: str, image_digest: str | None
-) -> TestRunRecord | None:
+def latest_run(conn: Conn, fleet: str, role: str, image_digest: str | None) -> TestRunRecord | None:
     """The newest run of (fleet, role), of ``image_digest`` if given; None if none."""
     row = newest_row(conn, "test_runs", "id", fleet=fleet, role=role, image_digest=image_digest)
     return None if row is None else from_test_runs_row(row)
@@ -123,9 +121,7 @@ def run_for_key(
     return None if row is None else from_test_runs_row(row)
 
 
-def standing_pass(
-    conn: Conn, fleet: str, role: str, image_digest: str
-) -> TestRunRecord | None:
+def standing_pass(conn: Conn, fleet: str, role: str, image_digest: str) -> TestRunRecord | None:
     """The newest passed run of exactly ``image_digest`` that is still the newest run of
     its own key (no later run of the same digest and key failed), or None.
 
@@ -142,9 +138,7 @@ def standing_pass(
     return None if row is None else from_test_runs_row(row)
 
 
-def query_runs(
-    conn: Conn, fleet: str, role: str | None, limit: int
-) -> list[TestRunRecord]:
+def query_runs(conn: Conn, fleet: str, role: str | None, limit: int) -> list[TestRunRecord]:
     """The newest ``limit`` runs of ``fleet`` (or one role), oldest first."""
     return [from_test_runs_row(r) for r in newest_rows(conn, "test_runs", fleet, role, limit)]
 

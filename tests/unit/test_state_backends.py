@@ -147,3 +147,15 @@ def test_wrong_credentials_are_named(pg_cluster: object) -> None:
     url = pg_cluster.new_database().replace(f"{pg_cluster.user}@", "nobody@")
     with pytest.raises(StateError, match="nobody"):
         State.open(url)
+
+
+def test_postgres_locks_hold_a_session_advisory_lock(pg_cluster: object) -> None:
+    from tests.pgcluster import Cluster
+
+    assert isinstance(pg_cluster, Cluster)
+    url = pg_cluster.new_database()
+    with State.open(url) as st, st.lock("deploy", purpose="deploy web"):
+        with st.conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+            row = cur.fetchone()
+        assert row is not None and row[0] == 1

@@ -164,16 +164,56 @@ class LeaseLocks:
             StateError: the lock cannot be read or written.
             ValueError: ``name`` is not a plain word.
         """
-        mine = self._acquire(check_name(name), wait, self._scrubber.text(purpose))
-        lease = Lease(self._db.reopen, mine, self.lease_s, self.renew_s)
-        lease.start()
-        self._held[mine.name] = lease
+        session = self._advisory(check_name(name), wait)
         try:
-            yield lease
+            mine = self._acquire(name, wait, self._scrubber.text(purpose))
+            lease = Lease(self._db.reopen, mine, self.lease_s, self.renew_s)
+            lease.start()
+            self._held[mine.name] = lease
+            try:
+                yield lease
+            finally:
+                self._held.pop(mine.name, None)
+                lease.stop()
+                self._release(mine)
         finally:
-            self._held.pop(mine.name, None)
-            lease.stop()
-            self._release(mine)
+            if session is not None:
+                session.close()  # ends the session, and with it the advisory lock
+
+    def _advisory(self, name: str, wait: float) -> db.Conn | None:
+        """On PostgreSQL, a session-level advisory lock for ``name`` on a connection of
+        its own, held until the block ends: the server frees it the moment the holder's
+        session dies, on whatever host. None on SQLite (the lease row is the lock).
+
+        Raises:
+            LockedError: another session holds it after ``wait`` seconds (the holder row
+                names who).
+        """
+        if self._db.dialect != db.POSTGRESQL:
+            return None
+        session = self._db.reopen()
+        deadline = time.monotonic() + max(wait, 0.0)
+        try:
+            while True:
+                with self._db.read(f"taking the {name} advisory lock"):
+                    row = session.execute(
+                        "SELECT pg_try_advisory_lock(hashtext(?))", (f"corral:{name}",)
+                    ).fetchone()
+                if row[0]:
+                    return session
+                if time.monotonic() >= deadline:
+                    raise self._refusal(name)
+                time.sleep(min(_POLL_S, max(deadline - time.monotonic(), 0.0)))
+        except BaseException:
+            session.close()
+            raise
+
+    def _refusal(self, name: str) -> LockedError:
+        with self._db.read(f"reading the {name} lock"):
+            seen = read_holder(self._db.conn, name)
+        if seen is None:
+            return LockedError(f"the {name} lock is held by another session", lock=name)
+        return LockedError(seen.describe(), lock=name, holder=seen.to_dict())
 
     def check_held(self, name: str) -> None:
         """Raise LockedError if lock ``name``, held through this store, was lost (see

@@ -113,7 +113,7 @@ def open_state(spec: LoadedSpec, progress: Progress | None = None) -> Iterator[S
     """
     location = spec.state_location
     moved = take_over_legacy(location)
-    state = State.open(location.target, scrubber=scrubber(spec))  # type: ignore[arg-type]
+    state = State.open(location.target, scrubber=scrubber(spec))
     try:
         if moved is not None:
             # The edge an earlier corral started keeps its sockets in a folder named after

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from corral.state import State
+from tests.pgcluster import Cluster, private_cluster
 
 
 @pytest.fixture
@@ -29,3 +30,19 @@ def state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     monkeypatch.setenv("CORRAL_STATE_HOME", str(home))
     monkeypatch.delenv("CORRAL_STATE", raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A private PostgreSQL cluster for the whole session (fails if PostgreSQL is missing)."""
+    with private_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_location(request: pytest.FixtureRequest, db_path: Path) -> Path | str:
+    """A fresh state location on each backend: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return db_path
+    cluster: Cluster = request.getfixturevalue("pg_cluster")
+    return cluster.new_database()

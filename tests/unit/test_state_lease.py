@@ -31,7 +31,7 @@ RENEW_S = 0.25
 
 
 def _locks(path: Path) -> LeaseLocks:
-    return LeaseLocks(db.Handle(path, db.connect(path)), Scrubber(), LEASE_S, RENEW_S)
+    return LeaseLocks(db.Handle(path, db.open_sqlite(path)), Scrubber(), LEASE_S, RENEW_S)
 
 
 def _hold(path: str, ready: Event, release: Event, said: Any) -> None:
@@ -172,7 +172,7 @@ def test_takeover_rules() -> None:
 
 
 def test_a_lease_must_be_renewed_more_often_than_it_lasts(db_path: Path) -> None:
-    handle = db.Handle(db_path, db.connect(db_path))
+    handle = db.Handle(db_path, db.open_sqlite(db_path))
     with pytest.raises(ValueError, match="renewed more often"):
         LeaseLocks(handle, Scrubber(), lease_s=5, renew_s=5)
     handle.close()

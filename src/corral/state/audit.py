@@ -15,12 +15,11 @@ Rows can only be inserted: triggers in the schema abort any UPDATE or DELETE.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
 from corral.scrub import SCRUBBED, Scrubber, looks_secret
-from corral.state.db import Handle
+from corral.state.db import Conn, Handle
 from corral.state.records import AuditEntry, audit_from_row, current_user, utc_now
 
 __all__ = ["SCRUBBED", "SqliteAudit", "insert_entry", "looks_secret", "query_entries", "scrub"]
@@ -33,7 +32,7 @@ def scrub(value: Any) -> Any:
 
 
 def insert_entry(
-    conn: sqlite3.Connection,
+    conn: Conn,
     at: str,
     user: str,
     fields: tuple[str, str, str, str],
@@ -46,16 +45,16 @@ def insert_entry(
     text = json.dumps(scrubber.data(plain), sort_keys=True)
     columns = [scrubber.values(f) for f in (user, *fields)]
     cursor = conn.execute(
-        "INSERT INTO audit (at, user, fleet, action, target, outcome, details)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        'INSERT INTO audit (at, "user", fleet, action, target, outcome, details)'
+        " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (at, *columns, text),
     )
-    row = conn.execute("SELECT * FROM audit WHERE id = ?", (cursor.lastrowid,)).fetchone()
+    row = conn.execute("SELECT * FROM audit WHERE id = ?", (cursor.fetchone()[0],)).fetchone()
     return audit_from_row(row)
 
 
 def query_entries(
-    conn: sqlite3.Connection, fleet: str | None, action: str | None, limit: int
+    conn: Conn, fleet: str | None, action: str | None, limit: int
 ) -> list[AuditEntry]:
     """The newest ``limit`` entries matching the filters, oldest first."""
     where: list[str] = []

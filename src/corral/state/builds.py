@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from typing import Any
 
 from corral.errors import StateError
 from corral.scrub import Scrubber
-from corral.state.db import Handle, newest_row, newest_rows
+from corral.state.db import Conn, Handle, newest_row, newest_rows
 from corral.state.records import (
     FAILED_STATUSES,
     BuildRecord,
@@ -30,7 +29,7 @@ from corral.state.records import (
 )
 
 
-def get_build(conn: sqlite3.Connection, build_id: int) -> BuildRecord:
+def get_build(conn: Conn, build_id: int) -> BuildRecord:
     """The build with ``build_id``; :class:`StateError` if there is none."""
     row = conn.execute("SELECT * FROM builds WHERE id = ?", (build_id,)).fetchone()
     if row is None:
@@ -38,7 +37,7 @@ def get_build(conn: sqlite3.Connection, build_id: int) -> BuildRecord:
     return build_from_row(row)
 
 
-def get_running_build(conn: sqlite3.Connection, build_id: int) -> BuildRecord:
+def get_running_build(conn: Conn, build_id: int) -> BuildRecord:
     """The build with ``build_id``; :class:`StateError` unless it is still running."""
     build = get_build(conn, build_id)
     if build.status != "running":
@@ -50,7 +49,7 @@ def get_running_build(conn: sqlite3.Connection, build_id: int) -> BuildRecord:
     return build
 
 
-def insert_build(conn: sqlite3.Connection, values: dict[str, Any]) -> BuildRecord:
+def insert_build(conn: Conn, values: dict[str, Any]) -> BuildRecord:
     """Insert a running build with the next number for its (fleet, role)."""
     (number,) = conn.execute(
         "SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE fleet = ? AND role = ?",
@@ -58,11 +57,11 @@ def insert_build(conn: sqlite3.Connection, values: dict[str, Any]) -> BuildRecor
     ).fetchone()
     cursor = conn.execute(
         "INSERT INTO builds (fleet, role, number, content_hash, status, started_at, pid,"
-        " user, host) VALUES (:fleet, :role, :number, :content_hash, 'running', :started_at,"
-        " :pid, :user, :host)",
+        " \"user\", host) VALUES (:fleet, :role, :number, :content_hash, 'running', :started_at,"
+        " :pid, :user, :host) RETURNING id",
         {**values, "number": number},
     )
-    return get_build(conn, int(cursor.lastrowid or 0))
+    return get_build(conn, int(cursor.fetchone()[0]))
 
 
 def check_image_matches(build: BuildRecord, image: ImageRecord) -> None:
@@ -76,7 +75,7 @@ def check_image_matches(build: BuildRecord, image: ImageRecord) -> None:
         raise ValueError(f"image version {image.version!r} should be {version!r}")
 
 
-def insert_image(conn: sqlite3.Connection, build_id: int, image: ImageRecord) -> None:
+def insert_image(conn: Conn, build_id: int, image: ImageRecord) -> None:
     """Insert the image row for ``build_id``."""
     conn.execute(
         "INSERT INTO images (build_id, fleet, role, number, content_hash, version, tag,"
@@ -100,9 +99,7 @@ def insert_image(conn: sqlite3.Connection, build_id: int, image: ImageRecord) ->
     )
 
 
-def end_build(
-    conn: sqlite3.Connection, build_id: int, finished_at: str, **fields: str | None
-) -> None:
+def end_build(conn: Conn, build_id: int, finished_at: str, **fields: str | None) -> None:
     """Set a build's status and result columns (``status``, ``image_id``, ``tag``, ``error``)."""
     columns = ", ".join(f"{name} = :{name}" for name in fields)
     conn.execute(
@@ -125,7 +122,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def query_images(
-    conn: sqlite3.Connection, fleet: str, role: str | None, content_hash: str | None = None
+    conn: Conn, fleet: str, role: str | None, content_hash: str | None = None
 ) -> list[ImageRecord]:
     """Images of ``fleet`` (optionally one role / one hash), by role then number."""
     sql = "SELECT * FROM images WHERE fleet = ?"
@@ -140,15 +137,13 @@ def query_images(
     return [image_from_row(row) for row in rows]
 
 
-def query_builds(
-    conn: sqlite3.Connection, fleet: str, role: str | None, limit: int
-) -> list[BuildRecord]:
+def query_builds(conn: Conn, fleet: str, role: str | None, limit: int) -> list[BuildRecord]:
     """The newest ``limit`` builds of ``fleet`` (optionally one role), oldest first."""
     return [build_from_row(row) for row in newest_rows(conn, "builds", fleet, role, limit)]
 
 
 def newest_image(
-    conn: sqlite3.Connection, fleet: str, role: str, content_hash: str | None = None
+    conn: Conn, fleet: str, role: str, content_hash: str | None = None
 ) -> ImageRecord | None:
     """The highest-numbered image of (fleet, role), optionally with ``content_hash``."""
     row = newest_row(conn, "images", "number", fleet=fleet, role=role, content_hash=content_hash)

@@ -26,12 +26,12 @@ import logging
 import os
 import re
 import secrets
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+
+from sqlalchemy import exc as sa_exc
 
 from corral.errors import LockedError, StateError
 from corral.scrub import Scrubber
@@ -77,15 +77,16 @@ def takeable(holder: LockHolder, now: float, host: str) -> bool:
     return holder.expires_at <= now or (holder.host == host and not pid_alive(holder.pid))
 
 
-def read_holder(conn: sqlite3.Connection, name: str) -> LockHolder | None:
+def read_holder(conn: db.Conn, name: str) -> LockHolder | None:
     """The row holding lock ``name``, expired or not, or None."""
     row = conn.execute("SELECT * FROM locks WHERE name = ?", (name,)).fetchone()
     return None if row is None else lock_holder_from_row(row)
 
 
-def _write_holder(conn: sqlite3.Connection, holder: LockHolder) -> None:
+def _write_holder(conn: db.Conn, holder: LockHolder) -> None:
+    conn.execute("DELETE FROM locks WHERE name = ?", (holder.name,))
     conn.execute(
-        "INSERT OR REPLACE INTO locks (name, lease, holder, user, host, pid, command,"
+        'INSERT INTO locks (name, lease, holder, "user", host, pid, command,'
         " acquired_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             holder.name,
@@ -101,7 +102,7 @@ def _write_holder(conn: sqlite3.Connection, holder: LockHolder) -> None:
     )
 
 
-def renew(conn: sqlite3.Connection, holder: LockHolder, lease_s: float) -> bool:
+def renew(conn: db.Conn, holder: LockHolder, lease_s: float) -> bool:
     """Move ``holder``'s lease to now + ``lease_s``; False if the lock is no longer its."""
     cursor = conn.execute(
         "UPDATE locks SET expires_at = ? WHERE name = ? AND lease = ?",
@@ -163,16 +164,56 @@ class LeaseLocks:
             StateError: the lock cannot be read or written.
             ValueError: ``name`` is not a plain word.
         """
-        mine = self._acquire(check_name(name), wait, self._scrubber.text(purpose))
-        lease = Lease(self._db.path, mine, self.lease_s, self.renew_s)
-        lease.start()
-        self._held[mine.name] = lease
+        session = self._advisory(check_name(name), wait)
         try:
-            yield lease
+            mine = self._acquire(name, wait, self._scrubber.text(purpose))
+            lease = Lease(self._db.reopen, mine, self.lease_s, self.renew_s)
+            lease.start()
+            self._held[mine.name] = lease
+            try:
+                yield lease
+            finally:
+                self._held.pop(mine.name, None)
+                lease.stop()
+                self._release(mine)
         finally:
-            self._held.pop(mine.name, None)
-            lease.stop()
-            self._release(mine)
+            if session is not None:
+                session.close()  # ends the session, and with it the advisory lock
+
+    def _advisory(self, name: str, wait: float) -> db.Conn | None:
+        """On PostgreSQL, a session-level advisory lock for ``name`` on a connection of
+        its own, held until the block ends: the server frees it the moment the holder's
+        session dies, on whatever host. None on SQLite (the lease row is the lock).
+
+        Raises:
+            LockedError: another session holds it after ``wait`` seconds (the holder row
+                names who).
+        """
+        if self._db.dialect != db.POSTGRESQL:
+            return None
+        session = self._db.reopen()
+        deadline = time.monotonic() + max(wait, 0.0)
+        try:
+            while True:
+                with self._db.read(f"taking the {name} advisory lock"):
+                    row = session.execute(
+                        "SELECT pg_try_advisory_lock(hashtext(?))", (f"corral:{name}",)
+                    ).fetchone()
+                if row[0]:
+                    return session
+                if time.monotonic() >= deadline:
+                    raise self._refusal(name)
+                time.sleep(min(_POLL_S, max(deadline - time.monotonic(), 0.0)))
+        except BaseException:
+            session.close()
+            raise
+
+    def _refusal(self, name: str) -> LockedError:
+        with self._db.read(f"reading the {name} lock"):
+            seen = read_holder(self._db.conn, name)
+        if seen is None:
+            return LockedError(f"the {name} lock is held by another session", lock=name)
+        return LockedError(seen.describe(), lock=name, holder=seen.to_dict())
 
     def check_held(self, name: str) -> None:
         """Raise LockedError if lock ``name``, held through this store, was lost (see
@@ -236,8 +277,10 @@ class Lease:
     it through a connection of its own: the state's connection belongs to the thread
     that does the work, and may be inside a transaction when a renewal is due."""
 
-    def __init__(self, path: Path, mine: LockHolder, lease_s: float, renew_s: float) -> None:
-        self._path = path
+    def __init__(
+        self, reopen: Callable[[], db.Conn], mine: LockHolder, lease_s: float, renew_s: float
+    ) -> None:
+        self._reopen = reopen
         self._mine = mine
         self._lease_s = lease_s
         self._renew_s = renew_s
@@ -273,7 +316,7 @@ class Lease:
         self._thread.join()
 
     def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
+        conn: db.Conn | None = None
         interval = self._renew_s
         try:
             while not self._stopped.wait(interval):
@@ -282,7 +325,7 @@ class Lease:
                     if not self._renew_once(conn):
                         return
                     interval = self._renew_s
-                except (StateError, sqlite3.Error, OSError) as exc:
+                except (StateError, sa_exc.DBAPIError, OSError) as exc:
                     # Retry soon: the lease still runs, and a busy database frees up.
                     _log.warning("renewing the %s lock failed: %s", self._mine.name, exc)
                     interval = min(1.0, self._renew_s)
@@ -290,13 +333,14 @@ class Lease:
             if conn is not None:
                 conn.close()
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = db.connect(self._path)
-        # Never block longer than one renewal period: a later try may still be in time.
-        conn.execute(f"PRAGMA busy_timeout = {int(self._renew_s * 1000)}")
+    def _connect(self) -> db.Conn:
+        conn = self._reopen()
+        if conn.dialect == db.SQLITE:
+            # Never block longer than one renewal period: a later try may still be in time.
+            conn.raw.execute(f"PRAGMA busy_timeout = {int(self._renew_s * 1000)}")
         return conn
 
-    def _renew_once(self, conn: sqlite3.Connection) -> bool:
+    def _renew_once(self, conn: db.Conn) -> bool:
         with db.write_transaction(conn):
             still_mine = renew(conn, self._mine, self._lease_s)
         if not still_mine:

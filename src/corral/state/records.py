@@ -10,7 +10,6 @@ import getpass
 import json
 import os
 import socket
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import Any
 from corral.formats import image_version as image_version  # re-exported: state uses them
 from corral.formats import utc_now as utc_now
 from corral.formats import utc_text
+from corral.state.db import Row
 
 BUILD_STATUSES = ("running", "ok", "failed", "interrupted")
 FAILED_STATUSES = ("failed", "interrupted")
@@ -153,7 +153,7 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def build_from_row(row: sqlite3.Row) -> BuildRecord:
+def build_from_row(row: Row) -> BuildRecord:
     """A :class:`BuildRecord` from a ``builds`` row."""
     return BuildRecord(
         id=int(row["id"]),
@@ -173,7 +173,7 @@ def build_from_row(row: sqlite3.Row) -> BuildRecord:
     )
 
 
-def image_from_row(row: sqlite3.Row) -> ImageRecord:
+def image_from_row(row: Row) -> ImageRecord:
     """An :class:`ImageRecord` from an ``images`` row."""
     labels = json.loads(row["labels"])
     return ImageRecord(
@@ -192,7 +192,7 @@ def image_from_row(row: sqlite3.Row) -> ImageRecord:
     )
 
 
-def audit_from_row(row: sqlite3.Row) -> AuditEntry:
+def audit_from_row(row: Row) -> AuditEntry:
     """An :class:`AuditEntry` from an ``audit`` row."""
     details = json.loads(row["details"])
     return AuditEntry(
@@ -207,7 +207,7 @@ def audit_from_row(row: sqlite3.Row) -> AuditEntry:
     )
 
 
-def release_from_row(row: sqlite3.Row) -> ReleaseRecord:
+def release_from_row(row: Row) -> ReleaseRecord:
     """A :class:`ReleaseRecord` from a ``releases`` row."""
     return ReleaseRecord(
         id=int(row["id"]),
@@ -227,7 +227,7 @@ def release_from_row(row: sqlite3.Row) -> ReleaseRecord:
     )
 
 
-def instance_from_row(row: sqlite3.Row) -> InstanceRecord:
+def instance_from_row(row: Row) -> InstanceRecord:
     """An :class:`InstanceRecord` from an ``instances`` row."""
     return InstanceRecord(
         fleet=str(row["fleet"]),
@@ -272,7 +272,7 @@ class TestRunRecord:
     test_key: str
 
 
-def from_test_runs_row(row: sqlite3.Row) -> TestRunRecord:
+def from_test_runs_row(row: Row) -> TestRunRecord:
     """A :class:`TestRunRecord` from a ``test_runs`` row."""
     checks = json.loads(row["checks"])
     return TestRunRecord(
@@ -335,7 +335,7 @@ class LockHolder:
         }
 
 
-def lock_holder_from_row(row: sqlite3.Row) -> LockHolder:
+def lock_holder_from_row(row: Row) -> LockHolder:
     """A :class:`LockHolder` from a ``locks`` row."""
     return LockHolder(
         name=str(row["name"]),

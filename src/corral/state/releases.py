@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from corral.errors import StateError
 from corral.scrub import Scrubber
 from corral.state.builds import pid_alive
-from corral.state.db import Handle
+from corral.state.db import Conn, Handle
 from corral.state.records import (
     RELEASE_FINISH_STATUSES,
     RELEASE_KINDS,
@@ -63,7 +62,7 @@ def roles_json(roles: Mapping[str, Any]) -> str:
         raise ValueError(f"a release's roles must be JSON-able: {exc}") from exc
 
 
-def get_release_by_id(conn: sqlite3.Connection, release_id: int) -> ReleaseRecord:
+def get_release_by_id(conn: Conn, release_id: int) -> ReleaseRecord:
     """The release with ``release_id``; :class:`StateError` if there is none."""
     row = conn.execute("SELECT * FROM releases WHERE id = ?", (release_id,)).fetchone()
     if row is None:
@@ -73,7 +72,7 @@ def get_release_by_id(conn: sqlite3.Connection, release_id: int) -> ReleaseRecor
     return release_from_row(row)
 
 
-def find_release(conn: sqlite3.Connection, fleet: str, number: int) -> ReleaseRecord | None:
+def find_release(conn: Conn, fleet: str, number: int) -> ReleaseRecord | None:
     """Release ``number`` of ``fleet``, or None."""
     row = conn.execute(
         "SELECT * FROM releases WHERE fleet = ? AND number = ?", (fleet, number)
@@ -81,7 +80,7 @@ def find_release(conn: sqlite3.Connection, fleet: str, number: int) -> ReleaseRe
     return None if row is None else release_from_row(row)
 
 
-def active_release(conn: sqlite3.Connection, fleet: str) -> ReleaseRecord | None:
+def active_release(conn: Conn, fleet: str) -> ReleaseRecord | None:
     """The fleet's active release, or None."""
     row = conn.execute(
         "SELECT * FROM releases WHERE fleet = ? AND status = 'active'", (fleet,)
@@ -89,7 +88,7 @@ def active_release(conn: sqlite3.Connection, fleet: str) -> ReleaseRecord | None
     return None if row is None else release_from_row(row)
 
 
-def insert_release(conn: sqlite3.Connection, values: dict[str, Any]) -> ReleaseRecord:
+def insert_release(conn: Conn, values: dict[str, Any]) -> ReleaseRecord:
     """Insert a deploying release with the next number for its fleet.
 
     ``values`` has fleet, kind, roles (JSON text), source, started_at, pid, user, host.
@@ -105,16 +104,16 @@ def insert_release(conn: sqlite3.Connection, values: dict[str, Any]) -> ReleaseR
         "SELECT COALESCE(MAX(number), 0) + 1 FROM releases WHERE fleet = ?", (values["fleet"],)
     ).fetchone()
     cursor = conn.execute(
-        "INSERT INTO releases (fleet, number, kind, status, roles, source, started_at, user,"
+        'INSERT INTO releases (fleet, number, kind, status, roles, source, started_at, "user",'
         " pid, host) VALUES (:fleet, :number, :kind, 'deploying', :roles, :source,"
-        " :started_at, :user, :pid, :host)",
+        " :started_at, :user, :pid, :host) RETURNING id",
         {**values, "number": number},
     )
-    return get_release_by_id(conn, int(cursor.lastrowid or 0))
+    return get_release_by_id(conn, int(cursor.fetchone()[0]))
 
 
 def finish_release(
-    conn: sqlite3.Connection,
+    conn: Conn,
     release_id: int,
     status: str,
     message: str | None,
@@ -142,7 +141,7 @@ def finish_release(
     return get_release_by_id(conn, release_id)
 
 
-def deploying_releases(conn: sqlite3.Connection, fleet: str, host: str) -> list[ReleaseRecord]:
+def deploying_releases(conn: Conn, fleet: str, host: str) -> list[ReleaseRecord]:
     """The fleet's releases still deploying that were started on ``host``."""
     rows = conn.execute(
         "SELECT * FROM releases WHERE fleet = ? AND host = ? AND status = 'deploying'"
@@ -152,7 +151,7 @@ def deploying_releases(conn: sqlite3.Connection, fleet: str, host: str) -> list[
     return [release_from_row(row) for row in rows]
 
 
-def abort_dead(conn: sqlite3.Connection, fleet: str, host: str, now: str) -> list[ReleaseRecord]:
+def abort_dead(conn: Conn, fleet: str, host: str, now: str) -> list[ReleaseRecord]:
     """Abort the fleet's deploying releases started on ``host`` by now-dead processes."""
     return [
         finish_release(
@@ -168,7 +167,7 @@ def abort_dead(conn: sqlite3.Connection, fleet: str, host: str, now: str) -> lis
 
 
 def predecessor(
-    conn: sqlite3.Connection, fleet: str, number: int, statuses: tuple[str, ...]
+    conn: Conn, fleet: str, number: int, statuses: tuple[str, ...]
 ) -> ReleaseRecord | None:
     """The newest release of ``fleet`` numbered below ``number`` with one of ``statuses``."""
     marks = ", ".join("?" for _ in statuses)
@@ -180,7 +179,7 @@ def predecessor(
     return None if row is None else release_from_row(row)
 
 
-def query_releases(conn: sqlite3.Connection, fleet: str, limit: int) -> list[ReleaseRecord]:
+def query_releases(conn: Conn, fleet: str, limit: int) -> list[ReleaseRecord]:
     """The newest ``limit`` releases of ``fleet``, oldest first."""
     rows = conn.execute(
         "SELECT * FROM releases WHERE fleet = ? ORDER BY number DESC LIMIT ?", (fleet, limit)
@@ -188,9 +187,7 @@ def query_releases(conn: sqlite3.Connection, fleet: str, limit: int) -> list[Rel
     return [release_from_row(row) for row in reversed(rows)]
 
 
-def query_with_status(
-    conn: sqlite3.Connection, fleet: str, statuses: Collection[str]
-) -> list[ReleaseRecord]:
+def query_with_status(conn: Conn, fleet: str, statuses: Collection[str]) -> list[ReleaseRecord]:
     """The releases of ``fleet`` whose status is one of ``statuses``, oldest first."""
     wanted = sorted(set(statuses))
     marks = ", ".join("?" for _ in wanted)
@@ -201,7 +198,7 @@ def query_with_status(
     return [release_from_row(row) for row in rows]
 
 
-def query_numbers(conn: sqlite3.Connection, fleet: str, statuses: Collection[str]) -> set[int]:
+def query_numbers(conn: Conn, fleet: str, statuses: Collection[str]) -> set[int]:
     """The numbers of the releases of ``fleet`` whose status is one of ``statuses``."""
     wanted = sorted(set(statuses))
     marks = ", ".join("?" for _ in wanted)
@@ -211,9 +208,7 @@ def query_numbers(conn: sqlite3.Connection, fleet: str, statuses: Collection[str
     return {int(row[0]) for row in rows}
 
 
-def query_numbered(
-    conn: sqlite3.Connection, fleet: str, numbers: Collection[int]
-) -> list[ReleaseRecord]:
+def query_numbered(conn: Conn, fleet: str, numbers: Collection[int]) -> list[ReleaseRecord]:
     """The releases of ``fleet`` with one of ``numbers``, oldest first."""
     wanted = sorted({int(n) for n in numbers})
     # One query per 500 numbers: SQLite caps a statement's parameters (999 in old builds).
@@ -229,7 +224,7 @@ def query_numbered(
     return found
 
 
-def live_instance(conn: sqlite3.Connection, fleet: str, name: str) -> InstanceRecord | None:
+def live_instance(conn: Conn, fleet: str, name: str) -> InstanceRecord | None:
     """The un-retired instance ``name`` of ``fleet``, or None."""
     row = conn.execute(
         "SELECT * FROM instances WHERE fleet = ? AND name = ? AND retired_at IS NULL",
@@ -238,7 +233,7 @@ def live_instance(conn: sqlite3.Connection, fleet: str, name: str) -> InstanceRe
     return None if row is None else instance_from_row(row)
 
 
-def insert_instance(conn: sqlite3.Connection, instance: InstanceRecord) -> None:
+def insert_instance(conn: Conn, instance: InstanceRecord) -> None:
     """Record a live instance; a no-op if the same one is already live under its name.
 
     Raises:
@@ -275,9 +270,7 @@ def insert_instance(conn: sqlite3.Connection, instance: InstanceRecord) -> None:
     )
 
 
-def retire_instance(
-    conn: sqlite3.Connection, fleet: str, name: str, outcome: str, now: str
-) -> None:
+def retire_instance(conn: Conn, fleet: str, name: str, outcome: str, now: str) -> None:
     """Mark the live instance ``name`` retired with ``outcome``; no-op if none is live."""
     conn.execute(
         "UPDATE instances SET retired_at = ?, outcome = ?"
@@ -286,7 +279,7 @@ def retire_instance(
     )
 
 
-def query_instances(conn: sqlite3.Connection, fleet: str, live_only: bool) -> list[InstanceRecord]:
+def query_instances(conn: Conn, fleet: str, live_only: bool) -> list[InstanceRecord]:
     """The fleet's instances (only live ones if ``live_only``), in the order recorded."""
     sql = "SELECT * FROM instances WHERE fleet = ?"
     if live_only:

@@ -8,8 +8,7 @@ that existed before the parts did.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from corral.scrub import Scrubber
-from corral.state import db
+from corral.state import db, postgres
 from corral.state.audit import SqliteAudit
 from corral.state.builds import SqliteBuilds, SqliteImages
 from corral.state.lock import LeaseLocks
@@ -74,6 +73,13 @@ def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
     )
 
 
+def _reopen(location: Path | str) -> db.Conn:
+    """Another connection to the state at ``location`` (the lock renewer's own)."""
+    if postgres.is_url(location):
+        return postgres.open_postgres(postgres.parse(str(location)))
+    return db.open_sqlite(Path(location))
+
+
 class State:
     """corral's state database (one SQLite file, usually ``.corral/state.db``).
 
@@ -83,10 +89,15 @@ class State:
     """
 
     def __init__(
-        self, path: Path, conn: sqlite3.Connection, scrubber: Scrubber | None = None
+        self,
+        path: db.Where,
+        conn: db.Conn,
+        scrubber: Scrubber | None = None,
+        reopen: Callable[[], db.Conn] | None = None,
     ) -> None:
+        #: The SQLite file, or the PostgreSQL URL without its password (for messages).
         self.path = path
-        self._db = db.Handle(path, conn)
+        self._db = db.Handle(path, conn, reopen or (lambda: _reopen(path)))
         #: What every text this state writes goes through (test records, audit, errors).
         self.scrubber = scrubber or Scrubber()
         #: The parts, one per concern; type a caller against the one it uses.
@@ -95,14 +106,16 @@ class State:
     @classmethod
     def open(
         cls,
-        path: Path,
+        path: Path | str,
         migrations: list[db.Migration] | None = None,
         scrubber: Scrubber | None = None,
     ) -> State:
         """Open the database at ``path``, creating it and applying pending migrations.
 
         Args:
-            path: the database file; its parent directory is created if missing.
+            path: the SQLite database file (its parent directory is created if
+                missing), or a ``postgresql://`` URL without a password (see
+                :mod:`corral.state.postgres`; the database must exist).
             migrations: the schema steps to apply; corral's bundled ones by default
                 (tests pass their own).
             scrubber: removes secrets from every text written (the fleet's secret
@@ -113,27 +126,41 @@ class State:
 
         Raises:
             StateError: the file is not a SQLite database or not corral's, cannot be
-                created or written, or was written by a newer corral.
+                created or written, or was written by a newer corral; the server does
+                not answer, refuses the credentials, or the URL holds a password.
         """
         steps = db.bundled_migrations() if migrations is None else migrations
-        conn = db.connect(path)
+        where: db.Where = path
+        if postgres.is_url(path):
+            url = postgres.parse(str(path))
+            where = postgres.display(url)
+            conn = postgres.open_postgres(url)
+        else:
+            where = Path(path)
+            conn = db.open_sqlite(where)
         try:
-            db.migrate(conn, path, steps)
+            db.migrate(conn, where, steps)
         except BaseException:
             conn.close()
             raise
-        return cls(path, conn, scrubber)
+        return cls(where, conn, scrubber, lambda: _reopen(path))
 
     @property
-    def conn(self) -> sqlite3.Connection:
-        """The open connection; :class:`StateError` after :meth:`close`."""
-        return self._db.conn
+    def conn(self) -> Any:
+        """The driver's own connection (``sqlite3.Connection``, or psycopg's), for tests
+        and tools that inspect the database; :class:`StateError` after :meth:`close`."""
+        return self._db.conn.raw
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._db.dialect
 
     @property
     def schema_version(self) -> int:
         """The schema version of the open database."""
         with self._db.read("reading the schema version"):
-            return db.schema_version(self.conn)
+            return db.schema_version(self._db.conn)
 
     def close(self) -> None:
         """Close the connection; closing twice is harmless."""

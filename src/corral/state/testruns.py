@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from corral.formats import utc_text
 from corral.scrub import Scrubber, scrub_assignments
-from corral.state.db import Handle, newest_row, newest_rows
+from corral.state.db import Conn, Handle, Row, newest_row, newest_rows
 from corral.state.records import (
     TEST_RUN_OUTCOMES,
     TestRunRecord,
@@ -79,7 +78,7 @@ def started_at(finished: datetime, seconds: float) -> str:
     return utc_text(finished - timedelta(seconds=seconds))
 
 
-def insert_run(conn: sqlite3.Connection, values: Mapping[str, Any]) -> TestRunRecord:
+def insert_run(conn: Conn, values: Mapping[str, Any]) -> TestRunRecord:
     """Insert one test run and return it.
 
     ``values`` has fleet, role, image_id, image_digest, image_version, test_key, outcome,
@@ -87,25 +86,23 @@ def insert_run(conn: sqlite3.Connection, values: Mapping[str, Any]) -> TestRunRe
     """
     cursor = conn.execute(
         "INSERT INTO test_runs (fleet, role, image_id, image_digest, image_version, test_key,"
-        " outcome, checks, seconds, log_excerpt, started_at, user) VALUES (:fleet, :role,"
+        ' outcome, checks, seconds, log_excerpt, started_at, "user") VALUES (:fleet, :role,'
         " :image_id, :image_digest, :image_version, :test_key, :outcome, :checks, :seconds,"
-        " :log_excerpt, :started_at, :user)",
+        " :log_excerpt, :started_at, :user) RETURNING id",
         dict(values),
     )
-    row = conn.execute("SELECT * FROM test_runs WHERE id = ?", (cursor.lastrowid,)).fetchone()
+    row = conn.execute("SELECT * FROM test_runs WHERE id = ?", (cursor.fetchone()[0],)).fetchone()
     return from_test_runs_row(row)
 
 
-def latest_run(
-    conn: sqlite3.Connection, fleet: str, role: str, image_digest: str | None
-) -> TestRunRecord | None:
+def latest_run(conn: Conn, fleet: str, role: str, image_digest: str | None) -> TestRunRecord | None:
     """The newest run of (fleet, role), of ``image_digest`` if given; None if none."""
     row = newest_row(conn, "test_runs", "id", fleet=fleet, role=role, image_digest=image_digest)
     return None if row is None else from_test_runs_row(row)
 
 
 def run_for_key(
-    conn: sqlite3.Connection, fleet: str, role: str, image_digest: str, test_key: str
+    conn: Conn, fleet: str, role: str, image_digest: str, test_key: str
 ) -> TestRunRecord | None:
     """The newest run, passed or failed, of exactly ``image_digest`` tested under
     ``test_key``; None if there is none. An empty key matches nothing (it is what runs
@@ -124,16 +121,14 @@ def run_for_key(
     return None if row is None else from_test_runs_row(row)
 
 
-def standing_pass(
-    conn: sqlite3.Connection, fleet: str, role: str, image_digest: str
-) -> TestRunRecord | None:
+def standing_pass(conn: Conn, fleet: str, role: str, image_digest: str) -> TestRunRecord | None:
     """The newest passed run of exactly ``image_digest`` that is still the newest run of
     its own key (no later run of the same digest and key failed), or None.
 
     For an image a release recorded, whose test key at the time is not known: it counts
     as tested if some version of its tests passed it and that pass still stands.
     """
-    row: sqlite3.Row | None = conn.execute(
+    row: Row | None = conn.execute(
         "SELECT * FROM test_runs AS t WHERE fleet = ? AND role = ? AND image_digest = ?"
         " AND outcome = 'passed' AND id = (SELECT MAX(id) FROM test_runs AS u"
         " WHERE u.fleet = t.fleet AND u.role = t.role AND u.image_digest = t.image_digest"
@@ -143,9 +138,7 @@ def standing_pass(
     return None if row is None else from_test_runs_row(row)
 
 
-def query_runs(
-    conn: sqlite3.Connection, fleet: str, role: str | None, limit: int
-) -> list[TestRunRecord]:
+def query_runs(conn: Conn, fleet: str, role: str | None, limit: int) -> list[TestRunRecord]:
     """The newest ``limit`` runs of ``fleet`` (or one role), oldest first."""
     return [from_test_runs_row(r) for r in newest_rows(conn, "test_runs", fleet, role, limit)]
 

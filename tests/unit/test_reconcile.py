@@ -8,6 +8,7 @@ import queue
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -20,15 +21,21 @@ from corral.spec import load_spec
 from corral.state import State
 from tests.unit.test_cli import SKIP, WORKER_SPEC, run
 
+E = TypeVar("E", bound=FakeEngine)
 
-@pytest.fixture
-def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, FakeEngine]:
-    engine = FakeEngine()
+
+def _serve(engine: E, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, E]:
+    """``engine`` as the one corral's commands use, with the worker spec beside it."""
     engine.import_rootfs(tmp_path / "rootfs.tar", "localhost/worker-base:1", {})
     monkeypatch.setattr("corral.app.get_engine", lambda: engine)
     spec = tmp_path / "corral.yaml"
     spec.write_text(WORKER_SPEC)
     return spec, engine
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, FakeEngine]:
+    return _serve(FakeEngine(), tmp_path, monkeypatch)
 
 
 def _workers(engine: FakeEngine) -> list[str]:
@@ -142,12 +149,7 @@ class StreamingEngine(FakeEngine):
 
 @pytest.fixture
 def streaming(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, StreamingEngine]:
-    engine = StreamingEngine()
-    engine.import_rootfs(tmp_path / "rootfs.tar", "localhost/worker-base:1", {})
-    monkeypatch.setattr("corral.app.get_engine", lambda: engine)
-    spec = tmp_path / "corral.yaml"
-    spec.write_text(WORKER_SPEC)
-    return spec, engine
+    return _serve(StreamingEngine(), tmp_path, monkeypatch)
 
 
 def _watcher(spec: Path, engine: FakeEngine, state: State) -> Watcher:

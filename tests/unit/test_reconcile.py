@@ -65,6 +65,9 @@ def test_a_stopped_instance_is_replaced_and_the_burn_audited(
     spec, engine = fleet
     before = _deployed(fleet, capsys)
     engine.stop(before[0])
+    code, out, err = run(capsys, "--json", "-f", str(spec), "status")
+    assert code == 1 and json.loads(out)["problems"] == ["role worker: 1 of 2 replicas serving"]
+    assert "unwell: role worker: 1 of 2 replicas serving" in err
     code, out, _ = run(capsys, "--json", "-f", str(spec), "reconcile")
     result = json.loads(out)
     assert code == 0 and result["status"] == "converged" and result["release"] == 1
@@ -74,6 +77,8 @@ def test_a_stopped_instance_is_replaced_and_the_burn_audited(
     burns = [e for e in app.audit(spec) if e.action == "burn"]
     assert [e.target for e in burns] == [before[0]]
     assert "not running" in str(burns[0].details)
+    code, out, _ = run(capsys, "--json", "-f", str(spec), "status")
+    assert code == 0 and json.loads(out)["problems"] == []
 
 
 def test_a_tainted_instance_is_replaced_new_first(

@@ -289,10 +289,12 @@ def status(opts: Options) -> int:
     """Roles, instances, versions, health and the edge URL of each public role; exits 1
     when the edge is not running or a role has fewer instances serving than its replicas."""
     result = app.status(opts.file)
-    opts.emit(result, lambda out: views.show_status(out, result))
-    for problem in result.problems():
+    problems = result.problems()
+    data = {**views.to_data(result), "problems": list(problems)}
+    opts.emit(data, lambda out: views.show_status(out, result))
+    for problem in problems:
         opts.err.print(f"unwell: {problem}")
-    return 1 if result.problems() else 0
+    return 1 if problems else 0
 
 
 @cli.command()

@@ -8,10 +8,11 @@ which is a DNS name on the fleet's network.
 Each request opens its own connection. While the database is being replaced (it is
 stopped before its successor starts), opening one is retried for up to DB_WAIT seconds,
 so a short database restart slows requests down instead of failing them. The address of
-``db`` is looked up once and kept until a connection to it fails: aardvark-dns 1.4
-leaves lookups unanswered for seconds while containers come and go (see ``dns_args`` in
-corral/engines/podman.py), and a lookup per request would stall with it. A statement is
-never retried: a POST whose connection broke mid-way answers 503 rather than insert twice.
+``db`` is looked up once and kept until a connection to it fails (a new db instance has
+another address). A POST whose connection broke mid-way (the database stopped under it)
+is tried again on a new connection: each POST carries a key of its own, unique in the
+table, so a retry after an insert that did commit finds that row instead of adding a
+second one.
 
 On SIGTERM (``podman stop``, after the edge has drained the instance) the requests still
 being answered are finished before the process exits, so a slow one is not cut off.
@@ -24,6 +25,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg2
@@ -39,7 +41,11 @@ DB_WAIT = float(os.environ.get("DB_WAIT", "25"))  # under the edge's 30 s server
 GREETING = os.environ.get("GREETING", "hello")
 VERSION = "1"
 STOP_WAIT = 8.0  # seconds to finish requests after SIGTERM; podman kills at 10
-SCHEMA = "CREATE TABLE IF NOT EXISTS rows (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL)"
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS rows (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL)",
+    # The key of the POST that wrote the row: a retried POST finds its row (see insert_row).
+    "ALTER TABLE rows ADD COLUMN IF NOT EXISTS request TEXT UNIQUE",
+)
 
 
 class Unavailable(Exception):
@@ -94,11 +100,34 @@ def count_rows() -> int:
 
 
 def insert_row(body: str) -> int:
-    conn = connect()
+    """Insert one row, exactly once, trying again on a new connection while the database
+    is away (up to DB_WAIT seconds): the row's key tells a retry whether it committed."""
+    key = uuid.uuid4().hex
+    deadline = time.monotonic() + DB_WAIT
+    while True:
+        try:
+            return _insert_once(body, key, wait=max(0.0, deadline - time.monotonic()))
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            DB_ADDRESS.forget()
+            if time.monotonic() >= deadline:
+                raise Unavailable(str(exc).strip()) from exc
+            time.sleep(0.05)
+
+
+def _insert_once(body: str, key: str, wait: float) -> int:
+    conn = connect(wait)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute("INSERT INTO rows (body) VALUES (%s) RETURNING id", (body,))
-            return int(cur.fetchone()[0])
+            cur.execute(
+                "INSERT INTO rows (body, request) VALUES (%s, %s)"
+                " ON CONFLICT (request) DO NOTHING RETURNING id",
+                (body, key),
+            )
+            row = cur.fetchone()
+            if row is None:  # an earlier try committed it: the same row, not a new one
+                cur.execute("SELECT id FROM rows WHERE request = %s", (key,))
+                row = cur.fetchone()
+            return int(row[0])
     finally:
         conn.close()
 
@@ -198,7 +227,8 @@ def create_schema() -> None:
             # Instances start side by side: two CREATE TABLE IF NOT EXISTS at once can both
             # see no table, and one fails. A lock held until the commit serialises them.
             cur.execute("SELECT pg_advisory_xact_lock(4242)")
-            cur.execute(SCHEMA)
+            for statement in SCHEMA:
+                cur.execute(statement)
     finally:
         conn.close()
 

@@ -29,7 +29,8 @@ STATE_HEADER = (
     "srv_agent_port\n"
 )
 # Captured: "a" up and checked, "b" just taken out of maintenance into drain (UP before any
-# check ran), "c" freshly added (maintenance, checks configured but off).
+# check ran), "c" freshly added (maintenance, checks configured but off). "* L7OK": HAProxy
+# prefixes the last result with "* " while the next check is running.
 STATE = STATE_HEADER + (
     "3 web 1 a 127.0.0.1 2 0 1 1 25 15 3 2 6 0 0 0 - 19001 - 0 0 - - 0\n"
     "3 web 2 b 127.0.0.1 2 8 1 1 0 1 0 1 6 0 0 0 - 19002 - 0 0 - - 0\n"
@@ -39,7 +40,7 @@ STAT = (
     "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,"
     "wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,"
     "sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status,\n"
-    "web,a,0,0,3,4,,10,0,0,,0,,0,0,0,0,UP,1,1,0,0,0,1,0,,1,3,1,,10,,2,0,,1,L7OK,\n"
+    "web,a,0,0,3,4,,10,0,0,,0,,0,0,0,0,UP,1,1,0,0,0,1,0,,1,3,1,,10,,2,0,,1,* L7OK,\n"
     "web,b,0,0,0,0,,0,0,0,,0,,0,0,0,0,DRAIN,0,1,0,0,0,1,0,,1,3,2,,0,,2,0,,0,INI,\n"
     "web,c,0,0,0,0,,0,0,0,,0,,0,0,0,0,MAINT,1,1,0,0,0,1,0,,1,3,3,,0,,2,0,,0,,\n\n"
 )

@@ -718,7 +718,8 @@ def _server(backend: str, row: dict[str, str], stat: dict[str, str]) -> ServerSt
         weight=int(row["srv_uweight"]),
         checks_enabled=bool(int(row["srv_check_state"]) & _CHK_ENABLED),
         check_passed=int(row["srv_check_result"]) == _CHK_RES_PASSED,
-        check_status=stat.get("check_status", ""),
+        # "* L7STS": HAProxy marks the last result with "* " while the next check runs
+        check_status=stat.get("check_status", "").removeprefix("* "),
         status=stat.get("status", ""),
         sessions=int(stat.get("scur") or 0),
         check_code=stat.get("check_code", ""),

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -46,3 +47,20 @@ def utc_now() -> str:
 def image_version(number: int, content_hash: str) -> str:
     """The version of an image: its build number and the start of its content hash."""
     return f"{number}-{content_hash[:VERSION_HASH_CHARS]}"
+
+
+_ISO_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$")
+
+
+def parse_time(text: str) -> datetime | None:
+    """An aware datetime from an engine's ISO time (nanoseconds allowed) or corral's own
+    format, or None."""
+    match = _ISO_TIME.match(text or "")
+    if not match:
+        return None
+    head, fraction, zone = match.groups()
+    zone = "+00:00" if zone in ("Z", "", None) else zone
+    try:
+        return datetime.fromisoformat(f"{head}.{(fraction or '0')[:6]:0<6}{zone}")
+    except ValueError:
+        return None

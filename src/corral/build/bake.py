@@ -19,17 +19,18 @@ from typing import Literal
 
 from corral import __version__
 from corral.build import containerfile
-from corral.build.base import BaseRecipe, ensure_base
+from corral.build.base import LABEL_BASE_LINE, LABEL_BASE_SOURCE, BaseRecipe, ensure_base
 from corral.build.git import git_info
 from corral.build.hashing import combine, hash_json, hash_tree
 from corral.build.tree import confined
 from corral.engines.base import Engine, ImageInfo
 from corral.errors import BuildError, CorralError, EngineError, GateError, UsageError
-from corral.formats import LABEL_PREFIX, image_version, utc_now
+from corral.formats import LABEL_PREFIX, image_version, parse_time, utc_now, utc_text
 from corral.progress import NullProgress, Progress
 from corral.spec.load import LoadedSpec
 from corral.spec.model import ContainerfileBase, DebianBase, ImageBase, Role
-from corral.state import ImageRecord, State
+from corral.state import BaseRecord, ImageRecord, State
+from corral.state.ancestry import parse_packages
 
 # 2: spec values reach the Containerfile as data (build arguments, argv items).
 IMAGE_RECIPE_VERSION = 2
@@ -103,7 +104,9 @@ def bake_target(
     base = resolve_base(target, engine, progress)
     content_hash = role_content_hash(target, base.id)
     current = None if force else _current_image(target, content_hash, engine, state)
-    record = current or _bake(target, base, content_hash, engine, state, progress)
+    record = current or _bake(
+        target, base_record(target, base), content_hash, engine, state, progress
+    )
     status: Literal["built", "up-to-date"] = "up-to-date" if current else "built"
     return BuildResult(
         target.name, status, record.version, record.tag, record.image_id, time.monotonic() - started
@@ -133,9 +136,10 @@ def find_current_image(
 def _current_image(
     target: BakeTarget, content_hash: str, engine: Engine, state: State, retag: bool = True
 ) -> ImageRecord | None:
-    """The recorded image with this content hash, if it still exists in the engine."""
+    """The recorded image with this content hash, if it still exists in the engine and
+    was not revoked (a revoked image is never reused: the same inputs are baked again)."""
     record = state.find_image(target.fleet, target.name, content_hash)
-    if record is None:
+    if record is None or state.stores.revocations.standing(target.fleet).of(record.image_id):
         return None
     tagged = engine.inspect_image(record.tag)
     if tagged is not None and tagged.id == record.image_id:
@@ -145,6 +149,31 @@ def _current_image(
     if retag:
         engine.tag_image(record.image_id, record.tag)  # someone removed or moved the tag only
     return record
+
+
+def base_record(target: BakeTarget, base: ImageInfo) -> BaseRecord:
+    """What the state keeps of the base ``target`` is built on: its line (what it is a
+    base of), the reference it was found under, when it was made and where it came from.
+    A base's own labels win (``corral patch`` labels the bases it refreshes)."""
+    spec = target.role.base
+    if isinstance(spec, DebianBase):
+        recipe = BaseRecipe.from_spec(spec)
+        line, ref, source = recipe.line, recipe.tag, recipe.source
+    elif isinstance(spec, ImageBase):
+        line, ref, source = f"image:{spec.image}", spec.image, spec.image
+    else:
+        ref = _containerfile_base_tag(target, spec)[1]
+        line, source = f"containerfile:{target.fleet}/{target.name}", spec.containerfile
+    made = parse_time(base.created)
+    return BaseRecord(
+        fleet=target.fleet,
+        image_id=base.id,
+        digest=base.digest,
+        line=base.labels.get(LABEL_BASE_LINE) or line,
+        ref=ref,
+        created_at=utc_text(made) if made else utc_now(),
+        source=base.labels.get(LABEL_BASE_SOURCE) or source,
+    )
 
 
 def resolve_base(target: BakeTarget, engine: Engine, progress: Progress) -> ImageInfo:
@@ -215,7 +244,7 @@ def role_content_hash(target: BakeTarget, base_id: str) -> str:
 
 def _bake(
     target: BakeTarget,
-    base: ImageInfo,
+    base: BaseRecord,
     content_hash: str,
     engine: Engine,
     state: State,
@@ -228,9 +257,9 @@ def _bake(
     stage_tag = f"{image_repo(fleet, name)}:building-{build.number}"
     progress.step(name, f"building {tag}")
     try:
-        record = _bake_steps(
+        record, packages = _bake_steps(
             target,
-            base,
+            base.image_id,
             content_hash,
             engine,
             progress,
@@ -248,7 +277,7 @@ def _bake(
         raise
     with contextlib.suppress(CorralError):
         engine.untag_image(stage_tag)  # keeps the layers: the next build reuses them
-    state.finish_build(build.id, record)
+    state.finish_build(build.id, record, base=base, packages=packages)
     state.record_audit(fleet, "build", name, "ok", {"version": version, "tag": tag})
     progress.step(name, f"built {tag}")
     return record
@@ -256,7 +285,7 @@ def _bake(
 
 def _bake_steps(
     target: BakeTarget,
-    base: ImageInfo,
+    base_id: str,
     content_hash: str,
     engine: Engine,
     progress: Progress,
@@ -264,12 +293,13 @@ def _bake_steps(
     version: str,
     tag: str,
     stage_tag: str,
-) -> ImageRecord:
+) -> tuple[ImageRecord, dict[str, str]]:
+    """The image, and its package list (name to version) read from it after the build."""
     name, role = target.name, target.role
     with tempfile.TemporaryDirectory(prefix="corral-build-") as tmp:
         cfile = containerfile.stage_context(role, target.root, Path(tmp))
         stage_labels = _stage_labels(target.fleet, build_number=int(version.split("-")[0]))
-        rendered = containerfile.render(role, base.id, stage_labels)
+        rendered = containerfile.render(role, base_id, stage_labels)
         cfile.write_text(rendered.text)
         staged = engine.build_image(
             Path(tmp),
@@ -287,7 +317,7 @@ def _bake_steps(
         cfile = Path(tmp, "Containerfile")
         cfile.write_text(f"FROM {staged.id}\n")
         final = engine.build_image(Path(tmp), cfile, tag, labels)
-    return ImageRecord(
+    record = ImageRecord(
         fleet=target.fleet,
         role=name,
         number=int(version.split("-")[0]),
@@ -300,7 +330,9 @@ def _bake_steps(
         git_commit=labels[LABEL + "git-commit"] or None,
         git_dirty=labels[LABEL + "git-dirty"] == "true",
         labels=labels,
+        base_id=base_id,
     )
+    return record, parse_packages(packages)
 
 
 # SSH servers found by file, whatever installed them (a package, a copy, a source build).

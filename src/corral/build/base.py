@@ -30,6 +30,10 @@ SOURCE_DATE_EPOCH = "1700000000"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 BASE_REPO = "localhost/corral-base"
 LABEL_BASE_HASH = label("base-hash")
+#: What a base is a base *of* (see :func:`debian_line`); a refreshed base keeps its line.
+LABEL_BASE_LINE = label("base-line")
+#: The archive or snapshot a base came from (its apt sources, one per line).
+LABEL_BASE_SOURCE = label("base-source")
 _NETWORK_HINTS = (
     "Temporary failure resolving",
     "Could not connect",
@@ -66,6 +70,17 @@ class BaseRecipe:
         )
 
     @property
+    def line(self) -> str:
+        """What bases of this recipe are bases *of*: suite, variant and packages, but not
+        the mirror, so a base from a later snapshot replaces one from an earlier."""
+        return debian_line(self.suite, self.variant, self.packages)
+
+    @property
+    def source(self) -> str:
+        """The archive the bootstrap reads: its apt source lines."""
+        return "\n".join(self.sources())
+
+    @property
     def tag(self) -> str:
         return f"{BASE_REPO}:{self.suite}-{self.hash[:16]}"
 
@@ -77,6 +92,11 @@ class BaseRecipe:
             f"deb {self.mirror} {self.suite}-updates main",
             f"deb {security} {self.suite}-security main",
         ]
+
+
+def debian_line(suite: str, variant: str, packages: tuple[str, ...]) -> str:
+    """``debian:<suite>:<variant>:<hash of the sorted package names>``."""
+    return f"debian:{suite}:{variant}:{hash_json(sorted(set(packages)))[:12]}"
 
 
 def ensure_base(engine: Engine, base: DebianBase, progress: Progress) -> ImageInfo:
@@ -104,6 +124,8 @@ def ensure_base(engine: Engine, base: DebianBase, progress: Progress) -> ImageIn
         labels = {
             LABEL_BASE_HASH: recipe.hash,
             label("base-suite"): recipe.suite,
+            LABEL_BASE_LINE: recipe.line,
+            LABEL_BASE_SOURCE: recipe.source,
             label("corral-version"): __version__,
         }
         return engine.import_rootfs(

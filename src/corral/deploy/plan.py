@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +26,7 @@ from corral.deploy.observe import Instance
 from corral.deploy.scope import Scope
 from corral.deploy.steps import Action, Batch, Change, EdgeServer, Replacement, Step
 from corral.engines.capabilities import Capability
+from corral.formats import parse_time as parse_time  # re-exported: status and suite use it
 from corral.spec.model import CommandHealth
 
 __all__ = ["Change", "EdgeServer", "Step"]  # re-exported: the plan's vocabulary
@@ -472,22 +472,6 @@ def _expired(instance: Instance, rr: RoleRelease, now: datetime) -> bool:
     if stopped_at is None:
         return False
     return (now - stopped_at).total_seconds() > rr.deploy.keep_old
-
-
-def parse_time(text: str) -> datetime | None:
-    """An aware datetime from an engine's ISO time (nanoseconds allowed), or None."""
-    match = _ISO_TIME.match(text or "")
-    if not match:
-        return None
-    head, fraction, zone = match.groups()
-    zone = "+00:00" if zone in ("Z", "", None) else zone
-    try:
-        return datetime.fromisoformat(f"{head}.{(fraction or '0')[:6]:0<6}{zone}")
-    except ValueError:
-        return None
-
-
-_ISO_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$")
 
 
 def summarize(plan: Plan) -> Mapping[str, int]:

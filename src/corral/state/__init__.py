@@ -1,6 +1,7 @@
 """corral's state: an embedded SQLite database (usually ``.corral/state.db``).
 
-It records builds and the images they produced, the numbered releases of each fleet
+It records builds and the images they produced (with the base each was built on and
+its package list), revocations of images and bases, the numbered releases of each fleet
 and the instances (containers) they started, the append-only results of ``corral test``
 (bound to image digests), an append-only audit log, and named locks held as leases
 the holder renews (:mod:`corral.state.lock`). See :class:`State`, a composition of the
@@ -10,6 +11,7 @@ narrow protocols of :mod:`corral.state.protocols`; schema changes go in ``migrat
 from corral.state.audit import SCRUBBED, looks_secret, scrub
 from corral.state.db import Migration, bundled_migrations
 from corral.state.protocols import (
+    AncestryStore,
     AuditStore,
     BuildStore,
     HeldLock,
@@ -18,14 +20,18 @@ from corral.state.protocols import (
     LockStore,
     ReleaseStore,
     ReplacementStore,
+    RevocationStore,
     TestRunStore,
 )
 from corral.state.records import (
     AuditEntry,
+    BaseRecord,
     BuildRecord,
     ImageRecord,
     InstanceRecord,
     ReleaseRecord,
+    RevocationRecord,
+    Revoked,
     TestRunRecord,
     image_version,
     utc_now,
@@ -35,8 +41,10 @@ from corral.state.testruns import scrub_text
 
 __all__ = [
     "SCRUBBED",
+    "AncestryStore",
     "AuditEntry",
     "AuditStore",
+    "BaseRecord",
     "BuildRecord",
     "BuildStore",
     "HeldLock",
@@ -49,6 +57,9 @@ __all__ = [
     "ReleaseRecord",
     "ReleaseStore",
     "ReplacementStore",
+    "RevocationRecord",
+    "RevocationStore",
+    "Revoked",
     "State",
     "Stores",
     "TestRunRecord",

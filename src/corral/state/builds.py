@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from corral.errors import StateError
 from corral.scrub import Scrubber
+from corral.state.ancestry import insert_base, insert_packages
 from corral.state.db import Conn, Handle, newest_row, newest_rows
 from corral.state.records import (
     FAILED_STATUSES,
+    BaseRecord,
     BuildRecord,
     ImageRecord,
     build_from_row,
@@ -79,8 +82,8 @@ def insert_image(conn: Conn, build_id: int, image: ImageRecord) -> None:
     """Insert the image row for ``build_id``."""
     conn.execute(
         "INSERT INTO images (build_id, fleet, role, number, content_hash, version, tag,"
-        " image_id, digest, built_at, git_commit, git_dirty, labels)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " image_id, digest, built_at, git_commit, git_dirty, labels, base_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             build_id,
             image.fleet,
@@ -95,6 +98,7 @@ def insert_image(conn: Conn, build_id: int, image: ImageRecord) -> None:
             image.git_commit,
             int(image.git_dirty),
             json.dumps(dict(image.labels), sort_keys=True),
+            image.base_id,
         ),
     )
 
@@ -183,12 +187,22 @@ class SqliteBuilds:
         with self._db.write("starting a build") as conn:
             return insert_build(conn, values)
 
-    def finish(self, build_id: int, image: ImageRecord) -> None:
+    def finish(
+        self,
+        build_id: int,
+        image: ImageRecord,
+        *,
+        base: BaseRecord | None = None,
+        packages: Mapping[str, str] | None = None,
+    ) -> None:
         """Mark a running build ok and record its image, in one transaction.
 
         Args:
             build_id: the ``id`` from :meth:`start`.
             image: the baked image; fleet, role, number and hash must match the build.
+            base: the base it was built on (recorded once per engine id); its
+                ``image_id`` must be ``image.base_id``.
+            packages: the image's Debian packages, name to version.
 
         Raises:
             StateError: no such build, it is not running, or the write failed.
@@ -201,6 +215,11 @@ class SqliteBuilds:
                 conn, build_id, utc_now(), status="ok", image_id=image.image_id, tag=image.tag
             )
             insert_image(conn, build_id, image)
+            if base is not None:
+                if base.image_id != image.base_id:
+                    raise ValueError(f"image {image.tag} is not built on base {base.image_id}")
+                insert_base(conn, base)
+            insert_packages(conn, image, packages or {})
 
     def fail(self, build_id: int, status: str, error: str) -> None:
         """Mark a running build failed or interrupted.

@@ -126,14 +126,17 @@ def _read_migrations() -> tuple[Migration, ...]:
     folder = resources.files("corral.state").joinpath("migrations")
     portable: dict[int, tuple[str, str]] = {}
     variants: dict[int, str] = {}
+    twice = False  # two files of one number (branches merged unrenumbered): never pick one
     for entry in folder.iterdir():
         match = _MIGRATION_NAME.match(entry.name)
         if match and match[3]:
+            twice = twice or int(match[1]) in variants
             variants[int(match[1])] = entry.read_text("utf-8")
         elif match:
+            twice = twice or int(match[1]) in portable
             portable[int(match[1])] = (match[2], entry.read_text("utf-8"))
     numbers = sorted(portable)
-    if numbers != list(range(1, len(numbers) + 1)) or not set(variants) <= set(portable):
+    if twice or numbers != list(range(1, len(numbers) + 1)) or not set(variants) <= set(portable):
         raise StateError("corral's schema migrations are not numbered 1..N; reinstall corral")
     return tuple(Migration(n, portable[n][0], portable[n][1], variants.get(n)) for n in numbers)
 

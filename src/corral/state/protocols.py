@@ -22,11 +22,14 @@ from typing import Any, Protocol
 
 from corral.state.records import (
     AuditEntry,
+    BaseRecord,
     BuildRecord,
     ImageRecord,
     InstanceRecord,
     LockHolder,
     ReleaseRecord,
+    RevocationRecord,
+    Revoked,
     TestRunRecord,
 )
 
@@ -38,10 +41,17 @@ class BuildStore(Protocol):
         """Record a running build with the next build number of (fleet, role)."""
         ...
 
-    def finish(self, build_id: int, image: ImageRecord) -> None:
-        """Mark a running build ok and record its image, at once.
+    def finish(
+        self,
+        build_id: int,
+        image: ImageRecord,
+        *,
+        base: BaseRecord | None = None,
+        packages: Mapping[str, str] | None = None,
+    ) -> None:
+        """Mark a running build ok and record its image, its base and its packages, at once.
 
-        Raises ValueError if ``image`` does not belong to the build."""
+        Raises ValueError if ``image`` does not belong to the build, or is not on ``base``."""
         ...
 
     def fail(self, build_id: int, status: str, error: str) -> None:
@@ -70,6 +80,58 @@ class ImageStore(Protocol):
 
     def all(self, fleet: str, role: str | None = None) -> list[ImageRecord]:
         """Every image of a fleet (or one role), by role, then number."""
+        ...
+
+
+class AncestryStore(Protocol):
+    """Which base each image was built on, and what each image holds."""
+
+    def record_base(self, base: BaseRecord) -> BaseRecord:
+        """Record a base once per engine id (a refreshed one, before a build uses it)."""
+        ...
+
+    def base(self, fleet: str, image_id: str) -> BaseRecord | None:
+        """The base with engine id ``image_id``."""
+        ...
+
+    def bases(self, fleet: str, line: str | None = None) -> list[BaseRecord]:
+        """The fleet's bases (of one line), oldest first by creation time."""
+        ...
+
+    def packages(self, fleet: str, role: str, number: int) -> dict[str, str]:
+        """An image's Debian packages, name to version."""
+        ...
+
+    def carrying(self, fleet: str, package: str) -> list[tuple[ImageRecord, str]]:
+        """Every image holding ``package``, with its version there."""
+        ...
+
+    def descendants(self, fleet: str, base_ids: Collection[str]) -> list[ImageRecord]:
+        """The images built on one of ``base_ids``."""
+        ...
+
+
+class RevocationStore(Protocol):
+    """Images and bases declared unfit, append-only; an undo is a row of its own."""
+
+    def add(
+        self,
+        fleet: str,
+        kind: str,
+        target: str,
+        action: str,
+        reason: str,
+        user: str | None = None,
+    ) -> RevocationRecord:
+        """Append a revocation (``revoke``) or its undoing (``undo``) of an image or base."""
+        ...
+
+    def history(self, fleet: str) -> list[RevocationRecord]:
+        """Every revocation and undo, oldest first."""
+        ...
+
+    def standing(self, fleet: str) -> Revoked:
+        """The revocations not undone since."""
         ...
 
 

@@ -87,6 +87,9 @@ class ImageRecord:
     git_commit: str | None
     git_dirty: bool
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: The engine id of the base it was built on (a :class:`BaseRecord`); None for images
+    #: baked before corral recorded ancestry.
+    base_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ def image_from_row(row: Row) -> ImageRecord:
         git_commit=_opt_str(row["git_commit"]),
         git_dirty=bool(row["git_dirty"]),
         labels={str(k): str(v) for k, v in labels.items()},
+        base_id=_opt_str(row["base_id"]),
     )
 
 
@@ -348,3 +352,101 @@ def lock_holder_from_row(row: Row) -> LockHolder:
         acquired_at=str(row["acquired_at"]),
         expires_at=float(row["expires_at"]),
     )
+
+
+@dataclass(frozen=True)
+class BaseRecord:
+    """A base image role images of the fleet were built on.
+
+    ``line`` names what it is a base *of* (``debian:bookworm:apt:<packages hash>``,
+    ``image:<reference>``, ``containerfile:<fleet>/<role>``): bases of one line replace
+    each other, and the newest one that is not revoked is the one images should run on.
+    ``created_at`` is when the base was made (UTC), ``source`` the archive or snapshot it
+    came from (the apt sources of a Debian base) or the image it names, ``ref`` the tag
+    it was found under.
+    """
+
+    fleet: str
+    image_id: str
+    digest: str
+    line: str
+    ref: str
+    created_at: str
+    source: str
+    recorded_at: str = ""
+
+
+def base_from_row(row: Row) -> BaseRecord:
+    """A :class:`BaseRecord` from a ``bases`` row."""
+    return BaseRecord(
+        fleet=str(row["fleet"]),
+        image_id=str(row["image_id"]),
+        digest=str(row["digest"]),
+        line=str(row["line"]),
+        ref=str(row["ref"]),
+        created_at=str(row["created_at"]),
+        source=str(row["source"]),
+        recorded_at=str(row["recorded_at"]),
+    )
+
+
+REVOCATION_KINDS = ("image", "base")
+REVOCATION_ACTIONS = ("revoke", "undo")
+
+
+@dataclass(frozen=True)
+class RevocationRecord:
+    """One revocation of an image or a base (``action`` revoke), or the undoing of one
+    (``action`` undo); ``target`` is the engine id, ``user`` who did it and why ``reason``."""
+
+    id: int
+    fleet: str
+    kind: str
+    target: str
+    action: str
+    reason: str
+    at: str
+    user: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form ``corral revoke --json`` prints and errors carry."""
+        return {
+            "kind": self.kind,
+            "target": self.target,
+            "action": self.action,
+            "reason": self.reason,
+            "at": self.at,
+            "user": self.user,
+        }
+
+
+def revocation_from_row(row: Row) -> RevocationRecord:
+    """A :class:`RevocationRecord` from a ``revocations`` row."""
+    return RevocationRecord(
+        id=int(row["id"]),
+        fleet=str(row["fleet"]),
+        kind=str(row["kind"]),
+        target=str(row["target"]),
+        action=str(row["action"]),
+        reason=str(row["reason"]),
+        at=str(row["at"]),
+        user=str(row["user"]),
+    )
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """The revocations that stand (not undone): per engine id of an image, and of a base.
+
+    :meth:`of` answers for an image whether it is unfit, itself or through its base.
+    """
+
+    images: Mapping[str, RevocationRecord] = field(default_factory=dict)
+    bases: Mapping[str, RevocationRecord] = field(default_factory=dict)
+
+    def of(self, image_id: str, base_id: str | None = None) -> RevocationRecord | None:
+        """The revocation that makes the image ``image_id`` (built on ``base_id``) unfit."""
+        found = self.images.get(image_id)
+        if found is None and base_id is not None:
+            found = self.bases.get(base_id)
+        return found

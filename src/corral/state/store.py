@@ -17,10 +17,12 @@ from typing import Any, Self
 
 from corral.scrub import Scrubber
 from corral.state import db, postgres
+from corral.state.ancestry import SqliteAncestry, SqliteRevocations
 from corral.state.audit import SqliteAudit
 from corral.state.builds import SqliteBuilds, SqliteImages
 from corral.state.lock import LeaseLocks
 from corral.state.protocols import (
+    AncestryStore,
     AuditStore,
     BuildStore,
     HeldLock,
@@ -29,10 +31,12 @@ from corral.state.protocols import (
     LockStore,
     ReleaseStore,
     ReplacementStore,
+    RevocationStore,
     TestRunStore,
 )
 from corral.state.records import (
     AuditEntry,
+    BaseRecord,
     BuildRecord,
     ImageRecord,
     InstanceRecord,
@@ -56,6 +60,8 @@ class Stores:
     audit: AuditStore
     replacements: ReplacementStore
     locks: LockStore
+    ancestry: AncestryStore
+    revocations: RevocationStore
 
 
 def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
@@ -70,6 +76,8 @@ def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
         audit=SqliteAudit(handle, scrubber),
         replacements=SqliteReplacements(handle),
         locks=LeaseLocks(handle, scrubber),
+        ancestry=SqliteAncestry(handle),
+        revocations=SqliteRevocations(handle, scrubber),
     )
 
 
@@ -183,9 +191,16 @@ class State:
         """:meth:`BuildStore.start`."""
         return self.stores.builds.start(fleet, role, content_hash)
 
-    def finish_build(self, build_id: int, image: ImageRecord) -> None:
+    def finish_build(
+        self,
+        build_id: int,
+        image: ImageRecord,
+        *,
+        base: BaseRecord | None = None,
+        packages: Mapping[str, str] | None = None,
+    ) -> None:
         """:meth:`BuildStore.finish`."""
-        self.stores.builds.finish(build_id, image)
+        self.stores.builds.finish(build_id, image, base=base, packages=packages)
 
     def fail_build(self, build_id: int, status: str, error: str) -> None:
         """:meth:`BuildStore.fail`."""

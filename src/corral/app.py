@@ -11,14 +11,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.build import BuildResult, build_fleet
+from corral.build import BuildResult, build_fleet, lineage
+from corral.build import sbom as boms
 from corral.build.bake import LABEL
+from corral.deploy import ancestry, orchestrate, service
 from corral.deploy import gc as fleet_gc
-from corral.deploy import orchestrate, service
 from corral.deploy import reconcile as fleet_reconcile
 from corral.deploy import status as fleet_status
+from corral.deploy.ancestry import ImagesReport, PackageReport
 from corral.deploy.context import FLEET_EDGE_KEY
-from corral.deploy.desired import Desired
+from corral.deploy.desired import Desired, desired_from_record
 from corral.deploy.gc import Collected
 from corral.deploy.orchestrate import DeployResult, Hook
 from corral.deploy.outcome import ReleaseFailed
@@ -33,7 +35,8 @@ from corral.progress import NullProgress, Progress
 from corral.scrub import Scrubber
 from corral.spec import LoadedSpec, load_spec
 from corral.spec.model import Role
-from corral.state import AuditEntry, ImageRecord, State
+from corral.state import AuditEntry, ImageRecord, RevocationRecord, State
+from corral.state.ancestry import parse_packages
 from corral.state.location import take_over_legacy
 from corral.testing import suite
 
@@ -179,6 +182,133 @@ def sbom(path: Path, role: str, version: str | None = None) -> Sbom:
         record.image_id,
         tuple((name, ver) for name, ver in packages),
     )
+
+
+def images_report(
+    path: Path, role: str | None = None, engine: Engine | None = None
+) -> ImagesReport:
+    """Every image of the fleet (or one role) with its base and revocation, and every
+    running instance with its image's base: ``up to date`` or ``outdated`` against the
+    newest base of its line, and how old it is. Changes nothing.
+
+    Raises:
+        UsageError: ``role`` is not in the spec.
+    """
+    spec = load_spec(path)
+    _known_role(spec, role)
+    with open_state(spec) as state:
+        return ancestry.images_report(state, engine or get_engine(), spec.fleet.fleet, role)
+
+
+def _known_role(spec: LoadedSpec, role: str | None) -> None:
+    if role is not None and role not in spec.fleet.roles:
+        raise UsageError(
+            f"no role called {role} in the spec (roles: {', '.join(spec.fleet.roles)})"
+        )
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What ``corral revoke`` did: the record written (or the one that stood already),
+    and the images it makes unfit."""
+
+    kind: str  # image | base
+    image_id: str
+    name: str
+    record: RevocationRecord
+    changed: bool  # False: it was revoked (or not revoked, for an undo) already
+    images: tuple[ImageRecord, ...]  # for a base: the images built on it
+
+    def to_dict(self) -> dict[str, object]:
+        """``corral revoke --json`` (docs/cli.md)."""
+        return {
+            "kind": self.kind,
+            "id": self.image_id,
+            "name": self.name,
+            "changed": self.changed,
+            "revocation": self.record.to_dict(),
+            "images": [{"role": i.role, "version": i.version, "tag": i.tag} for i in self.images],
+        }
+
+
+def revoke(path: Path, target: str, reason: str, undo: bool = False) -> Revocation:
+    """Mark an image or a base unfit (``undo``: fit again), audited with who and why.
+
+    Deploys and rollbacks refuse to start a revoked image, or one built on a revoked
+    base, from then on; a deploy bakes a revoked image's role anew.
+
+    Raises:
+        UsageError: ``target`` names no image or base of the fleet, or more than one;
+            an undo of something that is not revoked.
+    """
+    spec = load_spec(path)
+    fleet = spec.fleet.fleet
+    with open_state(spec) as state:
+        found = lineage.find_revocable(state, fleet, target)
+        standing = state.stores.revocations.standing(fleet)
+        current = (standing.images if found.kind == "image" else standing.bases).get(found.image_id)
+        if undo and current is None:
+            raise UsageError(f"{found.kind} {found.name} is not revoked: nothing to undo")
+        images = tuple(state.stores.ancestry.descendants(fleet, [found.image_id]))
+        if not undo and current is not None:
+            return Revocation(found.kind, found.image_id, found.name, current, False, images)
+        action = "undo" if undo else "revoke"
+        record = state.stores.revocations.add(fleet, found.kind, found.image_id, action, reason)
+        details = {"kind": found.kind, "id": found.image_id, "name": found.name, "reason": reason}
+        state.record_audit(fleet, "revoke-undo" if undo else "revoke", found.name, "ok", details)
+        return Revocation(found.kind, found.image_id, found.name, record, True, images)
+
+
+def sbom_package(path: Path, package: str, engine: Engine | None = None) -> PackageReport:
+    """The images of the fleet that hold Debian package ``package`` (with its version in
+    each) and the running instances of those images."""
+    spec = load_spec(path)
+    with open_state(spec) as state:
+        return ancestry.package_report(state, engine or get_engine(), spec.fleet.fleet, package)
+
+
+def sbom_cyclonedx(path: Path, role: str | None = None, image: str | None = None) -> str:
+    """A CycloneDX (JSON, 1.6) SBOM: of one image (``image``: its tag, version or id; or
+    ``role``'s latest), or with neither, of every image the fleet's active release runs.
+
+    Raises:
+        UsageError: no such image or role, or nothing built or released yet.
+    """
+    spec = load_spec(path)
+    fleet = spec.fleet.fleet
+    _known_role(spec, role)
+    with open_state(spec) as state:
+        if image is not None or role is not None:
+            record = _one_image(state, fleet, role, image)
+            return boms.image_bom(_contents(state, record))
+        return boms.fleet_bom(fleet, [_contents(state, r) for r in _released(state, fleet)])
+
+
+def _one_image(state: State, fleet: str, role: str | None, image: str | None) -> ImageRecord:
+    records = state.images(fleet, role)
+    if image is not None:
+        found = lineage.find_revocable(state, fleet, image)
+        records = [r for r in records if r.image_id == found.image_id]
+    if not records:
+        what = f"image {image}" if image else f"role {role}"
+        raise UsageError(f"no {what} has been built in fleet {fleet}; run: corral build")
+    return records[-1]
+
+
+def _released(state: State, fleet: str) -> list[ImageRecord]:
+    active = state.active_release(fleet)
+    if active is None:
+        raise UsageError(f"fleet {fleet} has no active release: name an image (--image) or a role")
+    ids = {rr.image_id for rr in desired_from_record(active.roles).values()}
+    return [r for r in state.images(fleet) if r.image_id in ids]
+
+
+def _contents(state: State, record: ImageRecord) -> boms.ImageContents:
+    base = state.stores.ancestry.base(record.fleet, record.base_id) if record.base_id else None
+    packages = state.stores.ancestry.packages(record.fleet, record.role, record.number)
+    if not packages:  # an image baked before corral kept package lists: its label has them
+        packages = parse_packages(record.labels.get(LABEL + "packages", "").split(","))
+    return boms.ImageContents(record, base, packages)
 
 
 def audit(path: Path, limit: int = 100) -> list[AuditEntry]:

@@ -11,6 +11,7 @@
     ├── StateError                   the state database is unusable, or a record is not as expected
     │   └── LockedError              another corral holds the lock; names the holder
     ├── GateError                    a safety gate refused (untested image, SSH server...)
+    │   └── RevokedError             ... an image to start is revoked, or built on a revoked base
     └── DeployError                  a deploy failed; says which roles and why
         └── ReleaseFailed            ... and was recorded, and the fleet went back if it could
 
@@ -243,6 +244,19 @@ class GateError(CorralError):
     packages: Sequence[str] = ()
     failures: Sequence[str] = ()
     kind: ClassVar[str] = "gate"
+
+
+@dataclass(eq=False, kw_only=True)
+class RevokedError(GateError):
+    """A deploy or rollback would start a revoked image (or one built on a revoked base).
+
+    Attributes:
+        revoked: per refused role: ``role``, ``image`` (its tag), and the revocation's
+            ``kind`` (image or base), ``target`` (engine id), ``reason``, ``user``, ``at``.
+    """
+
+    revoked: Sequence[Mapping[str, Any]] = ()
+    kind: ClassVar[str] = "revoked"
 
 
 @dataclass(eq=False, kw_only=True)

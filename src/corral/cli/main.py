@@ -21,7 +21,7 @@ from rich.console import Console
 from corral import __version__, app
 from corral.cli import views
 from corral.cli.exitcodes import ExitCode, for_error
-from corral.cli.params import ROLE, Count, Seconds, SpecFile, Words
+from corral.cli.params import PACKAGE, ROLE, Count, Seconds, SpecFile, Words
 from corral.cli.progress import ConsoleProgress
 from corral.errors import CorralError
 from corral.hostfiles import open_private, private_dir
@@ -144,13 +144,26 @@ def build(opts: Options, roles: tuple[str, ...], force: bool) -> None:
 @click.argument("role", required=False, type=ROLE)
 @common_options
 def images(opts: Options, role: str | None) -> None:
-    """List the images built for the fleet, with their versions."""
-    records = app.images(opts.file, role)
-    opts.emit({"images": records}, lambda out: views.show_images(out, records))
+    """List the fleet's images and running instances, each with its base: up to date or
+    outdated against the newest base, and how old it is."""
+    report = app.images_report(opts.file, role)
+    opts.emit(report.to_dict(), lambda out: views.show_images_report(out, report))
 
 
 @cli.command()
-@click.argument("role", type=ROLE)
+@click.argument("target", type=Words(300))
+@click.option("--reason", required=True, type=Words(500), help="Why (goes to the audit log).")
+@click.option("--undo", is_flag=True, help="Declare it fit again (audited too).")
+@common_options
+def revoke(opts: Options, target: str, reason: str, undo: bool) -> None:
+    """Mark an image (tag, version or id) or a base (reference or id) unfit: deploys and
+    rollbacks refuse to start it, or anything built on it."""
+    result = app.revoke(opts.file, target, reason, undo=undo)
+    opts.emit(result.to_dict(), lambda out: views.show_revocation(out, result))
+
+
+@cli.command()
+@click.argument("role", required=False, type=ROLE)
 @click.option(
     "--version",
     "version",
@@ -158,11 +171,41 @@ def images(opts: Options, role: str | None) -> None:
     type=Words(100),
     help="An image version (default: latest).",
 )
+@click.option("--package", default=None, type=PACKAGE, help="Who carries this package?")
+@click.option("--image", default=None, type=Words(300), help="An image: tag, version or id.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["list", "cyclonedx"]),
+    default="list",
+    show_default=True,
+    help="cyclonedx: a CycloneDX 1.6 JSON SBOM on stdout.",
+)
 @common_options
-def sbom(opts: Options, role: str, version: str | None) -> None:
-    """List the Debian packages (name, version) in ROLE's image."""
-    result = app.sbom(opts.file, role, version)
-    opts.emit(result, lambda out: views.show_sbom(out, result))
+def sbom(
+    opts: Options,
+    role: str | None,
+    version: str | None,
+    package: str | None,
+    image: str | None,
+    fmt: str,
+) -> None:
+    """The Debian packages of ROLE's image; --package: which images and instances carry
+    one; --format cyclonedx: a standard SBOM (of an image, or of the active release)."""
+    if package is not None:
+        if role or version or image or fmt != "list":
+            raise click.UsageError("--package takes no ROLE, --version, --image or --format")
+        found = app.sbom_package(opts.file, package)
+        opts.emit(found.to_dict(), lambda out: views.show_carriers(out, found))
+    elif fmt == "cyclonedx":
+        if version:
+            raise click.UsageError("--format cyclonedx names an image with --image, not --version")
+        click.echo(opts.scrubber.values(app.sbom_cyclonedx(opts.file, role, image)))
+    else:
+        if role is None or image is not None:
+            raise click.UsageError("name a ROLE (--image goes with --format cyclonedx)")
+        result = app.sbom(opts.file, role, version)
+        opts.emit(result, lambda out: views.show_sbom(out, result))
 
 
 @cli.command()

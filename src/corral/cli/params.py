@@ -104,6 +104,22 @@ class _RoleName(click.types.StringParamType):
 ROLE = _RoleName()
 
 
+class _PackageName(click.types.StringParamType):
+    """A Debian package name (Debian Policy 5.6.1: lowercase letters, digits, '+', '-', '.';
+    at least two characters, starting with a letter or digit)."""
+
+    name = "package"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value)
+        if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", text):
+            self.fail(f"expected a Debian package name, got {text!r}", param, ctx)
+        return text
+
+
+PACKAGE = _PackageName()
+
+
 class Words(click.types.StringParamType):
     """One line of printable text of at most ``limit`` characters (a reason, a version)."""
 

@@ -20,15 +20,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from corral.app import Sbom, Validation
+from corral.app import Revocation, Sbom, Validation
 from corral.build import BuildResult
+from corral.deploy.ancestry import ImageLine, ImagesReport, PackageReport
 from corral.deploy.gc import Collected
 from corral.deploy.orchestrate import DeployResult
 from corral.deploy.plan import Plan, RolePlan, summarize
 from corral.deploy.service import PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
 from corral.errors import BuildError, CorralError, DeployError, EngineError, SpecError
-from corral.state import AuditEntry, ImageRecord
+from corral.state import AuditEntry, RevocationRecord
 from corral.testing.suite import KINDS, CoverageRow, RoleTestResult
 
 
@@ -162,13 +163,97 @@ def show_builds(console: Console, results: Sequence[BuildResult]) -> None:
     console.print(table)
 
 
-def show_images(console: Console, records: Sequence[ImageRecord]) -> None:
+def age(seconds: float | None) -> str:
+    """``3d 4h``, ``5h 12m``, ``40m``: how old, in the two largest units."""
+    if seconds is None:
+        return "-"
+    minutes = int(seconds) // 60
+    days, hours, mins = minutes // 1440, minutes // 60 % 24, minutes % 60
+    if days:
+        return f"{days}d {hours}h"
+    return f"{hours}h {mins}m" if hours else f"{mins}m"
+
+
+def show_images_report(console: Console, report: ImagesReport) -> None:
+    show_images_lines(console, report.images)
+    say(console, "")
+    if not report.instances:
+        say(console, f"no instance of fleet {report.fleet} is running")
+        return
     table = Table(box=None)
-    for column in ("ROLE", "VERSION", "BUILT", "GIT", "IMAGE ID"):
+    for column in ("INSTANCE", "IMAGE", "BASE", "BASE AGE", "BASE STATUS", "REVOKED"):
         table.add_column(column)
-    for r in records:
+    for i in report.instances:
+        line = i.image
+        fresh = line.freshness if line else None
+        base = fresh.base.image_id[:12] if fresh and fresh.base else "-"
+        status = fresh.status if fresh else "unknown"
+        table.add_row(
+            *cells(
+                i.name,
+                line.image.version if line else i.image_id[:12],
+                base,
+                age(fresh.age_s if fresh else None),
+                styled(status, "yellow" if status == "outdated" else ""),
+                _revoked_text(line.revoked if line else None),
+            )
+        )
+    console.print(table)
+    if report.outdated:
+        say(console, f"{len(report.outdated)} instance(s) run on an outdated base")
+
+
+def show_images_lines(console: Console, lines: Sequence[ImageLine]) -> None:
+    table = Table(box=None)
+    for column in ("ROLE", "VERSION", "BUILT", "GIT", "IMAGE ID", "BASE", "BASE STATUS", "REVOKED"):
+        table.add_column(column)
+    for line in lines:
+        r = line.image
         git = (r.git_commit or "-")[:10] + ("+dirty" if r.git_dirty else "")
-        table.add_row(*cells(r.role, r.version, r.built_at, git, r.image_id[:12]))
+        base = (r.base_id or "-")[:12]
+        revoked = _revoked_text(line.revoked)
+        table.add_row(
+            *cells(
+                r.role,
+                r.version,
+                r.built_at,
+                git,
+                r.image_id[:12],
+                base,
+                line.freshness.status,
+                revoked,
+            )
+        )
+    console.print(table)
+
+
+def _revoked_text(record: RevocationRecord | None) -> str:
+    if record is None:
+        return ""
+    return f"{record.kind} revoked: {record.reason}"
+
+
+def show_revocation(console: Console, result: Revocation) -> None:
+    undo = result.record.action == "undo"
+    verb = "is fit again" if undo else "is revoked"
+    if not result.changed:
+        verb = "was revoked already"
+    say(console, f"{result.kind} {result.name} {verb}: {result.record.reason}")
+    if result.kind == "base" and result.images:
+        say(console, f"{len(result.images)} image(s) are built on it:")
+        for image in result.images:
+            say(console, f"  {image.tag}")
+
+
+def show_carriers(console: Console, report: PackageReport) -> None:
+    if not report.images:
+        say(console, f"no image of fleet {report.fleet} holds package {report.package}")
+        return
+    table = Table(box=None)
+    for column in ("ROLE", "IMAGE", report.package.upper(), "RUNNING INSTANCES"):
+        table.add_column(column)
+    for c in report.images:
+        table.add_row(*cells(c.role, c.version, c.package_version, " ".join(c.instances) or "-"))
     console.print(table)
 
 

@@ -37,6 +37,7 @@ from corral.deploy.resolve import (
     resolve_desired,
     resolve_release,
 )
+from corral.deploy.revoked import check_not_revoked, unfit_images
 from corral.deploy.secrets import (
     changed_secrets,
     check_unchanged,
@@ -128,6 +129,7 @@ def deploy(
     Raises:
         UsageError: a role is unknown, or a recorded release is not deployable.
         GateError: an image is not tested; nothing was changed.
+        RevokedError: an image to deploy or start is revoked (or its base); nothing changed.
         DeployError: a role failed; the fleet was taken back (see ``converge``).
     """
     started = time.monotonic()
@@ -139,6 +141,8 @@ def deploy(
     observed = observe_fleet(ctx, desired, edge, seen)
     release = next_release(ctx.state, ctx.scope.fleet)
     plan = plan_deploy(ctx.scope, desired, observed, resolved.untouched, release)
+    unfit = unfit_images(ctx.state, ctx.scope.fleet)
+    check_not_revoked(desired, plan, () if source else change.roles, unfit)
     if not plan.has_changes and _same_as_active(ctx, desired):
         took = time.monotonic() - started
         fleet = ctx.scope.fleet

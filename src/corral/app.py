@@ -218,6 +218,7 @@ class Revocation:
     record: RevocationRecord
     changed: bool  # False: it was revoked (or not revoked, for an undo) already
     images: tuple[ImageRecord, ...]  # for a base: the images built on it
+    releases: tuple[int, ...] = ()  # the releases that ran it (or an image built on it)
 
     def to_dict(self) -> dict[str, object]:
         """``corral revoke --json`` (docs/cli.md)."""
@@ -228,6 +229,7 @@ class Revocation:
             "changed": self.changed,
             "revocation": self.record.to_dict(),
             "images": [{"role": i.role, "version": i.version, "tag": i.tag} for i in self.images],
+            "releases": list(self.releases),
         }
 
 
@@ -250,13 +252,15 @@ def revoke(path: Path, target: str, reason: str, undo: bool = False) -> Revocati
         if undo and current is None:
             raise UsageError(f"{found.kind} {found.name} is not revoked: nothing to undo")
         images = tuple(state.stores.ancestry.descendants(fleet, [found.image_id]))
+        ran = {found.image_id, *(i.image_id for i in images)}
+        releases = tuple(lineage.releases_running(state, fleet, ran))
         if not undo and current is not None:
-            return Revocation(found.kind, found.image_id, found.name, current, False, images)
+            return Revocation(*found.key, current, False, images, releases)
         action = "undo" if undo else "revoke"
         record = state.stores.revocations.add(fleet, found.kind, found.image_id, action, reason)
         details = {"kind": found.kind, "id": found.image_id, "name": found.name, "reason": reason}
         state.record_audit(fleet, "revoke-undo" if undo else "revoke", found.name, "ok", details)
-        return Revocation(found.kind, found.image_id, found.name, record, True, images)
+        return Revocation(*found.key, record, True, images, releases)
 
 
 def sbom_package(path: Path, package: str, engine: Engine | None = None) -> PackageReport:

@@ -267,6 +267,7 @@ def test_a_revoked_image_is_neither_deployed_nor_rolled_back_to(
     revoked = json.loads(capsys.readouterr().out)
     assert revoked["kind"] == "image" and revoked["changed"] is True
     assert revoked["revocation"]["reason"] == "CVE-2026-0001 in the app"
+    assert revoked["releases"] == [1, 2]  # both ran it (r2 changed a run setting only)
 
     with pytest.raises(RevokedError, match="CVE-2026-0001 in the app") as refused:
         app.rollback(spec, to=first.release, engine=engine, skip_tests=SKIP)

@@ -11,7 +11,7 @@ here changes the state or the engine.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -116,6 +116,25 @@ def revoked_descendants(state: State, fleet: str) -> list[ImageRecord]:
     return state.stores.ancestry.descendants(fleet, list(standing.bases))
 
 
+def releases_running(state: State, fleet: str, image_ids: Collection[str]) -> list[int]:
+    """The numbers of the fleet's releases (any status) that ran one of ``image_ids``.
+
+    Raises:
+        StateError: the state cannot be read.
+    """
+    wanted = set(image_ids)
+    return [
+        release.number
+        for release in state.releases(fleet, limit=1_000_000)
+        if any(_image_of(role) in wanted for role in release.roles.values())
+    ]
+
+
+def _image_of(role: object) -> str | None:
+    """The image id a release record keeps for a role (see ``deploy.desired.RoleRelease``)."""
+    return str(role.get("image_id")) if isinstance(role, Mapping) else None
+
+
 @dataclass(frozen=True)
 class Revocable:
     """What ``corral revoke`` was pointed at: an image or a base, by engine id."""
@@ -123,6 +142,11 @@ class Revocable:
     kind: str  # image | base
     image_id: str
     name: str  # its tag or reference, for messages
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """(kind, image id, name)."""
+        return self.kind, self.image_id, self.name
 
 
 def find_revocable(state: State, fleet: str, text: str) -> Revocable:

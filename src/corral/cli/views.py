@@ -239,6 +239,8 @@ def show_revocation(console: Console, result: Revocation) -> None:
     if not result.changed:
         verb = "was revoked already"
     say(console, f"{result.kind} {result.name} {verb}: {result.record.reason}")
+    if result.releases:
+        say(console, "releases that ran it: " + ", ".join(f"r{n}" for n in result.releases))
     if result.kind == "base" and result.images:
         say(console, f"{len(result.images)} image(s) are built on it:")
         for image in result.images:

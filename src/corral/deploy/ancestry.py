@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from corral.build.lineage import UNKNOWN, Freshness, freshness, newest_bases
-from corral.deploy.observe import observe
+from corral.deploy.observe import KIND_EDGE, list_scope, observe, pick
 from corral.deploy.scope import Scope
+from corral.edge.container import EDGE_ROLE
 from corral.engines.base import Engine
 from corral.state import ImageRecord, RevocationRecord, Revoked, State
 
@@ -132,14 +133,28 @@ def images_report(
         )
         for image in state.images(fleet)
     }
-    running = [i for i in observe(engine, Scope(fleet)) if i.running]
     instances = tuple(
-        InstanceLine(i.name, i.role, i.release, i.image_id, lines.get(i.image_id))
-        for i in running
-        if role is None or i.role == role
+        InstanceLine(name, of_role, release, image_id, lines.get(image_id))
+        for name, of_role, release, image_id in _running(engine, fleet)
+        if role is None or of_role == role
     )
     shown = tuple(line for line in lines.values() if role is None or line.image.role == role)
     return ImagesReport(fleet, shown, instances)
+
+
+def _running(engine: Engine, fleet: str) -> list[tuple[str, str, int, str]]:
+    """(name, role, release, image id) of the fleet's running instances and of its edge
+    (role ``edge``, release 0: it runs a baked image on a base too), in one listing."""
+    scope = Scope(fleet)
+    listing = list_scope(engine, scope)
+    found = [
+        (i.name, i.role, i.release, i.image_id)
+        for i in observe(engine, scope, listing)
+        if i.running
+    ]
+    edges = pick(listing, scope.labels(KIND_EDGE))
+    found += [(c.name, EDGE_ROLE, 0, c.image_id) for c in edges if c.state == "running"]
+    return found
 
 
 def _revoked(image: ImageRecord, standing: Revoked) -> RevocationRecord | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -147,7 +148,8 @@ def test_results_printed_by_the_cli_hold_no_secret_value(
     spec: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(app, "audit", lambda *a, **k: [])
-    monkeypatch.setattr(app, "images", lambda *a, **k: [{"tag": f"web:{VALUE}"}])
+    report = SimpleNamespace(to_dict=lambda: {"images": [{"tag": f"web:{VALUE}"}]})
+    monkeypatch.setattr(app, "images_report", lambda *a, **k: report)
     with pytest.raises(SystemExit):
         main(["-f", str(spec), "images", "--json"])
     out, _ = capsys.readouterr()

@@ -29,6 +29,7 @@ from corral.state.protocols import (
     LockStore,
     ReleaseStore,
     ReplacementStore,
+    TaintStore,
     TestRunStore,
 )
 from corral.state.records import (
@@ -41,6 +42,7 @@ from corral.state.records import (
 )
 from corral.state.releases import SqliteInstances, SqliteReleases
 from corral.state.replacements import SqliteReplacements
+from corral.state.taints import SqlTaints
 from corral.state.testruns import SqliteTestRuns
 
 
@@ -56,6 +58,7 @@ class Stores:
     audit: AuditStore
     replacements: ReplacementStore
     locks: LockStore
+    taints: TaintStore
 
 
 def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
@@ -70,6 +73,7 @@ def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
         audit=SqliteAudit(handle, scrubber),
         replacements=SqliteReplacements(handle),
         locks=LeaseLocks(handle, scrubber),
+        taints=SqlTaints(handle, scrubber),
     )
 
 

@@ -81,8 +81,11 @@ class FakeEngine(Engine):
         self.specs: dict[str, ContainerSpec] = {}  # each container's, for ``security``
         # What a command run with ``exec_in`` answers; a test may replace it.
         self.exec_answer: Callable[[str, Sequence[str]], ExecResult] = fake_exec
-        # How a break-glass session ends (its status; None: cut at the time limit).
-        self.session_answer: Callable[[str, Sequence[str]], int | None] = lambda n, c: 0
+        # How a break-glass session ends (its status; None: cut at the time limit); by
+        # default as ``exec_in`` would end the same command.
+        self.session_answer: Callable[[str, Sequence[str]], int | None] = (
+            lambda name, command: self.exec_answer(name, command).status
+        )
 
     def _new_id(self) -> str:
         return hashlib.sha256(str(next(self._ids)).encode()).hexdigest()

@@ -83,8 +83,8 @@ class FakeEngine(Engine):
         self.exec_answer: Callable[[str, Sequence[str]], ExecResult] = fake_exec
         # How a break-glass session ends (its status; None: cut at the time limit); by
         # default as ``exec_in`` would end the same command.
-        self.session_answer: Callable[[str, Sequence[str]], int | None] = (
-            lambda name, command: self.exec_answer(name, command).status
+        self.session_answer: Callable[[str, Sequence[str]], int | None] = lambda name, command: (
+            self.exec_answer(name, command).status
         )
 
     def _new_id(self) -> str:

@@ -1,5 +1,7 @@
 """Break-glass and chaos on Podman, with `corral watch` running (issue 13, deliverables 3
-and 4): a break-glass session is audited before it opens, its instance is left alone
+and 4): a break-glass shell on a terminal runs as the instance's user on its read-only
+root and its instance is replaced after; a break-glass session (a command, no terminal)
+is audited before it opens, its instance is left alone
 while it lasts (the watcher sees the exec) and replaced when it ends, new first, with no
 request failed; then `corral chaos` kills an instance every few seconds under load and the
 watcher replaces each, with no request failed and nothing on the edge's own counters."""
@@ -8,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import time
@@ -50,6 +54,31 @@ def _watching(fleet: Fleet) -> Iterator[subprocess.Popen[str]]:
         watch.wait(timeout=30)
 
 
+def _on_a_terminal(argv: list[str], typed: str, timeout: float = 120) -> tuple[str, int]:
+    """Run ``argv`` on a pseudo-terminal, type ``typed`` into it; what it showed, its exit."""
+    main, child = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=child, stdout=child, stderr=child, close_fds=True)
+    os.close(child)
+    time.sleep(3)  # the shell is up
+    os.write(main, typed.encode())
+    shown = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([main], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # the child side closed: everything was read
+                break
+            if not chunk:
+                break
+            shown += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(main)
+    return shown.decode(errors="replace"), proc.wait(timeout=30)
+
+
 def test_break_glass_then_chaos_under_load_with_watch_running(
     fleet: Fleet, shared_base: str
 ) -> None:
@@ -60,9 +89,20 @@ def test_break_glass_then_chaos_under_load_with_watch_running(
         )
     )
     fleet.deploy()
-    before = _running(fleet)
-    assert len(before) == 3
+    first = _running(fleet)
+    assert len(first) == 3
     with _watching(fleet) as watch:
+        # -- break-glass on a terminal: /bin/sh as the instance's user, then replaced.
+        typed = "id -u; echo made-$((20+22)); touch /etc/x || echo read-only; exit 3\n"
+        out, code = _on_a_terminal(
+            [*CORRAL, "-f", str(fleet.spec), "break-glass", first[2], "--reason", "tty"], typed
+        )
+        assert code == 0, out
+        assert "made-42" in out and "read-only" in out and f"{first[2]} replaced" in out, out
+        assert "ended (3)" in out, out
+        before = _running(fleet)
+        assert len(before) == 3 and first[2] not in before
+
         # -- break-glass: a command instead of a terminal; the session lasts 4 s.
         script = "echo inside; id -u; touch /tmp/x 2>/dev/null && echo tmp-ok; sleep 4"
         session = subprocess.Popen(
@@ -84,6 +124,8 @@ def test_break_glass_then_chaos_under_load_with_watch_running(
         assert len(after) == 3 and before[0] not in after
         audit = json.loads(fleet.corral("audit", "--json").stdout)["audit"]
         glass = [(e["action"], e["outcome"]) for e in audit if e["target"] == before[0]]
+        tty = [(e["action"], e["outcome"]) for e in audit if e["target"] == first[2]]
+        assert tty[:3] == [("break-glass", "opened"), ("break-glass", "closed"), ("burn", "ok")]
         assert glass[:3] == [
             ("break-glass", "opened"),
             ("break-glass", "closed"),

@@ -78,7 +78,7 @@ def live_role(ctx: Context, instance: str) -> str:
     Raises:
         UsageError: it is not one (unknown, the edge, a probe, not running).
     """
-    found = [c for c in pick(list_scope(ctx.engine, ctx.scope), ctx.scope.labels(KIND_INSTANCE))]
+    found = pick(list_scope(ctx.engine, ctx.scope), ctx.scope.labels(KIND_INSTANCE))
     match = next((c for c in found if c.name == instance), None)
     role = match.labels.get(LABEL + "role") if match else None
     if match is None or role in (None, EDGE_ROLE):

@@ -19,7 +19,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from corral.deploy.context import Context
 from corral.deploy.desired import Desired, RoleRelease
@@ -62,7 +62,7 @@ class Chaos:
     ticks: int
     kills: tuple[Kill, ...] = ()
     spared: tuple[int, ...] = ()
-    errors: tuple[str, ...] = field(default=())
+    errors: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return {

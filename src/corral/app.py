@@ -417,7 +417,7 @@ def _metrics(
 ) -> Iterator[WatchMetrics]:
     """The watcher's metrics, served at ``where`` while the block runs (if given). A
     scrape lists the fleet through an engine of its own: it runs on the server's thread."""
-    scraping = engine or get_engine()
+    scraping = engine or (get_engine() if where is not None else ctx.engine)
     seen = WatchMetrics(lambda: list_scope(scraping, ctx.scope))
     if where is not None:
         seen.serve(*where)

@@ -152,5 +152,7 @@ def _replace(ctx: Context, instance: str) -> tuple[Reconciled | None, str]:
             return last, f"the replacement failed: {exc.message}; it stays tainted"
         if ctx.engine.inspect(instance) is None:
             return last, ""
+        if last.status == "no-release":
+            return last, "no release is active to replace it from: it stays tainted"
         time.sleep(1.0)
     return last, "not replaced yet: it stays tainted, and the next reconcile pass burns it"

@@ -87,6 +87,11 @@ def serving(api: RuntimeAPI, gone: str, replicas: int) -> bool:
     return gone not in up and len(up) >= replicas
 
 
+def gone_and_served(fleet: Fleet, api: RuntimeAPI, gone: str) -> bool:
+    """A replacement serves in ``gone``'s place, and ``gone`` no longer runs."""
+    return serving(api, gone, REPLICAS) and gone not in fleet.instances()
+
+
 def until(check: Callable[[], bool], timeout: float = 60) -> float:
     started = time.perf_counter()
     while not check():
@@ -107,7 +112,7 @@ def trials(fleet: WatchedFleet, api: RuntimeAPI, how: str, count: int) -> dict[s
             run("podman", "exec", victim, "true")
         else:
             run("podman", "kill", victim)
-        waited = until(lambda gone=victim: serving(api, gone, REPLICAS))  # type: ignore[misc]
+        waited = until(lambda gone=victim: gone_and_served(fleet, api, gone))  # type: ignore[misc]
         times.append(round(time.perf_counter() - started, 3) if waited != float("inf") else waited)
         time.sleep(1)  # the old one's removal finishes before the next trial
     finite = [t for t in times if t != float("inf")]
@@ -158,6 +163,15 @@ def rest_cpu(watch: subprocess.Popen[str], seconds: float) -> dict[str, float]:
     }
 
 
+class Report(dict[str, Any]):
+    """The report, each part also printed on stderr as it is made: a failure later on
+    (or a kill) loses nothing measured before it."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        print(json.dumps({key: value}), file=sys.stderr, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20)
@@ -168,7 +182,7 @@ def main() -> None:
     parser.add_argument("--rest-replicas", default="")
     parser.add_argument("--skip-chaos", action="store_true")
     args = parser.parse_args()
-    report: dict[str, Any] = {"replicas": REPLICAS, "goal_s": GOAL_S}
+    report = Report({"replicas": REPLICAS, "goal_s": GOAL_S})
     with tempfile.TemporaryDirectory(prefix="corral-bench-watch-") as tmp:
         fleet = WatchedFleet(Path(tmp) / "fleet")
         script = Path(tmp) / "mixed.lua"
@@ -178,7 +192,7 @@ def main() -> None:
             fleet.ensure(REPLICAS)
             api = fleet.edge()
             watch = start_watch(fleet)
-            report["rest_cpu"] = {str(REPLICAS): rest_cpu(watch, args.rest_seconds)}
+            report[f"rest_cpu_{REPLICAS}"] = rest_cpu(watch, args.rest_seconds)
             report["exec"] = trials(fleet, api, "exec", args.trials)
             report["kill"] = trials(fleet, api, "kill", args.trials)
             if not args.skip_chaos:
@@ -189,7 +203,7 @@ def main() -> None:
                 watch.wait(timeout=30)
                 fleet.ensure(replicas)
                 watch = start_watch(fleet)
-                report["rest_cpu"][str(replicas)] = rest_cpu(watch, args.rest_seconds)
+                report[f"rest_cpu_{replicas}"] = rest_cpu(watch, args.rest_seconds)
         finally:
             if watch is not None and watch.poll() is None:
                 os.killpg(watch.pid, signal.SIGTERM)

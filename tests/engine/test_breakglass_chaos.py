@@ -131,7 +131,7 @@ def test_break_glass_then_chaos_under_load_with_watch_running(
             ("break-glass", "closed"),
             ("burn", "ok"),
         ], glass
-        opened = next(e for e in audit if e["action"] == "break-glass")
+        opened = next(e for e in audit if e["action"] == "break-glass" and e["target"] == before[0])
         assert opened["details"]["reason"] == "engine test" and "@" in opened["details"]["who"]
         burn = next(e for e in audit if e["action"] == "burn" and e["target"] == before[0])
         assert "break-glass by" in burn["details"]["reason"], burn

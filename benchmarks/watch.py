@@ -119,7 +119,7 @@ def trials(fleet: WatchedFleet, api: RuntimeAPI, how: str, count: int) -> dict[s
     return {
         "trials": count,
         "median_s": round(statistics.median(finite), 3) if finite else None,
-        "worst_s": max(times),
+        "worst_s": max(times) if times else None,
         "under_goal": sum(t < GOAL_S for t in times),
         "times_s": times,
     }

@@ -342,6 +342,7 @@ def edge_errors(fleet: Fleet, since: str) -> dict[str, Any]:
         ["podman", "logs", "--since", since, f"{fleet.name}-edge"],
         capture_output=True,
         text=True,
+        errors="replace",  # a log line cut mid-character must not lose the whole report
         check=False,
     )
     failed: collections.Counter[str] = collections.Counter()

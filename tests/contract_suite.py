@@ -189,6 +189,15 @@ class RuntimeContract:
         assert _names(contract.engine.list_containers(contract.labels())) == {info.name}
         contract.engine.stop(contract.name("never-was"))  # missing: not an error
 
+    def test_kill_leaves_it_exited_at_once(self, contract: Harness) -> None:
+        info = contract.start("web-1")
+        contract.engine.kill(info.name)
+        found = contract.engine.inspect(info.name)
+        assert found is not None and found.state != "running"
+        assert found.exit_code not in (None, 0)  # killed, not stopped cleanly
+        contract.engine.kill(info.name)  # dead already: not an error
+        contract.engine.kill(contract.name("never-was"))  # missing: not an error
+
     def test_remove_then_inspect_is_none(self, contract: Harness) -> None:
         info = contract.start("web-1")
         contract.engine.remove(info.name)
@@ -359,6 +368,15 @@ class IntrospectionContract:
         with pytest.raises(EngineError):
             failed.checked()
         assert engine.exec_in(info.name, ["no-such-program-here"]).status == 127
+
+    def test_a_session_ends_with_its_status(self, contract: Harness) -> None:
+        info = contract.start("web-1")
+        engine = contract.engine
+        assert engine.session(info.name, ["true"], tty=False, timeout=30) == 0
+        assert engine.session(info.name, ["false"], tty=False, timeout=30) == 1
+        engine.stop(info.name, timeout=2)
+        with pytest.raises(EngineError):
+            engine.session(info.name, ["true"], tty=False, timeout=30)
 
     def test_exec_in_a_stopped_container_is_an_error(self, contract: Harness) -> None:
         info = contract.start("web-1")

@@ -14,7 +14,8 @@ from pathlib import Path
 from corral.build import BuildResult, build_fleet, lineage
 from corral.build import sbom as boms
 from corral.build.bake import LABEL
-from corral.deploy import ancestry, orchestrate, service
+from corral.deploy import ancestry, breakglass, orchestrate, service
+from corral.deploy import chaos as fleet_chaos
 from corral.deploy import gc as fleet_gc
 from corral.deploy import reconcile as fleet_reconcile
 from corral.deploy import status as fleet_status
@@ -22,6 +23,8 @@ from corral.deploy.ancestry import ImagesReport, PackageReport
 from corral.deploy.context import FLEET_EDGE_KEY
 from corral.deploy.desired import Desired, desired_from_record
 from corral.deploy.gc import Collected
+from corral.deploy.metrics import WatchMetrics
+from corral.deploy.observe import list_scope
 from corral.deploy.orchestrate import DeployResult, Hook
 from corral.deploy.outcome import ReleaseFailed
 from corral.deploy.reconcile import Reconciled as Reconciled
@@ -521,9 +524,81 @@ def watch(
     on_pass: Callable[[Reconciled], None] = lambda r: None,
     on_failure: Callable[[Exception, float], None] = lambda e, s: None,
     engine: Engine | None = None,
+    metrics: tuple[str, int] | None = None,
 ) -> None:
     """Reconcile every ``interval`` seconds (``passes`` times; None: until interrupted),
-    backing off exponentially while passes fail."""
-    with _deploying(path, progress, engine) as ctx:
-        watcher = fleet_reconcile.Watcher(ctx, interval, on_pass=on_pass, on_failure=on_failure)
+    backing off exponentially while passes fail; with ``metrics`` (address, port), serve
+    ``/metrics`` in Prometheus' text format meanwhile (see ``deploy.metrics``)."""
+    with _deploying(path, progress, engine) as ctx, _metrics(ctx, metrics, engine) as seen:
+
+        def passed(result: Reconciled) -> None:
+            seen.passed(result)
+            on_pass(result)
+
+        def failed(error: Exception, delay: float) -> None:
+            seen.failed(error, delay)
+            on_failure(error, delay)
+
+        watcher = fleet_reconcile.Watcher(
+            ctx, interval, diff_interval=diff_interval, on_pass=passed, on_failure=failed
+        )
         watcher.run(passes)
+
+
+@contextmanager
+def _metrics(
+    ctx: Context, where: tuple[str, int] | None, engine: Engine | None
+) -> Iterator[WatchMetrics]:
+    """The watcher's metrics, served at ``where`` while the block runs (if given). A
+    scrape lists the fleet through an engine of its own: it runs on the server's thread."""
+    scraping = engine or (get_engine() if where is not None else ctx.engine)
+    seen = WatchMetrics(lambda: list_scope(scraping, ctx.scope))
+    if where is not None:
+        seen.serve(*where)
+    try:
+        yield seen
+    finally:
+        seen.close()
+
+
+def break_glass(
+    path: Path,
+    instance: str,
+    reason: str,
+    time_limit: float = 900.0,
+    command: Sequence[str] = breakglass.SHELL,
+    tty: bool = True,
+    progress: Progress | None = None,
+    engine: Engine | None = None,
+) -> breakglass.BreakGlass:
+    """Open an audited session in a live instance, then replace it (see
+    ``deploy.breakglass``).
+
+    Raises:
+        UsageError: not a running live instance, or no reason.
+        EngineError: the session could not be opened.
+    """
+    with _deploying(path, progress, engine) as ctx:
+        return breakglass.break_glass(ctx, instance, reason, time_limit, command, tty)
+
+
+def chaos(
+    path: Path,
+    roles: Sequence[str] = (),
+    interval: float = 5.0,
+    duration: float = 60.0,
+    seed: int = 0,
+    drain_first: bool = False,
+    on_tick: Callable[[int, tuple[str, str] | None], None] = lambda t, k: None,
+    engine: Engine | None = None,
+) -> fleet_chaos.Chaos:
+    """Kill random instances of ``roles`` every ``interval`` seconds for ``duration``
+    seconds, never below ``replicas - max_unavailable`` healthy (see ``deploy.chaos``).
+
+    Raises:
+        UsageError: no release is active, or a role is not in it.
+    """
+    with _deploying(path, None, engine) as ctx:
+        return fleet_chaos.run_chaos(
+            ctx, roles, interval, duration, seed, drain_first=drain_first, on_tick=on_tick
+        )

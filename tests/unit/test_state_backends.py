@@ -159,3 +159,21 @@ def test_postgres_locks_hold_a_session_advisory_lock(pg_cluster: object) -> None
             cur.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
             row = cur.fetchone()
         assert row is not None and row[0] == 1
+
+
+def test_taints_are_kept_moved_and_cleared(state_location: Path | str) -> None:
+    with State.open(state_location) as st:
+        taints = st.stores.taints
+        taints.taint("f", "f-web-r1-1", "break-glass by a@h: look", "a@h", 2000.0)
+        taints.taint("f", "f-web-r1-1", "break-glass by b@h: again", "b@h", 3000.5)  # replaces
+        taints.taint("g", "g-web-r1-1", "other fleet", "a@h", 1.0)
+        [kept] = taints.all("f")
+        assert (kept.instance, kept.who, kept.due) == ("f-web-r1-1", "b@h", 3000.5)
+        assert kept.reason == "break-glass by b@h: again" and kept.since.endswith("Z")
+        taints.set_due("f", "f-web-r1-1", 10.0)
+        taints.set_due("f", "never-tainted", 10.0)  # nothing to move
+        assert [t.due for t in taints.all("f")] == [10.0]
+        taints.clear("f", ["f-web-r1-1", "never-tainted"])
+        assert taints.all("f") == [] and len(taints.all("g")) == 1
+        with pytest.raises(ValueError):
+            taints.taint("f", "x", "y", "z", float("nan"))

@@ -7,6 +7,8 @@ turns exceptions into a message and an exit code.
 from __future__ import annotations
 
 import os
+import random
+import shlex
 import sys
 import traceback
 from collections.abc import Callable
@@ -21,8 +23,11 @@ from rich.console import Console
 from corral import __version__, app
 from corral.cli import views
 from corral.cli.exitcodes import ExitCode, for_error
-from corral.cli.params import PACKAGE, ROLE, Count, Seconds, SpecFile, Words
+from corral.cli.params import PACKAGE, ROLE, Count, Duration, Seconds, SpecFile, Words
 from corral.cli.progress import ConsoleProgress
+from corral.deploy.breakglass import SHELL, BreakGlass
+from corral.deploy.chaos import Chaos
+from corral.deploy.metrics import parse_address
 from corral.errors import CorralError
 from corral.hostfiles import open_private, private_dir
 from corral.scrub import ScrubbedStream, Scrubber
@@ -380,10 +385,20 @@ def _show_pass(out: Console, result: app.Reconciled) -> None:
     type=Seconds(0, 86400),
     help="Between diffs of the instances' root filesystems.",
 )
+@click.option(
+    "--metrics",
+    "metrics",
+    default=None,
+    metavar="ADDR:PORT",
+    help="Serve /metrics in Prometheus' text format there (e.g. 127.0.0.1:9464).",
+)
 @common_options
-def watch(opts: Options, interval: float, passes: int | None, diff_interval: float) -> int:
+def watch(
+    opts: Options, interval: float, passes: int | None, diff_interval: float, metrics: str | None
+) -> int:
     """Reconcile the live fleet towards its active release, until interrupted."""
     out = opts.err
+    where = parse_address(metrics) if metrics is not None else None
 
     def failed(exc: Exception, delay: float) -> None:
         out.print(f"reconcile failed: {exc}; next pass in {delay:g}s")
@@ -394,9 +409,124 @@ def watch(opts: Options, interval: float, passes: int | None, diff_interval: flo
 
     with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
         app.watch(
-            opts.file, interval, passes, diff_interval, progress, on_pass=passed, on_failure=failed
+            opts.file,
+            interval,
+            passes,
+            diff_interval,
+            progress,
+            on_pass=passed,
+            on_failure=failed,
+            metrics=where,
         )
     return 0
+
+
+@cli.command("break-glass")
+@click.argument("instance", type=Words(200))
+@click.option("--reason", required=True, type=Words(500), help="Why (goes to the audit trail).")
+@click.option(
+    "--time-limit",
+    default="15m",
+    show_default=True,
+    type=Duration(1, 4 * 3600),
+    help="The session is cut after this long (90s, 15m, 1h).",
+)
+@click.option(
+    "--command",
+    "command",
+    default=None,
+    type=Words(2000),
+    help="Run this program (words split as a shell would, run as an argv) instead of /bin/sh.",
+)
+@common_options
+def break_glass(
+    opts: Options, instance: str, reason: str, time_limit: float, command: str | None
+) -> int:
+    """Open an audited shell in a live INSTANCE; it is burned and replaced afterwards,
+    whether anything changed or not. Exits 1 if the replacement is not done yet."""
+    argv = shlex.split(command) if command is not None else None
+    if argv == []:
+        raise click.UsageError("--command names no program")
+    opts.err.print(
+        f"break-glass: {instance} is tainted and will be replaced when the session ends "
+        f"(at the latest in {time_limit:g}s); this session is in the audit trail",
+        markup=False,
+    )
+    with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
+        result = app.break_glass(
+            opts.file,
+            instance,
+            reason,
+            time_limit,
+            command=argv or SHELL,
+            tty=sys.stdin.isatty() and sys.stdout.isatty(),
+            progress=progress,
+        )
+    opts.emit(result.to_dict(), lambda out: _show_break_glass(out, result))
+    return 0 if result.replaced else 1
+
+
+def _show_break_glass(out: Console, result: BreakGlass) -> None:
+    ended = "cut at its time limit" if result.status is None else f"ended ({result.status})"
+    out.print(f"session in {result.instance} {ended} after {result.seconds:.1f}s", markup=False)
+    if result.repair is not None:
+        _show_pass(out, result.repair)
+    out.print(
+        f"{result.instance} replaced" if result.replaced else f"not replaced: {result.message}",
+        markup=False,
+    )
+
+
+@cli.command()
+@click.argument("roles", nargs=-1, type=ROLE)
+@click.option(
+    "--interval", default=5.0, show_default=True, type=Seconds(0.2, 3600), help="Between kills."
+)
+@click.option(
+    "--duration", default=60.0, show_default=True, type=Seconds(0, 86400), help="How long."
+)
+@click.option(
+    "--seed",
+    default=None,
+    type=Count(0, 2**63 - 1),
+    help="Makes the choices repeatable (default: a random one, printed).",
+)
+@click.option(
+    "--drain-first",
+    is_flag=True,
+    help="Take each instance out of the edge (its requests finish) before killing it.",
+)
+@common_options
+def chaos(
+    opts: Options,
+    roles: tuple[str, ...],
+    interval: float,
+    duration: float,
+    seed: int | None,
+    drain_first: bool,
+) -> int:
+    """Kill random instances of ROLES (default: all) every --interval for --duration,
+    never leaving a role fewer than replicas - max_unavailable healthy."""
+    seed = random.SystemRandom().randrange(2**31) if seed is None else seed
+    opts.err.print(f"chaos: seed {seed}", markup=False)
+
+    def ticked(tick: int, victim: tuple[str, str] | None) -> None:
+        what = f"killing {victim[1]} ({victim[0]})" if victim else "nothing to spare"
+        opts.err.print(f"tick {tick}: {what}", markup=False)
+
+    result = app.chaos(opts.file, roles, interval, duration, seed, drain_first, on_tick=ticked)
+    opts.emit(result.to_dict(), lambda out: _show_chaos(out, result))
+    return 1 if result.errors else 0
+
+
+def _show_chaos(out: Console, result: Chaos) -> None:
+    for error in result.errors:
+        out.print(f"failed: {error}", markup=False)
+    out.print(
+        f"{len(result.kills)} kill(s) in {result.ticks} tick(s), {len(result.spared)} spared "
+        f"(seed {result.seed})",
+        markup=False,
+    )
 
 
 @cli.command()

@@ -17,7 +17,7 @@ import click
 
 from corral.spec.model import NAME_PATTERN
 
-__all__ = ["ROLE", "Count", "Seconds", "SpecFile", "Words"]
+__all__ = ["ROLE", "Count", "Duration", "Seconds", "SpecFile", "Words"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _DECIMAL = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
@@ -40,6 +40,22 @@ class Seconds(click.FloatRange):
         if not math.isfinite(number) or not self.min <= number <= self.max:  # type: ignore[operator]
             self.fail(f"{expected}, got {value!r}", param, ctx)
         return number
+
+
+class Duration(Seconds):
+    """Seconds, or a number with a unit: ``90``, ``90s``, ``15m``, ``1h``."""
+
+    name = "duration"
+    _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, float):
+            return super().convert(value, param, ctx)
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smh]?)\s*", str(value))
+        if match is None:
+            self.fail(f"expected a duration such as 90s, 15m or 1h, got {value!r}", param, ctx)
+        seconds = float(match[1]) * self._UNITS[match[2]]
+        return super().convert(seconds, param, ctx)
 
 
 class Count(click.IntRange):

@@ -111,18 +111,34 @@ def plan_repair(ctx: Context, target: _Target, taints: Taints) -> Plan:
     return plan_deploy(ctx.scope, target.desired, observed, release=target.release)
 
 
+def with_state_taints(ctx: Context, taints: Taints) -> Taints:
+    """What a pass burns: ``taints`` but those of instances a break-glass session still
+    holds (the exec the watcher saw is the session's own), and every taint kept in the
+    state that is due (the session ended, or ran past its time limit)."""
+    records = ctx.state.stores.taints.all(ctx.scope.fleet)
+    if not records:
+        return taints
+    now = time.time()
+    held = {r.instance for r in records if r.due > now}
+    due = {r.instance: r.reason for r in records if r.due <= now}
+    present = {c.name for c in list_scope(ctx.engine, ctx.scope)}
+    gone = [r.instance for r in records if r.instance not in present]
+    ctx.state.stores.taints.clear(ctx.scope.fleet, gone)  # replaced by a deploy, removed...
+    return {**{n: why for n, why in taints.items() if n not in held}, **due}
+
+
 def reconcile(ctx: Context, taints: Taints | None = None) -> Reconciled:
     """One pass: plan towards the active release; apply under the deploy lock if needed.
 
     Raises:
         DeployError: a replacement failed to become healthy (the caller backs off).
     """
-    taints = taints or {}
     started = time.monotonic()
     fleet = ctx.scope.fleet
     target = _target(ctx)
     if target is None:
         return Reconciled(fleet, "no-release", message="no release is active")
+    taints = with_state_taints(ctx, taints or {})
     if not plan_repair(ctx, target, taints).has_changes:
         return Reconciled(fleet, "unchanged", target.release)
     try:
@@ -138,10 +154,11 @@ def _locked_pass(ctx: Context, taints: Taints, started: float) -> Reconciled:
     target = _target(ctx)
     if target is None:
         return Reconciled(fleet, "no-release", message="no release is active")
-    plan = plan_repair(ctx, target, taints)
+    plan = plan_repair(ctx, target, with_state_taints(ctx, taints))
     if not plan.has_changes:
         return Reconciled(fleet, "unchanged", target.release)
     _apply(ctx, plan, target)
+    ctx.state.stores.taints.clear(fleet, [b.instance for b in burns_of(plan)])
     took = time.monotonic() - started
     return Reconciled(
         fleet, "converged", target.release, burns_of(plan), started_of(plan), seconds=took

@@ -150,6 +150,12 @@ class Runtime(Protocol):
         """Remove a container (stopping it first); a missing one is not an error."""
         ...
 
+    def kill(self, name: str) -> None:
+        """Kill a running container at once (SIGKILL: no stop signal, no grace), as a crash
+        would (``corral chaos``); it stays, exited. A missing one is not an error. An
+        engine with no kill of its own stops the container with no grace period."""
+        self.stop(name, timeout=0)
+
     def inspect(self, name: str) -> ContainerInfo | None:
         """The container called ``name`` (or with that id), or None when there is none."""
         ...
@@ -289,6 +295,18 @@ class Introspection(Protocol):
     def exec_in(self, name: str, command: Sequence[str], timeout: float = 30) -> ExecResult:
         """Run ``command`` (an argv) inside a running container; a command that fails is a
         result, with its status. Only test environments may call this.
+
+        Raises:
+            EngineError: the container is not running, or the engine failed.
+        """
+        raise lacks(self, Capability.EXEC)
+
+    def session(self, name: str, command: Sequence[str], tty: bool, timeout: float) -> int | None:
+        """Run ``command`` inside a running container attached to corral's own standard
+        input and output (a terminal when ``tty``): ``corral break-glass``, the one
+        sanctioned look inside a live instance. It runs as the container's user, with its
+        capabilities. Returns its exit status, or None when it was cut after ``timeout``
+        seconds.
 
         Raises:
             EngineError: the container is not running, or the engine failed.

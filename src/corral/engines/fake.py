@@ -81,6 +81,11 @@ class FakeEngine(Engine):
         self.specs: dict[str, ContainerSpec] = {}  # each container's, for ``security``
         # What a command run with ``exec_in`` answers; a test may replace it.
         self.exec_answer: Callable[[str, Sequence[str]], ExecResult] = fake_exec
+        # How a break-glass session ends (its status; None: cut at the time limit); by
+        # default as ``exec_in`` would end the same command.
+        self.session_answer: Callable[[str, Sequence[str]], int | None] = lambda name, command: (
+            self.exec_answer(name, command).status
+        )
 
     def _new_id(self) -> str:
         return hashlib.sha256(str(next(self._ids)).encode()).hexdigest()
@@ -241,6 +246,19 @@ class FakeEngine(Engine):
             no_new_privileges=spec.no_new_privileges,
             published_ports=tuple(sorted(p.host_port for p in spec.ports)),
         )
+
+    def kill(self, name: str) -> None:
+        info = self.containers.get(name)
+        if info is not None and info.state == "running":
+            self.containers[name] = replace(info, state="exited", exit_code=137, finished=self.now)
+            self.calls.append(("kill", name))
+
+    def session(self, name: str, command: Sequence[str], tty: bool, timeout: float) -> int | None:
+        info = self.containers.get(name)
+        if info is None or info.state != "running":
+            raise EngineError(f"cannot open a session in {name}: it is not running")
+        self.calls.append(("session", name))
+        return self.session_answer(name, command)
 
     def exec_in(self, name: str, command: Sequence[str], timeout: float = 30) -> ExecResult:
         info = self.containers.get(name)

@@ -470,6 +470,18 @@ class PodmanEngine(Engine):
     def stop(self, name: str, timeout: int = 10) -> None:
         self._run("stop", "--ignore", "--time", str(timeout), name, timeout=timeout + 30)
 
+    def kill(self, name: str) -> None:
+        proc = self._run("kill", name, check=False)
+        # An exited or missing container is not an error: what chaos aimed at is dead.
+        if proc.returncode != 0 and self._running(name):
+            raise EngineError(
+                f"podman kill {name} failed: {_last_line(proc.stderr)}", stderr=proc.stderr[-2000:]
+            )
+
+    def _running(self, name: str) -> bool:
+        info = self.inspect(name)
+        return info is not None and info.state == "running"
+
     def remove(self, name: str) -> None:
         for attempt in range(REMOVE_ATTEMPTS):
             try:
@@ -546,6 +558,24 @@ class PodmanEngine(Engine):
                 stderr=proc.stderr[-2000:],
             )
         return ExecResult(proc.returncode, proc.stdout, proc.stderr)
+
+    def session(self, name: str, command: Sequence[str], tty: bool, timeout: float) -> int | None:
+        # No --user, no --privileged: the session is the instance's user with the
+        # instance's (dropped) capabilities, read-only root and no set-uid programs left.
+        argv = [self.binary, "exec", "--interactive", *(["--tty"] if tty else []), name]
+        with subprocess.Popen([*argv, *command]) as proc:
+            try:
+                status = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                return None
+        if status in EXEC_FAILED and not self._running(name):
+            raise EngineError(f"podman exec in {name} failed: it is not running")
+        return status
 
     def test_backend(self, name: str) -> str:
         return f"podman://{name}"

@@ -30,6 +30,7 @@ from corral.state.records import (
     ReleaseRecord,
     RevocationRecord,
     Revoked,
+    TaintRecord,
     TestRunRecord,
 )
 
@@ -278,6 +279,28 @@ class ReplacementStore(Protocol):
 
     def last_unavailable(self, fleet: str) -> dict[str, float]:
         """Per role, the outage of its newest replacement, in seconds."""
+        ...
+
+
+class TaintStore(Protocol):
+    """Instances to burn, kept across processes (``corral break-glass``): each is held
+    until its due time, then replaced by the next reconcile pass."""
+
+    def taint(self, fleet: str, instance: str, reason: str, who: str, due: float) -> None:
+        """Taint ``instance`` from ``due`` (Unix seconds) on; again replaces the first
+        (ValueError if ``due`` is not finite)."""
+        ...
+
+    def set_due(self, fleet: str, instance: str, due: float) -> None:
+        """Move the due time of ``instance``'s taint; none: nothing to do."""
+        ...
+
+    def all(self, fleet: str) -> list[TaintRecord]:
+        """Every taint of ``fleet``, by instance."""
+        ...
+
+    def clear(self, fleet: str, instances: list[str]) -> None:
+        """Forget the taints of ``instances``."""
         ...
 
 

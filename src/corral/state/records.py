@@ -135,6 +135,19 @@ class ReleaseRecord:
 
 
 @dataclass(frozen=True)
+class TaintRecord:
+    """An instance corral must burn from ``due`` (Unix seconds) on, and why: a
+    break-glass session (who is ``user@host``)."""
+
+    fleet: str
+    instance: str
+    reason: str
+    who: str
+    since: str
+    due: float
+
+
+@dataclass(frozen=True)
 class InstanceRecord:
     """One container started for ``role`` by release number ``release``.
 

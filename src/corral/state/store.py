@@ -32,6 +32,7 @@ from corral.state.protocols import (
     ReleaseStore,
     ReplacementStore,
     RevocationStore,
+    TaintStore,
     TestRunStore,
 )
 from corral.state.records import (
@@ -45,6 +46,7 @@ from corral.state.records import (
 )
 from corral.state.releases import SqliteInstances, SqliteReleases
 from corral.state.replacements import SqliteReplacements
+from corral.state.taints import SqlTaints
 from corral.state.testruns import SqliteTestRuns
 
 
@@ -62,6 +64,7 @@ class Stores:
     locks: LockStore
     ancestry: AncestryStore
     revocations: RevocationStore
+    taints: TaintStore
 
 
 def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
@@ -78,6 +81,7 @@ def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
         locks=LeaseLocks(handle, scrubber),
         ancestry=SqliteAncestry(handle),
         revocations=SqliteRevocations(handle, scrubber),
+        taints=SqlTaints(handle, scrubber),
     )
 
 

@@ -10,12 +10,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from corral.build import BuildResult, build_fleet
 from corral.build.bake import LABEL
 from corral.deploy import gc as fleet_gc
-from corral.deploy import orchestrate, service
+from corral.deploy import orchestrate, ownership, service
 from corral.deploy import reconcile as fleet_reconcile
+from corral.deploy import recover as fleet_recover
 from corral.deploy import status as fleet_status
 from corral.deploy.context import FLEET_EDGE_KEY
 from corral.deploy.desired import Desired
@@ -33,7 +35,7 @@ from corral.progress import NullProgress, Progress
 from corral.scrub import Scrubber
 from corral.spec import LoadedSpec, load_spec
 from corral.spec.model import Role
-from corral.state import AuditEntry, ImageRecord, State
+from corral.state import AuditEntry, ImageRecord, State, transfer
 from corral.state.location import take_over_legacy
 from corral.testing import suite
 
@@ -215,8 +217,13 @@ def _deploying(path: Path, progress: Progress | None, engine: Engine | None) -> 
 
 
 def plan(path: Path, roles: Sequence[str] = (), engine: Engine | None = None) -> PlanResult:
-    """What ``deploy`` would change; builds nothing and changes nothing."""
+    """What ``deploy`` would change; builds nothing and changes nothing.
+
+    Raises:
+        OwnershipError: the fleet belongs to another state (a deploy would be refused).
+    """
     with _deploying(path, None, engine) as ctx:
+        ownership.check(ctx)
         return service.plan(ctx, roles)
 
 
@@ -268,6 +275,7 @@ def deploy(
         _audited(ctx, "deploy"),
         ctx.state.lock("deploy", wait=wait, purpose=f"deploy {' '.join(roles) or 'all'}"),
     ):
+        ownership.check(ctx, claim=True)
         suite.sweep_dead_tests(ctx)
         checks = _checks(ctx, skip_tests, roles)
         return orchestrate.deploy(ctx, roles, checks=checks, hooks=hooks)
@@ -292,6 +300,7 @@ def rollback(
         _audited(ctx, "rollback"),
         ctx.state.lock("deploy", wait=wait, purpose=f"rollback to {to or 'previous'}"),
     ):
+        ownership.check(ctx, claim=True)
         checks = _checks(ctx, skip_tests, None, smoke_test=False)
         return orchestrate.rollback(ctx, to, checks=checks, hooks=hooks)
 
@@ -315,6 +324,7 @@ def gc(path: Path, wait: float = 0, engine: Engine | None = None) -> Collected:
         _audited(ctx, "gc"),
         ctx.state.lock("deploy", wait=wait, purpose="gc"),
     ):
+        ownership.check(ctx)
         tests = suite.sweep_dead_tests(ctx, orphans=True)
         return fleet_gc.collect(ctx, tests)
 
@@ -353,7 +363,8 @@ def history(
 def destroy(path: Path, engine: Engine | None = None) -> list[str]:
     """Remove the fleet's instances, edge and network, and what dead test runs left;
     never a live volume."""
-    with _deploying(path, None, engine) as ctx:
+    with _deploying(path, None, engine) as ctx, _audited(ctx, "destroy"):
+        ownership.check(ctx)
         suite.sweep_dead_tests(ctx, orphans=True)
         return fleet_status.destroy(ctx)
 
@@ -366,6 +377,7 @@ def replace_edge(
         _audited(ctx, "edge-replace", "edge"),
         ctx.state.lock("deploy", wait=wait, purpose="replace the edge"),
     ):
+        ownership.check(ctx)
         return service.replace_edge(ctx)
 
 
@@ -375,6 +387,7 @@ def reconcile(
     """One pass of ``corral watch``: replace what died, drifted or was burned, remove
     orphans, towards the active release; skipped when a deploy holds the lock."""
     with _deploying(path, progress, engine) as ctx:
+        ownership.check(ctx)
         return fleet_reconcile.reconcile(ctx)
 
 
@@ -391,5 +404,61 @@ def watch(
     """Reconcile every ``interval`` seconds (``passes`` times; None: until interrupted),
     backing off exponentially while passes fail."""
     with _deploying(path, progress, engine) as ctx:
+        ownership.check(ctx)
         watcher = fleet_reconcile.Watcher(ctx, interval, on_pass=on_pass, on_failure=on_failure)
         watcher.run(passes)
+
+
+# -- the state itself: export, import, recover ------------------------------------------
+
+
+def state_export(path: Path) -> dict[str, Any]:
+    """The fleet's state as one versioned JSON document (see corral.state.transfer)."""
+    spec = load_spec(path)
+    with open_state(spec) as state:
+        return state.export()
+
+
+@dataclass(frozen=True)
+class Imported:
+    state: str  # the target, as messages name it
+    rows: dict[str, int]  # per table
+    replaced: str | None  # where the target's earlier file went, with ``replace``
+
+
+def state_import(path: Path, document: Any, source: str, replace: bool = False) -> Imported:
+    """Load an export into the fleet's state, which must be empty; with ``replace``, a
+    SQLite state that is not is moved aside first (a PostgreSQL one never is: its audit
+    trail is append-only; import into a new database instead).
+
+    Raises:
+        StateError: the document is not an importable export, or the target holds rows.
+        UsageError: ``replace`` with a PostgreSQL state.
+    """
+    spec = load_spec(path)
+    location = spec.state_location
+    replaced = None
+    if replace:
+        if location.is_url:
+            raise UsageError(
+                f"--replace moves a SQLite state aside; the state {location.display} is a "
+                f"database server's: create a new database, point corral at it, import there"
+            )
+        if location.path.exists():
+            replaced = str(transfer.replace_sqlite(location.path))
+    with open_state(spec) as state:
+        rows = state.load(document, source)
+        details = {"from": source, "rows": rows, "replaced": replaced}
+        state.record_audit(spec.fleet.fleet, "state-import", "state", "ok", details)
+        return Imported(location.display, rows, replaced)
+
+
+def state_recover(path: Path, engine: Engine | None = None) -> fleet_recover.Recovered:
+    """Rebuild a lost state from the engine's labels (see corral.deploy.recover), under
+    the deploy lock; audited ``state-recover``."""
+    with (
+        _deploying(path, None, engine) as ctx,
+        _audited(ctx, "state-recover", "state"),
+        ctx.state.lock("deploy", purpose="recover the state"),
+    ):
+        return fleet_recover.recover(ctx)

@@ -12,6 +12,7 @@ from corral.state.db import Migration, bundled_migrations
 from corral.state.protocols import (
     AuditStore,
     BuildStore,
+    FleetStore,
     HeldLock,
     ImageStore,
     InstanceStore,
@@ -39,6 +40,7 @@ __all__ = [
     "AuditStore",
     "BuildRecord",
     "BuildStore",
+    "FleetStore",
     "HeldLock",
     "ImageRecord",
     "ImageStore",

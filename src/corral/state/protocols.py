@@ -219,6 +219,18 @@ class ReplacementStore(Protocol):
         ...
 
 
+class FleetStore(Protocol):
+    """The id each fleet's first deploy gives it (see :mod:`corral.deploy.ownership`)."""
+
+    def fleet_id(self, fleet: str) -> str | None:
+        """The fleet's id, or None before its first deploy."""
+        ...
+
+    def claim(self, fleet: str, fleet_id: str, origin: str) -> str:
+        """Give the fleet ``fleet_id`` unless it has an id; the id it has afterwards."""
+        ...
+
+
 class HeldLock(Protocol):
     """A lock this process holds: what the block of :meth:`LockStore.hold` receives."""
 

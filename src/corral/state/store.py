@@ -16,13 +16,15 @@ from types import TracebackType
 from typing import Any, Self
 
 from corral.scrub import Scrubber
-from corral.state import db, postgres
+from corral.state import db, postgres, transfer
 from corral.state.audit import SqliteAudit
 from corral.state.builds import SqliteBuilds, SqliteImages
+from corral.state.fleets import SqlFleets
 from corral.state.lock import LeaseLocks
 from corral.state.protocols import (
     AuditStore,
     BuildStore,
+    FleetStore,
     HeldLock,
     ImageStore,
     InstanceStore,
@@ -56,6 +58,7 @@ class Stores:
     audit: AuditStore
     replacements: ReplacementStore
     locks: LockStore
+    fleets: FleetStore
 
 
 def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
@@ -70,6 +73,7 @@ def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
         audit=SqliteAudit(handle, scrubber),
         replacements=SqliteReplacements(handle),
         locks=LeaseLocks(handle, scrubber),
+        fleets=SqlFleets(handle),
     )
 
 
@@ -176,6 +180,18 @@ class State:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    # -- moving a state: see corral.state.transfer ---------------------------------
+
+    def export(self) -> dict[str, Any]:
+        """Every table but ``locks``, as one versioned JSON-able document."""
+        return transfer.export_state(self._db)
+
+    def load(
+        self, document: Any, source: str = "the export", partial: bool = False
+    ) -> dict[str, int]:
+        """:func:`corral.state.transfer.import_state` into this state; rows per table."""
+        return transfer.import_state(self._db, document, source, partial)
 
     # -- builds: see BuildStore ---------------------------------------------------
 
@@ -362,6 +378,16 @@ class State:
     ) -> list[AuditEntry]:
         """:meth:`AuditStore.recent`."""
         return self.stores.audit.recent(fleet, limit, action)
+
+    # -- fleet ids: see FleetStore ------------------------------------------------
+
+    def fleet_id(self, fleet: str) -> str | None:
+        """:meth:`FleetStore.fleet_id`."""
+        return self.stores.fleets.fleet_id(fleet)
+
+    def claim_fleet(self, fleet: str, fleet_id: str, origin: str) -> str:
+        """:meth:`FleetStore.claim`."""
+        return self.stores.fleets.claim(fleet, fleet_id, origin)
 
     # -- locks: see LockStore -----------------------------------------------------
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,14 @@ from corral.deploy.service import Context, PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
 from corral.edge.container import adopt_runtime_folder
 from corral.engines import Engine, get_engine
-from corral.errors import CorralError, Diagnostic, GateError, LockedError, UsageError
+from corral.errors import (
+    CorralError,
+    Diagnostic,
+    GateError,
+    LockedError,
+    StateError,
+    UsageError,
+)
 from corral.progress import NullProgress, Progress
 from corral.scrub import Scrubber
 from corral.spec import LoadedSpec, load_spec
@@ -205,7 +212,8 @@ def _audited(ctx: Context, action: str, target: str = "fleet") -> Iterator[None]
         refused = isinstance(exc, GateError | UsageError | LockedError)  # nothing changed
         outcome = "refused" if refused else "failed"
         details = {"error": exc.message, "error_kind": exc.kind}
-        ctx.state.record_audit(ctx.scope.fleet, action, target, outcome, details)
+        with suppress(StateError):  # a state that cannot be written: its error says so
+            ctx.state.record_audit(ctx.scope.fleet, action, target, outcome, details)
         raise
 
 

@@ -204,7 +204,10 @@ class Executor:
                 elif isinstance(exc, CorralError):
                     errors.append(
                         DeployError(
-                            f"role {rp.role}: {exc.message}", role=rp.role, reason=exc.message
+                            f"role {rp.role}: {exc.message}",
+                            role=rp.role,
+                            reason=exc.message,
+                            cause=exc.kind,  # a state that cannot record a step is not a role's
                         )
                     )
                 elif exc is not None:

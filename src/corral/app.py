@@ -138,6 +138,11 @@ def open_state(spec: LoadedSpec, progress: Progress | None = None) -> Iterator[S
         state.close()
 
 
+def _waiting(ctx: Context, wait: float) -> Callable[[str], None]:
+    """What a command that waits for the deploy lock says, once: who holds it."""
+    return lambda holder: ctx.progress.step("lock", f"waiting up to {wait:g}s: the {holder}")
+
+
 def _tell(progress: Progress | None, message: str) -> None:
     if progress is None:
         print(f"corral: {message}", file=sys.stderr)
@@ -281,7 +286,12 @@ def deploy(
     with (
         _deploying(path, progress, engine) as ctx,
         _audited(ctx, "deploy"),
-        ctx.state.lock("deploy", wait=wait, purpose=f"deploy {' '.join(roles) or 'all'}"),
+        ctx.state.lock(
+            "deploy",
+            wait,
+            purpose=f"deploy {' '.join(roles) or 'all'}",
+            waiting=_waiting(ctx, wait),
+        ),
     ):
         ownership.check(ctx, claim=True)
         suite.sweep_dead_tests(ctx)
@@ -306,7 +316,9 @@ def rollback(
     with (
         _deploying(path, progress, engine) as ctx,
         _audited(ctx, "rollback"),
-        ctx.state.lock("deploy", wait=wait, purpose=f"rollback to {to or 'previous'}"),
+        ctx.state.lock(
+            "deploy", wait, purpose=f"rollback to {to or 'previous'}", waiting=_waiting(ctx, wait)
+        ),
     ):
         ownership.check(ctx, claim=True)
         checks = _checks(ctx, skip_tests, None, smoke_test=False)
@@ -383,7 +395,7 @@ def replace_edge(
     with (
         _deploying(path, progress, None) as ctx,
         _audited(ctx, "edge-replace", "edge"),
-        ctx.state.lock("deploy", wait=wait, purpose="replace the edge"),
+        ctx.state.lock("deploy", wait, purpose="replace the edge", waiting=_waiting(ctx, wait)),
     ):
         ownership.check(ctx)
         return service.replace_edge(ctx)

@@ -392,7 +392,11 @@ class State:
     # -- locks: see LockStore -----------------------------------------------------
 
     def lock(
-        self, name: str, wait: float = 0.0, purpose: str = ""
+        self,
+        name: str,
+        wait: float = 0.0,
+        purpose: str = "",
+        waiting: Callable[[str], None] | None = None,
     ) -> AbstractContextManager[HeldLock]:
         """:meth:`LockStore.hold`: hold lock ``name`` for the block (e.g. ``"deploy"``),
         trying for ``wait`` seconds; ``purpose`` is shown to whoever is refused. The block
@@ -403,7 +407,7 @@ class State:
             StateError: the lock cannot be written.
             ValueError: ``name`` is not a plain word.
         """
-        return self.stores.locks.hold(name, wait, purpose)
+        return self.stores.locks.hold(name, wait, purpose, waiting)
 
     def check_held(self, name: str) -> None:
         """:meth:`LockStore.check_held`: between the steps of a long task."""

@@ -46,6 +46,8 @@ from corral.state import AuditEntry, ImageRecord, State, transfer
 from corral.state.location import take_over_legacy
 from corral.testing import suite
 
+TEST_LOCK_WAIT_S = 3600.0  # how long `corral test` waits for another run of the fleet's
+
 
 @dataclass(frozen=True)
 class Validation:
@@ -356,8 +358,17 @@ def run_tests(
     progress: Progress | None = None,
     timeouts: suite.Timeouts | None = None,
 ) -> list[suite.RoleTestResult]:
-    """Test the images that would be deployed, in a throwaway environment, and record it."""
-    with _deploying(path, progress, None) as ctx, _audited(ctx, "test", ",".join(roles) or "all"):
+    """Test the images that would be deployed, in a throwaway environment, and record it.
+
+    Under the fleet's ``test`` lock: a second run of the same images (another clone, a
+    second CI job) waits, then finds them passed and does not test them again.
+    """
+    what = ",".join(roles) or "all"
+    with (
+        _deploying(path, progress, None) as ctx,
+        _audited(ctx, "test", what),
+        ctx.state.lock("test", TEST_LOCK_WAIT_S, f"test {what}", _waiting(ctx, TEST_LOCK_WAIT_S)),
+    ):
         return suite.run_tests(ctx, roles, again, timeouts or suite.Timeouts())
 
 

@@ -177,7 +177,7 @@ def test_export_and_import_through_the_cli(
     code, out, err = run(capsys, "--json", "-f", str(spec), "state", "import", str(dump))
     assert code == 0, err
     code, out, err = run(capsys, "--json", "-f", str(spec), "state", "import", str(dump))
-    assert code == 1 and "is not empty" in err
+    assert code == 7 and "is not empty" in err  # the state: exit 7
     code, out, err = run(
         capsys, "--json", "-f", str(spec), "state", "import", "--replace", str(dump)
     )

@@ -61,7 +61,8 @@ class BackendFleet(ScaleFleet):
             env=self.env,
         )
         seconds = time.perf_counter() - started
-        if proc.returncode not in (0, 3):  # plan exits 3 when there are changes
+        # plan exits 3 when there are changes; status 1 while a replica is not yet up
+        if proc.returncode not in (0, 3) and not (args[0] == "status" and proc.returncode == 1):
             said = proc.stdout[-2000:] + proc.stderr[-2000:]
             raise RuntimeError(f"corral {args[0]} failed ({proc.returncode}): {said}")
         return seconds, 0, json.loads(proc.stdout) if proc.stdout.strip() else {}

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from corral.build import BuildResult, build_fleet, lineage
 from corral.build import sbom as boms
 from corral.build.bake import LABEL
-from corral.deploy import ancestry, breakglass, orchestrate, service
+from corral.deploy import ancestry, breakglass, orchestrate, ownership, service
 from corral.deploy import chaos as fleet_chaos
 from corral.deploy import gc as fleet_gc
 from corral.deploy import reconcile as fleet_reconcile
+from corral.deploy import recover as fleet_recover
 from corral.deploy import status as fleet_status
 from corral.deploy.ancestry import ImagesReport, PackageReport
 from corral.deploy.context import FLEET_EDGE_KEY
@@ -33,15 +35,24 @@ from corral.deploy.service import Context, PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
 from corral.edge.container import adopt_runtime_folder
 from corral.engines import Engine, get_engine
-from corral.errors import CorralError, Diagnostic, GateError, LockedError, UsageError
+from corral.errors import (
+    CorralError,
+    Diagnostic,
+    GateError,
+    LockedError,
+    StateError,
+    UsageError,
+)
 from corral.progress import NullProgress, Progress
 from corral.scrub import Scrubber
 from corral.spec import LoadedSpec, load_spec
 from corral.spec.model import Role
-from corral.state import AuditEntry, ImageRecord, RevocationRecord, State
+from corral.state import AuditEntry, ImageRecord, RevocationRecord, State, transfer
 from corral.state.ancestry import parse_packages
 from corral.state.location import take_over_legacy
 from corral.testing import suite
+
+TEST_LOCK_WAIT_S = 3600.0  # how long `corral test` waits for another run of the fleet's
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,11 @@ def open_state(spec: LoadedSpec, progress: Progress | None = None) -> Iterator[S
         yield state
     finally:
         state.close()
+
+
+def _waiting(ctx: Context, wait: float) -> Callable[[str], None]:
+    """What a command that waits for the deploy lock says, once: who holds it."""
+    return lambda holder: ctx.progress.step("lock", f"waiting up to {wait:g}s: the {holder}")
 
 
 def _tell(progress: Progress | None, message: str) -> None:
@@ -340,7 +356,8 @@ def _audited(ctx: Context, action: str, target: str = "fleet") -> Iterator[None]
         refused = isinstance(exc, GateError | UsageError | LockedError)  # nothing changed
         outcome = "refused" if refused else "failed"
         details = {"error": exc.message, "error_kind": exc.kind}
-        ctx.state.record_audit(ctx.scope.fleet, action, target, outcome, details)
+        with suppress(StateError):  # a state that cannot be written: its error says so
+            ctx.state.record_audit(ctx.scope.fleet, action, target, outcome, details)
         raise
 
 
@@ -352,8 +369,13 @@ def _deploying(path: Path, progress: Progress | None, engine: Engine | None) -> 
 
 
 def plan(path: Path, roles: Sequence[str] = (), engine: Engine | None = None) -> PlanResult:
-    """What ``deploy`` would change; builds nothing and changes nothing."""
+    """What ``deploy`` would change; builds nothing and changes nothing.
+
+    Raises:
+        OwnershipError: the fleet belongs to another state (a deploy would be refused).
+    """
     with _deploying(path, None, engine) as ctx:
+        ownership.check(ctx)
         return service.plan(ctx, roles)
 
 
@@ -403,8 +425,14 @@ def deploy(
     with (
         _deploying(path, progress, engine) as ctx,
         _audited(ctx, "deploy"),
-        ctx.state.lock("deploy", wait=wait, purpose=f"deploy {' '.join(roles) or 'all'}"),
+        ctx.state.lock(
+            "deploy",
+            wait,
+            purpose=f"deploy {' '.join(roles) or 'all'}",
+            waiting=_waiting(ctx, wait),
+        ),
     ):
+        ownership.check(ctx, claim=True)
         suite.sweep_dead_tests(ctx)
         checks = _checks(ctx, skip_tests, roles)
         return orchestrate.deploy(ctx, roles, checks=checks, hooks=hooks)
@@ -427,8 +455,11 @@ def rollback(
     with (
         _deploying(path, progress, engine) as ctx,
         _audited(ctx, "rollback"),
-        ctx.state.lock("deploy", wait=wait, purpose=f"rollback to {to or 'previous'}"),
+        ctx.state.lock(
+            "deploy", wait, purpose=f"rollback to {to or 'previous'}", waiting=_waiting(ctx, wait)
+        ),
     ):
+        ownership.check(ctx, claim=True)
         checks = _checks(ctx, skip_tests, None, smoke_test=False)
         return orchestrate.rollback(ctx, to, checks=checks, hooks=hooks)
 
@@ -452,6 +483,7 @@ def gc(path: Path, wait: float = 0, engine: Engine | None = None) -> Collected:
         _audited(ctx, "gc"),
         ctx.state.lock("deploy", wait=wait, purpose="gc"),
     ):
+        ownership.check(ctx)
         tests = suite.sweep_dead_tests(ctx, orphans=True)
         return fleet_gc.collect(ctx, tests)
 
@@ -463,8 +495,17 @@ def run_tests(
     progress: Progress | None = None,
     timeouts: suite.Timeouts | None = None,
 ) -> list[suite.RoleTestResult]:
-    """Test the images that would be deployed, in a throwaway environment, and record it."""
-    with _deploying(path, progress, None) as ctx, _audited(ctx, "test", ",".join(roles) or "all"):
+    """Test the images that would be deployed, in a throwaway environment, and record it.
+
+    Under the fleet's ``test`` lock: a second run of the same images (another clone, a
+    second CI job) waits, then finds them passed and does not test them again.
+    """
+    what = ",".join(roles) or "all"
+    with (
+        _deploying(path, progress, None) as ctx,
+        _audited(ctx, "test", what),
+        ctx.state.lock("test", TEST_LOCK_WAIT_S, f"test {what}", _waiting(ctx, TEST_LOCK_WAIT_S)),
+    ):
         return suite.run_tests(ctx, roles, again, timeouts or suite.Timeouts())
 
 
@@ -490,7 +531,8 @@ def history(
 def destroy(path: Path, engine: Engine | None = None) -> list[str]:
     """Remove the fleet's instances, edge and network, and what dead test runs left;
     never a live volume."""
-    with _deploying(path, None, engine) as ctx:
+    with _deploying(path, None, engine) as ctx, _audited(ctx, "destroy"):
+        ownership.check(ctx)
         suite.sweep_dead_tests(ctx, orphans=True)
         return fleet_status.destroy(ctx)
 
@@ -501,8 +543,9 @@ def replace_edge(
     with (
         _deploying(path, progress, None) as ctx,
         _audited(ctx, "edge-replace", "edge"),
-        ctx.state.lock("deploy", wait=wait, purpose="replace the edge"),
+        ctx.state.lock("deploy", wait, purpose="replace the edge", waiting=_waiting(ctx, wait)),
     ):
+        ownership.check(ctx)
         return service.replace_edge(ctx)
 
 
@@ -512,6 +555,7 @@ def reconcile(
     """One pass of ``corral watch``: replace what died, drifted or was burned, remove
     orphans, towards the active release; skipped when a deploy holds the lock."""
     with _deploying(path, progress, engine) as ctx:
+        ownership.check(ctx)
         return fleet_reconcile.reconcile(ctx)
 
 
@@ -530,6 +574,7 @@ def watch(
     backing off exponentially while passes fail; with ``metrics`` (address, port), serve
     ``/metrics`` in Prometheus' text format meanwhile (see ``deploy.metrics``)."""
     with _deploying(path, progress, engine) as ctx, _metrics(ctx, metrics, engine) as seen:
+        ownership.check(ctx)
 
         def passed(result: Reconciled) -> None:
             seen.passed(result)
@@ -602,3 +647,58 @@ def chaos(
         return fleet_chaos.run_chaos(
             ctx, roles, interval, duration, seed, drain_first=drain_first, on_tick=on_tick
         )
+
+
+# -- the state itself: export, import, recover ------------------------------------------
+
+
+def state_export(path: Path) -> dict[str, Any]:
+    """The fleet's state as one versioned JSON document (see corral.state.transfer)."""
+    spec = load_spec(path)
+    with open_state(spec) as state:
+        return state.export()
+
+
+@dataclass(frozen=True)
+class Imported:
+    state: str  # the target, as messages name it
+    rows: dict[str, int]  # per table
+    replaced: str | None  # where the target's earlier file went, with ``replace``
+
+
+def state_import(path: Path, document: Any, source: str, replace: bool = False) -> Imported:
+    """Load an export into the fleet's state, which must be empty; with ``replace``, a
+    SQLite state that is not is moved aside first (a PostgreSQL one never is: its audit
+    trail is append-only; import into a new database instead).
+
+    Raises:
+        StateError: the document is not an importable export, or the target holds rows.
+        UsageError: ``replace`` with a PostgreSQL state.
+    """
+    spec = load_spec(path)
+    location = spec.state_location
+    replaced = None
+    if replace:
+        if location.is_url:
+            raise UsageError(
+                f"--replace moves a SQLite state aside; the state {location.display} is a "
+                f"database server's: create a new database, point corral at it, import there"
+            )
+        if location.path.exists():
+            replaced = str(transfer.replace_sqlite(location.path))
+    with open_state(spec) as state:
+        rows = state.load(document, source)
+        details = {"from": source, "rows": rows, "replaced": replaced}
+        state.record_audit(spec.fleet.fleet, "state-import", "state", "ok", details)
+        return Imported(location.display, rows, replaced)
+
+
+def state_recover(path: Path, engine: Engine | None = None) -> fleet_recover.Recovered:
+    """Rebuild a lost state from the engine's labels (see corral.deploy.recover), under
+    the deploy lock; audited ``state-recover``."""
+    with (
+        _deploying(path, None, engine) as ctx,
+        _audited(ctx, "state-recover", "state"),
+        ctx.state.lock("deploy", purpose="recover the state"),
+    ):
+        return fleet_recover.recover(ctx)

@@ -12,6 +12,7 @@
     │   └── LockedError              another corral holds the lock; names the holder
     ├── GateError                    a safety gate refused (untested image, SSH server...)
     │   └── RevokedError             ... an image to start is revoked, or built on a revoked base
+    │   └── OwnershipError           the fleet belongs to another state; names it
     └── DeployError                  a deploy failed; says which roles and why
         └── ReleaseFailed            ... and was recorded, and the fleet went back if it could
 
@@ -257,6 +258,24 @@ class RevokedError(GateError):
 
     revoked: Sequence[Mapping[str, Any]] = ()
     kind: ClassVar[str] = "revoked"
+
+
+@dataclass(eq=False, kw_only=True)
+class OwnershipError(GateError):
+    """The fleet's engine objects belong to another state; nothing was changed.
+
+    Attributes:
+        fleet_id: the fleet id the objects carry (None: they carry none).
+        owner: the state that made them, as their labels name it (None: not recorded).
+        state: this corral's state, which does not hold that id.
+        instances: the containers concerned, by name.
+    """
+
+    fleet_id: str | None = None
+    owner: str | None = None
+    state: str | None = None
+    instances: Sequence[str] = ()
+    kind: ClassVar[str] = "ownership"
 
 
 @dataclass(eq=False, kw_only=True)

@@ -21,6 +21,7 @@ from corral.engines.podman import PodmanEngine
 from corral.progress import NullProgress
 from corral.spec.model import DebianBase
 from tests.engine.helpers import Fleet, free_port
+from tests.pgcluster import Cluster, private_cluster
 
 pytestmark = pytest.mark.engine
 SHARED_BASE = DebianBase(debian="bookworm", packages=("python3",))
@@ -125,3 +126,22 @@ def state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     monkeypatch.setenv("CORRAL_STATE_HOME", str(home))
     monkeypatch.delenv("CORRAL_STATE", raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A private PostgreSQL cluster for the session (fails if PostgreSQL is missing)."""
+    with private_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The deploy tests whose outcome rests on the state run on both backends: for
+    ``postgresql`` every corral the test starts uses a fresh database of the private
+    cluster (``CORRAL_STATE``, inherited by the processes; still set when the fleet's
+    teardown destroys it)."""
+    if request.param == "postgresql":
+        cluster: Cluster = request.getfixturevalue("pg_cluster")
+        monkeypatch.setenv("CORRAL_STATE", cluster.new_database())
+    return str(request.param)

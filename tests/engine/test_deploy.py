@@ -32,7 +32,9 @@ def web_instances(status: dict[str, object]) -> list[dict[str, object]]:
     return list(web["instances"])
 
 
-def test_rolling_deploy_under_load_loses_no_request(fleet: Fleet, shared_base: str) -> None:
+def test_rolling_deploy_under_load_loses_no_request(
+    fleet: Fleet, shared_base: str, state_backend: str
+) -> None:
     fleet.deploy()
     assert httpx.get(fleet.url).json()["version"] == "v1"
     fleet.write(version="v2")
@@ -83,7 +85,9 @@ def test_instances_are_locked_down(fleet: Fleet, shared_base: str) -> None:
     assert whoami["version"] == "v1"
 
 
-def test_rollback_is_a_deploy_recorded_in_history_and_audit(fleet: Fleet, shared_base: str) -> None:
+def test_rollback_is_a_deploy_recorded_in_history_and_audit(
+    fleet: Fleet, shared_base: str, state_backend: str
+) -> None:
     fleet.deploy()
     fleet.write(version="v2")
     fleet.deploy()
@@ -168,9 +172,12 @@ def test_plan_exit_codes_and_volume_survives_destroy(fleet: Fleet, shared_base: 
         assert handle.read().split() == ["v1", "v2"]
 
 
-def test_a_second_deploy_is_refused_naming_the_holder(fleet: Fleet, shared_base: str) -> None:
+def test_a_second_deploy_is_refused_naming_the_holder(
+    fleet: Fleet, shared_base: str, state_backend: str
+) -> None:
     spec = load_spec(fleet.spec)
-    with State.open(spec.state_path) as state, state.lock("deploy", purpose="deploy by test"):
+    target = spec.state_location.target  # a file, or the PostgreSQL database
+    with State.open(target) as state, state.lock("deploy", purpose="deploy by test"):
         proc = fleet.deploy(check=False)
     assert proc.returncode == 4  # the lock is held
     assert "deploy lock" in proc.stderr and "deploy by test" in proc.stderr

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from corral.state import State
-from tests.engine.helpers import CORRAL, Fleet
+from tests.engine.helpers import CORRAL, Fleet, containers
 
 
 def _git(*args: str, cwd: Path) -> None:
@@ -70,3 +70,43 @@ def test_fresh_clones_continue_one_fleet_with_no_failed_request(
 
 def _argv(fleet: Fleet) -> list[str]:
     return [*CORRAL, "-f", str(fleet.spec)]
+
+
+def test_a_lost_state_is_recovered_and_another_state_changes_nothing(
+    fleet: Fleet, shared_base: str, state_home: Path, tmp_path: Path
+) -> None:
+    """Issue 11, deliverable 3, on Podman under load: a corral pointed at another state is
+    refused and names the owner; the state file lost, `corral state recover` rebuilds it
+    from the labels and the next deploy continues the numbers; no request fails."""
+    fleet.deploy()
+    owner = state_home / fleet.name / "state.db"
+    before = sorted(c["Names"][0] for c in containers(fleet.name))
+    with fleet.load() as load:
+        other = {"CORRAL_STATE": str(tmp_path / "other.db")}
+        refused = fleet.deploy("--json", check=False, env=other)
+        assert refused.returncode == 5, refused.stderr
+        assert json.loads(refused.stdout)["owner"] == str(owner)
+        assert f"CORRAL_STATE={owner}" in refused.stderr
+        assert fleet.corral("destroy", "--yes", check=False, env=other).returncode == 5
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{owner}{suffix}").unlink(missing_ok=True)
+        lost = fleet.deploy(check=False)
+        assert lost.returncode == 5 and "corral state recover" in lost.stderr
+        assert sorted(c["Names"][0] for c in containers(fleet.name)) == before
+        recovered = json.loads(fleet.corral("state", "recover", "--json").stdout)
+        assert recovered["release"] == 1 and len(recovered["instances"]) == 2
+        assert recovered["volumes"] == [f"{fleet.name}-web-data"]
+        assert fleet.deploy("--json").returncode == 0  # unchanged: nothing to do
+        fleet.write(version="v2")
+        done = json.loads(fleet.deploy("--json").stdout)
+    load.assert_no_failures()
+    assert done["release"] == 2 and load.versions["v2"] > 0
+    status = fleet.status()
+    assert next(r["version"][:2] for r in status["roles"] if r["role"] == "web") == "2-"
+    with State.open(owner) as state:
+        trail = [(e.action, e.outcome) for e in state.audit_log(fleet.name)]
+        last = state.audit_log(fleet.name, action="deploy")[-1]
+    # The new state's trail: the refused deploy (the empty state owned nothing), the
+    # recovery, the deploy that found nothing to do and the one that made release 2.
+    assert trail[:2] == [("deploy", "refused"), ("state-recover", "ok")], trail
+    assert last.details.get("release") == 2

@@ -155,13 +155,14 @@ def _killed_deploy(spec: Path, engine: Engine) -> None:
     loaded = load_spec(spec)
     with State.open(loaded.state_path) as state:
         roles = dict(state.releases("stg")[-1].roles)
+        fleet_id = state.fleet_id("stg")
     child = multiprocessing.get_context("spawn").Process(
         target=_start_release_and_die, args=(str(loaded.state_path), roles)
     )
     child.start()
     child.join(30)
     assert child.exitcode == 0
-    scope = Scope("stg")
+    scope = Scope("stg", fleet_id=fleet_id)  # the killed deploy's, marked as it marks them
     for index in (1, 2):
         labels = instance_labels(scope, "web", 2, index, "new-config")
         engine.start(ContainerSpec(name=f"stg-web-r2-{index}", image="img", labels=labels))

@@ -409,7 +409,8 @@ def test_sqlite_errors_are_explained(tmp_path: Path) -> None:
     readonly = state_error(
         path, "x", sqlite3.OperationalError("attempt to write a readonly database")
     )
-    assert readonly.message.startswith(f"cannot write the state database {path}")
+    assert readonly.message.startswith(f"the state database {path} is read-only")
+    assert "status, plan, history and audit still read it" in readonly.message
     busy = state_error(path, "starting a build", sqlite3.OperationalError("database is locked"))
     assert "busy" in busy.message and "starting a build" in busy.message
     assert busy.path == str(path)

@@ -2,17 +2,27 @@
 
 Each code means one thing, whatever the command, so a CI script can tell "the spec is
 wrong" (2) from "the plan has changes" (3), "another deploy holds the lock" (4), "the
-gate refused, nothing changed" (5) and "the deploy failed and the fleet is back on the
-previous release" (6). As ``terraform plan -detailed-exitcode`` does, pending changes
-are a result, not an error. The CLI (``cli/main.py``) is the only place that turns an
-exception into one of them, with :func:`for_error`.
+gate refused, nothing changed" (5), "the deploy failed and the fleet is back on the
+previous release" (6) and "the state cannot be used" (7). As ``terraform plan
+-detailed-exitcode`` does, pending changes are a result, not an error. The CLI
+(``cli/main.py``) is the only place that turns an exception into one of them, with
+:func:`for_error`.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
 
-from corral.errors import CorralError, GateError, LockedError, ReleaseFailed, SpecError, UsageError
+from corral.errors import (
+    CorralError,
+    DeployError,
+    GateError,
+    LockedError,
+    ReleaseFailed,
+    SpecError,
+    StateError,
+    UsageError,
+)
 
 
 class ExitCode(IntEnum):
@@ -35,6 +45,11 @@ class ExitCode(IntEnum):
     REFUSED = 5
     #: A deploy or rollback failed and the fleet is back on the release it had before.
     ROLLED_BACK = 6
+    #: The state cannot be used: it does not answer, refuses the credentials, was written
+    #: by a newer corral, is read-only or its disk is full. The message names the state;
+    #: nothing was changed, unless a deploy was under way: then the message says where it
+    #: stopped (nothing is undone half-way) and the next deploy finishes it.
+    STATE = 7
     #: Ctrl-C (or no answer to a question): see docs/cli.md for what is left behind.
     INTERRUPTED = 130
 
@@ -49,4 +64,8 @@ def for_error(error: CorralError) -> ExitCode:
         return ExitCode.REFUSED
     if isinstance(error, ReleaseFailed) and error.rolled_back_to is not None:
         return ExitCode.ROLLED_BACK
+    if isinstance(error, StateError) or (
+        isinstance(error, DeployError) and error.cause == StateError.kind
+    ):
+        return ExitCode.STATE
     return ExitCode.FAILED

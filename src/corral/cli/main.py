@@ -6,6 +6,7 @@ turns exceptions into a message and an exit code.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shlex
@@ -28,7 +29,7 @@ from corral.cli.progress import ConsoleProgress
 from corral.deploy.breakglass import SHELL, BreakGlass
 from corral.deploy.chaos import Chaos
 from corral.deploy.metrics import parse_address
-from corral.errors import CorralError
+from corral.errors import CorralError, UsageError
 from corral.hostfiles import open_private, private_dir
 from corral.scrub import ScrubbedStream, Scrubber
 from corral.testing import suite
@@ -587,6 +588,73 @@ def edge_replace(opts: Options, wait: float) -> None:
     opts.emit(
         {"edge_image": done.image, "reloaded": done.reloaded, "handed_over": done.handed_over},
         lambda out: out.print(f"edge replaced ({how}, image {done.image[:12]})", markup=False),
+    )
+
+
+@cli.group("state")
+def state_group() -> None:
+    """The fleet's state: move it between backends, rebuild a lost one."""
+
+
+@state_group.command("export")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file."
+)
+@common_options
+def state_export(opts: Options, output: Path | None) -> None:
+    """Write every table of the state as one versioned JSON document (stdout by default)."""
+    document = app.state_export(opts.file)
+    text = json.dumps(document, indent=1, sort_keys=True) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        fd = open_private(output, os.O_WRONLY | os.O_TRUNC)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror}") from exc
+    rows = sum(len(r) for r in document["tables"].values())
+    opts.emit(
+        {"output": str(output), "rows": rows, "schema_version": document["schema_version"]},
+        lambda out: out.print(f"exported {rows} row(s) to {output}", markup=False),
+    )
+
+
+@state_group.command("import")
+@click.argument("export", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--replace", is_flag=True, help="Move a SQLite state that is not empty aside first.")
+@common_options
+def state_import(opts: Options, export: Path, replace: bool) -> None:
+    """Load an export into the fleet's state, which must be empty."""
+    try:
+        document = json.loads(export.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read the export {export}: {exc}") from exc
+    done = app.state_import(opts.file, document, str(export), replace=replace)
+    rows = sum(done.rows.values())
+    aside = f" (the earlier state is kept as {done.replaced})" if done.replaced else ""
+    opts.emit(
+        {"state": done.state, "rows": done.rows, "replaced": done.replaced},
+        lambda out: out.print(f"imported {rows} row(s) into {done.state}{aside}", markup=False),
+    )
+
+
+@state_group.command("recover")
+@common_options
+def state_recover(opts: Options) -> None:
+    """Rebuild a lost state from the engine's labels: the fleet's id, the active release,
+    its instances and images (test records and the old audit trail are lost)."""
+    done = app.state_recover(opts.file)
+    opts.emit(
+        views.to_data(done),
+        lambda out: out.print(
+            f"recovered fleet {done.fleet} (id {done.fleet_id}): release {done.release} "
+            f"active with {len(done.instances)} instance(s) of {', '.join(done.roles)}, "
+            f"{done.images} image(s); volumes kept: {', '.join(done.volumes) or 'none'}. "
+            f"Test records were lost: the next deploy tests again",
+            markup=False,
+        ),
     )
 
 

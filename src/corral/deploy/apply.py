@@ -129,7 +129,7 @@ class Executor:
         the caller decides to roll them back.
         """
         if plan.ensure_network:
-            self.engine.ensure_network(self.scope.network, self.scope.labels("network"))
+            self.engine.ensure_network(self.scope.network, self.scope.marks("network"))
         for name in remove_probes(self.engine, self.scope):
             self.progress.step("fleet", f"removed {name}, a health probe a killed deploy left")
         self._apply_edge(plan)
@@ -178,7 +178,7 @@ class Executor:
             edge.hand_over(desired, image)
             return
         self.progress.step("edge", "replacing the edge's pod (its ports refuse connections ~1 s)")
-        self.engine.ensure_network(self.scope.network, self.scope.labels("network"))
+        self.engine.ensure_network(self.scope.network, self.scope.marks("network"))
         edge.start(desired, image)
         failed: list[str] = []
         for step in plan.edge.servers:
@@ -204,7 +204,10 @@ class Executor:
                 elif isinstance(exc, CorralError):
                     errors.append(
                         DeployError(
-                            f"role {rp.role}: {exc.message}", role=rp.role, reason=exc.message
+                            f"role {rp.role}: {exc.message}",
+                            role=rp.role,
+                            reason=exc.message,
+                            cause=exc.kind,  # a state that cannot record a step is not a role's
                         )
                     )
                 elif exc is not None:
@@ -304,7 +307,7 @@ class Executor:
             case Action.CREATE_VOLUME:
                 self.progress.step(role, f"creating volume {step.instance}")
                 self.engine.ensure_volume(
-                    step.instance, {**self.scope.labels("volume"), LABEL + "role": role}
+                    step.instance, {**self.scope.marks("volume"), LABEL + "role": role}
                 )
             case Action.ADD:
                 info = self.engine.inspect(step.instance)

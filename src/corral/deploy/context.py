@@ -29,8 +29,15 @@ class Context:
     secret_key: KeyFile = field(init=False, repr=False)  # read only if a secret is hashed
 
     def __post_init__(self) -> None:
-        self.scope = Scope(self.spec.fleet.fleet)
+        fleet = self.spec.fleet.fleet
+        self.own(self.state.fleet_id(fleet))
+        self.secret_key = KeyFile(self.spec.state_location.files, fleet)
+
+    def own(self, fleet_id: str | None) -> None:
+        """Create engine objects marked with ``fleet_id`` (the state's id of the fleet)
+        from now on; see :mod:`corral.deploy.ownership`."""
+        where = self.spec.state_location.display
+        self.scope = Scope(self.spec.fleet.fleet, fleet_id=fleet_id, state=where)
         # The edge's runtime folder is the fleet's, whatever checkout or state names it:
         # every corral on the host must reach the one edge's socket.
         self.edge = Edge(self.engine, self.scope, FLEET_EDGE_KEY, self.spec.fleet.edge.address)
-        self.secret_key = KeyFile(self.spec.state_location.files, self.scope.fleet)

@@ -9,6 +9,7 @@ new value is seen as a change of the role's configuration.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from corral.spec.model import (
 from corral.state import ImageRecord
 
 LABEL = LABEL_PREFIX  # corral.formats has the one prefix; modules import LABEL here
+ROLE_LABEL = LABEL + "role-release"  # an instance's role as its release runs it
 
 
 class RoleRelease(BaseModel):
@@ -129,6 +131,14 @@ class RoleRelease(BaseModel):
 
     def to_record(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
+
+    def label_text(self) -> str:
+        """This role as the label its instances carry (:data:`ROLE_LABEL`), what
+        ``corral state recover`` rebuilds a lost release from. Without the secrets' keyed
+        hashes: whoever can inspect a container can read its labels."""
+        data = self.to_record()
+        data.pop("secret_hashes", None)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 Desired = Mapping[str, RoleRelease]

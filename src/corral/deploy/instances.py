@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from secrets import token_hex
 
-from corral.deploy.desired import Desired, RoleRelease
+from corral.deploy.desired import ROLE_LABEL, Desired, RoleRelease
 from corral.deploy.health import probe_command
 from corral.deploy.observe import KIND_PROBE, instance_labels
 from corral.deploy.scope import Scope
@@ -77,6 +77,7 @@ def container_spec(
     # The image as corral built it: an engine that distributes it may run it by another
     # reference (a registry's) and report that one.
     labels[LABEL + "image-id"] = rr.image_id
+    labels[ROLE_LABEL] = rr.label_text()  # what `corral state recover` rebuilds from
     mounts = tuple(
         Mount(scope.volume_name(rr.role, vol), path) for vol, path in sorted(rr.volumes.items())
     )
@@ -115,7 +116,7 @@ def probe_spec(scope: Scope, rr: RoleRelease, health: CommandHealth, address: st
         image=rr.image_id,
         command=probe_command(health.command, address, rr.run.port),
         user=rr.run.user,
-        labels={**scope.labels(KIND_PROBE), LABEL + "role": rr.role},
+        labels={**scope.marks(KIND_PROBE), LABEL + "role": rr.role},
         network=scope.network,
         workdir=rr.run.workdir,
         memory=rr.resources.memory,

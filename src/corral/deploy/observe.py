@@ -41,9 +41,9 @@ class Instance:
 def instance_labels(
     scope: Scope, role: str, release: int, index: int, config_hash: str
 ) -> dict[str, str]:
-    """The labels every instance carries."""
+    """The labels every instance is created with."""
     return {
-        **scope.labels(KIND_INSTANCE),
+        **scope.marks(KIND_INSTANCE),
         LABEL + "role": role,
         LABEL + "release": str(release),
         LABEL + "index": str(index),

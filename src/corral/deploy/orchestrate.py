@@ -18,8 +18,9 @@ import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from corral.deploy.apply import Executor, Journal
 from corral.deploy.context import GOOD, Context
@@ -27,7 +28,7 @@ from corral.deploy.desired import Desired, desired_from_record
 from corral.deploy.fleet import Sighting, look, observe_fleet
 from corral.deploy.gc import sweep_killed
 from corral.deploy.instances import resolve_secrets
-from corral.deploy.observe import list_scope
+from corral.deploy.observe import list_scope, observe
 from corral.deploy.outcome import Failed, as_deploy_error, fail
 from corral.deploy.plan import Plan, needed_capabilities, plan_deploy, single_writer_conflicts
 from corral.deploy.resolve import (
@@ -47,7 +48,7 @@ from corral.deploy.secrets import (
 )
 from corral.deploy.settle import Watch, settle, settle_time
 from corral.engines.capabilities import require
-from corral.errors import CorralError, LockedError, StateError, UsageError
+from corral.errors import CorralError, DeployError, LockedError, StateError, UsageError
 from corral.state import ReleaseRecord, State
 
 
@@ -294,6 +295,8 @@ def converge(
         if isinstance(exc, LockedError):  # another process took the lock: it owns the fleet
             _abort(ctx, journal, release, details, exc.message)
             raise
+        if _state_failed(exc):
+            _stop_unwritable(ctx, journal, release, details, exc)
         undo_it = functools.partial(undo, ctx, previous, secrets, edge)
         fail(ctx.state, Failed(release, previous, as_deploy_error(exc), kind, undo_it))
     except BaseException as exc:  # Ctrl-C, or a bug: nothing was decided, nothing undone
@@ -303,6 +306,55 @@ def converge(
     ctx.state.finish_release(release.id, "active")
     journal.audit(kind, "fleet", "ok", {**details, "source": source.number if source else None})
     return DeployResult(fleet, kind, "active", release.number, plan)
+
+
+def _state_failed(exc: CorralError) -> bool:
+    """Whether ``exc`` is the state failing to record a step (a full or read-only disk, a
+    server gone), for one role or for all, rather than a role's own failure."""
+    if isinstance(exc, StateError):
+        return True
+    if isinstance(exc, DeployError):
+        return exc.cause == StateError.kind or any(_state_failed(f) for f in exc.failures)
+    return False
+
+
+def _stop_unwritable(
+    ctx: Context,
+    journal: Journal,
+    release: ReleaseRecord,
+    details: dict[str, Any],
+    exc: CorralError,
+) -> NoReturn:
+    """Stop where the deploy is, undoing nothing: going back records each step too, so it
+    would stop half-way on the same state and leave the fleet neither here nor there. The
+    instances already replaced serve beside the old ones, as after an interruption; the
+    next deploy (the state writable again) marks this release aborted and finishes.
+
+    Raises:
+        DeployError: saying so (its ``cause`` is ``state``: exit code 7).
+    """
+    live = [i for i in observe(ctx.engine, ctx.scope) if i.running]
+    counts = ", ".join(
+        f"{role}: {sum(1 for i in live if i.role == role)} running (of {rr.replicas} wanted; "
+        f"{sum(1 for i in live if i.role == role and i.release == release.number)} of "
+        f"release r{release.number})"
+        for role, rr in sorted(release_desired(release).items())
+    )
+    with suppress(CorralError):  # the state may take this one write, or not
+        _abort(ctx, journal, release, details, f"the state could not be written: {exc.message}")
+    raise DeployError(
+        f"release r{release.number} stopped: the state {ctx.scope.state} could not record a "
+        f"step ({exc.message}). Nothing was undone (going back would stop half-way on the "
+        f"same state): old and new instances serve side by side ({counts}). Make the state "
+        f"writable, then run `corral deploy` again: it finishes the deploy",
+        reason=exc.message,
+        cause=StateError.kind,
+    ) from exc
+
+
+def release_desired(release: ReleaseRecord) -> dict[str, Any]:
+    """The roles ``release`` was started with (as recorded when it began)."""
+    return dict(desired_from_record(release.roles))
 
 
 def _abort(

@@ -435,7 +435,7 @@ class Edge:
         )
         return PodSpec(
             name=self.pod_name,
-            labels=self.scope.labels(KIND_EDGE + "-pod"),
+            labels=self.scope.marks(KIND_EDGE + "-pod"),
             network=self.scope.network,
             ports=ports,
             sysctls=EDGE_SYSCTLS,
@@ -504,7 +504,7 @@ class Edge:
         role = edge_role()
         name = name or self.scope.edge_name
         labels = {
-            **self.scope.labels(KIND_EDGE),
+            **self.scope.marks(KIND_EDGE),
             LABEL + "config-hash": self.config_hash(desired, image_id),
             LABEL + "frame-hash": self.frame_hash(desired, image_id),
             POD_HASH: self.pod_hash(desired),

@@ -24,16 +24,19 @@ transaction-level advisory lock, which serialises writers the same way.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
 import sqlite3
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy
 from sqlalchemy import exc as sa_exc
@@ -270,11 +273,29 @@ def state_error(path: Where, doing: str, exc: BaseException) -> StateError:
     text = str(exc).strip()
     if "file is not a database" in text or "malformed" in text:
         message = f"{path} is not a corral state database (or it is corrupt): {text}"
-    elif "password authentication failed" in text or "no password supplied" in text:
+    elif (
+        "password authentication failed" in text
+        or "no password supplied" in text
+        or ("role" in text and "does not exist" in text)
+    ):
         message = f"the state database {path} refused the credentials: {text}"
     elif "Connection refused" in text or "timeout expired" in text or "No such file" in text:
         message = f"the state database {path} does not answer: {text}"
-    elif "readonly" in text or "unable to open" in text or isinstance(exc, OSError):
+    elif (
+        "database or disk is full" in text
+        or getattr(exc, "errno", None) == errno.ENOSPC
+        or ("readonly" in text and isinstance(path, Path) and _disk_full(path))
+    ):
+        message = (
+            f"the disk under the state database {path} is full ({text}): free space there, "
+            f"then run the command again"
+        )
+    elif "readonly" in text or getattr(exc, "errno", None) == errno.EROFS:
+        message = (
+            f"the state database {path} is read-only ({text}): commands that change the "
+            f"fleet need it writable; status, plan, history and audit still read it"
+        )
+    elif "unable to open" in text or isinstance(exc, OSError):
         message = f"cannot write the state database {path}: {text}"
     elif "locked" in text or "busy" in text:
         message = f"the state database {path} stayed busy for {BUSY_TIMEOUT_S:g}s while {doing}"
@@ -380,15 +401,79 @@ def connect(path: Path) -> sqlite3.Connection:
         StateError: the directory or file cannot be created, is a link, or is not a
             database.
     """
+    if path.is_dir() and not path.is_symlink():
+        raise StateError(f"the state database path {path} is a directory", path=str(path))
+    if _read_only_file(path):
+        frozen = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+        return _open_read_only(path, immutable=frozen)
     try:
         private_dir(path.parent, take_over=_holds_only_state(path))
     except OSError as exc:
         raise state_error(path, "creating its directory", exc) from exc
-    if path.is_dir() and not path.is_symlink():
-        raise StateError(f"the state database path {path} is a directory", path=str(path))
     seen = _prepare_files(path)
-    conn = _open_sqlite(path)
+    try:
+        conn = _open_sqlite(path)
+    except StateError:
+        if not _disk_full(path):
+            raise
+        # SQLite cannot size its WAL index on a full disk. With nothing in the WAL, the
+        # file holds every commit and is read as it is; else through the index others made.
+        return _open_read_only(path, immutable=_wal_empty(path))
     _check_same_file(conn, path, seen)
+    return conn
+
+
+FULL_BELOW = 64 * 1024  # bytes free under which a disk counts as full (a WAL index is 32 KiB)
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        info = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return info.f_bavail * info.f_frsize < FULL_BELOW
+
+
+def _wal_empty(path: Path) -> bool:
+    try:
+        return os.stat(f"{path}-wal").st_size == 0
+    except FileNotFoundError:
+        return True
+
+
+def _read_only_file(path: Path) -> bool:
+    """Whether ``path`` is an existing database corral may read but not write: on a file
+    system mounted read-only, or a file (or folder) without write permission."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(info.st_mode):
+        return False
+    if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+        return True
+    return not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK)
+
+
+def _open_read_only(path: Path, immutable: bool) -> sqlite3.Connection:
+    """A read-only connection, so that status, plan and history still work on a state
+    that cannot be written; every write fails with SQLite's "readonly database" (see
+    :func:`state_error`). ``immutable``: SQLite skips its WAL index, which it could not
+    create (a read-only file system, where nobody changes the file; a full disk with an
+    empty WAL, where the file holds every commit)."""
+    uri = f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if immutable else "")
+    with translated(path, "opening read-only"):
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+    try:
+        with translated(path, "opening read-only"):
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -548,7 +633,10 @@ def migrate(conn: Conn, path: Where, migrations: Sequence[Migration]) -> int:
     """
     known = len(migrations)
     with translated(path, "reading the schema version"):
-        _check_not_newer(path, schema_version(conn), known)
+        current = schema_version(conn)
+        _check_not_newer(path, current, known)
+    if current == known:
+        return current  # nothing to write: a read-only state opens too
     for migration in migrations:
         _apply(conn, path, migration, known)
     with translated(path, "reading the schema version"):

@@ -150,13 +150,20 @@ class LeaseLocks:
         return found
 
     @contextmanager
-    def hold(self, name: str, wait: float = 0.0, purpose: str = "") -> Iterator[Lease]:
+    def hold(
+        self,
+        name: str,
+        wait: float = 0.0,
+        purpose: str = "",
+        waiting: Callable[[str], None] | None = None,
+    ) -> Iterator[Lease]:
         """Hold lock ``name`` for the block, renewing its lease meanwhile.
 
         Args:
             name: the lock's name, e.g. ``"deploy"``.
             wait: seconds to keep trying before giving up; 0 tries once.
             purpose: the command, shown to whoever is refused, e.g. ``"deploy web"``.
+            waiting: told once, with the holder in words, when this call has to wait.
 
         Raises:
             LockedError: someone else holds it after ``wait`` seconds; the message says
@@ -164,9 +171,10 @@ class LeaseLocks:
             StateError: the lock cannot be read or written.
             ValueError: ``name`` is not a plain word.
         """
-        session = self._advisory(check_name(name), wait)
+        told = _once(waiting if wait > 0 else None)
+        session = self._advisory(check_name(name), wait, told)
         try:
-            mine = self._acquire(name, wait, self._scrubber.text(purpose))
+            mine = self._acquire(name, wait, self._scrubber.text(purpose), told)
             lease = Lease(self._db.reopen, mine, self.lease_s, self.renew_s)
             lease.start()
             self._held[mine.name] = lease
@@ -180,7 +188,7 @@ class LeaseLocks:
             if session is not None:
                 session.close()  # ends the session, and with it the advisory lock
 
-    def _advisory(self, name: str, wait: float) -> db.Conn | None:
+    def _advisory(self, name: str, wait: float, told: Callable[[str], None]) -> db.Conn | None:
         """On PostgreSQL, a session-level advisory lock for ``name`` on a connection of
         its own, held until the block ends: the server frees it the moment the holder's
         session dies, on whatever host. None on SQLite (the lease row is the lock).
@@ -203,6 +211,7 @@ class LeaseLocks:
                     return session
                 if time.monotonic() >= deadline:
                     raise self._refusal(name)
+                told(self._refusal(name).message)
                 time.sleep(min(_POLL_S, max(deadline - time.monotonic(), 0.0)))
         except BaseException:
             session.close()
@@ -222,7 +231,9 @@ class LeaseLocks:
         if lease is not None:
             lease.check()
 
-    def _acquire(self, name: str, wait: float, command: str) -> LockHolder:
+    def _acquire(
+        self, name: str, wait: float, command: str, told: Callable[[str], None]
+    ) -> LockHolder:
         deadline = time.monotonic() + max(wait, 0.0)
         while True:
             mine = self._new_holder(name, command)
@@ -231,6 +242,7 @@ class LeaseLocks:
                 return mine
             if time.monotonic() >= deadline:
                 raise LockedError(blocker.describe(), lock=name, holder=blocker.to_dict())
+            told(blocker.describe())
             time.sleep(min(_POLL_S, max(deadline - time.monotonic(), 0.0)))
 
     def _new_holder(self, name: str, command: str) -> LockHolder:
@@ -352,3 +364,16 @@ class Lease:
                 self._lease_s,
             )
         return still_mine
+
+
+def _once(tell: Callable[[str], None] | None) -> Callable[[str], None]:
+    """``tell``, called the first time only (nothing without it)."""
+    done = False
+
+    def once(message: str) -> None:
+        nonlocal done
+        if tell is not None and not done:
+            done = True
+            tell(message)
+
+    return once

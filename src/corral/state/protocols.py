@@ -16,7 +16,7 @@ dataclasses of :mod:`corral.state.records`; times are UTC strings from
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -301,6 +301,17 @@ class TaintStore(Protocol):
 
     def clear(self, fleet: str, instances: list[str]) -> None:
         """Forget the taints of ``instances``."""
+
+
+class FleetStore(Protocol):
+    """The id each fleet's first deploy gives it (see :mod:`corral.deploy.ownership`)."""
+
+    def fleet_id(self, fleet: str) -> str | None:
+        """The fleet's id, or None before its first deploy."""
+        ...
+
+    def claim(self, fleet: str, fleet_id: str, origin: str) -> str:
+        """Give the fleet ``fleet_id`` unless it has an id; the id it has afterwards."""
         ...
 
 
@@ -326,9 +337,14 @@ class LockStore(Protocol):
     it only once the lease has run out (see :mod:`corral.state.lock` for the rules)."""
 
     def hold(
-        self, name: str, wait: float = 0.0, purpose: str = ""
+        self,
+        name: str,
+        wait: float = 0.0,
+        purpose: str = "",
+        waiting: Callable[[str], None] | None = None,
     ) -> AbstractContextManager[HeldLock]:
-        """Hold lock ``name`` for the block, trying for ``wait`` seconds.
+        """Hold lock ``name`` for the block, trying for ``wait`` seconds; ``waiting`` is
+        told once, with the holder in words, when it has to wait.
 
         Raises:
             LockedError: someone else holds it; the message and ``holder`` name them.

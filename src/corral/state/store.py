@@ -16,15 +16,17 @@ from types import TracebackType
 from typing import Any, Self
 
 from corral.scrub import Scrubber
-from corral.state import db, postgres
+from corral.state import db, postgres, transfer
 from corral.state.ancestry import SqliteAncestry, SqliteRevocations
 from corral.state.audit import SqliteAudit
 from corral.state.builds import SqliteBuilds, SqliteImages
+from corral.state.fleets import SqlFleets
 from corral.state.lock import LeaseLocks
 from corral.state.protocols import (
     AncestryStore,
     AuditStore,
     BuildStore,
+    FleetStore,
     HeldLock,
     ImageStore,
     InstanceStore,
@@ -65,6 +67,7 @@ class Stores:
     ancestry: AncestryStore
     revocations: RevocationStore
     taints: TaintStore
+    fleets: FleetStore
 
 
 def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
@@ -82,6 +85,7 @@ def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
         ancestry=SqliteAncestry(handle),
         revocations=SqliteRevocations(handle, scrubber),
         taints=SqlTaints(handle, scrubber),
+        fleets=SqlFleets(handle),
     )
 
 
@@ -188,6 +192,18 @@ class State:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    # -- moving a state: see corral.state.transfer ---------------------------------
+
+    def export(self) -> dict[str, Any]:
+        """Every table but ``locks``, as one versioned JSON-able document."""
+        return transfer.export_state(self._db)
+
+    def load(
+        self, document: Any, source: str = "the export", partial: bool = False
+    ) -> dict[str, int]:
+        """:func:`corral.state.transfer.import_state` into this state; rows per table."""
+        return transfer.import_state(self._db, document, source, partial)
 
     # -- builds: see BuildStore ---------------------------------------------------
 
@@ -382,10 +398,24 @@ class State:
         """:meth:`AuditStore.recent`."""
         return self.stores.audit.recent(fleet, limit, action)
 
+    # -- fleet ids: see FleetStore ------------------------------------------------
+
+    def fleet_id(self, fleet: str) -> str | None:
+        """:meth:`FleetStore.fleet_id`."""
+        return self.stores.fleets.fleet_id(fleet)
+
+    def claim_fleet(self, fleet: str, fleet_id: str, origin: str) -> str:
+        """:meth:`FleetStore.claim`."""
+        return self.stores.fleets.claim(fleet, fleet_id, origin)
+
     # -- locks: see LockStore -----------------------------------------------------
 
     def lock(
-        self, name: str, wait: float = 0.0, purpose: str = ""
+        self,
+        name: str,
+        wait: float = 0.0,
+        purpose: str = "",
+        waiting: Callable[[str], None] | None = None,
     ) -> AbstractContextManager[HeldLock]:
         """:meth:`LockStore.hold`: hold lock ``name`` for the block (e.g. ``"deploy"``),
         trying for ``wait`` seconds; ``purpose`` is shown to whoever is refused. The block
@@ -396,7 +426,7 @@ class State:
             StateError: the lock cannot be written.
             ValueError: ``name`` is not a plain word.
         """
-        return self.stores.locks.hold(name, wait, purpose)
+        return self.stores.locks.hold(name, wait, purpose, waiting)
 
     def check_held(self, name: str) -> None:
         """:meth:`LockStore.check_held`: between the steps of a long task."""

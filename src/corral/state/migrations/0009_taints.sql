@@ -1,4 +1,4 @@
--- 0008_taints: instances corral must burn, kept across processes.
+-- 0009_taints: instances corral must burn, kept across processes.
 --
 -- `corral break-glass` taints the instance it opens a shell in before the shell opens:
 -- the row says who and why, and from when the instance is due for replacement (the end

@@ -25,6 +25,7 @@ from corral.deploy.context import Context
 from corral.deploy.desired import Desired
 from corral.deploy.fleet import observe_fleet
 from corral.deploy.observe import list_scope
+from corral.deploy.orchestrate import remember_edge
 from corral.deploy.plan import Plan, plan_deploy
 from corral.deploy.resolve import edge_image, resolve_release
 from corral.deploy.secrets import live_values, secret_names
@@ -168,6 +169,7 @@ def _apply(ctx: Context, plan: Plan, target: _Target) -> None:
     except CorralError as exc:
         journal.audit("reconcile", "fleet", "failed", {"error": str(exc)})
         raise
+    remember_edge(ctx, target.desired, target.edge)
     journal.audit(
         "reconcile", "fleet", "ok", {"release": target.release, "started": list(started_of(plan))}
     )

@@ -754,6 +754,8 @@ def _container_args(spec: ContainerSpec, dns: Sequence[str] = ()) -> list[str]:
         args.append("--init")
     if spec.stop_signal:
         args.append(f"--stop-signal={spec.stop_signal}")
+    if spec.restart:
+        args.append(f"--restart={spec.restart}")
     if spec.read_only:
         args += ["--read-only", "--read-only-tmpfs=false"]
     args += _tmpfs_args(spec)

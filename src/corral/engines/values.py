@@ -95,6 +95,9 @@ class ContainerSpec:
     # What ``stop`` and ``remove`` send first (the image's or SIGTERM when None): a program
     # whose graceful stop is another signal (HAProxy's SIGUSR1) names it.
     stop_signal: str | None = None
+    # The engine brings the container back when its process dies (``always``), so a
+    # crashed edge serves again with no corral running. A stop by corral is not a death.
+    restart: str | None = None
 
 
 @dataclass(frozen=True)

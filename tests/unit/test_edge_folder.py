@@ -190,7 +190,8 @@ def test_the_engine_restarts_a_crashed_edge(edge: Edge) -> None:
     spec = edge._spec(DESIRED, "img-edge")
     assert spec.restart == "always"
     assert "--restart=always" in run_args(spec)
-    assert not [a for a in run_args(dataclasses.replace(spec, restart=None)) if a.startswith("--restart")]
+    plain = run_args(dataclasses.replace(spec, restart=None))
+    assert not [a for a in plain if a.startswith("--restart")]
 
 
 def _exited(edge: Edge, image: str, **labels: str) -> ContainerInfo:

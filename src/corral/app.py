@@ -373,9 +373,10 @@ def reconcile(
     path: Path, progress: Progress | None = None, engine: Engine | None = None
 ) -> Reconciled:
     """One pass of ``corral watch``: replace what died, drifted or was burned, remove
-    orphans, towards the active release; skipped when a deploy holds the lock."""
+    orphans, towards the active release; skipped when a deploy holds the lock. Each
+    current instance is inspected for drift from its release."""
     with _deploying(path, progress, engine) as ctx:
-        return fleet_reconcile.reconcile(ctx)
+        return fleet_reconcile.reconcile(ctx, drift=True)
 
 
 def watch(

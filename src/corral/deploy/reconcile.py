@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from corral.deploy.apply import Executor, Journal
 from corral.deploy.context import Context
 from corral.deploy.desired import Desired
+from corral.deploy.drift import inspect_drift
 from corral.deploy.fleet import observe_fleet
 from corral.deploy.observe import list_scope
 from corral.deploy.orchestrate import remember_edge
@@ -112,8 +113,11 @@ def plan_repair(ctx: Context, target: _Target, taints: Taints) -> Plan:
     return plan_deploy(ctx.scope, target.desired, observed, release=target.release)
 
 
-def reconcile(ctx: Context, taints: Taints | None = None) -> Reconciled:
+def reconcile(ctx: Context, taints: Taints | None = None, drift: bool = False) -> Reconciled:
     """One pass: plan towards the active release; apply under the deploy lock if needed.
+
+    ``drift``: also inspect every current instance and burn those whose image, command,
+    environment, mounts, capabilities, user or ports left the release (``deploy/drift.py``).
 
     Raises:
         DeployError: a replacement failed to become healthy (the caller backs off).
@@ -124,6 +128,8 @@ def reconcile(ctx: Context, taints: Taints | None = None) -> Reconciled:
     target = _target(ctx)
     if target is None:
         return Reconciled(fleet, "no-release", message="no release is active")
+    if drift:
+        taints = {**inspect_drift(ctx, target.desired), **taints}
     if not plan_repair(ctx, target, taints).has_changes:
         return Reconciled(fleet, "unchanged", target.release)
     try:
@@ -234,12 +240,16 @@ class Watcher:
         for event in self.ctx.engine.events(self.ctx.scope.selector()):
             self.seen(event)
 
+    def _due(self) -> bool:
+        """Whether the interval for diffs and inspections has come round again."""
+        if time.monotonic() - self._last_diff < self.diff_interval:
+            return False
+        self._last_diff = time.monotonic()
+        return True
+
     def _diff(self) -> None:
         if not supports(self.ctx.engine, Capability.DIFF):
             return
-        if time.monotonic() - self._last_diff < self.diff_interval:
-            return
-        self._last_diff = time.monotonic()
         for info in list_scope(self.ctx.engine, self.ctx.scope):
             role = info.labels.get(LABEL_PREFIX + "role")
             if info.state != "running" or role in (None, EDGE_ROLE):
@@ -255,10 +265,12 @@ class Watcher:
 
     def once(self) -> Reconciled | None:
         try:
-            self._diff()
+            due = self._due()
+            if due:
+                self._diff()
             with self._lock:
                 taints = dict(self.taints)
-            result = reconcile(self.ctx, taints)
+            result = reconcile(self.ctx, taints, drift=due)
         except CorralError as exc:
             self.failures += 1
             self.on_failure(exc, self.delay())

@@ -146,6 +146,20 @@ class SecurityFacts:
 
 
 @dataclass(frozen=True)
+class RunFacts:
+    """How a container was started, as the engine reports it: what drift is judged on."""
+
+    image_id: str
+    command: tuple[str, ...]  # the command after the entrypoint (podman's Config.Cmd)
+    env: Mapping[str, str]
+    image_env: frozenset[str]  # names the image itself sets (PATH...): not drift
+    mounts: tuple[Mount, ...]  # volumes (by name) and host folders; no tmpfs, no secret
+    capabilities: frozenset[str]  # without the CAP_ prefix
+    user: str
+    ports: tuple[PortMapping, ...]
+
+
+@dataclass(frozen=True)
 class EngineEvent:
     time: str
     kind: str  # e.g. exec, exec_died, died, start

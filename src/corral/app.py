@@ -5,6 +5,7 @@ Each function takes the spec path and returns plain values; nothing here prints.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from pathlib import Path
 from corral.build import BuildResult, build_fleet
 from corral.build.bake import LABEL
 from corral.deploy import gc as fleet_gc
-from corral.deploy import orchestrate, service
+from corral.deploy import orchestrate, service, supervise
 from corral.deploy import reconcile as fleet_reconcile
 from corral.deploy import status as fleet_status
 from corral.deploy.context import FLEET_EDGE_KEY
@@ -26,6 +27,7 @@ from corral.deploy.reconcile import Reconciled as Reconciled
 from corral.deploy.scope import Scope
 from corral.deploy.service import Context, PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
+from corral.deploy.supervise import Alert as Alert
 from corral.edge.container import adopt_runtime_folder
 from corral.engines import Engine, get_engine
 from corral.errors import CorralError, Diagnostic, GateError, LockedError, UsageError
@@ -296,10 +298,10 @@ def rollback(
         return orchestrate.rollback(ctx, to, checks=checks, hooks=hooks)
 
 
-def status(path: Path, engine: Engine | None = None) -> FleetStatus:
+def status(path: Path, engine: Engine | None = None, drift: bool = False) -> FleetStatus:
     """The fleet as it runs, and what killed deploys left; changes nothing (see ``gc``)."""
     with _deploying(path, None, engine) as ctx:
-        return fleet_status.status(ctx)
+        return fleet_status.status(ctx, drift)
 
 
 def gc(path: Path, wait: float = 0, engine: Engine | None = None) -> Collected:
@@ -388,9 +390,28 @@ def watch(
     on_pass: Callable[[Reconciled], None] = lambda r: None,
     on_failure: Callable[[Exception, float], None] = lambda e, s: None,
     engine: Engine | None = None,
+    on_alert: Callable[[Alert], None] = lambda a: None,
+    webhook: str | None = None,
 ) -> None:
     """Reconcile every ``interval`` seconds (``passes`` times; None: until interrupted),
-    backing off exponentially while passes fail."""
+    backing off exponentially while passes fail; a role whose replacements keep failing
+    is held and degraded, told to ``on_alert`` and POSTed to ``webhook`` if given."""
     with _deploying(path, progress, engine) as ctx:
-        watcher = fleet_reconcile.Watcher(ctx, interval, on_pass=on_pass, on_failure=on_failure)
+        alerts = on_alert
+        if webhook is not None:
+            told = functools.partial(ctx.progress.step, "watch")
+            post = supervise.webhook(webhook, scrubber(ctx.spec).text, told)
+
+            def alerts(alert: Alert) -> None:
+                on_alert(alert)
+                post(alert)
+
+        watcher = fleet_reconcile.Watcher(
+            ctx,
+            interval,
+            diff_interval=diff_interval,
+            on_pass=on_pass,
+            on_failure=on_failure,
+            on_alert=alerts,
+        )
         watcher.run(passes)

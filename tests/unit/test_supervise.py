@@ -88,7 +88,7 @@ def test_a_role_whose_new_instances_crash_ends_degraded_not_in_a_loop(
     with app.open_state(load_spec(spec)) as state:
         ctx = Context(load_spec(spec), engine, state, NullProgress())
         watcher = Watcher(ctx, interval=60.0, on_alert=alerts.append)
-        for attempt in range(3):
+        for _ in range(3):
             assert watcher.once() is None  # the replacement crashed
             assert watcher.backoff is not None
             held = watcher.once()  # while it backs off, the role is left alone
@@ -98,7 +98,7 @@ def test_a_role_whose_new_instances_crash_ends_degraded_not_in_a_loop(
     assert len(starts) == 2 + 3  # the deploy's two, then one per try: no loop
     assert [a.status for a in alerts] == ["degraded"]
     assert _workers(engine) == [before[1]]  # the healthy one is left alone, serving
-    code, out, err = run(capsys, "--json", "-f", str(spec), "status")
+    code, out, _ = run(capsys, "--json", "-f", str(spec), "status")
     data = json.loads(out)
     [role] = data["roles"]
     assert code == 1 and "it exited (code 1)" in role["degraded"], data

@@ -160,6 +160,7 @@ def test_an_instance_started_unlike_its_release_is_burned(fleet: Fleet, shared_b
     result = json.loads(fleet.corral("reconcile", "--json").stdout)
     [burn] = result["burns"]
     assert burn["instance"] == before[0], result
-    assert "environment: added INJECTED" in burn["reason"], burn
+    assert "environment: missing START_DELAY; added INJECTED;" in burn["reason"], burn
+    assert "mounts: -/var/lib/app" in burn["reason"], burn
     assert "user root instead of app" in burn["reason"], burn
     assert len(_running(fleet)) == 2 and before[1] in _running(fleet)

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,14 @@ import pytest
 
 from corral import app
 from corral.deploy.context import Context
+from corral.deploy.plan import EdgeServer, Observed
 from corral.deploy.reconcile import Watcher
-from corral.deploy.supervise import Alert, Backoff, Grace, webhook
+from corral.deploy.supervise import Alert, Backoff, Grace, unhealthy, webhook
 from corral.engines.base import ContainerInfo, ContainerSpec
 from corral.engines.fake import FakeEngine
 from corral.progress import NullProgress
 from corral.spec import load_spec
+from tests.unit.builders import role_release
 from tests.unit.test_cli import run
 from tests.unit.test_reconcile import _deployed, _serve, _workers
 
@@ -63,6 +66,14 @@ def test_backoff_holds_a_failing_role_and_degrades_it_on_the_third_failure() -> 
     for _ in range(10):
         roles.failed(["web"], "x", now=0.0)
     assert roles.delay(roles.roles["web"].failures) == 60.0
+
+
+def test_an_instance_the_edge_marks_down_is_unhealthy() -> None:
+    desired = {"web": role_release("web", public=8080, run={"port": 8000}, deploy={"grace": 5})}
+    servers = [EdgeServer("web-1", "ready", False), EdgeServer("web-2", "ready", True)]
+    servers.append(EdgeServer("web-3", "drain", False))  # a deploy's, not yet serving
+    observed = Observed([], set(), {1}, set(), datetime.now(UTC), edge_servers={"web": servers})
+    assert unhealthy(desired, observed) == {"web-1": ("the edge marks it down", 5.0)}
 
 
 def test_grace_burns_only_what_stays_unhealthy_past_it() -> None:
@@ -129,7 +140,7 @@ def test_an_instance_unhealthy_past_its_grace_is_burned(
         watcher = Watcher(ctx, interval=60.0)
         down = {before[0]: ("its check fails (connection refused)", 30.0)}
         watcher.grace.since[before[0]] = time.monotonic() - 31
-        watcher._overdue = lambda desired: watcher.grace.overdue(down, time.monotonic())  # type: ignore[method-assign]
+        watcher._overdue = lambda desired, seen: watcher.grace.overdue(down, time.monotonic())  # type: ignore[method-assign]
         result = watcher.once()
     assert result is not None and [b.instance for b in result.burns] == [before[0]]
     assert "unhealthy for 31s (grace 30s): its check fails" in result.burns[0].reason

@@ -28,7 +28,7 @@ from corral.deploy.drift import inspect_drift
 from corral.deploy.fleet import observe_fleet
 from corral.deploy.observe import list_scope
 from corral.deploy.orchestrate import remember_edge
-from corral.deploy.plan import Plan, plan_deploy
+from corral.deploy.plan import Observed, Plan, plan_deploy
 from corral.deploy.resolve import edge_image, resolve_release
 from corral.deploy.secrets import live_values, secret_names
 from corral.deploy.supervise import (
@@ -117,12 +117,25 @@ def _target(ctx: Context) -> _Target | None:
     return _Target(active.number, desired, edge_image(ctx, desired))
 
 
-def plan_repair(ctx: Context, target: _Target, taints: Taints, held: Collection[str] = ()) -> Plan:
-    """The plan that brings the fleet back to ``target`` with ``taints`` burned; pure but
-    for reading the fleet. Roles in ``held`` (backing off: their replacements keep
-    failing) are left exactly as they are, unless the edge must (re)start: it needs every
-    role's frontend, so a plan that starts it holds nothing back."""
+# More taints, judged on the pass's own observation (the watcher's unhealthy instances).
+Look = Callable[[Desired, Observed], Taints]
+
+
+def plan_repair(
+    ctx: Context,
+    target: _Target,
+    taints: Taints,
+    held: Collection[str] = (),
+    look: Look | None = None,
+) -> Plan:
+    """The plan that brings the fleet back to ``target`` with ``taints`` (and what
+    ``look`` finds in the observation) burned; pure but for reading the fleet. Roles in
+    ``held`` (backing off: their replacements keep failing) are left exactly as they are,
+    unless the edge must (re)start: it needs every role's frontend, so a plan that starts
+    it holds nothing back."""
     observed = observe_fleet(ctx, target.desired, target.edge)
+    if look is not None:
+        taints = {**look(target.desired, observed), **taints}
     for name, why in taints.items():
         observed = observed.taint(name, why)
     if observed.edge.action in ("create", "start", "resume", "reload"):
@@ -137,14 +150,14 @@ def reconcile(
     taints: Taints | None = None,
     drift: bool = False,
     held: Collection[str] = (),
-    look: Callable[[Desired], Taints] | None = None,
+    look: Look | None = None,
 ) -> Reconciled:
     """One pass: plan towards the active release; apply under the deploy lock if needed.
 
     ``drift``: also inspect every current instance and burn those whose image, command,
     environment, mounts, capabilities, user or ports left the release (``deploy/drift.py``).
     ``held``: roles left alone this pass (see ``plan_repair``). ``look``: more taints,
-    read against the active release (the watcher's instances unhealthy past their grace).
+    found in the pass's observation (the watcher's instances unhealthy past their grace).
 
     Raises:
         DeployError: a replacement failed to become healthy (the caller backs off).
@@ -157,26 +170,26 @@ def reconcile(
         return Reconciled(fleet, "no-release", message="no release is active")
     if drift:
         taints = {**inspect_drift(ctx, target.desired), **taints}
-    if look is not None:
-        taints = {**look(target.desired), **taints}
     roles = tuple(sorted(target.desired))
-    if not plan_repair(ctx, target, taints, held).has_changes:
+    if not plan_repair(ctx, target, taints, held, look).has_changes:
         return Reconciled(fleet, "unchanged", target.release, roles=roles, held=tuple(held))
     try:
         with ctx.state.lock("deploy", wait=0, purpose="reconcile"):
-            done = _locked_pass(ctx, taints, started, held)
+            done = _locked_pass(ctx, taints, started, held, look)
             return dataclasses.replace(done, roles=roles, held=tuple(held))
     except LockedError as exc:  # a deploy owns the fleet: never fight it
         return Reconciled(fleet, "skipped", target.release, message=exc.message)
 
 
-def _locked_pass(ctx: Context, taints: Taints, started: float, held: Collection[str]) -> Reconciled:
+def _locked_pass(
+    ctx: Context, taints: Taints, started: float, held: Collection[str], look: Look | None
+) -> Reconciled:
     """Under the deploy lock: plan again (a deploy may have finished meanwhile), apply."""
     fleet = ctx.scope.fleet
     target = _target(ctx)
     if target is None:
         return Reconciled(fleet, "no-release", message="no release is active")
-    plan = plan_repair(ctx, target, taints, held)
+    plan = plan_repair(ctx, target, taints, held, look)
     if not plan.has_changes:
         return Reconciled(fleet, "unchanged", target.release)
     _apply(ctx, plan, target)
@@ -309,9 +322,9 @@ class Watcher:
             self.backoff.mark_degraded(degraded_roles(self.ctx.state, fleet))
         return self.backoff
 
-    def _overdue(self, desired: Desired) -> dict[str, str]:
-        """Instances unhealthy past their role's grace (read with the pass's target)."""
-        return self.grace.overdue(unhealthy(self.ctx, desired), time.monotonic())
+    def _overdue(self, desired: Desired, observed: Observed) -> dict[str, str]:
+        """Instances unhealthy past their role's grace, in the pass's observation."""
+        return self.grace.overdue(unhealthy(desired, observed), time.monotonic())
 
     def once(self) -> Reconciled | None:
         roles = self._roles()

@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from corral.deploy.context import Context
 from corral.deploy.desired import Desired
 from corral.deploy.health import network_check, probe_once
-from corral.deploy.observe import observe
-from corral.edge.runtime import ServerState
+from corral.deploy.plan import Observed
 from corral.errors import CorralError, DeployError
 from corral.state import State
 
@@ -164,18 +162,20 @@ def degraded_roles(state: State, fleet: str, limit: int = 200) -> dict[str, str]
 Unhealthy = Mapping[str, tuple[str, float]]
 
 
-def unhealthy(ctx: Context, desired: Desired) -> dict[str, tuple[str, float]]:
-    """Running instances of ``desired`` that are unhealthy now, with their role's grace.
-
-    A public role's instance the edge sends requests to and marks down (the edge's own
-    check); another role's instance whose network check fails (as ``status`` checks)."""
+def unhealthy(desired: Desired, observed: Observed) -> dict[str, tuple[str, float]]:
+    """Running instances of ``desired`` that are unhealthy in ``observed``, with their
+    role's grace: a public role's instance the edge sends requests to and marks down (the
+    edge's own check, as observed: nothing is asked of an edge that is down); another
+    role's instance whose network check fails (as ``status`` checks it)."""
     found: dict[str, tuple[str, float]] = {}
-    for role, rr in desired.items():
-        if rr.public is not None:
-            for s in _servers(ctx, role):
-                if s.admin == "ready" and not s.healthy:
-                    found[s.name] = (f"the edge marks it down ({s.check_words})", rr.deploy.grace)
-    for i in observe(ctx.engine, ctx.scope):
+    for role, servers in observed.edge_servers.items():
+        if role not in desired:
+            continue
+        grace = desired[role].deploy.grace
+        for s in servers:
+            if s.admin == "ready" and not s.healthy:
+                found[s.name] = ("the edge marks it down", grace)
+    for i in observed.instances:
         checked = desired.get(i.role)
         if not i.running or checked is None or checked.public is not None:
             continue
@@ -184,13 +184,6 @@ def unhealthy(ctx: Context, desired: Desired) -> dict[str, tuple[str, float]]:
             if problem is not None:
                 found[i.name] = (f"its check fails ({problem})", checked.deploy.grace)
     return found
-
-
-def _servers(ctx: Context, role: str) -> list[ServerState]:
-    try:
-        return ctx.edge.servers(role)
-    except CorralError:
-        return []  # no edge to ask: its own supervision brings it back
 
 
 @dataclass

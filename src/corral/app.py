@@ -5,6 +5,7 @@ Each function takes the spec path and returns plain values; nothing here prints.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -15,7 +16,7 @@ from typing import Any
 from corral.build import BuildResult, build_fleet, lineage
 from corral.build import sbom as boms
 from corral.build.bake import LABEL
-from corral.deploy import ancestry, breakglass, orchestrate, ownership, service
+from corral.deploy import ancestry, breakglass, orchestrate, ownership, service, supervise
 from corral.deploy import chaos as fleet_chaos
 from corral.deploy import gc as fleet_gc
 from corral.deploy import reconcile as fleet_reconcile
@@ -33,6 +34,7 @@ from corral.deploy.reconcile import Reconciled as Reconciled
 from corral.deploy.scope import Scope
 from corral.deploy.service import Context, PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
+from corral.deploy.supervise import Alert as Alert
 from corral.edge.container import adopt_runtime_folder
 from corral.engines import Engine, get_engine
 from corral.errors import (
@@ -464,10 +466,10 @@ def rollback(
         return orchestrate.rollback(ctx, to, checks=checks, hooks=hooks)
 
 
-def status(path: Path, engine: Engine | None = None) -> FleetStatus:
+def status(path: Path, engine: Engine | None = None, drift: bool = False) -> FleetStatus:
     """The fleet as it runs, and what killed deploys left; changes nothing (see ``gc``)."""
     with _deploying(path, None, engine) as ctx:
-        return fleet_status.status(ctx)
+        return fleet_status.status(ctx, drift)
 
 
 def gc(path: Path, wait: float = 0, engine: Engine | None = None) -> Collected:
@@ -553,10 +555,11 @@ def reconcile(
     path: Path, progress: Progress | None = None, engine: Engine | None = None
 ) -> Reconciled:
     """One pass of ``corral watch``: replace what died, drifted or was burned, remove
-    orphans, towards the active release; skipped when a deploy holds the lock."""
+    orphans, towards the active release; skipped when a deploy holds the lock. Each
+    current instance is inspected for drift from its release."""
     with _deploying(path, progress, engine) as ctx:
         ownership.check(ctx)
-        return fleet_reconcile.reconcile(ctx)
+        return fleet_reconcile.reconcile(ctx, drift=True)
 
 
 def watch(
@@ -569,12 +572,24 @@ def watch(
     on_failure: Callable[[Exception, float], None] = lambda e, s: None,
     engine: Engine | None = None,
     metrics: tuple[str, int] | None = None,
+    on_alert: Callable[[Alert], None] = lambda a: None,
+    webhook: str | None = None,
 ) -> None:
     """Reconcile every ``interval`` seconds (``passes`` times; None: until interrupted),
-    backing off exponentially while passes fail; with ``metrics`` (address, port), serve
-    ``/metrics`` in Prometheus' text format meanwhile (see ``deploy.metrics``)."""
+    backing off exponentially while passes fail; a role whose replacements keep failing
+    is held and degraded, told to ``on_alert`` and POSTed to ``webhook`` if given; with
+    ``metrics`` (address, port), serve ``/metrics`` in Prometheus' text format meanwhile
+    (see ``deploy.metrics``)."""
     with _deploying(path, progress, engine) as ctx, _metrics(ctx, metrics, engine) as seen:
         ownership.check(ctx)
+        alerts = on_alert
+        if webhook is not None:
+            told = functools.partial(ctx.progress.step, "watch")
+            post = supervise.webhook(webhook, scrubber(ctx.spec).text, told)
+
+            def alerts(alert: Alert) -> None:
+                on_alert(alert)
+                post(alert)
 
         def passed(result: Reconciled) -> None:
             seen.passed(result)
@@ -585,7 +600,12 @@ def watch(
             on_failure(error, delay)
 
         watcher = fleet_reconcile.Watcher(
-            ctx, interval, diff_interval=diff_interval, on_pass=passed, on_failure=failed
+            ctx,
+            interval,
+            diff_interval=diff_interval,
+            on_pass=passed,
+            on_failure=failed,
+            on_alert=alerts,
         )
         watcher.run(passes)
 

@@ -16,7 +16,7 @@ from corral.edge import container as edge_module
 from corral.edge.container import EDGE_GID, EDGE_UID, Edge, adopt_runtime_folder, runtime_folder
 from corral.engines.base import ContainerInfo
 from corral.engines.fake import FakeEngine
-from corral.engines.podman import pod_args
+from corral.engines.podman import pod_args, run_args
 from corral.errors import EngineError, StateError
 from tests.unit.builders import role_release
 
@@ -184,3 +184,27 @@ def test_an_earlier_corrals_edge_folder_becomes_the_fleets_and_keeps_its_content
     assert (new / "sock" / "admin.sock").exists() and not old.exists()
     # Once is all: nothing to move now, and an existing folder is never replaced.
     assert not adopt_runtime_folder("demo", "/srv/site/.corral/state.db", "fleet", root=tmp_path)
+
+
+def test_the_engine_restarts_a_crashed_edge(edge: Edge) -> None:
+    spec = edge._spec(DESIRED, "img-edge")
+    assert spec.restart == "always"
+    assert "--restart=always" in run_args(spec)
+    plain = run_args(dataclasses.replace(spec, restart=None))
+    assert not [a for a in plain if a.startswith("--restart")]
+
+
+def _exited(edge: Edge, image: str, **labels: str) -> ContainerInfo:
+    spec = edge._spec(DESIRED, "img-edge")
+    return ContainerInfo(
+        "id1", spec.name, image, {**spec.labels, **labels}, "exited", {}, "", exit_code=137
+    )
+
+
+def test_a_killed_edge_is_resumed_in_its_pod_not_replaced(edge: Edge) -> None:
+    killed = _exited(edge, "img-edge")
+    assert edge.observe(DESIRED, "img-edge", [killed]).action == "resume"
+    # Another image or pod shape: a new pod, as before.
+    assert edge.observe(DESIRED, "img-other", [killed]).action == "start"
+    reshaped = _exited(edge, "img-edge", **{"io.corral.pod-hash": "other"})
+    assert edge.observe(DESIRED, "img-edge", [reshaped]).action == "start"

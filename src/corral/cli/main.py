@@ -24,7 +24,7 @@ from rich.console import Console
 from corral import __version__, app
 from corral.cli import views
 from corral.cli.exitcodes import ExitCode, for_error
-from corral.cli.params import PACKAGE, ROLE, Count, Duration, Seconds, SpecFile, Words
+from corral.cli.params import PACKAGE, ROLE, Count, Duration, Seconds, SpecFile, WebhookURL, Words
 from corral.cli.progress import ConsoleProgress
 from corral.deploy.breakglass import SHELL, BreakGlass
 from corral.deploy.chaos import Chaos
@@ -333,11 +333,17 @@ def rollback(
 
 
 @cli.command()
+@click.option(
+    "--drift",
+    is_flag=True,
+    help="Also inspect each instance for drift from its release (one engine read each).",
+)
 @common_options
-def status(opts: Options) -> int:
+def status(opts: Options, drift: bool) -> int:
     """Roles, instances, versions, health and the edge URL of each public role; exits 1
-    when the edge is not running or a role has fewer instances serving than its replicas."""
-    result = app.status(opts.file)
+    when the edge is not running, a role has fewer instances serving than its replicas,
+    is degraded, or (--drift) an instance drifted from its release."""
+    result = app.status(opts.file, drift=drift)
     problems = result.problems()
     data = {**views.to_data(result), "problems": list(problems)}
     opts.emit(data, lambda out: views.show_status(out, result))
@@ -393,9 +399,22 @@ def _show_pass(out: Console, result: app.Reconciled) -> None:
     metavar="ADDR:PORT",
     help="Serve /metrics in Prometheus' text format there (e.g. 127.0.0.1:9464).",
 )
+@click.option(
+    "--alert-webhook",
+    default=None,
+    envvar="CORRAL_ALERT_WEBHOOK",
+    type=WebhookURL(),
+    help="POST a JSON alert here when a role is degraded or recovers "
+    "(better from $CORRAL_ALERT_WEBHOOK: a URL with a token is a secret, and argv is not).",
+)
 @common_options
 def watch(
-    opts: Options, interval: float, passes: int | None, diff_interval: float, metrics: str | None
+    opts: Options,
+    interval: float,
+    passes: int | None,
+    diff_interval: float,
+    alert_webhook: str | None,
+    metrics: str | None,
 ) -> int:
     """Reconcile the live fleet towards its active release, until interrupted."""
     out = opts.err
@@ -403,6 +422,9 @@ def watch(
 
     def failed(exc: Exception, delay: float) -> None:
         out.print(f"reconcile failed: {exc}; next pass in {delay:g}s")
+
+    def alerted(alert: app.Alert) -> None:
+        out.print(alert.line(), highlight=False)
 
     def passed(result: app.Reconciled) -> None:
         if result.status == "converged" or opts.verbose:
@@ -418,6 +440,8 @@ def watch(
             on_pass=passed,
             on_failure=failed,
             metrics=where,
+            on_alert=alerted,
+            webhook=alert_webhook,
         )
     return 0
 

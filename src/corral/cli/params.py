@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,17 @@ def _num(value: float | None) -> str:
     if value is None:
         return "?"
     return str(int(value)) if float(value).is_integer() else str(value)
+
+
+class WebhookURL(click.types.StringParamType):
+    """An http(s) URL to POST alerts to. Its text is never echoed back: a webhook URL
+    often carries a token."""
+
+    name = "url"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value)
+        parts = urllib.parse.urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname or _CONTROL.search(text):
+            self.fail("expected an http:// or https:// URL with a host (not shown)", param, ctx)
+        return text

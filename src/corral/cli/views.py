@@ -387,6 +387,19 @@ def show_status(console: Console, status: FleetStatus) -> None:
             console,
             f"left by killed deploys: {', '.join(status.leftovers)}; `corral gc` removes them",
         )
+    _show_supervision(console, status)
+
+
+def _show_supervision(console: Console, status: FleetStatus) -> None:
+    """What ``corral watch`` found: degraded roles, drift, the last burn."""
+    for role in status.roles:
+        if role.degraded is not None:
+            say(console, f"role {role.role} is DEGRADED: {role.degraded}")
+    for name, why in sorted(status.drift.items()):
+        say(console, f"{name} drifted: {why}")
+    burn = status.last_burn
+    if burn is not None:
+        say(console, f"last burn: {burn.instance} at {burn.at}: {burn.reason}")
 
 
 def gc_data(result: Collected) -> dict[str, Any]:

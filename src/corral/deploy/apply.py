@@ -142,7 +142,14 @@ class Executor:
         edge, image = self.edge, plan.edge.image
         if edge is None or not image:
             return
-        if plan.edge.action in ("create", "start"):
+        if plan.edge.action == "resume":
+            self.progress.step("edge", f"starting the edge's container again ({plan.edge.reason})")
+            try:
+                edge.resume(plan.desired, image)
+                return
+            except EngineError as exc:  # then a new pod, as for an edge that is gone
+                self.progress.step("edge", f"it did not come back ({exc.message}): a new pod")
+        if plan.edge.action in ("create", "start", "resume"):
             self.progress.step("edge", f"starting the edge ({plan.edge.reason})")
             edge.start(plan.desired, image)
         elif plan.edge.action == "reload":

@@ -110,6 +110,8 @@ class RoleRelease(BaseModel):
             # Hashed as before run.tmpfs existed: instances started by an older corral
             # stay current instead of all being replaced by the first deploy after it.
             del data["run"]["tmpfs"]
+        if data["lockdown"].get("read_only_root") is True:
+            del data["lockdown"]["read_only_root"]  # the same: hashed as before it existed
         return data
 
     def with_secret_hashes(self, hashes: Mapping[str, str]) -> RoleRelease:

@@ -93,6 +93,7 @@ def container_spec(
         mounts=mounts,
         workdir=rr.run.workdir,
         owned_tmpfs=("/run", *rr.run.tmpfs),
+        read_only=rr.lockdown.read_only_root,
         cap_add=rr.lockdown.capabilities,
         memory=rr.resources.memory,
         cpus=rr.resources.cpus,

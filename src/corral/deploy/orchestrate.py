@@ -13,6 +13,7 @@ killed deploys left), ``resolve`` (bake, then the desired state), ``fleet`` (obs
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import time
@@ -304,6 +305,7 @@ def converge(
         _abort(ctx, journal, release, details, why)
         raise
     ctx.state.finish_release(release.id, "active")
+    remember_edge(ctx, desired, edge)
     journal.audit(kind, "fleet", "ok", {**details, "source": source.number if source else None})
     return DeployResult(fleet, kind, "active", release.number, plan)
 
@@ -355,6 +357,16 @@ def _stop_unwritable(
 def release_desired(release: ReleaseRecord) -> dict[str, Any]:
     """The roles ``release`` was started with (as recorded when it began)."""
     return dict(desired_from_record(release.roles))
+
+
+def remember_edge(ctx: Context, desired: Desired, edge: str | None) -> None:
+    """The edge's configuration on disk made to declare its servers as they run now, so
+    that the engine's restart of a crashed edge brings them back (``Edge.remember``).
+    A failure here changes nothing that runs: the next deploy or watch pass writes it."""
+    if edge is None:
+        return
+    with contextlib.suppress(CorralError, OSError):
+        ctx.edge.remember(desired)
 
 
 def _abort(

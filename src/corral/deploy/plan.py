@@ -102,7 +102,8 @@ def _change(change: Change) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class EdgePlan:
-    """What happens to the edge: none | create | start | reload | replace-needed, or, in
+    """What happens to the edge: none | create | start | resume (its stopped container,
+    in its pod) | reload | replace-needed, or, in
     ``corral edge replace``'s plan, hand-over (a new container in the pod) or replace (a
     new pod)."""
 
@@ -139,7 +140,7 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        edge = self.edge.action in ("create", "start", "reload")
+        edge = self.edge.action in ("create", "start", "resume", "reload")
         return edge or bool(self.orphans) or any(r.changed for r in self.roles)
 
     @property
@@ -325,7 +326,7 @@ def _edge_servers(rr: RoleRelease, obs: Observed) -> Sequence[EdgeServer] | None
     """
     if rr.public is None:
         return None
-    if obs.edge.action in ("create", "start"):
+    if obs.edge.action in ("create", "start", "resume"):
         return ()
     return obs.edge_servers.get(rr.role, ())
 
@@ -408,7 +409,7 @@ def needed_capabilities(plan: Plan) -> list[tuple[Capability, str]]:
             needed.append((Capability.RESUME, f"role {rp.role}'s blue-green stand-by"))
         if isinstance(rr.health, CommandHealth):
             needed.append((Capability.RUN_ONCE, f"role {rp.role}'s command health check"))
-    if plan.edge.action in ("create", "start"):
+    if plan.edge.action in ("create", "start", "resume"):
         needed.append((Capability.HOST_SOCKETS, "the edge's admin socket"))
         needed.append((Capability.PODS, "the edge's take-over of its open ports"))
     return needed

@@ -15,19 +15,31 @@ under it, apply, and audit each burn with its evidence.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from corral.deploy.apply import Executor, Journal
 from corral.deploy.context import Context
 from corral.deploy.desired import Desired
+from corral.deploy.drift import inspect_drift
 from corral.deploy.fleet import observe_fleet
 from corral.deploy.observe import list_scope
-from corral.deploy.plan import Plan, plan_deploy
+from corral.deploy.orchestrate import remember_edge
+from corral.deploy.plan import Observed, Plan, plan_deploy
 from corral.deploy.resolve import edge_image, resolve_release
 from corral.deploy.secrets import live_values, secret_names
+from corral.deploy.supervise import (
+    Alert,
+    Backoff,
+    Grace,
+    degraded_roles,
+    failed_roles,
+    record_alert,
+    unhealthy,
+)
 from corral.edge.container import EDGE_ROLE
 from corral.engines.base import EngineEvent, FileChange
 from corral.engines.capabilities import Capability, supports
@@ -59,6 +71,8 @@ class Reconciled:
     started: tuple[str, ...] = ()
     message: str = ""
     seconds: float = 0.0
+    roles: tuple[str, ...] = ()  # the roles the pass looked at
+    held: tuple[str, ...] = ()  # roles it left alone: their replacements keep failing
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -69,6 +83,7 @@ class Reconciled:
             "started": list(self.started),
             "message": self.message,
             "seconds": round(self.seconds, 3),
+            "held": list(self.held),
         }
 
 
@@ -102,13 +117,32 @@ def _target(ctx: Context) -> _Target | None:
     return _Target(active.number, desired, edge_image(ctx, desired))
 
 
-def plan_repair(ctx: Context, target: _Target, taints: Taints) -> Plan:
-    """The plan that brings the fleet back to ``target`` with ``taints`` burned; pure but
-    for reading the fleet."""
+# More taints, judged on the pass's own observation (the watcher's unhealthy instances).
+Look = Callable[[Desired, Observed], Taints]
+
+
+def plan_repair(
+    ctx: Context,
+    target: _Target,
+    taints: Taints,
+    held: Collection[str] = (),
+    look: Look | None = None,
+) -> Plan:
+    """The plan that brings the fleet back to ``target`` with ``taints`` (and what
+    ``look`` finds in the observation) burned; pure but for reading the fleet. Roles in
+    ``held`` (backing off: their replacements keep failing) are left exactly as they are,
+    unless the edge must (re)start: it needs every role's frontend, so a plan that starts
+    it holds nothing back."""
     observed = observe_fleet(ctx, target.desired, target.edge)
+    if look is not None:
+        taints = {**look(target.desired, observed), **taints}
     for name, why in taints.items():
         observed = observed.taint(name, why)
-    return plan_deploy(ctx.scope, target.desired, observed, release=target.release)
+    if observed.edge.action in ("create", "start", "resume", "reload"):
+        held = ()
+    desired = {k: v for k, v in target.desired.items() if k not in held}
+    untouched = [k for k in target.desired if k in held]
+    return plan_deploy(ctx.scope, desired, observed, untouched, release=target.release)
 
 
 def with_state_taints(ctx: Context, taints: Taints) -> Taints:
@@ -127,8 +161,19 @@ def with_state_taints(ctx: Context, taints: Taints) -> Taints:
     return {**{n: why for n, why in taints.items() if n not in held}, **due}
 
 
-def reconcile(ctx: Context, taints: Taints | None = None) -> Reconciled:
+def reconcile(
+    ctx: Context,
+    taints: Taints | None = None,
+    drift: bool = False,
+    held: Collection[str] = (),
+    look: Look | None = None,
+) -> Reconciled:
     """One pass: plan towards the active release; apply under the deploy lock if needed.
+
+    ``drift``: also inspect every current instance and burn those whose image, command,
+    environment, mounts, capabilities, user or ports left the release (``deploy/drift.py``).
+    ``held``: roles left alone this pass (see ``plan_repair``). ``look``: more taints,
+    found in the pass's observation (the watcher's instances unhealthy past their grace).
 
     Raises:
         DeployError: a replacement failed to become healthy (the caller backs off).
@@ -139,22 +184,28 @@ def reconcile(ctx: Context, taints: Taints | None = None) -> Reconciled:
     if target is None:
         return Reconciled(fleet, "no-release", message="no release is active")
     taints = with_state_taints(ctx, taints or {})
-    if not plan_repair(ctx, target, taints).has_changes:
-        return Reconciled(fleet, "unchanged", target.release)
+    if drift:
+        taints = {**inspect_drift(ctx, target.desired), **taints}
+    roles = tuple(sorted(target.desired))
+    if not plan_repair(ctx, target, taints, held, look).has_changes:
+        return Reconciled(fleet, "unchanged", target.release, roles=roles, held=tuple(held))
     try:
         with ctx.state.lock("deploy", wait=0, purpose="reconcile"):
-            return _locked_pass(ctx, taints, started)
+            done = _locked_pass(ctx, taints, started, held, look)
+            return dataclasses.replace(done, roles=roles, held=tuple(held))
     except LockedError as exc:  # a deploy owns the fleet: never fight it
         return Reconciled(fleet, "skipped", target.release, message=exc.message)
 
 
-def _locked_pass(ctx: Context, taints: Taints, started: float) -> Reconciled:
+def _locked_pass(
+    ctx: Context, taints: Taints, started: float, held: Collection[str], look: Look | None
+) -> Reconciled:
     """Under the deploy lock: plan again (a deploy may have finished meanwhile), apply."""
     fleet = ctx.scope.fleet
     target = _target(ctx)
     if target is None:
         return Reconciled(fleet, "no-release", message="no release is active")
-    plan = plan_repair(ctx, target, with_state_taints(ctx, taints))
+    plan = plan_repair(ctx, target, with_state_taints(ctx, taints), held, look)
     if not plan.has_changes:
         return Reconciled(fleet, "unchanged", target.release)
     _apply(ctx, plan, target)
@@ -185,6 +236,7 @@ def _apply(ctx: Context, plan: Plan, target: _Target) -> None:
     except CorralError as exc:
         journal.audit("reconcile", "fleet", "failed", {"error": str(exc)})
         raise
+    remember_edge(ctx, target.desired, target.edge)
     journal.audit(
         "reconcile", "fleet", "ok", {"release": target.release, "started": list(started_of(plan))}
     )
@@ -215,7 +267,11 @@ class Watcher:
     changed one is tainted (against its first diff: the engine's own mount points).
     While passes keep failing it backs off exponentially (up to
     ``max_backoff``), so a role whose new instances crash is not churned; ``on_failure``
-    is told each failure (a log line, a webhook)."""
+    is told each failure. A role whose replacement failed is held (left alone) for its
+    own back-off and, after ``degraded_after`` failures in a row, degraded: audited and
+    told to ``on_alert`` (a log line, a webhook), as is its recovery
+    (``deploy/supervise.py``). An instance unhealthy for longer than its role's
+    ``deploy.grace`` is tainted."""
 
     ctx: Context
     interval: float = 2.0
@@ -223,9 +279,13 @@ class Watcher:
     diff_interval: float = 30.0
     on_pass: Callable[[Reconciled], None] = lambda r: None
     on_failure: Callable[[Exception, float], None] = lambda e, s: None
+    on_alert: Callable[[Alert], None] = lambda a: None
+    degraded_after: int = 3
     failures: int = 0
     taints: dict[str, str] = field(default_factory=dict)
     wake: threading.Event = field(default_factory=threading.Event)
+    grace: Grace = field(default_factory=Grace)
+    backoff: Backoff | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _last_diff: float = 0.0
     _baseline: dict[str, set[FileChange]] = field(default_factory=dict)
@@ -249,12 +309,16 @@ class Watcher:
         for event in self.ctx.engine.events(self.ctx.scope.selector()):
             self.seen(event)
 
+    def _due(self) -> bool:
+        """Whether the interval for diffs and inspections has come round again."""
+        if time.monotonic() - self._last_diff < self.diff_interval:
+            return False
+        self._last_diff = time.monotonic()
+        return True
+
     def _diff(self) -> None:
         if not supports(self.ctx.engine, Capability.DIFF):
             return
-        if time.monotonic() - self._last_diff < self.diff_interval:
-            return
-        self._last_diff = time.monotonic()
         for info in list_scope(self.ctx.engine, self.ctx.scope):
             role = info.labels.get(LABEL_PREFIX + "role")
             if info.state != "running" or role in (None, EDGE_ROLE):
@@ -268,22 +332,48 @@ class Watcher:
                 with self._lock:
                     self.taints.setdefault(info.name, why)
 
+    def _roles(self) -> Backoff:
+        if self.backoff is None:
+            fleet = self.ctx.scope.fleet
+            self.backoff = Backoff(fleet, self.interval, self.max_backoff, self.degraded_after)
+            self.backoff.mark_degraded(degraded_roles(self.ctx.state, fleet))
+        return self.backoff
+
+    def _overdue(self, desired: Desired, observed: Observed) -> dict[str, str]:
+        """Instances unhealthy past their role's grace, in the pass's observation."""
+        return self.grace.overdue(unhealthy(desired, observed), time.monotonic())
+
     def once(self) -> Reconciled | None:
+        roles = self._roles()
+        held = roles.held(time.monotonic())
         try:
-            self._diff()
+            due = self._due()
+            if due:
+                self._diff()
             with self._lock:
                 taints = dict(self.taints)
-            result = reconcile(self.ctx, taints)
+            result = reconcile(self.ctx, taints, drift=due, held=held, look=self._overdue)
         except CorralError as exc:
-            self.failures += 1
-            self.on_failure(exc, self.delay())
+            failed = failed_roles(exc)
+            self._alert(roles.failed(failed, exc.message, time.monotonic()))
+            if not failed:  # not a role's replacement: the whole loop backs off
+                self.failures += 1
+            waits = [roles.delay(roles.roles[r].failures) for r in failed if r in roles.roles]
+            self.on_failure(exc, max(waits) if waits else self.delay())
             return None
         self.failures = 0
+        if result.status in ("unchanged", "converged"):
+            self._alert(roles.passed(result.roles, held))
         with self._lock:  # burned or gone: their taints are spent
             for burn in result.burns:
                 self.taints.pop(burn.instance, None)
         self.on_pass(result)
         return result
+
+    def _alert(self, alerts: Sequence[Alert]) -> None:
+        for alert in alerts:
+            record_alert(self.ctx.state, alert)
+            self.on_alert(alert)
 
     def run(self, passes: int | None = None) -> None:
         if supports(self.ctx.engine, Capability.EVENTS):
@@ -294,5 +384,8 @@ class Watcher:
             self.once()
             done += 1
             if passes is None or done < passes:
+                if self.failures:  # backing off: an event is no reason to try sooner
+                    time.sleep(self.delay())
+                    continue
                 self.wake.wait(self.delay())
                 time.sleep(0.05 if self.wake.is_set() else 0)  # let a burst of events land

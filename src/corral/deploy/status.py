@@ -9,12 +9,14 @@ from typing import Any
 
 from corral.deploy.context import GOOD, Context
 from corral.deploy.desired import RoleRelease, desired_from_record
+from corral.deploy.drift import inspect_drift
 from corral.deploy.fleet import look, observe_fleet
 from corral.deploy.gc import leftovers
 from corral.deploy.health import network_check, probe_once
 from corral.deploy.instances import remove_probes
 from corral.deploy.observe import Instance, observe
 from corral.deploy.plan import parse_time
+from corral.deploy.supervise import degraded_roles
 from corral.errors import EngineError, UsageError
 from corral.state import ReleaseRecord
 
@@ -39,6 +41,8 @@ class RoleStatus:
     version: str
     url: str | None
     instances: tuple[InstanceStatus, ...]
+    # Why ``corral watch`` gave up replacing its instances for now (None: it has not).
+    degraded: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class FleetStatus:
     unfinished: tuple[str, ...]  # instances of unfinished releases still running
     leftovers: tuple[str, ...] = ()  # stopped instances of such releases: `corral gc` removes them
     unfinished_releases: tuple[int, ...] = ()  # still deploying: a deploy now, or a killed one
+    last_burn: Burned | None = None  # the newest instance reconcile or watch burned
+    # Running instances whose run facts left their release (``--drift``): name -> fields.
+    drift: Mapping[str, str] = field(default_factory=dict)
 
     def problems(self) -> tuple[str, ...]:
         """What makes the fleet unwell: a public fleet's edge not running, a role with
@@ -61,10 +68,24 @@ class FleetStatus:
         if any(r.url for r in self.roles) and self.edge != "running":
             found.append(f"the edge is {self.edge}")
         for r in self.roles:
+            if r.degraded is not None:
+                found.append(f"role {r.role} is degraded: {r.degraded}")
+        found += [f"{name} drifted: {why}" for name, why in sorted(self.drift.items())]
+        for r in self.roles:
             up = sum(1 for i in r.instances if i.state == "running" and i.health in SERVING)
             if up < r.replicas:
                 found.append(f"role {r.role}: {up} of {r.replicas} replicas serving")
         return tuple(found)
+
+
+@dataclass(frozen=True)
+class Burned:
+    """One burn of the audit trail: which instance, when, why."""
+
+    instance: str
+    role: str
+    at: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -80,11 +101,12 @@ class HistoryEntry:
     failure: Mapping[str, Any] = field(default_factory=dict)  # why it failed, in full
 
 
-def status(ctx: Context) -> FleetStatus:
+def status(ctx: Context, drift: bool = False) -> FleetStatus:
     """The fleet as it runs now, and what killed deploys left; it changes nothing.
 
     It takes no lock, marks no release and removes nothing: ``corral gc`` and the next
-    deploy clean up. One look at the engine serves the whole report.
+    deploy clean up. One look at the engine serves the whole report; ``drift`` also
+    inspects each current instance (``deploy/drift.py``), one engine read each.
     """
     fleet = ctx.scope.fleet
     active = ctx.state.active_release(fleet)
@@ -93,12 +115,13 @@ def status(ctx: Context) -> FleetStatus:
     observed = observe_fleet(ctx, desired, None, seen)
     instances, good = observed.instances, observed.good_releases
     roles = []
+    degraded = degraded_roles(ctx.state, fleet)
     for name, rr in sorted(desired.items()):
         mine = [i for i in instances if i.role == name]
         health = _edge_health(ctx, name) if rr.public is not None else {}
         rows = tuple(_instance_status(i, health, rr) for i in mine)
         url = f"http://{ctx.edge.address}:{rr.public}/" if rr.public is not None else None
-        roles.append(RoleStatus(name, rr.replicas, rr.image_version, url, rows))
+        roles.append(RoleStatus(name, rr.replicas, rr.image_version, url, rows, degraded.get(name)))
     edge = ctx.edge.container(seen.containers)
     return FleetStatus(
         fleet,
@@ -109,6 +132,19 @@ def status(ctx: Context) -> FleetStatus:
         unfinished=tuple(i.name for i in instances if i.running and i.release not in good),
         leftovers=tuple(i.name for i in leftovers(instances, good)),
         unfinished_releases=_deploying(ctx),
+        last_burn=_last_burn(ctx),
+        drift=inspect_drift(ctx, desired) if drift else {},
+    )
+
+
+def _last_burn(ctx: Context) -> Burned | None:
+    found = ctx.state.audit_log(ctx.scope.fleet, limit=1, action="burn")
+    if not found:
+        return None
+    entry = found[-1]
+    details = entry.details
+    return Burned(
+        entry.target, str(details.get("role", "")), entry.at, str(details.get("reason", ""))
     )
 
 

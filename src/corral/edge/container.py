@@ -352,6 +352,11 @@ class Edge:
         current = self.container(listing)
         if current is None:
             return EdgePlan("create", "no edge yet", image)
+        if current.state != "running" and self._resumable(current, desired, image_id):
+            # Killed (``podman kill``: podman 4.3's restart policy leaves it down): the pod
+            # still holds the ports, so the container itself starts again, in well under
+            # a second, instead of a new pod.
+            return EdgePlan("resume", f"the edge is {current.state}", image)
         if current.state != "running" or not Path(self.socket(SOCKET_NAME)).exists():
             return EdgePlan("start", f"the edge is {current.state}", image)
         if image_id is None or self._running_hash(current) == self.config_hash(desired, image_id):
@@ -372,12 +377,23 @@ class Edge:
             image,
         )
 
+    def _resumable(self, current: ContainerInfo, desired: Desired, image_id: str | None) -> bool:
+        """Whether the stopped edge container can simply start again: the edge's own
+        name, this image and frame (uid, ports), and a pod of this shape to run in."""
+        return (
+            image_id is not None
+            and current.name == self.scope.edge_name
+            and current.state in ("exited", "stopped")
+            and current.labels.get(LABEL + "frame-hash") == self.frame_hash(desired, image_id)
+            and current.labels.get(POD_HASH) == self.pod_hash(desired)
+        )
+
     def observe_servers(self, desired: Desired, plan: EdgePlan) -> dict[str, list[EdgeServer]]:
         """Each public role's servers as the running edge has them, for the planner.
 
         Nothing is read from an edge the plan (re)starts: it will hold no server.
         """
-        if plan.action in ("create", "start"):
+        if plan.action in ("create", "start", "resume"):
             return {}
         return {
             fe.backend: [EdgeServer(s.name, s.admin, s.healthy) for s in self.servers(fe.backend)]
@@ -406,6 +422,20 @@ class Edge:
         info = self.engine.start(self._spec(desired, image_id))
         self._wait_for_socket()
         return info
+
+    def resume(self, desired: Desired, image_id: str) -> None:
+        """Start the stopped edge container again in its pod, with ``desired``'s
+        configuration and no server (the plan adds every instance it keeps).
+
+        Raises:
+            EngineError: it did not start or open its admin socket; the caller may then
+                ``start`` a new pod.
+        """
+        self.close()
+        self._write_config(self.render(desired), b"", EMPTY_STATE)
+        self._record_hash(desired, image_id)
+        self.engine.resume(self.scope.edge_name)
+        self._wait_for_socket()
 
     def _check_address(self) -> None:
         """Fail before the old edge goes when the host cannot listen on ``address``: a
@@ -528,6 +558,11 @@ class Edge:
             labels=labels,
             pod=self.pod_name,  # network, ports and sysctls are the pod's
             stop_signal=SOFT_STOP,
+            # A crashed HAProxy (a death of its process, an OOM kill) is started again by
+            # the engine, in the same pod, with no corral running. Podman 4.3 counts
+            # ``podman kill`` and ``podman stop`` as a user's stop: ``corral watch`` brings
+            # the edge back then (docs/operations.md, "The edge supervised").
+            restart="always",
             mounts=mounts,
             cap_add=("NET_BIND_SERVICE",) if low else (),
             memory=role.resources.memory,
@@ -573,6 +608,15 @@ class Edge:
                 self._switch_worker(timeout)
             raise
         self._record_hash(desired, image_id)
+
+    def remember(self, desired: Desired) -> None:
+        """Write ``desired``'s configuration with the running edge's servers and their
+        states, without reloading: an edge the engine starts again after a crash (its
+        restart policy) comes back serving them, with no corral running. The running
+        configuration is the same (servers added at run time are declared now)."""
+        if self.container() is None or not (self.folder / "sock" / SOCKET_NAME).exists():
+            return
+        self._write_carried(desired)
 
     def _record_hash(self, desired: Desired, image_id: str) -> None:
         """Note the configuration the edge runs now (after a start, reload or take-over)."""

@@ -10,7 +10,7 @@ frozen values of ``corral.engines.values``. An engine finds corral's objects by 
     Volumes        named data volumes (capability ``volumes``)
     Pods           network namespaces with open ports that outlive their containers,
                    and renaming a container in one (capability ``pods``: the edge)
-    Introspection  security settings, exec, events, diff (one capability each)
+    Introspection  security settings, exec, events, diff, run facts (one capability each)
     Access         how corral reaches an instance: the address its health checks use,
                    the testinfra backend URL, where a container's control socket is
     Engine         all of them, a ``name`` and the ``capabilities`` it declares
@@ -40,6 +40,7 @@ from corral.engines.values import (
     PodSpec,
     PortMapping,
     ProbeResult,
+    RunFacts,
     SecurityFacts,
 )
 from corral.errors import NotSupportedError
@@ -320,6 +321,10 @@ class Introspection(Protocol):
     def diff(self, name: str) -> list[FileChange]:
         """The files a container added, changed or deleted on its root filesystem."""
         raise lacks(self, Capability.DIFF)
+
+    def run_facts(self, name: str) -> RunFacts | None:
+        """How a container was started (None: there is no such container)."""
+        raise lacks(self, Capability.RUN_FACTS)
 
 
 class Access(Protocol):

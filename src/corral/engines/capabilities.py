@@ -35,6 +35,8 @@ class Capability(enum.Enum):
     EVENTS = "events"
     #: It lists the files a running container changed.
     DIFF = "diff"
+    #: It reports how a container was started (image, command, environment, mounts...).
+    RUN_FACTS = "run-facts"
     #: A socket a container makes in a bind-mounted host folder is reachable on corral's
     #: host (the edge's control socket).
     HOST_SOCKETS = "host-sockets"
@@ -57,6 +59,7 @@ _ABILITIES = {
     Capability.SECURITY: "report a container's security settings",
     Capability.EVENTS: "report container events",
     Capability.DIFF: "list the files a container changed",
+    Capability.RUN_FACTS: "report how a container was started",
     Capability.HOST_SOCKETS: "reach a container's Unix socket from corral's host",
     Capability.PODS: "keep a pod whose open ports outlive the containers in it",
 }

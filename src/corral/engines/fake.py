@@ -25,6 +25,7 @@ from corral.engines.values import (
     Mount,
     PodSpec,
     ProbeResult,
+    RunFacts,
     SecurityFacts,
 )
 from corral.errors import EngineError, NotFoundError
@@ -259,6 +260,21 @@ class FakeEngine(Engine):
             raise EngineError(f"cannot open a session in {name}: it is not running")
         self.calls.append(("session", name))
         return self.session_answer(name, command)
+
+    def run_facts(self, name: str) -> RunFacts | None:
+        spec, info = self.specs.get(name), self.containers.get(name)
+        if spec is None or info is None:
+            return None
+        return RunFacts(
+            image_id=info.image_id,
+            command=spec.command,
+            env=dict(spec.env),
+            image_env=frozenset(),
+            mounts=tuple(sorted(spec.mounts, key=lambda m: m.target)),
+            capabilities=frozenset(c.removeprefix("CAP_") for c in spec.cap_add),
+            user=spec.user or "",
+            ports=spec.ports,
+        )
 
     def exec_in(self, name: str, command: Sequence[str], timeout: float = 30) -> ExecResult:
         info = self.containers.get(name)

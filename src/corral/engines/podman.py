@@ -34,7 +34,9 @@ from corral.engines.values import (
     LogSink,
     Mount,
     PodSpec,
+    PortMapping,
     ProbeResult,
+    RunFacts,
     SecurityFacts,
 )
 from corral.errors import BuildError, EngineError, MissingToolError, NotFoundError
@@ -105,6 +107,7 @@ class PodmanEngine(Engine):
         self.api = default_api() if api == "auto" else api
         self._secrets: list[str] | None = None  # cached names in podman's secret store
         self._launches: dict[tuple[str, str], SecretLaunch] = {}  # by (image, user)
+        self._image_env: dict[str, frozenset[str]] = {}  # environment names, by image id
         self._networks: dict[str, NetworkFacts] = {}  # by name, read once
 
     def _via_api(self, read: Callable[[PodmanAPI], T]) -> tuple[T] | None:
@@ -611,6 +614,22 @@ class PodmanEngine(Engine):
     def rename(self, name: str, new_name: str) -> None:
         self._run("rename", name, new_name)
 
+    def run_facts(self, name: str) -> RunFacts | None:
+        answer = self._via_api(lambda api: api.inspect_container(name))
+        if answer is not None:
+            data = answer[0]
+        else:
+            proc = self._run("container", "inspect", "--format", "json", name, check=False)
+            found = json.loads(proc.stdout or "[]") if proc.returncode == 0 else []
+            data = found[0] if found else None
+        if not data:
+            return None
+        image = str(data.get("Image", ""))
+        if image not in self._image_env:
+            config = self._raw_image(image).get("Config") or {} if image else {}
+            self._image_env[image] = frozenset(_env(config.get("Env")))
+        return run_facts_of(data, self._image_env[image])
+
     # -- pods -------------------------------------------------------------------------
     def create_pod(self, spec: PodSpec) -> None:
         self._run("pod", "create", *pod_args(spec), timeout=120)
@@ -784,6 +803,8 @@ def _container_args(spec: ContainerSpec, dns: Sequence[str] = ()) -> list[str]:
         args.append("--init")
     if spec.stop_signal:
         args.append(f"--stop-signal={spec.stop_signal}")
+    if spec.restart:
+        args.append(f"--restart={spec.restart}")
     if spec.read_only:
         args += ["--read-only", "--read-only-tmpfs=false"]
     args += _tmpfs_args(spec)
@@ -1001,6 +1022,53 @@ def _container_info(data: Mapping[str, Any]) -> ContainerInfo:
             if m.get("Type") == "volume" and m.get("Name")
         ),
     )
+
+
+def run_facts_of(data: Mapping[str, Any], image_env: frozenset[str]) -> RunFacts:
+    """The :class:`RunFacts` of one ``podman container inspect`` document."""
+    config = data.get("Config") or {}
+    host = data.get("HostConfig") or {}
+    caps = {
+        *(data.get("BoundingCaps") or ()),
+        *(data.get("EffectiveCaps") or ()),
+        *(host.get("CapAdd") or ()),
+    }
+    mounts = tuple(
+        sorted(
+            (
+                Mount(
+                    str(m.get("Name") or m.get("Source", "")),
+                    str(m["Destination"]),
+                    not m.get("RW"),
+                )
+                for m in data.get("Mounts") or ()
+                if m.get("Type") in ("volume", "bind")
+                and not str(m.get("Destination", "")).startswith(SECRETS_DIR)
+            ),
+            key=lambda m: m.target,
+        )
+    )
+    ports = tuple(
+        PortMapping(int(b["HostPort"]), int(port.split("/")[0]), str(b.get("HostIp") or ""))
+        for port, bound in sorted((host.get("PortBindings") or {}).items())
+        for b in bound or ()
+        if b.get("HostPort")
+    )
+    return RunFacts(
+        image_id=str(data.get("Image", "")),
+        command=tuple(str(a) for a in config.get("Cmd") or ()),
+        env=_env(config.get("Env")),
+        image_env=image_env,
+        mounts=mounts,
+        capabilities=frozenset(str(c).removeprefix("CAP_") for c in caps),
+        user=str(config.get("User") or ""),
+        ports=ports,
+    )
+
+
+def _env(pairs: Any) -> dict[str, str]:
+    """``NAME=value`` lines as a mapping."""
+    return dict(str(p).partition("=")[::2] for p in pairs or ())
 
 
 def _real_time(value: Any) -> str:

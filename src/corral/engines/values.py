@@ -95,6 +95,9 @@ class ContainerSpec:
     # What ``stop`` and ``remove`` send first (the image's or SIGTERM when None): a program
     # whose graceful stop is another signal (HAProxy's SIGUSR1) names it.
     stop_signal: str | None = None
+    # The engine brings the container back when its process dies (``always``), so a
+    # crashed edge serves again with no corral running. A stop by corral is not a death.
+    restart: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,20 @@ class SecurityFacts:
     capabilities: tuple[str, ...]
     no_new_privileges: bool
     published_ports: tuple[int, ...]  # host ports
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """How a container was started, as the engine reports it: what drift is judged on."""
+
+    image_id: str
+    command: tuple[str, ...]  # the command after the entrypoint (podman's Config.Cmd)
+    env: Mapping[str, str]
+    image_env: frozenset[str]  # names the image itself sets (PATH...): not drift
+    mounts: tuple[Mount, ...]  # volumes (by name) and host folders; no tmpfs, no secret
+    capabilities: frozenset[str]  # without the CAP_ prefix
+    user: str
+    ports: tuple[PortMapping, ...]
 
 
 @dataclass(frozen=True)

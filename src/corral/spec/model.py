@@ -279,6 +279,10 @@ class DeployPolicy(Model):
     # How long the new instances must stay running (and up in the edge) before the release
     # counts as live: an instance that dies within it fails the deploy, which rolls back.
     settle: Duration = 2.0
+    # ``corral watch``: how long a running instance may stay unhealthy (the edge marks it
+    # down, or its check fails) before it is burned and replaced. Long enough that a
+    # slow request or a short pause is not a death; short enough that capacity returns.
+    grace: Annotated[StrictFloat, BeforeValidator(_parse_duration), Field(ge=1, le=3600)] = 30.0
 
     @model_validator(mode="after")
     def _can_progress(self) -> DeployPolicy:
@@ -318,6 +322,9 @@ class Lockdown(Model):
         AfterValidator(kinds.distinct_capabilities),
     ] = ()
     allow_ssh: StrictBool = False
+    # The root filesystem is read-only unless a role turns it off (a program that writes
+    # beside itself): ``corral watch`` then burns an instance whose files changed.
+    read_only_root: StrictBool = True
 
 
 class Resources(Model):

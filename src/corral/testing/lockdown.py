@@ -30,7 +30,7 @@ def lockdown_checks(engine: Engine, instance: str, rr: RoleRelease) -> list[Chec
     require(engine, Capability.SECURITY, "corral test's lockdown checks")
     require(engine, Capability.EXEC, "corral test's lockdown checks")
     checks = [
-        ("read-only root", lambda: _read_only(engine, instance)),
+        ("read-only root", lambda: _read_only(engine, instance, rr)),
         ("non-root user", lambda: _non_root(engine, instance)),
         ("no capabilities", lambda: _capabilities(engine, instance, rr)),
         ("no host ports", lambda: _no_host_ports(engine, instance)),
@@ -50,8 +50,10 @@ def _run(name: str, check: Callable[[], str | None]) -> CheckResult:
     return CheckResult(name, "lockdown", outcome, time.monotonic() - started, problem or "")
 
 
-def _read_only(engine: Engine, name: str) -> str | None:
-    return None if engine.security(name).read_only_root else "the root filesystem is writable"
+def _read_only(engine: Engine, name: str, rr: RoleRelease) -> str | None:
+    if engine.security(name).read_only_root or not rr.lockdown.read_only_root:
+        return None  # read-only, or writable as the role declares (lockdown.read_only_root)
+    return "the root filesystem is writable"
 
 
 def _non_root(engine: Engine, name: str) -> str | None:

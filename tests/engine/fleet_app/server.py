@@ -69,6 +69,9 @@ class QuietServer(ThreadingHTTPServer):
 if __name__ == "__main__":
     if VERSION.startswith("crash"):
         sys.exit(3)
+    if os.path.exists(os.path.join(DATA, "crash-on-start")):  # every new instance, one release
+        print("crash-on-start found on the data volume", flush=True)
+        sys.exit(3)
     time.sleep(float(os.environ.get("START_DELAY", "0")))
     server = QuietServer(("0.0.0.0", 8000), Handler)
     print(f"app {VERSION} listening on :8000", flush=True)  # what failures quote from its log

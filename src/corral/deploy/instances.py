@@ -78,7 +78,7 @@ def container_spec(
     # reference (a registry's) and report that one.
     labels[LABEL + "image-id"] = rr.image_id
     mounts = tuple(
-        Mount(scope.volume_name(rr.role, vol), path) for vol, path in sorted(rr.volumes.items())
+        Mount(rr.engine_volume(scope, vol), path) for vol, path in sorted(rr.volumes.items())
     )
     return ContainerSpec(
         name=scope.instance_name(rr.role, release, index),

@@ -18,10 +18,12 @@ from typing import Any, Self
 from corral.scrub import Scrubber
 from corral.state import db, postgres
 from corral.state.audit import SqliteAudit
+from corral.state.backups import SqliteBackups
 from corral.state.builds import SqliteBuilds, SqliteImages
 from corral.state.lock import LeaseLocks
 from corral.state.protocols import (
     AuditStore,
+    BackupStore,
     BuildStore,
     HeldLock,
     ImageStore,
@@ -56,6 +58,7 @@ class Stores:
     audit: AuditStore
     replacements: ReplacementStore
     locks: LockStore
+    backups: BackupStore
 
 
 def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
@@ -70,6 +73,7 @@ def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
         audit=SqliteAudit(handle, scrubber),
         replacements=SqliteReplacements(handle),
         locks=LeaseLocks(handle, scrubber),
+        backups=SqliteBackups(handle),
     )
 
 

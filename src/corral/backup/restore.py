@@ -76,8 +76,17 @@ def fill_volume(
     """Restore ``snapshot`` into the empty engine volume ``volume``.
 
     Raises:
-        BackupError: restic, the restore command or the check failed.
+        BackupError: restic, the restore command or the check failed, or the snapshot
+            was made in another mode than the spec's.
     """
+    made_as = snapshot.tag("mode")
+    if made_as and made_as != target.how.mode:
+        raise BackupError(
+            f"snapshot {snapshot.id[:8]} is a {made_as} backup and the spec backs "
+            f"{target.label} up as {target.how.mode}: restore a snapshot made since",
+            volume=target.label,
+            snapshot=snapshot.id,
+        )
     if target.how.mode == "files":
         folder = ctx.engine.volume_path(volume)
         recorded = {p.rsplit("/", 1)[-1] for p in snapshot.paths}

@@ -230,6 +230,8 @@ def show_plan(console: Console, result: PlanResult) -> None:
         say(console, f"{role}: image not built for the current spec (corral build {role})")
     for line in plan_lines(result.plan, result.unbuilt_volumes):
         say(console, line)
+    for volume in result.plan.backs_up:
+        say(console, f"{volume}: backed up first (no verified backup young enough)")
     verdict = "changes pending" if result.has_changes else "no changes"
     console.print(f"[bold]{verdict}[/bold]")
 

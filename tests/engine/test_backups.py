@@ -148,7 +148,7 @@ def test_postgres_backups_restore_into_new_volumes_under_writes(
     assert argv.samples > 5 and not argv.seen, f"the password was on an argv: {argv.seen}"
 
     [drill] = run("backup", "verify")["verified"]
-    assert drill["result"] == "ok", drill
+    assert drill["ok"], drill
 
     httpx.post(stack.app_url + "rows", content="after the backup", timeout=30)
     live_rows = _count(stack)
@@ -172,7 +172,7 @@ def test_postgres_backups_restore_into_new_volumes_under_writes(
     assert len(writer.acked) > 10, "the app was not written to during the backup"
     assert files["mode"] == "files" and len(files["tree_sha256"]) == 64
     [drill] = run("backup", "verify")["verified"]
-    assert drill["result"] == "ok" and "tree identical" in drill["detail"], drill
+    assert drill["ok"] and "tree identical" in drill["detail"], drill
     restored = run("restore", "db/data", "--skip-tests", "--reason", "backup test")
     # PostgreSQL starts on the paused copy (its WAL replayed) and has every row from before.
     assert restored["deploy"]["status"] == "active" and _count(stack) >= live_rows

@@ -212,7 +212,11 @@ class Restic:
             raise BackupError(f"cannot run restic: {exc}") from exc
 
     def check(self) -> str | None:
-        """``restic check``: None when the repository is sound, else restic's words."""
+        """``restic check``: None when the repository is sound, else restic's words.
+
+        Stale locks go first (``restic unlock`` removes only those of processes that are
+        gone, such as a backup killed with -9): check needs the repository to itself."""
+        self.run("unlock", check=False, timeout=120)
         proc = self.run("check", check=False)
         if proc.returncode == 0:
             return None

@@ -119,6 +119,10 @@ def _count(stack: Stack) -> int:
     return int(httpx.get(stack.app_url + "rows", timeout=30).json()["count"])
 
 
+def _running_ids(stack: Stack) -> list[tuple[str, str]]:
+    return sorted((c["Id"], c["State"]) for c in containers(stack.fleet.name))
+
+
 def _mounted_volume(stack: Stack) -> str:
     [db] = [
         c["Names"][0]
@@ -183,13 +187,13 @@ def test_postgres_backups_restore_into_new_volumes_under_writes(
     )
     plan = stack.fleet.corral("plan", "--json", check=False, env=stack.env)
     assert '"action": "backup"' in plan.stdout, plan.stdout[-2000:]
-    before = _mounted_volume(stack), containers(stack.fleet.name)
+    before = _mounted_volume(stack), _running_ids(stack)
     without = {k: v for k, v in stack.env.items() if k != "CORRAL_BACKUP_PASSWORD_FILE"}
     refused = stack.fleet.corral(
         "deploy", "--skip-tests", "--reason", "t", check=False, env=without
     )
     assert refused.returncode != 0 and "password" in refused.stderr
-    assert (_mounted_volume(stack), containers(stack.fleet.name)) == before, "it changed"
+    assert (_mounted_volume(stack), _running_ids(stack)) == before, "it changed"
     started = time.monotonic()
     deployed = run("deploy", "--skip-tests", "--reason", "backup test")
     print(f"deploy with its pre-deploy backup: {time.monotonic() - started:.1f}s")

@@ -93,7 +93,8 @@ def _killed(repo: Path, data: Path, pw: Path, action: str, after: float) -> floa
     )
     time.sleep(after)
     still = proc.poll() is None
-    os.killpg(proc.pid, signal.SIGKILL)
+    if still:
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     if not still:
         raise SystemExit(f"the {action} finished before it could be killed: raise its size")

@@ -5,6 +5,7 @@ Each function takes the spec path and returns plain values; nothing here prints.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -13,6 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from corral.backup import service as backups
+from corral.backup.restic import (
+    PASSWORD_FILES,
+    PASSWORD_VALUE,
+    PRUNE_PASSWORD_FILE,
+    Password,
+)
 from corral.build import BuildResult, build_fleet, lineage
 from corral.build import sbom as boms
 from corral.build.bake import LABEL
@@ -105,9 +113,19 @@ def _lone_replica(role: Role) -> str:
 
 def scrubber(spec: LoadedSpec) -> Scrubber:
     """What removes the fleet's secrets from everything corral stores or prints: the
-    values the names in its roles' ``run.secrets`` have in corral's environment."""
+    values the names in its roles' ``run.secrets`` have in corral's environment, and the
+    backup repository's passwords (deploy and prune) when they are set."""
     names = {name for role in spec.fleet.roles.values() for name in role.run.secrets}
-    return Scrubber.from_environ(names)
+    return Scrubber.from_environ(names).including(backup_passwords())
+
+
+def backup_passwords() -> list[str]:
+    """The backup passwords corral's environment holds (files read), for the scrubber."""
+    found = []
+    for files, value in ((PASSWORD_FILES, PASSWORD_VALUE), ((PRUNE_PASSWORD_FILE,), None)):
+        with contextlib.suppress(CorralError):
+            found.append(Password.from_environ(files=files, value=value).value)
+    return [v for v in found if v]
 
 
 def output_scrubber(path: Path) -> Scrubber:
@@ -437,7 +455,8 @@ def deploy(
         ownership.check(ctx, claim=True)
         suite.sweep_dead_tests(ctx)
         checks = _checks(ctx, skip_tests, roles)
-        return orchestrate.deploy(ctx, roles, checks=checks, hooks=hooks)
+        runner = backups.pre_deploy_runner(ctx)
+        return orchestrate.deploy(ctx, roles, checks=checks, hooks=hooks, backup=runner)
 
 
 def rollback(
@@ -463,7 +482,8 @@ def rollback(
     ):
         ownership.check(ctx, claim=True)
         checks = _checks(ctx, skip_tests, None, smoke_test=False)
-        return orchestrate.rollback(ctx, to, checks=checks, hooks=hooks)
+        runner = backups.pre_deploy_runner(ctx)
+        return orchestrate.rollback(ctx, to, checks=checks, hooks=hooks, backup=runner)
 
 
 def status(path: Path, engine: Engine | None = None, drift: bool = False) -> FleetStatus:
@@ -722,3 +742,113 @@ def state_recover(path: Path, engine: Engine | None = None) -> fleet_recover.Rec
         ctx.state.lock("deploy", purpose="recover the state"),
     ):
         return fleet_recover.recover(ctx)
+
+
+# -- backups ------------------------------------------------------------------------------
+
+
+def backup(
+    path: Path,
+    names: Sequence[str] = (),
+    progress: Progress | None = None,
+    wait: float = 0,
+    engine: Engine | None = None,
+) -> list[backups.BackupRecord]:
+    """A restic snapshot of each backed-up volume ``names`` say (default: all), through
+    the append-only repository server, under the deploy lock (writers are paused).
+
+    Raises:
+        UsageError: a name is unknown, or the repository's password is not set.
+        BackupError: a backup failed.
+        LockedError: a deploy holds the lock (after ``wait`` seconds).
+    """
+    with (
+        _deploying(path, progress, engine) as ctx,
+        _audited(ctx, "backup", ",".join(names) or "all"),
+        ctx.state.lock("deploy", wait=wait, purpose="backup"),
+    ):
+        return backups.backup(ctx, names)
+
+
+def backup_verify(
+    path: Path,
+    names: Sequence[str] = (),
+    progress: Progress | None = None,
+    wait: float = 0,
+    engine: Engine | None = None,
+) -> list[backups.Verified]:
+    """Restore drills: the newest backup of each volume restored into a scratch volume
+    and proved; each result recorded on its backup and in the audit trail."""
+    with (
+        _deploying(path, progress, engine) as ctx,
+        _audited(ctx, "backup-verify", ",".join(names) or "all"),
+        ctx.state.lock("deploy", wait=wait, purpose="backup verify"),
+    ):
+        return backups.verify(ctx, names)
+
+
+def backup_prune(path: Path, wait: float = 0) -> list[backups.Pruned]:
+    """Each volume's retention applied, with the prune credential (never the deploy's)."""
+    with (
+        _deploying(path, None, None) as ctx,
+        _audited(ctx, "backup-prune"),
+        ctx.state.lock("deploy", wait=wait, purpose="backup prune"),
+    ):
+        return backups.prune(ctx)
+
+
+def backups_of(path: Path) -> list[backups.BackupRecord]:
+    """Every backup recorded of the fleet, oldest first."""
+    spec = load_spec(path)
+    with open_state(spec) as state:
+        return state.stores.backups.of_fleet(spec.fleet.fleet)
+
+
+@dataclass(frozen=True)
+class Restored:
+    """A restore: the snapshot, the new volume the role now runs on, the one retained,
+    and the deploy that switched it."""
+
+    role: str
+    volume: str
+    snapshot: str
+    new_volume: str
+    retained_volume: str
+    deploy: DeployResult
+
+
+def restore(
+    path: Path,
+    name: str,
+    snapshot: str | None = None,
+    progress: Progress | None = None,
+    wait: float = 0,
+    engine: Engine | None = None,
+    skip_tests: str | None = None,
+) -> Restored:
+    """Restore a snapshot into a NEW volume, then switch the role to it by a normal deploy
+    (health, smoke test); the old volume stays, retained. A failed deploy goes back to the
+    old volume; ``corral rollback`` afterwards does too.
+
+    Raises:
+        UsageError: the volume or snapshot is unknown.
+        BackupError: the restore failed (nothing of the fleet changed).
+        DeployError: the switch failed; the role is back on its old volume.
+    """
+    with (
+        _deploying(path, progress, engine) as ctx,
+        _audited(ctx, "restore", name),
+        ctx.state.lock("deploy", wait=wait, purpose=f"restore {name}"),
+    ):
+        ready = backups.prepare_restore(ctx, name, snapshot)
+        role = ready.target.role
+        details = {"snapshot": ready.snapshot, "new": ready.volume, "retained": ready.retained}
+        ctx.state.record_audit(ctx.scope.fleet, "restore", ready.target.label, "ok", details)
+        checks = _checks(ctx, skip_tests, [role])
+        runner = backups.pre_deploy_runner(ctx)
+        result = orchestrate.deploy(
+            ctx, [role], checks=checks, backup=runner, rebind=ready.rebind()
+        )
+        return Restored(
+            role, ready.target.volume, ready.snapshot, ready.volume, ready.retained, result
+        )

@@ -10,6 +10,7 @@
     ├── BuildError                   a bake failed; carries the build log
     ├── StateError                   the state database is unusable, or a record is not as expected
     │   └── LockedError              another corral holds the lock; names the holder
+    ├── BackupError                  a backup, restore, drill or prune failed; names the volume
     ├── GateError                    a safety gate refused (untested image, SSH server...)
     │   └── RevokedError             ... an image to start is revoked, or built on a revoked base
     │   └── OwnershipError           the fleet belongs to another state; names it
@@ -195,6 +196,18 @@ class BuildError(CorralError):
 
     log: Sequence[str] = ()
     kind: ClassVar[str] = "build"
+
+
+@dataclass(eq=False, kw_only=True)
+class BackupError(CorralError):
+    """A backup, restore, restore drill or prune failed (restic, the dump or restore
+    command, the repository server); ``volume`` is ``role/volume`` where one is concerned,
+    ``stderr`` what the program said (secret values scrubbed like any error's text)."""
+
+    volume: str | None = None
+    snapshot: str | None = None
+    stderr: str = ""
+    kind: ClassVar[str] = "backup"
 
 
 @dataclass(eq=False, kw_only=True)

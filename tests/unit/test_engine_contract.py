@@ -56,9 +56,16 @@ class TestAccess(AccessContract): ...
 
 
 def test_the_fake_declares_what_it_lacks() -> None:
-    # Its events and diff are not faked: the contract's "says so" path runs here.
+    # Its events and diff are not faked, nor what backups need (pausing, pipes, a volume's
+    # host folder): the contract's "says so" path runs here.
     lacking = frozenset(Capability) - FakeEngine().capabilities
-    assert lacking == {Capability.EVENTS, Capability.DIFF}
+    assert lacking == {
+        Capability.EVENTS,
+        Capability.DIFF,
+        Capability.PAUSE,
+        Capability.PIPES,
+        Capability.HOST_VOLUMES,
+    }
 
 
 def test_every_harness_object_carries_the_fleet_label(contract: Harness) -> None:

@@ -573,6 +573,64 @@ def history(opts: Options, limit: int, release: int | None) -> None:
 
 
 @cli.command()
+@click.argument("names", nargs=-1, type=Words(200))
+@click.option("--prune", is_flag=True, help="Apply retention (needs the prune credential).")
+@click.option("--list", "listing", is_flag=True, help="List the recorded backups.")
+@wait_option
+@common_options
+def backup(opts: Options, names: tuple[str, ...], prune: bool, listing: bool, wait: float) -> int:
+    """Snapshot volumes (ROLE, ROLE/VOLUME or an engine volume; default: all) into the
+    repository through corral's append-only server. `corral backup verify [NAMES]` runs
+    restore drills instead."""
+    if listing:
+        records = app.backups_of(opts.file)
+        opts.emit({"backups": records}, lambda out: views.show_backups(out, records))
+        return ExitCode.OK
+    if prune:
+        pruned = app.backup_prune(opts.file, wait=wait)
+        opts.emit({"pruned": pruned}, lambda out: views.show_pruned(out, pruned))
+        return ExitCode.OK
+    with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
+        if names[:1] == ("verify",):
+            drills = app.backup_verify(opts.file, names[1:], progress=progress, wait=wait)
+            opts.emit({"verified": drills}, lambda out: views.show_verified(out, drills))
+            return ExitCode.OK if all(d.ok for d in drills) else ExitCode.FAILED
+        made = app.backup(opts.file, names, progress=progress, wait=wait)
+    opts.emit({"backups": made}, lambda out: views.show_backups(out, made))
+    return ExitCode.OK
+
+
+@cli.command()
+@click.argument("volume", type=Words(200))
+@click.option("--snapshot", default=None, type=Words(64), help="Snapshot id (default: newest).")
+@wait_option
+@skip_tests_options
+@common_options
+def restore(
+    opts: Options,
+    volume: str,
+    snapshot: str | None,
+    wait: float,
+    skip_tests: bool,
+    reason: str | None,
+) -> None:
+    """Restore a snapshot into a NEW volume and switch the role to it by a deploy; the old
+    volume is kept (retained), and a rollback goes back to it."""
+    skip = _skip_reason(skip_tests, reason)
+    with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
+        done = app.restore(opts.file, volume, snapshot, progress, wait, skip_tests=skip)
+    data = {
+        "role": done.role,
+        "volume": done.volume,
+        "snapshot": done.snapshot,
+        "new_volume": done.new_volume,
+        "retained_volume": done.retained_volume,
+        "deploy": views.deploy_data(done.deploy),
+    }
+    opts.emit(data, lambda out: views.show_restored(out, done))
+
+
+@cli.command()
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @common_options
 def destroy(opts: Options, yes: bool) -> None:

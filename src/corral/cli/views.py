@@ -317,6 +317,8 @@ def show_plan(console: Console, result: PlanResult) -> None:
         say(console, f"{role}: image not built for the current spec (corral build {role})")
     for line in plan_lines(result.plan, result.unbuilt_volumes):
         say(console, line)
+    for volume in result.plan.backs_up:
+        say(console, f"{volume}: backed up first (no verified backup young enough)")
     verdict = "changes pending" if result.has_changes else "no changes"
     console.print(f"[bold]{verdict}[/bold]")
 
@@ -504,3 +506,39 @@ def show_coverage(console: Console, rows: Sequence[CoverageRow]) -> None:
                 styled("warning", "yellow", f": role {row.role} has no tests of its own"),
                 highlight=False,
             )
+
+
+# -- backups ------------------------------------------------------------------------------
+
+
+def show_backups(console: Console, records: Sequence[Any]) -> None:
+    """One line per backup: volume, snapshot, mode, when, bytes added, last drill."""
+    if not records:
+        console.print("no backups recorded", markup=False)
+    for r in records:
+        drill = f"verified {r.verify_result} {r.verified_at}" if r.verified_at else "not verified"
+        console.print(
+            f"{r.role}/{r.volume}  {r.snapshot_id[:8]}  {r.mode}  {r.finished}  "
+            f"+{r.bytes_added} B  {drill}",
+            markup=False,
+        )
+
+
+def show_verified(console: Console, drills: Sequence[Any]) -> None:
+    for d in drills:
+        rest = f" {d.role}/{d.volume} {d.snapshot[:8]}: {d.detail}"
+        console.print(styled("ok", "green", rest) if d.ok else styled("FAILED", "red", rest))
+
+
+def show_pruned(console: Console, pruned: Sequence[Any]) -> None:
+    for p in pruned:
+        console.print(f"{p.volume}: kept {p.kept}, forgot {p.removed}", markup=False)
+
+
+def show_restored(console: Console, done: Any) -> None:
+    console.print(
+        f"{done.role}/{done.volume}: snapshot {done.snapshot[:8]} restored into "
+        f"{done.new_volume}; {done.retained_volume} is retained (kept, unused)",
+        markup=False,
+    )
+    show_deploy(console, done.deploy)

@@ -36,7 +36,7 @@ from corral.deploy.secrets import Hasher
 from corral.deploy.steps import Action, Step
 from corral.edge.container import Edge, check_from_outside
 from corral.engines.base import ContainerInfo, Engine
-from corral.errors import CorralError, DeployError, EngineError, LockedError
+from corral.errors import CorralError, DeployError, EngineError, LockedError, UsageError
 from corral.progress import Progress
 from corral.spec.model import CommandHealth
 from corral.state import State
@@ -93,6 +93,25 @@ class ScratchJournal(Journal):
 
     def replaced(self, role: str, release: int, unavailable_s: float) -> None:
         pass
+
+
+# Carries out one pre-deploy backup step (``Action.BACKUP``): corral.backup provides it.
+BackupRunner = Callable[[Step], None]
+
+
+def run_backups(plan: Plan, backup: BackupRunner | None, progress: Progress) -> None:
+    """The plan's pre-deploy backups, in order, before anything of the fleet changes; the
+    first that fails raises (a BackupError) and stops the deploy.
+
+    Raises:
+        UsageError: the plan backs up a volume and no ``backup`` was given.
+    """
+    if plan.backup_steps and backup is None:
+        raise UsageError(f"the plan backs up {', '.join(plan.backs_up)} and no backup was set up")
+    for step in plan.backup_steps:
+        assert backup is not None
+        progress.step(step.role, f"backing up volume {step.instance} ({step.reason})")
+        backup(step)
 
 
 LAUNCHES = (Action.START, Action.RESTART)
@@ -380,7 +399,7 @@ class Executor:
         Raises:
             DeployError: a single-writer volume is in use; nothing was started.
         """
-        wanted = {self.scope.volume_name(rr.role, v) for v in rr.single_writer}
+        wanted = {rr.engine_volume(self.scope, v) for v in rr.single_writer}
         if not wanted:
             yield
             return

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from corral.build.hashing import hash_json
+from corral.deploy.scope import Scope
 from corral.formats import LABEL_PREFIX
 from corral.spec.model import (
     DeployPolicy,
@@ -58,6 +59,11 @@ class RoleRelease(BaseModel):
     # Volumes declared shareable. A release recorded before corral knew of them has none:
     # every volume is single-writer, the safe reading.
     shareable: tuple[str, ...] = ()
+    # Per volume switched to a restored copy (``corral restore``), the name its engine
+    # volume has in place of the volume's own: ``data`` -> ``data-restored-r7`` is the
+    # engine volume ``<prefix>-<role>-data-restored-r7``. Carried from release to release;
+    # a rollback past the restore goes back to the volume the earlier release used.
+    volume_names: dict[str, str] = {}
 
     @classmethod
     def from_role(cls, name: str, role: Role, image: ImageRecord) -> RoleRelease:
@@ -86,6 +92,16 @@ class RoleRelease(BaseModel):
         """The volumes only one running instance may mount at a time, sorted."""
         return tuple(sorted(set(self.volumes) - set(self.shareable)))
 
+    def engine_volume(self, scope: Scope, volume: str) -> str:
+        """The engine volume that holds ``volume`` in ``scope`` (a restored copy, if the
+        role was switched to one)."""
+        return scope.volume_name(self.role, self.volume_names.get(volume, volume))
+
+    def with_volume_names(self, names: Mapping[str, str]) -> RoleRelease:
+        """This role with ``names`` as its volumes' engine names (see ``volume_names``)."""
+        kept = {k: v for k, v in names.items() if k in self.volumes and k != v}
+        return self.model_copy(update={"volume_names": kept})
+
     @property
     def config_hash(self) -> str:
         """Hash of the settings baked into a running container, other than its image.
@@ -106,6 +122,8 @@ class RoleRelease(BaseModel):
     def _instance_settings(self) -> dict[str, Any]:
         keys = {"run", "volumes", "lockdown", "resources", "health"}
         data = self.model_dump(mode="json", include=keys)
+        if self.volume_names:  # absent when empty: instances from before stay current
+            data["volume_names"] = self.volume_names
         if not data["run"]["tmpfs"]:
             # Hashed as before run.tmpfs existed: instances started by an older corral
             # stay current instead of all being replaced by the first deploy after it.

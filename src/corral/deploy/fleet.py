@@ -38,9 +38,17 @@ def look(ctx: Context) -> Sighting:
 
 
 def observe_fleet(
-    ctx: Context, desired: Desired, edge_image: str | None, seen: Sighting | None = None
+    ctx: Context,
+    desired: Desired,
+    edge_image: str | None,
+    seen: Sighting | None = None,
+    backups: bool = False,
 ) -> Observed:
-    """The fleet as it runs, from ``seen`` or from a fresh look; changes nothing."""
+    """The fleet as it runs, from ``seen`` or from a fresh look; changes nothing.
+
+    ``backups``: say which volumes a plan must back up before it replaces instances
+    (a deploy's and a rollback's plan; never an undo's).
+    """
     seen = seen or look(ctx)
     listing = seen.containers
     instances = observe(ctx.engine, ctx.scope, listing)
@@ -58,7 +66,33 @@ def observe_fleet(
         networks={n for c in listing if c.state == "running" for n in c.addresses},
         released={r.number: desired_from_record(r.roles) for r in releases},
         last_unavailable=ctx.state.last_unavailable(ctx.scope.fleet),
+        backups_due=backups_due(ctx, desired, datetime.now(UTC)) if backups else {},
     )
+
+
+def backups_due(ctx: Context, desired: Desired, now: datetime) -> dict[str, tuple[str, ...]]:
+    """Per role of ``desired``, its backed-up volumes (spec: ``volumes.*.backup``) whose
+    newest verified snapshot is older than ``backup.max_age`` (or that have none)."""
+    settings = ctx.spec.fleet.backup
+    if not settings.before_deploy:
+        return {}
+    fresh = {
+        (r.role, r.volume)
+        for r in ctx.state.stores.backups.of_fleet(ctx.scope.fleet)
+        if r.verify_result == "ok" and _age(r.finished, now) < settings.max_age
+    }
+    due: dict[str, tuple[str, ...]] = {}
+    for name in desired:
+        role = ctx.spec.fleet.roles.get(name)
+        volumes = tuple(v for v in sorted(role.backups) if (name, v) not in fresh) if role else ()
+        if volumes:
+            due[name] = volumes
+    return due
+
+
+def _age(finished: str, now: datetime) -> float:
+    when = datetime.fromisoformat(finished.replace("Z", "+00:00"))
+    return (now - when).total_seconds()
 
 
 def standby_names(state: State, fleet: str) -> set[str]:

@@ -79,7 +79,7 @@ def container_spec(
     labels[LABEL + "image-id"] = rr.image_id
     labels[ROLE_LABEL] = rr.label_text()  # what `corral state recover` rebuilds from
     mounts = tuple(
-        Mount(scope.volume_name(rr.role, vol), path) for vol, path in sorted(rr.volumes.items())
+        Mount(rr.engine_volume(scope, vol), path) for vol, path in sorted(rr.volumes.items())
     )
     return ContainerSpec(
         name=scope.instance_name(rr.role, release, index),

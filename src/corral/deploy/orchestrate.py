@@ -23,7 +23,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from corral.deploy.apply import Executor, Journal
+from corral.deploy.apply import BackupRunner, Executor, Journal, run_backups
 from corral.deploy.context import GOOD, Context
 from corral.deploy.desired import Desired, desired_from_record
 from corral.deploy.fleet import Sighting, look, observe_fleet
@@ -112,6 +112,7 @@ class _Change:
     kind: str  # deploy | rollback
     roles: tuple[str, ...] = ()  # a deploy of these roles only; empty: all of them
     source: ReleaseRecord | None = None  # a rollback: the release deployed again
+    rebind: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
 
 
 def deploy(
@@ -121,8 +122,14 @@ def deploy(
     source: ReleaseRecord | None = None,
     checks: Checks = Checks(),
     hooks: Sequence[Hook] = (),
+    backup: BackupRunner | None = None,
+    rebind: Mapping[str, Mapping[str, str]] | None = None,
 ) -> DeployResult:
     """Bring the fleet to the spec (or, for a rollback, to ``source``'s recorded state).
+
+    ``backup`` carries out the plan's pre-deploy backups (``Action.BACKUP`` steps) before
+    anything changes; ``rebind`` switches roles' volumes to other engine volumes (a
+    restore, see ``resolve_desired``).
 
     The caller holds the deploy lock. Stages, in order: clean-up of what killed deploys
     left, bake (none for a rollback) with the fleet read side by side, resolve, plan,
@@ -135,12 +142,12 @@ def deploy(
         DeployError: a role failed; the fleet was taken back (see ``converge``).
     """
     started = time.monotonic()
-    change = _Change(kind, tuple(roles), source)
+    change = _Change(kind, tuple(roles), source, rebind or {})
     _clean_up(ctx)
     resolved, edge, seen = _bake_and_resolve(ctx, change)
     desired, secrets, fresh = _with_secrets(ctx, change, resolved)
     notes = _rotation_notes(ctx, source, desired)
-    observed = observe_fleet(ctx, desired, edge, seen)
+    observed = observe_fleet(ctx, desired, edge, seen, backups=True)
     release = next_release(ctx.state, ctx.scope.fleet)
     plan = plan_deploy(ctx.scope, desired, observed, resolved.untouched, release)
     unfit = unfit_images(ctx.state, ctx.scope.fleet)
@@ -158,6 +165,7 @@ def deploy(
     planned = Planned(ctx.scope.fleet, kind, plan, desired)
     for hook in hooks:
         hook(planned)
+    run_backups(plan, backup, ctx.progress)  # before anything changes: no release yet
     result = converge(ctx, plan, secrets, edge, kind, source, checks.after)
     return dataclasses.replace(result, seconds=time.monotonic() - started, notes=notes)
 
@@ -182,7 +190,9 @@ def _bake_and_resolve(
         seeing = pool.submit(look, ctx)
         if change.source is None:
             baked = bake_images(ctx, change.roles)
-            resolved = resolve_desired(ctx, change.roles, baked=baked, keep_released=True)
+            resolved = resolve_desired(
+                ctx, change.roles, baked=baked, keep_released=True, rebind=change.rebind
+            )
         else:  # a rollback bakes no role: its images are recorded
             baked, resolved = {}, resolve_release(change.source)
         edge = bake_edge(ctx, resolved.desired)
@@ -443,7 +453,11 @@ def undo(
 
 
 def rollback(
-    ctx: Context, to: int | None = None, checks: Checks = Checks(), hooks: Sequence[Hook] = ()
+    ctx: Context,
+    to: int | None = None,
+    checks: Checks = Checks(),
+    hooks: Sequence[Hook] = (),
+    backup: BackupRunner | None = None,
 ) -> DeployResult:
     """Deploy an earlier release's images and configuration again, through ``deploy``.
 
@@ -452,7 +466,7 @@ def rollback(
     """
     _clean_up(ctx)  # a release a killed deploy left must not be taken for a target
     target = rollback_target(ctx, to)
-    return deploy(ctx, kind="rollback", source=target, checks=checks, hooks=hooks)
+    return deploy(ctx, kind="rollback", source=target, checks=checks, hooks=hooks, backup=backup)
 
 
 def rollback_target(ctx: Context, to: int | None) -> ReleaseRecord:

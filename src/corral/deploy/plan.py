@@ -132,6 +132,8 @@ class Plan:
     ensure_network: bool = True  # False when a running container shows it exists
     release: int = 1  # the release new instances belong to (their names say it)
     orphan_steps: tuple[Step, ...] = ()  # how the orphans go, in order
+    # Pre-deploy backups: run before anything changes (a failed one stops the deploy).
+    backup_steps: tuple[Step, ...] = ()
 
     @property
     def desired(self) -> Desired:
@@ -142,6 +144,11 @@ class Plan:
     def has_changes(self) -> bool:
         edge = self.edge.action in ("create", "start", "resume", "reload")
         return edge or bool(self.orphans) or any(r.changed for r in self.roles)
+
+    @property
+    def backs_up(self) -> tuple[str, ...]:
+        """The volumes backed up before anything changes, as ``role/volume``."""
+        return tuple(f"{s.role}/{s.instance}" for s in self.backup_steps)
 
     @property
     def volumes_touched(self) -> int:
@@ -166,6 +173,7 @@ class Plan:
             "edge": self.edge.to_dict(),
             "orphans": [_change(c) for c in self.orphans],
             "orphan_steps": [step.to_dict() for step in self.orphan_steps],
+            "backup_steps": [step.to_dict() for step in self.backup_steps],
             "ensure_network": self.ensure_network,
         }
 
@@ -190,6 +198,10 @@ class Observed:
     # say. A tainted running instance is replaced as a stale one is; a tainted stand-by
     # is removed, never restarted.
     tainted: Mapping[str, str] = field(default_factory=dict)
+    # Per role, its backed-up volumes with no verified snapshot younger than the spec's
+    # ``backup.max_age``: a plan that replaces the role's running instances backs them up
+    # first. Empty for an undo, which must go back whatever happens.
+    backups_due: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     def taint(self, name: str, reason: str) -> Observed:
         """The same observation with instance ``name`` marked tainted for ``reason``."""
@@ -223,6 +235,7 @@ def plan_deploy(
     )
     waves = tuple(tuple(w) for w in deploy_order(desired))
     network = scope.network not in observed.networks
+    replaced = {rp.role for rp in roles if rp.stop} | {i.role for i in gone if i.running}
     return Plan(
         scope.fleet,
         roles,
@@ -232,6 +245,7 @@ def plan_deploy(
         ensure_network=network,
         release=release,
         orphan_steps=orphan_steps,
+        backup_steps=gen.backup_steps(observed.backups_due, replaced),
     )
 
 
@@ -252,8 +266,8 @@ def _plan_role(
     restart, standby, cleanup = _sort_stopped(stopped, rr, obs)
     needed = max(0, rr.replicas - len(keep))
     restart, standby = restart[:needed], restart[needed:] + standby
-    volumes = tuple(scope.volume_name(rr.role, v) for v in sorted(rr.volumes))
-    exclusive = tuple(scope.volume_name(rr.role, v) for v in rr.single_writer)
+    volumes = tuple(rr.engine_volume(scope, v) for v in sorted(rr.volumes))
+    exclusive = tuple(rr.engine_volume(scope, v) for v in rr.single_writer)
     interrupts = bool(exclusive and stop and needed and not keep)
     first = 1 + max((i.index for i in instances if i.release == release), default=0)
     new = tuple(

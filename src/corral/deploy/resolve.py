@@ -66,6 +66,7 @@ def resolve_desired(
     *,
     baked: Mapping[str, BuildResult] | None = None,
     keep_released: bool = False,
+    rebind: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Resolved:
     """Per role of ``roles`` (default: all), the image baked from its current inputs.
 
@@ -75,6 +76,8 @@ def resolve_desired(
         keep_released: for a deploy of some roles: the spec's other roles join the
             desired state as the active release runs them (a kept role whose instance
             died is started again as released).
+        rebind: per role, volumes switched to other engine volumes by this change
+            (``corral restore``); the others stay on those the active release uses.
 
     Raises:
         UsageError: a named role is not in the spec.
@@ -82,19 +85,30 @@ def resolve_desired(
     names = _select(ctx, roles)
     desired: dict[str, RoleRelease] = {}
     unbuilt = []
+    active = ctx.state.active_release(ctx.scope.fleet)
+    bound = volume_bindings(active)
     for name in names:
         image = _image(ctx, name, baked or {})
         if image is None:
             unbuilt.append(name)
         else:
-            desired[name] = RoleRelease.from_role(name, ctx.spec.fleet.roles[name], image)
-    active = ctx.state.active_release(ctx.scope.fleet)
+            rr = RoleRelease.from_role(name, ctx.spec.fleet.roles[name], image)
+            names_now = {**bound.get(name, {}), **(rebind or {}).get(name, {})}
+            desired[name] = rr.with_volume_names(names_now)
     if keep_released and roles and active is not None:
         for name, rr in desired_from_record(active.roles).items():
             if name not in desired and name in ctx.spec.fleet.roles:
                 desired[name] = rr
     untouched = tuple(name for name in ctx.spec.fleet.roles if name not in desired)
     return Resolved(desired, untouched, tuple(unbuilt))
+
+
+def volume_bindings(active: ReleaseRecord | None) -> dict[str, dict[str, str]]:
+    """Per role, the restored volumes the active release runs on (see
+    ``RoleRelease.volume_names``): a deploy from the spec keeps them."""
+    if active is None:
+        return {}
+    return {n: dict(rr.volume_names) for n, rr in desired_from_record(active.roles).items()}
 
 
 def resolve_release(release: ReleaseRecord) -> Resolved:

@@ -52,7 +52,7 @@ def plan(ctx: Context, roles: Sequence[str] = ()) -> PlanResult:
     resolved = resolve_desired(ctx, roles)
     values = resolve_secrets(resolved.desired, advice="export them before planning")
     desired = stamped(resolved.desired, set(resolved.desired), values, ctx.secret_key)
-    observed = observe_fleet(ctx, desired, edge_image(ctx, desired))
+    observed = observe_fleet(ctx, desired, edge_image(ctx, desired), backups=True)
     release = next_release(ctx.state, ctx.scope.fleet)
     new_volumes = (
         ctx.scope.volume_name(name, volume)

@@ -10,7 +10,7 @@ engine, an edge or the state, so they are tested by comparing lists.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -33,6 +33,7 @@ class Action(StrEnum):
     STOP = "stop"  # the instance stops; its container stays (stand-by, or removed later)
     WAIT_GONE = "wait-gone"  # until the stopped instance holds no mount (single-writer volumes)
     REMOVE = "remove"  # the container goes (stopped gracefully first)
+    BACKUP = "backup"  # before anything changes: a snapshot of ``instance``, a volume's name
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,19 @@ def retire_steps(r: Replacement, change: Change, record: str, background: bool) 
         Action.REMOVE, r.role, change.instance, record=record, background=background and r.public
     )
     return (_drain(r, change), remove)
+
+
+def backup_steps(due: Mapping[str, Sequence[str]], replaced: Collection[str]) -> Batch:
+    """The pre-deploy backups: each due volume of a role whose running instances go.
+
+    ``due`` maps a role to its volumes with no verified snapshot young enough; a role
+    whose instances all stay (or that starts its first ones) loses nothing to back up.
+    """
+    return tuple(
+        Step(Action.BACKUP, role, volume, reason="before its instances are replaced")
+        for role in sorted(replaced)
+        for volume in due.get(role, ())
+    )
 
 
 def keep_steps(role: str, version: str, names: Sequence[str]) -> Batch:

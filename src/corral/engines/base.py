@@ -216,6 +216,36 @@ class Runtime(Protocol):
         """
         raise lacks(self, Capability.RUN_ONCE)
 
+    def pause(self, name: str) -> None:
+        """Freeze every process of a running container (capability ``pause``): its files
+        hold still while a backup reads them; ``unpause`` lets it go on.
+
+        Raises:
+            NotSupportedError: the engine cannot.
+        """
+        raise lacks(self, Capability.PAUSE)
+
+    def unpause(self, name: str) -> None:
+        """Let a paused container's processes run again (capability ``pause``)."""
+        raise lacks(self, Capability.PAUSE)
+
+    def run_piped(
+        self, spec: ContainerSpec, timeout: float, stdin: int | None, stdout: int | None
+    ) -> ProbeResult:
+        """Run ``spec``'s command to its end in a throwaway container, its standard input
+        and output the file descriptors given (None: none), then remove it (capability
+        ``pipes``: a dump streamed into a backup, a restore fed from one).
+
+        Locked down as ``spec`` says, with ``spec.secrets`` handed over as an instance's
+        are; only stderr is kept in the result. One still running after ``timeout``
+        seconds is killed and removed.
+
+        Raises:
+            EngineError: the engine could not be run at all.
+            NotSupportedError: the engine cannot.
+        """
+        raise lacks(self, Capability.PIPES)
+
 
 class Networks(Protocol):
     """The private networks a fleet's containers talk on."""
@@ -254,6 +284,16 @@ class Volumes(Protocol):
     def remove_volume(self, name: str) -> None:
         """Delete a data volume. Only ever called with a name the operator typed."""
         raise lacks(self, Capability.VOLUMES)
+
+    def volume_path(self, name: str) -> Path:
+        """The folder on corral's host that holds an existing volume's files (capability
+        ``host-volumes``: a files backup reads it, a restore writes a new volume's).
+
+        Raises:
+            NotFoundError: there is no such volume.
+            NotSupportedError: the engine cannot.
+        """
+        raise lacks(self, Capability.HOST_VOLUMES)
 
 
 class Pods(Protocol):

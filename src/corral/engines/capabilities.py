@@ -43,6 +43,12 @@ class Capability(enum.Enum):
     #: Pods: a network namespace, with its published ports, that containers join and
     #: leave; a container in one can be renamed (the edge's take-over of its sockets).
     PODS = "pods"
+    #: A running container's processes can be frozen and let go again (files backups).
+    PAUSE = "pause"
+    #: A throwaway container's standard input and output can be given (dumps, restores).
+    PIPES = "pipes"
+    #: A volume's files are a folder on corral's host (files backups and restores).
+    HOST_VOLUMES = "host-volumes"
 
     @property
     def ability(self) -> str:
@@ -62,6 +68,9 @@ _ABILITIES = {
     Capability.RUN_FACTS: "report how a container was started",
     Capability.HOST_SOCKETS: "reach a container's Unix socket from corral's host",
     Capability.PODS: "keep a pod whose open ports outlive the containers in it",
+    Capability.PAUSE: "pause a running container",
+    Capability.PIPES: "stream a throwaway container's standard input and output",
+    Capability.HOST_VOLUMES: "show a volume's files as a folder on corral's host",
 }
 
 

@@ -32,7 +32,14 @@ from corral.errors import EngineError, NotFoundError
 from corral.formats import labels_match
 
 #: What the fake can do: everything but what only a real kernel could tell.
-FAKE_CAPABILITIES = frozenset(Capability) - {Capability.EVENTS, Capability.DIFF}
+# Backups need a real engine (paused writers, piped dumps, a volume's host folder).
+FAKE_CAPABILITIES = frozenset(Capability) - {
+    Capability.EVENTS,
+    Capability.DIFF,
+    Capability.PAUSE,
+    Capability.PIPES,
+    Capability.HOST_VOLUMES,
+}
 
 
 @dataclass(frozen=True)

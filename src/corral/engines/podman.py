@@ -296,6 +296,46 @@ class PodmanEngine(Engine):
         output = _probe_output(proc.stdout + proc.stderr)
         return ProbeResult(proc.returncode, output, time.monotonic() - started)
 
+    def run_piped(
+        self, spec: ContainerSpec, timeout: float, stdin: int | None, stdout: int | None
+    ) -> ProbeResult:
+        stored = any(spec.secrets.values())
+        launch = self._secret_launch(spec) if stored else None
+        started = time.monotonic()
+        try:
+            secret_args = self._create_secrets(spec, launch)
+            dns = self._dns_servers(spec.network) if spec.network else ()
+            interactive = ["--interactive"] if stdin is not None else []
+            argv = [
+                self.binary,
+                "run",
+                "--rm",
+                *interactive,
+                *run_args(spec, secret_args, launch, dns),
+            ]
+            proc = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL if stdin is None else stdin,
+                stdout=subprocess.DEVNULL if stdout is None else stdout,
+                stderr=subprocess.PIPE,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            self.remove(spec.name)
+            return ProbeResult(None, _probe_output(exc.stderr or b""), time.monotonic() - started)
+        except OSError as exc:
+            raise EngineError(f"cannot run podman: {exc}") from exc
+        finally:
+            self._remove_secrets(spec.name)
+        return ProbeResult(proc.returncode, _probe_output(proc.stderr), time.monotonic() - started)
+
+    def pause(self, name: str) -> None:
+        self._run("pause", name)
+
+    def unpause(self, name: str) -> None:
+        self._run("unpause", name)
+
     # -- containers -------------------------------------------------------------------
     def start(self, spec: ContainerSpec) -> ContainerInfo:
         stored = any(spec.secrets.values())
@@ -688,6 +728,12 @@ class PodmanEngine(Engine):
 
     def remove_volume(self, name: str) -> None:
         self._run("volume", "rm", name)
+
+    def volume_path(self, name: str) -> Path:
+        found = self._run("volume", "inspect", "--format", "{{.Mountpoint}}", name, check=False)
+        if found.returncode != 0 or not found.stdout.strip():
+            raise NotFoundError(f"no volume {name}", name=name)
+        return Path(found.stdout.strip())
 
 
 def _api_containers(api: PodmanAPI, labels: Mapping[str, str]) -> list[ContainerInfo]:

@@ -32,8 +32,8 @@ from corral.spec import kinds
 SCHEMA_VERSION: Literal[1] = 1
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,29}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$", re.ASCII)
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$", re.ASCII)
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 def _parse_duration(value: Any) -> Any:
@@ -333,6 +333,42 @@ class Resources(Model):
     pids: Annotated[StrictInt, Field(ge=16, le=100000)] = 256
 
 
+class Retention(Model):
+    """How many snapshots of a volume ``corral backup --prune`` keeps (restic's policy)."""
+
+    last: Annotated[StrictInt, Field(ge=0, le=10000)] = 0
+    daily: Annotated[StrictInt, Field(ge=0, le=10000)] = 7
+    weekly: Annotated[StrictInt, Field(ge=0, le=10000)] = 4
+    monthly: Annotated[StrictInt, Field(ge=0, le=10000)] = 6
+
+
+ProbeCommand = tuple[Annotated[ArgText, AfterValidator(kinds.probe_argument)], ...]
+
+
+class VolumeBackup(Model):
+    """How a volume is backed up: its files (writers paused), or a role's dump command.
+
+    ``dump`` runs in a throwaway container of the role's image on the fleet's network and
+    writes the backup on its standard output; ``restore`` reads it on its standard input;
+    ``check`` (optional) proves a restored copy works. ``{host}`` and ``{port}`` become the
+    address and ``run.port`` of the instance they talk to.
+    """
+
+    mode: Literal["files", "dump"] = "files"
+    dump: ProbeCommand = Field(default=(), max_length=MAX_ARGS)
+    restore: ProbeCommand = Field(default=(), max_length=MAX_ARGS)
+    check: ProbeCommand = Field(default=(), max_length=MAX_ARGS)
+    keep: Retention = Retention()
+
+    @model_validator(mode="after")
+    def _commands(self) -> VolumeBackup:
+        if self.mode == "dump" and not (self.dump and self.restore):
+            raise ValueError("mode 'dump' needs both a 'dump' and a 'restore' command")
+        if self.mode == "files" and (self.dump or self.restore):
+            raise ValueError("'dump' and 'restore' commands are for mode 'dump' only")
+        return self
+
+
 class Volume(Model):
     """A named volume written as a mapping: where it is mounted, and who may share it."""
 
@@ -341,6 +377,7 @@ class Volume(Model):
     # running instances. Shareable volumes are for programs that coordinate their
     # writers themselves (SQLite's locks, append-only files); their roles roll new-first.
     shareable: StrictBool = False
+    backup: VolumeBackup | None = None
 
 
 def _volume_kind(value: Any) -> str | None:
@@ -423,6 +460,15 @@ class Role(Model):
             )
         )
 
+    @property
+    def backups(self) -> dict[str, VolumeBackup]:
+        """The volumes that are backed up, and how, by volume name."""
+        return {
+            name: entry.backup
+            for name, entry in self.volumes.items()
+            if isinstance(entry, Volume) and entry.backup is not None
+        }
+
 
 class EdgeSettings(Model):
     """Where the edge publishes the public roles' ports on the host."""
@@ -430,11 +476,31 @@ class EdgeSettings(Model):
     address: Annotated[str, AfterValidator(kinds.edge_address)] = "127.0.0.1"
 
 
+# Up to 30 days: how old the newest verified snapshot may be for a deploy to skip its own.
+BackupAge = Annotated[StrictFloat, BeforeValidator(_parse_duration), Field(ge=0, le=30 * 86400)]
+
+
+class BackupSettings(Model):
+    """Where the fleet's backups go and when a deploy makes one (see docs/backups.md).
+
+    ``repository``: a folder on the host (served append-only by corral's own ``rclone
+    serve restic --append-only``) or a restic URL (``rest:``, ``sftp:``, ``s3:``...); the
+    default is ``backups/`` beside the fleet's state. ``max_age``: a deploy that replaces
+    instances of a role with backed-up volumes first backs them up, unless a verified
+    snapshot younger than this exists (0: always).
+    """
+
+    repository: Annotated[str, AfterValidator(kinds.state_path)] | None = None
+    before_deploy: StrictBool = True
+    max_age: BackupAge = 0.0
+
+
 class Fleet(Model):
     version: Literal[1] = SCHEMA_VERSION
     fleet: Name
     state: Annotated[str, AfterValidator(kinds.state_path)] | None = None
     edge: EdgeSettings = EdgeSettings()
+    backup: BackupSettings = BackupSettings()
     roles: dict[Name, Role] = Field(min_length=1, max_length=MAX_ROLES)
     # Secrets whose live values test environments use, instead of a value made per run.
     live_secrets_in_tests: tuple[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], ...] = ()

@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from corral.state.backups import BackupRecord
 from corral.state.records import (
     AuditEntry,
     BaseRecord,
@@ -266,6 +267,27 @@ class AuditStore(Protocol):
         self, fleet: str | None = None, limit: int = 100, action: str | None = None
     ) -> list[AuditEntry]:
         """The newest ``limit`` entries, optionally filtered; newest last."""
+        ...
+
+
+class BackupStore(Protocol):
+    """The snapshots corral wrote of each volume, and the restore drills that proved them
+    (``state/backups.py``)."""
+
+    def record(self, made: BackupRecord) -> BackupRecord:
+        """Record a finished snapshot; the stored row (with its id)."""
+        ...
+
+    def verified(self, backup_id: int, result: str, detail: str) -> None:
+        """Record a restore drill's outcome (ok | failed) and why."""
+        ...
+
+    def of_fleet(self, fleet: str, limit: int = 1000) -> list[BackupRecord]:
+        """The fleet's newest backups, oldest first."""
+        ...
+
+    def latest(self, fleet: str) -> dict[tuple[str, str], BackupRecord]:
+        """Per (role, volume), its newest backup."""
         ...
 
 

@@ -19,12 +19,14 @@ from corral.scrub import Scrubber
 from corral.state import db, postgres, transfer
 from corral.state.ancestry import SqliteAncestry, SqliteRevocations
 from corral.state.audit import SqliteAudit
+from corral.state.backups import SqliteBackups
 from corral.state.builds import SqliteBuilds, SqliteImages
 from corral.state.fleets import SqlFleets
 from corral.state.lock import LeaseLocks
 from corral.state.protocols import (
     AncestryStore,
     AuditStore,
+    BackupStore,
     BuildStore,
     FleetStore,
     HeldLock,
@@ -68,6 +70,7 @@ class Stores:
     revocations: RevocationStore
     taints: TaintStore
     fleets: FleetStore
+    backups: BackupStore
 
 
 def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
@@ -86,6 +89,7 @@ def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
         revocations=SqliteRevocations(handle, scrubber),
         taints=SqlTaints(handle, scrubber),
         fleets=SqlFleets(handle),
+        backups=SqliteBackups(handle),
     )
 
 

@@ -90,7 +90,7 @@ class TestEnvironment:
     def _seed_volumes(self, rr: RoleRelease) -> None:
         fixtures = rr.fixtures
         for volume, path in sorted(rr.volumes.items()):
-            name = self.scope.volume_name(rr.role, volume)
+            name = rr.engine_volume(self.scope, volume)
             self.engine.ensure_volume(
                 name, {**self.scope.labels("volume"), LABEL + "role": rr.role}
             )

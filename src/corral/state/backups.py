@@ -1,0 +1,129 @@
+"""Backups in the state: :class:`SqliteBackups` implements
+:class:`~corral.state.protocols.BackupStore`.
+
+One row per restic snapshot corral wrote of a volume (a failed or killed backup leaves
+none), with the last time a restore of it was proven to work. The repository's password
+is never part of a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from corral.state.db import Handle, Row
+from corral.state.records import utc_now
+
+VERIFY_RESULTS = ("ok", "failed")
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    """One snapshot of one volume, as ``corral backup`` recorded it."""
+
+    id: int
+    fleet: str
+    role: str
+    volume: str
+    engine_volume: str
+    snapshot_id: str
+    mode: str  # files | dump
+    release: int | None
+    image_version: str
+    started: str
+    finished: str
+    bytes_added: int
+    tree_sha256: str
+    reason: str
+    verified_at: str | None
+    verify_result: str | None
+    verify_detail: str
+
+    def to_dict(self) -> dict[str, object]:
+        """The record as JSON (``corral backup --json``)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+_COLUMNS = (
+    'id, fleet, role, volume, engine_volume, snapshot_id, mode, "release", image_version,'
+    " started, finished, bytes_added, tree_sha256, reason, verified_at, verify_result,"
+    " verify_detail"
+)
+
+
+def _record(row: Row) -> BackupRecord:
+    return BackupRecord(*row)
+
+
+class SqliteBackups:
+    """:class:`~corral.state.protocols.BackupStore` over one database handle."""
+
+    def __init__(self, db: Handle) -> None:
+        self._db = db
+
+    def record(self, made: BackupRecord) -> BackupRecord:
+        """Record a finished snapshot (``made.id`` is ignored); the stored row.
+
+        Raises:
+            StateError: the database cannot be written.
+        """
+        values = (
+            made.fleet,
+            made.role,
+            made.volume,
+            made.engine_volume,
+            made.snapshot_id,
+            made.mode,
+            made.release,
+            made.image_version,
+            made.started,
+            made.finished,
+            int(made.bytes_added),
+            made.tree_sha256,
+            made.reason,
+        )
+        with self._db.write("recording a backup") as conn:
+            conn.execute(
+                "INSERT INTO backups (fleet, role, volume, engine_volume, snapshot_id, mode,"
+                ' "release", image_version, started, finished, bytes_added, tree_sha256, reason)'
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM backups WHERE fleet = ? AND snapshot_id = ?"
+                " ORDER BY id DESC",
+                (made.fleet, made.snapshot_id),
+            ).fetchone()
+        return _record(row)
+
+    def verified(self, backup_id: int, result: str, detail: str) -> None:
+        """Record the outcome of a restore drill of backup ``backup_id``.
+
+        Raises:
+            ValueError: ``result`` is not ok or failed.
+            StateError: the database cannot be written.
+        """
+        if result not in VERIFY_RESULTS:
+            raise ValueError(f"a verify result is ok or failed, not {result!r}")
+        with self._db.write("recording a verified backup") as conn:
+            conn.execute(
+                "UPDATE backups SET verified_at = ?, verify_result = ?, verify_detail = ?"
+                " WHERE id = ?",
+                (utc_now(), result, detail[:2000], backup_id),
+            )
+
+    def of_fleet(self, fleet: str, limit: int = 1000) -> list[BackupRecord]:
+        """The fleet's newest ``limit`` backups, oldest first.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        with self._db.read("reading backups"):
+            rows = self._db.conn.execute(
+                f"SELECT {_COLUMNS} FROM backups WHERE fleet = ? ORDER BY id DESC LIMIT ?",
+                (fleet, limit),
+            ).fetchall()
+        return [_record(r) for r in reversed(rows)]
+
+    def latest(self, fleet: str) -> dict[tuple[str, str], BackupRecord]:
+        """Per (role, volume), its newest backup."""
+        return {(r.role, r.volume): r for r in self.of_fleet(fleet)}

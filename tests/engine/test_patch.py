@@ -10,6 +10,7 @@ that tag only, never the base every other test shares.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import threading
@@ -24,7 +25,7 @@ from tests.debrepo import PACKAGE, build_deb, make_archive
 from tests.engine.conftest import SHARED_BASE
 from tests.engine.helpers import Fleet, containers
 
-APP = '''
+APP = """
 import json, subprocess
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -58,7 +59,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 ThreadingHTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
-'''
+"""
 
 TEST = """
 import httpx
@@ -168,10 +169,8 @@ def test_a_fix_goes_to_every_instance_and_a_bad_one_is_stopped_by_the_canary(
     def traffic() -> None:  # the canary needs requests to be compared
         with httpx.Client(timeout=5) as client:
             while not stop.is_set():
-                try:
+                with contextlib.suppress(httpx.HTTPError):
                     client.get(fleet.url)
-                except httpx.HTTPError:
-                    pass
 
     thread = threading.Thread(target=traffic, daemon=True)
     thread.start()

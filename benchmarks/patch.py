@@ -106,9 +106,8 @@ def seed_base(env: dict[str, str], work: Path) -> None:
     """The fleet's first base: the shared cached base with corral-fixture 1.0."""
     shared = ensure_base(PodmanEngine(), BASE, NullProgress()).id  # the shared repository
     build_deb(work, "1.0")
-    (work / "Containerfile").write_text(
-        f"FROM {shared}\nRUN --mount=type=bind,target=/run/f,ro dpkg -i /run/f/{PACKAGE}_1.0_all.deb\n"
-    )
+    install = f"RUN --mount=type=bind,target=/run/f,ro dpkg -i /run/f/{PACKAGE}_1.0_all.deb"
+    (work / "Containerfile").write_text(f"FROM {shared}\n{install}\n")
     old = os.environ.get("CORRAL_BASE_REPO")
     os.environ["CORRAL_BASE_REPO"] = env["CORRAL_BASE_REPO"]
     try:

@@ -27,7 +27,7 @@ from corral.deploy.orchestrate import Canary, DeployResult
 from corral.deploy.plan import Plan
 from corral.deploy.resolve import bake_images
 from corral.deploy.service import Context
-from corral.errors import GateError, UsageError
+from corral.errors import CorralError, GateError, UsageError
 from corral.testing import suite
 
 STAGES = ("refresh", "build", "test", "plan", "canary", "watch", "rollout", "settle")
@@ -134,20 +134,12 @@ def patch(ctx: Context, roles: Sequence[str] = (), options: Options = Options())
         for base, _ in bases.values()
     ]
     old_images = _running_images(ctx)
-    clock.mark("build")
-    bake_images(ctx, targets)
-    clock.mark("test")
-    _test(ctx, targets, options.timeouts)
-    clock.mark("plan")
     verdicts: list[canary_watch.Verdict] = []
-
-    def watch(plan: Plan) -> None:
-        verdicts.extend(canary_watch.watch(ctx, plan, options.watch))
-
-    spec_roles = ctx.spec.fleet.roles
-    counts = {n: spec_roles[n].deploy.canary.count(spec_roles[n].replicas) for n in targets}
-    stage = Canary(counts=counts, watch=watch, mark=clock.mark)
-    result = orchestrate.deploy(ctx, targets, checks=_checks(ctx, targets), canary=stage)
+    try:
+        result = _rebuild_and_deploy(ctx, targets, options, clock, verdicts)
+    except CorralError:
+        _put_back(ctx, refreshed)
+        raise
     stages = clock.stop()
     return PatchReport(
         ctx.scope.fleet,
@@ -158,6 +150,39 @@ def patch(ctx: Context, roles: Sequence[str] = (), options: Options = Options())
         result.release,
         tuple(verdicts),
     )
+
+
+def _rebuild_and_deploy(
+    ctx: Context,
+    targets: Sequence[str],
+    options: Options,
+    clock: Clock,
+    verdicts: list[canary_watch.Verdict],
+) -> DeployResult:
+    """The build, test and deploy stages; the canary's verdicts go to ``verdicts``."""
+    clock.mark("build")
+    bake_images(ctx, targets)
+    clock.mark("test")
+    _test(ctx, targets, options.timeouts)
+    clock.mark("plan")
+
+    def watch(plan: Plan) -> None:
+        verdicts.extend(canary_watch.watch(ctx, plan, options.watch))
+
+    spec_roles = ctx.spec.fleet.roles
+    counts = {n: spec_roles[n].deploy.canary.count(spec_roles[n].replicas) for n in targets}
+    stage = Canary(counts=counts, watch=watch, mark=clock.mark)
+    return orchestrate.deploy(ctx, targets, checks=_checks(ctx, targets), canary=stage)
+
+
+def _put_back(ctx: Context, refreshed: Sequence[Refreshed]) -> None:
+    """After a failed lane, each refreshed base's tag goes back to the image it named: a
+    plain ``corral deploy`` must not carry a refresh that failed its tests or its canary
+    (the refreshed image stays, untagged, for a look; the next patch refreshes again)."""
+    for base in refreshed:
+        if base.moved:
+            ctx.engine.tag_image(base.old_id, base.tag)
+            ctx.progress.step("base", f"{base.tag} is back on the image it named before")
 
 
 def dry_run(ctx: Context, roles: Sequence[str] = ()) -> PatchReport:

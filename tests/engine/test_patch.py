@@ -110,6 +110,16 @@ def patch_fleet(
     return fleet
 
 
+def image_id(ref: str) -> str:
+    out = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{.Id}}", ref],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
 def fixture_versions(fleet: Fleet) -> dict[str, str]:
     """Per running instance of web: the corral-fixture version inside it."""
     found = {}
@@ -161,6 +171,7 @@ def test_a_fix_goes_to_every_instance_and_a_bad_one_is_stopped_by_the_canary(
     after = fixture_versions(fleet)
     assert set(after.values()) == {"1.1"} and set(after) == set(role["started"])
     live = fleet.status()["release"]
+    fixed_base = image_id(BaseRecipe.from_spec(SHARED_BASE).tag)
 
     broken = tmp_path / "broken"
     make_archive(broken, "1.2", status="broken")
@@ -187,3 +198,4 @@ def test_a_fix_goes_to_every_instance_and_a_bad_one_is_stopped_by_the_canary(
     assert f"back on release r{live}" in failed.stderr, failed.stderr
     assert fixture_versions(fleet) == after  # the same instances, on the old release
     assert fleet.status()["release"] == live
+    assert image_id(BaseRecipe.from_spec(SHARED_BASE).tag) == fixed_base  # tag put back

@@ -8,18 +8,25 @@ from pathlib import Path
 
 import pytest
 
+from corral import app
 from corral.build.base import BaseRecipe
 from corral.build.refresh import bases_of, check_archives, diff_packages, label_packages
 from corral.deploy.canary import OLD_WEIGHT, Side, canary_weights, compare, side
 from corral.deploy.observe import Instance
-from corral.deploy.plan import Observed, plan_canary, plan_deploy
+from corral.deploy import orchestrate
+from corral.deploy.context import Context
+from corral.deploy.orchestrate import Canary, DeployResult
+from corral.deploy.outcome import ReleaseFailed
+from corral.deploy.plan import Observed, Plan, plan_canary, plan_deploy
 from corral.deploy.scope import Scope
 from corral.deploy.steps import Action
 from corral.edge.runtime import ProxyCounters, RuntimeAPI
-from corral.errors import UsageError
+from corral.engines.fake import FakeEngine
+from corral.errors import DeployError, UsageError
 from corral.patch import Clock
 from corral.spec import load_spec
 from corral.spec.model import CanaryPolicy, DebianBase
+from corral.state import State
 from tests.unit.builders import role_release
 
 SCOPE = Scope("shop")
@@ -187,3 +194,72 @@ def test_an_archive_needs_a_packages_index(tmp_path: Path) -> None:
         check_archives([tmp_path])
     (tmp_path / "Packages").write_text("")
     assert check_archives([tmp_path]) == [tmp_path.resolve()]
+
+
+# -- the canary stage in the orchestrator, on the fake engine -------------------------------
+
+STAGE_SPEC = """\
+fleet: cny
+roles:
+  db:
+    base: {image: localhost/base:1}
+    run: {command: [db], user: app, env: {MODE: "%s"}}
+    volumes: {data: /var/lib/db}
+  web:
+    base: {image: localhost/base:1}
+    run: {command: [web], user: app, env: {MODE: "%s"}}
+    replicas: 3
+"""
+
+
+@pytest.fixture
+def staged(tmp_path: Path) -> tuple[Path, FakeEngine]:
+    engine = FakeEngine()
+    engine.import_rootfs(tmp_path / "rootfs.tar", "localhost/base:1", {})
+    spec = tmp_path / "corral.yaml"
+    spec.write_text(STAGE_SPEC % ("a", "a"))
+    app.deploy(spec, engine=engine, skip_tests="unit test")
+    spec.write_text(STAGE_SPEC % ("b", "b"))
+    return spec, engine
+
+
+def _running(engine: FakeEngine) -> list[str]:
+    return sorted(c.name for c in engine.list_containers({}) if c.state == "running")
+
+
+def _deploy_with(spec: Path, engine: FakeEngine, canary: Canary) -> DeployResult:
+    loaded = load_spec(spec)
+    with State.open(loaded.state_path) as state:
+        ctx = Context(loaded, engine, state)
+        return orchestrate.deploy(ctx, canary=canary)
+
+
+def test_the_canary_runs_beside_the_old_instances_and_is_kept_by_the_rest(
+    staged: tuple[Path, FakeEngine],
+) -> None:
+    spec, engine = staged
+    seen: list[list[str]] = []
+    marks: list[str] = []
+    canary = Canary({"web": 1, "db": 1}, lambda plan: seen.append(_running(engine)), marks.append)
+    result = _deploy_with(spec, engine, canary)
+    assert result.status == "active" and result.canary is not None
+    assert result.canary.role("db").new == ()  # single-writer volume: no canary
+    [during] = seen
+    assert "cny-web-r2-1" in during and sum("cny-web-r1-" in n for n in during) == 3
+    assert marks == ["canary", "watch", "rollout", "settle"]
+    assert "cny-web-r2-1" in result.plan.role("web").keep
+    assert _running(engine) == ["cny-db-r2-1", "cny-web-r2-1", "cny-web-r2-2", "cny-web-r2-3"]
+
+
+def test_a_failed_canary_takes_the_fleet_back_with_the_reason(
+    staged: tuple[Path, FakeEngine],
+) -> None:
+    spec, engine = staged
+    before = _running(engine)
+
+    def fail(plan: Plan) -> None:
+        raise DeployError("role web: the canary cny-web-r2-1 failed: error rate 100.0%")
+
+    with pytest.raises(ReleaseFailed, match="error rate 100.0%.*back on release r1"):
+        _deploy_with(spec, engine, Canary({"web": 1}, fail))
+    assert _running(engine) == before

@@ -238,11 +238,15 @@ def plan_canary(plan: Plan, counts: Mapping[str, int]) -> Plan:
     """The first part of ``plan``: per role in ``counts`` that ``plan`` starts new
     instances of, its first ``counts[role]`` new ones start beside the old ones (see
     ``steps.canary``); nothing stops, nothing else changes but the edge's reload and the
-    role's new volumes. The rest is planned afterwards from the fleet as it is then.
+    role's new volumes. The rest is planned afterwards from the fleet as it is then. A
+    role with a single-writer volume starts no canary (two instances would mount it).
     """
     roles = []
     for rp in plan.roles:
-        rr, count = rp.release, min(counts.get(rp.role, 0), len(rp.new))
+        # A role with a single-writer volume gets no canary: it would mount the volume
+        # beside the old instances (two writers); it is replaced stop-first with the rest.
+        count = 0 if rp.exclusive else min(counts.get(rp.role, 0), len(rp.new))
+        rr = rp.release
         new = rp.new[:count] if rr is not None else ()
         part = dataclasses.replace(
             rp, new=new, restart=(), stop=(), cleanup=(), standby=(), interrupts=False

@@ -11,10 +11,10 @@ import pytest
 from corral import app
 from corral.build.base import BaseRecipe
 from corral.build.refresh import bases_of, check_archives, diff_packages, label_packages
-from corral.deploy.canary import OLD_WEIGHT, Side, canary_weights, compare, side
-from corral.deploy.observe import Instance
 from corral.deploy import orchestrate
+from corral.deploy.canary import OLD_WEIGHT, Side, canary_weights, compare, side
 from corral.deploy.context import Context
+from corral.deploy.observe import Instance
 from corral.deploy.orchestrate import Canary, DeployResult
 from corral.deploy.outcome import ReleaseFailed
 from corral.deploy.plan import Observed, Plan, plan_canary, plan_deploy
@@ -260,6 +260,6 @@ def test_a_failed_canary_takes_the_fleet_back_with_the_reason(
     def fail(plan: Plan) -> None:
         raise DeployError("role web: the canary cny-web-r2-1 failed: error rate 100.0%")
 
-    with pytest.raises(ReleaseFailed, match="error rate 100.0%.*back on release r1"):
+    with pytest.raises(ReleaseFailed, match=r"error rate 100\.0%.*back on release r1"):
         _deploy_with(spec, engine, Canary({"web": 1}, fail))
     assert _running(engine) == before

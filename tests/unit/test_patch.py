@@ -11,6 +11,7 @@ import pytest
 from corral import app
 from corral.build.base import BaseRecipe
 from corral.build.refresh import bases_of, check_archives, diff_packages, label_packages
+from corral.cli.main import main
 from corral.deploy import orchestrate
 from corral.deploy.canary import OLD_WEIGHT, Side, canary_weights, compare, side
 from corral.deploy.context import Context
@@ -263,3 +264,15 @@ def test_a_failed_canary_takes_the_fleet_back_with_the_reason(
     with pytest.raises(ReleaseFailed, match=r"error rate 100\.0%.*back on release r1"):
         _deploy_with(spec, engine, Canary({"web": 1}, fail))
     assert _running(engine) == before
+
+
+def test_the_cli_refuses_an_archive_without_an_index_and_an_unknown_role(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = Path(__file__).resolve().parents[2] / "examples" / "corral.yaml"
+    with pytest.raises(SystemExit) as exited:
+        main(["-f", str(spec), "patch", "--archive", str(tmp_path)])
+    assert exited.value.code == 2 and "no Packages index" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["-f", str(spec), "patch", "--dry-run", "nosuchrole"])
+    assert exited.value.code == 2 and "no role called nosuchrole" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from corral import patch as lane
 from corral.backup import service as backups
 from corral.backup.restic import (
     PASSWORD_FILES,
@@ -484,6 +485,41 @@ def rollback(
         checks = _checks(ctx, skip_tests, None, smoke_test=False)
         runner = backups.pre_deploy_runner(ctx)
         return orchestrate.rollback(ctx, to, checks=checks, hooks=hooks, backup=runner)
+
+
+def patch(
+    path: Path,
+    roles: Sequence[str] = (),
+    options: lane.Options | None = None,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    wait: float = 0,
+    engine: Engine | None = None,
+) -> lane.PatchReport:
+    """The emergency lane: refresh the Debian bases, rebuild the roles on them, test them,
+    deploy them through a watched canary, and report the time to fix (see ``corral.patch``).
+
+    ``dry_run`` says what would be refreshed, rebuilt and replaced; it takes no lock and
+    changes nothing.
+
+    Raises:
+        LockedError: another deploy holds the lock (after ``wait`` seconds).
+        GateError: a rebuilt image failed its tests; nothing was deployed.
+        ReleaseFailed: the canary (or the rollout) failed; the fleet is back on the old
+            release and the message says why.
+    """
+    if dry_run:
+        with _deploying(path, progress, engine) as ctx:
+            return lane.dry_run(ctx, roles)
+    with (
+        _deploying(path, progress, engine) as ctx,
+        _audited(ctx, "patch"),
+        ctx.state.lock("deploy", wait=wait, purpose=f"patch {' '.join(roles) or 'all'}"),
+    ):
+        suite.sweep_dead_tests(ctx)
+        report = lane.patch(ctx, roles, options or lane.Options())
+        ctx.state.record_audit(ctx.scope.fleet, "patch", "fleet", "ok", report.to_dict())
+        return report
 
 
 def status(path: Path, engine: Engine | None = None, drift: bool = False) -> FleetStatus:

@@ -8,6 +8,7 @@ hash of the recipe, so two specs asking for the same Debian get the same base.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 from corral import __version__
 from corral.build.hashing import hash_json
 from corral.engines.base import Engine, ImageInfo
-from corral.errors import BuildError, MissingToolError
+from corral.errors import BuildError, MissingToolError, UsageError
 from corral.formats import label
 from corral.progress import Progress
 from corral.spec.model import DebianBase
@@ -29,6 +30,10 @@ RECIPE_VERSION = 1
 SOURCE_DATE_EPOCH = "1700000000"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 BASE_REPO = "localhost/corral-base"
+# Where bases are tagged, when not BASE_REPO: a test (or a host trying a refresh) keeps its
+# bases apart from the ones every fleet shares.
+BASE_REPO_ENV = "CORRAL_BASE_REPO"
+_REPO = re.compile(r"^localhost/[a-z0-9][a-z0-9._/-]{0,200}$")
 LABEL_BASE_HASH = label("base-hash")
 #: What a base is a base *of* (see :func:`debian_line`); a refreshed base keeps its line.
 LABEL_BASE_LINE = label("base-line")
@@ -82,7 +87,8 @@ class BaseRecipe:
 
     @property
     def tag(self) -> str:
-        return f"{BASE_REPO}:{self.suite}-{self.hash[:16]}"
+        """The base's name: its first bootstrap, or the newest refresh (``refresh.py``)."""
+        return f"{base_repo()}:{self.suite}-{self.hash[:16]}"
 
     def sources(self) -> list[str]:
         """apt source lines: the release, its updates, and security fixes."""
@@ -97,6 +103,20 @@ class BaseRecipe:
 def debian_line(suite: str, variant: str, packages: tuple[str, ...]) -> str:
     """``debian:<suite>:<variant>:<hash of the sorted package names>``."""
     return f"debian:{suite}:{variant}:{hash_json(sorted(set(packages)))[:12]}"
+
+
+def base_repo() -> str:
+    """BASE_REPO, or the repository ``CORRAL_BASE_REPO`` names (checked: a local name).
+
+    Raises:
+        UsageError: the variable holds something else than ``localhost/<name>``.
+    """
+    repo = os.environ.get(BASE_REPO_ENV, "") or BASE_REPO
+    if not _REPO.match(repo):
+        raise UsageError(
+            f"{BASE_REPO_ENV}={repo!r} is not a local image repository (localhost/...)"
+        )
+    return repo
 
 
 def ensure_base(engine: Engine, base: DebianBase, progress: Progress) -> ImageInfo:

@@ -22,6 +22,8 @@ import click
 from rich.console import Console
 
 from corral import __version__, app
+from corral import patch as lane
+from corral.build.refresh import check_archives
 from corral.cli import views
 from corral.cli.exitcodes import ExitCode, for_error
 from corral.cli.params import PACKAGE, ROLE, Count, Duration, Seconds, SpecFile, WebhookURL, Words
@@ -274,6 +276,53 @@ def deploy(
     with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
         result = app.deploy(opts.file, roles, progress=progress, wait=wait, skip_tests=skip)
     opts.emit(views.deploy_data(result), lambda out: views.show_deploy(out, result))
+
+
+@cli.command()
+@click.argument("roles", nargs=-1, type=ROLE)
+@click.option(
+    "--dry-run", is_flag=True, help="Say what would be rebuilt and replaced; change nothing."
+)
+@click.option(
+    "--watch",
+    "watch_s",
+    default=10.0,
+    show_default=True,
+    type=Seconds(0, 3600),
+    help="Seconds the canary takes its share of requests before the rest is replaced.",
+)
+@click.option(
+    "--archive",
+    "archives",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A local folder with a flat Debian archive (a Packages index) to upgrade from too.",
+)
+@click.option(
+    "--no-default-archives",
+    is_flag=True,
+    help="Upgrade from the --archive folders only, not the base's own archives.",
+)
+@wait_option
+@common_options
+def patch(
+    opts: Options,
+    roles: tuple[str, ...],
+    dry_run: bool,
+    watch_s: float,
+    archives: tuple[Path, ...],
+    no_default_archives: bool,
+    wait: float,
+) -> None:
+    """Refresh the Debian base, rebuild, test and canary-deploy the roles built on it."""
+    options = lane.Options(
+        archives=tuple(check_archives(archives)),
+        default_archives=not no_default_archives,
+        watch=watch_s,
+    )
+    with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
+        report = app.patch(opts.file, roles, options, dry_run, progress=progress, wait=wait)
+    opts.emit(report.to_dict(), lambda out: views.show_patch(out, report))
 
 
 @cli.command("test")

@@ -29,6 +29,7 @@ from corral.deploy.plan import Plan, RolePlan, summarize
 from corral.deploy.service import PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
 from corral.errors import BuildError, CorralError, DeployError, EngineError, SpecError
+from corral.patch import PatchReport
 from corral.state import AuditEntry, RevocationRecord
 from corral.testing.suite import KINDS, CoverageRow, RoleTestResult
 
@@ -542,3 +543,45 @@ def show_restored(console: Console, done: Any) -> None:
         markup=False,
     )
     show_deploy(console, done.deploy)
+
+
+def show_patch(console: Console, report: PatchReport) -> None:
+    """The time-to-fix report: bases, packages changed, instances replaced, stages."""
+    if report.status == "dry-run":
+        for base in report.bases:
+            say(
+                console,
+                f"would refresh {base['tag']} (roles built on it: {', '.join(base['roles'])})",
+            )
+        for name, names in report.would_replace.items():
+            running = ", ".join(names) or "no running instance"
+            say(console, f"would rebuild {name} and replace: {running}")
+        say(console, "(whether a package has a newer version is only known by refreshing)")
+        return
+    for base in report.bases:
+        state = "refreshed" if base["refreshed"] else "no newer package"
+        say(console, f"base {base['tag']}: {state}")
+    for role in report.roles:
+        say(console, f"{role.role}: {role.old_version or '-'} -> {role.new_version}")
+        for name, (old, new) in role.packages.items():
+            say(console, f"  {name} {old or '(none)'} -> {new or '(removed)'}")
+        if role.retired or role.started:
+            say(
+                console, f"  replaced {', '.join(role.retired) or '-'} by {', '.join(role.started)}"
+            )
+    for verdict in report.canary:
+        say(
+            console,
+            f"canary {verdict.role}: {'passed' if verdict.passed else 'failed'} ({verdict.why})",
+        )
+    table = Table(box=None)
+    table.add_column("STAGE", no_wrap=True)
+    table.add_column("SECONDS", justify="right", no_wrap=True)
+    for stage, seconds in report.stages:
+        table.add_row(*cells(stage, f"{seconds:.2f}"))
+    table.add_row(*cells("total", f"{report.total:.2f}"))
+    console.print(table)
+    if report.status == "patched":
+        console.print(styled(f"release r{report.release} is live", "green", " (patched)"))
+    else:
+        say(console, "nothing to change: the fleet already runs the newest base")

@@ -31,7 +31,13 @@ from corral.deploy.gc import sweep_killed
 from corral.deploy.instances import resolve_secrets
 from corral.deploy.observe import list_scope, observe
 from corral.deploy.outcome import Failed, as_deploy_error, fail
-from corral.deploy.plan import Plan, needed_capabilities, plan_deploy, single_writer_conflicts
+from corral.deploy.plan import (
+    Plan,
+    needed_capabilities,
+    plan_canary,
+    plan_deploy,
+    single_writer_conflicts,
+)
 from corral.deploy.resolve import (
     Resolved,
     bake_edge,
@@ -64,6 +70,7 @@ class DeployResult:
     rolled_back_to: int | None = None
     seconds: float = 0.0
     notes: tuple[str, ...] = ()  # what the operator should know (a rollback's new secrets)
+    canary: Plan | None = None  # with a canary stage: its plan (``plan`` is the rest's)
 
 
 def no_check(desired: Desired) -> None:
@@ -99,6 +106,21 @@ class Planned:
         return {rp.role: rp.volumes for rp in self.plan.roles if rp.volumes and rp.stop}
 
 
+@dataclass(frozen=True)
+class Canary:
+    """A canary stage for ``deploy`` (``corral patch``): before the rest of the release,
+    ``counts[role]`` new instances start beside the old ones and ``watch`` judges them.
+
+    ``watch`` gets the canary's plan (``plan.plan_canary``) once its instances run, and
+    raises a CorralError to fail the release (the fleet goes back, as for a failed health
+    check). ``mark`` is told each stage as it begins: canary, watch, rollout, settle.
+    """
+
+    counts: Mapping[str, int]
+    watch: Callable[[Plan], None]
+    mark: Callable[[str], None] = lambda stage: None
+
+
 # Called with the plan after the gate and before anything changes; an error it raises
 # (a CorralError) refuses the change, no release recorded. The undo after a failure runs
 # no hook: it must go back whatever happens, and the deploy's hooks ran before it started.
@@ -124,6 +146,7 @@ def deploy(
     hooks: Sequence[Hook] = (),
     backup: BackupRunner | None = None,
     rebind: Mapping[str, Mapping[str, str]] | None = None,
+    canary: Canary | None = None,
 ) -> DeployResult:
     """Bring the fleet to the spec (or, for a rollback, to ``source``'s recorded state).
 
@@ -166,7 +189,9 @@ def deploy(
     for hook in hooks:
         hook(planned)
     run_backups(plan, backup, ctx.progress)  # before anything changes: no release yet
-    result = converge(ctx, plan, secrets, edge, kind, source, checks.after)
+    result = converge(
+        ctx, plan, secrets, edge, kind, source, checks.after, canary, resolved.untouched
+    )
     return dataclasses.replace(result, seconds=time.monotonic() - started, notes=notes)
 
 
@@ -272,8 +297,13 @@ def converge(
     kind: str,
     source: ReleaseRecord | None,
     after: Callable[[Desired], None] = no_check,
+    canary: Canary | None = None,
+    untouched: Sequence[str] = (),
 ) -> DeployResult:
     """Record a release, apply the plan, smoke-test and settle it; undo if a role fails.
+
+    With ``canary``, the plan is carried out in two parts of the same release: the
+    canary's instances, watched, then the rest planned from the fleet as it is then.
 
     The outcome is decided here: active, or (``outcome.fail``) rolled back with the undo
     or failed; an interruption marks the release aborted and undoes nothing.
@@ -297,8 +327,13 @@ def converge(
         why = f"the plan is for release r{plan.release}, the state started r{release.number}"
         ctx.state.finish_release(release.id, "aborted", why)
         raise StateError(f"{why}: another deploy ran meanwhile; plan again")
+    first: Plan | None = None
     try:
-        _apply(ctx, plan, secrets, edge, journal)
+        if canary is None:
+            _apply(ctx, plan, secrets, edge, journal)
+        else:
+            first, plan = _canary_first(ctx, plan, secrets, edge, journal, canary, untouched)
+            canary.mark("settle")
         verify(ctx, desired, 0.0, edge)  # every role at its replicas before the smoke test
         after(desired)
         verify(ctx, desired, settle_time(desired, _changed(plan)), edge)
@@ -317,7 +352,33 @@ def converge(
     ctx.state.finish_release(release.id, "active")
     remember_edge(ctx, desired, edge)
     journal.audit(kind, "fleet", "ok", {**details, "source": source.number if source else None})
-    return DeployResult(fleet, kind, "active", release.number, plan)
+    return DeployResult(fleet, kind, "active", release.number, plan, canary=first)
+
+
+def _canary_first(
+    ctx: Context,
+    plan: Plan,
+    secrets: Mapping[str, str],
+    edge: str | None,
+    journal: Journal,
+    canary: Canary,
+    untouched: Sequence[str],
+) -> tuple[Plan, Plan]:
+    """Apply the canary's part of ``plan``, let ``canary.watch`` judge it, then plan and
+    apply the rest. The canary's instances belong to the release being made: the rest's
+    plan counts that release as good, so it keeps them as current."""
+    first = plan_canary(plan, canary.counts)
+    canary.mark("canary")
+    _apply(ctx, first, secrets, edge, journal)
+    canary.mark("watch")
+    canary.watch(first)
+    canary.mark("rollout")
+    observed = observe_fleet(ctx, plan.desired, edge)
+    good = {*observed.good_releases, plan.release}
+    observed = dataclasses.replace(observed, good_releases=good)
+    rest = plan_deploy(ctx.scope, plan.desired, observed, untouched, plan.release)
+    _apply(ctx, rest, secrets, edge, journal)
+    return first, rest
 
 
 def _state_failed(exc: CorralError) -> bool:

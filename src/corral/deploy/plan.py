@@ -249,6 +249,38 @@ def plan_deploy(
     )
 
 
+def plan_canary(plan: Plan, counts: Mapping[str, int]) -> Plan:
+    """The first part of ``plan``: per role in ``counts`` that ``plan`` starts new
+    instances of, its first ``counts[role]`` new ones start beside the old ones (see
+    ``steps.canary``); nothing stops, nothing else changes but the edge's reload and the
+    role's new volumes. The rest is planned afterwards from the fleet as it is then. A
+    role with a single-writer volume starts no canary (two instances would mount it).
+    """
+    roles = []
+    for rp in plan.roles:
+        # A role with a single-writer volume gets no canary: it would mount the volume
+        # beside the old instances (two writers); it is replaced stop-first with the rest.
+        count = 0 if rp.exclusive else min(counts.get(rp.role, 0), len(rp.new))
+        rr = rp.release
+        new = rp.new[:count] if rr is not None else ()
+        part = dataclasses.replace(
+            rp, new=new, restart=(), stop=(), cleanup=(), standby=(), interrupts=False
+        )
+        batches: list[Batch] = [
+            b for b in (gen.keep_steps(rp.role, rp.image_version, rp.keep),) if b
+        ]
+        if new and rr is not None:
+            batches += [tuple(Step(Action.CREATE_VOLUME, rp.role, v) for v in rp.new_volumes)]
+            r = Replacement(
+                rp.role, rp.image_version, rr.public is not None, rp.replicas, 0, 0, 0.0, new=new
+            )
+            batches += gen.canary(r)
+        else:
+            part = dataclasses.replace(part, new_volumes=())
+        roles.append(dataclasses.replace(part, batches=tuple(b for b in batches if b)))
+    return dataclasses.replace(plan, roles=tuple(roles), orphans=(), orphan_steps=())
+
+
 def _orphan(role: str) -> Replacement:
     """An orphan's role as the generators see it: maybe still behind the edge."""
     return Replacement(role, "", False, 0, 0, 0, 0.0)

@@ -297,3 +297,10 @@ def stop_first(r: Replacement, standby: bool) -> list[Batch]:
     if not standby and r.stop:
         batches.append(tuple(Step(Action.REMOVE, r.role, c.instance, always=True) for c in r.stop))
     return batches
+
+
+def canary(r: Replacement) -> list[Batch]:
+    """Start a canary's new instances beside the old ones, which all keep serving; a
+    public role's are held (checked by the edge, no request) until the canary watch lets
+    its bounded share of requests in. Nothing stops: that is the rest of the release's."""
+    return [_launch(r, r.new, (), hold=r.public)] if r.new else []

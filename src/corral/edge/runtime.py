@@ -133,6 +133,7 @@ class ProxyCounters:
     sessions: int
     server_aborts: int = 0
     internal_errors: int = 0
+    response_ms: int = 0  # ``rtime``: mean response time of the last 1024 requests
 
     @property
     def key(self) -> tuple[str, str]:
@@ -299,6 +300,20 @@ class RuntimeAPI:
         """
         if states:
             self._expect_all([(_state_line(backend, n, s), ("",)) for n, s in states])
+
+    def set_weights(self, backend: str, weights: Mapping[str, int]) -> None:
+        """Give servers of ``backend`` these weights (0-256), one round trip: a server's
+        share of new requests is its weight over the sum of its backend's.
+
+        Raises:
+            ValueError: a weight out of range or a malformed name.
+            EngineError: HAProxy refused one.
+        """
+        for name, weight in weights.items():
+            if not 0 <= weight <= 256:
+                raise ValueError(f"weight {weight} of {backend}/{name} is not in 0-256")
+        steps = [(f"set weight {_target(backend, n)} {w}", ("",)) for n, w in weights.items()]
+        self._expect_all(steps)
 
     def shutdown_sessions(self, backend: str, name: str) -> None:
         """Cut every request still in flight on a server (the last resort of a drain).
@@ -839,4 +854,5 @@ def _counters(row: dict[str, str]) -> ProxyCounters:
         sessions=count("stot"),
         server_aborts=count("srv_abrt"),
         internal_errors=count("eint"),
+        response_ms=count("rtime"),
     )

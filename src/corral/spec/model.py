@@ -270,6 +270,26 @@ def resolve_amount(amount: int | str, replicas: int, round_up: bool) -> int:
     return -(-share // 100) if round_up else share // 100
 
 
+class CanaryPolicy(Model):
+    """How ``corral patch`` tries a new release before the rest: ``instances`` new ones (a
+    count or a share of the replicas, at least one) take ``traffic`` percent of the role's
+    requests at the edge while their error rate and latency are compared with the old ones'.
+    """
+
+    instances: Amount = 1
+    traffic: Annotated[int, Field(ge=1, le=50)] = 20
+    # The canary fails when its error rate exceeds the old instances' by more than this
+    # (a fraction of requests), or its mean response time exceeds theirs times
+    # ``latency_factor`` plus ``latency_slack``.
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
+    latency_factor: Annotated[float, Field(ge=1, le=100)] = 3.0
+    latency_slack: Duration = 0.05
+
+    def count(self, replicas: int) -> int:
+        """The canary instances for ``replicas``: a share rounds up, at least one."""
+        return max(1, min(replicas, resolve_amount(self.instances, replicas, round_up=True)))
+
+
 class DeployPolicy(Model):
     strategy: Literal["rolling", "blue-green"] = "rolling"
     max_surge: Amount = 1
@@ -283,6 +303,7 @@ class DeployPolicy(Model):
     # down, or its check fails) before it is burned and replaced. Long enough that a
     # slow request or a short pause is not a death; short enough that capacity returns.
     grace: Annotated[StrictFloat, BeforeValidator(_parse_duration), Field(ge=1, le=3600)] = 30.0
+    canary: CanaryPolicy = CanaryPolicy()
 
     @model_validator(mode="after")
     def _can_progress(self) -> DeployPolicy:

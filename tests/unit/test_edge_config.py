@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from corral.deploy.steps import DRAIN_LEFTOVER
 from corral.edge.config import (
+    CONNECT_TIMEOUT_S,
     DEFAULT_RETRY_ON,
     EMPTY_STATE,
     Frontend,
@@ -175,3 +177,9 @@ def test_haproxy_accepts_the_config(tmp_path: Path, retry_on: str) -> None:
     assert check.returncode == 0, check.stdout + check.stderr
     # A warning would mean a keyword HAProxy 2.6 ignores or reinterprets.
     assert "WARNING" not in check.stdout + check.stderr
+
+
+def test_a_dead_instance_drains_longer_than_a_connection_to_it_may_wait() -> None:
+    # Connections to a killed instance's vanished address time out and are retried on
+    # another server; a drain that ended first would cut them (failed requests).
+    assert DRAIN_LEFTOVER > CONNECT_TIMEOUT_S

@@ -16,7 +16,11 @@ from enum import StrEnum
 from typing import Any
 
 DRAIN_ANYWHERE = 5.0  # an instance of a role not behind the edge: drained in case it still is
-DRAIN_LEFTOVER = 1.0  # a stopped instance, or a server no running instance answers for
+# A dead or stopped instance, or a server no running instance answers for. Its requests
+# are connections still waiting on a vanished address: the drain outlasts the edge's
+# connect timeout (2 s), so HAProxy retries them on another server instead of the drain
+# cutting them (a killed instance cost hundreds of failed requests under chaos that way).
+DRAIN_LEFTOVER = 2.5
 
 
 class Action(StrEnum):

@@ -31,6 +31,10 @@ CHECK_INTER = "500ms"
 CHECK_DOWNINTER = "20ms"
 CHECK_FALL = 2
 CHECK_RISE = 1
+# How long HAProxy waits for a connection to an instance before it retries elsewhere. An
+# instance that died leaves connections waiting this long on its vanished address; a drain
+# of a dead instance outlasts it (deploy.steps.DRAIN_LEFTOVER), so they are retried, not cut.
+CONNECT_TIMEOUT_S = 2
 
 # What HAProxy may retry on another server. Not "all-retryable-errors" (which 2.6 accepts):
 # that one also replays requests that got a 500 or a junk answer, which are the application's
@@ -214,7 +218,7 @@ def _defaults(retry_on: str) -> str:
         "    log global\n"
         "    option httplog\n"
         "    option dontlognull\n"
-        "    timeout connect 2s\n"
+        f"    timeout connect {CONNECT_TIMEOUT_S}s\n"
         "    timeout client 30s\n"
         "    timeout server 30s\n"
         "    timeout http-request 10s\n"

@@ -6,17 +6,21 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from corral.edge.container import SOCKET_IN_CONTAINER as EDGE_SOCKET_DIR
 from corral.edge.container import SOCKET_NAME
@@ -25,6 +29,39 @@ from corral.edge.watch import CounterWatch
 
 APP = Path(__file__).parent / "fleet_app"
 CORRAL = [sys.executable, "-m", "corral"]
+
+
+def until(check: Callable[[], bool], timeout: float, every: float = 0.1) -> float:
+    """Seconds until ``check`` held, looking every ``every`` s; fails after ``timeout``."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"not within {timeout:g}s")
+        time.sleep(every)
+    return time.monotonic() - started
+
+
+@contextmanager
+def watching(
+    spec: Path, *args: str, settle: float = 0, stderr: bool = False
+) -> Iterator[subprocess.Popen[str]]:
+    """``corral watch --interval 1`` on ``spec`` for the block, then stopped with its
+    children: it runs in a session of its own. ``settle``: seconds given to its first pass
+    and its event stream before the block starts. ``stderr``: piped, for a block that reads
+    it (unread, a full pipe would stall the watcher), else dropped."""
+    watch = subprocess.Popen(
+        [*CORRAL, "-f", str(spec), "watch", "--interval", "1", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE if stderr else subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(settle)
+        yield watch
+    finally:
+        os.killpg(watch.pid, signal.SIGTERM)
+        watch.wait(timeout=30)
 
 
 def free_port(below: int | None = None) -> int:

@@ -12,13 +12,10 @@ import json
 import os
 import pty
 import select
-import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
-from tests.engine.helpers import CORRAL, Fleet, containers
+from tests.engine.helpers import CORRAL, Fleet, containers, until, watching
 
 
 def _running(fleet: Fleet) -> list[str]:
@@ -27,31 +24,6 @@ def _running(fleet: Fleet) -> list[str]:
         for c in containers(fleet.name)
         if c["Labels"].get("io.corral.role") == "web" and c["State"] == "running"
     )
-
-
-def _until(check: Callable[[], bool], timeout: float) -> float:
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < timeout, "timed out"
-        time.sleep(0.1)
-    return time.monotonic() - started
-
-
-@contextmanager
-def _watching(fleet: Fleet) -> Iterator[subprocess.Popen[str]]:
-    watch = subprocess.Popen(
-        [*CORRAL, "-f", str(fleet.spec), "watch", "--interval", "1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        time.sleep(3)  # its first pass and its event stream are up
-        yield watch
-    finally:
-        os.killpg(watch.pid, signal.SIGTERM)
-        watch.wait(timeout=30)
 
 
 def _on_a_terminal(argv: list[str], typed: str, timeout: float = 120) -> tuple[str, int]:
@@ -91,7 +63,7 @@ def test_break_glass_then_chaos_under_load_with_watch_running(
     fleet.deploy()
     first = _running(fleet)
     assert len(first) == 3
-    with _watching(fleet) as watch:
+    with watching(fleet.spec, settle=3) as watch:
         # -- break-glass on a terminal: /bin/sh as the instance's user, then replaced.
         typed = "id -u; echo made-$((20+22)); touch /etc/x || echo read-only; exit 3\n"
         out, code = _on_a_terminal(
@@ -143,7 +115,7 @@ def test_break_glass_then_chaos_under_load_with_watch_running(
                 "--drain-first",
             )  # fmt: skip
             chaos = json.loads(proc.stdout)
-            _until(lambda: len(_running(fleet)) == 3, 30)
+            until(lambda: len(_running(fleet)) == 3, 30)
             time.sleep(1)
         killed = [k["instance"] for k in chaos["kills"]]
         print(f"chaos: {len(killed)} kills, {load.total} requests, outcomes {dict(load.outcomes)}")

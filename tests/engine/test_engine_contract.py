@@ -4,8 +4,6 @@ engine can show: that the probe address, the test backend and the control socket
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ from tests.contract_suite import (
     RuntimeContract,
     VolumesContract,
 )
-from tests.engine.helpers import free_port
+from tests.engine.helpers import free_port, until
 
 
 @pytest.fixture
@@ -52,15 +50,6 @@ class TestIntrospection(IntrospectionContract): ...
 class TestAccess(AccessContract): ...
 
 
-def _until(check: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"not within {timeout:g}s")
-
-
 def _answers(address: str, port: int) -> bool:
     try:
         with socket.create_connection((address, port), timeout=1):
@@ -76,7 +65,7 @@ def test_corral_reaches_an_instance_at_its_probe_address(contract: Harness) -> N
     info = contract.start("web-1", network=net, command=serve)
     address = contract.engine.probe_address(info, net)
     assert address is not None
-    _until(lambda: _answers(address, 8000))
+    until(lambda: _answers(address, 8000), 20)
 
 
 def test_testinfra_runs_commands_through_the_test_backend(contract: Harness) -> None:
@@ -104,7 +93,7 @@ def test_corral_connects_to_a_control_socket(contract: Harness) -> None:
     )
     contract.start("ctl", command=("python3", "-c", server), mounts=(mount,))
     path = contract.engine.control_socket(mount, "ctl.sock")
-    _until(lambda: Path(path).exists())
+    until(lambda: Path(path).exists(), 20)
     with socket.socket(socket.AF_UNIX) as client:
         client.settimeout(5)
         client.connect(path)

@@ -14,23 +14,12 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.engine.helpers import CORRAL, Fleet, containers, podman_json
-
-
-def _until(check: Callable[[], bool], timeout: float) -> float:
-    """Seconds until ``check`` held; fails after ``timeout``."""
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < timeout, "timed out"
-        time.sleep(0.02)
-    return time.monotonic() - started
+from tests.engine.helpers import Fleet, containers, podman_json, until, watching
 
 
 def _serves(fleet: Fleet) -> bool:
@@ -38,22 +27,6 @@ def _serves(fleet: Fleet) -> bool:
         return httpx.get(fleet.url, timeout=0.5).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-@contextmanager
-def _watching(fleet: Fleet, *args: str) -> Iterator[subprocess.Popen[str]]:
-    watch = subprocess.Popen(
-        [*CORRAL, "-f", str(fleet.spec), "watch", "--interval", "1", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        yield watch
-    finally:
-        os.killpg(watch.pid, signal.SIGTERM)
-        watch.wait(timeout=30)
 
 
 def test_a_dead_edge_is_back_within_2s_by_the_engine_and_by_the_watcher(
@@ -67,7 +40,7 @@ def test_a_dead_edge_is_back_within_2s_by_the_engine_and_by_the_watcher(
 
     # A crash (the process dies, no one asked): podman's restart policy, no corral running.
     os.kill(inspected["State"]["Pid"], signal.SIGKILL)
-    by_engine = _until(lambda: _serves(fleet), 10)
+    by_engine = until(lambda: _serves(fleet), 10, every=0.02)
     assert by_engine < 2.0, f"the engine brought the edge back in {by_engine:.2f}s"
 
     # podman kill counts as a user's stop in podman 4.3: the edge stays down, and says so.
@@ -77,11 +50,11 @@ def test_a_dead_edge_is_back_within_2s_by_the_engine_and_by_the_watcher(
     down = fleet.corral("status", "--json", check=False)
     assert down.returncode == 1 and "the edge is exited" in down.stdout, down.stdout
 
-    with _watching(fleet) as watch:
-        first = _until(lambda: _serves(fleet), 30)  # its first pass brings it back
+    with watching(fleet.spec, stderr=True) as watch:
+        first = until(lambda: _serves(fleet), 30, every=0.02)  # its first pass brings it back
         time.sleep(2)  # the event stream is up
         subprocess.run(["podman", "kill", edge], check=True, capture_output=True)
-        by_watcher = _until(lambda: _serves(fleet), 30)
+        by_watcher = until(lambda: _serves(fleet), 30, every=0.02)
         assert fleet.corral("status", "--json", check=False).returncode == 0
     print(f"engine: {by_engine:.2f}s; watcher: first pass {first:.2f}s, kill {by_watcher:.2f}s")
     assert by_watcher < 2.0, f"the watcher brought the edge back in {by_watcher:.2f}s: {watch}"
@@ -108,8 +81,8 @@ def test_a_role_whose_new_instances_crash_ends_degraded_with_the_old_one_serving
     [volume] = podman_json("volume", "inspect", f"{fleet.name}-web-data")
     (Path(volume["Mountpoint"]) / "crash-on-start").write_text("")  # new instances exit 3
     subprocess.run(["podman", "kill", before[0]], check=True, capture_output=True)
-    with _watching(fleet, "--diff-interval", "600") as watch:
-        _until(lambda: bool(fleet.status()["roles"][0]["degraded"]), 60)
+    with watching(fleet.spec, "--diff-interval", "600", stderr=True) as watch:
+        until(lambda: bool(fleet.status()["roles"][0]["degraded"]), 60)
         with fleet.load(clients=2) as load:  # the old one serves, and nothing churns
             time.sleep(5)
         status = fleet.corral("status", "--json", check=False)
@@ -130,11 +103,11 @@ def test_a_file_changed_inside_an_instance_gets_it_burned(fleet: Fleet, shared_b
     before = _running(fleet)
     [inspected] = podman_json("container", "inspect", before[0])
     upper = Path(inspected["GraphDriver"]["Data"]["UpperDir"])
-    with _watching(fleet, "--diff-interval", "1"):
+    with watching(fleet.spec, "--diff-interval", "1"):
         time.sleep(3)  # its first diffs are the instances' baselines
         (upper / "srv" / "app").mkdir(parents=True, exist_ok=True)
         (upper / "srv" / "app" / "server.py").write_text("# changed outside corral\n")
-        took = _until(lambda: before[0] not in _running(fleet) and len(_running(fleet)) == 2, 30)
+        took = until(lambda: before[0] not in _running(fleet) and len(_running(fleet)) == 2, 30)
     [burn] = [e for e in _audit(fleet) if e["action"] == "burn"]
     assert burn["target"] == before[0], burn
     assert "files changed" in burn["details"]["reason"] and "/srv/app" in burn["details"]["reason"]

@@ -5,13 +5,10 @@ removed, and both burns are in the audit trail."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import time
-from collections.abc import Callable
 
-from tests.engine.helpers import CORRAL, Fleet, containers
+from tests.engine.helpers import Fleet, containers, until, watching
 
 
 def _running(fleet: Fleet, role: str = "web") -> list[str]:
@@ -70,33 +67,13 @@ def test_reconcile_replaces_a_killed_instance_and_removes_an_orphan(
     assert {before[0], orphan} <= burned
 
 
-def _until(check: Callable[[], bool], timeout: float) -> float:
-    """Seconds until ``check`` held; fails after ``timeout``."""
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < timeout, "timed out"
-        time.sleep(0.1)
-    return time.monotonic() - started
-
-
 def test_watch_burns_an_instance_exec_went_into(fleet: Fleet, shared_base: str) -> None:
     fleet.write("v1", replicas=2)
     fleet.deploy()
     before = _running(fleet)
-    watch = subprocess.Popen(
-        [*CORRAL, "-f", str(fleet.spec), "watch", "--interval", "1", "--diff-interval", "1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        time.sleep(3)  # its first pass and its event stream are up
+    with watching(fleet.spec, "--diff-interval", "1", settle=3):
         subprocess.run(["podman", "exec", before[0], "true"], check=True, capture_output=True)
-        took = _until(lambda: before[0] not in _running(fleet) and len(_running(fleet)) == 2, 30)
-    finally:
-        os.killpg(watch.pid, signal.SIGTERM)
-        watch.wait(timeout=30)
+        took = until(lambda: before[0] not in _running(fleet) and len(_running(fleet)) == 2, 30)
     assert before[1] in _running(fleet)
     audit = json.loads(fleet.corral("audit", "--json").stdout)["audit"]
     [burn] = [e for e in audit if e["action"] == "burn"]

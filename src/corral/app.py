@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral import patch as lane
 from corral.backup import service as backups
@@ -23,7 +23,6 @@ from corral.backup.restic import (
     Password,
 )
 from corral.build import BuildResult, build_fleet, lineage
-from corral.build import sbom as boms
 from corral.build.bake import LABEL
 from corral.deploy import ancestry, breakglass, orchestrate, ownership, service, supervise
 from corral.deploy import chaos as fleet_chaos
@@ -62,6 +61,9 @@ from corral.state import AuditEntry, ImageRecord, RevocationRecord, State, trans
 from corral.state.ancestry import parse_packages
 from corral.state.location import take_over_legacy
 from corral.testing import suite
+
+if TYPE_CHECKING:
+    from corral.build.sbom import ImageContents
 
 TEST_LOCK_WAIT_S = 3600.0  # how long `corral test` waits for another run of the fleet's
 
@@ -321,6 +323,8 @@ def sbom_cyclonedx(path: Path, role: str | None = None, image: str | None = None
     spec = load_spec(path)
     fleet = spec.fleet.fleet
     _known_role(spec, role)
+    from corral.build import sbom as boms  # CycloneDX: only this command loads it
+
     with open_state(spec) as state:
         if image is not None or role is not None:
             record = _one_image(state, fleet, role, image)
@@ -347,12 +351,14 @@ def _released(state: State, fleet: str) -> list[ImageRecord]:
     return [r for r in state.images(fleet) if r.image_id in ids]
 
 
-def _contents(state: State, record: ImageRecord) -> boms.ImageContents:
+def _contents(state: State, record: ImageRecord) -> ImageContents:
+    from corral.build.sbom import ImageContents
+
     base = state.stores.ancestry.base(record.fleet, record.base_id) if record.base_id else None
     packages = state.stores.ancestry.packages(record.fleet, record.role, record.number)
     if not packages:  # an image baked before corral kept package lists: its label has them
         packages = parse_packages(record.labels.get(LABEL + "packages", "").split(","))
-    return boms.ImageContents(record, base, packages)
+    return ImageContents(record, base, packages)
 
 
 def audit(path: Path, limit: int = 100) -> list[AuditEntry]:

@@ -19,7 +19,6 @@ from cyclonedx.model.bom import Bom
 from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.output.json import JsonV1Dot6
 from cyclonedx.schema import SchemaVersion
-from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
 from corral import __version__
@@ -118,6 +117,10 @@ def _suite(base: BaseRecord | None) -> str | None:
 
 
 def _checked(bom: Bom) -> str:
+    # Imported here, not with the module: the validator's JSON Schema format checkers
+    # compile a grammar at import (1-4 s), which every corral command would pay otherwise.
+    from cyclonedx.validation.json import JsonStrictValidator
+
     text = JsonV1Dot6(bom).output_as_string(indent=2)
     problem = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
     if problem is not None:

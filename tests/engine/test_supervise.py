@@ -137,3 +137,23 @@ def test_an_instance_started_unlike_its_release_is_burned(fleet: Fleet, shared_b
     assert "mounts: -/var/lib/app" in burn["reason"], burn
     assert "user root instead of app" in burn["reason"], burn
     assert len(_running(fleet)) == 2 and before[1] in _running(fleet)
+
+
+def test_an_instance_unhealthy_past_its_grace_is_replaced(fleet: Fleet, shared_base: str) -> None:
+    fleet.write("v1", replicas=2)
+    fleet.spec.write_text(fleet.spec.read_text().replace("drain: 2s,", "drain: 2s, grace: 3s,"))
+    fleet.deploy()
+    before = _running(fleet)
+    [inspected] = podman_json("container", "inspect", before[0])
+    [volume] = podman_json("volume", "inspect", f"{fleet.name}-web-data")
+    sick = Path(volume["Mountpoint"]) / f"sick-{inspected['Id'][:12]}"  # its hostname
+    with watching(fleet.spec, "--diff-interval", "600", settle=3), fleet.load(clients=2) as load:
+        sick.write_text("")  # its health check answers 500 from now on, and it serves on
+        took = until(lambda: before[0] not in _running(fleet) and len(_running(fleet)) == 2, 60)
+    assert took >= 3, took  # not before its grace ran out
+    load.assert_no_failures()
+    [burn] = [e for e in _audit(fleet) if e["action"] == "burn"]
+    assert burn["target"] == before[0], burn
+    assert "grace 3s" in burn["details"]["reason"], burn
+    assert before[1] in _running(fleet)
+    print(f"sick -> replaced in {took:.2f}s (grace 3s)")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 VERSION = Path(__file__).with_name("VERSION").read_text().strip()
 DATA = "/var/lib/app"
+SICK = os.path.join(DATA, "sick-" + socket.gethostname())  # a test makes one instance sick
 COUNTER = itertools.count(1)  # next() is atomic under the GIL: safe across handler threads
 
 
@@ -25,6 +26,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/healthz" and VERSION.startswith("broken"):
             self.reply(500, {"ok": False})
+        elif self.path == "/healthz" and os.path.exists(SICK):  # this instance, from now on
+            self.reply(500, {"ok": False, "sick": True})
         elif self.path.startswith("/missing"):  # a health path that is not there
             self.reply(404, {"error": "not found"})
         elif self.path == "/token":  # proves the secret arrived without ever showing it

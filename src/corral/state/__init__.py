@@ -19,6 +19,7 @@ from corral.state.protocols import (
     ReleaseStore,
     ReplacementStore,
     TestRunStore,
+    VolumeStore,
 )
 from corral.state.records import (
     AuditEntry,
@@ -27,6 +28,7 @@ from corral.state.records import (
     InstanceRecord,
     ReleaseRecord,
     TestRunRecord,
+    VolumeRecord,
     image_version,
     utc_now,
 )
@@ -53,6 +55,8 @@ __all__ = [
     "Stores",
     "TestRunRecord",
     "TestRunStore",
+    "VolumeRecord",
+    "VolumeStore",
     "bundled_migrations",
     "image_version",
     "looks_secret",

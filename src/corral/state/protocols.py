@@ -28,6 +28,7 @@ from corral.state.records import (
     LockHolder,
     ReleaseRecord,
     TestRunRecord,
+    VolumeRecord,
 )
 
 
@@ -216,6 +217,49 @@ class ReplacementStore(Protocol):
 
     def last_unavailable(self, fleet: str) -> dict[str, float]:
         """Per role, the outage of its newest replacement, in seconds."""
+        ...
+
+
+class VolumeStore(Protocol):
+    """A fleet's data volumes: recorded when created, retained when no role mounts them,
+    never forgotten; with their last backup and last verified restore."""
+
+    def record(
+        self,
+        fleet: str,
+        name: str,
+        role: str,
+        volume: str,
+        path: str,
+        release: int | None = None,
+    ) -> VolumeRecord:
+        """Record that ``role`` mounts engine volume ``name`` at ``path`` (not retained)."""
+        ...
+
+    def retain(self, fleet: str, name: str, reason: str) -> None:
+        """Mark a volume no role mounts any more retained (ValueError if unknown)."""
+        ...
+
+    def record_backup(self, fleet: str, name: str, snapshot: str, at: str | None = None) -> None:
+        """Record a backup of the volume (ValueError if unknown)."""
+        ...
+
+    def record_verified(
+        self, fleet: str, name: str, snapshot: str, at: str | None = None
+    ) -> None:
+        """Record a verified restore of the volume's snapshot (ValueError if unknown)."""
+        ...
+
+    def deleted(self, fleet: str, name: str) -> None:
+        """Mark the volume deleted by the operator; the row stays (ValueError if unknown)."""
+        ...
+
+    def get(self, fleet: str, name: str) -> VolumeRecord | None:
+        """One volume's record, deleted ones included."""
+        ...
+
+    def all(self, fleet: str, deleted: bool = False) -> list[VolumeRecord]:
+        """The fleet's volumes by name (with ``deleted``, the deleted ones too)."""
         ...
 
 

@@ -348,3 +348,51 @@ def lock_holder_from_row(row: Row) -> LockHolder:
         acquired_at=str(row["acquired_at"]),
         expires_at=float(row["expires_at"]),
     )
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    """A fleet's data volume as the state knows it: who owns it, whether the spec still
+    mounts it (``retained`` says it does not, and ``retained_reason`` why), its last
+    backup and last verified restore. ``deleted_at`` is set once the operator deleted it
+    by name (``corral destroy --delete-data``); the row stays, as history."""
+
+    fleet: str
+    name: str  # the engine's name, <fleet>-<role>-<volume>
+    role: str
+    volume: str
+    path: str
+    created_at: str
+    created_release: int | None
+    protection: str
+    retained: bool
+    retained_reason: str | None
+    retained_at: str | None
+    last_backup_at: str | None
+    last_backup_snapshot: str | None
+    last_verified_at: str | None
+    last_verified_snapshot: str | None
+    deleted_at: str | None
+
+
+def volume_from_row(row: Row) -> VolumeRecord:
+    """A :class:`VolumeRecord` from a ``volumes`` row."""
+    release = row["created_release"]
+    return VolumeRecord(
+        fleet=str(row["fleet"]),
+        name=str(row["name"]),
+        role=str(row["role"]),
+        volume=str(row["volume"]),
+        path=str(row["path"]),
+        created_at=str(row["created_at"]),
+        created_release=None if release is None else int(release),
+        protection=str(row["protection"]),
+        retained=bool(row["retained"]),
+        retained_reason=_opt_str(row["retained_reason"]),
+        retained_at=_opt_str(row["retained_at"]),
+        last_backup_at=_opt_str(row["last_backup_at"]),
+        last_backup_snapshot=_opt_str(row["last_backup_snapshot"]),
+        last_verified_at=_opt_str(row["last_verified_at"]),
+        last_verified_snapshot=_opt_str(row["last_verified_snapshot"]),
+        deleted_at=_opt_str(row["deleted_at"]),
+    )

@@ -30,6 +30,7 @@ from corral.state.protocols import (
     ReleaseStore,
     ReplacementStore,
     TestRunStore,
+    VolumeStore,
 )
 from corral.state.records import (
     AuditEntry,
@@ -38,10 +39,12 @@ from corral.state.records import (
     InstanceRecord,
     ReleaseRecord,
     TestRunRecord,
+    VolumeRecord,
 )
 from corral.state.releases import SqliteInstances, SqliteReleases
 from corral.state.replacements import SqliteReplacements
 from corral.state.testruns import SqliteTestRuns
+from corral.state.volumes import SqliteVolumes
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Stores:
     audit: AuditStore
     replacements: ReplacementStore
     locks: LockStore
+    volumes: VolumeStore
 
 
 def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
@@ -70,6 +74,7 @@ def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
         audit=SqliteAudit(handle, scrubber),
         replacements=SqliteReplacements(handle),
         locks=LeaseLocks(handle, scrubber),
+        volumes=SqliteVolumes(handle),
     )
 
 
@@ -288,6 +293,42 @@ class State:
     def last_unavailable(self, fleet: str) -> dict[str, float]:
         """:meth:`ReplacementStore.last_unavailable`."""
         return self.stores.replacements.last_unavailable(fleet)
+
+    # -- volumes: see VolumeStore -------------------------------------------------
+
+    def record_volume(
+        self, fleet: str, name: str, role: str, volume: str, path: str, release: int | None = None
+    ) -> VolumeRecord:
+        """:meth:`VolumeStore.record`."""
+        return self.stores.volumes.record(fleet, name, role, volume, path, release)
+
+    def retain_volume(self, fleet: str, name: str, reason: str) -> None:
+        """:meth:`VolumeStore.retain`."""
+        self.stores.volumes.retain(fleet, name, reason)
+
+    def record_backup(self, fleet: str, name: str, snapshot: str, at: str | None = None) -> None:
+        """:meth:`VolumeStore.record_backup`: for ``corral backup``, after restic's
+        snapshot ``snapshot`` of engine volume ``name`` was written."""
+        self.stores.volumes.record_backup(fleet, name, snapshot, at)
+
+    def record_verified(
+        self, fleet: str, name: str, snapshot: str, at: str | None = None
+    ) -> None:
+        """:meth:`VolumeStore.record_verified`: for ``corral backup verify``, after
+        ``snapshot`` was restored and checked; the data guard reads it."""
+        self.stores.volumes.record_verified(fleet, name, snapshot, at)
+
+    def volume_deleted(self, fleet: str, name: str) -> None:
+        """:meth:`VolumeStore.deleted`."""
+        self.stores.volumes.deleted(fleet, name)
+
+    def volume(self, fleet: str, name: str) -> VolumeRecord | None:
+        """:meth:`VolumeStore.get`."""
+        return self.stores.volumes.get(fleet, name)
+
+    def volumes(self, fleet: str, deleted: bool = False) -> list[VolumeRecord]:
+        """:meth:`VolumeStore.all`."""
+        return self.stores.volumes.all(fleet, deleted)
 
     # -- test runs: see TestRunStore ----------------------------------------------
 

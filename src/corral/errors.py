@@ -11,6 +11,7 @@
     ├── StateError                   the state database is unusable, or a record is not as expected
     │   └── LockedError              another corral holds the lock; names the holder
     ├── GateError                    a safety gate refused (untested image, SSH server...)
+    │   └── DataGuardError           the data guard refused (data cut off or deleted)
     └── DeployError                  a deploy failed; says which roles and why
         └── ReleaseFailed            ... and was recorded, and the fleet went back if it could
 
@@ -243,6 +244,20 @@ class GateError(CorralError):
     packages: Sequence[str] = ()
     failures: Sequence[str] = ()
     kind: ClassVar[str] = "gate"
+
+
+@dataclass(eq=False, kw_only=True)
+class DataGuardError(GateError):
+    """The data guard refused: a change that could cut data off, or delete it, was not
+    approved (or may not be made); nothing was changed.
+
+    Attributes:
+        volumes: the engine volumes concerned.
+        failures: each concern in words (inherited).
+    """
+
+    volumes: Sequence[str] = ()
+    kind: ClassVar[str] = "data-guard"
 
 
 @dataclass(eq=False, kw_only=True)

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from corral.deploy.context import GOOD, Context
+from corral.deploy.dataguard import KnownVolume
 from corral.deploy.desired import Desired, desired_from_record
 from corral.deploy.observe import list_scope, observe
 from corral.deploy.plan import Observed
+from corral.deploy.scope import LIVE
 from corral.edge.container import frontends
 from corral.engines.base import ContainerInfo
 from corral.state import State
@@ -58,7 +60,13 @@ def observe_fleet(
         networks={n for c in listing if c.state == "running" for n in c.addresses},
         released={r.number: desired_from_record(r.roles) for r in releases},
         last_unavailable=ctx.state.last_unavailable(ctx.scope.fleet),
+        known_volumes=known_volumes(ctx.state, ctx.scope.fleet) if ctx.scope.env == LIVE else {},
     )
+
+
+def known_volumes(state: State, fleet: str) -> dict[str, KnownVolume]:
+    """The fleet's recorded live volumes (not deleted), by engine name."""
+    return {v.name: KnownVolume(v.role, v.volume, v.path) for v in state.volumes(fleet)}
 
 
 def standby_names(state: State, fleet: str) -> set[str]:

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from corral.deploy import steps as gen
+from corral.deploy.dataguard import DataGuard, KnownVolume, guard
 from corral.deploy.desired import Desired, RoleRelease, deploy_order
 from corral.deploy.observe import Instance
 from corral.deploy.scope import Scope
@@ -131,6 +132,8 @@ class Plan:
     ensure_network: bool = True  # False when a running container shows it exists
     release: int = 1  # the release new instances belong to (their names say it)
     orphan_steps: tuple[Step, ...] = ()  # how the orphans go, in order
+    # Retained volumes, what needs the operator's yes, what moves (deploy/dataguard.py).
+    data: DataGuard = field(default_factory=DataGuard)
 
     @property
     def desired(self) -> Desired:
@@ -166,6 +169,9 @@ class Plan:
             "orphans": [_change(c) for c in self.orphans],
             "orphan_steps": [step.to_dict() for step in self.orphan_steps],
             "ensure_network": self.ensure_network,
+            "retained_volumes": [r.to_dict() for r in self.data.retained],
+            "data_concerns": list(self.data.concerns),
+            "data_notes": list(self.data.notes),
         }
 
 
@@ -189,6 +195,8 @@ class Observed:
     # say. A tainted running instance is replaced as a stale one is; a tainted stand-by
     # is removed, never restarted.
     tainted: Mapping[str, str] = field(default_factory=dict)
+    # The fleet's recorded volumes (not deleted), by engine name: who owns each.
+    known_volumes: Mapping[str, KnownVolume] = field(default_factory=dict)
 
     def taint(self, name: str, reason: str) -> Observed:
         """The same observation with instance ``name`` marked tainted for ``reason``."""
@@ -222,6 +230,10 @@ def plan_deploy(
     )
     waves = tuple(tuple(w) for w in deploy_order(desired))
     network = scope.network not in observed.networks
+    running: dict[str, int] = {}
+    for i in observed.instances:
+        running[i.role] = running.get(i.role, 0) + int(i.running)
+    data = guard(scope, desired, observed.known_volumes, observed.volumes, running, untouched)
     return Plan(
         scope.fleet,
         roles,
@@ -231,6 +243,7 @@ def plan_deploy(
         ensure_network=network,
         release=release,
         orphan_steps=orphan_steps,
+        data=data,
     )
 
 

@@ -248,6 +248,11 @@ class Volumes(Protocol):
         """Delete a data volume. Only ever called with a name the operator typed."""
         raise lacks(self, Capability.VOLUMES)
 
+    def volume_sizes(self, labels: Mapping[str, str]) -> dict[str, int | None]:
+        """The bytes on disk of each volume carrying every one of ``labels``, by name
+        (None: the engine cannot tell); an engine without volumes has none."""
+        return {}
+
 
 class Pods(Protocol):
     """Network namespaces that outlive the containers in them (capability ``pods``): one

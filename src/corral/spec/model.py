@@ -48,6 +48,23 @@ def _parse_duration(value: Any) -> Any:
     return value
 
 
+_AGE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(m|h|d)\s*$", re.ASCII)
+_AGE_UNITS = {"m": 60.0, "h": 3600.0, "d": 86400.0}
+MAX_AGE_S = 366 * 86400.0
+
+
+def _parse_age(value: Any) -> Any:
+    """An age such as '30m', '26h' or '7d' in seconds; a bare number is seconds."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        match = _AGE.match(value)
+        if not match:
+            raise ValueError(f"expected an age such as '30m', '26h' or '7d', got {value!r}")
+        return float(match.group(1)) * _AGE_UNITS[match.group(2)]
+    return value
+
+
 # Numbers are strict: YAML ``true`` is not 1 and ``1.5`` is not an integer.
 Duration = Annotated[StrictFloat, BeforeValidator(_parse_duration), Field(ge=0, le=86400)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -417,6 +434,18 @@ class Role(Model):
         )
 
 
+# How old a backup may be, in seconds: from a minute to a year.
+Age = Annotated[StrictFloat, BeforeValidator(_parse_age), Field(ge=60, le=MAX_AGE_S)]
+
+
+class BackupPolicy(Model):
+    """What the data guard asks of backups (corral backup writes and verifies them)."""
+
+    # A volume whose newest verified restore is older than this is warned about by
+    # `corral volumes`, and `corral destroy --delete-data` refuses to delete it.
+    max_age: Age = 86400.0
+
+
 class EdgeSettings(Model):
     """Where the edge publishes the public roles' ports on the host."""
 
@@ -428,6 +457,7 @@ class Fleet(Model):
     fleet: Name
     state: Annotated[str, AfterValidator(kinds.state_path)] | None = None
     edge: EdgeSettings = EdgeSettings()
+    backup: BackupPolicy = BackupPolicy()
     roles: dict[Name, Role] = Field(min_length=1, max_length=MAX_ROLES)
     # Secrets whose live values test environments use, instead of a value made per run.
     live_secrets_in_tests: tuple[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], ...] = ()

@@ -244,9 +244,7 @@ class VolumeStore(Protocol):
         """Record a backup of the volume (ValueError if unknown)."""
         ...
 
-    def record_verified(
-        self, fleet: str, name: str, snapshot: str, at: str | None = None
-    ) -> None:
+    def record_verified(self, fleet: str, name: str, snapshot: str, at: str | None = None) -> None:
         """Record a verified restore of the volume's snapshot (ValueError if unknown)."""
         ...
 

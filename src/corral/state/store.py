@@ -311,9 +311,7 @@ class State:
         snapshot ``snapshot`` of engine volume ``name`` was written."""
         self.stores.volumes.record_backup(fleet, name, snapshot, at)
 
-    def record_verified(
-        self, fleet: str, name: str, snapshot: str, at: str | None = None
-    ) -> None:
+    def record_verified(self, fleet: str, name: str, snapshot: str, at: str | None = None) -> None:
         """:meth:`VolumeStore.record_verified`: for ``corral backup verify``, after
         ``snapshot`` was restored and checked; the data guard reads it."""
         self.stores.volumes.record_verified(fleet, name, snapshot, at)

@@ -31,7 +31,7 @@ class SqliteVolumes:
         """Record that ``role`` mounts engine volume ``name`` (its ``volume``) at ``path``.
 
         A new (or deleted, then made again) volume gets a fresh row; a known one keeps its
-        owner, creation and backups, takes the new path and is no longer retained.
+        creation and backups, takes the new owner and path, and is no longer retained.
         """
         now = utc_now()
         with self._db.write("recording a volume") as conn:
@@ -52,10 +52,12 @@ class SqliteVolumes:
                     (role, volume, path, now, release, fleet, name),
                 )
             else:
+                # The role that mounts it now owns it (the plan asked before a role's
+                # volume went to another); creation and backups stay.
                 conn.execute(
-                    "UPDATE volumes SET path = ?, retained = 0, retained_reason = NULL,"
-                    " retained_at = NULL WHERE fleet = ? AND name = ?",
-                    (path, fleet, name),
+                    "UPDATE volumes SET role = ?, volume = ?, path = ?, retained = 0,"
+                    " retained_reason = NULL, retained_at = NULL WHERE fleet = ? AND name = ?",
+                    (role, volume, path, fleet, name),
                 )
             record = _get(conn, fleet, name)
         assert record is not None
@@ -84,9 +86,7 @@ class SqliteVolumes:
         """
         self._set_pair(fleet, name, "last_backup", snapshot, at)
 
-    def record_verified(
-        self, fleet: str, name: str, snapshot: str, at: str | None = None
-    ) -> None:
+    def record_verified(self, fleet: str, name: str, snapshot: str, at: str | None = None) -> None:
         """Record that snapshot ``snapshot`` of volume ``name`` was restored and checked.
 
         Raises:

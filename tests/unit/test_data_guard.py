@@ -224,7 +224,7 @@ def test_destroy_keeps_volumes_and_delete_data_needs_a_recent_verified_backup(
     with pytest.raises(DataGuardError, match="no verified backup"):
         app.destroy(spec, engine=engine, deletion=named)
     _verified(spec, "dg-db-data", at="2020-01-01T00:00:00Z")
-    with pytest.raises(DataGuardError, match="older than backup.max_age 1h"):
+    with pytest.raises(DataGuardError, match=r"older than backup\.max_age 1h"):
         app.destroy(spec, engine=engine, deletion=named)
     unconfirmed = app.Deletion(("dg-db-data",), frozenset())
     _verified(spec, "dg-db-data")
@@ -266,8 +266,7 @@ def test_delete_data_without_a_backup_check_needs_a_reason_and_is_audited(
     assert engine.list_volumes({}) == ["dg-db-data"]
     with pytest.raises(SystemExit) as exited:
         main(
-            [*base, "--confirm", "dg-db-data", "--no-backup-check", "--reason", "scratch"]
-            + ["--json"]
+            [*base, "--confirm", "dg-db-data", "--no-backup-check", "--reason", "scratch", "--json"]
         )
     assert exited.value.code == 0
     assert json.loads(capsys.readouterr().out)["deleted_volumes"] == ["dg-db-data"]

@@ -46,9 +46,40 @@ def shared_base(engine: PodmanEngine) -> str:
     return ensure_base(engine, SHARED_BASE, NullProgress()).id
 
 
+# Every fleet a test was given, with the test: swept again at the end of the session,
+# where anything found is a leak (a process that outlived its test), named in the summary.
+_GIVEN: dict[str, str] = {}
+_LEAKED: dict[str, list[str]] = {}
+
+
 @pytest.fixture
-def fleet_name() -> str:
-    return f"corral-test-{uuid.uuid4().hex[:8]}"
+def fleet_name(request: pytest.FixtureRequest) -> str:
+    name = f"corral-test-{uuid.uuid4().hex[:8]}"
+    _GIVEN[name] = request.node.nodeid
+    return name
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for name, test in _GIVEN.items():
+        label = f"label=io.corral.fleet={name}"
+        found = [
+            *_ids("pod", "ps", "--quiet", "--filter", label),
+            *_ids("ps", "--all", "--quiet", "--filter", label),
+            *_ids("network", "ls", "--quiet", "--filter", label),
+            *_ids("volume", "ls", "--quiet", "--filter", label),
+        ]
+        if found:
+            _LEAKED[test] = found
+            _sweep(name)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for test, objects in _LEAKED.items():
+        terminalreporter.write_line(
+            f"LEAK: {len(objects)} podman object(s) of {test} outlived it (removed now): "
+            + " ".join(objects),
+            red=True,
+        )
 
 
 @pytest.fixture
@@ -60,6 +91,10 @@ def cleanup_fleet(fleet_name: str) -> Iterator[str]:
     listing (corral's and podman's) slows down with them, to 20 s a call.
     """
     yield fleet_name
+    _sweep(fleet_name)
+
+
+def _sweep(fleet_name: str) -> None:
     label = f"label=io.corral.fleet={fleet_name}"
     _remove(["pod", "rm", "--force"], _ids("pod", "ps", "--quiet", "--filter", label))
     _remove(["rm", "--force"], _ids("ps", "--all", "--quiet", "--filter", label))

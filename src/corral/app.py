@@ -30,19 +30,22 @@ from corral.deploy import gc as fleet_gc
 from corral.deploy import reconcile as fleet_reconcile
 from corral.deploy import recover as fleet_recover
 from corral.deploy import status as fleet_status
+from corral.deploy import volumes as fleet_volumes
 from corral.deploy.ancestry import ImagesReport, PackageReport
 from corral.deploy.context import FLEET_EDGE_KEY
 from corral.deploy.desired import Desired, desired_from_record
 from corral.deploy.gc import Collected
 from corral.deploy.metrics import WatchMetrics
 from corral.deploy.observe import list_scope
-from corral.deploy.orchestrate import DeployResult, Hook
+from corral.deploy.orchestrate import Approve, DeployResult, Hook, refuse
 from corral.deploy.outcome import ReleaseFailed
 from corral.deploy.reconcile import Reconciled as Reconciled
 from corral.deploy.scope import Scope
 from corral.deploy.service import Context, PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
 from corral.deploy.supervise import Alert as Alert
+from corral.deploy.volumes import Deletion as Deletion
+from corral.deploy.volumes import VolumeList, check_deletion
 from corral.edge.container import adopt_runtime_folder
 from corral.engines import Engine, get_engine
 from corral.errors import (
@@ -435,6 +438,7 @@ def deploy(
     engine: Engine | None = None,
     skip_tests: str | None = None,
     hooks: Sequence[Hook] = (),
+    approve: Approve = refuse,
 ) -> DeployResult:
     """Build what changed, check the test gate, then replace instances until the fleet runs
     the spec, and smoke-test the live edge.
@@ -443,6 +447,8 @@ def deploy(
         skip_tests: deploy untested images anyway; the reason goes to the audit log.
         hooks: called with the plan after the gate, before anything changes (see
             ``orchestrate.Planned``); one that raises refuses the deploy.
+        approve: asked whether the plan's data concerns (a role with data shrunk to 0 or
+            removed, a volume going to another role) may go ahead; refuses by default.
 
     Raises:
         LockedError: another deploy holds the lock (after ``wait`` seconds).
@@ -463,7 +469,9 @@ def deploy(
         suite.sweep_dead_tests(ctx)
         checks = _checks(ctx, skip_tests, roles)
         runner = backups.pre_deploy_runner(ctx)
-        return orchestrate.deploy(ctx, roles, checks=checks, hooks=hooks, backup=runner)
+        return orchestrate.deploy(
+            ctx, roles, checks=checks, hooks=hooks, backup=runner, approve=approve
+        )
 
 
 def rollback(
@@ -474,6 +482,7 @@ def rollback(
     engine: Engine | None = None,
     skip_tests: str | None = None,
     hooks: Sequence[Hook] = (),
+    approve: Approve = refuse,
 ) -> DeployResult:
     """Deploy an earlier release again (default: the one before the active one).
 
@@ -490,7 +499,9 @@ def rollback(
         ownership.check(ctx, claim=True)
         checks = _checks(ctx, skip_tests, None, smoke_test=False)
         runner = backups.pre_deploy_runner(ctx)
-        return orchestrate.rollback(ctx, to, checks=checks, hooks=hooks, backup=runner)
+        return orchestrate.rollback(
+            ctx, to, checks=checks, hooks=hooks, backup=runner, approve=approve
+        )
 
 
 def patch(
@@ -592,13 +603,30 @@ def history(
         return fleet_status.history(ctx, limit, release)
 
 
-def destroy(path: Path, engine: Engine | None = None) -> list[str]:
+def destroy(
+    path: Path, engine: Engine | None = None, deletion: Deletion | None = None
+) -> list[str]:
     """Remove the fleet's instances, edge and network, and what dead test runs left;
-    never a live volume."""
+    never a live volume, except those ``deletion`` names, confirms and has a recent
+    verified backup of (see ``deploy/volumes.py``), deleted last.
+
+    Raises:
+        OwnershipError: the fleet's objects belong to another state; nothing was removed.
+        DataGuardError: a volume named may not be deleted; nothing was removed.
+    """
     with _deploying(path, None, engine) as ctx, _audited(ctx, "destroy"):
         ownership.check(ctx)
+        if deletion and deletion.names:  # refuse before the sweep removes anything
+            check_deletion(ctx, deletion)
         suite.sweep_dead_tests(ctx, orphans=True)
-        return fleet_status.destroy(ctx)
+        return fleet_status.destroy(ctx, deletion)
+
+
+def volumes(path: Path, engine: Engine | None = None) -> VolumeList:
+    """The fleet's data volumes with size, users, last backup and verified restore, and
+    what is wrong with them (``problems()``); changes nothing."""
+    with _deploying(path, None, engine) as ctx:
+        return fleet_volumes.list_volumes(ctx)
 
 
 def replace_edge(

@@ -14,6 +14,7 @@
     ├── GateError                    a safety gate refused (untested image, SSH server...)
     │   └── RevokedError             ... an image to start is revoked, or built on a revoked base
     │   └── OwnershipError           the fleet belongs to another state; names it
+    │   └── DataGuardError           the data guard refused (data cut off or deleted)
     └── DeployError                  a deploy failed; says which roles and why
         └── ReleaseFailed            ... and was recorded, and the fleet went back if it could
 
@@ -289,6 +290,20 @@ class OwnershipError(GateError):
     state: str | None = None
     instances: Sequence[str] = ()
     kind: ClassVar[str] = "ownership"
+
+
+@dataclass(eq=False, kw_only=True)
+class DataGuardError(GateError):
+    """The data guard refused: a change that could cut data off, or delete it, was not
+    approved (or may not be made); nothing was changed.
+
+    Attributes:
+        volumes: the engine volumes concerned.
+        failures: each concern in words (inherited).
+    """
+
+    volumes: Sequence[str] = ()
+    kind: ClassVar[str] = "data-guard"
 
 
 @dataclass(eq=False, kw_only=True)

@@ -65,7 +65,7 @@ def new_volume(ctx: Context, target: Target, kind: str) -> tuple[str, str]:
     ``verify`` (a scratch volume, labelled as such, removed after the drill)."""
     suffix = f"{target.volume}-{kind}-{token_hex(3)}"
     name = ctx.scope.volume_name(target.role, suffix)
-    labels = ctx.scope.labels("volume" if kind == "restored" else "scratch-volume")
+    labels = ctx.scope.marks("volume" if kind == "restored" else "scratch-volume")
     ctx.engine.ensure_volume(name, {**labels, LABEL + "role": target.role})
     return suffix, name
 

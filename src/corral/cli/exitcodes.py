@@ -41,7 +41,8 @@ class ExitCode(IntEnum):
     #: nothing was done. Retrying later (or ``--wait``) may succeed.
     LOCKED = 4
     #: A safety gate refused (an untested image, a secret not set or changed, an SSH
-    #: server in an image, an edge that would see an instance unhealthy); nothing changed.
+    #: server in an image, an edge that would see an instance unhealthy, a revoked image,
+    #: a fleet another state owns, the data guard); nothing changed.
     REFUSED = 5
     #: A deploy or rollback failed and the fleet is back on the release it had before.
     ROLLED_BACK = 6

@@ -12,7 +12,7 @@ import random
 import shlex
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -263,18 +263,50 @@ def _skip_reason(skip_tests: bool, reason: str | None) -> str | None:
     return reason.strip() if skip_tests and reason else None
 
 
+yes_option = click.option(
+    "--yes",
+    is_flag=True,
+    help="Go ahead when the plan cuts data off from its role (a role with data shrunk to 0 "
+    "replicas or removed, a volume going to another role); asked on a terminal otherwise.",
+)
+
+
+def _approver(opts: Options, yes: bool) -> Callable[[Sequence[str]], bool]:
+    """The data guard's question: --yes answers it; a terminal is asked; else it refuses."""
+
+    def approve(concerns: Sequence[str]) -> bool:
+        if yes:
+            return True
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            return False
+        for concern in concerns:
+            opts.err.print(f"data: {concern}", markup=False)
+        return click.confirm("Go ahead (no volume is deleted)?", err=True)
+
+    return approve
+
+
 @cli.command()
 @click.argument("roles", nargs=-1, type=ROLE)
 @wait_option
 @skip_tests_options
+@yes_option
 @common_options
 def deploy(
-    opts: Options, roles: tuple[str, ...], wait: float, skip_tests: bool, reason: str | None
+    opts: Options,
+    roles: tuple[str, ...],
+    wait: float,
+    skip_tests: bool,
+    reason: str | None,
+    yes: bool,
 ) -> None:
     """Build what changed, check the test gate, replace instances, smoke-test the edge."""
     skip = _skip_reason(skip_tests, reason)
+    approve = _approver(opts, yes)
     with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
-        result = app.deploy(opts.file, roles, progress=progress, wait=wait, skip_tests=skip)
+        result = app.deploy(
+            opts.file, roles, progress=progress, wait=wait, skip_tests=skip, approve=approve
+        )
     opts.emit(views.deploy_data(result), lambda out: views.show_deploy(out, result))
 
 
@@ -370,14 +402,18 @@ def test_command(
 )
 @wait_option
 @skip_tests_options
+@yes_option
 @common_options
 def rollback(
-    opts: Options, to: int | None, wait: float, skip_tests: bool, reason: str | None
+    opts: Options, to: int | None, wait: float, skip_tests: bool, reason: str | None, yes: bool
 ) -> None:
     """Deploy an earlier release's images and configuration again."""
     skip = _skip_reason(skip_tests, reason)
+    approve = _approver(opts, yes)
     with ConsoleProgress(opts.err, verbose=opts.verbose) as progress:
-        result = app.rollback(opts.file, to, progress=progress, wait=wait, skip_tests=skip)
+        result = app.rollback(
+            opts.file, to, progress=progress, wait=wait, skip_tests=skip, approve=approve
+        )
     opts.emit(views.deploy_data(result), lambda out: views.show_deploy(out, result))
 
 
@@ -680,19 +716,95 @@ def restore(
 
 
 @cli.command()
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @common_options
-def destroy(opts: Options, yes: bool) -> None:
-    """Remove the fleet's instances and edge. Data volumes are never removed."""
-    question = "Remove every instance and the edge of this fleet (volumes are kept)?"
+def volumes(opts: Options) -> int:
+    """The fleet's data volumes: size, users, last backup and verified restore; exits 1
+    when one has no verified backup younger than backup.max_age, or has gone missing."""
+    listing = app.volumes(opts.file)
+    problems = listing.problems()
+    data = {**views.to_data(listing), "problems": list(problems)}
+    opts.emit(data, lambda out: views.show_volumes(out, listing))
+    for problem in problems:
+        opts.err.print(f"warning: {problem}", markup=False)
+    return ExitCode.FAILED if problems else ExitCode.OK
+
+
+@cli.command()
+@click.option("--yes", is_flag=True, help="Do not ask before removing the instances.")
+@click.option(
+    "--delete-data",
+    "delete_data",
+    multiple=True,
+    type=Words(200),
+    metavar="VOLUME",
+    help="Also delete this data volume (its engine name, as `corral volumes` shows it); "
+    "repeat for each. Needs a verified backup younger than backup.max_age.",
+)
+@click.option(
+    "--confirm",
+    "confirm",
+    multiple=True,
+    type=Words(200),
+    metavar="VOLUME",
+    help="Confirm the deletion of VOLUME without a terminal; repeat for each.",
+)
+@click.option(
+    "--no-backup-check",
+    "no_backup_check",
+    is_flag=True,
+    help="Delete the named volumes without a recent verified backup (needs --reason).",
+)
+@click.option(
+    "--reason", default=None, type=Words(500), help="Why (with --no-backup-check; audited)."
+)
+@common_options
+def destroy(
+    opts: Options,
+    yes: bool,
+    delete_data: tuple[str, ...],
+    confirm: tuple[str, ...],
+    no_backup_check: bool,
+    reason: str | None,
+) -> None:
+    """Remove the fleet's instances and edge. Data volumes are kept, except each one
+    named with --delete-data, confirmed and backed up."""
+    if no_backup_check and not (reason or "").strip():
+        raise click.UsageError('--no-backup-check needs --reason "..." (it goes to the audit log)')
+    if (no_backup_check or confirm) and not delete_data:
+        raise click.UsageError("--confirm and --no-backup-check go with --delete-data VOLUME")
+    confirmed = set(confirm) | _typed_confirmations(opts, delete_data, set(confirm))
+    kept = "volumes are kept" if not delete_data else f"and delete {', '.join(delete_data)}"
+    question = f"Remove every instance and the edge of this fleet ({kept})?"
     if not yes and not click.confirm(question, err=True):
         opts.err.print("nothing removed")
         raise click.exceptions.Exit(ExitCode.FAILED)
-    removed = app.destroy(opts.file)
+    skip = reason.strip() if no_backup_check and reason else None
+    deletion = app.Deletion(tuple(delete_data), frozenset(confirmed), skip)
+    removed = app.destroy(opts.file, deletion=deletion)
+    deleted = [name for name in removed if name in delete_data]
     opts.emit(
-        {"removed": removed},
-        lambda out: out.print(f"removed {len(removed)} container(s); volumes kept", markup=False),
+        {"removed": removed, "deleted_volumes": deleted},
+        lambda out: out.print(
+            f"removed {len(removed) - len(deleted)} container(s); "
+            + (f"deleted volume(s) {', '.join(deleted)}" if deleted else "volumes kept"),
+            markup=False,
+        ),
     )
+
+
+def _typed_confirmations(opts: Options, names: tuple[str, ...], given: set[str]) -> set[str]:
+    """On a terminal, the operator types each volume's name not confirmed by --confirm."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return set()
+    typed = set()
+    for name in names:
+        if name in given:
+            continue
+        opts.err.print(f"Deleting volume {name} deletes its data.", markup=False)
+        answer = click.prompt("Type the volume's name to delete it", default="", err=True)
+        if answer.strip() == name:
+            typed.add(name)
+    return typed
 
 
 @cli.group()

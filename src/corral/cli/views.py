@@ -28,6 +28,7 @@ from corral.deploy.orchestrate import DeployResult
 from corral.deploy.plan import Plan, RolePlan, summarize
 from corral.deploy.service import PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
+from corral.deploy.volumes import VolumeList
 from corral.errors import BuildError, CorralError, DeployError, EngineError, SpecError
 from corral.patch import PatchReport
 from corral.state import AuditEntry, RevocationRecord
@@ -296,11 +297,20 @@ def plan_lines(plan: Plan, unbuilt_volumes: Sequence[str] = ()) -> list[str]:
         lines += [outage] if (outage := unavailable_line(rp)) else []
     lines += [f"retire {c.instance}: {c.reason}" for c in plan.orphans]
     lines += [f"create volume {v} (for a role still to build)" for v in unbuilt_volumes]
+    lines += data_lines(plan)
     touched = plan.volumes_touched + len(unbuilt_volumes)
     lines.append(
         f"touches {touched} volume{'s' if touched != 1 else ''} "
         "(volumes are never deleted by a deploy)"
     )
+    return lines
+
+
+def data_lines(plan: Plan) -> list[str]:
+    """What the plan does to data, in words: retained volumes, moves, concerns."""
+    lines = [f"volume {r.name}: retained, no longer used ({r.reason})" for r in plan.data.retained]
+    lines += [f"note: {note}" for note in plan.data.notes]
+    lines += [f"data guard: {c} (needs --yes)" for c in plan.data.concerns]
     return lines
 
 
@@ -338,6 +348,8 @@ def plan_data(result: PlanResult) -> dict[str, Any]:
 def show_deploy(console: Console, result: DeployResult) -> None:
     for note in result.notes:
         say(console, f"note: {note}")
+    for kept in result.plan.data.retained:
+        say(console, f"volume {kept.name}: retained, no longer used ({kept.reason})")
     if result.status == "unchanged":
         console.print("nothing to change: the fleet already runs the spec")
         return
@@ -439,7 +451,9 @@ def _age(seconds: int) -> str:
         return f"{seconds}s"
     if seconds < 7200:
         return f"{seconds // 60}m"
-    return f"{seconds // 3600}h"
+    if seconds < 3 * 86400:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
 
 
 def show_history(console: Console, entries: Sequence[HistoryEntry]) -> None:
@@ -585,3 +599,48 @@ def show_patch(console: Console, report: PatchReport) -> None:
         console.print(styled(f"release r{report.release} is live", "green", " (patched)"))
     else:
         say(console, "nothing to change: the fleet already runs the newest base")
+
+
+# -- volumes ------------------------------------------------------------------------------
+
+
+def show_volumes(console: Console, listing: VolumeList) -> None:
+    """``corral volumes``: one row per volume; the problems go to stderr (the command)."""
+    table = Table(box=None)
+    columns = ("ROLE", "VOLUME", "ENGINE NAME", "STATUS", "SIZE", "USED BY")
+    for column in (*columns, "LAST BACKUP", "VERIFIED"):
+        table.add_column(column, no_wrap=True)
+    for v in listing.volumes:
+        table.add_row(
+            *cells(
+                v.role or "?",
+                v.volume or "?",
+                v.name,
+                v.status,
+                _size(v.size_bytes),
+                ", ".join(v.used_by) or "-",
+                _when(v.last_backup_at, v.backup_age_s),
+                _when(v.verified_backup_at, v.verified_age_s),
+            )
+        )
+    console.print(table)
+    for v in listing.volumes:
+        if v.retained_reason:
+            say(console, f"{v.name}: retained, no longer used ({v.retained_reason})")
+    if not listing.volumes:
+        say(console, f"fleet {listing.fleet} has no volumes")
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "?"
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def _when(at: str | None, age_s: int | None) -> str:
+    if at is None:
+        return "never"
+    return f"{at} ({_age(age_s)} ago)" if age_s is not None else at

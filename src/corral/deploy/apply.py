@@ -72,6 +72,12 @@ class Journal:
         with self._lock:
             self.state.record_replacement(self.fleet, role, release, unavailable_s)
 
+    def volume_created(self, name: str, role: str, volume: str, path: str, release: int) -> None:
+        """``role``'s volume ``volume`` exists as engine volume ``name``: recorded, so the
+        state (not the spec) knows it holds data from now on."""
+        with self._lock:
+            self.state.record_volume(self.fleet, name, role, volume, path, release)
+
 
 class ScratchJournal(Journal):
     """For throwaway test environments: nothing they do belongs in the fleet's records."""
@@ -93,6 +99,9 @@ class ScratchJournal(Journal):
 
     def replaced(self, role: str, release: int, unavailable_s: float) -> None:
         pass
+
+    def volume_created(self, name: str, role: str, volume: str, path: str, release: int) -> None:
+        pass  # a test environment's volumes are thrown away with it
 
 
 # Carries out one pre-deploy backup step (``Action.BACKUP``): corral.backup provides it.
@@ -309,6 +318,19 @@ class Executor:
             and {Action.ADMIT, Action.DRAIN} <= actions
         )
 
+    def _create_volume(self, rr: RoleRelease | None, release: int, step: Step) -> None:
+        """Create the role's volume (an existing one keeps its data) and record it."""
+        role, name = step.role, step.instance
+        declared = (
+            {rr.engine_volume(self.scope, v): (v, p) for v, p in rr.volumes.items()} if rr else {}
+        )
+        volume, path = declared.get(name, ("", ""))
+        self.progress.step(role, f"creating volume {name}")
+        labels = {**self.scope.marks("volume"), LABEL + "role": role}  # fleet id and state
+        self.engine.ensure_volume(name, {**labels, LABEL + "volume": volume} if volume else labels)
+        if volume:
+            self.journal.volume_created(name, role, volume, path, release)
+
     def _switch(self, run: _RoleRun, batch: Sequence[Step]) -> None:
         assert self.edge is not None
         ready = [s.instance for s in batch if s.action == Action.ADMIT]
@@ -331,10 +353,7 @@ class Executor:
             case Action.KEEP:
                 pass
             case Action.CREATE_VOLUME:
-                self.progress.step(role, f"creating volume {step.instance}")
-                self.engine.ensure_volume(
-                    step.instance, {**self.scope.marks("volume"), LABEL + "role": role}
-                )
+                self._create_volume(rr, release, step)
             case Action.ADD:
                 info = self.engine.inspect(step.instance)
                 if self.edge is not None and rr is not None and info is not None:

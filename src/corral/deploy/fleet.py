@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from corral.deploy.context import GOOD, Context
+from corral.deploy.dataguard import KnownVolume
 from corral.deploy.desired import Desired, desired_from_record
 from corral.deploy.observe import list_scope, observe
 from corral.deploy.plan import Observed
+from corral.deploy.scope import LIVE
 from corral.edge.container import frontends
 from corral.engines.base import ContainerInfo
 from corral.state import State
@@ -67,7 +69,13 @@ def observe_fleet(
         released={r.number: desired_from_record(r.roles) for r in releases},
         last_unavailable=ctx.state.last_unavailable(ctx.scope.fleet),
         backups_due=backups_due(ctx, desired, datetime.now(UTC)) if backups else {},
+        known_volumes=known_volumes(ctx.state, ctx.scope.fleet) if ctx.scope.env == LIVE else {},
     )
+
+
+def known_volumes(state: State, fleet: str) -> dict[str, KnownVolume]:
+    """The fleet's recorded live volumes (not deleted), by engine name."""
+    return {v.name: KnownVolume(v.role, v.volume, v.path) for v in state.volumes(fleet)}
 
 
 def backups_due(ctx: Context, desired: Desired, now: datetime) -> dict[str, tuple[str, ...]]:
@@ -79,7 +87,7 @@ def backups_due(ctx: Context, desired: Desired, now: datetime) -> dict[str, tupl
     fresh = {
         (r.role, r.volume)
         for r in ctx.state.stores.backups.of_fleet(ctx.scope.fleet)
-        if r.verify_result == "ok" and _age(r.finished, now) < settings.max_age
+        if r.recent(now, settings.max_age)
     }
     due: dict[str, tuple[str, ...]] = {}
     for name in desired:
@@ -88,11 +96,6 @@ def backups_due(ctx: Context, desired: Desired, now: datetime) -> dict[str, tupl
         if volumes:
             due[name] = volumes
     return due
-
-
-def _age(finished: str, now: datetime) -> float:
-    when = datetime.fromisoformat(finished.replace("Z", "+00:00"))
-    return (now - when).total_seconds()
 
 
 def standby_names(state: State, fleet: str) -> set[str]:

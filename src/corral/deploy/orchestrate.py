@@ -46,6 +46,7 @@ from corral.deploy.resolve import (
     resolve_release,
 )
 from corral.deploy.revoked import check_not_revoked, unfit_images
+from corral.deploy.scope import LIVE
 from corral.deploy.secrets import (
     changed_secrets,
     check_unchanged,
@@ -55,7 +56,14 @@ from corral.deploy.secrets import (
 )
 from corral.deploy.settle import Watch, settle, settle_time
 from corral.engines.capabilities import require
-from corral.errors import CorralError, DeployError, LockedError, StateError, UsageError
+from corral.errors import (
+    CorralError,
+    DataGuardError,
+    DeployError,
+    LockedError,
+    StateError,
+    UsageError,
+)
 from corral.state import ReleaseRecord, State
 
 
@@ -121,6 +129,15 @@ class Canary:
     mark: Callable[[str], None] = lambda stage: None
 
 
+# Asked, with the data guard's concerns in words, whether a deploy may go on (the CLI:
+# --yes, or yes on a terminal). The default refuses: data is never cut off unasked.
+Approve = Callable[[Sequence[str]], bool]
+
+
+def refuse(concerns: Sequence[str]) -> bool:
+    return False
+
+
 # Called with the plan after the gate and before anything changes; an error it raises
 # (a CorralError) refuses the change, no release recorded. The undo after a failure runs
 # no hook: it must go back whatever happens, and the deploy's hooks ran before it started.
@@ -147,6 +164,7 @@ def deploy(
     backup: BackupRunner | None = None,
     rebind: Mapping[str, Mapping[str, str]] | None = None,
     canary: Canary | None = None,
+    approve: Approve = refuse,
 ) -> DeployResult:
     """Bring the fleet to the spec (or, for a rollback, to ``source``'s recorded state).
 
@@ -162,6 +180,7 @@ def deploy(
         UsageError: a role is unknown, or a recorded release is not deployable.
         GateError: an image is not tested; nothing was changed.
         RevokedError: an image to deploy or start is revoked (or its base); nothing changed.
+        DataGuardError: the plan has data concerns ``approve`` did not approve.
         DeployError: a role failed; the fleet was taken back (see ``converge``).
     """
     started = time.monotonic()
@@ -184,6 +203,7 @@ def deploy(
     secrets = {**secrets, **_kept_roles_values(ctx, plan, desired, fresh)}
     for capability, purpose in needed_capabilities(plan):  # before anything changes
         require(ctx.engine, capability, purpose)
+    _guard_data(ctx, plan, kind, approve)
     checks.before(desired)
     planned = Planned(ctx.scope.fleet, kind, plan, desired)
     for hook in hooks:
@@ -193,6 +213,27 @@ def deploy(
         ctx, plan, secrets, edge, kind, source, checks.after, canary, resolved.untouched
     )
     return dataclasses.replace(result, seconds=time.monotonic() - started, notes=notes)
+
+
+def _guard_data(ctx: Context, plan: Plan, kind: str, approve: Approve) -> None:
+    """Ask before a plan cuts data off from its role (see ``dataguard``); audit the yes.
+
+    Raises:
+        DataGuardError: not approved; nothing was changed.
+    """
+    concerns = plan.data.concerns
+    if not concerns:
+        return
+    for concern in concerns:
+        ctx.progress.step("data", concern)
+    if not approve(concerns):
+        raise DataGuardError(
+            "the data guard refused: " + "; ".join(concerns) + " (run again with --yes to "
+            "go on; no volume is ever deleted by a deploy)",
+            failures=tuple(concerns),
+        )
+    details = {"kind": kind, "release": plan.release, "concerns": list(concerns)}
+    ctx.state.record_audit(ctx.scope.fleet, "data-guard", "fleet", "approved", details)
 
 
 def _clean_up(ctx: Context) -> None:
@@ -351,6 +392,7 @@ def converge(
         raise
     ctx.state.finish_release(release.id, "active")
     remember_edge(ctx, desired, edge)
+    _record_volumes(ctx, plan, release.number)
     journal.audit(kind, "fleet", "ok", {**details, "source": source.number if source else None})
     return DeployResult(fleet, kind, "active", release.number, plan, canary=first)
 
@@ -440,6 +482,23 @@ def remember_edge(ctx: Context, desired: Desired, edge: str | None) -> None:
         ctx.edge.remember(desired)
 
 
+def _record_volumes(ctx: Context, plan: Plan, release: int) -> None:
+    """Once a release is live: every volume it mounts is recorded as in use (one an
+    earlier corral made is recorded now), and each the plan retains is marked so, with why.
+    Nothing is removed: a retained volume keeps its data until the operator names it."""
+    if ctx.scope.env != LIVE:
+        return
+    fleet = ctx.scope.fleet
+    for name, rr in sorted(plan.desired.items()):
+        for volume, path in sorted(rr.volumes.items()):
+            engine_name = rr.engine_volume(ctx.scope, volume)
+            ctx.state.record_volume(fleet, engine_name, name, volume, path, release)
+    known = {v.name for v in ctx.state.volumes(fleet)}
+    for kept in plan.data.retained:
+        if kept.name in known:
+            ctx.state.retain_volume(fleet, kept.name, kept.reason)
+
+
 def _abort(
     ctx: Context, journal: Journal, release: ReleaseRecord, details: dict[str, Any], why: str
 ) -> None:
@@ -519,6 +578,7 @@ def rollback(
     checks: Checks = Checks(),
     hooks: Sequence[Hook] = (),
     backup: BackupRunner | None = None,
+    approve: Approve = refuse,
 ) -> DeployResult:
     """Deploy an earlier release's images and configuration again, through ``deploy``.
 
@@ -527,7 +587,15 @@ def rollback(
     """
     _clean_up(ctx)  # a release a killed deploy left must not be taken for a target
     target = rollback_target(ctx, to)
-    return deploy(ctx, kind="rollback", source=target, checks=checks, hooks=hooks, backup=backup)
+    return deploy(
+        ctx,
+        kind="rollback",
+        source=target,
+        checks=checks,
+        hooks=hooks,
+        backup=backup,
+        approve=approve,
+    )
 
 
 def rollback_target(ctx: Context, to: int | None) -> ReleaseRecord:

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from corral.deploy import steps as gen
+from corral.deploy.dataguard import DataGuard, KnownVolume, guard
 from corral.deploy.desired import Desired, RoleRelease, deploy_order
 from corral.deploy.observe import Instance
 from corral.deploy.scope import Scope
@@ -134,6 +135,8 @@ class Plan:
     orphan_steps: tuple[Step, ...] = ()  # how the orphans go, in order
     # Pre-deploy backups: run before anything changes (a failed one stops the deploy).
     backup_steps: tuple[Step, ...] = ()
+    # Retained volumes, what needs the operator's yes, what moves (deploy/dataguard.py).
+    data: DataGuard = field(default_factory=DataGuard)
 
     @property
     def desired(self) -> Desired:
@@ -175,6 +178,9 @@ class Plan:
             "orphan_steps": [step.to_dict() for step in self.orphan_steps],
             "backup_steps": [step.to_dict() for step in self.backup_steps],
             "ensure_network": self.ensure_network,
+            "retained_volumes": [r.to_dict() for r in self.data.retained],
+            "data_concerns": list(self.data.concerns),
+            "data_notes": list(self.data.notes),
         }
 
 
@@ -202,6 +208,8 @@ class Observed:
     # ``backup.max_age``: a plan that replaces the role's running instances backs them up
     # first. Empty for an undo, which must go back whatever happens.
     backups_due: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # The fleet's recorded volumes (not deleted), by engine name: who owns each.
+    known_volumes: Mapping[str, KnownVolume] = field(default_factory=dict)
 
     def taint(self, name: str, reason: str) -> Observed:
         """The same observation with instance ``name`` marked tainted for ``reason``."""
@@ -236,6 +244,10 @@ def plan_deploy(
     waves = tuple(tuple(w) for w in deploy_order(desired))
     network = scope.network not in observed.networks
     replaced = {rp.role for rp in roles if rp.stop} | {i.role for i in gone if i.running}
+    running: dict[str, int] = {}
+    for i in observed.instances:
+        running[i.role] = running.get(i.role, 0) + int(i.running)
+    data = guard(scope, desired, observed.known_volumes, observed.volumes, running, untouched)
     return Plan(
         scope.fleet,
         roles,
@@ -246,6 +258,7 @@ def plan_deploy(
         release=release,
         orphan_steps=orphan_steps,
         backup_steps=gen.backup_steps(observed.backups_due, replaced),
+        data=data,
     )
 
 

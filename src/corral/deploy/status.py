@@ -17,6 +17,7 @@ from corral.deploy.instances import remove_probes
 from corral.deploy.observe import Instance, observe
 from corral.deploy.plan import parse_time
 from corral.deploy.supervise import degraded_roles
+from corral.deploy.volumes import Deletion, check_deletion, delete_volumes
 from corral.errors import EngineError, UsageError
 from corral.state import ReleaseRecord
 
@@ -244,10 +245,17 @@ def _changes(before: ReleaseRecord | None, after: ReleaseRecord) -> list[str]:
     return changes
 
 
-def destroy(ctx: Context) -> list[str]:
-    """Remove every instance and the edge of the fleet. Volumes are never touched."""
+def destroy(ctx: Context, deletion: Deletion | None = None) -> list[str]:
+    """Remove every instance and the edge of the fleet. Volumes are kept, except those
+    ``deletion`` names and the data guard allows (``volumes.check_deletion``, checked
+    before anything is removed); those are deleted last.
+
+    Raises:
+        DataGuardError: a volume named may not be deleted; nothing was removed.
+    """
     removed = []
     with ctx.state.lock("deploy", wait=0, purpose="destroy"):
+        doomed = check_deletion(ctx, deletion) if deletion and deletion.names else ()
         for i in observe(ctx.engine, ctx.scope):
             ctx.engine.remove(i.name)
             ctx.state.retire_instance(ctx.scope.fleet, i.name, "destroyed")
@@ -263,4 +271,6 @@ def destroy(ctx: Context) -> list[str]:
         except EngineError as exc:  # something else still uses it: it stays
             details["network_kept"] = exc.message
         ctx.state.record_audit(ctx.scope.fleet, "destroy", "fleet", "ok", details)
+        if deletion is not None and doomed:
+            removed += delete_volumes(ctx, deletion, doomed)
     return removed

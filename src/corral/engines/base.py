@@ -295,6 +295,11 @@ class Volumes(Protocol):
         """
         raise lacks(self, Capability.HOST_VOLUMES)
 
+    def volume_sizes(self, labels: Mapping[str, str]) -> dict[str, int | None]:
+        """The bytes on disk of each volume carrying every one of ``labels``, by name
+        (None: the engine cannot tell); an engine without volumes has none."""
+        return {}
+
 
 class Pods(Protocol):
     """Network namespaces that outlive the containers in them (capability ``pods``): one

@@ -74,6 +74,7 @@ class FakeEngine(Engine):
         self.containers: dict[str, ContainerInfo] = {}
         self.networks: dict[str, Mapping[str, str]] = {}
         self.volumes: dict[str, Mapping[str, str]] = {}
+        self.volume_bytes: dict[str, int] = {}  # what volume_sizes answers (absent: None)
         self.pods: dict[str, PodSpec] = {}
         self.pod_of: dict[str, str] = {}  # container name -> the pod it joined
         self.calls: list[tuple[str, str]] = []
@@ -312,4 +313,9 @@ class FakeEngine(Engine):
         return sorted(n for n, lbl in self.volumes.items() if labels_match(lbl, labels))
 
     def remove_volume(self, name: str) -> None:
+        if any(name in c.volumes for c in self.containers.values()):
+            raise EngineError(f"volume {name} is being used by a container")
         self.volumes.pop(name, None)
+
+    def volume_sizes(self, labels: Mapping[str, str]) -> dict[str, int | None]:
+        return {name: self.volume_bytes.get(name) for name in self.list_volumes(labels)}

@@ -735,6 +735,38 @@ class PodmanEngine(Engine):
             raise NotFoundError(f"no volume {name}", name=name)
         return Path(found.stdout.strip())
 
+    def volume_sizes(self, labels: Mapping[str, str]) -> dict[str, int | None]:
+        answer = self._via_api(lambda api: api.volumes(labels))
+        data = answer[0] if answer is not None else self._volume_listing(labels)
+        return {
+            str(v["Name"]): folder_size(str(v.get("Mountpoint") or ""))
+            for v in data
+            if labels_match(v.get("Labels") or {}, labels)
+        }
+
+
+def folder_size(path: str) -> int | None:
+    """Bytes a local volume's folder takes on disk (as ``du``: blocks, each inode once,
+    links not followed); None when there is no such folder or it cannot be read."""
+    if not path or not os.path.isdir(path):
+        return None
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    try:
+        for folder, dirs, files in os.walk(path, onerror=_raise):
+            for name in (*dirs, *files):
+                info = os.lstat(os.path.join(folder, name))
+                if (info.st_dev, info.st_ino) not in seen:
+                    seen.add((info.st_dev, info.st_ino))
+                    total += info.st_blocks * 512
+    except OSError:
+        return None
+    return total
+
+
+def _raise(error: OSError) -> None:
+    raise error
+
 
 def _api_containers(api: PodmanAPI, labels: Mapping[str, str]) -> list[ContainerInfo]:
     """The containers with ``labels``, read in a fixed number of requests.

@@ -497,23 +497,31 @@ class EdgeSettings(Model):
     address: Annotated[str, AfterValidator(kinds.edge_address)] = "127.0.0.1"
 
 
-# Up to 30 days: how old the newest verified snapshot may be for a deploy to skip its own.
-BackupAge = Annotated[StrictFloat, BeforeValidator(_parse_duration), Field(ge=0, le=30 * 86400)]
+MAX_BACKUP_AGE_S = 366 * 86400.0
+# How old a verified backup may be and still count as recent (seconds, up to a year).
+BackupAge = Annotated[
+    StrictFloat, BeforeValidator(_parse_duration), Field(ge=0, le=MAX_BACKUP_AGE_S)
+]
 
 
-class BackupSettings(Model):
-    """Where the fleet's backups go and when a deploy makes one (see docs/backups.md).
+class BackupPolicy(Model):
+    """Where the fleet's backups go, when a deploy makes one, and what the data guard asks
+    of them (see docs/backups.md and docs/spec.md).
 
     ``repository``: a folder on the host (served append-only by corral's own ``rclone
     serve restic --append-only``) or a restic URL (``rest:``, ``sftp:``, ``s3:``...); the
-    default is ``backups/`` beside the fleet's state. ``max_age``: a deploy that replaces
-    instances of a role with backed-up volumes first backs them up, unless a verified
-    snapshot younger than this exists (0: always).
+    default is ``backups/`` beside the fleet's state. ``max_age``: one age for every use
+    of "a recent verified backup" (the newest snapshot of a volume whose restore drill
+    passed, younger than this): a deploy that replaces instances of a role with backed-up
+    volumes skips its own backup of those that have one; ``corral volumes`` warns about
+    (and exits 1 for) a volume without one; ``corral destroy --delete-data`` refuses to
+    delete a volume without one. 0: none is ever recent (always back up first; deleting
+    data then needs ``--no-backup-check``).
     """
 
     repository: Annotated[str, AfterValidator(kinds.state_path)] | None = None
     before_deploy: StrictBool = True
-    max_age: BackupAge = 0.0
+    max_age: BackupAge = 86400.0
 
 
 class Fleet(Model):
@@ -521,7 +529,7 @@ class Fleet(Model):
     fleet: Name
     state: Annotated[str, AfterValidator(kinds.state_path)] | None = None
     edge: EdgeSettings = EdgeSettings()
-    backup: BackupSettings = BackupSettings()
+    backup: BackupPolicy = BackupPolicy()
     roles: dict[Name, Role] = Field(min_length=1, max_length=MAX_ROLES)
     # Secrets whose live values test environments use, instead of a value made per run.
     live_secrets_in_tests: tuple[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], ...] = ()

@@ -23,6 +23,7 @@ from corral.state.protocols import (
     ReplacementStore,
     RevocationStore,
     TestRunStore,
+    VolumeStore,
 )
 from corral.state.records import (
     AuditEntry,
@@ -34,6 +35,7 @@ from corral.state.records import (
     RevocationRecord,
     Revoked,
     TestRunRecord,
+    VolumeRecord,
     image_version,
     utc_now,
 )
@@ -66,6 +68,8 @@ __all__ = [
     "Stores",
     "TestRunRecord",
     "TestRunStore",
+    "VolumeRecord",
+    "VolumeStore",
     "bundled_migrations",
     "image_version",
     "looks_secret",

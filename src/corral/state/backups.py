@@ -9,7 +9,9 @@ is never part of a row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
+from corral.formats import parse_time
 from corral.state.db import Handle, Row
 from corral.state.records import utc_now
 
@@ -41,6 +43,23 @@ class BackupRecord:
     def to_dict(self) -> dict[str, object]:
         """The record as JSON (``corral backup --json``)."""
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @property
+    def proven(self) -> bool:
+        """Its restore drill (``corral backup verify``) passed."""
+        return self.verify_result == "ok"
+
+    def age_s(self, now: datetime) -> float | None:
+        """Seconds since the snapshot was taken (None: its time cannot be read)."""
+        at = parse_time(self.finished)
+        return None if at is None else max(0.0, (now - at).total_seconds())
+
+    def recent(self, now: datetime, max_age: float) -> bool:
+        """A *recent verified backup*: proven, and taken less than ``max_age`` seconds ago.
+        The one rule behind ``backup.max_age``: the pre-deploy backup is skipped for one,
+        ``corral volumes`` warns without one, ``destroy --delete-data`` refuses without."""
+        age = self.age_s(now)
+        return self.proven and age is not None and age < max_age
 
 
 _COLUMNS = (

@@ -33,6 +33,7 @@ from corral.state.records import (
     Revoked,
     TaintRecord,
     TestRunRecord,
+    VolumeRecord,
 )
 
 
@@ -334,6 +335,40 @@ class FleetStore(Protocol):
 
     def claim(self, fleet: str, fleet_id: str, origin: str) -> str:
         """Give the fleet ``fleet_id`` unless it has an id; the id it has afterwards."""
+        ...
+
+
+class VolumeStore(Protocol):
+    """A fleet's data volumes: recorded when created, retained when no role mounts them,
+    never forgotten. Their backups and restore drills are :class:`BackupStore`'s rows (by
+    engine volume): one record of them, never a copy here."""
+
+    def record(
+        self,
+        fleet: str,
+        name: str,
+        role: str,
+        volume: str,
+        path: str,
+        release: int | None = None,
+    ) -> VolumeRecord:
+        """Record that ``role`` mounts engine volume ``name`` at ``path`` (not retained)."""
+        ...
+
+    def retain(self, fleet: str, name: str, reason: str) -> None:
+        """Mark a volume no role mounts any more retained (ValueError if unknown)."""
+        ...
+
+    def deleted(self, fleet: str, name: str) -> None:
+        """Mark the volume deleted by the operator; the row stays (ValueError if unknown)."""
+        ...
+
+    def get(self, fleet: str, name: str) -> VolumeRecord | None:
+        """One volume's record, deleted ones included."""
+        ...
+
+    def all(self, fleet: str, deleted: bool = False) -> list[VolumeRecord]:
+        """The fleet's volumes by name (with ``deleted``, the deleted ones too)."""
         ...
 
 

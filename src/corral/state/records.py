@@ -463,3 +463,44 @@ class Revoked:
         if found is None and base_id is not None:
             found = self.bases.get(base_id)
         return found
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    """A fleet's data volume as the state knows it: who owns it, whether the spec still
+    mounts it (``retained`` says it does not, and ``retained_reason`` why). Its backups
+    are the ``backups`` rows of its engine name (``BackupRecord.engine_volume``).
+    ``deleted_at`` is set once the operator deleted it by name (``corral destroy
+    --delete-data``); the row stays, as history."""
+
+    fleet: str
+    name: str  # the engine's name, <fleet>-<role>-<volume> (or a restored copy's)
+    role: str
+    volume: str
+    path: str
+    created_at: str
+    created_release: int | None
+    protection: str
+    retained: bool
+    retained_reason: str | None
+    retained_at: str | None
+    deleted_at: str | None
+
+
+def volume_from_row(row: Row) -> VolumeRecord:
+    """A :class:`VolumeRecord` from a ``volumes`` row."""
+    release = row["created_release"]
+    return VolumeRecord(
+        fleet=str(row["fleet"]),
+        name=str(row["name"]),
+        role=str(row["role"]),
+        volume=str(row["volume"]),
+        path=str(row["path"]),
+        created_at=str(row["created_at"]),
+        created_release=None if release is None else int(release),
+        protection=str(row["protection"]),
+        retained=bool(row["retained"]),
+        retained_reason=_opt_str(row["retained_reason"]),
+        retained_at=_opt_str(row["retained_at"]),
+        deleted_at=_opt_str(row["deleted_at"]),
+    )

@@ -38,6 +38,7 @@ from corral.state.protocols import (
     RevocationStore,
     TaintStore,
     TestRunStore,
+    VolumeStore,
 )
 from corral.state.records import (
     AuditEntry,
@@ -47,11 +48,13 @@ from corral.state.records import (
     InstanceRecord,
     ReleaseRecord,
     TestRunRecord,
+    VolumeRecord,
 )
 from corral.state.releases import SqliteInstances, SqliteReleases
 from corral.state.replacements import SqliteReplacements
 from corral.state.taints import SqlTaints
 from corral.state.testruns import SqliteTestRuns
+from corral.state.volumes import SqliteVolumes
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Stores:
     taints: TaintStore
     fleets: FleetStore
     backups: BackupStore
+    volumes: VolumeStore
 
 
 def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
@@ -90,6 +94,7 @@ def sqlite_stores(handle: db.Handle, scrubber: Scrubber) -> Stores:
         taints=SqlTaints(handle, scrubber),
         fleets=SqlFleets(handle),
         backups=SqliteBackups(handle),
+        volumes=SqliteVolumes(handle),
     )
 
 
@@ -327,6 +332,30 @@ class State:
     def last_unavailable(self, fleet: str) -> dict[str, float]:
         """:meth:`ReplacementStore.last_unavailable`."""
         return self.stores.replacements.last_unavailable(fleet)
+
+    # -- volumes: see VolumeStore -------------------------------------------------
+
+    def record_volume(
+        self, fleet: str, name: str, role: str, volume: str, path: str, release: int | None = None
+    ) -> VolumeRecord:
+        """:meth:`VolumeStore.record`."""
+        return self.stores.volumes.record(fleet, name, role, volume, path, release)
+
+    def retain_volume(self, fleet: str, name: str, reason: str) -> None:
+        """:meth:`VolumeStore.retain`."""
+        self.stores.volumes.retain(fleet, name, reason)
+
+    def volume_deleted(self, fleet: str, name: str) -> None:
+        """:meth:`VolumeStore.deleted`."""
+        self.stores.volumes.deleted(fleet, name)
+
+    def volume(self, fleet: str, name: str) -> VolumeRecord | None:
+        """:meth:`VolumeStore.get`."""
+        return self.stores.volumes.get(fleet, name)
+
+    def volumes(self, fleet: str, deleted: bool = False) -> list[VolumeRecord]:
+        """:meth:`VolumeStore.all`."""
+        return self.stores.volumes.all(fleet, deleted)
 
     # -- test runs: see TestRunStore ----------------------------------------------
 

@@ -300,11 +300,22 @@ def fleet_secrets(fleet: Fleet) -> list[str]:
     return sorted(name for name in secret_store() if name.startswith(fleet.name + "-"))
 
 
+# Listings that another process's removal can fail midway ("image not known"), as the
+# tests' clean-ups and other test runs remove objects beside them: tried again.
+LISTINGS = {("images",), ("ps",), ("volume", "ls"), ("network", "ls"), ("pod", "ps")}
+
+
 def podman_json(*args: str) -> Any:
-    out = subprocess.run(
-        ["podman", *args, "--format", "json"], capture_output=True, text=True, check=True
-    ).stdout
-    return json.loads(out)
+    tries = 5 if (args[:1] in LISTINGS or args[:2] in LISTINGS) else 1
+    for attempt in range(tries):
+        proc = subprocess.run(
+            ["podman", *args, "--format", "json"], capture_output=True, text=True, check=False
+        )
+        if proc.returncode == 0 or attempt == tries - 1:
+            break
+        time.sleep(0.5)
+    proc.check_returncode()
+    return json.loads(proc.stdout)
 
 
 def containers(fleet: str) -> list[dict[str, Any]]:

@@ -15,18 +15,14 @@ from corral.engines.base import ContainerSpec
 from corral.engines.fake import FakeEngine
 from corral.state import State
 from tests.unit.test_cli import SKIP, WORKER_SPEC, run
+from tests.unit.test_reconcile import _serve
 
 Fleet = tuple[Path, FakeEngine]
 
 
 @pytest.fixture
 def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fleet:
-    engine = FakeEngine()
-    engine.import_rootfs(tmp_path / "rootfs.tar", "localhost/worker-base:1", {})
-    monkeypatch.setattr("corral.app.get_engine", lambda: engine)
-    spec = tmp_path / "corral.yaml"
-    spec.write_text(WORKER_SPEC)
-    return spec, engine
+    return _serve(FakeEngine(), tmp_path, monkeypatch)
 
 
 def _containers(engine: FakeEngine) -> dict[str, dict[str, str]]:

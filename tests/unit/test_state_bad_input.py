@@ -21,6 +21,7 @@ from corral.errors import StateError
 from corral.state import State
 from tests.pgcluster import Cluster
 from tests.unit.test_cli import SKIP, WORKER_SPEC, run
+from tests.unit.test_reconcile import _serve
 
 Fleet = tuple[Path, FakeEngine]
 STATE_EXIT = 7
@@ -28,12 +29,7 @@ STATE_EXIT = 7
 
 @pytest.fixture
 def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fleet:
-    engine = FakeEngine()
-    engine.import_rootfs(tmp_path / "rootfs.tar", "localhost/worker-base:1", {})
-    monkeypatch.setattr("corral.app.get_engine", lambda: engine)
-    spec = tmp_path / "corral.yaml"
-    spec.write_text(WORKER_SPEC)
-    return spec, engine
+    return _serve(FakeEngine(), tmp_path, monkeypatch)
 
 
 def _running(engine: FakeEngine) -> list[tuple[str, str]]:

@@ -281,3 +281,28 @@ def test_rollback_says_in_its_output_that_it_uses_todays_value(
     assert exited.value.code in (0, None)
     assert "note: db: secret DB_PASSWORD changed since release r1" in out
     assert OLD not in out + err and NEW not in out + err
+
+
+def test_a_watcher_holding_the_value_from_before_a_rotation_starts_nothing(
+    spec: Path, engine: SecretsEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found in a trial: a watcher started before the rotation restarted the database with
+    # the old password, burned it as drifted, and again, every few seconds.
+    monkeypatch.setenv("DB_PASSWORD", OLD)
+    _deploy(spec, engine)
+    monkeypatch.setenv("DB_PASSWORD", NEW)
+    _deploy(spec, engine)  # the rotation: db replaced with the new value
+    [db] = _running(engine, "db")
+    engine.remove(db)  # it died
+    monkeypatch.setenv("DB_PASSWORD", OLD)  # what the old watcher's environment holds
+    with pytest.raises(GateError, match="restart corral watch with the value of the last"):
+        app.reconcile(spec, engine=engine)
+    assert _running(engine, "db") == []
+    assert engine.given.get(db) == {"DB_PASSWORD": NEW}
+    failed = [e for e in app.audit(spec) if e.action == "reconcile" and e.outcome == "failed"]
+    assert failed and "DB_PASSWORD" in str(failed[-1].details["error"])
+    assert OLD not in json.dumps([e.details for e in app.audit(spec)])
+    monkeypatch.setenv("DB_PASSWORD", NEW)  # restarted with the value of the last deploy
+    assert app.reconcile(spec, engine=engine).status == "converged"
+    [again] = _running(engine, "db")
+    assert engine.given[again] == {"DB_PASSWORD": NEW}

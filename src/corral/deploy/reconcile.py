@@ -30,7 +30,7 @@ from corral.deploy.observe import list_scope
 from corral.deploy.orchestrate import remember_edge
 from corral.deploy.plan import Observed, Plan, plan_deploy
 from corral.deploy.resolve import edge_image, resolve_release
-from corral.deploy.secrets import live_values, secret_names
+from corral.deploy.secrets import check_unchanged, live_values, secret_names
 from corral.deploy.supervise import (
     Alert,
     Backoff,
@@ -218,10 +218,21 @@ def _locked_pass(
 
 def _apply(ctx: Context, plan: Plan, target: _Target) -> None:
     journal = Journal(ctx.state, ctx.scope.fleet)
+    roles = sorted({rp.role for rp in plan.roles if rp.start})
+    try:
+        values = live_values(
+            secret_names(target.desired, roles),
+            "export them: corral watch starts replacement instances",
+        )
+        # A watcher started before a rotation holds the old value: an instance started
+        # with it is unlike its release, burned as drifted, started again... a loop that
+        # restarted a database every few seconds. Refuse, and say which value is wanted.
+        check_unchanged(target.desired, roles, values, ctx.secret_key, watcher=True)
+    except CorralError as exc:
+        journal.audit("reconcile", "fleet", "failed", {"error": str(exc)})
+        raise
     for burn in burns_of(plan):
         journal.audit("burn", burn.instance, "ok", {"role": burn.role, "reason": burn.reason})
-    starting = secret_names(target.desired, (rp.role for rp in plan.roles if rp.start))
-    values = live_values(starting, "export them: corral watch starts replacement instances")
     executor = Executor(
         ctx.engine,
         ctx.scope,

@@ -174,11 +174,15 @@ def changed_secrets(before: RoleRelease, after: RoleRelease) -> list[str]:
 
 
 def check_unchanged(
-    desired: Desired, roles: Iterable[str], values: Mapping[str, str], key: Hasher
+    desired: Desired,
+    roles: Iterable[str],
+    values: Mapping[str, str],
+    key: Hasher,
+    watcher: bool = False,
 ) -> None:
     """Refuse to start instances of a role deployed earlier (not named in this deploy)
     with a value other than the one its release recorded: that would rotate its secret
-    in one instance only.
+    in one instance only. ``watcher``: the refusal is the watcher's (its advice differs).
 
     Raises:
         GateError: naming the role, the secrets and what to do.
@@ -187,12 +191,23 @@ def check_unchanged(
         rr = desired[role]
         now = stamped({role: rr}, {role}, values, key)[role]
         changed = changed_secrets(rr, now)
-        if changed:
-            raise GateError(
-                f"secret {', '.join(changed)} of role {role} changed since {role} was "
-                f"deployed, and this deploy must start an instance of {role}: deploy "
-                f"{role} too (corral deploy ... {role}) to replace all its instances, or "
-                "export the value it was deployed with",
-                role=role,
-                secrets=changed,
+        if not changed:
+            continue
+        names = ", ".join(changed)
+        if watcher:
+            fix = (
+                f"the watcher must start an instance of {role} but holds another value "
+                f"of {names} than {role}'s release was deployed with: restart corral "
+                "watch with the value of the last deploy (a rotation's new value)"
             )
+        else:
+            fix = (
+                f"this deploy must start an instance of {role}: deploy {role} too "
+                f"(corral deploy ... {role}) to replace all its instances, or export the "
+                "value it was deployed with"
+            )
+        raise GateError(
+            f"secret {names} of role {role} changed since {role} was deployed, and {fix}",
+            role=role,
+            secrets=changed,
+        )

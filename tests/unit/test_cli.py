@@ -69,12 +69,20 @@ def test_declining_destroy_removes_nothing_and_exits_1(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("corral.app.destroy", lambda *a, **k: pytest.fail("destroy ran"))
-    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+    monkeypatch.setattr("sys.stdin", _Terminal("n\n"))
     code, _, err = run(capsys, "-f", str(EXAMPLE), "destroy")
     assert code == 1 and "nothing removed" in err
-    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # no answer at all (end of input)
+    # No terminal (a script, </dev/null): the answer is no, not "interrupted" (130).
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
     code, _, err = run(capsys, "-f", str(EXAMPLE), "destroy")
-    assert code == 130 and "interrupted" in err
+    assert code == 1 and "no terminal to ask; pass --yes" in err, err
+
+
+class _Terminal(io.StringIO):
+    """What an operator types, on a terminal."""
+
+    def isatty(self) -> bool:
+        return True
 
 
 # -- the deploy commands' --json and exit codes, on the fake engine ------------------------

@@ -398,7 +398,12 @@ def test_command(
 
 @cli.command()
 @click.option(
-    "--to", "to", type=Count(1, 10**9), default=None, help="Release number (default: previous)."
+    "--to",
+    "to",
+    type=Count(1, 10**9),
+    default=None,
+    metavar="N",
+    help="Release number (default: previous).",
 )
 @wait_option
 @skip_tests_options
@@ -775,9 +780,15 @@ def destroy(
     confirmed = set(confirm) | _typed_confirmations(opts, delete_data, set(confirm))
     kept = "volumes are kept" if not delete_data else f"and delete {', '.join(delete_data)}"
     question = f"Remove every instance and the edge of this fleet ({kept})?"
-    if not yes and not click.confirm(question, err=True):
-        opts.err.print("nothing removed")
-        raise click.exceptions.Exit(ExitCode.FAILED)
+    if not yes:
+        # With no terminal to ask (a script, stdin from /dev/null), the answer is no, as
+        # documented (exit 1), not the "interrupted" an unanswerable question raised.
+        if not sys.stdin.isatty():
+            opts.err.print("nothing removed: no terminal to ask; pass --yes")
+            raise click.exceptions.Exit(ExitCode.FAILED)
+        if not click.confirm(question, err=True):
+            opts.err.print("nothing removed")
+            raise click.exceptions.Exit(ExitCode.FAILED)
     skip = reason.strip() if no_backup_check and reason else None
     deletion = app.Deletion(tuple(delete_data), frozenset(confirmed), skip)
     removed = app.destroy(opts.file, deletion=deletion)

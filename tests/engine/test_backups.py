@@ -168,6 +168,15 @@ def test_postgres_backups_restore_into_new_volumes_under_writes(
     stack.rollback()
     assert _mounted_volume(stack) == old_volume and _count(stack) == live_rows
 
+    # -- a rotation: the pre-deploy dump logs in with the value the live db was started
+    # with (its server holds the old password until it is replaced); db and app then
+    # take the new one. With today's value, pg_dump was refused and so was the deploy.
+    stack.env["DB_PASSWORD"] = f"rotated-{secrets.token_hex(8)}"
+    rotated = run("deploy", "--skip-tests", "--reason", "backup test: rotation")
+    assert rotated["status"] == "active", rotated
+    assert run("backup", "--list")["backups"][-1]["reason"] == "before deploy"
+    assert _count(stack) == live_rows  # the new app logs in with the new password
+
     # -- files mode: the db paused, its folder snapshotted; restored byte for byte -------
     stack.edit(DUMP_BLOCK, "          mode: files\n")
     with Writer(stack.app_url) as writer:

@@ -162,3 +162,23 @@ def test_the_documented_table_is_the_enum() -> None:
     documented = {int(n) for n in re.findall(r"^\| (\d+) \|", section, re.MULTILINE)}
     assert documented == {int(code) for code in ExitCode}
     assert len({int(code) for code in ExitCode}) == len(ExitCode)  # no alias hides a code
+
+
+def test_a_change_of_settings_only_is_pending_in_plan_as_deploy_records_it(
+    spec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found in a trial: after a change of deploy.max_unavailable alone, plan said "no
+    # changes" (exit 0) and deploy then recorded a release.
+    f = ("-f", str(spec))
+    assert run(capsys, *f, "deploy", *SKIP)[0] == ExitCode.OK
+    spec.write_text(
+        SPEC.replace("COMMAND", "work").replace(
+            "replicas: 1", "replicas: 1\n    deploy: {max_unavailable: 1}"
+        )
+    )
+    code, data = run(capsys, *f, "plan")
+    assert (code, data["settings_only"], data["summary"].get("start", 0)) == (3, True, 0), data
+    code, deployed = run(capsys, *f, "deploy", *SKIP)
+    assert (code, deployed["status"], deployed["release"]) == (0, "active", 2), deployed
+    code, data = run(capsys, *f, "plan")
+    assert (code, data["settings_only"]) == (ExitCode.OK, False)

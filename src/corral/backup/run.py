@@ -154,7 +154,9 @@ def _dump(ctx: Context, restic: Restic, target: Target, tags: Sequence[str]) -> 
     require(ctx.engine, Capability.PIPES, "a dump backup")
     source = _serving(ctx, target)
     host = ctx.engine.probe_address(source, ctx.scope.network) or source.name
-    spec = helper_spec(ctx, target, target.how.dump, host, "dump")
+    # The dump logs in with the values the instance it reads was started with, not
+    # today's: during a rotation the server still holds the old password.
+    spec = helper_spec(ctx, target, target.how.dump, host, "dump", secrets_of=source.name)
     args = ["backup", "--json", "--host", ctx.scope.fleet, "--stdin"]
     args += ["--stdin-filename", dump_name(target)]
     args += [arg for tag in tags for arg in ("--tag", tag)]
@@ -178,14 +180,24 @@ def _serving(ctx: Context, target: Target) -> ContainerInfo:
 
 
 def helper_spec(
-    ctx: Context, target: Target, command: Sequence[str], host: str, what: str
+    ctx: Context,
+    target: Target,
+    command: Sequence[str],
+    host: str,
+    what: str,
+    secrets_of: str | None = None,
 ) -> ContainerSpec:
     """The throwaway container that runs a dump, restore or check command against
     ``host``: the role's image, user, secrets and limits, locked down as an instance is
     (read-only root, no capability, no new privileges), on the fleet's network with no
-    alias and no volume. It is never told where the repository is, nor its password."""
+    alias and no volume. It is never told where the repository is, nor its password.
+    ``secrets_of``: the running instance whose secret values it gets (else today's)."""
     rr = target.rr
-    values = resolve_secrets({rr.role: rr}, advice="export them: the dump command needs them")
+    values = (
+        dict.fromkeys(rr.run.secrets, "")
+        if secrets_of
+        else resolve_secrets({rr.role: rr}, advice="export them: the dump command needs them")
+    )
     return ContainerSpec(
         name=f"{ctx.scope.prefix}-{rr.role}-{what}-{token_hex(4)}",
         image=rr.image_id,
@@ -199,6 +211,7 @@ def helper_spec(
         cpus=rr.resources.cpus,
         pids_limit=rr.resources.pids,
         secrets={k: values[k] for k in rr.run.secrets},
+        secrets_of=secrets_of,
         init=False,
     )
 

@@ -330,6 +330,12 @@ def show_plan(console: Console, result: PlanResult) -> None:
         say(console, line)
     for volume in result.plan.backs_up:
         say(console, f"{volume}: backed up first (no verified backup young enough)")
+    if result.settings_only:
+        say(
+            console,
+            "settings: the release's recorded settings change (deploy.*, tests...);"
+            f" a deploy records release r{result.plan.release}, replacing nothing",
+        )
     verdict = "changes pending" if result.has_changes else "no changes"
     console.print(f"[bold]{verdict}[/bold]")
 
@@ -337,6 +343,7 @@ def show_plan(console: Console, result: PlanResult) -> None:
 def plan_data(result: PlanResult) -> dict[str, Any]:
     return {
         "has_changes": result.has_changes,
+        "settings_only": result.settings_only,
         "unbuilt": list(result.unbuilt),
         "volumes_touched": result.volumes_touched,
         "unbuilt_volumes": list(result.unbuilt_volumes),

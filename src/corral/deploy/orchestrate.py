@@ -194,7 +194,7 @@ def deploy(
     plan = plan_deploy(ctx.scope, desired, observed, resolved.untouched, release)
     unfit = unfit_images(ctx.state, ctx.scope.fleet)
     check_not_revoked(desired, plan, () if source else change.roles, unfit)
-    if not plan.has_changes and _same_as_active(ctx, desired):
+    if not plan.has_changes and same_as_active(ctx, desired):
         took = time.monotonic() - started
         fleet = ctx.scope.fleet
         return DeployResult(
@@ -315,7 +315,9 @@ def _rotation_notes(
     return tuple(notes)
 
 
-def _same_as_active(ctx: Context, desired: Desired) -> bool:
+def same_as_active(ctx: Context, desired: Desired) -> bool:
+    """Whether ``desired`` is the active release as recorded (settings included: a
+    change of only ``deploy.*`` or of the test key records a release, replacing nothing)."""
     active = ctx.state.active_release(ctx.scope.fleet)
     if active is None:
         return False

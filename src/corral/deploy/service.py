@@ -23,6 +23,7 @@ from corral.deploy.orchestrate import deploy as deploy
 from corral.deploy.orchestrate import next_release as next_release
 from corral.deploy.orchestrate import no_check as no_check
 from corral.deploy.orchestrate import rollback as rollback
+from corral.deploy.orchestrate import same_as_active
 from corral.deploy.orchestrate import verify as verify
 from corral.deploy.plan import EdgeReplacement, Plan, plan_deploy, plan_edge_replace
 from corral.deploy.resolve import bake_edge, edge_image, resolve_desired
@@ -36,10 +37,13 @@ class PlanResult:
     plan: Plan
     unbuilt: tuple[str, ...]  # roles whose current inputs have no image yet
     unbuilt_volumes: tuple[str, ...] = ()  # volumes a deploy of those roles would create
+    # Nothing to replace, but the release's recorded settings differ (``deploy.*``, the
+    # test key...): a deploy records a new release, so the plan must not say "no changes".
+    settings_only: bool = False
 
     @property
     def has_changes(self) -> bool:
-        return self.plan.has_changes or bool(self.unbuilt)
+        return self.plan.has_changes or bool(self.unbuilt) or self.settings_only
 
     @property
     def volumes_touched(self) -> int:
@@ -59,10 +63,13 @@ def plan(ctx: Context, roles: Sequence[str] = ()) -> PlanResult:
         for name in resolved.unbuilt
         for volume in sorted(ctx.spec.fleet.roles[name].volumes)
     )
+    planned = plan_deploy(ctx.scope, desired, observed, resolved.untouched, release)
     return PlanResult(
-        plan_deploy(ctx.scope, desired, observed, resolved.untouched, release),
+        planned,
         resolved.unbuilt,
         tuple(v for v in new_volumes if v not in observed.volumes),
+        settings_only=not (planned.has_changes or resolved.unbuilt)
+        and not same_as_active(ctx, desired),
     )
 
 

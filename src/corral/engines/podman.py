@@ -299,7 +299,7 @@ class PodmanEngine(Engine):
     def run_piped(
         self, spec: ContainerSpec, timeout: float, stdin: int | None, stdout: int | None
     ) -> ProbeResult:
-        stored = any(spec.secrets.values())
+        stored = _stores(spec)
         launch = self._secret_launch(spec) if stored else None
         started = time.monotonic()
         try:
@@ -338,7 +338,7 @@ class PodmanEngine(Engine):
 
     # -- containers -------------------------------------------------------------------
     def start(self, spec: ContainerSpec) -> ContainerInfo:
-        stored = any(spec.secrets.values())
+        stored = _stores(spec)
         launch = self._secret_launch(spec) if stored else None
         try:
             # Inside: a secret the store refuses must not leave the ones stored before it.
@@ -414,13 +414,18 @@ class PodmanEngine(Engine):
         an ordinary environment variable."""
         args: list[str] = []
         for variable, value in spec.secrets.items():
-            if not value:
+            name = _secret_name(spec.secrets_of or spec.name, variable)
+            if spec.secrets_of:
+                if name not in self._secret_names():  # it was given an empty value
+                    args.append(f"--env={variable}=")
+                    continue
+            elif not value:
                 args.append(f"--env={variable}=")
                 continue
-            assert launch is not None  # start() made one: a value is stored
-            name = _secret_name(spec.name, variable)
-            self._write_store("rm", name, check=False)
-            self._store_secret(name, value)
+            else:
+                self._write_store("rm", name, check=False)
+                self._store_secret(name, value)
+            assert launch is not None  # a value is stored: a launch was made
             args += [
                 "--secret",
                 f"{name},type=mount,target={variable},uid={launch.uid},gid={launch.gid},mode=0400",
@@ -1053,6 +1058,11 @@ def resolve_inside(root: Path, path: str, hops: int = 40) -> Path | None:
         else:
             return None
     return current
+
+
+def _stores(spec: ContainerSpec) -> bool:
+    """Whether ``spec`` gets a secret through the store (its own values, or another's)."""
+    return any(spec.secrets.values()) or bool(spec.secrets_of and spec.secrets)
 
 
 def _secret_name(container: str, variable: str) -> str:

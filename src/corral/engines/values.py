@@ -89,6 +89,10 @@ class ContainerSpec:
     # Secret values by environment variable name: handed to the engine's secret store,
     # never written into the container's configuration, labels or corral's state.
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Hand over, for each variable of ``secrets`` (their values unused), the value the
+    # container of this name was started with, from the engine's store: a helper that
+    # must log in to a live instance with what it holds (a dump during a rotation).
+    secrets_of: str | None = None
     # Join this pod's network namespace (capability ``pods``); ``network``, ``ports`` and
     # ``sysctls`` are then the pod's and stay empty here.
     pod: str | None = None

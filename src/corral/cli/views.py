@@ -29,7 +29,14 @@ from corral.deploy.plan import Plan, RolePlan, summarize
 from corral.deploy.service import PlanResult
 from corral.deploy.status import FleetStatus, HistoryEntry
 from corral.deploy.volumes import VolumeList
-from corral.errors import BuildError, CorralError, DeployError, EngineError, SpecError
+from corral.errors import (
+    BuildError,
+    CorralError,
+    DeployError,
+    EngineError,
+    LockedError,
+    SpecError,
+)
 from corral.patch import PatchReport
 from corral.state import AuditEntry, RevocationRecord
 from corral.testing.suite import KINDS, CoverageRow, RoleTestResult
@@ -85,6 +92,8 @@ def show_error(console: Console, error: CorralError) -> None:
         say(console, error.message)
         return
     console.print(styled("error:", "red", f" {error.message}"), highlight=False)
+    if isinstance(error, LockedError):
+        say(console, "retry when it is done, or give the command --wait SECONDS to wait for it")
     if isinstance(error, DeployError):
         for failure in error.failures:
             _show_failure(console, failure.message, failure.log, bool(failure.checks), False)

@@ -228,7 +228,15 @@ class PodmanEngine(Engine):
             return _image_info(answer[0]) if answer[0] else None
         proc = self._run("image", "inspect", "--format", "json", ref, check=False)
         if proc.returncode != 0:
-            return None
+            # Only "image not known" means missing: any other failure (a busy or
+            # restarting engine) read as missing made a deploy bake an image it had.
+            if "image not known" in proc.stderr or "no such image" in proc.stderr:
+                return None
+            raise EngineError(
+                f"cannot inspect image {ref}: {_last_line(proc.stderr)}",
+                command=["podman", "image", "inspect", ref],
+                stderr=proc.stderr[-2000:],
+            )
         data = json.loads(proc.stdout)
         return _image_info(data[0]) if data else None
 

@@ -101,7 +101,13 @@ def stack(tmp_path: Path, cleanup_fleet: str) -> Iterator[Stack]:
     spec.write_text(text.replace("public: 8083", f"public: {static_port}"))
     # A quote and a backslash: the password is data all the way to PostgreSQL.
     password = f"pw-'{secrets.token_hex(8)}\\\""
-    made = Stack(Fleet(folder, cleanup_fleet, app_port), static_port, {"DB_PASSWORD": password})
+    # The example backs db up before a deploy replaces it (a dump into restic): its
+    # repository's password, as an operator gives it, in a file.
+    backup_password = tmp_path / "backup-password"
+    backup_password.write_text(secrets.token_hex(16))
+    backup_password.chmod(0o600)
+    env = {"DB_PASSWORD": password, "CORRAL_BACKUP_PASSWORD_FILE": str(backup_password)}
+    made = Stack(Fleet(folder, cleanup_fleet, app_port), static_port, env)
     yield made
     made.fleet.corral("destroy", "--yes", check=False)
 

@@ -42,7 +42,7 @@ def test_rotating_the_db_password_on_the_stack(stack: Stack) -> None:  # noqa: F
     first = _running(stack)
 
     new = f"rotated-'{secrets.token_hex(8)}"
-    rotated = {"DB_PASSWORD": new}
+    rotated = {**stack.env, "DB_PASSWORD": new}  # the backup password too: db is dumped first
     plan = stack.fleet.corral("--json", "plan", check=False, env=rotated)
     assert plan.returncode == 3, plan.stdout + plan.stderr  # changes pending
     planned = json.loads(plan.stdout)["plan"]["roles"]

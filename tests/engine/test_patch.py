@@ -103,7 +103,7 @@ def patch_fleet(
         "    health: {http: /healthz, interval: 200ms, retries: 25}\n"
         "    replicas: 2\n"
         f"    public: {fleet.port}\n"
-        "    deploy: {drain: 2s, settle: 0s, canary: {instances: 1, traffic: 30}}\n"
+        "    deploy: {drain: 10s, settle: 0s, canary: {instances: 1, traffic: 30}}\n"
         "    tests: [tests/]\n"
     )
     fleet.deploy()  # without the gate: the patch's own gate is what this test is about

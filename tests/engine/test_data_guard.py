@@ -23,7 +23,7 @@ import pytest
 
 from corral.state import State
 from tests.engine.helpers import Fleet, free_port, podman_json
-from tests.engine.test_single_writer import STACK_DB, Db, pg_base  # noqa: F401 (a fixture)
+from tests.engine.test_single_writer import Db, db, pg_base  # noqa: F401 (fixtures)
 from tests.unit.builders import backed_up
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -40,30 +40,20 @@ def state_of(fleet: Fleet) -> State:
     return State.open(Path(os.environ["CORRAL_STATE_HOME"]) / fleet.name / "state.db")
 
 
-@pytest.fixture
-def db(tmp_path: Path, cleanup_fleet: str, pg_base: str) -> Iterator[Db]:  # noqa: F811
-    fleet = Fleet(tmp_path / "fleet", cleanup_fleet, free_port())
-    fleet.folder.mkdir()
-    shutil.copytree(STACK_DB, fleet.folder / "db")
-    made = Db(fleet)
-    yield made
-    fleet.corral("destroy", "--yes", check=False, env=made.env)
-
-
-def _write(db: Db, generation: int, scratch: bool) -> None:
+def _write(db: Db, generation: int, scratch: bool) -> None:  # noqa: F811
     db.write(generation)
     text = db.fleet.spec.read_text()
     assert text.count(DATA_ONLY) == 1
     db.fleet.spec.write_text(text.replace(DATA_ONLY, SCRATCH if scratch else DATA_ONLY))
 
 
-def _count(db: Db) -> int:
+def _count(db: Db) -> int:  # noqa: F811
     return int(db.sql("SELECT count(*) FROM rows"))
 
 
 @pytest.mark.timeout(600)
 def test_postgres_rows_survive_deploy_rollback_destroy_and_a_dropped_volume_is_kept(
-    db: Db,
+    db: Db,  # noqa: F811
 ) -> None:
     name = db.fleet.name
     data, scratch = f"{name}-db-data", f"{name}-db-scratch"

@@ -142,6 +142,29 @@ def test_servers_parse_state_and_stat(haproxy: FakeHAProxy, sock_path: str) -> N
     assert haproxy.received == ["show servers state web", "show stat 3 4 -1"]
 
 
+def test_a_server_read_while_its_check_runs_keeps_its_last_result(sock_path: str) -> None:
+    # HAProxy resets srv_check_result to 0 (unknown) when a check starts and keeps the last
+    # srv_check_status (15, L7OKD) until it ends: that server is healthy. One never
+    # checked (status 1, INI) with the same unknown result is not; nor is one whose last
+    # check failed (17, L7STS).
+    rows = {"a": "15 0", "b": "1 0", "c": "17 0"}
+    state = STATE_HEADER + "".join(
+        f"3 web {i} {name} 127.0.0.1 2 0 1 1 25 {check} 2 6 0 0 0 - 1900{i} - 0 0 - - 0\n"
+        for i, (name, check) in enumerate(rows.items(), 1)
+    )
+    stat = (
+        STAT.splitlines()[0]
+        + "\n"
+        + "".join(
+            f"web,{name},0,0,0,0,,10,0,0,,0,,0,0,0,0,UP,1,1,0,0,0,1,0,,1,3,{i},,10,,2,0,,1,* L7OK,\n"
+            for i, name in enumerate(rows, 1)
+        )
+    )
+    for _ in _fake(sock_path, {"show servers state web": state, "show stat 3 4 -1": stat}):
+        healthy = {s.name: s.healthy for s in RuntimeAPI(sock_path).servers("web")}
+        assert healthy == {"a": True, "b": False, "c": False}
+
+
 def test_current_sessions(haproxy: FakeHAProxy, sock_path: str) -> None:
     assert RuntimeAPI(sock_path).current_sessions("web", "a") == 3
 

@@ -59,7 +59,11 @@ _OPER: dict[int, OperState] = {0: "down", 1: "starting", 2: "up", 3: "stopping"}
 _ADMF_MAINT = 0x01 | 0x02 | 0x04 | 0x20 | 0x40  # forced, inherited, config, DNS, FQDN
 _ADMF_DRAIN = 0x08 | 0x10  # forced, inherited
 _CHK_ENABLED = 0x04  # srv_check_state: checks administratively enabled
+_CHK_RES_UNKNOWN = 0  # srv_check_result: no result yet, also while a check is running
 _CHK_RES_PASSED = 3  # srv_check_result: the last check succeeded
+# srv_check_status (HAProxy's enum healthcheck_status) of a passed check: L4OK, L6OK, L7OKD,
+# L7OKCD, PROCOK.
+_CHK_STATUS_PASSED = frozenset({6, 9, 15, 16, 20})
 # The "type" column of "show stat" (management.txt, section 9.1).
 _STAT_KIND: dict[str, ProxyKind] = {"0": "frontend", "1": "backend", "2": "server", "3": "listener"}
 
@@ -732,7 +736,7 @@ def _server(backend: str, row: dict[str, str], stat: dict[str, str]) -> ServerSt
         operational=_OPER.get(int(row["srv_op_state"]), "down"),
         weight=int(row["srv_uweight"]),
         checks_enabled=bool(int(row["srv_check_state"]) & _CHK_ENABLED),
-        check_passed=int(row["srv_check_result"]) == _CHK_RES_PASSED,
+        check_passed=_check_passed(int(row["srv_check_result"]), int(row["srv_check_status"])),
         # "* L7STS": HAProxy marks the last result with "* " while the next check runs
         check_status=stat.get("check_status", "").removeprefix("* "),
         status=stat.get("status", ""),
@@ -740,6 +744,19 @@ def _server(backend: str, row: dict[str, str], stat: dict[str, str]) -> ServerSt
         check_code=stat.get("check_code", ""),
         check_desc=stat.get("check_desc", ""),
     )
+
+
+def _check_passed(result: int, status: int) -> bool:
+    """Whether the server's last finished check passed.
+
+    HAProxy sets the result to "unknown" when a check starts and keeps the last check's
+    status until it ends, so a server read while its check runs has an unknown result and
+    the last status; reading that as a failure stopped a healthy canary under load ("the
+    health check got HTTP 0"). A server never checked has status INI, not a passing one.
+    """
+    if result == _CHK_RES_UNKNOWN:
+        return status in _CHK_STATUS_PASSED
+    return result == _CHK_RES_PASSED
 
 
 #: HAProxy's short check results (``show stat``'s check_status) in words; ``{code}`` is

@@ -129,6 +129,7 @@ def test_a_servers_last_check_is_read_with_its_code_and_said_in_words() -> None:
         "srv_op_state": "0",
         "srv_uweight": "1",
         "srv_check_state": "6",
+        "srv_check_status": "17",
         "srv_check_result": "2",
     }
     stat = {"check_status": "L7STS", "check_code": "404", "status": "DOWN", "check_desc": "x"}

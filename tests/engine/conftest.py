@@ -27,10 +27,26 @@ pytestmark = pytest.mark.engine
 SHARED_BASE = DebianBase(debian="bookworm", packages=("python3",))
 
 
+# Modules whose tests assert nothing about time or about failed requests under load: CI
+# runs them two at a time (scripts/test). Every other engine test runs alone, so that a
+# zero-downtime or timing check sees no load but the one it makes.
+SHARES_MACHINE = frozenset(
+    f"test_{name}.py"
+    for name in (
+        "ancestry", "backup_repository", "backups", "build", "data_guard", "engine_contract",
+        "gate_stale", "health_command", "lockdown", "podman_engine", "records", "secrets",
+        "single_writer", "stack_secrets",
+    )
+)  # fmt: skip
+assert all(Path(__file__).with_name(name).is_file() for name in SHARES_MACHINE), SHARES_MACHINE
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/engine/" in str(item.fspath):
             item.add_marker(pytest.mark.engine)
+            if item.path.name in SHARES_MACHINE:
+                item.add_marker(pytest.mark.shares_machine)
 
 
 @pytest.fixture(scope="session")

@@ -152,14 +152,9 @@ def test_a_server_read_while_its_check_runs_keeps_its_last_result(sock_path: str
         f"3 web {i} {name} 127.0.0.1 2 0 1 1 25 {check} 2 6 0 0 0 - 1900{i} - 0 0 - - 0\n"
         for i, (name, check) in enumerate(rows.items(), 1)
     )
-    stat = (
-        STAT.splitlines()[0]
-        + "\n"
-        + "".join(
-            f"web,{name},0,0,0,0,,10,0,0,,0,,0,0,0,0,UP,1,1,0,0,0,1,0,,1,3,{i},,10,,2,0,,1,* L7OK,\n"
-            for i, name in enumerate(rows, 1)
-        )
-    )
+    stat_row = "web,{},0,0,0,0,,10,0,0,,0,,0,0,0,0,UP,1,1,0,0,0,1,0,,1,3,{},,10,,2,0,,1,* L7OK,\n"
+    stat = STAT.splitlines()[0] + "\n"
+    stat += "".join(stat_row.format(name, i) for i, name in enumerate(rows, 1))
     for _ in _fake(sock_path, {"show servers state web": state, "show stat 3 4 -1": stat}):
         healthy = {s.name: s.healthy for s in RuntimeAPI(sock_path).servers("web")}
         assert healthy == {"a": True, "b": False, "c": False}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socketserver
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -53,6 +54,7 @@ class _Handler(BaseHTTPRequestHandler):
             "State": {
                 "Status": listed["State"],
                 "ExitCode": listed["ExitCode"],
+                "Pid": listed.get("Pid", 0),
                 "FinishedAt": "2026-01-01T10:00:00.5Z" if listed["ExitedAt"] > 0 else "",
             },
             "NetworkSettings": {"Networks": {"corral-shop": {"IPAddress": f"10.0.0.{cid[1:]}"}}},
@@ -173,6 +175,7 @@ def _fleet(size: int, stopped: int) -> None:
             "State": "exited" if n > size - stopped else "running",
             "ExitCode": 3 if n > size - stopped else 0,
             "ExitedAt": 1767261600 if n > size - stopped else -62135596800,
+            "Pid": 0 if n > size - stopped else os.getpid(),
         }
         for n in range(1, size + 1)
     ]
@@ -215,3 +218,19 @@ def test_a_listed_container_reads_as_its_inspection(service: str) -> None:
     assert found == expected
     assert found[0].addresses == {"corral-shop": "10.0.0.1"} and found[0].finished == ""
     assert found[2].state == "exited" and found[2].exit_code == 3  # from its inspection
+
+
+def test_a_running_container_whose_process_is_gone_reads_as_exited(service: str) -> None:
+    """Podman hears of an exit from the container's conmon: with both killed (the OOM
+    killer, a host restored from a snapshot) it calls the container running for ever."""
+    engine = PodmanEngine(api=PodmanAPI(service))
+    _fleet(2, stopped=0)
+    # No process ever has pid_max as its number.
+    _Handler.listed[1]["Pid"] = int(Path("/proc/sys/kernel/pid_max").read_text())
+    try:
+        found = engine.list_containers({"io.corral.fleet": "shop"})
+        inspected = _container_info(_Handler.inspected("c2"))
+    finally:
+        _Handler.listed, _Handler.compat = [], []
+    assert [(c.state, c.exit_code) for c in found] == [("running", 0), ("exited", None)]
+    assert found[1] == inspected and inspected.holds_mounts is False

@@ -812,7 +812,10 @@ def _listed_info(summary: Mapping[str, Any]) -> ContainerInfo | None:
     names = summary.get("Names") or ()
     addresses = summary.get("Addresses")
     never_stopped = int(summary.get("ExitedAt") or 0) <= 0
-    if summary.get("State") != "running" or not never_stopped or addresses is None or not names:
+    running = _state("running", summary.get("Pid")) == "running"
+    if summary.get("State") != "running" or not running or not never_stopped:
+        return None  # inspect says how it ended (or that its process is gone)
+    if addresses is None or not names:
         return None
     if set(summary.get("Mounts") or ()) - LISTED_TMPFS:
         return None  # the listing names mount points, not volumes: inspect says which
@@ -1102,15 +1105,17 @@ def _image_info(data: Mapping[str, Any]) -> ImageInfo:
 def _container_info(data: Mapping[str, Any]) -> ContainerInfo:
     state = data.get("State") or {}
     networks = (data.get("NetworkSettings") or {}).get("Networks") or {}
+    status = str(state.get("Status", "unknown"))
+    seen = _state(status, state.get("Pid"))
     return ContainerInfo(
         id=str(data["Id"]),
         name=str(data.get("Name", "")).lstrip("/"),
         image_id=str(data.get("Image", "")),
         labels=dict((data.get("Config") or {}).get("Labels") or {}),
-        state=str(state.get("Status", "unknown")),
+        state=seen,
         addresses={n: str(v.get("IPAddress", "")) for n, v in networks.items()},
         created=str(data.get("Created", "")),
-        exit_code=state.get("ExitCode"),
+        exit_code=state.get("ExitCode") if seen == status else None,  # gone: code unknown
         finished=_real_time(state.get("FinishedAt")),
         volumes=tuple(
             str(m["Name"])
@@ -1118,6 +1123,16 @@ def _container_info(data: Mapping[str, Any]) -> ContainerInfo:
             if m.get("Type") == "volume" and m.get("Name")
         ),
     )
+
+
+def _state(status: str, pid: object) -> str:
+    """Podman's status of a container, "exited" for one it calls running whose process is
+    gone: podman learns of an exit from the container's conmon, and a conmon killed with
+    it (the OOM killer, a host restored from a snapshot) leaves it "running" for ever, so
+    nothing would replace it. A live process keeps it running: it may hold its volumes.
+    """
+    gone = isinstance(pid, int) and pid > 0 and not Path(f"/proc/{pid}").exists()
+    return "exited" if status == "running" and gone else status
 
 
 def run_facts_of(data: Mapping[str, Any], image_env: frozenset[str]) -> RunFacts:

@@ -65,6 +65,10 @@ LAUNCHER = (
     "done; "
     'exec "$@"'
 )
+#: What podman build says when an image removed meanwhile took a layer its cache lookup
+#: had found; building again succeeds.
+CACHE_RACE = "layer not known"
+BUILD_ATTEMPTS = 3
 #: How an instance's resolver asks for names (see ``dns_args``).
 DNS_OPTIONS = ("timeout:2", "attempts:5")
 RESOLVER_LISTINGS = 3  # glibc reads at most 3 nameservers (MAXNS)
@@ -211,7 +215,14 @@ class PodmanEngine(Engine):
             argv += ["--label", f"{key}={value}"]
         for name, value in (build_args or {}).items():
             argv += ["--build-arg", f"{name}={value}"]
-        status, tail = self._stream([*argv, str(context)], log)
+        for _ in range(BUILD_ATTEMPTS):
+            status, tail = self._stream([*argv, str(context)], log)
+            if status == 0 or not any(CACHE_RACE in line for line in tail):
+                break
+            # Another podman removed an image whose layer this build's cache lookup had
+            # found (a gc, another fleet's teardown): nothing was built; build again.
+            if log is not None:
+                log(f"corral: {CACHE_RACE} (an image was removed meanwhile): building again")
         if status != 0:
             raise BuildError(f"podman build of {tag} failed (exit {status})", log=tail)
         return self._require_image(tag)

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corral.build.refresh import Refreshed, bases_of, diff_packages, label_packages, refresh_base
+from corral.build.refresh import (
+    Refreshed,
+    bases_of,
+    diff_packages,
+    label_packages,
+    lineage_of,
+    refresh_base,
+)
 from corral.deploy import canary as canary_watch
 from corral.deploy import orchestrate
 from corral.deploy.desired import Desired
@@ -129,8 +136,11 @@ def patch(ctx: Context, roles: Sequence[str] = (), options: Options = Options())
     targets = sorted({name for _, names in bases.values() for name in names})
     clock = Clock()
     clock.mark("refresh")
+    revoked = ctx.state.stores.revocations.standing(ctx.scope.fleet).bases
     refreshed = [
-        refresh_base(ctx.engine, base, ctx.progress, options.archives, options.default_archives)
+        refresh_base(
+            ctx.engine, base, ctx.progress, options.archives, options.default_archives, revoked
+        )
         for base, _ in bases.values()
     ]
     old_images = _running_images(ctx)
@@ -197,14 +207,25 @@ def dry_run(ctx: Context, roles: Sequence[str] = ()) -> PatchReport:
         for _, names in bases.values()
         for name in names
     }
+    revoked = set(ctx.state.stores.revocations.standing(ctx.scope.fleet).bases)
     return PatchReport(
         ctx.scope.fleet,
         "dry-run",
-        tuple({"tag": tag, "roles": names} for tag, (_, names) in bases.items()),
+        tuple(
+            {"tag": tag, "roles": names, "bootstrap": _on_revoked(ctx, tag, revoked)}
+            for tag, (_, names) in bases.items()
+        ),
         (),
         (("dry-run", time.monotonic() - started),),
         would_replace=replace,
     )
+
+
+def _on_revoked(ctx: Context, tag: str, revoked: set[str]) -> bool:
+    """Whether the base under ``tag`` is, or is layered on, a revoked base (``patch``
+    bootstraps it anew)."""
+    image = ctx.engine.inspect_image(tag)
+    return image is not None and bool(lineage_of(ctx.engine, image) & revoked)
 
 
 def _bases(ctx: Context, roles: Sequence[str]) -> dict[str, Any]:

@@ -3,12 +3,14 @@ the stages' clock, which roles a base carries, and the archives' checks."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from corral import app
+from corral.build import refresh
 from corral.build.base import BaseRecipe
 from corral.build.refresh import bases_of, check_archives, diff_packages, label_packages
 from corral.cli.main import main
@@ -22,9 +24,12 @@ from corral.deploy.plan import Observed, Plan, plan_canary, plan_deploy
 from corral.deploy.scope import Scope
 from corral.deploy.steps import Action
 from corral.edge.runtime import ProxyCounters, RuntimeAPI
+from corral.engines.base import Mount
 from corral.engines.fake import FakeEngine
-from corral.errors import DeployError, UsageError
+from corral.engines.values import ImageInfo
+from corral.errors import BuildError, DeployError, UsageError
 from corral.patch import Clock
+from corral.progress import NullProgress
 from corral.spec import load_spec
 from corral.spec.model import CanaryPolicy, DebianBase
 from corral.state import State
@@ -276,3 +281,69 @@ def test_the_cli_refuses_an_archive_without_an_index_and_an_unknown_role(
     with pytest.raises(SystemExit) as exited:
         main(["-f", str(spec), "patch", "--dry-run", "nosuchrole"])
     assert exited.value.code == 2 and "no role called nosuchrole" in capsys.readouterr().err
+
+
+# -- a revoked base is bootstrapped anew ----------------------------------------------------
+
+
+class PackageEngine(FakeEngine):
+    """A fake whose images all hold one package set (an upgrade finds nothing newer)."""
+
+    def run_once(
+        self, image: str, command: Sequence[str], timeout: float = 120, mounts: Sequence[Mount] = ()
+    ) -> str:
+        return "openssl=3.0.11-1\n"
+
+
+BASE = DebianBase(debian="bookworm")
+BASE_TAG = BaseRecipe.from_spec(BASE).tag
+
+
+def fake_bootstrap(engine: PackageEngine, made: list[str]) -> Callable[..., ImageInfo]:
+    """Stands in for mmdebstrap: each call imports a new image under the base's tag."""
+
+    def bootstrap(*_: object) -> ImageInfo:
+        engine.untag_image(BASE_TAG)
+        image = engine.import_rootfs(Path("rootfs.tar"), BASE_TAG, {})
+        made.append(image.id)
+        return image
+
+    return bootstrap
+
+
+@pytest.mark.parametrize("layered", [False, True])
+def test_a_revoked_base_is_bootstrapped_anew_before_its_upgrade(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, layered: bool
+) -> None:
+    """Revoked: the base itself, or (``layered``) the base an earlier refresh went on."""
+    engine = PackageEngine()
+    revoked = engine.import_rootfs(tmp_path / "rootfs.tar", BASE_TAG, {}).id
+    if layered:  # an earlier refresh: a layer on the revoked base, under the tag
+        engine.untag_image(BASE_TAG)
+        (tmp_path / "Containerfile").write_text(f"FROM {revoked}\n")
+        labels = {refresh.LABEL_PARENT: revoked}
+        engine.build_image(tmp_path, tmp_path / "Containerfile", BASE_TAG, labels)
+    first = engine.inspect_image(BASE_TAG)
+    assert first is not None
+    made: list[str] = []
+    monkeypatch.setattr(refresh, "bootstrap_base", fake_bootstrap(engine, made))
+
+    done = refresh.refresh_base(engine, BASE, NullProgress(), revoked={revoked})
+
+    assert made and (done.old_id, done.new_id, done.moved) == (first.id, made[0], True)
+    new = engine.inspect_image(BASE_TAG)
+    assert new is not None and new.id == made[0]  # the upgrade found nothing newer
+    assert revoked not in refresh.lineage_of(engine, new)
+    # Without a revocation a refresh goes on the base it finds, and keeps it.
+    again = refresh.refresh_base(engine, BASE, NullProgress())
+    assert len(made) == 1 and (again.old_id, again.new_id) == (made[0], made[0])
+
+
+def test_a_bootstrap_that_makes_the_revoked_image_again_fails(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    engine = PackageEngine()
+    revoked = engine.import_rootfs(tmp_path / "rootfs.tar", BASE_TAG, {})
+    monkeypatch.setattr(refresh, "bootstrap_base", lambda *_: revoked)
+    with pytest.raises(BuildError, match="still serves what was revoked"):
+        refresh.refresh_base(engine, BASE, NullProgress(), revoked={revoked.id})

@@ -126,10 +126,18 @@ def ensure_base(engine: Engine, base: DebianBase, progress: Progress) -> ImageIn
         MissingToolError: mmdebstrap is not installed.
         BuildError: the bootstrap failed (unreachable mirror, disk full...); nothing is kept.
     """
+    cached = engine.inspect_image(BaseRecipe.from_spec(base).tag)
+    return cached if cached is not None else bootstrap_base(engine, base, progress)
+
+
+def bootstrap_base(engine: Engine, base: DebianBase, progress: Progress) -> ImageInfo:
+    """A new mmdebstrap run of ``base``, imported under its tag (which moves to it).
+
+    Raises:
+        MissingToolError: mmdebstrap is not installed.
+        BuildError: the bootstrap failed (unreachable mirror, disk full...); nothing is kept.
+    """
     recipe = BaseRecipe.from_spec(base)
-    cached = engine.inspect_image(recipe.tag)
-    if cached is not None:
-        return cached
     if shutil.which("mmdebstrap") is None:
         raise MissingToolError("mmdebstrap", "apt-get install mmdebstrap")
     progress.step(

@@ -19,14 +19,15 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from corral.build.bake import inventory
-from corral.build.base import LABEL_BASE_HASH, BaseRecipe, ensure_base
+from corral.build.base import LABEL_BASE_HASH, BaseRecipe, bootstrap_base, ensure_base
 from corral.engines.base import Engine
-from corral.errors import UsageError
+from corral.engines.values import ImageInfo
+from corral.errors import BuildError, UsageError
 from corral.formats import label, utc_now
 from corral.progress import Progress
 from corral.spec.load import LoadedSpec
@@ -104,22 +105,35 @@ def refresh_base(
     progress: Progress,
     archives: Sequence[Path] = (),
     default_archives: bool = True,
+    revoked: Collection[str] = (),
 ) -> Refreshed:
     """Upgrade ``base`` from its archives (and ``archives``) and move its tag to the result.
 
-    When no package changed the new layer is dropped and the tag stays where it was.
+    When no package changed the new layer is dropped and the tag stays where it was. A
+    base that is, or is layered on, one of ``revoked`` (engine ids) is never built upon:
+    it is bootstrapped anew with mmdebstrap first, and the upgrade goes on that.
 
     Raises:
         UsageError: no archive at all to upgrade from.
-        BuildError: apt failed (an unreachable archive, a broken package...).
+        BuildError: apt or mmdebstrap failed (an unreachable archive, a broken
+            package...), or a new bootstrap made the revoked image again.
     """
     recipe = BaseRecipe.from_spec(base)
-    old = ensure_base(engine, base, progress)
     lines = recipe.sources() if default_archives else []
     lines += [f"deb [trusted=yes] file:{_MOUNT}/archive-{i} ./" for i in range(len(archives))]
     if not lines:
         raise UsageError("nothing to refresh from: no default archives and no --archive")
-    before = packages(engine, old.id)
+    first = ensure_base(engine, base, progress)
+    before = packages(engine, first.id)
+    old = first
+    if revoked and lineage_of(engine, first) & set(revoked):
+        progress.step("base", f"{recipe.tag} is built on a revoked base: bootstrapping it anew")
+        old = bootstrap_base(engine, base, progress)
+        if lineage_of(engine, old) & set(revoked):
+            raise BuildError(
+                f"a new bootstrap of {recipe.tag} made the revoked image {old.id[:12]} "
+                "again: the archive still serves what was revoked"
+            )
     staging = f"{recipe.tag}-refreshing"
     progress.step("base", f"refreshing {recipe.tag} from {len(lines)} archive(s)")
     with tempfile.TemporaryDirectory(prefix="corral-refresh-") as tmp:
@@ -147,14 +161,28 @@ def refresh_base(
         )
     after = packages(engine, new.id)
     changed = diff_packages(before, after)
-    if not changed:
+    if after == (before if old.id == first.id else packages(engine, old.id)):
+        # the upgrade changed nothing: its layer is dropped
         engine.untag_image(staging)
-        progress.step("base", f"{recipe.tag}: no package has a newer version")
-        return Refreshed(recipe.tag, old.id, old.id, {})
+        if old.id == first.id:
+            progress.step("base", f"{recipe.tag}: no package has a newer version")
+        return Refreshed(recipe.tag, first.id, old.id, changed)
     engine.tag_image(new.id, recipe.tag)
     engine.untag_image(staging)
     progress.step("base", f"{recipe.tag}: {len(changed)} package(s) upgraded")
-    return Refreshed(recipe.tag, old.id, new.id, changed)
+    return Refreshed(recipe.tag, first.id, new.id, changed)
+
+
+def lineage_of(engine: Engine, image: ImageInfo) -> set[str]:
+    """The engine ids of ``image`` and of the bases it was refreshed from (each refresh
+    labels its parent), as far as the engine still holds them."""
+    found = {image.id}
+    parent = image.labels.get(LABEL_PARENT)
+    while parent and parent not in found:
+        found.add(parent)
+        held = engine.inspect_image(parent)
+        parent = held.labels.get(LABEL_PARENT) if held is not None else None
+    return found
 
 
 def packages(engine: Engine, image_id: str) -> dict[str, str]:

@@ -579,10 +579,10 @@ def show_patch(console: Console, report: PatchReport) -> None:
     """The time-to-fix report: bases, packages changed, instances replaced, stages."""
     if report.status == "dry-run":
         for base in report.bases:
-            say(
-                console,
-                f"would refresh {base['tag']} (roles built on it: {', '.join(base['roles'])})",
-            )
+            what = f"refresh {base['tag']}"
+            if base["bootstrap"]:
+                what = f"bootstrap {base['tag']} anew, as it is built on a revoked base,"
+            say(console, f"would {what} (roles built on it: {', '.join(base['roles'])})")
         for name, names in report.would_replace.items():
             running = ", ".join(names) or "no running instance"
             say(console, f"would rebuild {name} and replace: {running}")

@@ -19,6 +19,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from corral.cli.views import plan_lines
 from corral.deploy.desired import RoleRelease
 from corral.deploy.observe import Instance
 from corral.deploy.plan import Observed, Plan, RolePlan, parse_time, plan_deploy, summarize
@@ -371,3 +372,16 @@ def test_plan_properties(drawn: Any) -> None:
         if i.role in untouched:
             assert i.name not in listed
     assert sorted(n for w in plan.waves for n in w) == sorted(desired)
+
+
+def test_the_plan_lists_roles_in_the_order_the_deploy_goes() -> None:
+    """app is ``after`` db: db comes first in the plan's text, though app sorts before it."""
+    desired = {
+        "app": role_release("app", after=["db"]),
+        "db": role_release("db"),
+        "cache": role_release("cache"),
+    }
+    observed = Observed([], set(), set(), set(), datetime(2030, 1, 1, tzinfo=UTC))
+    lines = plan_lines(plan_deploy(Scope("shop"), desired, observed))
+    heads = [line.split(" ")[0] for line in lines]
+    assert [h for h in heads if h in desired] == ["cache", "db", "app"]

@@ -294,7 +294,9 @@ def plan_lines(plan: Plan, unbuilt_volumes: Sequence[str] = ()) -> list[str]:
     lines = []
     if plan.edge.action != "none":
         lines.append(f"edge: {plan.edge.action} ({plan.edge.reason})")
-    for rp in plan.roles:
+    # In the order the deploy goes (a role after the roles it is ``after``), then by name.
+    order = {name: n for n, name in enumerate(name for wave in plan.waves for name in wave)}
+    for rp in sorted(plan.roles, key=lambda rp: (order.get(rp.role, len(order)), rp.role)):
         head = f"{rp.role} ({rp.strategy}, {rp.image_version}, x{rp.replicas}):"
         changes = [f"  keep {name}" for name in rp.keep]
         changes += [f"  start {name}" for name in rp.new]

@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from corral import app
+from corral.cli.main import _show_break_glass
 from corral.deploy import breakglass
 from corral.deploy import reconcile as rec
 from corral.deploy.service import Context
@@ -113,3 +116,19 @@ def test_the_cli_cuts_at_the_time_limit_and_refuses_what_is_no_live_instance(
     code, _, err = run(capsys, *f, before[1])
     assert code == 2 and "--reason" in err
     assert before[1] in _workers(engine)  # refused: nothing tainted
+
+
+@pytest.mark.parametrize("ours", [True, False])
+def test_the_session_says_which_pass_replaced_the_instance(ours: bool) -> None:
+    """Its own pass's burn and start, or, when the watcher's pass got there first, no
+    stray "unchanged" line but who did it."""
+    burns = (rec.Burn("shop-web-r1-1", "web", "break-glass session"),) if ours else ()
+    started = ("shop-web-r1-2",) if ours else ()
+    repair = rec.Reconciled("shop", "converged" if ours else "unchanged", 1, burns, started)
+    result = breakglass.BreakGlass("shop-web-r1-1", "web", "ops", "why", 0, 3.0, True, repair)
+    out = StringIO()
+    _show_break_glass(Console(file=out, width=200), result)
+    text = out.getvalue()
+    assert ("unchanged" in text) is False
+    assert ("started shop-web-r1-2" in text) is ours
+    assert ("replaced (by another pass: corral watch)" in text) is not ours

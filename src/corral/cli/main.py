@@ -584,10 +584,14 @@ def break_glass(
 def _show_break_glass(out: Console, result: BreakGlass) -> None:
     ended = "cut at its time limit" if result.status is None else f"ended ({result.status})"
     out.print(f"session in {result.instance} {ended} after {result.seconds:.1f}s", markup=False)
-    if result.repair is not None:
-        _show_pass(out, result.repair)
+    repair = result.repair
+    ours = repair is not None and bool(repair.burns or repair.started)
+    if repair is not None and (ours or not result.replaced):
+        _show_pass(out, repair)
+    # A pass of its own that found nothing to do: the watcher's had replaced it already.
+    by = "" if ours else " (by another pass: corral watch)"
     out.print(
-        f"{result.instance} replaced" if result.replaced else f"not replaced: {result.message}",
+        f"{result.instance} replaced{by}" if result.replaced else f"not replaced: {result.message}",
         markup=False,
     )
 

@@ -212,6 +212,28 @@ def test_postgres_backups_restore_into_new_volumes_under_writes(
     snapshots = [p.name for p in (folder / "snapshots").iterdir()]
     assert len(snapshots) == len(listed), "a snapshot went, or one is not recorded"
     assert any(s.startswith(made["snapshot_id"]) for s in snapshots)
+
+    # -- retention, with the prune credential the deploy path never holds ----------------
+    # The example keeps 7 daily, 4 weekly and 6 monthly: of today's snapshots, the newest.
+    stack.env["CORRAL_BACKUP_PRUNE_REPOSITORY"] = str(folder)
+    stack.env["CORRAL_BACKUP_PRUNE_PASSWORD_FILE"] = stack.env["CORRAL_BACKUP_PASSWORD_FILE"]
+    [pruned] = run("backup", "--prune")["pruned"]
+    assert (pruned["volume"], pruned["kept"], pruned["removed"]) == ("db/data", 1, len(listed) - 1)
+    left = [p.name for p in (folder / "snapshots").iterdir()]
+    assert len(left) == 1 and left[0].startswith(listed[-1]["snapshot_id"])
+    after = run("backup", "--list")["backups"]
+    assert [bool(b["pruned_at"]) for b in after] == [True] * (len(listed) - 1) + [False]
+    checked = subprocess.run(
+        ["restic", "--repo", str(folder), "check", "--no-cache"],
+        env={
+            "RESTIC_PASSWORD_FILE": stack.env["CORRAL_BACKUP_PASSWORD_FILE"],
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert checked.returncode == 0, checked.stderr
     _assert_nowhere(backed, state_home)
 
 

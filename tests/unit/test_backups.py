@@ -20,9 +20,11 @@ from corral.deploy.observe import Instance
 from corral.deploy.plan import Observed, plan_deploy
 from corral.deploy.scope import Scope
 from corral.deploy.steps import Action
+from corral.deploy.volumes import volume_backups
 from corral.errors import SpecError, UsageError
 from corral.spec import load_spec
-from tests.unit.builders import role_release
+from corral.state import State
+from tests.unit.builders import backed_up, role_release
 
 SCOPE = Scope("shop")
 SPEC = """\
@@ -185,3 +187,23 @@ def test_the_tree_checksum_sees_bytes_modes_and_links(tmp_path: Path) -> None:
         change()
         seen.add(tree_digest(tmp_path))
     assert len(seen) == len(changes) + 1
+
+
+def test_a_pruned_snapshots_row_stays_but_never_counts_again(tmp_path: Path) -> None:
+    """After ``restic forget`` the rows of the snapshots it removed are marked pruned:
+    still listed, never the latest backup, a verified one or a recent verified one."""
+    state = State.open(tmp_path / "state.db")
+    old = backed_up(state, "shop", "shop-db-data", snapshot="aaaa1111")
+    new = backed_up(state, "shop", "shop-db-data", snapshot="bbbb2222", verify=None)
+    other = backed_up(state, "shop", "shop-web-data", snapshot="cccc3333")
+    store = state.stores.backups
+    kept = ["bbbb2222" + "0" * 56]  # restic's full ids; the rows hold what backup said
+    assert store.pruned("shop", "db", "data", kept) == 1
+    assert store.pruned("shop", "db", "data", kept) == 0  # once only
+    rows = {r.snapshot_id: r for r in store.of_fleet("shop")}
+    assert rows[old.snapshot_id].pruned_at and not rows[new.snapshot_id].pruned_at
+    assert not rows[other.snapshot_id].pruned_at  # another volume's rows are left alone
+    now = datetime.now(UTC)
+    assert not rows[old.snapshot_id].recent(now, 3600)  # proven, but its snapshot is gone
+    assert store.latest("shop")[("db", "data")].snapshot_id == new.snapshot_id
+    assert volume_backups(store.of_fleet("shop"))["shop-db-data"].verified is None

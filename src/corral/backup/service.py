@@ -19,6 +19,7 @@ from corral.deploy.apply import BackupRunner
 from corral.deploy.context import Context
 from corral.deploy.steps import Step
 from corral.errors import BackupError, CorralError, UsageError
+from corral.state import State
 from corral.state.backups import BackupRecord as BackupRecord
 
 
@@ -192,14 +193,16 @@ def prune(ctx: Context, environ: Mapping[str, str] | None = None) -> list[Pruned
     restic = Restic(where, password, scrubber)
     done = []
     for target in select_targets(ctx):
-        done.append(_forget(restic, target, ctx.scope.fleet))
+        done.append(_forget(restic, target, ctx.scope.fleet, ctx.state))
         details = {"volume": target.label, "removed": done[-1].removed}
         ctx.state.record_audit(ctx.scope.fleet, "backup-prune", target.label, "ok", details)
     restic.run("prune")
     return done
 
 
-def _forget(restic: Restic, target: Target, fleet: str) -> Pruned:
+def _forget(restic: Restic, target: Target, fleet: str, state: State) -> Pruned:
+    """``restic forget`` by the volume's policy; the state's rows of the snapshots it
+    removed are marked pruned."""
     keep = target.how.keep
     policy = [
         f"--keep-{name}={count}"
@@ -216,5 +219,6 @@ def _forget(restic: Restic, target: Target, fleet: str) -> Pruned:
     before = len(restic.snapshots(volume_tags(target, fleet)))
     tags = ",".join(volume_tags(target, fleet))
     restic.run("forget", "--tag", tags, "--group-by", "", *policy)
-    after = len(restic.snapshots(volume_tags(target, fleet)))
-    return Pruned(target.label, after, before - after)
+    kept = [s.id for s in restic.snapshots(volume_tags(target, fleet))]
+    state.stores.backups.pruned(fleet, target.role, target.volume, kept)
+    return Pruned(target.label, len(kept), before - len(kept))

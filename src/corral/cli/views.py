@@ -550,9 +550,10 @@ def show_backups(console: Console, records: Sequence[Any]) -> None:
         console.print("no backups recorded", markup=False)
     for r in records:
         drill = f"verified {r.verify_result} {r.verified_at}" if r.verified_at else "not verified"
+        gone = f"  pruned {r.pruned_at}" if r.pruned_at else ""
         console.print(
             f"{r.role}/{r.volume}  {r.snapshot_id[:8]}  {r.mode}  {r.finished}  "
-            f"+{r.bytes_added} B  {drill}",
+            f"+{r.bytes_added} B  {drill}{gone}",
             markup=False,
         )
 

@@ -41,10 +41,12 @@ class VolumeBackups:
 
 
 def volume_backups(records: Iterable[BackupRecord]) -> dict[str, VolumeBackups]:
-    """Per engine volume, its newest backup and newest verified one (``records`` oldest
-    first, as :meth:`BackupStore.of_fleet` gives them)."""
+    """Per engine volume, its newest backup and newest verified one whose snapshots were
+    not pruned (``records`` oldest first, as :meth:`BackupStore.of_fleet` gives them)."""
     found: dict[str, VolumeBackups] = {}
     for r in records:
+        if r.pruned_at is not None:
+            continue
         seen = found.get(r.engine_volume, VolumeBackups())
         found[r.engine_volume] = VolumeBackups(r, r if r.proven else seen.verified)
     return found

@@ -8,6 +8,7 @@ is never part of a row.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -39,6 +40,7 @@ class BackupRecord:
     verified_at: str | None
     verify_result: str | None
     verify_detail: str
+    pruned_at: str | None = None  # when ``corral backup --prune`` removed its snapshot
 
     def to_dict(self) -> dict[str, object]:
         """The record as JSON (``corral backup --json``)."""
@@ -59,13 +61,13 @@ class BackupRecord:
         The one rule behind ``backup.max_age``: the pre-deploy backup is skipped for one,
         ``corral volumes`` warns without one, ``destroy --delete-data`` refuses without."""
         age = self.age_s(now)
-        return self.proven and age is not None and age < max_age
+        return self.proven and self.pruned_at is None and age is not None and age < max_age
 
 
 _COLUMNS = (
     'id, fleet, role, volume, engine_volume, snapshot_id, mode, "release", image_version,'
     " started, finished, bytes_added, tree_sha256, reason, verified_at, verify_result,"
-    " verify_detail"
+    " verify_detail, pruned_at"
 )
 
 
@@ -144,5 +146,27 @@ class SqliteBackups:
         return [_record(r) for r in reversed(rows)]
 
     def latest(self, fleet: str) -> dict[tuple[str, str], BackupRecord]:
-        """Per (role, volume), its newest backup."""
-        return {(r.role, r.volume): r for r in self.of_fleet(fleet)}
+        """Per (role, volume), its newest backup whose snapshot was not pruned."""
+        return {(r.role, r.volume): r for r in self.of_fleet(fleet) if r.pruned_at is None}
+
+    def pruned(self, fleet: str, role: str, volume: str, kept: Collection[str]) -> int:
+        """Mark pruned the backups of one volume whose snapshot is not among ``kept``
+        (the repository's snapshot ids after ``restic forget``); how many it marked.
+
+        Raises:
+            StateError: the database cannot be read or written.
+        """
+        gone = [
+            r.id
+            for r in self.of_fleet(fleet, limit=1_000_000)
+            if (r.role, r.volume) == (role, volume)
+            and r.pruned_at is None
+            and not any(k.startswith(r.snapshot_id) for k in kept)
+        ]
+        if gone:
+            with self._db.write("recording pruned backups") as conn:
+                for backup_id in gone:
+                    conn.execute(
+                        "UPDATE backups SET pruned_at = ? WHERE id = ?", (utc_now(), backup_id)
+                    )
+        return len(gone)

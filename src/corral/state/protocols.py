@@ -288,7 +288,11 @@ class BackupStore(Protocol):
         ...
 
     def latest(self, fleet: str) -> dict[tuple[str, str], BackupRecord]:
-        """Per (role, volume), its newest backup."""
+        """Per (role, volume), its newest backup whose snapshot was not pruned."""
+        ...
+
+    def pruned(self, fleet: str, role: str, volume: str, kept: Collection[str]) -> int:
+        """Mark pruned the volume's backups whose snapshot is not in ``kept``; how many."""
         ...
 
 

@@ -234,3 +234,18 @@ def test_a_running_container_whose_process_is_gone_reads_as_exited(service: str)
         _Handler.listed, _Handler.compat = [], []
     assert [(c.state, c.exit_code) for c in found] == [("running", 0), ("exited", None)]
     assert found[1] == inspected and inspected.holds_mounts is False
+
+
+def test_a_remote_podmans_process_ids_are_never_looked_up_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through ``CONTAINER_HOST`` (ssh, or a Unix socket given to a container) the pid
+    is another machine's: its absence here says nothing. Nor is the local socket read."""
+    gone = int(Path("/proc/sys/kernel/pid_max").read_text())
+    data = {"Id": "c1", "State": {"Status": "running", "Pid": gone}}
+    assert _container_info(data).state == "exited"
+    monkeypatch.setenv("CONTAINER_HOST", "ssh://deploy@fleet-host/run/podman/podman.sock")
+    assert _container_info(data).state == "running"
+    assert default_api() is None
+    monkeypatch.setenv("CONTAINER_HOST", "unix:///run/host-podman.sock")
+    assert _container_info(data).state == "running"

@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar
 from corral.engines import bridge
 from corral.engines.base import Engine
 from corral.engines.capabilities import Capability
-from corral.engines.podman_api import APIUnavailable, PodmanAPI, default_api
+from corral.engines.podman_api import APIUnavailable, PodmanAPI, default_api, remote_podman
 from corral.engines.values import (
     ContainerInfo,
     ContainerSpec,
@@ -1141,9 +1141,17 @@ def _state(status: str, pid: object) -> str:
     gone: podman learns of an exit from the container's conmon, and a conmon killed with
     it (the OOM killer, a host restored from a snapshot) leaves it "running" for ever, so
     nothing would replace it. A live process keeps it running: it may hold its volumes.
+    Only a podman on this machine is asked (see ``remote_podman``).
     """
-    gone = isinstance(pid, int) and pid > 0 and not Path(f"/proc/{pid}").exists()
-    return "exited" if status == "running" and gone else status
+    if status != "running" or not isinstance(pid, int) or pid <= 0 or remote_podman():
+        return status  # a remote podman's pids are not this machine's
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return "exited"
+    except PermissionError:
+        pass  # it exists, another user's
+    return status
 
 
 def run_facts_of(data: Mapping[str, Any], image_env: frozenset[str]) -> RunFacts:

@@ -68,7 +68,17 @@ def default_api(environ: Mapping[str, str] | None = None) -> PodmanAPI | None:
     env = os.environ if environ is None else environ
     if not env.get("CONTAINER_HOST") and any(env.get(v) for v in CONFIG_VARIABLES):
         return None
+    if remote_podman(env) and not env.get("CONTAINER_HOST", "").startswith("unix://"):
+        return None  # the CLI drives another machine: the local socket is not its engine
     return PodmanAPI.connect(socket_path(env))
+
+
+def remote_podman(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether podman is driven through a connection (``CONTAINER_HOST``, even a Unix
+    socket, as a container given the host's socket does; ``CONTAINER_CONNECTION``): its
+    process ids are then not this machine's to look up."""
+    env = os.environ if environ is None else environ
+    return bool(env.get("CONTAINER_HOST") or env.get("CONTAINER_CONNECTION"))
 
 
 class PodmanAPI:

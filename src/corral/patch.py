@@ -137,15 +137,17 @@ def patch(ctx: Context, roles: Sequence[str] = (), options: Options = Options())
     clock = Clock()
     clock.mark("refresh")
     revoked = ctx.state.stores.revocations.standing(ctx.scope.fleet).bases
-    refreshed = [
-        refresh_base(
-            ctx.engine, base, ctx.progress, options.archives, options.default_archives, revoked
-        )
-        for base, _ in bases.values()
-    ]
     old_images = _running_images(ctx)
     verdicts: list[canary_watch.Verdict] = []
+    refreshed: list[Refreshed] = []
     try:
+        for base, _ in bases.values():  # one at a time: a failure puts back those done
+            refreshed.append(
+                refresh_base(
+                    ctx.engine, base, ctx.progress, options.archives, options.default_archives,
+                    revoked,
+                )
+            )  # fmt: skip
         result = _rebuild_and_deploy(ctx, targets, options, clock, verdicts)
     except CorralError:
         _put_back(ctx, refreshed)

@@ -347,3 +347,21 @@ def test_a_bootstrap_that_makes_the_revoked_image_again_fails(
     monkeypatch.setattr(refresh, "bootstrap_base", lambda *_: revoked)
     with pytest.raises(BuildError, match="still serves what was revoked"):
         refresh.refresh_base(engine, BASE, NullProgress(), revoked={revoked.id})
+
+
+def test_a_revoked_bases_refresh_that_fails_puts_the_tag_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The fresh bootstrap took the tag; its upgrade failed: nothing untested stays."""
+    engine = PackageEngine()
+    revoked = engine.import_rootfs(tmp_path / "rootfs.tar", BASE_TAG, {}).id
+    made: list[str] = []
+    monkeypatch.setattr(refresh, "bootstrap_base", fake_bootstrap(engine, made))
+
+    def broken(*_: object, **__: object) -> ImageInfo:
+        raise BuildError("apt-get upgrade failed (exit 100)")
+
+    monkeypatch.setattr(engine, "build_image", broken)
+    with pytest.raises(BuildError, match="exit 100"):
+        refresh.refresh_base(engine, BASE, NullProgress(), revoked={revoked})
+    assert made and BASE_TAG in engine.images[revoked].tags  # podman moves a tag

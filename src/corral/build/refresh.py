@@ -125,15 +125,40 @@ def refresh_base(
         raise UsageError("nothing to refresh from: no default archives and no --archive")
     first = ensure_base(engine, base, progress)
     before = packages(engine, first.id)
-    old = first
-    if revoked and lineage_of(engine, first) & set(revoked):
-        progress.step("base", f"{recipe.tag} is built on a revoked base: bootstrapping it anew")
-        old = bootstrap_base(engine, base, progress)
-        if lineage_of(engine, old) & set(revoked):
+    if not (revoked and lineage_of(engine, first) & set(revoked)):
+        return _upgrade(
+            engine, recipe, (first, first), before, lines, archives, default_archives, progress
+        )
+    progress.step("base", f"{recipe.tag} is built on a revoked base: bootstrapping it anew")
+    fresh = bootstrap_base(engine, base, progress)  # the tag moves to it
+    try:
+        if lineage_of(engine, fresh) & set(revoked):
             raise BuildError(
-                f"a new bootstrap of {recipe.tag} made the revoked image {old.id[:12]} "
+                f"a new bootstrap of {recipe.tag} made the revoked image {fresh.id[:12]} "
                 "again: the archive still serves what was revoked"
             )
+        return _upgrade(
+            engine, recipe, (first, fresh), before, lines, archives, default_archives, progress
+        )
+    except BaseException:
+        engine.tag_image(first.id, recipe.tag)  # nothing untested stays under the tag
+        raise
+
+
+def _upgrade(
+    engine: Engine,
+    recipe: BaseRecipe,
+    images: tuple[ImageInfo, ImageInfo],
+    before: Mapping[str, str],
+    lines: Sequence[str],
+    archives: Sequence[Path],
+    network: bool,
+    progress: Progress,
+) -> Refreshed:
+    """The upgrade layer on ``old`` of ``images`` (``first``, the base found, or its fresh
+    bootstrap), the tag moved when a package changed; ``before``: ``first``'s packages;
+    ``network``: the build step may reach the default archives."""
+    first, old = images
     staging = f"{recipe.tag}-refreshing"
     progress.step("base", f"refreshing {recipe.tag} from {len(lines)} archive(s)")
     with tempfile.TemporaryDirectory(prefix="corral-refresh-") as tmp:
@@ -157,7 +182,7 @@ def refresh_base(
             staging,
             labels,
             log=lambda line: progress.log("base", line),
-            network=default_archives,
+            network=network,
         )
     after = packages(engine, new.id)
     changed = diff_packages(before, after)

@@ -190,16 +190,18 @@ def test_the_tree_checksum_sees_bytes_modes_and_links(tmp_path: Path) -> None:
 
 
 def test_a_pruned_snapshots_row_stays_but_never_counts_again(tmp_path: Path) -> None:
-    """After ``restic forget`` the rows of the snapshots it removed are marked pruned:
+    """After ``restic forget`` the rows of the snapshots it removed are marked pruned
+    (only those: not a snapshot of another repository, nor one taken meanwhile):
     still listed, never the latest backup, a verified one or a recent verified one."""
     state = State.open(tmp_path / "state.db")
     old = backed_up(state, "shop", "shop-db-data", snapshot="aaaa1111")
     new = backed_up(state, "shop", "shop-db-data", snapshot="bbbb2222", verify=None)
     other = backed_up(state, "shop", "shop-web-data", snapshot="cccc3333")
     store = state.stores.backups
-    kept = ["bbbb2222" + "0" * 56]  # restic's full ids; the rows hold what backup said
-    assert store.pruned("shop", "db", "data", kept) == 1
-    assert store.pruned("shop", "db", "data", kept) == 0  # once only
+    removed = ["aaaa1111" + "0" * 56]  # restic's full ids; the rows hold what backup said
+    assert store.pruned("shop", "db", "data", removed) == 1
+    assert store.pruned("shop", "db", "data", removed) == 0  # once only
+    assert store.pruned("shop", "db", "data", ["dddd4444" + "0" * 56]) == 0  # not ours
     rows = {r.snapshot_id: r for r in store.of_fleet("shop")}
     assert rows[old.snapshot_id].pruned_at and not rows[new.snapshot_id].pruned_at
     assert not rows[other.snapshot_id].pruned_at  # another volume's rows are left alone

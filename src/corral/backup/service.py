@@ -216,9 +216,11 @@ def _forget(restic: Restic, target: Target, fleet: str, state: State) -> Pruned:
     ]
     if not policy:
         raise BackupError(f"{target.label} keeps nothing: refusing to forget every snapshot")
-    before = len(restic.snapshots(volume_tags(target, fleet)))
+    before = {s.id for s in restic.snapshots(volume_tags(target, fleet))}
     tags = ",".join(volume_tags(target, fleet))
     restic.run("forget", "--tag", tags, "--group-by", "", *policy)
-    kept = [s.id for s in restic.snapshots(volume_tags(target, fleet))]
-    state.stores.backups.pruned(fleet, target.role, target.volume, kept)
-    return Pruned(target.label, len(kept), before - len(kept))
+    kept = {s.id for s in restic.snapshots(volume_tags(target, fleet))}
+    # Only what this forget removed: a row of another repository's snapshot, or of one
+    # taken meanwhile, is not this prune's to mark.
+    state.stores.backups.pruned(fleet, target.role, target.volume, before - kept)
+    return Pruned(target.label, len(kept), len(before - kept))

@@ -149,9 +149,9 @@ class SqliteBackups:
         """Per (role, volume), its newest backup whose snapshot was not pruned."""
         return {(r.role, r.volume): r for r in self.of_fleet(fleet) if r.pruned_at is None}
 
-    def pruned(self, fleet: str, role: str, volume: str, kept: Collection[str]) -> int:
-        """Mark pruned the backups of one volume whose snapshot is not among ``kept``
-        (the repository's snapshot ids after ``restic forget``); how many it marked.
+    def pruned(self, fleet: str, role: str, volume: str, removed: Collection[str]) -> int:
+        """Mark pruned the backups of one volume whose snapshot is among ``removed`` (the
+        full ids ``restic forget`` removed); how many it marked.
 
         Raises:
             StateError: the database cannot be read or written.
@@ -161,7 +161,7 @@ class SqliteBackups:
             for r in self.of_fleet(fleet, limit=1_000_000)
             if (r.role, r.volume) == (role, volume)
             and r.pruned_at is None
-            and not any(k.startswith(r.snapshot_id) for k in kept)
+            and any(gone.startswith(r.snapshot_id) for gone in removed)
         ]
         if gone:
             with self._db.write("recording pruned backups") as conn:

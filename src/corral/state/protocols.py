@@ -291,8 +291,8 @@ class BackupStore(Protocol):
         """Per (role, volume), its newest backup whose snapshot was not pruned."""
         ...
 
-    def pruned(self, fleet: str, role: str, volume: str, kept: Collection[str]) -> int:
-        """Mark pruned the volume's backups whose snapshot is not in ``kept``; how many."""
+    def pruned(self, fleet: str, role: str, volume: str, removed: Collection[str]) -> int:
+        """Mark pruned the volume's backups whose snapshot is in ``removed``; how many."""
         ...
 
 

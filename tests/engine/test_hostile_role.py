@@ -1,0 +1,162 @@
+"""A hostile role's own scripts cannot delete or rewrite its backups (issue 12).
+
+The role (tests/engine/hostile_app/evil.py) is told the host's paths of the fleet's state
+and backup repository, and tries to delete them from every place a role's code runs: a
+build step, its program, and its dump command, which runs while corral's append-only
+server is up. The program and the dump also look for a restic server on every TCP port
+of every address a container can name for the host, and would DELETE and overwrite every
+snapshot on one. After two backups and a deploy (whose pre-deploy backup runs the dump
+again), every file the repository had is still there, byte for byte, with every snapshot,
+and ``restic check`` passes; what each attack saw is read from the snapshots and from the
+instance. That the scanner finds a server it can reach, and that the server refuses it, is
+shown on the host, where it can.
+
+Not covered, because it is not contained: a role's *test files* run on corral's host
+(docs/backups.md, "What this does not defend against").
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from corral.backup.restic import Password, Restic
+from corral.backup.server import append_only_server
+from tests.engine.helpers import Fleet
+
+HOSTILE = Path(__file__).resolve().parent / "hostile_app" / "evil.py"
+
+SPEC = """fleet: {name}
+backup: {{max_age: 0}}
+roles:
+  evil:
+    base: {{debian: bookworm, packages: [python3]}}
+    build:
+      copy: [{{src: evil/, dest: /srv/evil}}]
+      run: ["python3 /srv/evil/evil.py attack"]
+    run:
+      command: [python3, /srv/evil/evil.py, serve]
+      user: app
+      port: 8000
+      env: {{VERSION: {version}}}
+    health: {{http: /healthz, interval: 200ms, retries: 100}}
+    replicas: 1
+    volumes:
+      data:
+        path: /var/lib/evil
+        backup:
+          mode: dump
+          dump: [python3, /srv/evil/evil.py, dump]
+          restore: [python3, /srv/evil/evil.py, restore]
+    public: {port}
+"""
+
+
+def _files(repository: Path) -> dict[Path, bytes]:
+    """Every file of the repository but restic's transient locks."""
+    return {
+        p: p.read_bytes()
+        for p in repository.rglob("*")
+        if p.is_file() and "locks" not in p.relative_to(repository).parts
+    }
+
+
+def _restic(repository: Path, password_file: Path, *args: str) -> str:
+    env = {"RESTIC_REPOSITORY": str(repository), "RESTIC_PASSWORD_FILE": str(password_file)}
+    proc = subprocess.run(
+        ["restic", "--no-lock", *args],
+        env={**env, "PATH": "/usr/bin:/bin", "HOME": str(password_file.parent)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _assert_harmless(report: dict[str, Any], where: str) -> None:
+    assert report["deleted"] and set(report["deleted"].values()) == {"absent"}, (where, report)
+    if "servers" in report:
+        assert report["addresses"], (where, report)
+        assert report["servers"] == [], f"{where} reached a restic server: {report}"
+
+
+@pytest.mark.timeout(900)
+def test_a_hostile_roles_scripts_cannot_delete_or_rewrite_its_backups(
+    fleet: Fleet, shared_base: str, state_home: Path, tmp_path: Path
+) -> None:
+    state = state_home / fleet.name
+    repository = state / "backups"
+    app = fleet.folder / "evil"
+    app.mkdir()
+    shutil.copy(HOSTILE, app / "evil.py")
+    targets = [repository / "snapshots", repository / "config", repository, state / "state.db"]
+    (app / "targets.json").write_text(json.dumps([str(t) for t in [*targets, state]]))
+    password_file = tmp_path / "backup-password"
+    password_file.write_text(f"bk-{secrets.token_hex(12)}")
+    password_file.chmod(0o600)
+    env = {"CORRAL_BACKUP_PASSWORD_FILE": str(password_file)}
+
+    def write(version: str) -> None:
+        fleet.spec.write_text(SPEC.format(name=fleet.name, version=version, port=fleet.port))
+
+    def backup() -> str:
+        proc = fleet.corral("backup", "--json", env=env, timeout=600)
+        [made] = json.loads(proc.stdout)["backups"]
+        assert made["mode"] == "dump" and made["snapshot_id"], made
+        return str(made["snapshot_id"])
+
+    write("v1")
+    fleet.deploy(env=env)
+    backup()
+    kept = _files(repository)
+    assert any("snapshots" in p.parts for p in kept) and (repository / "config") in kept
+
+    write("v2")  # a new instance; its deploy backs the volume up first (max_age 0)
+    fleet.deploy(env=env)
+    backup()
+
+    # -- the repository: nothing removed or rewritten, every snapshot sound ----------------
+    now = _files(repository)
+    gone = [str(p) for p in kept if p not in now]
+    changed = [str(p) for p, data in kept.items() if p in now and now[p] != data]
+    assert not gone and not changed, f"removed: {gone}; rewritten: {changed}"
+    assert state.joinpath("state.db").is_file()
+    snapshots = json.loads(_restic(repository, password_file, "snapshots", "--json"))
+    assert len(snapshots) == 3, snapshots  # two backups and the pre-deploy one
+    assert Restic(str(repository), Password(file=password_file)).check() is None
+
+    # -- what each attack saw: nothing to delete, no server to reach -----------------------
+    for snapshot in snapshots:
+        dumped = _restic(repository, password_file, "dump", snapshot["id"], "/evil-data.dump")
+        _assert_harmless(json.loads(dumped), f"the dump of {snapshot['short_id']}")
+    seen: dict[str, Any] = httpx.get(fleet.url + "report", timeout=10).json()
+    _assert_harmless(seen["build"], "the build step")
+    assert seen["serve"].get("done"), seen
+    _assert_harmless(seen["serve"], "the program")
+
+    # -- the scanner is not blind: on the host it finds the server, which refuses it -------
+    copy = tmp_path / "copy"
+    shutil.copytree(repository, copy)
+    with append_only_server(copy) as url:
+        port = url.rstrip("/").rsplit(":", 1)[1]
+        probe = subprocess.run(
+            [sys.executable, str(app / "evil.py"), "probe", port],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+    [server] = json.loads(probe.stdout)
+    assert server["address"] == f"127.0.0.1:{port}" and len(server["snapshots"]) == 3, server
+    assert server["tried"] and set(server["tried"].values()) == {403}, server
+    assert _files(copy) == {copy / p.relative_to(repository): d for p, d in now.items()}

@@ -11,10 +11,14 @@ server, restic, the tree checksum a files backup takes while its writers are pau
   the next backup works, the live volume is untouched (its checksum);
 - kill -9 of a restore half-way: the same checks.
 
-    .venv/bin/python benchmarks/backup.py [--gib 1] [--json-only]
+Then (``predeploy``, ``--predeploy-trials`` times each way) what the pre-deploy backup
+costs a deploy of the example fleet whose web volume is backed up (``files``): deploys
+with it against the same deploys with ``before_deploy: false``, and the backups made.
 
-It prints a JSON report on stdout. The time of the pre-deploy backup of the example is
-measured by tests/engine/test_backups.py (it prints it).
+    .venv/bin/python benchmarks/backup.py [--gib 1] [--predeploy-trials 3] [--skip-volume]
+        [--json-only]
+
+It prints a JSON report on stdout.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +39,8 @@ from typing import Any
 from corral.backup.restic import Password, Restic
 from corral.backup.run import tree_digest
 from corral.backup.server import append_only_server
+
+CORRAL = [sys.executable, "-m", "corral"]
 
 FILES = 256
 
@@ -96,9 +103,24 @@ def _killed(repo: Path, data: Path, pw: Path, action: str, after: float) -> floa
     if still:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    _until_gone(proc.pid)
     if not still:
         raise SystemExit(f"the {action} finished before it could be killed: raise its size")
     return after
+
+
+def _until_gone(group: int, timeout: float = 30.0) -> None:
+    """Wait until every process of the killed group has been reaped: restic leaves its
+    lock behind, and ``restic unlock`` calls one stale only once its process is gone, as
+    it is by the time anyone runs corral again after a crash."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"processes of the killed group {group} outlived {timeout:.0f} s")
 
 
 def run(gib: float) -> dict[str, Any]:
@@ -168,12 +190,71 @@ def _crash_restore(repo: Path, data: Path, pw: Path, direct: Restic, work: Path)
     }
 
 
+def predeploy(trials: int) -> dict[str, Any]:
+    """What the pre-deploy backup costs a deploy of the example: the web role's volume
+    backed up (``files``: its writers paused) before every deploy that replaces it
+    (``max_age: 0``), against the same deploys with ``before_deploy: false``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from data_cycles import Example  # the same throwaway copy of the example
+
+    with tempfile.TemporaryDirectory(prefix="corral-bench-predeploy-") as tmp:
+        example = Example(Path(tmp) / "example")
+        password = Path(tmp) / "password"
+        password.write_text(uuid.uuid4().hex)
+        example.env["CORRAL_BACKUP_PASSWORD_FILE"] = str(password)
+        text = example.spec.read_text()
+        volume = "volumes: {data: {path: /var/lib/web, shareable: true}}"
+        assert volume in text, "the example's web volume changed: update this benchmark"
+        text = text.replace(volume, volume[:-2] + ", backup: {mode: files}}}")
+        example.spec.write_text(text.replace("\nfleet: ", "\nbackup: {max_age: 0}\nfleet: ", 1))
+        skip = ["--skip-tests", "--reason", "pre-deploy backup benchmark"]
+        try:
+            example.corral("build")
+            example.corral("deploy", *skip)
+            times: dict[str, list[float]] = {"with_backup_s": [], "without_backup_s": []}
+            for n in range(trials):
+                for key, before in (("with_backup_s", "true"), ("without_backup_s", "false")):
+                    spec = example.spec.read_text()
+                    spec = spec.replace("before_deploy: true, ", "").replace(
+                        "before_deploy: false, ", ""
+                    )
+                    example.spec.write_text(
+                        spec.replace("backup: {", f"backup: {{before_deploy: {before}, ", 1)
+                    )
+                    example.greet(f"trial {n} {key}")
+                    times[key].append(example.corral("deploy", *skip))
+            listed = subprocess.run(
+                [*CORRAL, "-f", str(example.spec), "backup", "--list", "--json"],
+                capture_output=True,
+                text=True,
+                env=example.env,
+                check=True,
+            )
+            made = len(json.loads(listed.stdout)["backups"])
+        finally:
+            example.cleanup()
+    with_s = statistics.median(times["with_backup_s"])
+    without_s = statistics.median(times["without_backup_s"])
+    return {
+        "trials": trials,
+        "backups_made": made,  # one per deploy with the backup: else the figure means nothing
+        "deploy_with_backup_s_median": round(with_s, 2),
+        "deploy_without_backup_s_median": round(without_s, 2),
+        "backup_cost_s": round(with_s - without_s, 2),
+        **{key: [round(t, 2) for t in values] for key, values in times.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gib", type=float, default=1.0)
+    parser.add_argument("--predeploy-trials", type=int, default=3, help="0: skip")
+    parser.add_argument("--skip-volume", action="store_true", help="only the pre-deploy part")
     parser.add_argument("--json-only", action="store_true")
     args = parser.parse_args()
-    report = run(args.gib)
+    report = {} if args.skip_volume else run(args.gib)
+    if args.predeploy_trials:
+        report["predeploy"] = predeploy(args.predeploy_trials)
     print(json.dumps(report, indent=None if args.json_only else 2, sort_keys=True))
 
 

@@ -2,17 +2,19 @@
 
 The role (tests/engine/hostile_app/evil.py) is told the host's paths of the fleet's state
 and backup repository, and tries to delete them from every place a role's code runs: a
-build step, its program, and its dump command, which runs while corral's append-only
-server is up. The program and the dump also look for a restic server on every TCP port
-of every address a container can name for the host, and would DELETE and overwrite every
-snapshot on one. After two backups and a deploy (whose pre-deploy backup runs the dump
-again), every file the repository had is still there, byte for byte, with every snapshot,
-and ``restic check`` passes; what each attack saw is read from the snapshots and from the
-instance. That the scanner finds a server it can reach, and that the server refuses it, is
-shown on the host, where it can.
+build step (run again once the repository exists), its program, its dump command, and the
+restore and check commands of ``corral backup verify``. Those that run while corral's
+append-only server is up (the dump, the program when the dump asks it to, restore and
+check) also scan every TCP port of every address a container can name for the host, and
+would DELETE and overwrite every snapshot on a restic server they found. After two
+backups, a deploy (whose pre-deploy backup runs the dump again) and a verify, every file
+the repository had is still there, byte for byte, and ``restic check`` passes; what each
+attack saw is read from the snapshots and from the image. The scanner is shown to work:
+in the container it finds the program's port, and on the host, where a server can be
+reached, it finds the server and is refused.
 
-Not covered, because it is not contained: a role's *test files* run on corral's host
-(docs/backups.md, "What this does not defend against").
+Not covered, because they are not contained: a role's *test files*, which run on corral's
+host (docs/backups.md, "What this does not defend against").
 """
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ roles:
         path: /var/lib/evil
         backup:
           mode: dump
-          dump: [python3, /srv/evil/evil.py, dump]
+          dump: [python3, /srv/evil/evil.py, dump, "{{host}}"]
           restore: [python3, /srv/evil/evil.py, restore]
+          check: [python3, /srv/evil/evil.py, check]
     public: {port}
 """
 
@@ -84,9 +87,13 @@ def _restic(repository: Path, password_file: Path, *args: str) -> str:
 
 
 def _assert_harmless(report: dict[str, Any], where: str) -> None:
+    """Nothing deleted; when it scanned: the host's gateway among its addresses, every
+    port of every address answered (open or refused), and no restic server reached."""
     assert report["deleted"] and set(report["deleted"].values()) == {"absent"}, (where, report)
     if "servers" in report:
-        assert report["addresses"], (where, report)
+        assert [a for a in report["addresses"] if not a.startswith("127.")], (where, report)
+        silent = {a: len(p) for a, p in report["silent"].items() if p}
+        assert not silent, f"{where}: ports that never answered, so were not tried: {silent}"
         assert report["servers"] == [], f"{where} reached a restic server: {report}"
 
 
@@ -121,9 +128,14 @@ def test_a_hostile_roles_scripts_cannot_delete_or_rewrite_its_backups(
     kept = _files(repository)
     assert any("snapshots" in p.parts for p in kept) and (repository / "config") in kept
 
-    write("v2")  # a new instance; its deploy backs the volume up first (max_age 0)
+    # A new image (its build step runs again, now that the repository exists) and a new
+    # instance; the deploy backs the volume up first (max_age 0).
+    (app / "VERSION").write_text("v2\n")
+    write("v2")
     fleet.deploy(env=env)
     backup()
+    [drill] = json.loads(fleet.corral("backup", "verify", "--json", env=env).stdout)["verified"]
+    assert drill["ok"], drill  # restore and check exit 1 if their attack did anything
 
     # -- the repository: nothing removed or rewritten, every snapshot sound ----------------
     now = _files(repository)
@@ -138,25 +150,27 @@ def test_a_hostile_roles_scripts_cannot_delete_or_rewrite_its_backups(
     # -- what each attack saw: nothing to delete, no server to reach -----------------------
     for snapshot in snapshots:
         dumped = _restic(repository, password_file, "dump", snapshot["id"], "/evil-data.dump")
-        _assert_harmless(json.loads(dumped), f"the dump of {snapshot['short_id']}")
-    seen: dict[str, Any] = httpx.get(fleet.url + "report", timeout=10).json()
-    _assert_harmless(seen["build"], "the build step")
-    assert seen["serve"].get("done"), seen
-    _assert_harmless(seen["serve"], "the program")
+        seen = json.loads(dumped)
+        where = f"the dump of {snapshot['short_id']}"
+        assert seen["program_port_found"], f"{where}: the scanner missed the program's port"
+        _assert_harmless(seen["dump"], where)
+        _assert_harmless(seen["program"], f"the program, during {where}")
+        assert seen["started"] <= seen["program"]["started"] < seen["program"]["ended"]
+    _assert_harmless(httpx.get(fleet.url + "report", timeout=10).json(), "the build step")
 
     # -- the scanner is not blind: on the host it finds the server, which refuses it -------
     copy = tmp_path / "copy"
     shutil.copytree(repository, copy)
     with append_only_server(copy) as url:
-        port = url.rstrip("/").rsplit(":", 1)[1]
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
         probe = subprocess.run(
-            [sys.executable, str(app / "evil.py"), "probe", port],
+            [sys.executable, str(app / "evil.py"), "probe", str(port)],
             capture_output=True,
             text=True,
             timeout=120,
             check=True,
         )
-    [server] = json.loads(probe.stdout)
+    [server] = json.loads(probe.stdout)["servers"]
     assert server["address"] == f"127.0.0.1:{port}" and len(server["snapshots"]) == 3, server
     assert server["tried"] and set(server["tried"].values()) == {403}, server
     assert _files(copy) == {copy / p.relative_to(repository): d for p, d in now.items()}

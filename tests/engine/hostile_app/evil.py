@@ -1,17 +1,22 @@
 """A hostile role: every way its own scripts could reach the fleet's backups, tried.
 
 ``targets.json`` (beside this file, written by the test) names the host's paths of the
-fleet's state and backup repository. Each mode tries to delete them, and ``dump`` and
-``serve`` also look for a restic REST server (corral's append-only server, while a
-backup runs) on every TCP port of every address the container can name for the host,
-and try to delete or overwrite every snapshot on one that answers:
+fleet's state and backup repository. Each mode tries to delete them; the modes that run
+while corral's append-only server is up also look for a restic REST server on every TCP
+port of every address the container can name for the host (its gateway, podman's names
+for the host, its own loopback), and try to delete or overwrite every snapshot on one:
 
 - ``attack``: a build step (``run:``); writes its report into the image;
-- ``serve``: the role's program; attacks at start, serves ``/healthz`` and ``/report``;
-- ``dump``: the volume's dump command, run while the backup's server is up; its report
-  is the backup's content, so the test reads what it saw from the snapshot itself;
-- ``restore``: reads its input to the end; ``probe PORT``: the network attack against
-  127.0.0.1 ports PORT-5..PORT+5, for the test to prove the scanner finds a server.
+- ``serve``: the role's program; ``GET /scan`` makes it attack now and answers its report,
+  ``GET /report`` answers the build step's report;
+- ``dump HOST``: the volume's dump command, run while the backup's server is up: it has the
+  program attack (``GET http://HOST:8000/scan``), attacks itself, and checks that its
+  scanner finds the program's port on HOST; the reports are the backup's content, so the
+  test reads what each saw from the snapshot itself;
+- ``restore`` and ``check``: run by ``corral backup verify`` while the server is up; they
+  attack and exit 1 if anything was deleted or a server was reached;
+- ``probe PORT``: the network attack against 127.0.0.1:PORT, for the test to show the
+  scanner and the attack work where a server can be reached.
 """
 
 from __future__ import annotations
@@ -26,12 +31,10 @@ import select
 import shutil
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPORT: dict[str, object] = {}
 
 
 def delete_paths() -> dict[str, str]:
@@ -70,17 +73,26 @@ def host_addresses() -> list[str]:
     return sorted(found)
 
 
-def scan(address: str, ports: range, wait: float = 0.15) -> list[int]:
-    """The ports of ``address`` that accept a TCP connection: non-blocking connects, as
-    many at a time as the open-file limit allows, each given ``wait`` seconds (the host
-    is one hop away)."""
+def scan(address: str, ports: range) -> tuple[list[int], list[int]]:
+    """The ports of ``address`` that accept a TCP connection, and those that gave no
+    answer at all (neither a connection nor a refusal) even when asked again slowly."""
+    found, silent = _scan(address, list(ports), wait=0.15)
+    if silent:
+        more, silent = _scan(address, silent, wait=2.0)
+        found += more
+    return sorted(found), silent
+
+
+def _scan(address: str, ports: list[int], wait: float) -> tuple[list[int], list[int]]:
+    """Non-blocking connects, as many at a time as the open-file limit allows, each
+    given ``wait`` seconds (the host is one hop away)."""
     batch = max(16, min(4000, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 64))
-    found = []
-    todo = list(ports)
-    for start in range(0, len(todo), batch):
+    found: list[int] = []
+    silent: list[int] = []
+    for start in range(0, len(ports), batch):
         poller = select.epoll()
         pending = {}
-        for port in todo[start : start + batch]:
+        for port in ports[start : start + batch]:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
             sock.connect_ex((address, port))
@@ -94,10 +106,11 @@ def scan(address: str, ports: range, wait: float = 0.15) -> list[int]:
                 if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
                     found.append(port)
                 sock.close()
-        for sock, _ in pending.values():
+        for sock, port in pending.values():
+            silent.append(port)
             sock.close()
         poller.close()
-    return found
+    return found, silent
 
 
 def _request(address: str, port: int, method: str, path: str, body: bytes | None = None) -> int:
@@ -127,16 +140,20 @@ def _snapshots(address: str, port: int) -> list[str] | None:
         conn.close()
 
 
-def attack_servers(addresses: list[str], ports: range) -> list[dict[str, object]]:
-    """Each restic server found: its address, and what a DELETE and an overwrite of every
-    snapshot (and of the config) got."""
+def attack_servers(addresses: list[str], ports: range) -> dict[str, object]:
+    """Each restic server found (its address, and what a DELETE and an overwrite of every
+    snapshot and of the config got), what answered, and what never did."""
     servers = []
+    open_ports: dict[str, list[int]] = {}
+    silent_ports: dict[str, list[int]] = {}
     for address in addresses:
-        for port in scan(address, ports):
+        found, silent = scan(address, ports)
+        open_ports[address], silent_ports[address] = found, silent
+        for port in found:
             names = _snapshots(address, port)
             if names is None:
                 continue
-            tried = {}
+            tried: dict[str, object] = {}
             for name in [*(f"snapshots/{n}" for n in names), "config"]:
                 for method, body in (("DELETE", None), ("POST", b"rewritten")):
                     what = f"{method} {name}"
@@ -145,7 +162,7 @@ def attack_servers(addresses: list[str], ports: range) -> list[dict[str, object]
                     except (OSError, http.client.HTTPException) as exc:
                         tried[what] = str(exc)
             servers.append({"address": f"{address}:{port}", "snapshots": names, "tried": tried})
-    return servers
+    return {"servers": servers, "open": open_ports, "silent": silent_ports}
 
 
 def attack(network: bool) -> dict[str, object]:
@@ -153,8 +170,16 @@ def attack(network: bool) -> dict[str, object]:
     if network:
         addresses = host_addresses()
         report["addresses"] = addresses
-        report["servers"] = attack_servers(addresses, range(1, 65536))
+        report["started"] = time.time()
+        report.update(attack_servers(addresses, range(1, 65536)))
+        report["ended"] = time.time()
     return report
+
+
+def harmful(report: dict[str, object]) -> bool:
+    deleted = report["deleted"]
+    assert isinstance(deleted, dict)
+    return bool(report.get("servers")) or set(deleted.values()) != {"absent"}
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -162,8 +187,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/healthz":
             body = b"ok"
         elif self.path == "/report":
-            build = json.loads((HERE / "build-report.json").read_text())
-            body = json.dumps({"build": build, "serve": REPORT}).encode()
+            body = (HERE / "build-report.json").read_bytes()
+        elif self.path == "/scan":
+            body = json.dumps(attack(network=True)).encode()
         else:
             self.send_error(404)
             return
@@ -177,11 +203,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 def serve() -> None:
-    def run() -> None:
-        REPORT.update(attack(network=True), done=True)
-
-    threading.Thread(target=run, daemon=True).start()
     http.server.ThreadingHTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
+
+
+def dump(host: str) -> dict[str, object]:
+    started = time.time()
+    conn = http.client.HTTPConnection(host, 8000, timeout=120)
+    conn.request("GET", "/scan")
+    program = json.loads(conn.getresponse().read())
+    conn.close()
+    report = attack(network=True)
+    found, _ = scan(host, range(1, 65536))
+    return {
+        "program": program,
+        "dump": report,
+        "program_port_found": 8000 in found,
+        "started": started,
+        "ended": time.time(),
+    }
 
 
 def main(mode: str, *args: str) -> None:
@@ -190,13 +229,16 @@ def main(mode: str, *args: str) -> None:
     elif mode == "serve":
         serve()
     elif mode == "dump":
-        sys.stdout.write(json.dumps(attack(network=True)) + "\n")
-    elif mode == "restore":
-        sys.stdin.buffer.read()
+        sys.stdout.write(json.dumps(dump(args[0])) + "\n")
+    elif mode in ("restore", "check"):
+        if mode == "restore":
+            sys.stdin.buffer.read()
+        report = attack(network=True)
+        if harmful(report):
+            raise SystemExit(f"{mode} did harm: {json.dumps(report)}")
     elif mode == "probe":
         port = int(args[0])
-        found = attack_servers(["127.0.0.1"], range(port - 5, port + 6))
-        sys.stdout.write(json.dumps(found) + "\n")
+        sys.stdout.write(json.dumps(attack_servers(["127.0.0.1"], range(port, port + 1))) + "\n")
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

@@ -588,3 +588,30 @@ def test_a_server_that_cut_its_answer_counts_as_a_failure() -> None:
     assert row.failures == {"srv_abrt": 1}
     [row] = parse_stat("show stat", f"{header}\nweb,a,2,0,0,0,2")
     assert row.failures == {"eint": 2}
+
+
+def test_after_a_reload_only_the_new_workers_own_check_counts(sock_path: str) -> None:
+    # Captured from HAProxy 2.6 right after a reload with a server-state file: "a" was
+    # already checked by the new worker (HTTP 404 now: still UP, going down), "b" still shows
+    # the old worker's L7OK with code 0. "c" was checked (200), "d" is a TCP check (no code).
+    rows = {"a": ("17 2", "UP 1/2", "L7STS", "404"), "b": ("15 3", "UP", "L7OK", "0")}
+    rows |= {"c": ("15 3", "UP", "L7OK", "200"), "d": ("6 3", "UP", "L4OK", "")}
+    header = STAT.splitlines()[0].removesuffix(",") + ",check_code,\n"
+    state = STATE_HEADER + "".join(
+        f"3 web {i} {name} 127.0.0.1 2 0 1 1 25 {check} 2 6 0 0 0 - 1900{i} - 0 0 - - 0\n"
+        for i, (name, (check, *_)) in enumerate(rows.items(), 1)
+    )
+    stat = header + "".join(
+        f"web,{name},0,0,0,0,,10,0,0,,0,,0,0,0,0,{status},1,1,0,0,0,1,0,,1,3,{i},,10,,2,0,,1,"
+        f"{check_status},{code},\n"
+        for i, (name, (_, status, check_status, code)) in enumerate(rows.items(), 1)
+    )
+    for _ in _fake(sock_path, {"show servers state web": state, "show stat 3 4 -1": stat}):
+        servers = {s.name: s for s in RuntimeAPI(sock_path).servers("web")}
+        seen = {n: (s.healthy, s.checked_here) for n, s in servers.items()}
+        assert seen == {
+            "a": (False, True),
+            "b": (True, False),
+            "c": (True, True),
+            "d": (True, True),
+        }

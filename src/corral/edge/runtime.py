@@ -98,6 +98,17 @@ class ServerState:
         return describe_check(self.check_status, self.check_code, self.check_desc)
 
     @property
+    def checked_here(self) -> bool:
+        """Whether this HAProxy ran the last HTTP check itself. A worker started from a
+        server-state file (a reload) shows the old worker's result, with check code 0,
+        until its own first check of that server ends; so does a check in progress. A
+        result of another layer (L4, L6) carries no code and is taken as it is, as is a
+        server whose checks are off."""
+        if not self.checks_enabled or not self.check_status.startswith("L7"):
+            return True
+        return self.check_code not in ("", "0")
+
+    @property
     def healthy(self) -> bool:
         """Whether HAProxy considers the server up, on evidence rather than optimism.
 
@@ -436,6 +447,18 @@ class RuntimeAPI:
         """
         _target(backend, name)  # checked here: a bad name must fail its caller, not the looker
         return self.watcher.wait(backend, name, lambda s: s.healthy, timeout)
+
+    def wait_checked_healthy(self, backend: str, name: str, timeout: float) -> bool:
+        """Like :meth:`wait_healthy`, but only a check this HAProxy ran itself counts (see
+        ``ServerState.checked_here``): after a reload, a result carried over from the old
+        worker would pass a server that the new configuration's check fails.
+
+        Raises:
+            NotFoundError: no such backend or server.
+            EngineError: the socket failed.
+        """
+        _target(backend, name)
+        return self.watcher.wait(backend, name, lambda s: s.healthy and s.checked_here, timeout)
 
     def set_check_path(self, name: str, path: str) -> None:
         """Make HAProxy's HTTP check of server ``name`` ask for ``path`` (the check map).

@@ -207,5 +207,5 @@ def test_a_pruned_snapshots_row_stays_but_never_counts_again(tmp_path: Path) -> 
     assert not rows[other.snapshot_id].pruned_at  # another volume's rows are left alone
     now = datetime.now(UTC)
     assert not rows[old.snapshot_id].recent(now, 3600)  # proven, but its snapshot is gone
-    assert store.latest("shop")[("db", "data")].snapshot_id == new.snapshot_id
+    assert store.latest("shop")["shop-db-data"].snapshot_id == new.snapshot_id
     assert volume_backups(store.of_fleet("shop"))["shop-db-data"].verified is None

@@ -359,3 +359,28 @@ def test_the_guard_reads_the_backups_record_and_only_a_passed_drill_counts(
     assert good.recent(datetime.now(UTC), load_spec(spec).fleet.backup.max_age)
     removed = app.destroy(spec, engine=engine, deletion=named)
     assert "dg-db-data" in removed and engine.list_volumes({}) == []
+
+
+def test_a_pre_deploy_backup_is_due_for_a_restored_volume_a_backup_of_the_old_does_not_cover(
+    tmp_path: Path,
+) -> None:
+    # Found by a trial: after `corral restore`, db mounts dg-db-data-restored-1; a recent
+    # verified backup of dg-db-data (the volume it replaced) made the deploy skip its own.
+    from types import SimpleNamespace
+
+    from corral.deploy.fleet import backups_due
+
+    path = tmp_path / "corral.yaml"
+    path.write_text(spec_text("    volumes: {data: {path: /var/lib/db, backup: {}}}\n"))
+    spec = load_spec(path)
+    db = role_release("db", volumes={"data": "/var/lib/db"})
+    restored = db.with_volume_names({"data": "data-restored-1"})
+    with State.open(tmp_path / "state.db") as st:
+        ctx = SimpleNamespace(spec=spec, state=st, scope=Scope("dg"))
+        now = datetime.now(UTC)
+        assert backups_due(ctx, {"db": db}, now) == {"db": ("data",)}  # type: ignore[arg-type]
+        backed_up(st, "dg", "dg-db-data")
+        assert backups_due(ctx, {"db": db}, now) == {}  # type: ignore[arg-type]
+        assert backups_due(ctx, {"db": restored}, now) == {"db": ("data",)}  # type: ignore[arg-type]
+        backed_up(st, "dg", "dg-db-data-restored-1", snapshot="snap2")
+        assert backups_due(ctx, {"db": restored}, now) == {}  # type: ignore[arg-type]

@@ -109,7 +109,8 @@ class Verified:
 
 
 def verify(ctx: Context, names: Sequence[str] = ()) -> list[Verified]:
-    """Restore the newest recorded backup of each volume into a scratch volume and prove
+    """Restore the newest recorded backup of each volume (of the engine volume its role
+    mounts now: after a restore, the restored copy) into a scratch volume and prove
     it (files: the restored tree's checksum is the one taken at backup time; dumps: the
     restore command and the role's check pass on a throwaway instance); ``restic check``
     first. Each result is recorded on its backup.
@@ -119,12 +120,12 @@ def verify(ctx: Context, names: Sequence[str] = ()) -> list[Verified]:
     """
     targets = select_targets(ctx, names)
     latest = ctx.state.stores.backups.latest(ctx.scope.fleet)
-    missing = [t.label for t in targets if (t.role, t.volume) not in latest]
+    missing = [f"{t.label} ({t.engine_volume})" for t in targets if t.engine_volume not in latest]
     if missing:
         raise UsageError(f"no backup is recorded of {', '.join(missing)}: run corral backup")
     with open_repository(ctx) as restic:
         problem = restic.check()
-        results = [_drill(ctx, restic, t, latest[(t.role, t.volume)], problem) for t in targets]
+        results = [_drill(ctx, restic, t, latest[t.engine_volume], problem) for t in targets]
     return results
 
 

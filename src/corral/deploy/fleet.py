@@ -80,19 +80,24 @@ def known_volumes(state: State, fleet: str) -> dict[str, KnownVolume]:
 
 def backups_due(ctx: Context, desired: Desired, now: datetime) -> dict[str, tuple[str, ...]]:
     """Per role of ``desired``, its backed-up volumes (spec: ``volumes.*.backup``) whose
-    newest verified snapshot is older than ``backup.max_age`` (or that have none)."""
+    newest verified snapshot is older than ``backup.max_age`` (or that have none).
+
+    A snapshot counts for the engine volume it was taken of, as in ``corral volumes`` and
+    the data guard: after a restore the role mounts a new volume, which a recent backup of
+    the one it replaced does not cover."""
     settings = ctx.spec.fleet.backup
     if not settings.before_deploy:
         return {}
     fresh = {
-        (r.role, r.volume)
+        r.engine_volume
         for r in ctx.state.stores.backups.of_fleet(ctx.scope.fleet)
         if r.recent(now, settings.max_age)
     }
     due: dict[str, tuple[str, ...]] = {}
-    for name in desired:
+    for name, rr in desired.items():
         role = ctx.spec.fleet.roles.get(name)
-        volumes = tuple(v for v in sorted(role.backups) if (name, v) not in fresh) if role else ()
+        backed_up = sorted(role.backups) if role else []
+        volumes = tuple(v for v in backed_up if rr.engine_volume(ctx.scope, v) not in fresh)
         if volumes:
             due[name] = volumes
     return due

@@ -766,9 +766,7 @@ class Edge:
 
     def _wait_all_healthy(self, servers: Sequence[tuple[str, str]], timeout: float) -> None:
         # Only the new worker's own checks count: it starts from the old one's results.
-        down = [
-            f"{b}/{n}" for b, n in servers if not self.api.wait_checked_healthy(b, n, timeout)
-        ]
+        down = [f"{b}/{n}" for b, n in servers if not self.api.wait_checked_healthy(b, n, timeout)]
         if down:
             raise EngineError(
                 f"under the new configuration the edge does not see {', '.join(down)} "

@@ -145,9 +145,11 @@ class SqliteBackups:
             ).fetchall()
         return [_record(r) for r in reversed(rows)]
 
-    def latest(self, fleet: str) -> dict[tuple[str, str], BackupRecord]:
-        """Per (role, volume), its newest backup whose snapshot was not pruned."""
-        return {(r.role, r.volume): r for r in self.of_fleet(fleet) if r.pruned_at is None}
+    def latest(self, fleet: str) -> dict[str, BackupRecord]:
+        """Per engine volume, its newest backup whose snapshot was not pruned. Keyed by
+        the engine volume, not the spec's role/volume: a restored copy is another volume,
+        which a backup of the one it replaced does not cover."""
+        return {r.engine_volume: r for r in self.of_fleet(fleet) if r.pruned_at is None}
 
     def pruned(self, fleet: str, role: str, volume: str, removed: Collection[str]) -> int:
         """Mark pruned the backups of one volume whose snapshot is among ``removed`` (the

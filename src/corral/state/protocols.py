@@ -287,8 +287,8 @@ class BackupStore(Protocol):
         """The fleet's newest backups, oldest first."""
         ...
 
-    def latest(self, fleet: str) -> dict[tuple[str, str], BackupRecord]:
-        """Per (role, volume), its newest backup whose snapshot was not pruned."""
+    def latest(self, fleet: str) -> dict[str, BackupRecord]:
+        """Per engine volume, its newest backup whose snapshot was not pruned."""
         ...
 
     def pruned(self, fleet: str, role: str, volume: str, removed: Collection[str]) -> int:

@@ -21,6 +21,7 @@ import pytest
 
 from corral.backup.restic import Password, Restic
 from corral.backup.server import append_only_server
+from corral.errors import BackupError
 
 
 def _tree(folder: Path) -> list[tuple[str, ...]]:
@@ -116,3 +117,24 @@ def test_the_deploy_paths_access_cannot_remove_or_rewrite_a_snapshot(
     assert (repository / "snapshots" / name).read_bytes() == kept
     direct = Restic(str(repository), password)  # what pruning would use: still sound
     assert direct.check() is None
+
+
+def test_a_wrong_password_is_said_so_and_is_not_taken_for_a_missing_or_broken_repository(
+    tmp_path: Path, restic_access: tuple[Path, Password]
+) -> None:
+    # Found by a trial: `corral backup` with a wrong password tried `restic init` and failed
+    # with "config file already exists"; `corral backup verify` recorded a good backup's
+    # drill as failed. Both now stop on the password, before anything is recorded.
+    repository, password = restic_access
+    with append_only_server(repository) as url:
+        assert Restic(url, password).ensure_initialised() is True
+        wrong = tmp_path / "wrong"
+        wrong.write_text("not-the-password")
+        wrong.chmod(0o600)
+        stranger = Restic(url, Password(file=wrong, value="not-the-password"))
+        with pytest.raises(BackupError, match="password does not open the repository"):
+            stranger.ensure_initialised()
+        assert Restic(url, password).ensure_initialised() is False  # the repository is whole
+    with pytest.raises(BackupError, match="password does not open the repository"):
+        Restic(str(repository), Password(file=wrong, value="not-the-password")).check()
+    assert Restic(str(repository), password).check() is None

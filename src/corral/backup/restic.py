@@ -24,6 +24,8 @@ PASSWORD_VALUE = "CORRAL_BACKUP_PASSWORD"
 # The prune credential: where the repository is writable (not the append-only server),
 # and its password; only `corral backup --prune` reads them.
 PRUNE_REPOSITORY = "CORRAL_BACKUP_PRUNE_REPOSITORY"
+# What restic says when the password opens no key of the repository.
+WRONG_PASSWORD = b"wrong password or no key found"
 PRUNE_PASSWORD_FILE = "CORRAL_BACKUP_PRUNE_PASSWORD_FILE"
 DEFAULT_TIMEOUT = 6 * 3600.0
 
@@ -170,10 +172,25 @@ class Restic:
         return BackupError(f"restic {command} failed: {last}", stderr=text[-2000:])
 
     # -- the calls corral makes ------------------------------------------------------
+    def wrong_password(self) -> BackupError:
+        """The error for a password that opens no key of the repository."""
+        return BackupError(
+            "the backup password does not open the repository (restic: wrong password or "
+            f"no key found); check {PASSWORD_FILES[0]} or {PASSWORD_VALUE}"
+        )
+
     def ensure_initialised(self) -> bool:
-        """Create the repository unless it exists; True when it was created."""
-        if self.run("cat", "config", check=False, timeout=120).returncode == 0:
+        """Create the repository unless it exists; True when it was created.
+
+        Raises:
+            BackupError: the repository exists and the password opens none of its keys
+                (before, that read as "no repository" and init failed on its config).
+        """
+        found = self.run("cat", "config", check=False, timeout=120)
+        if found.returncode == 0:
             return False
+        if WRONG_PASSWORD in found.stderr:
+            raise self.wrong_password()
         self.run("init", timeout=120)
         return True
 
@@ -212,7 +229,9 @@ class Restic:
             raise BackupError(f"cannot run restic: {exc}") from exc
 
     def check(self) -> str | None:
-        """``restic check``: None when the repository is sound, else restic's words.
+        """``restic check``: None when the repository is sound, else restic's words
+        (a wrong password raises :class:`BackupError`: nothing can be said of the
+        repository then, and a drill must not be recorded as failed for it).
 
         Stale locks go first (``restic unlock`` removes only those of processes that are
         gone, such as a backup killed with -9): check needs the repository to itself."""
@@ -220,6 +239,8 @@ class Restic:
         proc = self.run("check", check=False)
         if proc.returncode == 0:
             return None
+        if WRONG_PASSWORD in proc.stderr:  # the operator's mistake, not the repository's
+            raise self.wrong_password()
         return self.failure("check", proc.stderr).message
 
 

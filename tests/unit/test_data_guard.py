@@ -384,3 +384,23 @@ def test_a_pre_deploy_backup_is_due_for_a_restored_volume_a_backup_of_the_old_do
         assert backups_due(ctx, {"db": restored}, now) == {"db": ("data",)}  # type: ignore[arg-type]
         backed_up(st, "dg", "dg-db-data-restored-1", snapshot="snap2")
         assert backups_due(ctx, {"db": restored}, now) == {}  # type: ignore[arg-type]
+
+
+def test_a_volume_declared_again_comes_back_to_the_copy_its_role_last_ran_on() -> None:
+    # Found by a trial: after `corral restore` (db on data-restored-1), dropping db's volume
+    # from the spec and declaring it again mounted dg-db-data, the copy restored *from*.
+    from types import SimpleNamespace
+
+    from corral.deploy.resolve import volume_bindings
+
+    def release(rr: object) -> SimpleNamespace:
+        return SimpleNamespace(roles={"db": rr.to_record()})  # type: ignore[attr-defined]
+
+    db = role_release("db", volumes={"data": "/var/lib/db"})
+    restored = db.with_volume_names({"data": "data-restored-1"})
+    dropped = role_release("db")  # the spec no longer declares the volume
+    good = [release(db), release(restored), release(dropped)]
+    assert volume_bindings(good) == {"db": {"data": "data-restored-1"}}  # type: ignore[arg-type]
+    back = [*good, release(db)]  # a rollback to before the restore: the original again
+    assert volume_bindings(back) == {}  # type: ignore[arg-type]
+    assert volume_bindings([release(restored), release(db)]) == {}  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from corral.build.bake import BakeTarget, BuildResult, bake_target, build_fleet, find_current_image
-from corral.deploy.context import Context
+from corral.deploy.context import GOOD, Context
 from corral.deploy.desired import Desired, RoleRelease, desired_from_record
 from corral.edge.container import EDGE_ROLE, edge_role, frontends
 from corral.errors import UsageError
@@ -86,7 +86,7 @@ def resolve_desired(
     desired: dict[str, RoleRelease] = {}
     unbuilt = []
     active = ctx.state.active_release(ctx.scope.fleet)
-    bound = volume_bindings(active)
+    bound = volume_bindings(ctx.state.releases_with_status(ctx.scope.fleet, GOOD))
     for name in names:
         image = _image(ctx, name, baked or {})
         if image is None:
@@ -103,12 +103,26 @@ def resolve_desired(
     return Resolved(desired, untouched, tuple(unbuilt))
 
 
-def volume_bindings(active: ReleaseRecord | None) -> dict[str, dict[str, str]]:
-    """Per role, the restored volumes the active release runs on (see
-    ``RoleRelease.volume_names``): a deploy from the spec keeps them."""
-    if active is None:
-        return {}
-    return {n: dict(rr.volume_names) for n, rr in desired_from_record(active.roles).items()}
+# How many of the latest good releases volume_bindings looks through.
+BINDING_LOOKBACK = 200
+
+
+def volume_bindings(good: Sequence[ReleaseRecord]) -> dict[str, dict[str, str]]:
+    """Per role, the restored volumes it runs on (see ``RoleRelease.volume_names``): a
+    deploy from the spec keeps them. ``good``: the releases that went live, oldest first.
+
+    The newest of them that declared a volume decides its binding, not only the active
+    one: a volume dropped from the spec and declared again comes back to the copy the
+    role last ran on (a restored one), not to the one it was restored from."""
+    bound: dict[str, dict[str, str]] = {}
+    seen: set[tuple[str, str]] = set()
+    for release in reversed(good[-BINDING_LOOKBACK:]):
+        for name, rr in desired_from_record(release.roles).items():
+            for volume in set(rr.volumes) - {v for r, v in seen if r == name}:
+                seen.add((name, volume))
+                if volume in rr.volume_names:
+                    bound.setdefault(name, {})[volume] = rr.volume_names[volume]
+    return bound
 
 
 def resolve_release(release: ReleaseRecord) -> Resolved:

@@ -396,11 +396,12 @@ def test_a_volume_declared_again_comes_back_to_the_copy_its_role_last_ran_on() -
     def release(rr: object) -> SimpleNamespace:
         return SimpleNamespace(roles={"db": rr.to_record()})  # type: ignore[attr-defined]
 
+    wanted = {("db", "data")}
     db = role_release("db", volumes={"data": "/var/lib/db"})
     restored = db.with_volume_names({"data": "data-restored-1"})
     dropped = role_release("db")  # the spec no longer declares the volume
     good = [release(db), release(restored), release(dropped)]
-    assert volume_bindings(good) == {"db": {"data": "data-restored-1"}}  # type: ignore[arg-type]
+    assert volume_bindings(good[::-1], wanted) == {"db": {"data": "data-restored-1"}}  # type: ignore[arg-type]
     back = [*good, release(db)]  # a rollback to before the restore: the original again
-    assert volume_bindings(back) == {}  # type: ignore[arg-type]
-    assert volume_bindings([release(restored), release(db)]) == {}  # type: ignore[arg-type]
+    assert volume_bindings(back[::-1], wanted) == {}  # type: ignore[arg-type]
+    assert volume_bindings([release(db), release(restored)], wanted) == {}  # type: ignore[arg-type]

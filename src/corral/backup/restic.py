@@ -24,10 +24,10 @@ PASSWORD_VALUE = "CORRAL_BACKUP_PASSWORD"
 # The prune credential: where the repository is writable (not the append-only server),
 # and its password; only `corral backup --prune` reads them.
 PRUNE_REPOSITORY = "CORRAL_BACKUP_PRUNE_REPOSITORY"
-# What restic says when the password opens no key of the repository.
-WRONG_PASSWORD = b"wrong password or no key found"
 PRUNE_PASSWORD_FILE = "CORRAL_BACKUP_PRUNE_PASSWORD_FILE"
 DEFAULT_TIMEOUT = 6 * 3600.0
+# What restic says when the password opens no key of the repository.
+WRONG_PASSWORD = b"wrong password or no key found"
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,12 @@ have no image yet is named in ``Resolved.unbuilt``, never silently skipped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from corral.build.bake import BakeTarget, BuildResult, bake_target, build_fleet, find_current_image
-from corral.deploy.context import GOOD, Context
+from corral.deploy.context import Context
 from corral.deploy.desired import Desired, RoleRelease, desired_from_record
 from corral.edge.container import EDGE_ROLE, edge_role, frontends
 from corral.errors import UsageError
@@ -86,7 +87,8 @@ def resolve_desired(
     desired: dict[str, RoleRelease] = {}
     unbuilt = []
     active = ctx.state.active_release(ctx.scope.fleet)
-    bound = volume_bindings(ctx.state.releases_with_status(ctx.scope.fleet, GOOD))
+    wanted = {(n, v) for n in names for v in ctx.spec.fleet.roles[n].volumes}
+    bound = volume_bindings(_newest_good(ctx, active), wanted)
     for name in names:
         image = _image(ctx, name, baked or {})
         if image is None:
@@ -103,25 +105,39 @@ def resolve_desired(
     return Resolved(desired, untouched, tuple(unbuilt))
 
 
-# How many of the latest good releases volume_bindings looks through.
+# How many good releases volume_bindings looks through at most (a volume no release
+# declared, a new one, is looked for in all of them).
 BINDING_LOOKBACK = 200
 
 
-def volume_bindings(good: Sequence[ReleaseRecord]) -> dict[str, dict[str, str]]:
-    """Per role, the restored volumes it runs on (see ``RoleRelease.volume_names``): a
-    deploy from the spec keeps them. ``good``: the releases that went live, oldest first.
+def _newest_good(ctx: Context, active: ReleaseRecord | None) -> Iterator[ReleaseRecord]:
+    """The releases that went live, newest first: the active one (if any), then, only if
+    asked for, the superseded ones (read once, when the active one did not settle it)."""
+    if active is not None:
+        yield active
+    yield from reversed(ctx.state.releases_with_status(ctx.scope.fleet, ("superseded",)))
 
-    The newest of them that declared a volume decides its binding, not only the active
-    one: a volume dropped from the spec and declared again comes back to the copy the
-    role last ran on (a restored one), not to the one it was restored from."""
+
+def volume_bindings(
+    newest_first: Iterable[ReleaseRecord], wanted: Collection[tuple[str, str]]
+) -> dict[str, dict[str, str]]:
+    """Per role, the restored volumes it runs on (see ``RoleRelease.volume_names``), for
+    each (role, volume) of ``wanted``: a deploy from the spec keeps them.
+
+    The newest good release that declared a volume decides its binding, not only the
+    active one: a volume dropped from the spec and declared again comes back to the copy
+    the role last ran on (a restored one), not to the one it was restored from."""
     bound: dict[str, dict[str, str]] = {}
-    seen: set[tuple[str, str]] = set()
-    for release in reversed(good[-BINDING_LOOKBACK:]):
-        for name, rr in desired_from_record(release.roles).items():
-            for volume in set(rr.volumes) - {v for r, v in seen if r == name}:
-                seen.add((name, volume))
+    undecided = set(wanted)
+    for release in itertools.islice(newest_first, BINDING_LOOKBACK):
+        for name in {r for r, _ in undecided} & set(release.roles):
+            rr = RoleRelease.model_validate(release.roles[name])
+            for volume in {v for r, v in undecided if r == name} & set(rr.volumes):
+                undecided.discard((name, volume))
                 if volume in rr.volume_names:
                     bound.setdefault(name, {})[volume] = rr.volume_names[volume]
+        if not undecided:
+            break
     return bound
 
 

@@ -13,8 +13,12 @@ attack saw is read from the snapshots and from the image. The scanner is shown t
 in the container it finds the program's port, and on the host, where a server can be
 reached, it finds the server and is refused.
 
-Not covered, because they are not contained: a role's *test files*, which run on corral's
-host (docs/backups.md, "What this does not defend against").
+The role's *test files* (hostile_app/role_tests.py) run on corral's host, in the sandbox of
+corral.testing.sandbox: ``corral test`` of the second image runs them after the backups
+exist, and they try to delete the state, the repository and the password file, reach
+Podman, and have the exec broker run a command outside the role's instances; each test
+passes only if its attack failed, and the repository is checked after them like after the
+rest.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from corral.backup.restic import Password, Restic
 from corral.backup.server import append_only_server
 from tests.engine.helpers import Fleet
 
-HOSTILE = Path(__file__).resolve().parent / "hostile_app" / "evil.py"
+HOSTILE = Path(__file__).resolve().parent / "hostile_app"
 
 SPEC = """fleet: {name}
 backup: {{max_age: 0}}
@@ -51,6 +55,7 @@ roles:
       env: {{VERSION: {version}}}
     health: {{http: /healthz, interval: 200ms, retries: 100}}
     replicas: 1
+    tests: [evil/test_evil.py]
     volumes:
       data:
         path: /var/lib/evil
@@ -97,6 +102,13 @@ def _assert_harmless(report: dict[str, Any], where: str) -> None:
         assert report["servers"] == [], f"{where} reached a restic server: {report}"
 
 
+def _assert_role_tests_passed(tested: dict[str, Any]) -> None:
+    """Every hostile test file's test ran and passed: each of their attacks failed."""
+    checks = {c["name"].rsplit("::", 1)[-1]: c for r in tested["results"] for c in r["checks"]}
+    own = {n: c["outcome"] for n, c in checks.items() if n.startswith("test_the_")}
+    assert len(own) == 4 and set(own.values()) == {"passed"}, checks
+
+
 @pytest.mark.timeout(900)
 def test_a_hostile_roles_scripts_cannot_delete_or_rewrite_its_backups(
     fleet: Fleet, shared_base: str, state_home: Path, tmp_path: Path
@@ -105,12 +117,14 @@ def test_a_hostile_roles_scripts_cannot_delete_or_rewrite_its_backups(
     repository = state / "backups"
     app = fleet.folder / "evil"
     app.mkdir()
-    shutil.copy(HOSTILE, app / "evil.py")
-    targets = [repository / "snapshots", repository / "config", repository, state / "state.db"]
-    (app / "targets.json").write_text(json.dumps([str(t) for t in [*targets, state]]))
+    shutil.copy(HOSTILE / "evil.py", app / "evil.py")
+    shutil.copy(HOSTILE / "role_tests.py", app / "test_evil.py")
     password_file = tmp_path / "backup-password"
     password_file.write_text(f"bk-{secrets.token_hex(12)}")
     password_file.chmod(0o600)
+    targets = [repository / "snapshots", repository / "config", repository, state / "state.db"]
+    targets += [state, password_file]
+    (app / "targets.json").write_text(json.dumps([str(t) for t in targets]))
     env = {"CORRAL_BACKUP_PASSWORD_FILE": str(password_file)}
 
     def write(version: str) -> None:
@@ -134,6 +148,8 @@ def test_a_hostile_roles_scripts_cannot_delete_or_rewrite_its_backups(
     write("v2")
     fleet.deploy(env=env)
     backup()
+    tested = json.loads(fleet.corral("test", "--json", env=env, timeout=600).stdout)
+    _assert_role_tests_passed(tested)
     [drill] = json.loads(fleet.corral("backup", "verify", "--json", env=env).stdout)["verified"]
     assert drill["ok"], drill  # restore and check exit 1 if their attack did anything
 
@@ -142,7 +158,7 @@ def test_a_hostile_roles_scripts_cannot_delete_or_rewrite_its_backups(
     gone = [str(p) for p in kept if p not in now]
     changed = [str(p) for p, data in kept.items() if p in now and now[p] != data]
     assert not gone and not changed, f"removed: {gone}; rewritten: {changed}"
-    assert state.joinpath("state.db").is_file()
+    assert state.joinpath("state.db").is_file() and password_file.is_file()
     snapshots = json.loads(_restic(repository, password_file, "snapshots", "--json"))
     assert len(snapshots) == 3, snapshots  # two backups and the pre-deploy one
     assert Restic(str(repository), Password(file=password_file)).check() is None

@@ -8,7 +8,7 @@ the JSON file named by ``CORRAL_TEST_ENV``::
      "instances": [{"name": "demo-web-t1-1", "url": "http://10.89.3.5:8000/",
                     "address": "10.89.3.5", "port": 8000,
                     "backend": "podman://demo-web-t1-1"}],
-     "engine": "podman"}
+     "engine": "podman", "exec_socket": "/tmp/corral-test-x1y2/exec.sock"}
 
 and offers these fixtures:
 
@@ -21,7 +21,9 @@ fixture             value                                                       
 ``instance_urls``   every instance's own URL, ``http://IP:PORT/`` (list[str])     skipped
 ``instance_url``    the first instance's URL (str)                                skipped
 ``host``            a testinfra host for the first instance's container           skipped
-                    (its ``backend``; commands run as the image's user)
+                    (commands run as the image's user, by corral's exec broker
+                    at ``exec_socket``; an instance with no ``backend`` is one
+                    the engine cannot run commands in)
 ``hosts``           a testinfra host per instance (list)                          skipped
 ==================  ============================================================  ======
 
@@ -52,6 +54,7 @@ from typing import Any
 
 import pytest
 
+from corral.testing import broker
 from corral.testing.contract import (  # noqa: F401 - part of the plugin's interface
     CORRAL_FIXTURES,
     ENV_VAR,
@@ -109,8 +112,8 @@ def _env() -> dict[str, Any]:
 
 
 def _testinfra_host(instance: dict[str, Any], engine: str) -> Any:
-    """A testinfra host for the container of ``instance``, reached through the backend
-    URL its engine gave (``podman://NAME``), checked (once) to be reachable."""
+    """A testinfra host for the container of ``instance``, its commands run by corral's
+    exec broker (the sandbox has no engine of its own), checked (once) to be reachable."""
     name, backend = str(instance["name"]), instance.get("backend")
     if not backend:
         pytest.fail(
@@ -118,21 +121,51 @@ def _testinfra_host(instance: dict[str, Any], engine: str) -> Any:
             "and hosts fixtures need",
             pytrace=False,
         )
-    key = f"host:{backend}"
+    key = f"host:{name}"
     if key not in _cache:
-        import testinfra  # type: ignore[import-untyped]
-
-        host = testinfra.get_host(str(backend))
+        socket = _env().get("exec_socket")
+        if not socket:
+            pytest.fail("the environment names no exec broker (exec_socket)", pytrace=False)
+        host = _brokered_host(Path(str(socket)), name)
         result = host.run("true")
         if result.rc != 0:
             detail = (result.stderr or result.stdout).strip()
             pytest.fail(
                 f"cannot run commands in container {name} "
-                f"(through {backend}: exit {result.rc}): {detail}",
+                f"(through corral's exec broker: exit {result.rc}): {detail}",
                 pytrace=False,
             )
         _cache[key] = host
     return _cache[key]
+
+
+#: The status of a command the broker could not run (podman exec's own, for the same).
+BROKER_FAILED = 125
+
+
+def _brokered_host(socket: Path, container: str) -> Any:
+    """A testinfra ``Host`` whose backend sends every command to the broker at ``socket``."""
+    import testinfra.host  # type: ignore[import-untyped]
+    from testinfra.backend.base import BaseBackend  # type: ignore[import-untyped]
+
+    class BrokeredBackend(BaseBackend):  # type: ignore[misc]
+        NAME = "corral"
+
+        def run(self, command: str, *args: str, **kwargs: Any) -> Any:
+            cmd = self.get_command(command, *args)
+            try:
+                answer = broker.request(socket, container, cmd, timeout=None)
+            except (OSError, ValueError) as exc:
+                answer = {"error": f"the exec broker did not answer: {exc}"}
+            if "error" in answer:
+                return self.result(BROKER_FAILED, self.encode(cmd), "", str(answer["error"]))
+            status = int(answer.get("status", BROKER_FAILED))
+            return self.result(status, self.encode(cmd), answer["stdout"], answer["stderr"])
+
+    backend = BrokeredBackend(container)
+    host = testinfra.host.Host(backend)
+    backend.set_host(host)
+    return host
 
 
 class CorralFixtures:

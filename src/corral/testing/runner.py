@@ -2,25 +2,29 @@
 
 :func:`run_role_tests` runs::
 
-    python -m pytest -p corral.testing.plugin -p no:cacheprovider -q
-        -c <empty ini> --rootdir <workdir> --confcutdir <workdir>
+    bwrap ... -- timeout --signal=INT <total> python -m pytest -p corral.testing.plugin
+        -p no:cacheprovider -q -c <empty ini> --rootdir <root> --confcutdir <root>
         --junitxml <tmp>/junit.xml -o timeout=<per test> -o timeout_method=signal <paths>
 
-in ``workdir`` (the spec's directory; relative ``paths`` are relative to it), in a new
-session, with ``CORRAL_TEST_ENV`` naming a JSON file that describes the environment
-(see :mod:`corral.testing.plugin`) and ``CORRAL_TEST_FIXTURES_OUT`` naming the file the
-plugin writes the fixtures each test used to. Its environment is not corral's (which holds
-the fleet's secrets): only :data:`PASSED_VARIABLES` and the variables the caller passes.
+in ``workdir`` (relative ``paths`` are relative to it), in a new session, inside the
+sandbox of :mod:`corral.testing.sandbox`: the tests read their own folder and the Python
+they run on, write only their run's folder and a private ``/tmp``, and reach the
+environment's containers only through the exec broker (:mod:`corral.testing.broker`),
+whose socket the environment names. ``CORRAL_TEST_ENV`` names a JSON file that describes
+the environment (see :mod:`corral.testing.plugin`) and ``CORRAL_TEST_FIXTURES_OUT`` the
+file the plugin writes the fixtures each test used to. Its environment is not corral's
+(which holds the fleet's secrets): only :data:`PASSED_VARIABLES` and the variables the
+caller passes.
 The empty ini keeps the configuration of whatever project the tests live in (``addopts``,
 plugins corral does not have) out of the run; ``conftest.py`` files under ``workdir``
 still apply.
 
 The junit XML is turned into :class:`CheckResult` values. Test failures are never
-raised: they are results. A run that outlives ``total_timeout`` is interrupted
-(SIGINT to the process group, so pytest still writes what it has), then the whole
-process group is killed; the outcome then carries a check named ``pytest`` with the
-message ``timed out after Ns``. The process group is also killed after a normal exit,
-so nothing a test started outlives the run.
+raised: they are results. A run that outlives ``total_timeout`` is interrupted (SIGINT,
+from ``timeout`` inside the sandbox, so pytest still writes what it has), then killed;
+the outcome then carries a check named ``pytest`` with the message ``timed out after
+Ns``. The sandbox is killed after a normal exit too, and its PID namespace with it, so
+nothing a test started outlives the run.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from typing import Any
 
 from corral.errors import UsageError
 from corral.testing import contract
+from corral.testing.broker import ExecBroker, ExecIn
+from corral.testing.sandbox import sandbox_environ, sandboxed
 
 #: The kinds of check the runner reports (callers add their own, e.g. health, lockdown).
 CHECK_KINDS = ("pytest", "testinfra", "http")
@@ -54,11 +60,16 @@ LOG_TAIL_LINES = 40
 #: How many characters of a failure's text :attr:`CheckResult.message` keeps at most.
 MESSAGE_MAX_CHARS = 2000
 
-_NO_TESTS_COLLECTED = 5
+#: How much longer than ``timeout`` corral waits before it kills the sandbox itself.
+BACKSTOP_S = 5.0
 
-#: What the test process inherits from corral's environment: what Python, pytest,
-#: testinfra and podman need (the search path, locale, time zone, temporary folder, TLS
-#: trust, where podman's service and configuration are). Nothing else: corral's
+_NO_TESTS_COLLECTED = 5
+#: coreutils timeout's status when the command timed out (124), or had to be killed (137).
+_TIMED_OUT = (124, 128 + signal.SIGKILL)
+
+#: What the test process inherits from corral's environment: what Python, pytest and
+#: testinfra need (the search path, locale, time zone, TLS trust; the home and temporary
+#: folders are the sandbox's own). Nothing else, not where Podman is: corral's
 #: environment holds the fleet's live secrets, and tests get only what the role
 #: declares (its ``test_secrets``). ``PYTEST_ADDOPTS`` and ``PYTEST_PLUGINS`` stay out too:
 #: the run is corral's, not the shell's.
@@ -71,18 +82,9 @@ PASSED_VARIABLES = frozenset(
         "LANG",
         "LANGUAGE",
         "TZ",
-        "TMPDIR",
         "PYTHONPATH",
         "SSL_CERT_FILE",
         "SSL_CERT_DIR",
-        "CONTAINER_HOST",
-        "CONTAINER_CONNECTION",
-        "CONTAINERS_CONF",
-        "CONTAINERS_STORAGE_CONF",
-        "CONTAINERS_REGISTRIES_CONF",
-        "XDG_RUNTIME_DIR",
-        "XDG_CONFIG_HOME",
-        "XDG_DATA_HOME",
     }
 )
 PASSED_PREFIXES = ("LC_",)
@@ -155,6 +157,8 @@ def run_role_tests(
     mode: str = "full",
     workdir: Path,
     variables: Mapping[str, str] | None = None,
+    exec_in: ExecIn | None = None,
+    hidden: Sequence[Path] = (),
 ) -> PytestOutcome:
     """Run a role's test files against an environment and collect their results.
 
@@ -173,25 +177,36 @@ def run_role_tests(
         variables: environment variables the role declared for its tests (the test
             values of its secrets). Of corral's own environment the tests see only
             :data:`PASSED_VARIABLES`.
+        exec_in: how the exec broker runs a command in one of ``env``'s instances
+            (``Engine.exec_in``); None: the ``host`` fixtures fail, saying so.
+        hidden: paths the tests must not see even if they lie beside them (corral's
+            state, the backup repository, password files).
 
     Returns:
         The outcome; failing tests make ``ok`` false but never raise.
 
     Raises:
         UsageError: no paths, a path that does not exist, a bad mode or timeout, a
-            missing ``workdir``, or an ``env`` that is not a JSON object.
+            missing ``workdir``, an ``env`` that is not a JSON object, or no bubblewrap.
     """
     resolved = _check_args(paths, per_test_timeout, total_timeout, mode, workdir)
-    env_json = _env_json(env, mode)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="corral-test-") as tmp_name:
         tmp = Path(tmp_name)
         files = _Files(tmp)
-        files.env.write_text(env_json, "utf-8")
+        files.env.write_text(_env_json(env, mode, files.socket), "utf-8")
         files.ini.write_text("[pytest]\n", "utf-8")
         rootdir = _rootdir(resolved, workdir)
-        argv = _argv(resolved, rootdir, files, per_test_timeout)
-        exit_code, timed_out = _run(argv, workdir, files, total_timeout, variables or {})
+        argv = sandboxed(
+            _argv(resolved, rootdir, files, per_test_timeout, total_timeout),
+            readable=[rootdir, workdir, *resolved],
+            writable=[tmp],
+            hidden=hidden,
+            cwd=workdir,
+        )
+        broker = ExecBroker(files.socket, _containers(env), exec_in, per_test_timeout)
+        with broker:
+            exit_code, timed_out = _run(argv, workdir, files, total_timeout, variables or {})
         seconds = time.monotonic() - started
         log_tail = _tail(files.log)
         used = dict(contract.fixtures_used(files.fixtures))
@@ -234,6 +249,18 @@ class _Files:
     def log(self) -> Path:
         return self.tmp / "output.log"
 
+    @property
+    def socket(self) -> Path:
+        return self.tmp / "exec.sock"
+
+
+def _containers(env: Mapping[str, Any]) -> list[str]:
+    """The containers the tests may run commands in: the environment's instances."""
+    instances = env.get("instances") if isinstance(env, Mapping) else None
+    if not isinstance(instances, list):
+        return []
+    return [str(i["name"]) for i in instances if isinstance(i, Mapping) and i.get("name")]
+
 
 def _check_args(
     paths: Sequence[Path],
@@ -259,11 +286,12 @@ def _check_args(
     return resolved
 
 
-def _env_json(env: Mapping[str, Any], mode: str) -> str:
+def _env_json(env: Mapping[str, Any], mode: str, socket: Path) -> str:
     if not isinstance(env, Mapping):
         raise UsageError("the test environment must be a mapping (a JSON object)")
+    described = {**env, "mode": mode, "exec_socket": str(socket)}
     try:
-        return json.dumps({**env, "mode": mode}, indent=1, sort_keys=True, allow_nan=False)
+        return json.dumps(described, indent=1, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"the test environment is not JSON-able: {exc}") from exc
 
@@ -277,8 +305,15 @@ def _rootdir(paths: list[Path], workdir: Path) -> Path:
     return Path(os.path.commonpath([str(d) for d in dirs]))
 
 
-def _argv(paths: list[Path], rootdir: Path, files: _Files, per_test_timeout: float) -> list[str]:
+def _argv(
+    paths: list[Path], rootdir: Path, files: _Files, per_test_timeout: float, total_timeout: float
+) -> list[str]:
     return [
+        # Inside the sandbox: its init would not pass a signal from outside on to pytest.
+        "timeout",
+        "--signal=INT",
+        f"--kill-after={INTERRUPT_GRACE_S:g}",
+        f"{total_timeout:g}",
         sys.executable,
         "-m",
         "pytest",
@@ -336,7 +371,7 @@ def _run(
     variables: Mapping[str, str],
 ) -> tuple[int, bool]:
     """Run pytest; (exit code, whether it hit ``total_timeout``)."""
-    environ = child_environ(os.environ, variables, files.env, files.fixtures)
+    environ = sandbox_environ(child_environ(os.environ, variables, files.env, files.fixtures))
     with files.log.open("wb") as log:
         try:
             proc = subprocess.Popen(
@@ -353,21 +388,16 @@ def _run(
         timed_out = False
         try:
             try:
-                proc.wait(timeout=total_timeout)
-            except subprocess.TimeoutExpired:
+                proc.wait(timeout=total_timeout + INTERRUPT_GRACE_S + BACKSTOP_S)
+            except subprocess.TimeoutExpired:  # timeout itself did not end it
                 timed_out = True
-                _signal_group(proc.pid, signal.SIGINT)
-                try:
-                    proc.wait(timeout=INTERRUPT_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    _signal_group(proc.pid, signal.SIGKILL)
-                    proc.wait()
         finally:
-            # Nothing the tests started may outlive the run (also on Ctrl-C in corral).
+            # Nothing the tests started may outlive the run (also on Ctrl-C in corral):
+            # killing bwrap takes its PID namespace, and everything in it, along.
             _signal_group(proc.pid, signal.SIGKILL)
             if proc.returncode is None:
                 proc.wait()
-    return proc.returncode, timed_out
+    return proc.returncode, timed_out or proc.returncode in _TIMED_OUT
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:

@@ -11,6 +11,7 @@ roles asked for are tested. Roles are checked in parallel once the environment i
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -19,12 +20,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from corral.backup.restic import PASSWORD_FILES, PRUNE_PASSWORD_FILE
+from corral.backup.targets import repository_folder
 from corral.deploy.context import Context
 from corral.deploy.desired import Desired, RoleRelease
 from corral.deploy.instances import live_values, secrets_for_test_run
 from corral.deploy.plan import parse_time
 from corral.deploy.resolve import bake_edge, bake_images, resolve_desired
 from corral.deploy.scope import LABEL
+from corral.engines.capabilities import Capability, supports
 from corral.errors import DeployError, GateError
 from corral.scrub import Scrubber
 from corral.state import TestRunRecord
@@ -266,6 +270,7 @@ def _run_tests(
     variables: Mapping[str, str],
 ) -> PytestOutcome:
     paths = [ctx.spec.root / t for t in rr.tests]
+    exec_in = ctx.engine.exec_in if supports(ctx.engine, Capability.EXEC) else None
     with tempfile.TemporaryDirectory(prefix="corral-tests-") as tmp:
         return run_role_tests(
             paths,
@@ -275,7 +280,23 @@ def _run_tests(
             mode=mode,
             workdir=Path(tmp),
             variables=variables,
+            exec_in=exec_in,
+            hidden=secret_paths(ctx),
         )
+
+
+def secret_paths(ctx: Context, environ: Mapping[str, str] | None = None) -> list[Path]:
+    """What a role's tests must not see even where it lies beside them: the fleet's state
+    folder, the backup repository's and the backup password files named in ``environ``."""
+    env = os.environ if environ is None else environ
+    found = [ctx.spec.state_location.files]
+    repository = repository_folder(ctx)
+    if repository is not None:
+        found.append(repository)
+    for variable in (*PASSWORD_FILES, PRUNE_PASSWORD_FILE):
+        if env.get(variable):
+            found.append(Path(env[variable]).expanduser())
+    return found
 
 
 def own_tests_ran(checks: Iterable[Mapping[str, object]]) -> bool:

@@ -1,0 +1,121 @@
+"""The one way a sandboxed role test reaches a container: an exec broker on a Unix socket.
+
+The role's tests run in a sandbox without Podman's socket or storage (see
+:mod:`corral.testing.sandbox`); testinfra's ``host`` still has to run commands inside
+the environment's instances. The broker, a thread of corral's own process, listens on a
+socket inside the run's folder and answers one request per connection, each a JSON line::
+
+    {"container": "demo-web-t1-1", "command": "cat /etc/os-release"}
+
+with ``{"status": 0, "stdout": "...", "stderr": ""}``, or ``{"error": "..."}``. It runs
+``/bin/sh -c COMMAND`` (the container's shell, as the container's user) through the
+engine, and only in a container the environment named: a request for any other container
+(the edge, another fleet's instance, the host) is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import socketserver
+import threading
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from corral.engines.values import ExecResult
+from corral.errors import CorralError
+
+#: How the broker runs a command in a container: (container, argv, timeout) -> result.
+ExecIn = Callable[[str, Sequence[str], float], ExecResult]
+
+#: The longest request line the broker reads (a command is a shell line, not a file).
+MAX_REQUEST_BYTES = 1 << 20
+
+
+class ExecBroker:
+    """Serves exec requests for ``containers`` on ``path`` while the ``with`` block runs.
+
+    Args:
+        path: where the socket is made (inside the sandbox's writable run folder).
+        containers: the only containers a request may name.
+        exec_in: how to run a command in one; None: every request is refused (an engine
+            that cannot run commands in a container).
+        timeout: seconds one command may take.
+    """
+
+    def __init__(
+        self, path: Path, containers: Collection[str], exec_in: ExecIn | None, timeout: float
+    ) -> None:
+        self.path = path
+        self.containers = frozenset(containers)
+        self.exec_in = exec_in
+        self.timeout = timeout
+        self._server: socketserver.ThreadingUnixStreamServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ExecBroker:
+        broker = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                line = self.rfile.readline(MAX_REQUEST_BYTES + 1)
+                self.wfile.write(json.dumps(broker.answer(line)).encode() + b"\n")
+
+        server = socketserver.ThreadingUnixStreamServer(str(self.path), Handler)
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="exec-broker")
+        self._thread.daemon = True
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self.path.unlink(missing_ok=True)
+
+    def answer(self, line: bytes) -> dict[str, Any]:
+        """The answer to one request line (see the module's docstring)."""
+        if len(line) > MAX_REQUEST_BYTES:
+            return {"error": f"the request is longer than {MAX_REQUEST_BYTES} bytes"}
+        try:
+            request = json.loads(line)
+        except ValueError:
+            return {"error": "the request is not a JSON line"}
+        container = request.get("container") if isinstance(request, dict) else None
+        command = request.get("command") if isinstance(request, dict) else None
+        if not isinstance(container, str) or not isinstance(command, str):
+            return {"error": "a request names a container and a command (strings)"}
+        if container not in self.containers:
+            return {"error": f"{container} is not an instance of this test environment"}
+        if self.exec_in is None:
+            return {"error": "this engine cannot run commands in a container"}
+        try:
+            result = self.exec_in(container, ["/bin/sh", "-c", command], self.timeout)
+        except CorralError as exc:
+            return {"error": str(exc)}
+        return {"status": result.status, "stdout": result.stdout, "stderr": result.stderr}
+
+
+def request(path: Path, container: str, command: str, timeout: float | None) -> dict[str, Any]:
+    """Ask the broker at ``path`` to run ``command`` in ``container`` (the plugin's side)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        conn.connect(str(path))
+        payload = {"container": container, "command": command}
+        conn.sendall(json.dumps(payload).encode() + b"\n")
+        with conn.makefile("rb") as answer:
+            data = json.loads(answer.readline())
+    if not isinstance(data, dict):
+        raise ValueError("the exec broker's answer is not a JSON object")
+    return data

@@ -133,6 +133,7 @@ def run(gib: float) -> dict[str, Any]:
         _fill(data, gib)
         pw = work / "password"
         pw.write_text(uuid.uuid4().hex)
+        pw.chmod(0o600)
         password = Password(file=pw, value=pw.read_text())
         repo = work / "repository"
         report: dict[str, Any] = {"volume_bytes": _size(data)}
@@ -202,6 +203,7 @@ def predeploy(trials: int) -> dict[str, Any]:
         example = Example(Path(tmp) / "example")
         password = Path(tmp) / "password"
         password.write_text(uuid.uuid4().hex)
+        password.chmod(0o600)
         example.env["CORRAL_BACKUP_PASSWORD_FILE"] = str(password)
         text = example.spec.read_text()
         volume = "volumes: {data: {path: /var/lib/web, shareable: true}}"

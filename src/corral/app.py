@@ -622,6 +622,14 @@ def destroy(
         return fleet_status.destroy(ctx, deletion)
 
 
+def volumes_unknown(path: Path, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that are not volumes of the fleet; changes nothing."""
+    with _deploying(path, None, None) as ctx:
+        listed = fleet_volumes.list_volumes(ctx)
+    known = {v.name for v in listed.volumes}
+    return [name for name in names if name not in known]
+
+
 def volumes(path: Path, engine: Engine | None = None) -> VolumeList:
     """The fleet's data volumes with size, users, last backup and verified restore, and
     what is wrong with them (``problems()``); changes nothing."""

@@ -128,6 +128,7 @@ def test_a_restored_volume_is_part_of_the_instances_configuration() -> None:
 def test_the_password_goes_to_restic_by_file_or_environment_only(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("s3cret\n")
+    secret.chmod(0o600)
     by_file = Password.from_environ(
         {"CORRAL_BACKUP_PASSWORD_FILE": str(secret), "CORRAL_BACKUP_PASSWORD": "x"}
     )
@@ -156,6 +157,17 @@ def test_a_missing_or_empty_password_is_a_usage_error(tmp_path: Path, content: s
         env["RESTIC_PASSWORD_FILE"] = str(tmp_path / "pw")
     with pytest.raises(UsageError, match=r"CORRAL_BACKUP_PASSWORD|empty"):
         Password.from_environ(env)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o606, 0o620])
+def test_a_password_file_others_may_read_or_write_is_refused(tmp_path: Path, mode: int) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    secret.chmod(mode)
+    with pytest.raises(UsageError, match=f"may read or write \\(mode 0{mode:o}\\): chmod 600"):
+        Password.from_environ({"CORRAL_BACKUP_PASSWORD_FILE": str(secret)})
+    secret.chmod(0o400)
+    assert Password.from_environ({"CORRAL_BACKUP_PASSWORD_FILE": str(secret)}).value == "s3cret"
 
 
 def test_the_backup_password_is_scrubbed_from_everything_corral_prints(

@@ -78,6 +78,28 @@ def test_declining_destroy_removes_nothing_and_exits_1(
     assert code == 1 and "no terminal to ask; pass --yes" in err, err
 
 
+def test_destroy_names_an_unknown_volume_before_asking_anything(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No terminal and no --yes: the data guard's "not a volume" (audited), not "pass --yes"."""
+    from corral.errors import DataGuardError
+
+    called = []
+
+    def refuse(path: Path, deletion: object) -> list[str]:
+        called.append(deletion)
+        raise DataGuardError("refusing to delete data: nope is not a volume of fleet demo")
+
+    monkeypatch.setattr("corral.app.volumes_unknown", lambda path, names: list(names))
+    monkeypatch.setattr("corral.app.destroy", refuse)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code, _, err = run(capsys, "-f", str(EXAMPLE), "destroy", "--delete-data", "nope")
+    assert code == 5 and "nope is not a volume of fleet demo" in err, err
+    assert "pass --yes" not in err
+    [deletion] = called
+    assert deletion.names == ("nope",) and not deletion.confirmed  # type: ignore[attr-defined]
+
+
 class _Terminal(io.StringIO):
     """What an operator types, on a terminal."""
 

@@ -47,7 +47,8 @@ class Password:
         """The password named by the first of ``files`` set, else ``value``'s variable.
 
         Raises:
-            UsageError: none is set, or the file cannot be read or is empty.
+            UsageError: none is set, or the file cannot be read, is empty, or other users
+                may read or write it.
         """
         env = os.environ if environ is None else environ
         for name in files:
@@ -66,6 +67,12 @@ class Password:
             raise UsageError(f"{variable} names {path}, which cannot be read: {exc}") from exc
         if not text:
             raise UsageError(f"{variable} names {path}, which is empty")
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:  # as ssh does with a private key: a shared secret is a leaked one
+            raise UsageError(
+                f"{variable} names {path}, which other users may read or write "
+                f"(mode {mode:04o}): chmod 600 {path}"
+            )
         return cls(file=path, value=text)
 
     def environment(self) -> dict[str, str]:

@@ -47,11 +47,14 @@ def pick_snapshot(restic: Restic, target: Target, fleet: str, wanted: str | None
     """The newest snapshot of ``target``'s volume, or the one whose id starts ``wanted``.
 
     Raises:
-        UsageError: there is none (or no such one).
+        UsageError: there is none (or no such one), or ``wanted`` is the start of several.
     """
     snapshots = restic.snapshots(volume_tags(target, fleet))
     if wanted:
         snapshots = [s for s in snapshots if s.id.startswith(wanted)]
+        if len({s.id for s in snapshots}) > 1:
+            ids = ", ".join(s.id[:12] for s in snapshots)
+            raise UsageError(f"{wanted!r} starts {len(snapshots)} snapshots ({ids}): give more")
     if not snapshots:
         which = f"snapshot {wanted} of " if wanted else "snapshot of "
         raise UsageError(f"the repository has no {which}{target.label}")

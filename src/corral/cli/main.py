@@ -695,8 +695,10 @@ def backup(opts: Options, names: tuple[str, ...], prune: bool, listing: bool, wa
 
 
 @cli.command()
-@click.argument("volume", type=Words(200))
-@click.option("--snapshot", default=None, type=Words(64), help="Snapshot id (default: newest).")
+@click.argument("volume", metavar="ROLE/VOLUME", type=Words(200))
+@click.option(
+    "--snapshot", default=None, type=Words(64), help="Snapshot id or its start (default: newest)."
+)
 @wait_option
 @skip_tests_options
 @common_options
@@ -781,10 +783,15 @@ def destroy(
         raise click.UsageError('--no-backup-check needs --reason "..." (it goes to the audit log)')
     if (no_backup_check or confirm) and not delete_data:
         raise click.UsageError("--confirm and --no-backup-check go with --delete-data VOLUME")
-    confirmed = set(confirm) | _typed_confirmations(opts, delete_data, set(confirm))
+    # A name that is no volume is refused (and audited) by the data guard before any
+    # question: no answer to one would make it a volume.
+    unknown = bool(delete_data) and bool(app.volumes_unknown(opts.file, delete_data))
+    confirmed = set(confirm) | (
+        set() if unknown else _typed_confirmations(opts, delete_data, set(confirm))
+    )
     kept = "volumes are kept" if not delete_data else f"and delete {', '.join(delete_data)}"
     question = f"Remove every instance and the edge of this fleet ({kept})?"
-    if not yes:
+    if not yes and not unknown:
         # With no terminal to ask (a script, stdin from /dev/null), the answer is no, as
         # documented (exit 1), not the "interrupted" an unanswerable question raised.
         if not sys.stdin.isatty():

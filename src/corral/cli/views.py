@@ -545,14 +545,16 @@ def show_coverage(console: Console, rows: Sequence[CoverageRow]) -> None:
 
 
 def show_backups(console: Console, records: Sequence[Any]) -> None:
-    """One line per backup: volume, snapshot, mode, when, bytes added, last drill."""
+    """One line per backup: volume (and the engine volume it was taken of: a restore
+    makes a new one), snapshot, mode, when, bytes added, last drill."""
     if not records:
         console.print("no backups recorded", markup=False)
     for r in records:
         drill = f"verified {r.verify_result} {r.verified_at}" if r.verified_at else "not verified"
         gone = f"  pruned {r.pruned_at}" if r.pruned_at else ""
         console.print(
-            f"{r.role}/{r.volume}  {r.snapshot_id[:8]}  {r.mode}  {r.finished}  "
+            f"{r.role}/{r.volume} ({r.engine_volume})  {r.snapshot_id[:8]}  {r.mode}  "
+            f"{r.finished}  "
             f"+{r.bytes_added} B  {drill}{gone}",
             markup=False,
         )

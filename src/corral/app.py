@@ -130,7 +130,7 @@ def backup_passwords() -> list[str]:
     found = []
     for files, value in ((PASSWORD_FILES, PASSWORD_VALUE), ((PRUNE_PASSWORD_FILE,), None)):
         with contextlib.suppress(CorralError):
-            found.append(Password.from_environ(files=files, value=value).value)
+            found.append(Password.from_environ(files=files, value=value, shared_ok=True).value)
     return [v for v in found if v]
 
 
@@ -622,12 +622,14 @@ def destroy(
         return fleet_status.destroy(ctx, deletion)
 
 
-def volumes_unknown(path: Path, names: Sequence[str]) -> list[str]:
-    """Those of ``names`` that are not volumes of the fleet; changes nothing."""
-    with _deploying(path, None, None) as ctx:
-        listed = fleet_volumes.list_volumes(ctx)
-    known = {v.name for v in listed.volumes}
-    return [name for name in names if name not in known]
+def refuse_unknown_volumes(path: Path, deletion: Deletion, engine: Engine | None = None) -> None:
+    """Refuse (audited) a deletion naming what is no volume of the fleet; changes nothing.
+
+    Raises:
+        DataGuardError: a name is not a volume of the fleet.
+    """
+    with _deploying(path, None, engine) as ctx:
+        fleet_volumes.refuse_unknown(ctx, deletion)
 
 
 def volumes(path: Path, engine: Engine | None = None) -> VolumeList:

@@ -55,7 +55,7 @@ roles:
       env: {{VERSION: {version}}}
     health: {{http: /healthz, interval: 200ms, retries: 100}}
     replicas: 1
-    tests: [evil/test_evil.py]
+    tests: [evil/]
     volumes:
       data:
         path: /var/lib/evil

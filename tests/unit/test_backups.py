@@ -160,12 +160,16 @@ def test_a_missing_or_empty_password_is_a_usage_error(tmp_path: Path, content: s
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o606, 0o620])
-def test_a_password_file_others_may_read_or_write_is_refused(tmp_path: Path, mode: int) -> None:
+def test_a_password_file_others_may_read_or_write_is_refused(
+    tmp_path: Path, mode: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secret = tmp_path / "pw"
     secret.write_text("s3cret\n")
     secret.chmod(mode)
     with pytest.raises(UsageError, match=f"may read or write \\(mode 0{mode:o}\\): chmod 600"):
         Password.from_environ({"CORRAL_BACKUP_PASSWORD_FILE": str(secret)})
+    monkeypatch.setenv("CORRAL_BACKUP_PASSWORD_FILE", str(secret))
+    assert "s3cret" in app.backup_passwords()  # refused, and still scrubbed from output
     secret.chmod(0o400)
     assert Password.from_environ({"CORRAL_BACKUP_PASSWORD_FILE": str(secret)}).value == "s3cret"
 

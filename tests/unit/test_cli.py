@@ -84,20 +84,20 @@ def test_destroy_names_an_unknown_volume_before_asking_anything(
     """No terminal and no --yes: the data guard's "not a volume" (audited), not "pass --yes"."""
     from corral.errors import DataGuardError
 
-    called = []
+    checked = []
 
-    def refuse(path: Path, deletion: object) -> list[str]:
-        called.append(deletion)
+    def refuse(path: Path, deletion: object) -> None:
+        checked.append(deletion)
         raise DataGuardError("refusing to delete data: nope is not a volume of fleet demo")
 
-    monkeypatch.setattr("corral.app.volumes_unknown", lambda path, names: list(names))
-    monkeypatch.setattr("corral.app.destroy", refuse)
+    monkeypatch.setattr("corral.app.refuse_unknown_volumes", refuse)
+    monkeypatch.setattr("corral.app.destroy", lambda *a, **k: pytest.fail("destroy ran"))
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     code, _, err = run(capsys, "-f", str(EXAMPLE), "destroy", "--delete-data", "nope")
     assert code == 5 and "nope is not a volume of fleet demo" in err, err
     assert "pass --yes" not in err
-    [deletion] = called
-    assert deletion.names == ("nope",) and not deletion.confirmed  # type: ignore[attr-defined]
+    [deletion] = checked
+    assert deletion.names == ("nope",)  # type: ignore[attr-defined]
 
 
 class _Terminal(io.StringIO):

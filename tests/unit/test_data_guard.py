@@ -234,6 +234,9 @@ def test_destroy_keeps_volumes_and_delete_data_needs_a_recent_verified_backup(
         app.destroy(spec, engine=engine, deletion=unconfirmed)
     with pytest.raises(DataGuardError, match="dg-web-data is not a volume of fleet dg"):
         app.destroy(spec, engine=engine, deletion=app.Deletion(("dg-web-data",), frozenset()))
+    with pytest.raises(DataGuardError, match="dg-web-data is not a volume of fleet dg"):
+        app.refuse_unknown_volumes(spec, app.Deletion(("dg-web-data",), frozenset()), engine)
+    app.refuse_unknown_volumes(spec, unconfirmed, engine)  # a volume: the questions come next
     assert engine.list_volumes({}) == ["dg-db-data"]
 
     removed = app.destroy(spec, engine=engine, deletion=named)
@@ -245,6 +248,7 @@ def test_destroy_keeps_volumes_and_delete_data_needs_a_recent_verified_backup(
     outcomes = [(target, outcome) for target, outcome, _ in _audit(spec, "delete-data")]
     assert outcomes == [("dg-db-data", "refused")] * 3 + [
         ("dg-web-data", "refused"),
+        ("dg-web-data", "refused"),  # refused before any question, audited the same
         ("dg-db-data", "ok"),
     ]
 

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,13 @@ ATTACKS = """
         with socket.socket(socket.AF_UNIX) as conn, pytest.raises(OSError):
             conn.connect(T["host_socket"])
 
+    def test_an_abstract_socket_on_the_host_cannot_be_reached():
+        with socket.socket(socket.AF_UNIX) as conn, pytest.raises(OSError):
+            conn.connect("\\0" + T["abstract_socket"])
+
+    def test_the_spec_folder_around_the_tests_is_not_seen():
+        assert not Path(T["beside_tests"]).exists()
+
     def test_the_hosts_processes_are_not_seen():
         assert not Path(f"/proc/{T['host_pid']}").exists()
 
@@ -73,6 +81,10 @@ ATTACKS = """
             with pytest.raises(OSError):
                 Path(folder, T["probe"]).write_text("x")
         Path("/tmp/scratch").write_text("fine")
+
+    def test_the_engines_program_says_why_it_cannot_work():
+        proc = subprocess.run(["podman", "ps"], capture_output=True, text=True)
+        assert proc.returncode == 125 and "not available to role tests" in proc.stderr
 
     def test_no_capabilities():
         status = Path("/proc/self/status").read_text()
@@ -94,7 +106,16 @@ def host_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture
-def attacks(tmp_path: Path, host_socket: Path) -> dict[str, Path]:
+def abstract_socket() -> Iterator[str]:
+    name = f"corral-unit-abstract-{os.getpid()}-{time.monotonic_ns()}"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind("\0" + name)
+        server.listen()
+        yield name
+
+
+@pytest.fixture
+def attacks(tmp_path: Path, host_socket: Path, abstract_socket: str) -> dict[str, Path]:
     """The attacking tests and their targets; returns the paths the sandbox must hide."""
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -102,6 +123,7 @@ def attacks(tmp_path: Path, host_socket: Path) -> dict[str, Path]:
     (outside / "secret").chmod(0o600)
     tests = tmp_path / "role" / "tests"
     tests.mkdir(parents=True)
+    (tmp_path / "role" / "deploy-key").write_text("beside the tests, in the spec's folder")
     (tests / "test_attacks.py").write_text(textwrap.dedent(ATTACKS))
     (tests / "password").write_text("hunter2")
     (tests / "state").mkdir()
@@ -112,6 +134,8 @@ def attacks(tmp_path: Path, host_socket: Path) -> dict[str, Path]:
         "hidden_dir": str(tests / "state"),
         "own_file": str(tests / "test_attacks.py"),
         "host_socket": str(host_socket),
+        "abstract_socket": abstract_socket,
+        "beside_tests": str(tmp_path / "role" / "deploy-key"),
         "host_pid": os.getpid(),
         "probe": PROBE,
     }
@@ -160,6 +184,34 @@ def test_the_same_attacks_succeed_on_the_host(attacks: dict[str, Path]) -> None:
             Path(folder, PROBE).unlink(missing_ok=True)
     summary = proc.stdout.strip().splitlines()[-1]
     assert summary.startswith(f"{ATTACKS.count('def test_')} failed"), proc.stdout[-3000:]
+
+
+SWAPPER = """
+    import os
+    from pathlib import Path
+
+    def pytest_unconfigure(config):
+        # after pytest and corral's plugin wrote their reports: point both at a secret
+        for report in (Path(config.option.xmlpath), Path(os.environ["CORRAL_TEST_FIXTURES_OUT"])):
+            report.unlink(missing_ok=True)
+            report.symlink_to(os.environ["SECRET_PATH"])
+"""
+
+
+def test_reports_swapped_for_links_are_not_followed(tmp_path: Path) -> None:
+    """corral reads the reports the tests wrote as itself, on the host: a link there to a
+    file outside the view must not make it read (and show, and store) that file."""
+    secret = tmp_path / "secret"
+    secret.write_text("<testsuite><testcase name='s3cret-in-a-report'/></testsuite>")
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "test_plain.py").write_text("def test_plain():\n    pass\n")
+    (tests / "conftest.py").write_text(textwrap.dedent(SWAPPER))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    outcome = run_role_tests([tests], ENV, workdir=workdir, variables={"SECRET_PATH": str(secret)})
+    assert "s3cret" not in repr(outcome), outcome
+    assert outcome.checks == ()  # no report to believe: corral test counts it as untested
 
 
 # -- the exec broker -----------------------------------------------------------------------
@@ -221,3 +273,43 @@ def test_the_broker_refuses_other_containers_and_bad_requests(tmp_path: Path) ->
         ("gone", ("/bin/sh", "-c", "true")),
     ]
     assert not path.exists()
+
+
+def test_a_listed_file_sees_its_helper_modules_and_conftests_not_its_data(tmp_path: Path) -> None:
+    spec = tmp_path / "spec"
+    (spec / "tests" / "web").mkdir(parents=True)
+    (spec / "tests" / "conftest.py").write_text(
+        "import pytest\n\n@pytest.fixture\ndef greeting():\n    return 'hi'\n"
+    )
+    (spec / "tests" / "web" / "helpers.py").write_text("VALUE = 42\n")
+    (spec / "tests" / "api").mkdir()
+    (spec / "tests" / "api" / "test_api.py").write_text("def test_api(greeting):\n    pass\n")
+    (spec / "tests" / "notes.txt").write_text("between the listed paths, not listed")
+    (spec / "tests" / "web" / "data.json").write_text("{}")
+    (spec / "tests" / "web" / "test_one.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+            from pathlib import Path
+
+            sys.path.insert(0, str(Path(__file__).parent))
+            import helpers
+
+            def test_helper_and_conftest(greeting):
+                assert helpers.VALUE == 42 and greeting == "hi"
+
+            def test_data_beside_a_listed_file_is_not_shown():
+                assert not (Path(__file__).parent / "data.json").exists()
+                assert not (Path(__file__).parents[1] / "notes.txt").exists()
+
+            def test_the_working_folder_is_writable():
+                Path("scratch.txt").write_text("fine")
+            """
+        )
+    )
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    outcome = run_role_tests(
+        [spec / "tests" / "web" / "test_one.py", spec / "tests" / "api"], ENV, workdir=workdir
+    )
+    assert outcome.ok and len(outcome.checks) == 4, outcome.log_tail

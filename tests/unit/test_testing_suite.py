@@ -25,6 +25,7 @@ from corral.testing.suite import (
     _with_dependencies,
     gate,
     role_test_key,
+    secret_paths,
     spec_dependencies,
     untested_reason,
 )
@@ -233,3 +234,24 @@ def test_rollbacks_and_kept_roles_are_gated_as_recorded_deployed_roles_by_key(
     with pytest.raises(GateError, match="not tested: web"):
         _checks(ctx, None, ["web"]).before(desired)
     _checks(ctx, None, None, smoke_test=False).before(desired)  # a rollback
+
+
+def test_the_tests_sandbox_hides_corrals_files_one_by_one(ctx: Context, tmp_path: Path) -> None:
+    """The state folder may be the spec's own (``state: state.db``): its corral files are
+    hidden one by one, so that hiding them never hides the tests beside them."""
+    where = ctx.spec.state_location
+    env = {
+        "CORRAL_BACKUP_PASSWORD_FILE": str(tmp_path / "pw"),
+        "CORRAL_BACKUP_PRUNE_PASSWORD_FILE": str(tmp_path / "prune-pw"),
+        "CORRAL_BACKUP_PRUNE_REPOSITORY": str(tmp_path / "repo"),
+    }
+    hidden = set(secret_paths(ctx, env))
+    assert {
+        where.files,
+        where.files / "tests",
+        where.files / f"{ctx.scope.fleet}.secret-key",
+    } <= hidden
+    if not where.is_url:
+        assert {where.path, where.path.with_name(where.path.name + "-wal")} <= hidden
+    assert {tmp_path / "pw", tmp_path / "prune-pw", tmp_path / "repo"} <= hidden
+    assert ctx.spec.root / ".corral" in hidden

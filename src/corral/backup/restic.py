@@ -43,8 +43,13 @@ class Password:
         environ: Mapping[str, str] | None = None,
         files: Sequence[str] = PASSWORD_FILES,
         value: str | None = PASSWORD_VALUE,
+        shared_ok: bool = False,
     ) -> Password:
         """The password named by the first of ``files`` set, else ``value``'s variable.
+
+        Args:
+            shared_ok: accept a file other users may read (only to learn the value, so
+                that the scrubber hides it even then).
 
         Raises:
             UsageError: none is set, or the file cannot be read, is empty, or other users
@@ -53,14 +58,14 @@ class Password:
         env = os.environ if environ is None else environ
         for name in files:
             if env.get(name):
-                return cls._read(Path(env[name]), name)
+                return cls._read(Path(env[name]), name, shared_ok)
         if value and env.get(value):
             return cls(value=env[value])
         names = ", ".join([*files, *([value] if value else [])])
         raise UsageError(f"the backup repository's password is not set: set one of {names}")
 
     @classmethod
-    def _read(cls, path: Path, variable: str) -> Password:
+    def _read(cls, path: Path, variable: str, shared_ok: bool) -> Password:
         try:
             text = path.read_text("utf-8").rstrip("\n")
         except OSError as exc:
@@ -68,7 +73,8 @@ class Password:
         if not text:
             raise UsageError(f"{variable} names {path}, which is empty")
         mode = path.stat().st_mode & 0o777
-        if mode & 0o077:  # as ssh does with a private key: a shared secret is a leaked one
+        # As ssh does with a private key: a secret other users may read is a leaked one.
+        if mode & 0o077 and not shared_ok:
             raise UsageError(
                 f"{variable} names {path}, which other users may read or write "
                 f"(mode {mode:04o}): chmod 600 {path}"

@@ -783,15 +783,13 @@ def destroy(
         raise click.UsageError('--no-backup-check needs --reason "..." (it goes to the audit log)')
     if (no_backup_check or confirm) and not delete_data:
         raise click.UsageError("--confirm and --no-backup-check go with --delete-data VOLUME")
-    # A name that is no volume is refused (and audited) by the data guard before any
-    # question: no answer to one would make it a volume.
-    unknown = bool(delete_data) and bool(app.volumes_unknown(opts.file, delete_data))
-    confirmed = set(confirm) | (
-        set() if unknown else _typed_confirmations(opts, delete_data, set(confirm))
-    )
+    if delete_data:  # a name that is no volume is refused before any question
+        named = app.Deletion(tuple(delete_data), frozenset(confirm), None)
+        app.refuse_unknown_volumes(opts.file, named)
+    confirmed = set(confirm) | _typed_confirmations(opts, delete_data, set(confirm))
     kept = "volumes are kept" if not delete_data else f"and delete {', '.join(delete_data)}"
     question = f"Remove every instance and the edge of this fleet ({kept})?"
-    if not yes and not unknown:
+    if not yes:
         # With no terminal to ask (a script, stdin from /dev/null), the answer is no, as
         # documented (exit 1), not the "interrupted" an unanswerable question raised.
         if not sys.stdin.isatty():

@@ -199,6 +199,25 @@ class Deletion:
     skip_backup_check: str | None = None  # the reason given with --no-backup-check
 
 
+def refuse_unknown(ctx: Context, deletion: Deletion) -> None:
+    """Refuse, audited, a deletion that names what is no volume of the fleet (before any
+    question is asked: no answer would make it one); changes nothing.
+
+    Raises:
+        DataGuardError: a name is not a volume of the fleet.
+    """
+    fleet = ctx.scope.fleet
+    known = {r.name for r in ctx.state.volumes(fleet)}
+    known |= set(ctx.engine.list_volumes(ctx.scope.labels("volume")))
+    failures = tuple(
+        f"{name} is not a volume of fleet {fleet}" for name in deletion.names if name not in known
+    )
+    if failures:
+        message = "refusing to delete data: " + "; ".join(failures) + "; nothing was removed"
+        _audit(ctx, deletion, deletion.names, "refused", {"error": message})
+        raise DataGuardError(message, failures=failures, volumes=deletion.names)
+
+
 def check_deletion(ctx: Context, deletion: Deletion) -> tuple[str, ...]:
     """Refuse a deletion the guard does not allow, auditing the refusal; the volumes to
     delete when it is allowed. Nothing is changed either way.

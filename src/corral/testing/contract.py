@@ -7,6 +7,8 @@ these names; keeping them here keeps pytest out of every corral command's start-
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,11 +33,33 @@ NO_ENV_MESSAGE = (
 )
 
 
+#: The largest report (junit XML, fixtures sidecar) corral reads from a test run.
+MAX_REPORT_BYTES = 64 << 20
+
+
+def read_report(path: Path, limit: int = MAX_REPORT_BYTES) -> bytes | None:
+    """A report file the tests wrote, read as the tests cannot trick corral into reading
+    something else: not through a link, only a regular file, at most ``limit`` bytes;
+    None otherwise (or when it is missing)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = file.read(limit + 1)
+    return data if len(data) <= limit else None
+
+
 def fixtures_used(path: Path) -> Iterator[tuple[str, frozenset[str]]]:
     """Read a fixtures sidecar: (node id, fixtures used) pairs; nothing if unreadable."""
+    raw = read_report(path)
+    if raw is None:
+        return
     try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(raw)
+    except ValueError:
         return
     if isinstance(data, dict):
         for nodeid, names in data.items():

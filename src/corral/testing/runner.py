@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,7 +47,7 @@ from typing import Any
 from corral.errors import UsageError
 from corral.testing import contract
 from corral.testing.broker import ExecBroker, ExecIn
-from corral.testing.sandbox import sandbox_environ, sandboxed
+from corral.testing.sandbox import NO_ENGINE, sandbox_environ, sandboxed
 
 #: The kinds of check the runner reports (callers add their own, e.g. health, lockdown).
 CHECK_KINDS = ("pytest", "testinfra", "http")
@@ -54,9 +55,11 @@ CHECK_KINDS = ("pytest", "testinfra", "http")
 CHECK_OUTCOMES = ("passed", "failed", "skipped", "error")
 
 #: How long an interrupted run gets to write its report before it is killed.
-INTERRUPT_GRACE_S = 1.0
+INTERRUPT_GRACE_S = 5.0
 #: How many lines of pytest's output :attr:`PytestOutcome.log_tail` keeps.
 LOG_TAIL_LINES = 40
+#: How much of the end of pytest's output :func:`_tail` reads.
+TAIL_BYTES = 256 * 1024
 #: How many characters of a failure's text :attr:`CheckResult.message` keeps at most.
 MESSAGE_MAX_CHARS = 2000
 
@@ -191,18 +194,18 @@ def run_role_tests(
     """
     resolved = _check_args(paths, per_test_timeout, total_timeout, mode, workdir)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="corral-test-") as tmp_name:
-        tmp = Path(tmp_name)
-        files = _Files(tmp)
-        files.env.write_text(_env_json(env, mode, files.socket), "utf-8")
-        files.ini.write_text("[pytest]\n", "utf-8")
+    # A short folder: the broker's socket path must fit a Unix socket's 108 bytes.
+    with tempfile.TemporaryDirectory(prefix="corral-test-", dir=_short_tmp()) as tmp_name:
+        files = _Files(Path(tmp_name))
+        files.make(_env_json(env, mode, files.socket))
         rootdir = _rootdir(resolved, workdir)
         argv = sandboxed(
             _argv(resolved, rootdir, files, per_test_timeout, total_timeout),
-            readable=[rootdir, workdir, *resolved],
-            writable=[tmp],
+            readable=[files.inputs, *resolved, *_support_files(resolved, rootdir)],
+            writable=[workdir, files.outputs],
             hidden=hidden,
             cwd=workdir,
+            no_engine=files.no_engine,
         )
         broker = ExecBroker(files.socket, _containers(env), exec_in, per_test_timeout)
         with broker:
@@ -227,31 +230,76 @@ def run_role_tests(
 
 @dataclass(frozen=True)
 class _Files:
+    """The run's folder. The sandbox reads ``inputs/``, writes ``outputs/`` (its reports
+    and the broker's socket) and never sees the log, which corral writes itself."""
+
     tmp: Path
+
+    def make(self, env_json: str) -> None:
+        self.inputs.mkdir()
+        self.outputs.mkdir()
+        self.env.write_text(env_json, "utf-8")
+        self.ini.write_text("[pytest]\n", "utf-8")
+        self.no_engine.write_text(NO_ENGINE, "utf-8")
+        self.no_engine.chmod(0o755)
+
+    @property
+    def inputs(self) -> Path:
+        return self.tmp / "in"
+
+    @property
+    def outputs(self) -> Path:
+        return self.tmp / "out"
 
     @property
     def env(self) -> Path:
-        return self.tmp / "env.json"
+        return self.inputs / "env.json"
 
     @property
     def ini(self) -> Path:
-        return self.tmp / "pytest.ini"
+        return self.inputs / "pytest.ini"
+
+    @property
+    def no_engine(self) -> Path:
+        return self.inputs / "no-engine"
 
     @property
     def junit(self) -> Path:
-        return self.tmp / "junit.xml"
+        return self.outputs / "junit.xml"
 
     @property
     def fixtures(self) -> Path:
-        return self.tmp / "fixtures.json"
+        return self.outputs / "fixtures.json"
+
+    @property
+    def socket(self) -> Path:
+        return self.outputs / "exec.sock"
 
     @property
     def log(self) -> Path:
         return self.tmp / "output.log"
 
-    @property
-    def socket(self) -> Path:
-        return self.tmp / "exec.sock"
+
+def _short_tmp() -> str | None:
+    """/tmp when it can be used (whatever TMPDIR says), else the default."""
+    return "/tmp" if os.access("/tmp", os.W_OK | os.X_OK) else None
+
+
+def _support_files(paths: list[Path], rootdir: Path) -> list[Path]:
+    """What pytest and the tests read around the listed paths: the ``conftest.py`` and
+    ``__init__.py`` files between each path and ``rootdir``, and the Python modules beside
+    a listed file (helpers it imports); shown with the tests, nothing else around them."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_file():
+            found += sorted(p for p in path.parent.glob("*.py") if p.is_file())
+        folder = path if path.is_dir() else path.parent
+        while True:
+            found += [folder / n for n in ("conftest.py", "__init__.py") if (folder / n).is_file()]
+            if folder == rootdir or not folder.is_relative_to(rootdir) or folder == folder.parent:
+                break
+            folder = folder.parent
+    return list(dict.fromkeys(found))
 
 
 def _containers(env: Mapping[str, Any]) -> list[str]:
@@ -386,6 +434,7 @@ def _run(
         except OSError as exc:  # pragma: no cover - sys.executable always exists
             raise UsageError(f"cannot start pytest: {exc}") from exc
         timed_out = False
+        started = time.monotonic()
         try:
             try:
                 proc.wait(timeout=total_timeout + INTERRUPT_GRACE_S + BACKSTOP_S)
@@ -397,7 +446,10 @@ def _run(
             _signal_group(proc.pid, signal.SIGKILL)
             if proc.returncode is None:
                 proc.wait()
-    return proc.returncode, timed_out or proc.returncode in _TIMED_OUT
+    # 124 or 137 from timeout, and only once the time is up: a test's own kill -9 (or the
+    # kernel's, out of memory) also ends 137.
+    late = time.monotonic() - started >= total_timeout
+    return proc.returncode, timed_out or (late and proc.returncode in _TIMED_OUT)
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
@@ -406,8 +458,12 @@ def _signal_group(pgid: int, signum: signal.Signals) -> None:
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of the log, read from its last :data:`TAIL_BYTES` only (a
+    test may print without end)."""
     try:
-        text = path.read_text("utf-8", errors="replace")
+        with path.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - TAIL_BYTES))
+            text = log.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
     return _last_lines(text, lines)
@@ -430,12 +486,17 @@ def parse_junit(
             sidecar file), to classify each check.
         rootdir: pytest's root directory, to name the file of a collection error.
     """
+    data = contract.read_report(path)
+    if data is None:
+        return ()
     try:
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError):
+        root = ET.fromstring(data)
+    except ET.ParseError:
         return ()
     used = fixtures or {}
-    return tuple(_check(case, used, rootdir) for case in root.iter("testcase"))
+    # An interrupted test leaves an empty <testcase/>: no check (the timeout is one).
+    cases = [c for c in root.iter("testcase") if c.get("name") or c.get("classname")]
+    return tuple(_check(case, used, rootdir) for case in cases)
 
 
 def _check(
@@ -483,11 +544,17 @@ def _nodeid(case: ET.Element, rootdir: Path | None) -> str:
     return f"{path}.py"
 
 
+#: The note pytest 9 ends a shortened junit ``message`` with.
+_SHORTENED = re.compile(r"\[(\+\d+ more lines?|truncated); full report in element text\]")
+
+
 def _message(element: ET.Element) -> str:
     """The reason in a failure/error/skipped element: its message, plus the ``E`` lines."""
     summary = (element.get("message") or "").strip()
     text = element.text or ""
     details = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
+    if _SHORTENED.search(summary) and details:
+        summary = ""  # pytest 9 cut it short; the E lines are the whole of it
     details = [line for line in details if line and line not in summary]
     if element.tag == "skipped":
         details = []

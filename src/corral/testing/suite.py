@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from corral.backup.restic import PASSWORD_FILES, PRUNE_PASSWORD_FILE
+from corral.backup.restic import PASSWORD_FILES, PRUNE_PASSWORD_FILE, PRUNE_REPOSITORY
 from corral.backup.targets import repository_folder
 from corral.deploy.context import Context
 from corral.deploy.desired import Desired, RoleRelease
@@ -32,6 +32,7 @@ from corral.engines.capabilities import Capability, supports
 from corral.errors import DeployError, GateError
 from corral.scrub import Scrubber
 from corral.state import TestRunRecord
+from corral.state.location import KEY_SUFFIX, LEGACY, SIDE_FILES, is_url
 from corral.testing import reasons
 from corral.testing.environment import TestEnvironment, environment, sweep
 from corral.testing.key import test_key
@@ -287,12 +288,20 @@ def _run_tests(
 
 def secret_paths(ctx: Context, environ: Mapping[str, str] | None = None) -> list[Path]:
     """What a role's tests must not see even where it lies beside them: the fleet's state
-    folder, the backup repository's and the backup password files named in ``environ``."""
+    folder and, one by one (that folder may be the spec's own), the state database and
+    its side files, the secret key and test owners, the legacy state folder, the backup
+    repository, the prune side's repository and the password files ``environ`` names."""
     env = os.environ if environ is None else environ
-    found = [ctx.spec.state_location.files]
+    where = ctx.spec.state_location
+    found = [where.files, where.files / f"{ctx.scope.fleet}{KEY_SUFFIX}", where.files / "tests"]
+    if not where.is_url:
+        found += [where.path, *(where.path.with_name(where.path.name + s) for s in SIDE_FILES)]
+    found.append(ctx.spec.root / LEGACY.parent)
     repository = repository_folder(ctx)
     if repository is not None:
         found.append(repository)
+    if env.get(PRUNE_REPOSITORY) and not is_url(env[PRUNE_REPOSITORY]):
+        found.append(Path(env[PRUNE_REPOSITORY].removeprefix("local:")).expanduser())
     for variable in (*PASSWORD_FILES, PRUNE_PASSWORD_FILE):
         if env.get(variable):
             found.append(Path(env[variable]).expanduser())

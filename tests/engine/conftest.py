@@ -34,8 +34,8 @@ SHARES_MACHINE = frozenset(
     f"test_{name}.py"
     for name in (
         "ancestry", "backup_repository", "backups", "build", "data_guard", "engine_contract",
-        "gate_stale", "health_command", "hostile_role", "lockdown", "podman_engine", "records",
-        "secrets", "single_writer", "stack_secrets",
+        "gate", "gate_stale", "health_command", "hostile_role", "lockdown", "podman_engine",
+        "records", "secrets", "single_writer", "stack_secrets",
     )
 )  # fmt: skip
 assert all(Path(__file__).with_name(name).is_file() for name in SHARES_MACHINE), SHARES_MACHINE

@@ -4,13 +4,14 @@ in the test environment, and a role with no replicas can be tested and deployed.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 
 from tests.engine.helpers import Fleet
 from tests.engine.test_gate import leftovers, write_tests
+from tests.unit.serving import serving
 
 ROLE = """\
   {name}:
@@ -63,19 +64,32 @@ def test_a_new_failing_test_file_invalidates_an_earlier_pass(
     assert leftovers(fleet) == {"containers": [], "networks": [], "volumes": []}
 
 
-def test_a_failing_run_again_blocks_the_same_digest(
-    fleet: Fleet, shared_base: str, tmp_path: Path
-) -> None:
-    flag = tmp_path / "flag"  # outside the spec's folder: not part of the test key
-    flag.write_text("good")
+def test_a_failing_run_again_blocks_the_same_digest(fleet: Fleet, shared_base: str) -> None:
+    # The flag is served from this process (the sandboxed tests reach the host's network,
+    # not its files): not part of the test key, so the second run has the same key.
+    flag = {"value": b"good"}
+
+    class Flag(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(flag["value"])))
+            self.end_headers()
+            self.wfile.write(flag["value"])
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
     write_tests(fleet, "v1")
-    (fleet.folder / "tests" / "test_flag.py").write_text(
-        f"def test_flag():\n    assert open({str(flag)!r}).read() == 'good'\n"
-    )
-    first = _results(fleet)["web"]
-    assert first["outcome"] == "passed"
-    flag.write_text("bad")
-    second = _results(fleet, "--again")["web"]
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Flag)) as server:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        (fleet.folder / "tests" / "test_flag.py").write_text(
+            "import urllib.request\n\ndef test_flag():\n"
+            f"    assert urllib.request.urlopen({url!r}).read() == b'good'\n"
+        )
+        first = _results(fleet)["web"]
+        assert first["outcome"] == "passed"
+        flag["value"] = b"bad"
+        second = _results(fleet, "--again")["web"]
     assert second["outcome"] == "failed"
     assert second["image_digest"] == first["image_digest"]  # the same image, the same tests
     refused = fleet.corral("deploy", check=False)

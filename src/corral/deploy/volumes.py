@@ -199,6 +199,13 @@ class Deletion:
     skip_backup_check: str | None = None  # the reason given with --no-backup-check
 
 
+def _unknown(ctx: Context, deletion: Deletion) -> list[str]:
+    """The names of ``deletion`` that are no volume of the fleet (state or engine)."""
+    known = {r.name for r in ctx.state.volumes(ctx.scope.fleet)}
+    known |= set(ctx.engine.list_volumes(ctx.scope.labels("volume")))
+    return [name for name in deletion.names if name not in known]
+
+
 def refuse_unknown(ctx: Context, deletion: Deletion) -> None:
     """Refuse, audited, a deletion that names what is no volume of the fleet (before any
     question is asked: no answer would make it one); changes nothing.
@@ -207,11 +214,7 @@ def refuse_unknown(ctx: Context, deletion: Deletion) -> None:
         DataGuardError: a name is not a volume of the fleet.
     """
     fleet = ctx.scope.fleet
-    known = {r.name for r in ctx.state.volumes(fleet)}
-    known |= set(ctx.engine.list_volumes(ctx.scope.labels("volume")))
-    failures = tuple(
-        f"{name} is not a volume of fleet {fleet}" for name in deletion.names if name not in known
-    )
+    failures = tuple(f"{name} is not a volume of fleet {fleet}" for name in _unknown(ctx, deletion))
     if failures:
         message = "refusing to delete data: " + "; ".join(failures) + "; nothing was removed"
         _audit(ctx, deletion, deletion.names, "refused", {"error": message})
@@ -228,15 +231,14 @@ def check_deletion(ctx: Context, deletion: Deletion) -> tuple[str, ...]:
             same volume is named twice.
     """
     fleet = ctx.scope.fleet
-    records = {r.name: r for r in ctx.state.volumes(fleet)}
     backups = volume_backups(ctx.state.stores.backups.of_fleet(fleet))
-    present = set(ctx.engine.list_volumes(ctx.scope.labels("volume")))
+    unknown = _unknown(ctx, deletion)
     now, max_age = datetime.now(UTC), ctx.spec.fleet.backup.max_age
     failures = []
     if len(set(deletion.names)) != len(deletion.names):
         failures.append("a volume is named twice")
     for name in deletion.names:
-        if name not in records and name not in present:
+        if name in unknown:
             failures.append(f"{name} is not a volume of fleet {fleet}")
             continue
         if name not in deletion.confirmed:

@@ -113,7 +113,7 @@ def cleanup_fleet(fleet_name: str) -> Iterator[str]:
 def _sweep(fleet_name: str) -> None:
     label = f"label=io.corral.fleet={fleet_name}"
     _remove(["pod", "rm", "--force"], _ids("pod", "ps", "--quiet", "--filter", label))
-    _remove(["rm", "--force"], _ids("ps", "--all", "--quiet", "--filter", label))
+    _remove(["rm", "--force", "--time", "0"], _ids("ps", "--all", "--quiet", "--filter", label))
     images = _ids("images", "--all", "--quiet", "--filter", label)
     tagged = _ids("images", "--quiet", "--filter", f"reference=localhost/corral/{fleet_name}/*")
     _remove(["rmi", "--force"], sorted({*images, *tagged}))

@@ -85,6 +85,10 @@ class Fleet:
     folder: Path
     name: str
     port: int
+    # Every runtime API handed out, closed before a destroy: HAProxy's soft stop waits for
+    # each open CLI connection (up to ``stats timeout``), so a test's idle one cost every
+    # teardown the engine's whole 10 s stop timeout.
+    _apis: list[RuntimeAPI] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def spec(self) -> Path:
@@ -135,6 +139,8 @@ class Fleet:
         timeout: float = 300,
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        if args[:1] == ("destroy",):
+            self.close_edge_apis()
         proc = subprocess.run(
             [*CORRAL, "-f", str(self.spec), *args],
             capture_output=True,
@@ -171,7 +177,15 @@ class Fleet:
         """The runtime API of this fleet's running edge, found through its socket mount."""
         [edge] = podman_json("container", "inspect", f"{self.name}-edge")
         [folder] = [m["Source"] for m in edge["Mounts"] if m["Destination"] == EDGE_SOCKET_DIR]
-        return RuntimeAPI(str(Path(folder) / SOCKET_NAME))
+        api = RuntimeAPI(str(Path(folder) / SOCKET_NAME))
+        self._apis.append(api)
+        return api
+
+    def close_edge_apis(self) -> None:
+        """Close every runtime API connection this fleet handed out (a later command of
+        one opens a new connection)."""
+        for api in self._apis:
+            api.close()
 
     def load(self, clients: int = 4) -> Load:
         """Traffic through the live edge, its counters watched (see ``Load``)."""
@@ -221,6 +235,8 @@ class Load:
             thread.join(timeout=30)
         if self.counters is not None:
             self.counters.stop()
+        if self.edge is not None:
+            self.edge.close()  # an open CLI connection would hold up the edge's soft stop
 
     def _run(self) -> None:
         deadline = time.monotonic() + 600  # bounded, whatever happens

@@ -208,3 +208,22 @@ def test_a_killed_edge_is_resumed_in_its_pod_not_replaced(edge: Edge) -> None:
     assert edge.observe(DESIRED, "img-other", [killed]).action == "start"
     reshaped = _exited(edge, "img-edge", **{"io.corral.pod-hash": "other"})
     assert edge.observe(DESIRED, "img-edge", [reshaped]).action == "start"
+
+
+def test_removing_the_edge_closes_corrals_connection_first(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A soft-stopping HAProxy waits for every open CLI connection: removed with corral's
+    still open, each edge (every test environment's) cost the engine's 10 s stop timeout."""
+    happened: list[str] = []
+
+    class Connection:
+        def close(self) -> None:
+            happened.append("close")
+
+    running = ContainerInfo("id", "shop-edge", "img-edge", {}, "running", {}, "")
+    monkeypatch.setattr(edge, "_api", Connection())
+    monkeypatch.setattr(edge.engine, "list_containers", lambda labels: [running])
+    monkeypatch.setattr(edge.engine, "remove", lambda name: happened.append(f"remove {name}"))
+    edge.remove()
+    assert happened == ["close", "remove shop-edge"]

@@ -792,6 +792,9 @@ class Edge:
 
     def remove(self, forget: bool = False) -> None:
         """Remove the edge's containers and pod; ``forget`` also removes its runtime folder."""
+        # A soft-stopping HAProxy waits for every open CLI connection: ours would hold the
+        # stop for the engine's whole stop timeout (10 s a test environment, before).
+        self.close()
         for current in self.engine.list_containers(self.scope.labels(KIND_EDGE)):
             self.engine.remove(current.name)
         self.engine.remove_pod(self.pod_name)

@@ -36,6 +36,11 @@ ANSWERS: dict[str, tuple[int, bytes]] = {
 }
 
 
+# Every container of ``_fleet`` mounts the fleet's volume: the Docker-compatible listing
+# and an inspection name it; libpod's listing only says where it is mounted.
+_DATA_MOUNT = {"Type": "volume", "Name": "shop-data", "Destination": "/var/lib/shop"}
+
+
 class _Handler(BaseHTTPRequestHandler):
     seen: list[str] = []
     listed: list[dict[str, Any]] = []  # libpod's listing; empty: the two-container default
@@ -58,6 +63,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "FinishedAt": "2026-01-01T10:00:00.5Z" if listed["ExitedAt"] > 0 else "",
             },
             "NetworkSettings": {"Networks": {"corral-shop": {"IPAddress": f"10.0.0.{cid[1:]}"}}},
+            "Mounts": [_DATA_MOUNT],
         }
 
     def do_GET(self) -> None:
@@ -176,6 +182,7 @@ def _fleet(size: int, stopped: int) -> None:
             "ExitCode": 3 if n > size - stopped else 0,
             "ExitedAt": 1767261600 if n > size - stopped else -62135596800,
             "Pid": 0 if n > size - stopped else os.getpid(),
+            "Mounts": ["/tmp", "/run", "/var/lib/shop"],  # libpod's: mount points only
         }
         for n in range(1, size + 1)
     ]
@@ -183,6 +190,7 @@ def _fleet(size: int, stopped: int) -> None:
         {
             "Id": f"c{n}",
             "NetworkSettings": {"Networks": {"corral-shop": {"IPAddress": f"10.0.0.{n}"}}},
+            "Mounts": [_DATA_MOUNT],
         }
         for n in range(1, size + 1)
     ]
@@ -217,6 +225,7 @@ def test_a_listed_container_reads_as_its_inspection(service: str) -> None:
         _Handler.listed, _Handler.compat = [], []
     assert found == expected
     assert found[0].addresses == {"corral-shop": "10.0.0.1"} and found[0].finished == ""
+    assert found[0].volumes == ("shop-data",)  # from the compatible listing, not inspected
     assert found[2].state == "exited" and found[2].exit_code == 3  # from its inspection
 
 

@@ -828,8 +828,9 @@ def _listed_info(summary: Mapping[str, Any]) -> ContainerInfo | None:
         return None  # inspect says how it ended (or that its process is gone)
     if addresses is None or not names:
         return None
-    if set(summary.get("Mounts") or ()) - LISTED_TMPFS:
-        return None  # the listing names mount points, not volumes: inspect says which
+    volumes = summary.get("VolumeNames")
+    if volumes is None and set(summary.get("Mounts") or ()) - LISTED_TMPFS:
+        return None  # only mount points are known, not which volumes: inspect says
     return ContainerInfo(
         id=str(summary["Id"]),
         name=str(names[0]).lstrip("/"),
@@ -840,6 +841,7 @@ def _listed_info(summary: Mapping[str, Any]) -> ContainerInfo | None:
         created=str(summary.get("Created", "")),
         exit_code=int(summary.get("ExitCode") or 0),
         finished="",
+        volumes=tuple(volumes or ()),
     )
 
 

@@ -141,23 +141,25 @@ class PodmanAPI:
 
     def container_summaries(self, labels: Mapping[str, str]) -> list[Mapping[str, Any]]:
         """The containers with ``labels``' first label as libpod's listing summarises them,
-        each with ``Addresses`` (network -> IP address) from the Docker-compatible listing,
-        which alone carries them: two requests however many containers there are, where an
-        inspection each made a listing cost a request per container.
+        each with ``Addresses`` (network -> IP address) and ``VolumeNames`` (its named
+        volumes) from the Docker-compatible listing, which alone carries them (libpod's
+        names mount points only): two requests however many containers there are, where
+        an inspection each made a listing cost a request per container.
 
-        A container missing from the second listing (it came or went in between) has no
-        ``Addresses``: the caller inspects it.
+        A container missing from the second listing (it came or went in between) has
+        neither: the caller inspects it.
         """
         query = urlencode({"all": "true", "filters": json.dumps(_label_filter(labels))})
         status, listed = self._request(f"{API_PREFIX}/containers/json?{query}")
         compat_status, compat = self._request(f"{COMPAT_PREFIX}/containers/json?{query}")
-        addresses = {
-            str(c.get("Id")): _compat_addresses(c) for c in _listing(compat_status, compat)
+        extra = {
+            str(c.get("Id")): {
+                "Addresses": _compat_addresses(c),
+                "VolumeNames": _compat_volumes(c),
+            }
+            for c in _listing(compat_status, compat)
         }
-        return [
-            {**c, "Addresses": addresses[str(c["Id"])]} if str(c.get("Id")) in addresses else c
-            for c in _listing(status, listed)
-        ]
+        return [{**c, **extra.get(str(c.get("Id")), {})} for c in _listing(status, listed)]
 
     def volumes(self, labels: Mapping[str, str]) -> list[Mapping[str, Any]]:
         status, data = self.get("/volumes/json", filters=json.dumps(_label_filter(labels)))
@@ -205,6 +207,11 @@ def _label_filter(labels: Mapping[str, str]) -> dict[str, list[str]]:
 def _compat_addresses(container: Mapping[str, Any]) -> dict[str, str]:
     networks = (container.get("NetworkSettings") or {}).get("Networks") or {}
     return {str(name): str((net or {}).get("IPAddress", "")) for name, net in networks.items()}
+
+
+def _compat_volumes(container: Mapping[str, Any]) -> list[str]:
+    mounts = container.get("Mounts") or ()
+    return [str(m["Name"]) for m in mounts if m.get("Type") == "volume" and m.get("Name")]
 
 
 def _found(status: int, data: Any) -> Mapping[str, Any] | None:

@@ -57,7 +57,11 @@ def to_data(value: Any) -> Any:
 
 
 def print_json(console: Console, data: Any) -> None:
-    console.print_json(json.dumps(to_data(data), sort_keys=True))
+    """``data`` as indented JSON, written straight to the console's stream: rich's own
+    ``print_json`` renders it token by token, 0.2 s for a 100-instance status."""
+    text = json.dumps(to_data(data), sort_keys=True, indent=2, ensure_ascii=False)
+    console.file.write(text + "\n")
+    console.file.flush()
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")

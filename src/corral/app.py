@@ -34,6 +34,7 @@ from corral.deploy import volumes as fleet_volumes
 from corral.deploy.ancestry import ImagesReport, PackageReport
 from corral.deploy.context import FLEET_EDGE_KEY
 from corral.deploy.desired import Desired, desired_from_record
+from corral.deploy.fleet import look
 from corral.deploy.gc import Collected
 from corral.deploy.metrics import WatchMetrics
 from corral.deploy.observe import list_scope
@@ -405,8 +406,9 @@ def plan(path: Path, roles: Sequence[str] = (), engine: Engine | None = None) ->
         OwnershipError: the fleet belongs to another state (a deploy would be refused).
     """
     with _deploying(path, None, engine) as ctx:
-        ownership.check(ctx)
-        return service.plan(ctx, roles)
+        seen = look(ctx)  # one listing serves the ownership check and the plan
+        ownership.check(ctx, live=seen.containers)
+        return service.plan(ctx, roles, seen)
 
 
 def _checks(

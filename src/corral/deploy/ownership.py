@@ -40,20 +40,24 @@ def live_containers(ctx: Context) -> list[ContainerInfo]:
     return ctx.engine.list_containers(Scope(ctx.scope.fleet).selector())
 
 
-def check(ctx: Context, claim: bool = False) -> str | None:
+def check(
+    ctx: Context, claim: bool = False, live: Sequence[ContainerInfo] | None = None
+) -> str | None:
     """Refuse unless the state in ``ctx`` owns the fleet; the fleet's id afterwards.
 
     Args:
         claim: give the fleet an id if the state holds none yet (a deploy: the first
             one, or the first since corral kept ids); from then on ``ctx`` creates
             objects marked with it.
+        live: the fleet's live containers, from a listing the caller made anyway (a
+            plan's); None: list them now.
 
     Raises:
         OwnershipError: the fleet's objects belong to another state (exit code 5).
     """
     fleet = ctx.scope.fleet
     stored = ctx.state.fleet_id(fleet)
-    live = live_containers(ctx)
+    live = live_containers(ctx) if live is None else live
     foreign = [c for c in live if c.labels.get(FLEET_ID) not in (None, "", stored)]
     if foreign:
         raise _foreign(ctx, stored, foreign)

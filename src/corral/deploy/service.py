@@ -13,6 +13,7 @@ from corral.deploy.apply import Executor, Journal
 from corral.deploy.context import GOOD as GOOD
 from corral.deploy.context import Context as Context
 from corral.deploy.desired import Desired, RoleRelease, desired_from_record
+from corral.deploy.fleet import Sighting
 from corral.deploy.fleet import observe_fleet as observe_fleet
 from corral.deploy.instances import resolve_secrets
 from corral.deploy.observe import Instance
@@ -51,12 +52,13 @@ class PlanResult:
         return self.plan.volumes_touched + len(self.unbuilt_volumes)
 
 
-def plan(ctx: Context, roles: Sequence[str] = ()) -> PlanResult:
-    """What ``deploy`` would change, without building or changing anything."""
+def plan(ctx: Context, roles: Sequence[str] = (), seen: Sighting | None = None) -> PlanResult:
+    """What ``deploy`` would change, without building or changing anything; ``seen``:
+    the fleet as the caller just looked at it (None: look now)."""
     resolved = resolve_desired(ctx, roles)
     values = resolve_secrets(resolved.desired, advice="export them before planning")
     desired = stamped(resolved.desired, set(resolved.desired), values, ctx.secret_key)
-    observed = observe_fleet(ctx, desired, edge_image(ctx, desired), backups=True)
+    observed = observe_fleet(ctx, desired, edge_image(ctx, desired), seen, backups=True)
     release = next_release(ctx.state, ctx.scope.fleet)
     new_volumes = (
         ctx.scope.volume_name(name, volume)

@@ -15,8 +15,6 @@ import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
-import httpx
-
 from corral.deploy.desired import Desired
 from corral.deploy.health import network_check, probe_once
 from corral.deploy.plan import Observed
@@ -119,6 +117,8 @@ def webhook(
     slow receiver never holds the loop up). Its reason passes ``scrub`` (the fleet's
     secret values); the URL, which may hold a token, is never logged: ``said`` hears
     only that a POST failed, and why."""
+
+    import httpx  # here: only a watcher with a webhook needs it, 0.1 s of every command
 
     def post(alert: Alert) -> None:
         body = {**alert.to_dict(), "reason": scrub(alert.reason)}

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from corral import app
 from corral.deploy.service import Context, plan
 from corral.deploy.status import status
 from corral.engines.base import Engine
@@ -89,3 +90,13 @@ def test_reads_cost_the_same_at_3_and_100_instances(tmp_path: Path, command: str
     index = 0 if command == "status" else 1
     assert sum(small[index].values()) > 0  # the counter sees the engine at all
     assert big[index] == small[index]
+
+
+def test_a_plan_lists_the_fleet_once_for_its_ownership_check_and_itself(tmp_path: Path) -> None:
+    with State.open(tmp_path / "state.db") as state:
+        ctx, engine = _fleet(tmp_path, state, 3)
+    spec = ctx.spec.path
+    spec.write_text(f"state: {tmp_path / 'state.db'}\n" + spec.read_text())
+    engine.counting = True
+    app.plan(spec, engine=engine)
+    assert engine.counted["list_containers"] == 1  # it was 2: 0.3 s each at 100 instances

@@ -335,6 +335,9 @@ def main() -> None:
                 report["corral"].append(one_size(fleet, script, n, changes))
                 print(json.dumps(report["corral"][-1]), file=sys.stderr)  # kept if Swarm fails
             if not args.skip_swarm:
+                # Swarm gets the machine corral had: corral's fleet goes first (its image
+                # stays), since at 100 replicas it held the CPUs Swarm's checks need.
+                fleet.timed("destroy", "--yes")
                 swarm.start()
                 image = swarm.load_image(fleet.image_tag())
                 report["swarm"] = [swarm_size(swarm, image, n, args.swarm_monitor) for n in sizes]

@@ -213,3 +213,20 @@ def test_events_that_say_nothing_leave_the_fleet_alone() -> None:
     assert drifted_files([]) is None
     many = [FileChange("A", f"/f{n}") for n in range(7)]
     assert drifted_files(many) == "files changed: A /f0, A /f1, A /f2, A /f3, A /f4 and 2 more"
+
+
+def test_a_pass_leaves_no_connection_to_the_edge_open(
+    streaming: tuple[Path, StreamingEngine],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An open CLI connection stays with the HAProxy worker it reached: after an edge
+    reload, a watcher that kept one pinned the old worker and read and changed it."""
+    spec, _ = streaming
+    _deployed(streaming, capsys)  # type: ignore[arg-type]
+    with app.open_state(load_spec(spec)) as state:
+        watcher = _watcher(spec, streaming[1], state)
+        closed: list[bool] = []
+        monkeypatch.setattr(watcher.ctx.edge, "close", lambda: closed.append(True))
+        watcher.once()
+    assert closed == [True]

@@ -355,6 +355,16 @@ class Watcher:
         return self.grace.overdue(unhealthy(desired, observed), time.monotonic())
 
     def once(self) -> Reconciled | None:
+        try:
+            return self._once()
+        finally:
+            # No CLI connection is kept between passes: an edge reload or take-over
+            # leaves an open one with the old HAProxy worker, which its soft stop waits
+            # for (until hard-stop-after, 60 s), and every later pass would read that
+            # frozen worker and add servers to it, not to the one taking the traffic.
+            self.ctx.edge.close()
+
+    def _once(self) -> Reconciled | None:
         roles = self._roles()
         held = roles.held(time.monotonic())
         try:

@@ -255,3 +255,14 @@ def test_the_tests_sandbox_hides_corrals_files_one_by_one(ctx: Context, tmp_path
         assert {where.path, where.path.with_name(where.path.name + "-wal")} <= hidden
     assert {tmp_path / "pw", tmp_path / "prune-pw", tmp_path / "repo"} <= hidden
     assert ctx.spec.root / ".corral" in hidden
+
+
+def test_skip_tests_is_audited_even_when_every_image_is_tested(ctx: Context) -> None:
+    # --skip-tests skips the smoke test too: that must leave a trace with its reason.
+    web = role_release("web", tests=["tests/web/"])
+    _record(ctx, web, "passed", [HEALTH, check("passed")])
+    gate(ctx, {"web": web}, "moving a port")
+    [entry] = [e for e in ctx.state.audit_log(ctx.scope.fleet) if e.action == "skip-tests"]
+    assert entry.target == "smoke-test"
+    assert entry.details["reason"] == "moving a port"
+    assert entry.details["smoke_test"] == "skipped"

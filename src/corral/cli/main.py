@@ -253,7 +253,10 @@ def skip_tests_options(command: Callable[..., Any]) -> Callable[..., Any]:
         help="Why the test gate is skipped (needed with --skip-tests).",
     )(command)
     return click.option(
-        "--skip-tests", is_flag=True, help="Deploy images without a passing test record."
+        "--skip-tests",
+        is_flag=True,
+        help="Skip the test gate and the smoke test: images without a passing test record"
+        " go too (audited with the reason).",
     )(command)
 
 

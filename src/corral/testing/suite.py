@@ -397,17 +397,22 @@ def gate(
         smoke_variables(ctx, desired)
     why = {rr.role: _why_untested(ctx, rr, rr.role in recorded) for rr in desired.values()}
     untested = [rr for rr in desired.values() if why[rr.role] is not None]
-    if not untested:
-        return
     names = [rr.role for rr in sorted(untested, key=lambda r: r.role)]
     if skip_reason:
+        # Recorded even when every image is tested: --skip-tests skips the smoke test too.
         ctx.state.record_audit(
             ctx.scope.fleet,
             "skip-tests",
-            ",".join(names),
+            ",".join(names) or "smoke-test",
             "ok",
-            {"reason": skip_reason, "versions": {rr.role: rr.image_version for rr in untested}},
+            {
+                "reason": skip_reason,
+                "versions": {rr.role: rr.image_version for rr in untested},
+                "smoke_test": "skipped",
+            },
         )
+        return
+    if not untested:
         return
     detail = "; ".join(f"{rr.role} {rr.image_version}: {why[rr.role]}" for rr in untested)
     raise GateError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -13,12 +14,13 @@ import pytest
 
 from corral import app
 from corral.cli.main import main
-from corral.deploy import orchestrate
+from corral.deploy import orchestrate, service
 from corral.deploy.context import Context
 from corral.deploy.desired import Desired
 from corral.deploy.observe import instance_labels
 from corral.deploy.orchestrate import Planned
 from corral.deploy.outcome import ReleaseFailed
+from corral.deploy.plan import EdgePlan, Observed
 from corral.deploy.resolve import resolve_desired
 from corral.deploy.scope import Scope
 from corral.engines.base import ContainerSpec
@@ -339,3 +341,28 @@ def test_the_undo_after_a_failure_runs_no_hook(ctx: Context, spec: Path, engine:
     assert len(hook.seen) == 1  # the deploy's, before apply; the undo went back without one
     assert ctx.state.get_release("stg", 2).status == "rolled-back"  # type: ignore[union-attr]
     assert ctx.state.active_release("stg").number == 1  # type: ignore[union-attr]
+
+
+def test_plan_asks_for_no_edge_replace_while_a_public_role_is_unbuilt(
+    tmp_path: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The edge is judged without an unbuilt role's port, as if the role had gone: a
+    # new-user trial was told "public ports changed; run: corral edge replace" after a
+    # code change. The deploy builds it first and judges the edge with every role.
+    path = tmp_path / "public.yaml"
+    path.write_text(
+        "fleet: pub\n"
+        "roles:\n"
+        "  web:\n"
+        "    base: {image: localhost/base:1}\n"
+        "    run: {command: [web], user: app, port: 8000}\n"
+        "    public: 18080\n"
+    )
+    judged = EdgePlan("replace-needed", "public ports or their address changed")
+    seen = Observed((), (), (), (), datetime.now(UTC), edge=judged)
+    monkeypatch.setattr(service, "observe_fleet", lambda *args, **kwargs: seen)
+    planned = app.plan(path, engine=engine)
+    assert planned.unbuilt == ("web",)
+    assert planned.plan.edge.action == "none" and "once web is built" in planned.plan.edge.reason
+    app.build(path, engine=engine)  # built: the edge's verdict stands
+    assert app.plan(path, engine=engine).plan.edge.action == "replace-needed"

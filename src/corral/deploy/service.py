@@ -4,6 +4,7 @@ orchestrator's (``corral.deploy.orchestrate``), re-exported here for callers of 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ from corral.deploy.orchestrate import no_check as no_check
 from corral.deploy.orchestrate import rollback as rollback
 from corral.deploy.orchestrate import same_as_active
 from corral.deploy.orchestrate import verify as verify
-from corral.deploy.plan import EdgeReplacement, Plan, plan_deploy, plan_edge_replace
+from corral.deploy.plan import EdgePlan, EdgeReplacement, Plan, plan_deploy, plan_edge_replace
 from corral.deploy.resolve import bake_edge, edge_image, resolve_desired
 from corral.deploy.secrets import stamped
 from corral.edge.container import check_from_outside
@@ -59,6 +60,11 @@ def plan(ctx: Context, roles: Sequence[str] = (), seen: Sighting | None = None) 
     values = resolve_secrets(resolved.desired, advice="export them before planning")
     desired = stamped(resolved.desired, set(resolved.desired), values, ctx.secret_key)
     observed = observe_fleet(ctx, desired, edge_image(ctx, desired), seen, backups=True)
+    if _unbuilt_public(ctx, resolved.unbuilt) and observed.edge.action == "replace-needed":
+        # The edge was judged without the unbuilt roles' ports, as if they had gone: a
+        # deploy builds them first and judges it again, with every public role.
+        wait = f"judged once {', '.join(resolved.unbuilt)} is built"
+        observed = dataclasses.replace(observed, edge=EdgePlan("none", wait))
     release = next_release(ctx.state, ctx.scope.fleet)
     new_volumes = (
         ctx.scope.volume_name(name, volume)
@@ -73,6 +79,10 @@ def plan(ctx: Context, roles: Sequence[str] = (), seen: Sighting | None = None) 
         settings_only=not (planned.has_changes or resolved.unbuilt)
         and not same_as_active(ctx, desired),
     )
+
+
+def _unbuilt_public(ctx: Context, unbuilt: Sequence[str]) -> bool:
+    return any(ctx.spec.fleet.roles[name].public is not None for name in unbuilt)
 
 
 @dataclass(frozen=True)

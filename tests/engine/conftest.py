@@ -35,6 +35,7 @@ SHARES_MACHINE = frozenset(
     for name in (
         "ancestry", "backup_repository", "backups", "build", "data_guard", "engine_contract",
         "gate", "gate_stale", "health_command", "hostile_role", "lockdown", "podman_engine",
+        "port_change",
         "records", "secrets", "single_writer", "stack_secrets",
     )
 )  # fmt: skip

@@ -359,7 +359,7 @@ def test_plan_asks_for_no_edge_replace_while_a_public_role_is_unbuilt(
         "    public: 18080\n"
     )
     judged = EdgePlan("replace-needed", "public ports or their address changed")
-    seen = Observed((), (), (), (), datetime.now(UTC), edge=judged)
+    seen = Observed((), (), (), (), datetime.now(UTC), edge=judged, edge_servers={"web": ()})
     monkeypatch.setattr(service, "observe_fleet", lambda *args, **kwargs: seen)
     planned = app.plan(path, engine=engine)
     assert planned.unbuilt == ("web",)

@@ -180,6 +180,8 @@ class Executor:
         if plan.edge.action in ("create", "start", "resume"):
             self.progress.step("edge", f"starting the edge ({plan.edge.reason})")
             edge.start(plan.desired, image)
+        elif plan.edge.action == "replace":  # a new public role: a new pod, first
+            self.replace_edge(plan)
         elif plan.edge.action == "reload":
             # Before the roles: new instances are added to backends checked as they will be
             # checked; the old ones keep their own paths (or, checked another way, no check).

@@ -32,10 +32,12 @@ from corral.deploy.instances import resolve_secrets
 from corral.deploy.observe import list_scope, observe
 from corral.deploy.outcome import Failed, as_deploy_error, fail
 from corral.deploy.plan import (
+    EdgeReplacement,
     Plan,
     needed_capabilities,
     plan_canary,
     plan_deploy,
+    plan_edge_replace,
     single_writer_conflicts,
 )
 from corral.deploy.resolve import (
@@ -192,9 +194,11 @@ def deploy(
     observed = observe_fleet(ctx, desired, edge, seen, backups=True)
     release = next_release(ctx.state, ctx.scope.fleet)
     plan = plan_deploy(ctx.scope, desired, observed, resolved.untouched, release)
+    if plan.edge.blocked:
+        raise UsageError(plan.edge.blocked)
     unfit = unfit_images(ctx.state, ctx.scope.fleet)
     check_not_revoked(desired, plan, () if source else change.roles, unfit)
-    if not plan.has_changes and same_as_active(ctx, desired):
+    if not plan.has_changes and not _edge_replaced(plan) and same_as_active(ctx, desired):
         took = time.monotonic() - started
         fleet = ctx.scope.fleet
         return DeployResult(
@@ -377,6 +381,8 @@ def converge(
         else:
             first, plan = _canary_first(ctx, plan, secrets, edge, journal, canary, untouched)
             canary.mark("settle")
+        if _edge_replaced(plan):
+            converge_edge(ctx, desired, release.number, edge, journal)
         verify(ctx, desired, 0.0, edge)  # every role at its replicas before the smoke test
         after(desired)
         verify(ctx, desired, settle_time(desired, _changed(plan)), edge)
@@ -570,8 +576,53 @@ def undo(
     starting = secret_names(desired, (rp.role for rp in plan.roles if rp.start))
     advice = "export them: going back to the previous release needs them"
     values = {**secrets, **live_values((n for n in starting if n not in secrets), advice)}
-    _apply(ctx, plan, values, edge, Journal(ctx.state, ctx.scope.fleet))
+    journal = Journal(ctx.state, ctx.scope.fleet)
+    _apply(ctx, plan, values, edge, journal)
+    if _edge_replaced(plan):  # the failed release had brought the edge to its ports
+        converge_edge(ctx, desired, number, edge, journal)
     return previous.number if previous else None
+
+
+def _edge_replaced(plan: Plan) -> bool:
+    """Whether the edge's frame (its image, uid, published ports or their address) is
+    not ``plan``'s: after the roles, ``converge_edge`` replaces the edge."""
+    return plan.edge.action == "replace-needed"
+
+
+def edge_replacement(ctx: Context, desired: Desired, image: str) -> EdgeReplacement:
+    """How the edge comes to serve ``desired`` with ``image``: the least that does it."""
+    if ctx.edge.can_reload(desired, image):
+        return EdgeReplacement.RELOAD
+    if ctx.edge.can_hand_over(desired):
+        return EdgeReplacement.HAND_OVER
+    return EdgeReplacement.NEW_POD
+
+
+def converge_edge(
+    ctx: Context, desired: Desired, release: int, edge: str | None, journal: Journal
+) -> None:
+    """Bring the edge to ``desired``'s frame once the roles are in place, as ``corral
+    edge replace`` does: a new container takes over the open ports (a new image or uid),
+    or a new pod takes in every instance serving (new ports: they refuse connections for
+    about a second). The instances of ``release`` count as serving: the release is not
+    live yet, and the smoke test that makes it live goes through these ports.
+
+    Raises:
+        GateError: an instance fails the new edge's check; the old edge keeps serving.
+        EngineError: the edge refused, or the new one does not see every instance healthy.
+    """
+    if edge is None:
+        return
+    observed = observe_fleet(ctx, desired, edge)
+    if observed.edge.action != "replace-needed":
+        return
+    observed = dataclasses.replace(observed, good_releases={*observed.good_releases, release})
+    how = edge_replacement(ctx, desired, edge)
+    ctx.progress.step("edge", observed.edge.reason)
+    executor = Executor(ctx.engine, ctx.scope, journal, ctx.progress, ctx.edge)
+    executor.replace_edge(plan_edge_replace(ctx.scope, desired, observed, edge, how))
+    details = {"image": edge, "how": how.value, "release": release}
+    journal.audit("edge-replace", "edge", "ok", details)
 
 
 def rollback(

@@ -104,15 +104,16 @@ def _change(change: Change) -> dict[str, str]:
 @dataclass(frozen=True)
 class EdgePlan:
     """What happens to the edge: none | create | start | resume (its stopped container,
-    in its pod) | reload | replace-needed, or, in
-    ``corral edge replace``'s plan, hand-over (a new container in the pod) or replace (a
-    new pod)."""
+    in its pod) | reload | replace-needed (after the roles, the deploy replaces it) |
+    replace (a new pod before the roles: a new public role), or, in ``corral edge
+    replace``'s plan, hand-over (a new container in the pod) or replace."""
 
     action: str
     reason: str = ""
     image: str = ""  # the edge image to start or reload with ("": none is known)
     checks: tuple[Step, ...] = ()  # replace: every instance passes these before anything changes
     servers: tuple[Step, ...] = ()  # replace: the instances the new edge takes in
+    blocked: str = ""  # why a deploy cannot carry this out ("": it can)
 
     def to_dict(self) -> dict[str, Any]:
         """The edge's part of the plan as JSON."""
@@ -120,6 +121,8 @@ class EdgePlan:
         if self.checks or self.servers:
             data["checks"] = [step.to_dict() for step in self.checks]
             data["servers"] = [step.to_dict() for step in self.servers]
+        if self.blocked:
+            data["blocked"] = self.blocked
         return data
 
 
@@ -145,7 +148,7 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        edge = self.edge.action in ("create", "start", "resume", "reload")
+        edge = self.edge.action in ("create", "start", "resume", "reload", "replace")
         return edge or bool(self.orphans) or any(r.changed for r in self.roles)
 
     @property
@@ -198,7 +201,8 @@ class Observed:
     released: Mapping[int, Desired] = field(default_factory=dict)
     # Per role, how long its last stop-first replacement left it unavailable (seconds).
     last_unavailable: Mapping[str, float] = field(default_factory=dict)
-    # Per public role, the servers the edge has now (absent: none, or no edge yet).
+    # Per public role, the servers the edge has now (absent: no such backend in the
+    # running edge, a new public role, or no edge yet).
     edge_servers: Mapping[str, Sequence[EdgeServer]] = field(default_factory=dict)
     # Instances that must be replaced whatever they run (name -> why): a drifted one,
     # say. A tainted running instance is replaced as a stale one is; a tainted stand-by
@@ -252,7 +256,7 @@ def plan_deploy(
         scope.fleet,
         roles,
         waves,
-        observed.edge,
+        _edge_first(desired, observed, roles) or observed.edge,
         orphans,
         ensure_network=network,
         release=release,
@@ -440,6 +444,54 @@ def plan_edge_replace(
     return Plan(scope.fleet, roles, (), edge, ensure_network=True, release=0)
 
 
+def _edge_first(desired: Desired, observed: Observed, roles: Sequence[RolePlan]) -> EdgePlan | None:
+    """The edge's replacement, when it must come before the roles: a public role the
+    running edge has no backend for (new, or newly public) could not take its instances
+    in there. A new pod, with every port, takes in the instances the edge serves now;
+    the roles then add theirs to it. None: the edge, if it changes, comes after the roles
+    (see ``orchestrate.converge_edge``), which the old edge serves meanwhile.
+
+    A role whose instances this plan replaces could not be served by the new pod until
+    its new ones are up (its old ones are checked as they run, not as the new edge would
+    check them): ``blocked`` says so, and the deploy refuses before anything changes.
+    """
+    if observed.edge.action != "replace-needed":
+        return None
+    new = sorted(
+        name
+        for name, rr in desired.items()
+        if rr.public is not None and name not in observed.edge_servers
+    )
+    if not new:
+        return None
+    serving = [i for i in observed.instances if _behind_edge(i, desired, observed)]
+    replaced = sorted(
+        rp.role
+        for rp in roles
+        if rp.role not in new and observed.edge_servers.get(rp.role) and rp.stop
+    )
+    blocked = ""
+    if replaced:
+        blocked = (
+            f"the new public role {', '.join(new)} needs a new edge before the roles, and "
+            f"{', '.join(replaced)} would have no server in it until its new instances are "
+            f"up: deploy {' '.join(new)} alone first (corral deploy {' '.join(new)}), then "
+            "the rest"
+        )
+    why = (
+        f"new public role {', '.join(new)}: a new pod with its port, before the roles (the "
+        "ports refuse connections for about a second)"
+    )
+    checks = tuple(
+        Step(Action.CHECK, i.role, i.name, i.version, "the new edge will check it") for i in serving
+    )
+    servers = tuple(
+        Step(Action.ADD, i.role, i.name, i.version, "served by the old edge", timeout=30.0)
+        for i in serving
+    )
+    return EdgePlan("replace", why, observed.edge.image, checks, servers, blocked=blocked)
+
+
 def _behind_edge(instance: Instance, desired: Desired, observed: Observed) -> bool:
     """Whether the edge sends ``instance`` requests: its health is this release's."""
     rr = desired.get(instance.role)
@@ -468,7 +520,7 @@ def needed_capabilities(plan: Plan) -> list[tuple[Capability, str]]:
             needed.append((Capability.RESUME, f"role {rp.role}'s blue-green stand-by"))
         if isinstance(rr.health, CommandHealth):
             needed.append((Capability.RUN_ONCE, f"role {rp.role}'s command health check"))
-    if plan.edge.action in ("create", "start", "resume"):
+    if plan.edge.action in ("create", "start", "resume", "replace"):
         needed.append((Capability.HOST_SOCKETS, "the edge's admin socket"))
         needed.append((Capability.PODS, "the edge's take-over of its open ports"))
     return needed

@@ -22,10 +22,10 @@ from corral.deploy.orchestrate import Checks as Checks
 from corral.deploy.orchestrate import DeployResult as DeployResult
 from corral.deploy.orchestrate import converge as converge
 from corral.deploy.orchestrate import deploy as deploy
+from corral.deploy.orchestrate import edge_replacement, same_as_active
 from corral.deploy.orchestrate import next_release as next_release
 from corral.deploy.orchestrate import no_check as no_check
 from corral.deploy.orchestrate import rollback as rollback
-from corral.deploy.orchestrate import same_as_active
 from corral.deploy.orchestrate import verify as verify
 from corral.deploy.plan import EdgePlan, EdgeReplacement, Plan, plan_deploy, plan_edge_replace
 from corral.deploy.resolve import bake_edge, edge_image, resolve_desired
@@ -45,7 +45,8 @@ class PlanResult:
 
     @property
     def has_changes(self) -> bool:
-        return self.plan.has_changes or bool(self.unbuilt) or self.settings_only
+        edge = self.plan.edge.action == "replace-needed"  # a deploy replaces it
+        return self.plan.has_changes or edge or bool(self.unbuilt) or self.settings_only
 
     @property
     def volumes_touched(self) -> int:
@@ -134,12 +135,7 @@ def replace_edge(ctx: Context) -> EdgeReplaced:
 
 def _replace_edge(ctx: Context, desired: Desired, image: str) -> EdgeReplaced:
     observed = observe_fleet(ctx, desired, None)
-    if ctx.edge.can_reload(desired, image):
-        how = EdgeReplacement.RELOAD
-    elif ctx.edge.can_hand_over(desired):
-        how = EdgeReplacement.HAND_OVER
-    else:
-        how = EdgeReplacement.NEW_POD
+    how = edge_replacement(ctx, desired, image)
     plan = plan_edge_replace(ctx.scope, desired, observed, image, how)
     executor = Executor(
         ctx.engine, ctx.scope, Journal(ctx.state, ctx.scope.fleet), ctx.progress, ctx.edge

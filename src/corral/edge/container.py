@@ -366,14 +366,14 @@ class Edge:
         if current.labels.get(POD_HASH) == self.pod_hash(desired):
             return EdgePlan(
                 "replace-needed",
-                "the edge image or its uid changed; run: corral edge replace (a new "
-                "container takes over the open ports: no connection is refused)",
+                "the edge image or its uid changed: once the roles are in place, a new "
+                "container takes over the open ports (no connection is refused)",
                 image,
             )
         return EdgePlan(
             "replace-needed",
-            "public ports or their address changed; run: corral edge replace (a new pod: "
-            "the ports refuse connections for about a second)",
+            "public ports or their address changed: once the roles are in place, a new "
+            "pod takes over (the ports refuse connections for about a second)",
             image,
         )
 
@@ -395,10 +395,14 @@ class Edge:
         """
         if plan.action in ("create", "start", "resume"):
             return {}
-        return {
-            fe.backend: [EdgeServer(s.name, s.admin, s.healthy) for s in self.servers(fe.backend)]
-            for fe in frontends(desired)
-        }
+        found = {}
+        for fe in frontends(desired):
+            try:  # a backend the edge lacks (a new public role) is absent, not empty
+                servers = self.api.servers(fe.backend)
+            except NotFoundError:
+                continue
+            found[fe.backend] = [EdgeServer(s.name, s.admin, s.healthy) for s in servers]
+        return found
 
     def start(self, desired: Desired, image_id: str) -> ContainerInfo:
         """(Re)create the edge's pod and container; servers are added afterwards.

@@ -93,6 +93,12 @@ def test_a_change_to_a_test_setting_changes_the_key(root: Path, extra: str) -> N
     assert _key(root, extra) != _key(root)
 
 
+def test_a_new_public_port_keeps_the_key(root: Path) -> None:
+    # A test environment's edge publishes on a port of its own: a new-user trial's port
+    # change was refused by the gate ("test settings changed") for nothing.
+    assert _key(root, DEFAULT + "    public: 8080\n") == _key(root, DEFAULT + "    public: 9090\n")
+
+
 def test_the_run_config_is_in_the_key(root: Path) -> None:
     before = _key(root)
     (root / "corral.yaml").write_text(SPEC.format(extra=DEFAULT).replace("MODE: a", "MODE: b"))

@@ -13,7 +13,8 @@ In the key:
 - the content of every ``fixtures`` folder (a link in it by its text, wherever it points,
   as the seeding copies it), and which volume each seeds;
 - the role's ``run`` (command, user, port, env, secret names, workdir), ``health``,
-  ``volumes``, ``lockdown``, ``resources``, ``public`` and ``after`` (the names of the
+  ``volumes``, ``lockdown``, ``resources``, whether it is ``public`` (not the port: a test
+  environment's edge publishes on a port of its own) and ``after`` (the names of the
   roles brought up with it), as the test environment starts it;
 - the names of its ``test_secrets``, and which of them get live values
   (``live_secrets_in_tests``).
@@ -34,7 +35,8 @@ from corral.build.tree import confined
 from corral.spec.model import Role
 
 #: Changing what goes into the key changes this, so every earlier key stops matching.
-KEY_RECIPE = "corral-test-key-1"
+#: 2: ``public`` as whether the role is public; a new port asked for a new test run.
+KEY_RECIPE = "corral-test-key-2"
 
 #: The fields of a role that its test environment uses, as the spec spells them.
 TEST_SETTINGS = frozenset(
@@ -58,10 +60,12 @@ def test_key(root: Path, name: str, role: Role, live_secrets: Collection[str]) -
             symlink that leaves it, or a device, FIFO or socket.
     """
     field = f"roles.{name}"
+    settings = role.model_dump(mode="json", include=set(TEST_SETTINGS))
+    settings["public"] = role.public is not None
     data = {
         "recipe": KEY_RECIPE,
         "role": name,
-        "settings": role.model_dump(mode="json", include=set(TEST_SETTINGS)),
+        "settings": settings,
         "test_secrets": sorted(role.test_secrets),
         "live_secrets": sorted(set(role.test_secrets) & set(live_secrets)),
         "tests": {t: _content(root, t, f"{field}.tests") for t in role.tests},

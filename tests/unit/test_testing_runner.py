@@ -521,3 +521,22 @@ def test_a_long_failure_is_told_once(tmp_path: Path, env: dict[str, Any]) -> Non
     message = by_name(outcome)["test_long"].message
     assert "element text" not in message, message
     assert message.count("line 1 ") == 1 and "zzzz" in message, message
+
+
+def test_only_the_listed_plugins_load(tmp_path: Path, env: dict[str, Any]) -> None:
+    """Autoloading loaded every plugin installed beside corral; hypothesis's alone took a
+    second of each run. The role's tests get corral's, timeout's, testinfra's and anyio's."""
+    write(
+        tmp_path / "tests",
+        "test_plugins.py",
+        """
+        def test_plugins(request):
+            names = {name for name, _ in request.config.pluginmanager.list_name_plugin()}
+            assert "hypothesispytest" not in names and "xdist" not in names, names
+            assert {"corral.testing.plugin", "pytest_timeout", "testinfra.plugin"} <= names
+            assert "anyio.pytest_plugin" in names, names
+        """,
+    )
+    outcome = run_role_tests([Path("tests")], env, workdir=tmp_path)
+    assert outcome.ok, outcome.log_tail
+    assert outcome.counts == {"passed": 1}

@@ -76,6 +76,11 @@ _TIMED_OUT = (124, 128 + signal.SIGKILL)
 #: environment holds the fleet's live secrets, and tests get only what the role
 #: declares (its ``test_secrets``). ``PYTEST_ADDOPTS`` and ``PYTEST_PLUGINS`` stay out too:
 #: the run is corral's, not the shell's.
+#: The pytest plugins a role's tests get, and no other: with autoloading, every plugin
+#: installed beside corral loaded in each run (hypothesis's alone took a second of each
+#: run's 2 s, for every role's tests and every smoke test).
+PLUGINS = ("corral.testing.plugin", "pytest_timeout", "testinfra.plugin", "anyio.pytest_plugin")
+
 PASSED_VARIABLES = frozenset(
     {
         "PATH",
@@ -365,8 +370,7 @@ def _argv(
         sys.executable,
         "-m",
         "pytest",
-        "-p",
-        "corral.testing.plugin",
+        *(arg for plugin in PLUGINS for arg in ("-p", plugin)),
         "-p",
         "no:cacheprovider",
         "-q",
@@ -408,6 +412,7 @@ def child_environ(
         contract.ENV_VAR: str(env_file),
         contract.FIXTURES_OUT_VAR: str(fixtures_out),
         "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",  # only PLUGINS
     }
 
 

@@ -171,3 +171,11 @@ def test_deploy_commands_json_and_exit_codes(
     removed = json.loads(out)["removed"]
     assert code == 0 and len(removed) == 2  # the rollback's two instances
     assert all(name.startswith("clidemo-worker-r") for name in removed)
+    # Nothing is to run: no release is active, the fleet is not unwell, and a watcher's
+    # pass (reconcile) brings nothing back (it brought every instance back before).
+    code, out, _ = run(capsys, *f, "status")
+    assert code == 0 and json.loads(out)["release"] is None, out
+    code, out, _ = run(capsys, *f, "reconcile")
+    assert code == 0 and json.loads(out)["status"] == "no-release", out
+    code, out, _ = run(capsys, *f, "rollback", *SKIP)  # the destroyed release comes back
+    assert code == 0 and json.loads(out)["status"] == "active", out

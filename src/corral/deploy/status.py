@@ -266,6 +266,11 @@ def destroy(ctx: Context, deletion: Deletion | None = None) -> list[str]:
         if edge is not None:
             removed.append(edge.name)
         details: dict[str, object] = {"removed": removed}
+        # Nothing is to run any more: a watcher would otherwise start it all again, and
+        # status would call the fleet unwell. A later deploy (or rollback) starts anew.
+        ended = ctx.state.end_active_release(ctx.scope.fleet)
+        if ended is not None:
+            details["release_ended"] = ended.number
         try:
             ctx.engine.remove_network(ctx.scope.network)
         except EngineError as exc:  # something else still uses it: it stays

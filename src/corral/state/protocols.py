@@ -162,6 +162,10 @@ class ReleaseStore(Protocol):
         """Abort the fleet's deploying releases of this host whose process died."""
         ...
 
+    def end_active(self, fleet: str) -> ReleaseRecord | None:
+        """Supersede the active release by none (the fleet destroyed); it, or None."""
+        ...
+
     def active(self, fleet: str) -> ReleaseRecord | None:
         """The fleet's active release."""
         ...

@@ -364,6 +364,18 @@ class SqliteReleases:
         with self._db.write("sweeping stale releases") as conn:
             return abort_dead(conn, fleet, current_host(), utc_now())
 
+    def end_active(self, fleet: str) -> ReleaseRecord | None:
+        """Supersede the fleet's active release by none (``corral destroy``): nothing is
+        to run any more, so a watcher brings nothing back. Returns it as it was, or None
+        if none was active; raises StateError if the database cannot be written."""
+        with self._db.write("ending the active release") as conn:
+            active = active_release(conn, fleet)
+            conn.execute(
+                "UPDATE releases SET status = 'superseded' WHERE fleet = ? AND status = 'active'",
+                (fleet,),
+            )
+            return active
+
     def active(self, fleet: str) -> ReleaseRecord | None:
         """The fleet's active release, or None. Raises StateError if unreadable."""
         with self._db.read("looking up the active release"):

@@ -279,6 +279,10 @@ class State:
         """:meth:`ReleaseStore.sweep_stale`."""
         return self.stores.releases.sweep_stale(fleet)
 
+    def end_active_release(self, fleet: str) -> ReleaseRecord | None:
+        """:meth:`ReleaseStore.end_active`."""
+        return self.stores.releases.end_active(fleet)
+
     def active_release(self, fleet: str) -> ReleaseRecord | None:
         """:meth:`ReleaseStore.active`."""
         return self.stores.releases.active(fleet)

@@ -207,6 +207,9 @@ def test_status_plan_and_history_change_nothing_after_a_killed_deploy(
     assert seen.leftovers == ("stg-web-r2-1",)
     assert seen.unfinished == ("stg-web-r2-2",)
     assert seen.cleaned == ()
+    # Stopped by no deploy: down, not the "standby" a new-user trial saw for a dead one.
+    [stopped] = [i for r in seen.roles for i in r.instances if i.name == "stg-web-r2-1"]
+    assert stopped.state == "exited" and stopped.health == "down"
 
 
 def test_gc_removes_what_a_killed_deploy_left_and_never_a_volume(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -120,7 +120,7 @@ def status(ctx: Context, drift: bool = False) -> FleetStatus:
     for name, rr in sorted(desired.items()):
         mine = [i for i in instances if i.role == name]
         health = _edge_health(ctx, name) if rr.public is not None else {}
-        rows = tuple(_instance_status(i, health, rr) for i in mine)
+        rows = tuple(_instance_status(i, health, rr, observed.standby) for i in mine)
         url = f"http://{ctx.edge.address}:{rr.public}/" if rr.public is not None else None
         roles.append(RoleStatus(name, rr.replicas, rr.image_version, url, rows, degraded.get(name)))
     edge = ctx.edge.container(seen.containers)
@@ -167,9 +167,12 @@ def _edge_health(ctx: Context, role: str) -> dict[str, str]:
     }
 
 
-def _instance_status(i: Instance, edge_health: dict[str, str], rr: RoleRelease) -> InstanceStatus:
+def _instance_status(
+    i: Instance, edge_health: dict[str, str], rr: RoleRelease, standby: Collection[str]
+) -> InstanceStatus:
     if not i.running:
-        health = "standby" if i.state == "exited" else i.state
+        # Only one corral stopped on purpose (blue-green) stands by; a dead one is down.
+        health = "standby" if i.state == "exited" and i.name in standby else "down"
     elif i.name in edge_health:
         health = edge_health[i.name]
     elif rr.health is not None and rr.run.port and i.address:

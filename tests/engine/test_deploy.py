@@ -183,21 +183,21 @@ def test_a_second_deploy_is_refused_naming_the_holder(
     assert "deploy lock" in proc.stderr and "deploy by test" in proc.stderr
 
 
-def test_edge_replace_brings_the_serving_instances_back(fleet: Fleet, shared_base: str) -> None:
-    """A new public port needs a new edge container (a reload cannot publish a port): the
-    one case where edge replace starts one, in front of the very same instances.
-
-    Before issue 10 every edge replace made a new container; one whose image and ports are
-    unchanged now reloads in place (tests/engine/test_health_change.py).
+def test_a_new_port_gets_a_new_edge_in_front_of_the_same_instances(
+    fleet: Fleet, shared_base: str
+) -> None:
+    """A new public port needs a new edge pod (a reload cannot publish a port): the deploy
+    starts one, in front of the very same instances; ``edge replace`` then has nothing to
+    change and says so (tests/engine/test_port_change.py: the deploy's undo and rollback).
     """
     fleet.deploy()
     before = {c["Names"][0]: c["Id"] for c in containers(fleet.name)}
     fleet.port = free_port()
     fleet.write()
     fleet.deploy()
-    assert "corral edge replace" in fleet.corral("plan", check=False).stdout
+    assert fleet.corral("plan", check=False).returncode == 0
     done = json.loads(fleet.corral("edge", "replace", "--json").stdout)
-    assert done["reloaded"] is False
+    assert done["reloaded"] is True and done["unchanged"] is True
     after = {c["Names"][0]: c["Id"] for c in containers(fleet.name)}
     edge = f"{fleet.name}-edge"
     assert before[edge] != after[edge]  # a new edge container...

@@ -851,10 +851,14 @@ def edge_replace(opts: Options, wait: float) -> None:
         if done.handed_over
         else "new pod, its ports were closed for about a second"
     )
-    opts.emit(
-        {"edge_image": done.image, "reloaded": done.reloaded, "handed_over": done.handed_over},
-        lambda out: out.print(f"edge replaced ({how}, image {done.image[:12]})", markup=False),
+    said = (
+        f"edge reloaded in place, unchanged: it already ran the active release's "
+        f"configuration and image {done.image[:12]}"
+        if done.unchanged
+        else f"edge replaced ({how}, image {done.image[:12]})"
     )
+    data = {"edge_image": done.image, "reloaded": done.reloaded, "handed_over": done.handed_over}
+    opts.emit({**data, "unchanged": done.unchanged}, lambda out: out.print(said, markup=False))
 
 
 @cli.group("state")

@@ -95,6 +95,9 @@ class EdgeReplaced:
     image: str
     reloaded: bool
     handed_over: bool = False  # a new container took over the open ports: none refused
+    # It already ran this configuration and image: the reload (still made: a way to
+    # refresh the edge's workers) changed nothing.
+    unchanged: bool = False
 
 
 def replace_edge(ctx: Context) -> EdgeReplaced:
@@ -128,13 +131,18 @@ def replace_edge(ctx: Context) -> EdgeReplaced:
             {"image": image, "error": exc.message},
         )
         raise
-    details = {"image": image, "reloaded": replaced.reloaded, "handed_over": replaced.handed_over}
+    details = {
+        "image": image,
+        "reloaded": replaced.reloaded,
+        "handed_over": replaced.handed_over,
+        "unchanged": replaced.unchanged,
+    }
     ctx.state.record_audit(ctx.scope.fleet, "edge-replace", "edge", "ok", details)
     return replaced
 
 
 def _replace_edge(ctx: Context, desired: Desired, image: str) -> EdgeReplaced:
-    observed = observe_fleet(ctx, desired, None)
+    observed = observe_fleet(ctx, desired, image)
     how = edge_replacement(ctx, desired, image)
     plan = plan_edge_replace(ctx.scope, desired, observed, image, how)
     executor = Executor(
@@ -145,6 +153,7 @@ def _replace_edge(ctx: Context, desired: Desired, image: str) -> EdgeReplaced:
         image,
         reloaded=how is EdgeReplacement.RELOAD,
         handed_over=how is EdgeReplacement.HAND_OVER,
+        unchanged=observed.edge.action == "none",
     )
 
 

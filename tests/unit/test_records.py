@@ -20,6 +20,7 @@ from corral.engines.base import ContainerInfo, ContainerSpec
 from corral.engines.fake import FakeEngine
 from corral.errors import DeployError, EngineError, GateError, UsageError
 from corral.spec import load_spec
+from corral.spec.model import DeployPolicy
 from corral.state import State
 from tests.unit.builders import role_release
 
@@ -263,6 +264,20 @@ def test_history_rows_are_the_same_at_every_limit(ctx: service.Context) -> None:
         assert fleet_status.history(ctx, limit=limit) == full[-limit:], limit
     [only] = fleet_status.history(ctx, release=4)
     assert only == full[3]
+
+
+def test_history_names_a_port_and_a_deploy_settings_change(ctx: service.Context) -> None:
+    # A port change showed as "-": nothing in the release's instances had changed.
+    web = _web("img-a")["web"]
+    _release(ctx, {"web": web}, "active")
+    _release(ctx, {"web": web.model_copy(update={"public": 9090})}, "active")
+    slower = DeployPolicy.model_validate({"drain": "9s"})
+    _release(ctx, {"web": web.model_copy(update={"public": None, "deploy": slower})}, "active")
+    changes = [e.changes for e in fleet_status.history(ctx)]
+    assert changes[1:] == [
+        (f"web: public port {web.public or 'none'} -> 9090",),
+        ("web: public port 9090 -> none", "web: deploy settings changed"),
+    ]
 
 
 def test_history_of_one_release_keeps_its_whole_reason(ctx: service.Context) -> None:

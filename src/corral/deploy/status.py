@@ -228,6 +228,10 @@ def history_rows(
     return entries
 
 
+def _port(port: int | None) -> str:
+    return "none" if port is None else str(port)
+
+
 def _changes(before: ReleaseRecord | None, after: ReleaseRecord) -> list[str]:
     old = desired_from_record(before.roles) if before else {}
     new = desired_from_record(after.roles)
@@ -244,6 +248,10 @@ def _changes(before: ReleaseRecord | None, after: ReleaseRecord) -> list[str]:
             changes += [f"{name}: {change}" for change in said]
         if was.replicas != rr.replicas:
             changes.append(f"{name}: replicas {was.replicas} -> {rr.replicas}")
+        if was.public != rr.public:
+            changes.append(f"{name}: public port {_port(was.public)} -> {_port(rr.public)}")
+        if was.deploy != rr.deploy:
+            changes.append(f"{name}: deploy settings changed")
     changes += [f"{name}: removed" for name in sorted(set(old) - set(new))]
     return changes
 

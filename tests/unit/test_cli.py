@@ -138,6 +138,9 @@ def test_deploy_commands_json_and_exit_codes(
     fake_fleet: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     f = ("--json", "-f", str(fake_fleet))
+    code, out, _ = run(capsys, "-f", str(fake_fleet), "status")
+    assert code == 0 and "nothing deployed: run corral deploy" in out
+    assert "INSTANCE" not in out  # no empty table's header
     code, out, _ = run(capsys, *f, "plan")
     assert code == 3 and json.loads(out)["unbuilt"] == ["worker"]  # changes pending (was 2)
     assert json.loads(out)["volumes_touched"] == 1

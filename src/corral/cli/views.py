@@ -393,17 +393,10 @@ def deploy_data(result: DeployResult) -> dict[str, Any]:
 def show_status(console: Console, status: FleetStatus) -> None:
     release = f"r{status.release}" if status.release else "none"
     say(console, f"fleet {status.fleet}: release {release}, edge {status.edge}")
-    table = Table(box=None)
-    for column in ("ROLE", "INSTANCE", "VERSION", "RELEASE", "STATE", "HEALTH", "AGE"):
-        table.add_column(column, no_wrap=True)
-    for role in status.roles:
-        for i in role.instances:
-            table.add_row(
-                *cells(
-                    role.role, i.name, i.version, f"r{i.release}", i.state, i.health, _age(i.age_s)
-                )
-            )
-    console.print(table)
+    if any(role.instances for role in status.roles):
+        _status_table(console, status)
+    else:  # a new (or destroyed) fleet: a sentence, not an empty table's header
+        say(console, "no instances" if status.release else "nothing deployed: run corral deploy")
     for role in status.roles:
         if role.url:
             say(console, f"{role.role}: {role.url}")
@@ -425,6 +418,20 @@ def show_status(console: Console, status: FleetStatus) -> None:
             f"left by killed deploys: {', '.join(status.leftovers)}; `corral gc` removes them",
         )
     _show_supervision(console, status)
+
+
+def _status_table(console: Console, status: FleetStatus) -> None:
+    table = Table(box=None)
+    for column in ("ROLE", "INSTANCE", "VERSION", "RELEASE", "STATE", "HEALTH", "AGE"):
+        table.add_column(column, no_wrap=True)
+    for role in status.roles:
+        for i in role.instances:
+            table.add_row(
+                *cells(
+                    role.role, i.name, i.version, f"r{i.release}", i.state, i.health, _age(i.age_s)
+                )
+            )
+    console.print(table)
 
 
 def _show_supervision(console: Console, status: FleetStatus) -> None:

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Sequence
 
 from corral.deploy.context import Context
-from corral.deploy.observe import KIND_INSTANCE
+from corral.deploy.observe import KIND_INSTANCE, list_scope
 from corral.deploy.scope import FLEET_ID, LABEL, STATE, Scope
 from corral.engines.base import ContainerInfo
 from corral.errors import OwnershipError
@@ -37,7 +37,7 @@ def new_fleet_id() -> str:
 
 def live_containers(ctx: Context) -> list[ContainerInfo]:
     """Every live container of the fleet (instances, edge, probes), whoever made it."""
-    return ctx.engine.list_containers(Scope(ctx.scope.fleet).selector())
+    return list_scope(ctx.engine, Scope(ctx.scope.fleet))
 
 
 def check(

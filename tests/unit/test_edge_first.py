@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from corral.cli.views import plan_lines
 from corral.deploy.desired import RoleRelease
 from corral.deploy.observe import Instance
 from corral.deploy.plan import Action, EdgePlan, Observed, plan_deploy
@@ -58,6 +59,7 @@ def test_a_role_replaced_beside_a_new_public_role_blocks_the_deploy() -> None:
     assert plan.edge.action == "replace"
     assert "deploy admin alone first (corral deploy admin)" in plan.edge.blocked
     assert "web would have no server" in plan.edge.blocked
+    assert plan_lines(plan)[0].startswith("REFUSED: a deploy would stop here: the new")
 
 
 def test_a_changed_port_of_a_role_the_edge_has_is_replaced_after_the_roles() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +14,12 @@ import pytest
 from corral.deploy.desired import Desired, RoleRelease
 from corral.deploy.scope import Scope
 from corral.edge import container as edge_module
+from corral.edge.config import StaticServer
 from corral.edge.container import EDGE_GID, EDGE_UID, Edge, adopt_runtime_folder, runtime_folder
 from corral.engines.base import ContainerInfo
 from corral.engines.fake import FakeEngine
 from corral.engines.podman import pod_args, run_args
-from corral.errors import EngineError, StateError
+from corral.errors import EngineError, StateError, UsageError
 from tests.unit.builders import role_release
 
 DESIRED = {"web": role_release("web", public=8080, run={"port": 8000})}
@@ -227,3 +229,51 @@ def test_removing_the_edge_closes_corrals_connection_first(
     monkeypatch.setattr(edge.engine, "remove", lambda name: happened.append(f"remove {name}"))
     edge.remove()
     assert happened == ["close", "remove shop-edge"]
+
+
+def test_a_new_pod_starts_with_the_old_edges_servers(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new pod (new ports) started empty and answered 503 until each server was added
+    again: a new-user trial saw one per pod swap. It starts with the old edge's servers,
+    their check paths and states, as a reload does."""
+    server = StaticServer("web", "shop-web-r1-1", "10.0.0.2", 8000)
+    monkeypatch.setattr(edge, "_check_paths", lambda: {"shop-web-r1-1": "/healthz"})
+    monkeypatch.setattr(edge, "_carried_servers", lambda desired, paths: ([server], []))
+    running = ContainerInfo("id", "shop-edge", "img-edge", {}, "running", {}, "")
+    monkeypatch.setattr(edge, "container", lambda listing=None: running)
+
+    class Api:
+        def command(self, line: str) -> str:
+            assert line == "show servers state"
+            return "1\n# be_id be_name srv_id srv_name\n3 web 1 shop-web-r1-1"
+
+    monkeypatch.setattr(edge, "_api", Api())
+    edge.prepare_folder(DESIRED)  # the socket the running edge answers on
+    (edge.folder / "sock" / edge_module.SOCKET_NAME).write_text("")
+    carried = edge._carry(DESIRED)
+    assert carried is not None
+    edge.prepare_folder(DESIRED, "img-edge", carried)
+    cfg = edge.folder / "cfg"
+    assert "server shop-web-r1-1 10.0.0.2:8000" in (cfg / "haproxy.cfg").read_text()
+    assert b"3 web 1 shop-web-r1-1" in (cfg / edge_module.STATE_FILE).read_bytes()
+    assert (cfg / edge_module.CHECK_MAP).read_bytes() == b"shop-web-r1-1 /healthz\n"
+
+
+def test_a_new_port_another_program_holds_is_refused_before_anything_changes(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        moved = {"web": role_release("web", public=taken, run={"port": 8000})}
+        ours = ContainerInfo(
+            "id", "shop-edge", "img-edge", {"io.corral.ports": str(taken)}, "running", {}, ""
+        )
+        monkeypatch.setattr(edge, "container", lambda listing=None: ours)
+        edge.check_ports(moved)  # its own port: held by its pod, not taken
+        theirs = dataclasses.replace(ours, labels={"io.corral.ports": "8080"})
+        monkeypatch.setattr(edge, "container", lambda listing=None: theirs)
+        with pytest.raises(UsageError, match=rf"port {taken} on 127.0.0.1 is in use"):
+            edge.check_ports(moved)

@@ -296,6 +296,8 @@ def show_audit(console: Console, entries: Sequence[AuditEntry]) -> None:
 def plan_lines(plan: Plan, unbuilt_volumes: Sequence[str] = ()) -> list[str]:
     """The plan in plain words, one line per change."""
     lines = []
+    if plan.edge.blocked:  # first: a deploy of this plan is refused
+        lines.append(f"REFUSED: a deploy would stop here: {plan.edge.blocked}")
     if plan.edge.action != "none":
         lines.append(f"edge: {plan.edge.action} ({plan.edge.reason})")
     # In the order the deploy goes (a role after the roles it is ``after``), then by name.

@@ -182,6 +182,8 @@ class Executor:
             edge.start(plan.desired, image)
         elif plan.edge.action == "replace":  # a new public role: a new pod, first
             self.replace_edge(plan)
+            details = {"image": image, "how": "replace", "release": plan.release, "first": True}
+            self.journal.audit("edge-replace", "edge", "ok", details)
         elif plan.edge.action == "reload":
             # Before the roles: new instances are added to backends checked as they will be
             # checked; the old ones keep their own paths (or, checked another way, no check).

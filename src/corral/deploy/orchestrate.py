@@ -62,6 +62,7 @@ from corral.errors import (
     CorralError,
     DataGuardError,
     DeployError,
+    GateError,
     LockedError,
     StateError,
     UsageError,
@@ -195,7 +196,9 @@ def deploy(
     release = next_release(ctx.state, ctx.scope.fleet)
     plan = plan_deploy(ctx.scope, desired, observed, resolved.untouched, release)
     if plan.edge.blocked:
-        raise UsageError(plan.edge.blocked)
+        raise GateError(plan.edge.blocked, failures=(plan.edge.blocked,))
+    if edge and plan.edge.action in NEW_POD_ACTIONS:  # before anything changes
+        ctx.edge.check_ports(desired)
     unfit = unfit_images(ctx.state, ctx.scope.fleet)
     check_not_revoked(desired, plan, () if source else change.roles, unfit)
     if not plan.has_changes and not _edge_replaced(plan) and same_as_active(ctx, desired):
@@ -581,6 +584,10 @@ def undo(
     if _edge_replaced(plan):  # the failed release had brought the edge to its ports
         converge_edge(ctx, desired, number, edge, journal)
     return previous.number if previous else None
+
+
+#: The edge actions that may start a new pod, which publishes the spec's ports afresh.
+NEW_POD_ACTIONS = ("create", "start", "replace", "replace-needed")
 
 
 def _edge_replaced(plan: Plan) -> bool:

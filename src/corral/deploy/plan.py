@@ -471,16 +471,18 @@ def _edge_first(desired: Desired, observed: Observed, roles: Sequence[RolePlan])
         if rp.role not in new and observed.edge_servers.get(rp.role) and rp.stop
     )
     blocked = ""
+    named = f"roles {', '.join(new)} need" if len(new) > 1 else f"role {new[0]} needs"
     if replaced:
         blocked = (
-            f"the new public role {', '.join(new)} needs a new edge before the roles, and "
+            f"the new public {named} a new edge before the other roles change, and "
             f"{', '.join(replaced)} would have no server in it until its new instances are "
             f"up: deploy {' '.join(new)} alone first (corral deploy {' '.join(new)}), then "
             "the rest"
         )
+    ports = ", ".join(str(desired[name].public) for name in new)
     why = (
-        f"new public role {', '.join(new)}: a new pod with its port, before the roles (the "
-        "ports refuse connections for about a second)"
+        f"new public {named} a new pod, before the roles: it publishes port {ports}, and "
+        f"every public port ({_ports(desired)}) refuses connections for about a second"
     )
     checks = tuple(
         Step(Action.CHECK, i.role, i.name, i.version, "the new edge will check it") for i in serving
@@ -490,6 +492,10 @@ def _edge_first(desired: Desired, observed: Observed, roles: Sequence[RolePlan])
         for i in serving
     )
     return EdgePlan("replace", why, observed.edge.image, checks, servers, blocked=blocked)
+
+
+def _ports(desired: Desired) -> str:
+    return ", ".join(str(rr.public) for _, rr in sorted(desired.items()) if rr.public is not None)
 
 
 def _behind_edge(instance: Instance, desired: Desired, observed: Observed) -> bool:

@@ -74,7 +74,14 @@ from corral.engines.base import (
     PortMapping,
 )
 from corral.engines.capabilities import Capability, require
-from corral.errors import EngineError, GateError, NotFoundError, StateError
+from corral.errors import (
+    CorralError,
+    EngineError,
+    GateError,
+    NotFoundError,
+    StateError,
+    UsageError,
+)
 from corral.hostfiles import private_dir, read_private, write_private
 from corral.spec.model import DebianBase, HttpHealth, Resources, Role, RunConfig, TcpHealth
 
@@ -115,6 +122,7 @@ STATE_FILE = "servers.state"  # the servers' states, dumped just before a reload
 HASH_FILE = "config-hash"  # the hash of the configuration the edge runs now
 MODE = "master-worker"  # part of the frame: an edge started otherwise cannot reload
 POD_HASH = LABEL + "pod-hash"  # on the edge container: what its pod holds
+PORTS = LABEL + "ports"  # on the edge container: the ports its pod publishes, comma-separated
 NEXT = "-next"  # the name a new edge container has while it takes over from the old one
 SOFT_STOP = "SIGUSR1"  # HAProxy's graceful stop: it closes its listeners, finishes requests
 # How long an old edge container may take to finish its requests after the new one took
@@ -212,6 +220,28 @@ def check_from_outside(targets: Sequence[tuple[RoleRelease, str, str]]) -> None:
             + "; ".join(problems),
             failures=problems,
         )
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """A running edge's servers as a new configuration declares them, its check map and
+    its ``show servers state``, as files for the next HAProxy."""
+
+    servers: tuple[StaticServer, ...]
+    check_map: bytes
+    state: bytes
+
+
+def _free(address: str, port: int) -> bool:
+    """Whether a program could listen on ``address:port`` now (a bound port is taken)."""
+    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
+        try:
+            probe.bind((address, port))
+        except OSError:
+            return False
+    return True
 
 
 def frontends(desired: Desired) -> list[Frontend]:
@@ -345,7 +375,7 @@ class Edge:
         listing: Iterable[ContainerInfo] | None = None,
     ) -> EdgePlan:
         """Whether the edge must be created, started again, reloaded with a new
-        configuration (a deploy does both), or replaced by the operator."""
+        configuration, or replaced (``replace-needed``); a deploy does each."""
         if not frontends(desired):
             return EdgePlan("none")
         image = image_id or ""
@@ -370,10 +400,13 @@ class Edge:
                 "container takes over the open ports (no connection is refused)",
                 image,
             )
+        ports = ", ".join(str(fe.bind_port) for fe in frontends(desired))
+        was = current.labels.get(PORTS, "").replace(",", ", ")
         return EdgePlan(
             "replace-needed",
-            "public ports or their address changed: once the roles are in place, a new "
-            "pod takes over (the ports refuse connections for about a second)",
+            f"public ports or their address changed{f' (ports {was} -> {ports})' if was else ''}"
+            f": once the roles are in place, a new pod publishes port {ports} on "
+            f"{self.address}, and every public port refuses connections for about a second",
             image,
         )
 
@@ -419,9 +452,11 @@ class Edge:
         require(self.engine, Capability.HOST_SOCKETS, "the edge's admin socket")
         require(self.engine, Capability.PODS, "the edge's take-over of its open ports")
         self._check_address()
+        self.check_ports(desired)
+        carried = self._carry(desired)  # read before the old edge goes
         self.remove()
         self.close()
-        self.prepare_folder(desired, image_id)
+        self.prepare_folder(desired, image_id, carried)
         self.engine.create_pod(self._pod_spec(desired))
         info = self.engine.start(self._spec(desired, image_id))
         self._wait_for_socket()
@@ -459,6 +494,33 @@ class Edge:
                     "interface of this host have that address?); the old edge keeps serving"
                 ) from exc
 
+    def check_ports(self, desired: Desired) -> None:
+        """Fail before the old edge goes when a port the edge would newly publish is held
+        by another program: the new pod would fail with only "internal libpod error", and
+        every public port would refuse connections until the old edge was back.
+
+        Raises:
+            UsageError: naming each port taken; nothing was changed.
+        """
+        if not self.publish:
+            return
+        current = self.container()
+        if current is not None and PORTS not in current.labels:
+            return  # an edge from before the label: which ports are its own is unknown
+        held = {p for p in (current.labels[PORTS] if current else "").split(",") if p}
+        taken = [
+            fe.bind_port
+            for fe in frontends(desired)
+            if str(fe.bind_port) not in held and not _free(self.address, fe.bind_port)
+        ]
+        if taken:
+            ports = ", ".join(str(port) for port in taken)
+            raise UsageError(
+                f"port {ports} on {self.address} is in use by another program: the edge "
+                "cannot publish it; free it or choose another `public:` port (nothing was "
+                "changed)"
+            )
+
     def _pod_spec(self, desired: Desired) -> PodSpec:
         ports = (
             tuple(
@@ -481,8 +543,29 @@ class Edge:
             if self._api is not None:
                 self._api.close()
 
-    def prepare_folder(self, desired: Desired, image_id: str = "") -> None:
-        """Write the configuration and make an empty socket folder only HAProxy may use.
+    def _carry(self, desired: Desired) -> _Carried | None:
+        """The running edge's servers, check paths and states, for a new pod to start
+        with (as a reload does): it then serves at once, where an empty one answered 503
+        until each server was added again. None: no edge runs, or it does not answer."""
+        current = self.container()
+        if current is None or current.state != "running":
+            return None
+        if not (self.folder / "sock" / SOCKET_NAME).exists():
+            return None
+        try:
+            paths = self._check_paths()
+            servers, _ = self._carried_servers(desired, paths)
+            state = self.api.command("show servers state") + "\n"
+        except CorralError:
+            return None
+        check_map = "".join(f"{name} {path}\n" for name, path in sorted(paths.items()))
+        return _Carried(tuple(servers), check_map.encode(), state.encode())
+
+    def prepare_folder(
+        self, desired: Desired, image_id: str = "", carried: _Carried | None = None
+    ) -> None:
+        """Write the configuration and make an empty socket folder only HAProxy may use;
+        ``carried``: the servers it starts with (none: the plan adds them).
 
         Raises:
             EngineError: a host user has the edge's uid, or corral is not root (see the
@@ -498,7 +581,11 @@ class Edge:
             private_dir(cfg)
             os.chown(cfg, -1, EDGE_GID, follow_symlinks=False)
             os.chmod(cfg, CONFIG_DIR_MODE)
-            self._write_config(self.render(desired), b"", EMPTY_STATE)
+            if carried is None:
+                self._write_config(self.render(desired), b"", EMPTY_STATE)
+            else:
+                text = self.render(desired, carried.servers)
+                self._write_config(text, carried.check_map, carried.state)
             self._record_hash(desired, image_id)
             private_dir(sock)
             os.chown(sock, EDGE_UID, EDGE_GID, follow_symlinks=False)
@@ -542,6 +629,7 @@ class Edge:
             LABEL + "config-hash": self.config_hash(desired, image_id),
             LABEL + "frame-hash": self.frame_hash(desired, image_id),
             POD_HASH: self.pod_hash(desired),
+            PORTS: ",".join(str(fe.bind_port) for fe in frontends(desired)),
         }
         command = role.run.command
         if take_over:
@@ -813,8 +901,20 @@ class Edge:
             return []
 
     def add(self, rr: RoleRelease, name: str, address: str, timeout: float) -> None:
-        """Add an instance; it takes traffic only once HAProxy's own check passed."""
+        """Add an instance; it takes traffic only once HAProxy's own check passed. One the
+        edge has already (a new pod starts with the old edge's servers) is waited for.
+
+        Raises:
+            EngineError: HAProxy refused, or never saw it healthy within ``timeout``.
+        """
         assert rr.run.port is not None
+        if any(s.name == name and s.addr == address for s in self.servers(rr.role)):
+            if not self.api.wait_healthy(rr.role, name, timeout):
+                state = self.api.server(rr.role, name)
+                raise EngineError(
+                    f"{rr.role}/{name} is not healthy after {timeout:g}s: {state.check_words}"
+                )
+            return
         self.api.bring_up(
             rr.role, name, address, rr.run.port, health_timeout=timeout, check_path=check_path(rr)
         )

@@ -561,9 +561,17 @@ class Fleet(Model):
                     f"role {name!r} is after unknown role(s): {', '.join(unknown)}",
                     ("roles", name, "after"),
                 )
-        ports = [r.public for r in self.roles.values() if r.public is not None]
-        if len(set(ports)) != len(ports):
-            raise ValueError("two roles claim the same public port")
+        claimed: dict[int, str] = {}
+        for name, role in self.roles.items():
+            if role.public is None:
+                continue
+            if role.public in claimed:
+                raise SpecProblem(
+                    f"roles {claimed[role.public]!r} and {name!r} both claim public port "
+                    f"{role.public}",
+                    ("roles", name, "public"),
+                )
+            claimed[role.public] = name
         _check_volume_names(self.roles)
         _check_acyclic(self.roles)
         return self

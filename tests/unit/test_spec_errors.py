@@ -37,7 +37,12 @@ CASES: dict[str, tuple[str, int, int, str]] = {
     "tcp_not_true": ("expected true, got 1", 6, 19, "roles.web.health.tcp"),
     "cycle": ("cycle: web -> db -> web", 6, 5, "roles.web.after"),
     "unknown_after": ("is after unknown role(s): cache", 6, 5, "roles.web.after"),
-    "public_port_twice": ("roles 'web' and 'api' both claim public port 443", 10, 13, "roles.api.public"),
+    "public_port_twice": (
+        "roles 'web' and 'api' both claim public port 443",
+        10,
+        13,
+        "roles.api.public",
+    ),
     "version2": ("schema version 2 is not supported by this corral (supports 1)", 1, 10, "version"),
     "binary_junk": ("not valid UTF-8", 4, 20, ""),
     "control_chars": ("a character YAML does not allow (U+0001)", 2, 8, ""),

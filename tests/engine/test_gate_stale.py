@@ -53,7 +53,7 @@ def test_a_new_failing_test_file_invalidates_an_earlier_pass(
     (fleet.folder / "tests" / "test_new.py").write_text("def test_new():\n    assert False\n")
     refused = fleet.corral("deploy", check=False)
     assert refused.returncode == 5, refused.stdout + refused.stderr  # the gate refused
-    assert "its test files or test settings changed since" in refused.stderr
+    assert "changed since it was last tested: tests/)" in refused.stderr, refused.stderr
     assert "corral test web" in refused.stderr
     # Not "already passed": the new key has no result yet, so corral test runs it.
     rerun = _results(fleet)["web"]

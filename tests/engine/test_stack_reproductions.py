@@ -134,7 +134,7 @@ def _reproduction_3(made: Stack) -> None:
     made.edit("replicas: 2" + public, "replicas: 3" + public)
     new_test = made.fleet.folder / "tests" / "static" / "test_about.py"
     new_test.write_text(ABOUT_TEST)
-    _refused(made, "its test files or test settings changed since it was last tested")
+    _refused(made, "changed since it was last tested: tests/static/)")
     tested = run(made, "test", "--json", "static")
     assert tested.returncode == 1, tested.stdout + tested.stderr
     [result] = json.loads(tested.stdout)["results"]

@@ -7,6 +7,7 @@ that counts is the newest of the image's digest under the role's current test ke
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from corral.testing.suite import (
     _already_passed,
     _with_dependencies,
     gate,
+    role_key_parts,
     role_test_key,
     secret_paths,
     spec_dependencies,
@@ -114,6 +116,7 @@ def _record(ctx: Context, rr: RoleRelease, outcome: str, checks: list[dict[str, 
         1.0,
         "",
         test_key=role_test_key(ctx, rr.role),
+        key_parts=role_key_parts(ctx, rr.role),
     )
 
 
@@ -159,9 +162,29 @@ def test_a_new_test_file_invalidates_an_earlier_pass(ctx: Context) -> None:
     _record(ctx, web, "passed", [HEALTH, check("passed")])
     gate(ctx, {"web": web}, None)
     (ctx.spec.root / "tests/web/test_new.py").write_text("def test_b():\n    assert False\n")
-    with pytest.raises(GateError, match="its test files or test settings changed since"):
+    # It names what changed: two trials were told only "test files or test settings".
+    with pytest.raises(GateError, match=r"changed since it was last tested: tests/web/\)"):
         gate(ctx, {"web": web}, None)
     assert _already_passed(ctx, web, role_test_key(ctx, "web")) is None  # corral test runs it
+
+
+def test_the_gate_names_the_setting_that_changed_and_falls_back_for_old_runs(
+    ctx: Context,
+) -> None:
+    web = role_release("web", tests=["tests/web/"])
+    _record(ctx, web, "passed", [HEALTH, check("passed")])
+    spec = ctx.spec.root / "corral.yaml"
+    spec.write_text(spec.read_text().replace("command: [web]}", "command: [web], env: {A: b}}"))
+    moved = dataclasses.replace(ctx, spec=load_spec(spec))
+    with pytest.raises(GateError, match=r"changed since it was last tested: run\)"):
+        gate(moved, {"web": web}, None)
+    # A run recorded before the parts were kept: what the gate said before.
+    ctx.state.record_test_run(
+        "shop", "web", web.image_id, web.image_digest, web.image_version, "passed",
+        [HEALTH, check("passed")], 1.0, "", test_key="0" * 64,
+    )  # fmt: skip
+    with pytest.raises(GateError, match="its test files or test settings changed since"):
+        gate(moved, {"web": web}, None)
 
 
 def test_a_later_failure_of_the_same_digest_and_key_wins(ctx: Context) -> None:

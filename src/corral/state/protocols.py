@@ -228,6 +228,7 @@ class TestRunStore(Protocol):
         user: str | None = None,
         *,
         test_key: str,
+        key_parts: Mapping[str, str] | None = None,
     ) -> TestRunRecord:
         """Append one run, scrubbed (ValueError if a value is malformed)."""
         ...

@@ -287,6 +287,9 @@ class TestRunRecord:
     started_at: str
     user: str
     test_key: str
+    # A short hash of each part of the key (corral.testing.key.key_parts); {} for runs
+    # recorded before corral kept them.
+    key_parts: Mapping[str, str] = field(default_factory=dict)
 
 
 def from_test_runs_row(row: Row) -> TestRunRecord:
@@ -306,6 +309,7 @@ def from_test_runs_row(row: Row) -> TestRunRecord:
         started_at=str(row["started_at"]),
         user=str(row["user"]),
         test_key=str(row["test_key"]),
+        key_parts=dict(json.loads(row["key_parts"] or "{}")),
     )
 
 

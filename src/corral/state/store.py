@@ -377,6 +377,7 @@ class State:
         user: str | None = None,
         *,
         test_key: str,
+        key_parts: Mapping[str, str] | None = None,
     ) -> TestRunRecord:
         """:meth:`TestRunStore.record`."""
         return self.stores.test_runs.record(
@@ -391,6 +392,7 @@ class State:
             log_excerpt,
             user,
             test_key=test_key,
+            key_parts=key_parts,
         )
 
     def latest_test_run(

@@ -82,13 +82,14 @@ def insert_run(conn: Conn, values: Mapping[str, Any]) -> TestRunRecord:
     """Insert one test run and return it.
 
     ``values`` has fleet, role, image_id, image_digest, image_version, test_key, outcome,
-    checks (JSON text), seconds, log_excerpt (already scrubbed), started_at and user.
+    checks (JSON text), seconds, log_excerpt (already scrubbed), started_at, user and
+    key_parts (JSON text).
     """
     cursor = conn.execute(
         "INSERT INTO test_runs (fleet, role, image_id, image_digest, image_version, test_key,"
-        ' outcome, checks, seconds, log_excerpt, started_at, "user") VALUES (:fleet, :role,'
-        " :image_id, :image_digest, :image_version, :test_key, :outcome, :checks, :seconds,"
-        " :log_excerpt, :started_at, :user) RETURNING id",
+        ' outcome, checks, seconds, log_excerpt, started_at, "user", key_parts) VALUES'
+        " (:fleet, :role, :image_id, :image_digest, :image_version, :test_key, :outcome,"
+        " :checks, :seconds, :log_excerpt, :started_at, :user, :key_parts) RETURNING id",
         dict(values),
     )
     row = conn.execute("SELECT * FROM test_runs WHERE id = ?", (cursor.fetchone()[0],)).fetchone()
@@ -166,6 +167,7 @@ class SqliteTestRuns:
         user: str | None = None,
         *,
         test_key: str,
+        key_parts: Mapping[str, str] | None = None,
     ) -> TestRunRecord:
         """Append the result of testing one role's image (test runs are never changed).
 
@@ -189,6 +191,8 @@ class SqliteTestRuns:
             user: who ran it; the OS user by default.
             test_key: the hash of the test files and settings the run used
                 (:func:`corral.testing.key.test_key`); the gate looks runs up by it.
+            key_parts: a short hash of each part of that key
+                (:func:`corral.testing.key.key_parts`): what the gate names as changed.
 
         Returns:
             The stored run (scrubbed), with its id.
@@ -214,6 +218,7 @@ class SqliteTestRuns:
             "log_excerpt": self._scrubber.text(log_excerpt),
             "started_at": started_at(finished, duration),
             "user": current_user() if user is None else user,
+            "key_parts": json.dumps(dict(key_parts or {}), sort_keys=True),
         }
         with self._db.write("recording a test run") as conn:
             return insert_run(conn, values)

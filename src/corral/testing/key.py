@@ -27,8 +27,9 @@ secret values (a test value is made per run) and timeouts.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from corral.build.hashing import hash_json, hash_tree
 from corral.build.tree import confined
@@ -47,7 +48,31 @@ MISSING = "missing"  # a test file or fixture that is not there: hashed as such
 
 
 def test_key(root: Path, name: str, role: Role, live_secrets: Collection[str]) -> str:
-    """The sha256 (hex) of role ``name``'s test files and test settings.
+    """The sha256 (hex) of role ``name``'s test files and test settings (the arguments and
+    errors of :func:`key_data`)."""
+    return hash_json(key_data(root, name, role, live_secrets))
+
+
+def key_parts(data: Mapping[str, Any]) -> dict[str, str]:
+    """A short hash of each part of a key's ``data``, by what the operator would call it
+    (``run``, ``health``, ``tests/web/test_a.py``, ``fixtures.data``, ``test_secrets``...):
+    kept beside a run, so that the gate can name what changed since."""
+    parts = {f: hash_json(v)[:16] for f, v in data["settings"].items()}
+    for group in ("tests", "conftest"):
+        parts.update({path: digest[:16] for path, digest in data[group].items()})
+    parts.update({f"fixtures.{v}": digest[:16] for v, digest in data["fixtures"].items()})
+    for name in ("test_secrets", "live_secrets"):
+        parts[name] = hash_json(data[name])[:16]
+    return parts
+
+
+def changed_parts(was: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
+    """The parts whose hash differs, or that only one of them has, sorted."""
+    return sorted(k for k in {*was, *now} if was.get(k) != now.get(k))
+
+
+def key_data(root: Path, name: str, role: Role, live_secrets: Collection[str]) -> dict[str, Any]:
+    """What role ``name``'s test key hashes: its test settings and its files' hashes.
 
     Args:
         root: the spec's folder; the role's tests and fixtures are relative to it.
@@ -75,7 +100,7 @@ def test_key(root: Path, name: str, role: Role, live_secrets: Collection[str]) -
             for volume, folder in role.fixtures.items()
         },
     }
-    return hash_json(data)
+    return data
 
 
 def _content(root: Path, relative: str, field: str, any_links: bool = False) -> str:

@@ -35,7 +35,7 @@ from corral.state import TestRunRecord
 from corral.state.location import KEY_SUFFIX, LEGACY, SIDE_FILES, is_url
 from corral.testing import reasons
 from corral.testing.environment import TestEnvironment, environment, sweep
-from corral.testing.key import test_key
+from corral.testing.key import changed_parts, key_data, key_parts, test_key
 from corral.testing.lockdown import lockdown_checks
 from corral.testing.runner import CHECK_KINDS, CheckResult, PytestOutcome, run_role_tests
 
@@ -96,6 +96,13 @@ def role_test_key(ctx: Context, name: str) -> str:
     """The test key of role ``name`` as the spec declares it (see corral.testing.key)."""
     fleet = ctx.spec.fleet
     return test_key(ctx.spec.root, name, fleet.roles[name], fleet.live_secrets_in_tests)
+
+
+def role_key_parts(ctx: Context, name: str) -> dict[str, str]:
+    """The parts of role ``name``'s test key, each hashed (see ``key_parts``)."""
+    fleet = ctx.spec.fleet
+    role = fleet.roles[name]
+    return key_parts(key_data(ctx.spec.root, name, role, fleet.live_secrets_in_tests))
 
 
 def spec_dependencies(ctx: Context, roles: Sequence[str]) -> list[str]:
@@ -346,6 +353,7 @@ def _record(ctx: Context, rr: RoleRelease, result: RoleTestResult, key: str) -> 
         result.seconds,
         result.log_excerpt[-4000:],
         test_key=key,
+        key_parts=role_key_parts(ctx, rr.role),
     )
     ctx.state.record_audit(
         ctx.scope.fleet,
@@ -430,11 +438,15 @@ def _why_untested(ctx: Context, rr: RoleRelease, recorded: bool) -> str | None:
         return verdict(standing, rr.tests)
     key = role_test_key(ctx, rr.role)
     record = ctx.state.test_run_for_key(fleet, rr.role, rr.image_digest, key)
-    if record is None and ctx.state.latest_test_run(fleet, rr.role, rr.image_digest):
-        return (
-            "no passing test record for its current tests and settings (its test files "
-            "or test settings changed since it was last tested)"
+    latest = None if record else ctx.state.latest_test_run(fleet, rr.role, rr.image_digest)
+    if latest is not None:
+        changed = changed_parts(latest.key_parts, role_key_parts(ctx, rr.role))
+        what = (
+            f"changed since it was last tested: {', '.join(changed)}"
+            if latest.key_parts and changed
+            else "its test files or test settings changed since it was last tested"
         )
+        return f"no passing test record for its current tests and settings ({what})"
     return verdict(record, rr.tests)
 
 

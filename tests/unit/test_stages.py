@@ -20,14 +20,16 @@ from corral.deploy.desired import Desired
 from corral.deploy.observe import instance_labels
 from corral.deploy.orchestrate import Planned
 from corral.deploy.outcome import ReleaseFailed
-from corral.deploy.plan import EdgePlan, Observed
+from corral.deploy.plan import Observed
 from corral.deploy.resolve import resolve_desired
 from corral.deploy.scope import Scope
-from corral.engines.base import ContainerSpec
+from corral.edge.container import Edge
+from corral.engines.base import ContainerInfo, ContainerSpec
 from corral.engines.fake import FakeEngine
 from corral.errors import DeployError, GateError, LockedError, UsageError
 from corral.spec import load_spec
 from corral.state import State
+from tests.unit.builders import role_release
 
 SKIP = "stages unit test"
 SPEC = """\
@@ -346,26 +348,34 @@ def test_the_undo_after_a_failure_runs_no_hook(ctx: Context, spec: Path, engine:
     assert ctx.state.active_release("stg").number == 1  # type: ignore[union-attr]
 
 
-def test_plan_asks_for_no_edge_replace_while_a_public_role_is_unbuilt(
+def test_plan_judges_the_edge_with_every_public_role_built_or_not(
     tmp_path: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The edge is judged without an unbuilt role's port, as if the role had gone: a
-    # new-user trial was told "public ports changed; run: corral edge replace" after a
-    # code change. The deploy builds it first and judges the edge with every role.
+    # An unbuilt role was left out of the edge's judgement, as if it had gone: a trial was
+    # told "public ports changed" after a code change; and a new unbuilt public role,
+    # which needs a new pod, showed no edge line at all. Both are judged as a deploy will.
     path = tmp_path / "public.yaml"
+    role = "    base: {image: localhost/base:1}\n    run: {command: [web], user: app, port: 8000}\n"
     path.write_text(
-        "fleet: pub\n"
-        "roles:\n"
-        "  web:\n"
-        "    base: {image: localhost/base:1}\n"
-        "    run: {command: [web], user: app, port: 8000}\n"
-        "    public: 18080\n"
+        f"fleet: pub\nroles:\n  web:\n{role}    public: 18080\n  admin:\n{role}    public: 18081\n"
     )
-    judged = EdgePlan("replace-needed", "public ports or their address changed")
-    seen = Observed((), (), (), (), datetime.now(UTC), edge=judged, edge_servers={"web": ()})
-    monkeypatch.setattr(service, "observe_fleet", lambda *args, **kwargs: seen)
+    with State.open(load_spec(path).state_path) as state:
+        web = role_release("web", public=18080, run={"port": 8000})
+        release = state.start_release("pub", "deploy", {"web": web.to_record()})
+        state.finish_release(release.id, "active")
+    asked: dict[str, object] = {}
+
+    def observed(*args: object, **kwargs: object) -> Observed:
+        asked.update(kwargs)
+        return Observed((), (), {1}, (), datetime.now(UTC), edge_servers={"web": ()})
+
+    running = ContainerInfo("id", "pub-edge", "img-edge", {}, "running", {}, "")
+    monkeypatch.setattr(service, "observe_fleet", observed)
+    monkeypatch.setattr(Edge, "container", lambda self, listing=None: running)
     planned = app.plan(path, engine=engine)
-    assert planned.unbuilt == ("web",)
-    assert planned.plan.edge.action == "none" and "once web is built" in planned.plan.edge.reason
-    app.build(path, engine=engine)  # built: the edge's verdict stands
-    assert app.plan(path, engine=engine).plan.edge.action == "replace-needed"
+    assert planned.unbuilt == ("web", "admin")  # in the order of the spec
+    view = asked["edge_view"]
+    assert isinstance(view, dict) and view["web"].public == 18080 and "admin" not in view
+    edge = planned.plan.edge
+    assert edge.action == "replace" and "new public role admin needs a new pod" in edge.reason
+    assert "publishes port 18081, and every public port (18081, 18080)" in edge.reason

@@ -45,17 +45,21 @@ def observe_fleet(
     edge_image: str | None,
     seen: Sighting | None = None,
     backups: bool = False,
+    edge_view: Desired | None = None,
 ) -> Observed:
     """The fleet as it runs, from ``seen`` or from a fresh look; changes nothing.
 
     ``backups``: say which volumes a plan must back up before it replaces instances
-    (a deploy's and a rollback's plan; never an undo's).
+    (a deploy's and a rollback's plan; never an undo's). ``edge_view``: the roles the
+    edge is judged with, when ``desired`` lacks some (``corral plan``: an unbuilt role
+    still has its port); default ``desired``.
     """
     seen = seen or look(ctx)
     listing = seen.containers
     instances = observe(ctx.engine, ctx.scope, listing)
     numbers = {i.release for i in instances}
-    edge = ctx.edge.observe(desired, edge_image, listing)
+    view = desired if edge_view is None else edge_view
+    edge = ctx.edge.observe(view, edge_image, listing)
     releases = ctx.state.releases_numbered(ctx.scope.fleet, numbers)
     return Observed(
         instances=instances,
@@ -64,7 +68,7 @@ def observe_fleet(
         standby=standby_names(ctx.state, ctx.scope.fleet),
         now=datetime.now(UTC),
         edge=edge,
-        edge_servers=ctx.edge.observe_servers(desired, edge) if frontends(desired) else {},
+        edge_servers=ctx.edge.observe_servers(view, edge) if frontends(view) else {},
         networks={n for c in listing if c.state == "running" for n in c.addresses},
         released={r.number: desired_from_record(r.roles) for r in releases},
         last_unavailable=ctx.state.last_unavailable(ctx.scope.fleet),

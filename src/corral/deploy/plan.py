@@ -226,8 +226,12 @@ def plan_deploy(
     observed: Observed,
     untouched: Collection[str] = (),
     release: int = 1,
+    pending_public: Mapping[str, int] | None = None,
 ) -> Plan:
     """What must change so that the fleet runs ``desired``, as named steps.
+
+    ``pending_public``: public roles not in ``desired`` (``corral plan``: unbuilt), by
+    port; one the edge has no backend for needs a new pod before the roles, as in a deploy.
 
     Roles named in ``untouched`` are left exactly as they are (a deploy of some roles
     only); instances of any other role missing from ``desired`` are retired. New instances
@@ -256,7 +260,7 @@ def plan_deploy(
         scope.fleet,
         roles,
         waves,
-        _edge_first(desired, observed, roles) or observed.edge,
+        _edge_first(desired, observed, roles, pending_public or {}) or observed.edge,
         orphans,
         ensure_network=network,
         release=release,
@@ -444,7 +448,12 @@ def plan_edge_replace(
     return Plan(scope.fleet, roles, (), edge, ensure_network=True, release=0)
 
 
-def _edge_first(desired: Desired, observed: Observed, roles: Sequence[RolePlan]) -> EdgePlan | None:
+def _edge_first(
+    desired: Desired,
+    observed: Observed,
+    roles: Sequence[RolePlan],
+    pending: Mapping[str, int],
+) -> EdgePlan | None:
     """The edge's replacement, when it must come before the roles: a public role the
     running edge has no backend for (new, or newly public) could not take its instances
     in there. A new pod, with every port, takes in the instances the edge serves now;
@@ -455,13 +464,13 @@ def _edge_first(desired: Desired, observed: Observed, roles: Sequence[RolePlan])
     its new ones are up (its old ones are checked as they run, not as the new edge would
     check them): ``blocked`` says so, and the deploy refuses before anything changes.
     """
-    if observed.edge.action != "replace-needed":
+    if observed.edge.action in ("create", "start", "resume"):
+        return None  # a new edge has every backend
+    if observed.edge.action != "replace-needed" and not pending:
         return None
-    new = sorted(
-        name
-        for name, rr in desired.items()
-        if rr.public is not None and name not in observed.edge_servers
-    )
+    ports = {name: rr.public for name, rr in desired.items() if rr.public is not None}
+    ports.update(pending)
+    new = sorted(name for name in ports if name not in observed.edge_servers)
     if not new:
         return None
     serving = [i for i in observed.instances if _behind_edge(i, desired, observed)]
@@ -479,10 +488,11 @@ def _edge_first(desired: Desired, observed: Observed, roles: Sequence[RolePlan])
             f"up: deploy {' '.join(new)} alone first (corral deploy {' '.join(new)}), then "
             "the rest"
         )
-    ports = ", ".join(str(desired[name].public) for name in new)
+    added = ", ".join(str(ports[name]) for name in new)
+    every = ", ".join(str(port) for _, port in sorted(ports.items()))
     why = (
-        f"new public {named} a new pod, before the roles: it publishes port {ports}, and "
-        f"every public port ({_ports(desired)}) refuses connections for about a second"
+        f"new public {named} a new pod, before the roles: it publishes {_word(new)} {added}, "
+        f"and every public port ({every}) refuses connections for about a second"
     )
     checks = tuple(
         Step(Action.CHECK, i.role, i.name, i.version, "the new edge will check it") for i in serving
@@ -494,8 +504,8 @@ def _edge_first(desired: Desired, observed: Observed, roles: Sequence[RolePlan])
     return EdgePlan("replace", why, observed.edge.image, checks, servers, blocked=blocked)
 
 
-def _ports(desired: Desired) -> str:
-    return ", ".join(str(rr.public) for _, rr in sorted(desired.items()) if rr.public is not None)
+def _word(new: Sequence[str]) -> str:
+    return "ports" if len(new) > 1 else "port"
 
 
 def _behind_edge(instance: Instance, desired: Desired, observed: Observed) -> bool:

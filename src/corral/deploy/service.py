@@ -4,7 +4,6 @@ orchestrator's (``corral.deploy.orchestrate``), re-exported here for callers of 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ from corral.deploy.orchestrate import next_release as next_release
 from corral.deploy.orchestrate import no_check as no_check
 from corral.deploy.orchestrate import rollback as rollback
 from corral.deploy.orchestrate import verify as verify
-from corral.deploy.plan import EdgePlan, EdgeReplacement, Plan, plan_deploy, plan_edge_replace
+from corral.deploy.plan import EdgeReplacement, Plan, plan_deploy, plan_edge_replace
 from corral.deploy.resolve import bake_edge, edge_image, resolve_desired
 from corral.deploy.secrets import stamped
 from corral.edge.container import check_from_outside
@@ -56,23 +55,33 @@ class PlanResult:
 
 def plan(ctx: Context, roles: Sequence[str] = (), seen: Sighting | None = None) -> PlanResult:
     """What ``deploy`` would change, without building or changing anything; ``seen``:
-    the fleet as the caller just looked at it (None: look now)."""
-    resolved = resolve_desired(ctx, roles)
-    values = resolve_secrets(resolved.desired, advice="export them before planning")
-    desired = stamped(resolved.desired, set(resolved.desired), values, ctx.secret_key)
-    observed = observe_fleet(ctx, desired, edge_image(ctx, desired), seen, backups=True)
-    if _unbuilt_public(ctx, resolved.unbuilt) and observed.edge.action == "replace-needed":
-        # The edge was judged without the unbuilt roles' ports, as if they had gone: a
-        # deploy builds them first and judges it again, with every public role.
-        wait = f"judged once {', '.join(resolved.unbuilt)} is built"
-        observed = dataclasses.replace(observed, edge=EdgePlan("none", wait))
+    the fleet as the caller just looked at it (None: look now).
+
+    As a deploy of ``roles`` does, the spec's other roles join as the active release runs
+    them; an unbuilt role is left out (its build comes first), but the edge is judged with
+    its port: before, a plan said "public ports changed" for a code change, and said
+    nothing of the new pod a new unbuilt public role needs."""
+    resolved = resolve_desired(ctx, roles, keep_released=True)
+    unbuilt = set(resolved.unbuilt)
+    chosen = {name: rr for name, rr in resolved.desired.items() if name not in unbuilt}
+    fresh = (set(roles) if roles else set(chosen)) & set(chosen)
+    values = resolve_secrets(chosen, fresh, advice="export them before planning")
+    desired = stamped(chosen, fresh, values, ctx.secret_key)
+    view, pending = _edge_view(ctx, desired, resolved.unbuilt)
+    if pending and ctx.edge.container() is None:
+        pending = {}  # no edge yet: the deploy starts one with every port
+    observed = observe_fleet(ctx, desired, edge_image(ctx, view), seen, True, edge_view=view)
     release = next_release(ctx.state, ctx.scope.fleet)
     new_volumes = (
         ctx.scope.volume_name(name, volume)
         for name in resolved.unbuilt
         for volume in sorted(ctx.spec.fleet.roles[name].volumes)
     )
-    planned = plan_deploy(ctx.scope, desired, observed, resolved.untouched, release)
+    untouched = (*resolved.untouched, *(n for n in resolved.unbuilt if n not in resolved.untouched))
+    # Every public role the plan leaves out: those the edge lacks need a new pod.
+    outside = {n: rr.public for n, rr in view.items() if n not in desired and rr.public}
+    pending = {**outside, **pending}
+    planned = plan_deploy(ctx.scope, desired, observed, untouched, release, pending_public=pending)
     return PlanResult(
         planned,
         resolved.unbuilt,
@@ -82,8 +91,24 @@ def plan(ctx: Context, roles: Sequence[str] = (), seen: Sighting | None = None) 
     )
 
 
-def _unbuilt_public(ctx: Context, unbuilt: Sequence[str]) -> bool:
-    return any(ctx.spec.fleet.roles[name].public is not None for name in unbuilt)
+def _edge_view(
+    ctx: Context, desired: Desired, unbuilt: Sequence[str]
+) -> tuple[dict[str, RoleRelease], dict[str, int]]:
+    """(the roles the edge is judged with, the unbuilt public roles it has no backend
+    for, by port): ``desired``, and each unbuilt role as the active release runs it, on
+    the spec's port; one the release does not run public is pending (a new pod)."""
+    active = ctx.state.active_release(ctx.scope.fleet)
+    released = desired_from_record(active.roles) if active else {}
+    view = dict(desired)
+    pending: dict[str, int] = {}
+    for name in unbuilt:
+        port = ctx.spec.fleet.roles[name].public
+        was = released.get(name)
+        if was is not None and was.public is not None:
+            view[name] = was.model_copy(update={"public": port})
+        elif port is not None:
+            pending[name] = port
+    return view, pending
 
 
 @dataclass(frozen=True)

@@ -48,9 +48,10 @@ def test_a_new_public_port_is_deployed_undone_and_rolled_back(
 
     second = free_port()
     _move(fleet, second)
-    assert "edge: replace-needed (public ports or their address changed" in (
-        fleet.corral("plan", check=False).stdout
-    )
+    planned = fleet.corral("plan", check=False).stdout
+    assert "edge: replace-needed (public ports or their address changed" in planned
+    assert f"(ports {first} -> {second})" in planned, planned
+    assert "settings:" not in planned  # the edge line says what changes, not "deploy.*"
     # No new test run: a test environment's edge has a port of its own (the gate refused
     # a port change with "test settings changed" before).
     done = fleet.corral("deploy", "--json")
@@ -90,6 +91,8 @@ def test_a_new_public_port_is_deployed_undone_and_rolled_back(
         holder.listen()
         taken = holder.getsockname()[1]
         _move(fleet, taken)
+        planned = fleet.corral("plan", check=False).stdout
+        assert f"REFUSED: a deploy would stop here: port {taken}" in planned, planned
         refused = fleet.corral("deploy", check=False)
         assert refused.returncode == 2, refused.stderr
         assert f"port {taken} on 127.0.0.1 is in use by another program" in refused.stderr

@@ -4,6 +4,7 @@ orchestrator's (``corral.deploy.orchestrate``), re-exported here for callers of 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,11 +18,11 @@ from corral.deploy.fleet import Sighting
 from corral.deploy.fleet import observe_fleet as observe_fleet
 from corral.deploy.instances import resolve_secrets
 from corral.deploy.observe import Instance
+from corral.deploy.orchestrate import NEW_POD_ACTIONS, edge_replacement, same_as_active
 from corral.deploy.orchestrate import Checks as Checks
 from corral.deploy.orchestrate import DeployResult as DeployResult
 from corral.deploy.orchestrate import converge as converge
 from corral.deploy.orchestrate import deploy as deploy
-from corral.deploy.orchestrate import edge_replacement, same_as_active
 from corral.deploy.orchestrate import next_release as next_release
 from corral.deploy.orchestrate import no_check as no_check
 from corral.deploy.orchestrate import rollback as rollback
@@ -82,13 +83,29 @@ def plan(ctx: Context, roles: Sequence[str] = (), seen: Sighting | None = None) 
     outside = {n: rr.public for n, rr in view.items() if n not in desired and rr.public}
     pending = {**outside, **pending}
     planned = plan_deploy(ctx.scope, desired, observed, untouched, release, pending_public=pending)
+    planned = _ports_checked(ctx, planned, view)
     return PlanResult(
         planned,
         resolved.unbuilt,
         tuple(v for v in new_volumes if v not in observed.volumes),
         settings_only=not (planned.has_changes or resolved.unbuilt)
+        and planned.edge.action != "replace-needed"  # a port: the edge line says it
         and not same_as_active(ctx, desired),
     )
+
+
+def _ports_checked(ctx: Context, planned: Plan, view: Desired) -> Plan:
+    """``planned``, refused (``edge.blocked``) when its new pod would publish a port
+    another program holds: the deploy refuses it before anything changes."""
+    if planned.edge.action not in NEW_POD_ACTIONS or planned.edge.blocked:
+        return planned
+    try:
+        ctx.edge.check_ports(view)
+    except UsageError as exc:
+        return dataclasses.replace(
+            planned, edge=dataclasses.replace(planned.edge, blocked=exc.message)
+        )
+    return planned
 
 
 def _edge_view(

@@ -405,7 +405,8 @@ class Edge:
         return EdgePlan(
             "replace-needed",
             f"public ports or their address changed{f' (ports {was} -> {ports})' if was else ''}"
-            f": once the roles are in place, a new pod publishes port {ports} on "
+            f": once the roles are in place, a new pod publishes "
+            f"{'ports' if ',' in ports else 'port'} {ports} on "
             f"{self.address}, and every public port refuses connections for about a second",
             image,
         )

@@ -235,7 +235,10 @@ def _deploy_watched(fleet: Fleet, health: str) -> tuple[Watch, str, str]:
 
 
 def test_pg_isready_from_a_probe_waits_while_a_tcp_check_would_pass(fleet: Fleet) -> None:
-    health = f'{{command: [{PG_BIN}/pg_isready, -h, "{{host}}", -p, "{{port}}"], interval: 500ms}}'
+    # retries 90 (45 s): initdb and the start took over the default 15 s when another
+    # test shared the machine (a CI run); the test is about the order, not the time.
+    check = f'command: [{PG_BIN}/pg_isready, -h, "{{host}}", -p, "{{port}}"]'
+    health = f"{{{check}, interval: 500ms, retries: 90}}"
     watch, said, right_after = _deploy_watched(fleet, health)
     # While corral waited, the port took connections and PostgreSQL refused them:
     assert watch.tcp_while_starting, "PostgreSQL never said it was starting up"

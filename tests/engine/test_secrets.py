@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import tarfile
+import time
 import uuid
 from pathlib import Path
 
@@ -23,8 +24,15 @@ from tests.engine.helpers import Fleet, fleet_secrets, podman_json, secret_store
 
 
 def _ids(*args: str) -> list[str]:
-    out = subprocess.run(["podman", *args], capture_output=True, text=True, check=True).stdout
-    return out.split()
+    """The ids a podman listing prints; tried again when another test's removal under it
+    ended it ("image not known"), as ``podman_json`` does."""
+    for attempt in range(5):
+        proc = subprocess.run(["podman", *args], capture_output=True, text=True, check=False)
+        if proc.returncode == 0 or attempt == 4:
+            break
+        time.sleep(0.5)
+    proc.check_returncode()
+    return proc.stdout.split()
 
 
 def test_a_secret_reaches_the_instances_and_nothing_else(fleet: Fleet, shared_base: str) -> None:

@@ -18,6 +18,7 @@ from corral.engines.podman_api import (
     COMPAT_PREFIX,
     ROOT_SOCKET,
     APIUnavailable,
+    LookupRace,
     PodmanAPI,
     default_api,
     socket_path,
@@ -28,7 +29,17 @@ from tests.unit.serving import serving
 ANSWERS: dict[str, tuple[int, bytes]] = {
     "/_ping": (200, b"OK"),
     f"{API_PREFIX}/images/localhost/corral/shop/web:1-abc/json": (200, b'{"Id": "abc"}'),
-    f"{API_PREFIX}/images/nothing:1/json": (404, b'{"cause": "image not known"}'),
+    f"{API_PREFIX}/images/nothing:1/json": (
+        404,
+        b'{"cause": "image not known", "message": "failed to find image nothing:1: '
+        b'nothing:1: image not known"}',
+    ),
+    # podman 4.3 while another podman removes images: it names an image not asked for.
+    f"{API_PREFIX}/images/raced:1/json": (
+        404,
+        b'{"cause": "image not known", "message": "failed to find image raced:1: '
+        b'0f1e2d3c4b5a: image not known"}',
+    ),
     f"{API_PREFIX}/containers/broken/json": (500, b'{"cause": "storage"}'),
     f"{API_PREFIX}/containers/garbled/json": (200, b"{not json"),
     f"{API_PREFIX}/networks/corral-shop/exists": (204, b""),
@@ -143,6 +154,8 @@ def test_reads(service: str) -> None:
     api = PodmanAPI(service)
     assert api.inspect_image("localhost/corral/shop/web:1-abc") == {"Id": "abc"}
     assert api.inspect_image("nothing:1") is None
+    with pytest.raises(LookupRace, match="0f1e2d3c4b5a"):
+        api.inspect_image("raced:1")
     assert api.network_exists("corral-shop")
     assert not api.network_exists("other")
     assert api.container_ids({"io.corral.fleet": "shop", "io.corral.env": "live"}) == ["c1", "c2"]

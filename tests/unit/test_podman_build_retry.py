@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from corral.engines import podman
 from corral.engines.podman import BUILD_ATTEMPTS, PodmanEngine
-from corral.errors import BuildError
+from corral.errors import BuildError, EngineError
 
 # Fails its first `failures` builds as podman 4.3 does when another podman removed an
-# image whose layer the build's cache lookup had found; inspect finds the image.
+# image whose layer the build's cache lookup had found; inspect misses the image built
+# its first `misses` times, as podman 4.3 does while another podman removes images.
 FAKE_PODMAN = """#!/bin/sh
 case "$1" in
   build)
@@ -22,15 +24,24 @@ layer info: layer not known"
       exit 125
     fi
     echo "COMMIT"; exit 0;;
-  image) echo '[{{"Id": "abc", "RepoTags": ["localhost/x:1"]}}]';;
+  image)
+    n=$(cat "{count}.inspect" 2>/dev/null || echo 0); echo $((n + 1)) > "{count}.inspect"
+    if [ "$n" -lt {misses} ]; then
+      echo "Error: inspecting object: {missed}: image not known" >&2; exit 125
+    fi
+    echo '[{{"Id": "abc", "RepoTags": ["localhost/x:1"]}}]';;
 esac
 """
 
 
-def fake_podman(tmp_path: Path, failures: int) -> tuple[PodmanEngine, Path]:
+def fake_podman(
+    tmp_path: Path, failures: int, misses: int = 0, missed: str = "localhost/x:1"
+) -> tuple[PodmanEngine, Path]:
     count = tmp_path / "builds"
     script = tmp_path / "podman"
-    script.write_text(FAKE_PODMAN.format(count=count, failures=failures))
+    script.write_text(
+        FAKE_PODMAN.format(count=count, failures=failures, misses=misses, missed=missed)
+    )
     script.chmod(0o755)
     (tmp_path / "Containerfile").write_text("FROM base\n")
     return PodmanEngine(binary=str(script), api=None), count
@@ -65,3 +76,43 @@ def test_any_other_failure_is_not_retried(tmp_path: Path) -> None:
     with pytest.raises(BuildError):
         build(engine, tmp_path, [])
     assert count.read_text().strip() == "1"
+
+
+@pytest.fixture
+def no_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(podman, "REQUIRE_IMAGE_DELAYS", (0, 0, 0, 0))
+
+
+@pytest.mark.parametrize("missed", ["localhost/x:1", "1f2e3d4c5b6a"])
+def test_an_image_podman_misses_just_after_building_it_is_looked_up_again(
+    tmp_path: Path, no_waits: None, missed: str
+) -> None:
+    """Missed by its own name, or while podman says another image is not known."""
+    engine, count = fake_podman(tmp_path, failures=0, misses=3, missed=missed)
+    assert build(engine, tmp_path, []) == "abc"
+    assert Path(f"{count}.inspect").read_text().strip() == "4"
+
+
+def test_an_image_that_stays_missing_after_a_build_is_an_engine_error(
+    tmp_path: Path, no_waits: None
+) -> None:
+    engine, count = fake_podman(tmp_path, failures=0, misses=99)
+    with pytest.raises(EngineError, match="reported success but image localhost/x:1 is missing"):
+        build(engine, tmp_path, [])
+    assert Path(f"{count}.inspect").read_text().strip() == "5"
+
+
+def test_a_lookup_that_keeps_missing_another_image_is_never_read_as_missing(
+    tmp_path: Path, no_waits: None
+) -> None:
+    """A rollback read "missing" as "its images are gone"; an error says what happened."""
+    engine, count = fake_podman(tmp_path, failures=0, misses=99, missed="1f2e3d4c5b6a")
+    with pytest.raises(EngineError, match=r"kept answering .*1f2e3d4c5b6a: image not known"):
+        engine.inspect_image("localhost/x:1")
+    assert Path(f"{count}.inspect").read_text().strip() == "5"
+
+
+def test_an_image_podman_does_not_know_is_missing_at_once(tmp_path: Path) -> None:
+    engine, count = fake_podman(tmp_path, failures=0, misses=99)
+    assert engine.inspect_image("localhost/x:1") is None
+    assert Path(f"{count}.inspect").read_text().strip() == "1"

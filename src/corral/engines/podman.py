@@ -23,7 +23,14 @@ from typing import Any, Literal, TypeVar
 from corral.engines import bridge
 from corral.engines.base import Engine
 from corral.engines.capabilities import Capability
-from corral.engines.podman_api import APIUnavailable, PodmanAPI, default_api, remote_podman
+from corral.engines.podman_api import (
+    APIUnavailable,
+    LookupRace,
+    PodmanAPI,
+    default_api,
+    image_unknown,
+    remote_podman,
+)
 from corral.engines.values import (
     ContainerInfo,
     ContainerSpec,
@@ -68,6 +75,8 @@ LAUNCHER = (
 #: What podman build says when an image removed meanwhile took a layer its cache lookup
 #: had found; building again succeeds.
 CACHE_RACE = "layer not known"
+# Seconds between looks at an image podman missed while another podman removed images.
+REQUIRE_IMAGE_DELAYS = (0.2, 0.5, 1.0, 2.0)
 BUILD_ATTEMPTS = 3
 #: How an instance's resolver asks for names (see ``dns_args``).
 DNS_OPTIONS = ("timeout:2", "attempts:5")
@@ -228,20 +237,47 @@ class PodmanEngine(Engine):
         return self._require_image(tag)
 
     def _require_image(self, ref: str) -> ImageInfo:
-        image = self.inspect_image(ref)
-        if image is None:
-            raise EngineError(f"podman reported success but image {ref} is missing")
-        return image
+        # Another podman removing images meanwhile (another fleet's gc or teardown) can
+        # make podman 4.3's lookup of the image just made answer "image not known",
+        # naming some other image: look again before calling the build a failure.
+        for delay in (*REQUIRE_IMAGE_DELAYS, None):
+            image = self.inspect_image(ref)
+            if image is not None:
+                return image
+            if delay is not None:
+                time.sleep(delay)
+        raise EngineError(f"podman reported success but image {ref} is missing")
 
     def inspect_image(self, ref: str) -> ImageInfo | None:
+        data = self._look_up_image(ref)
+        return _image_info(data) if data else None
+
+    def _look_up_image(self, ref: str) -> Mapping[str, Any] | None:
+        """``ref``'s inspection, or None when podman says ``ref`` is not known.
+
+        A lookup that missed because another podman was removing images (LookupRace) is
+        made again: read as missing, it made a rollback refuse "images are gone".
+        """
+        for delay in (*REQUIRE_IMAGE_DELAYS, None):
+            try:
+                return self._look_up_image_once(ref)
+            except LookupRace as race:
+                if delay is None:
+                    raise EngineError(
+                        f"cannot inspect image {ref}: podman kept answering {race}"
+                    ) from race
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _look_up_image_once(self, ref: str) -> Mapping[str, Any] | None:
         answer = self._via_api(lambda api: api.inspect_image(ref))
         if answer is not None:
-            return _image_info(answer[0]) if answer[0] else None
+            return answer[0] or None
         proc = self._run("image", "inspect", "--format", "json", ref, check=False)
         if proc.returncode != 0:
             # Only "image not known" means missing: any other failure (a busy or
             # restarting engine) read as missing made a deploy bake an image it had.
-            if "image not known" in proc.stderr or "no such image" in proc.stderr:
+            if image_unknown(ref, proc.stderr):
                 return None
             raise EngineError(
                 f"cannot inspect image {ref}: {_last_line(proc.stderr)}",
@@ -249,7 +285,7 @@ class PodmanEngine(Engine):
                 stderr=proc.stderr[-2000:],
             )
         data = json.loads(proc.stdout)
-        return _image_info(data[0]) if data else None
+        return data[0] if data else None
 
     def list_images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
         ids = self._run("images", "--quiet", "--no-trunc", *_label_filters(labels)).stdout.split()
@@ -400,12 +436,7 @@ class PodmanEngine(Engine):
         return self._launches[key]
 
     def _raw_image(self, ref: str) -> Mapping[str, Any]:
-        answer = self._via_api(lambda api: api.inspect_image(ref))
-        if answer is not None:
-            data = answer[0]
-        else:
-            found = self._json("image", "inspect", "--format", "json", ref)
-            data = found[0] if found else None
+        data = self._look_up_image(ref)
         if not data:
             raise NotFoundError(f"no image {ref}", name=ref)
         return data

@@ -32,6 +32,25 @@ class APIUnavailable(Exception):
     """The service did not answer (gone, or never started); use the CLI instead."""
 
 
+class LookupRace(Exception):
+    """Podman 4.3 answered "image not known" naming another image than the one asked for:
+    another podman was removing images meanwhile. The image may well be there."""
+
+
+def image_unknown(ref: str, message: str) -> bool:
+    """Whether podman's error ``message`` says ``ref`` itself is not known (both the CLI and
+    the API name the reference as given: ``<ref>: image not known``).
+
+    Raises:
+        LookupRace: it says some other image is not known.
+    """
+    if f"{ref}: image not known" in message or "no such image" in message:
+        return True
+    if "image not known" in message:
+        raise LookupRace(message)
+    return False
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
@@ -130,7 +149,10 @@ class PodmanAPI:
         return _found(status, data)
 
     def inspect_image(self, ref: str) -> Mapping[str, Any] | None:
+        """Raises LookupRace: see ``image_unknown``."""
         status, data = self.get(f"/images/{quote(ref, safe='/:@')}/json")
+        if status == 404 and isinstance(data, dict):
+            image_unknown(ref, str(data.get("message", "")))
         return _found(status, data)
 
     def container_ids(self, labels: Mapping[str, str]) -> list[str]:

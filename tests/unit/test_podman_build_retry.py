@@ -116,3 +116,25 @@ def test_an_image_podman_does_not_know_is_missing_at_once(tmp_path: Path) -> Non
     engine, count = fake_podman(tmp_path, failures=0, misses=99)
     assert engine.inspect_image("localhost/x:1") is None
     assert Path(f"{count}.inspect").read_text().strip() == "1"
+
+
+LISTING_PODMAN = """#!/bin/sh
+n=$(cat "{count}" 2>/dev/null || echo 0); echo $((n + 1)) > "{count}"
+if [ "$n" -lt 2 ]; then echo "Error: 5a4b3c2d1e0f: image not known" >&2; exit 125; fi
+case "$1" in
+  images) echo abc;;
+  image) echo '[{{"Id": "abc", "Labels": {{"io.corral.fleet": "shop"}}}}]';;
+esac
+"""
+
+
+def test_a_listing_that_meets_an_image_removed_meanwhile_is_made_again(
+    tmp_path: Path, no_waits: None
+) -> None:
+    count = tmp_path / "calls"
+    script = tmp_path / "podman"
+    script.write_text(LISTING_PODMAN.format(count=count))
+    script.chmod(0o755)
+    engine = PodmanEngine(binary=str(script), api=None)
+    assert [i.id for i in engine.list_images({"io.corral.fleet": "shop"})] == ["abc"]
+    assert count.read_text().strip() == "4"  # two misses, then the listing and inspection

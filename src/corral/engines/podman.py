@@ -288,6 +288,18 @@ class PodmanEngine(Engine):
         return data[0] if data else None
 
     def list_images(self, labels: Mapping[str, str]) -> list[ImageInfo]:
+        # Either call fails "image not known" when another podman removes an image
+        # meanwhile (any image: podman 4.3 reads them all to filter): list again.
+        for delay in (*REQUIRE_IMAGE_DELAYS, None):
+            try:
+                return self._list_images_once(labels)
+            except EngineError as exc:
+                if delay is None or "image not known" not in (exc.stderr or ""):
+                    raise
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _list_images_once(self, labels: Mapping[str, str]) -> list[ImageInfo]:
         ids = self._run("images", "--quiet", "--no-trunc", *_label_filters(labels)).stdout.split()
         if not ids:
             return []

@@ -218,3 +218,45 @@ def test_removing_a_network_never_removes_its_users(
     engine.remove_network(network)  # no user left: now it goes
     gone = subprocess.run(["podman", "network", "exists", network], capture_output=True)
     assert gone.returncode == 1
+
+
+# -- labels -------------------------------------------------------------------------------
+
+AWKWARD_LABELS = [
+    "plain",
+    'a "quoted" word',
+    "back\\slash\\",
+    "$HOME ${HOME} $(id) `id`",
+    "it's",
+    "#not a comment",
+    "é ü 日本",
+    '\\"',
+    "\\$x",
+    " spaces  ",
+    "",
+    "a=b=c",
+    "LABEL x=y",
+]
+
+
+def test_every_label_value_reaches_the_image_as_given_in_one_build_step(
+    engine: PodmanEngine, shared_base: str, cleanup_fleet: str, tmp_path: Path
+) -> None:
+    """Labels go into one LABEL step each value quoted (one commit instead of one per
+    label); the real buildah must read every value back byte for byte."""
+    labels = {f"io.corral.test-{i}": v for i, v in enumerate(AWKWARD_LABELS)}
+    labels["io.corral.fleet"] = cleanup_fleet
+    (tmp_path / "Containerfile").write_text(f"FROM {shared_base}\n")
+    tag = f"localhost/corral/{cleanup_fleet}/labels:1"
+    image = engine.build_image(tmp_path, tmp_path / "Containerfile", tag, labels)
+    assert {k: v for k, v in image.labels.items() if k in labels} == labels
+    steps = subprocess.run(
+        ["podman", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image.id],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert sum("#(nop) LABEL" in step for step in steps.splitlines()) == 1, steps
+    # A value with a newline cannot be written into a Containerfile line: the flags.
+    multi = engine.build_image(
+        tmp_path, tmp_path / "Containerfile", tag, {**labels, "io.corral.test-nl": "a\nb"}
+    )
+    assert multi.labels["io.corral.test-nl"] == "a\nb"

@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -207,23 +209,26 @@ class PodmanEngine(Engine):
         build_args: Mapping[str, str] | None = None,
         network: bool = False,
     ) -> ImageInfo:
-        # "none" leaves RUN steps a loopback device only; "host" is what a role that
-        # downloads while it builds asks for (podman 4.3 accepts both for build).
-        argv = [
-            "build",
-            "--file",
-            str(containerfile),
-            "--tag",
-            tag,
-            "--network",
-            "host" if network else "none",
-            "--layers",
-            "--force-rm",
-        ]
-        for key, value in labels.items():
-            argv += ["--label", f"{key}={value}"]
-        for name, value in (build_args or {}).items():
-            argv += ["--build-arg", f"{name}={value}"]
+        with _labelled(containerfile, labels) as (path, label_flags):
+            # "none" leaves RUN steps a loopback device only; "host" is what a role that
+            # downloads while it builds asks for (podman 4.3 accepts both for build).
+            argv = [
+                "build",
+                "--file",
+                str(path),
+                "--tag",
+                tag,
+                "--network",
+                "host" if network else "none",
+                "--layers",
+                "--force-rm",
+                *label_flags,
+            ]
+            for name, value in (build_args or {}).items():
+                argv += ["--build-arg", f"{name}={value}"]
+            return self._build(argv, context, tag, log)
+
+    def _build(self, argv: list[str], context: Path, tag: str, log: LogSink | None) -> ImageInfo:
         for _ in range(BUILD_ATTEMPTS):
             status, tail = self._stream([*argv, str(context)], log)
             if status == 0 or not any(CACHE_RACE in line for line in tail):
@@ -1139,6 +1144,60 @@ def _secret_name(container: str, variable: str) -> str:
 def _probe_output(data: bytes) -> str:
     text = data.decode("utf-8", "replace").strip()
     return text[-PROBE_OUTPUT:]
+
+
+@contextlib.contextmanager
+def _labelled(containerfile: Path, labels: Mapping[str, str]) -> Iterator[tuple[Path, list[str]]]:
+    """``containerfile`` and the ``--label`` flags that label its image.
+
+    buildah turns each ``--label`` into a LABEL step of its own, and with ``--layers``
+    each step commits an image: 0.11 s each here, 1.9 s for the 17 labels of a role's
+    image. So several labels go into one LABEL step appended to a copy of the file (its
+    last stage, where buildah puts them too), each word quoted by
+    :func:`label_instruction`. The flags stay for one label, and for a file that sets
+    another escape character or ends in a line continuation.
+    """
+    data = containerfile.read_bytes()
+    text = data.decode("utf-8", errors="replace")
+    instruction = label_instruction(labels) if len(labels) > 1 else None
+    lines = text.rstrip().splitlines() or [""]
+    plain = _escape_directive(text) in ("\\", None) and not lines[-1].endswith("\\")
+    if instruction is None or not plain:
+        yield containerfile, [f for k, v in labels.items() for f in ("--label", f"{k}={v}")]
+        return
+    with tempfile.TemporaryDirectory(prefix="corral-labels-") as tmp:
+        copy = Path(tmp, containerfile.name)
+        copy.write_bytes(data + f"\n{instruction}\n".encode())
+        yield copy, []
+
+
+def label_instruction(labels: Mapping[str, str]) -> str | None:
+    """One Containerfile LABEL instruction setting ``labels``, each key and value a
+    double-quoted word in which only ``\\``, ``"`` and ``$`` are special (each is escaped
+    with a backslash); None if a key or value holds a control character (a newline would
+    end the instruction), which only ``--label`` can carry."""
+    words = []
+    for key, value in labels.items():
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key + value):
+            return None
+        words.append(f"{_quoted(key)}={_quoted(value)}")
+    return f"LABEL {' '.join(words)}"
+
+
+def _quoted(word: str) -> str:
+    return '"' + "".join(f"\\{c}" if c in '\\"$' else c for c in word) + '"'
+
+
+def _escape_directive(text: str) -> str | None:
+    """The escape character a Containerfile's ``# escape=`` parser directive names, if
+    any (directives are the comment lines at its very top)."""
+    for line in text.splitlines():
+        match = re.fullmatch(r"#\s*(\w+)\s*=\s*(\S*)\s*", line.strip())
+        if match is None:
+            return None
+        if match.group(1).lower() == "escape":
+            return match.group(2)
+    return None
 
 
 def _last_line(text: str) -> str:

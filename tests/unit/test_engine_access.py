@@ -17,6 +17,7 @@ from corral.edge.container import SOCKET_IN_CONTAINER, SOCKET_NAME, Edge
 from corral.engines.capabilities import Capability, NotSupportedError, require
 from corral.engines.fake import FAKE_CAPABILITIES, FakeEngine, fake_exec
 from corral.engines.values import ContainerInfo, ContainerSpec, ExecResult, Mount
+from corral.testing import lockdown
 from corral.testing.environment import TestEnvironment
 from corral.testing.lockdown import lockdown_checks
 from tests.unit.builders import role_release
@@ -114,13 +115,17 @@ def test_lockdown_checks_look_through_security_and_exec() -> None:
     labels = instance_labels(SCOPE, "web", 1, 1, "cfg")
     spec = ContainerSpec(name="shop-web-r1-1", image="img-a", labels=labels, user="app")
     engine.start(spec)
+    looks: list[str] = []
+    tcp = "  sl  local_address rem_address   st\n   0: 00000000:0016 00000000:0000 0A\n"
 
-    def uid(name: str, command: Sequence[str]) -> ExecResult:
-        return (
-            ExecResult(0, "0\n", "") if list(command) == ["id", "-u"] else fake_exec(name, command)
-        )
+    def inside(name: str, command: Sequence[str]) -> ExecResult:
+        looks.append(name)
+        if list(command[:2]) != ["sh", "-c"]:
+            return fake_exec(name, command)
+        section = lockdown._SECTION
+        return ExecResult(0, f"0\n{section}\n{tcp}{section}\nsleep\ndropbear\n", "")
 
-    engine.exec_answer = uid
+    engine.exec_answer = inside
     checks = {
         c.name.split(" (")[0]: c for c in lockdown_checks(engine, spec.name, role_release("web"))
     }
@@ -128,8 +133,26 @@ def test_lockdown_checks_look_through_security_and_exec() -> None:
     assert checks["lockdown: no host ports"].outcome == "passed"
     # "app" maps to uid 0 inside: only exec can tell.
     assert checks["lockdown: non-root user"].message == "the process runs as uid 0"
-    # The fake answers no `sh -c`: the check says it could not look; it does not pass.
-    assert "could not check" in checks["lockdown: no SSH server"].message
+    assert checks["lockdown: no SSH server"].message == "something listens on port 22"
+    assert checks["lockdown: only declared ports listen"].message == (
+        "undeclared listening port(s): [22]"
+    )
+    assert looks == [spec.name]  # one command inside for every check
+
+
+def test_a_look_inside_that_fails_fails_every_check_that_needs_it() -> None:
+    engine = FakeEngine()
+    labels = instance_labels(SCOPE, "web", 1, 1, "cfg")
+    spec = ContainerSpec(name="shop-web-r1-1", image="img-a", labels=labels, user="app")
+    engine.start(spec)  # the fake answers no `sh -c`: status 127
+    checks = lockdown_checks(engine, spec.name, role_release("web"))
+    could_not = {c.name.split(" (")[0] for c in checks if "could not check" in c.message}
+    assert could_not == {
+        "lockdown: non-root user",
+        "lockdown: no SSH server",
+        "lockdown: only declared ports listen",
+    }
+    assert all(c.outcome == "failed" for c in checks if "could not check" in c.message)
 
 
 def test_require_passes_a_declared_capability() -> None:

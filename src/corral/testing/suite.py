@@ -40,6 +40,8 @@ from corral.testing.lockdown import lockdown_checks
 from corral.testing.runner import CHECK_KINDS, CheckResult, PytestOutcome, run_role_tests
 
 SMOKE_TIMEOUT = 120.0
+#: Instances whose lockdown is checked at once (each check waits on a command inside).
+LOCKDOWN_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -243,11 +245,19 @@ def _check_role(
             rr.role, rr.image_version, rr.image_digest, "failed", (check,), bring_up, log
         )
     checks = [CheckResult("health", "health", "passed", bring_up, "healthy from outside")]
-    for instance in env.describe(rr)["instances"]:
-        checks += lockdown_checks(ctx.engine, instance["name"], rr)
+    names = [str(i["name"]) for i in env.describe(rr)["instances"]]
+    # The lockdown checks wait on the engine (a command in each instance): they run
+    # beside each other and beside the role's tests, a few at a time.
+    with ThreadPoolExecutor(max_workers=LOCKDOWN_WORKERS) as pool:
+        lockdowns = [pool.submit(lockdown_checks, ctx.engine, name, rr) for name in names]
+        outcome = (
+            _run_tests(ctx, env.describe(rr), rr, timeouts, "full", run.variables)
+            if rr.tests
+            else None
+        )
+        checks += [c for found in lockdowns for c in found.result()]
     log = ""
-    if rr.tests:
-        outcome = _run_tests(ctx, env.describe(rr), rr, timeouts, "full", run.variables)
+    if outcome is not None:
         checks += outcome.checks
         log = outcome.log_tail
         if not outcome.ok and not outcome.checks:

@@ -23,6 +23,7 @@ inherits by subclassing ``Engine``; the others every engine implements.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -344,6 +345,17 @@ class Introspection(Protocol):
 
         Raises:
             EngineError: the container is not running, or the engine failed.
+        """
+        raise lacks(self, Capability.EXEC)
+
+    def shell(self, name: str) -> subprocess.Popen[bytes]:
+        """A POSIX shell (``/bin/sh``) inside a running container, as ``exec_in`` runs
+        commands: a local process whose standard input, output and error are the shell's,
+        each a pipe. Only test environments' exec broker may call this, for the commands
+        of a role's tests (:mod:`corral.testing.shell`).
+
+        Raises:
+            EngineError: the shell could not be started.
         """
         raise lacks(self, Capability.EXEC)
 

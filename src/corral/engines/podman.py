@@ -674,6 +674,15 @@ class PodmanEngine(Engine):
             )
         return ExecResult(proc.returncode, proc.stdout, proc.stderr)
 
+    def shell(self, name: str) -> subprocess.Popen[bytes]:
+        argv = [self.binary, "exec", "--interactive", name, "/bin/sh"]
+        try:
+            return subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        except OSError as exc:
+            raise EngineError(f"cannot run podman: {exc}", command=argv) from exc
+
     def session(self, name: str, command: Sequence[str], tty: bool, timeout: float) -> int | None:
         # No --user, no --privileged: the session is the instance's user with the
         # instance's (dropped) capabilities, read-only root and no set-uid programs left.

@@ -11,6 +11,11 @@ with ``{"status": 0, "stdout": "...", "stderr": ""}``, or ``{"error": "..."}``. 
 ``/bin/sh -c COMMAND`` (the container's shell, as the container's user) through the
 engine, and only in a container the environment named: a request for any other container
 (the edge, another fleet's instance, the host) is refused.
+
+Where the engine can open a shell in a container, the commands for it go through one
+long-lived shell (:mod:`corral.testing.shell`): a command costs a fork there instead of
+an exec. A request that comes while that shell is busy, or whose shell could not be
+opened, is run with ``exec_in`` as before.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 
 from corral.engines.values import ExecResult
 from corral.errors import CorralError
+from corral.testing.shell import OpenShell, Shell, ShellGone
 
 #: How the broker runs a command in a container: (container, argv, timeout) -> result.
 ExecIn = Callable[[str, Sequence[str], float], ExecResult]
@@ -47,18 +53,28 @@ class ExecBroker:
         exec_in: how to run a command in one; None: every request is refused (an engine
             that cannot run commands in a container).
         timeout: seconds one command may take.
+        open_shell: how to open a long-lived shell in one (``Engine.shell``); None:
+            every command is an ``exec_in``.
     """
 
     def __init__(
-        self, path: Path, containers: Collection[str], exec_in: ExecIn | None, timeout: float
+        self,
+        path: Path,
+        containers: Collection[str],
+        exec_in: ExecIn | None,
+        timeout: float,
+        open_shell: OpenShell | None = None,
     ) -> None:
         self.path = path
         self.containers = frozenset(containers)
         self.exec_in = exec_in
         self.timeout = timeout
+        self.open_shell = open_shell
         self._server: socketserver.ThreadingUnixStreamServer | None = None
         self._thread: threading.Thread | None = None
         self._running = threading.BoundedSemaphore(MAX_RUNNING)
+        self._shells: dict[str, Shell | None] = {}  # None: could not be opened
+        self._shell_locks = {name: threading.Lock() for name in self.containers}
 
     def __enter__(self) -> ExecBroker:
         broker = self
@@ -87,6 +103,9 @@ class ExecBroker:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join()
+        for shell in self._shells.values():
+            if shell is not None:
+                shell.close()
         with contextlib.suppress(OSError):  # the tests may have put anything there
             self.path.unlink(missing_ok=True)
 
@@ -108,12 +127,41 @@ class ExecBroker:
             return {"error": "this engine cannot run commands in a container"}
         try:
             with self._running:
-                result = self.exec_in(container, ["/bin/sh", "-c", command], self.timeout)
+                result = self._run(self.exec_in, container, command)
         except CorralError as exc:
             return {"error": str(exc)}
         except Exception as exc:  # a test's command must not crash corral
             return {"error": f"the command's output could not be read: {exc}"}
         return {"status": result.status, "stdout": result.stdout, "stderr": result.stderr}
+
+    def _run(self, exec_in: ExecIn, container: str, command: str) -> ExecResult:
+        """``command`` run in ``container``'s shell if it is free, else with ``exec_in``."""
+        lock = self._shell_locks[container]
+        if self.open_shell is None or not lock.acquire(blocking=False):
+            return exec_in(container, ["/bin/sh", "-c", command], self.timeout)
+        try:
+            shell = self._shell(container)
+            if shell is None:
+                return exec_in(container, ["/bin/sh", "-c", command], self.timeout)
+            try:
+                return shell.run(command, self.timeout)
+            except ShellGone as gone:
+                self._shells.pop(container, None)  # the next command opens another
+                if gone.ran:
+                    raise
+                return exec_in(container, ["/bin/sh", "-c", command], self.timeout)
+        finally:
+            lock.release()
+
+    def _shell(self, container: str) -> Shell | None:
+        """``container``'s shell, opened on first use (the caller holds its lock)."""
+        if container not in self._shells:
+            assert self.open_shell is not None
+            try:
+                self._shells[container] = Shell(container, self.open_shell)
+            except (CorralError, OSError):
+                self._shells[container] = None
+        return self._shells[container]
 
 
 def request(path: Path, container: str, command: str, timeout: float | None) -> dict[str, Any]:

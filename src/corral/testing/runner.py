@@ -48,6 +48,7 @@ from corral.errors import UsageError
 from corral.testing import contract
 from corral.testing.broker import ExecBroker, ExecIn
 from corral.testing.sandbox import NO_ENGINE, sandbox_environ, sandboxed
+from corral.testing.shell import OpenShell
 
 #: The kinds of check the runner reports (callers add their own, e.g. health, lockdown).
 CHECK_KINDS = ("pytest", "testinfra", "http")
@@ -166,6 +167,7 @@ def run_role_tests(
     workdir: Path,
     variables: Mapping[str, str] | None = None,
     exec_in: ExecIn | None = None,
+    open_shell: OpenShell | None = None,
     hidden: Sequence[Path] = (),
 ) -> PytestOutcome:
     """Run a role's test files against an environment and collect their results.
@@ -187,6 +189,8 @@ def run_role_tests(
             :data:`PASSED_VARIABLES`.
         exec_in: how the exec broker runs a command in one of ``env``'s instances
             (``Engine.exec_in``); None: the ``host`` fixtures fail, saying so.
+        open_shell: how the broker opens a long-lived shell in one (``Engine.shell``),
+            which runs its commands faster; None: each is an ``exec_in``.
         hidden: paths the tests must not see even if they lie beside them (corral's
             state, the backup repository, password files).
 
@@ -212,7 +216,7 @@ def run_role_tests(
             cwd=workdir,
             no_engine=files.no_engine,
         )
-        broker = ExecBroker(files.socket, _containers(env), exec_in, per_test_timeout)
+        broker = ExecBroker(files.socket, _containers(env), exec_in, per_test_timeout, open_shell)
         with broker:
             exit_code, timed_out = _run(argv, workdir, files, total_timeout, variables or {})
         seconds = time.monotonic() - started

@@ -288,7 +288,7 @@ def _run_tests(
     variables: Mapping[str, str],
 ) -> PytestOutcome:
     paths = [ctx.spec.root / t for t in rr.tests]
-    exec_in = ctx.engine.exec_in if supports(ctx.engine, Capability.EXEC) else None
+    can_exec = supports(ctx.engine, Capability.EXEC)
     with tempfile.TemporaryDirectory(prefix="corral-tests-") as tmp:
         return run_role_tests(
             paths,
@@ -298,7 +298,8 @@ def _run_tests(
             mode=mode,
             workdir=Path(tmp),
             variables=variables,
-            exec_in=exec_in,
+            exec_in=ctx.engine.exec_in if can_exec else None,
+            open_shell=ctx.engine.shell if can_exec else None,
             hidden=secret_paths(ctx),
         )
 

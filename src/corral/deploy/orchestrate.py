@@ -201,7 +201,7 @@ def deploy(
         ctx.edge.check_ports(desired)
     unfit = unfit_images(ctx.state, ctx.scope.fleet)
     check_not_revoked(desired, plan, () if source else change.roles, unfit)
-    if not plan.has_changes and not _edge_replaced(plan) and same_as_active(ctx, desired):
+    if not plan.has_changes and not plan.edge.replaced_after_roles and same_as_active(ctx, desired):
         took = time.monotonic() - started
         fleet = ctx.scope.fleet
         return DeployResult(
@@ -384,7 +384,7 @@ def converge(
         else:
             first, plan = _canary_first(ctx, plan, secrets, edge, journal, canary, untouched)
             canary.mark("settle")
-        if _edge_replaced(plan):
+        if plan.edge.replaced_after_roles:
             converge_edge(ctx, desired, release.number, edge, journal)
         verify(ctx, desired, 0.0, edge)  # every role at its replicas before the smoke test
         after(desired)
@@ -581,19 +581,13 @@ def undo(
     values = {**secrets, **live_values((n for n in starting if n not in secrets), advice)}
     journal = Journal(ctx.state, ctx.scope.fleet)
     _apply(ctx, plan, values, edge, journal)
-    if _edge_replaced(plan):  # the failed release had brought the edge to its ports
+    if plan.edge.replaced_after_roles:  # the failed release had brought the edge to its ports
         converge_edge(ctx, desired, number, edge, journal)
     return previous.number if previous else None
 
 
 #: The edge actions that may start a new pod, which publishes the spec's ports afresh.
 NEW_POD_ACTIONS = ("create", "start", "replace", "replace-needed")
-
-
-def _edge_replaced(plan: Plan) -> bool:
-    """Whether the edge's frame (its image, uid, published ports or their address) is
-    not ``plan``'s: after the roles, ``converge_edge`` replaces the edge."""
-    return plan.edge.action == "replace-needed"
 
 
 def edge_replacement(ctx: Context, desired: Desired, image: str) -> EdgeReplacement:
@@ -621,7 +615,7 @@ def converge_edge(
     if edge is None:
         return
     observed = observe_fleet(ctx, desired, edge)
-    if observed.edge.action != "replace-needed":
+    if not observed.edge.replaced_after_roles:
         return
     observed = dataclasses.replace(observed, good_releases={*observed.good_releases, release})
     how = edge_replacement(ctx, desired, edge)

@@ -115,6 +115,12 @@ class EdgePlan:
     servers: tuple[Step, ...] = ()  # replace: the instances the new edge takes in
     blocked: str = ""  # why a deploy cannot carry this out ("": it can)
 
+    @property
+    def replaced_after_roles(self) -> bool:
+        """Whether the edge's frame (its image, uid, published ports or their address)
+        is not the plan's: after the roles, the deploy replaces the edge."""
+        return self.action == "replace-needed"
+
     def to_dict(self) -> dict[str, Any]:
         """The edge's part of the plan as JSON."""
         data: dict[str, Any] = {"action": self.action, "reason": self.reason, "image": self.image}
@@ -466,7 +472,7 @@ def _edge_first(
     """
     if observed.edge.action in ("create", "start", "resume"):
         return None  # a new edge has every backend
-    if observed.edge.action != "replace-needed" and not pending:
+    if not observed.edge.replaced_after_roles and not pending:
         return None
     ports = {name: rr.public for name, rr in desired.items() if rr.public is not None}
     ports.update(pending)

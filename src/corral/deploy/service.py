@@ -45,7 +45,7 @@ class PlanResult:
 
     @property
     def has_changes(self) -> bool:
-        edge = self.plan.edge.action == "replace-needed"  # a deploy replaces it
+        edge = self.plan.edge.replaced_after_roles
         return self.plan.has_changes or edge or bool(self.unbuilt) or self.settings_only
 
     @property
@@ -89,7 +89,7 @@ def plan(ctx: Context, roles: Sequence[str] = (), seen: Sighting | None = None) 
         resolved.unbuilt,
         tuple(v for v in new_volumes if v not in observed.volumes),
         settings_only=not (planned.has_changes or resolved.unbuilt)
-        and planned.edge.action != "replace-needed"  # a port: the edge line says it
+        and not planned.edge.replaced_after_roles  # a port: the edge line says it
         and not same_as_active(ctx, desired),
     )
 

@@ -69,8 +69,6 @@ def plan(ctx: Context, roles: Sequence[str] = (), seen: Sighting | None = None) 
     values = resolve_secrets(chosen, fresh, advice="export them before planning")
     desired = stamped(chosen, fresh, values, ctx.secret_key)
     view, pending = _edge_view(ctx, desired, resolved.unbuilt)
-    if pending and ctx.edge.container() is None:
-        pending = {}  # no edge yet: the deploy starts one with every port
     observed = observe_fleet(ctx, desired, edge_image(ctx, view), seen, True, edge_view=view)
     release = next_release(ctx.state, ctx.scope.fleet)
     new_volumes = (
@@ -79,9 +77,6 @@ def plan(ctx: Context, roles: Sequence[str] = (), seen: Sighting | None = None) 
         for volume in sorted(ctx.spec.fleet.roles[name].volumes)
     )
     untouched = (*resolved.untouched, *(n for n in resolved.unbuilt if n not in resolved.untouched))
-    # Every public role the plan leaves out: those the edge lacks need a new pod.
-    outside = {n: rr.public for n, rr in view.items() if n not in desired and rr.public}
-    pending = {**outside, **pending}
     planned = plan_deploy(ctx.scope, desired, observed, untouched, release, pending_public=pending)
     planned = _ports_checked(ctx, planned, view)
     return PlanResult(
@@ -111,21 +106,24 @@ def _ports_checked(ctx: Context, planned: Plan, view: Desired) -> Plan:
 def _edge_view(
     ctx: Context, desired: Desired, unbuilt: Sequence[str]
 ) -> tuple[dict[str, RoleRelease], dict[str, int]]:
-    """(the roles the edge is judged with, the unbuilt public roles it has no backend
-    for, by port): ``desired``, and each unbuilt role as the active release runs it, on
-    the spec's port; one the release does not run public is pending (a new pod)."""
+    """(the roles the edge is judged with, the public roles the plan leaves out, by
+    port: those the running edge lacks need a new pod).
+
+    The edge is judged with ``desired`` and each unbuilt role as the active release runs
+    it, on the spec's port. An unbuilt public role the release does not run is left out
+    too, unless there is no edge yet: the deploy starts one with every port."""
     active = ctx.state.active_release(ctx.scope.fleet)
     released = desired_from_record(active.roles) if active else {}
     view = dict(desired)
-    pending: dict[str, int] = {}
+    left_out: dict[str, int] = {}
     for name in unbuilt:
         port = ctx.spec.fleet.roles[name].public
         was = released.get(name)
         if was is not None and was.public is not None:
             view[name] = was.model_copy(update={"public": port})
-        elif port is not None:
-            pending[name] = port
-    return view, pending
+        if port is not None and (name in view or ctx.edge.container() is not None):
+            left_out[name] = port
+    return view, left_out
 
 
 @dataclass(frozen=True)

@@ -477,29 +477,39 @@ def verdict(record: TestRunRecord | None, tests: Sequence[str]) -> str | None:
 
 
 def smoke(ctx: Context, desired: Desired) -> None:
-    """Run each public role's HTTP tests against the live edge; DeployError on a failure."""
-    failures = []
+    """Run each public role's HTTP tests against the live edge, the roles side by side
+    (each run is mostly pytest starting); DeployError on a failure."""
     variables = smoke_variables(ctx, desired)
-    for rr in desired.values():
-        if rr.public is None or rr.role not in variables:
-            continue
-        env = {
-            "fleet": ctx.scope.fleet,
-            "role": rr.role,
-            "mode": "smoke",
-            "instances": [],
-            "engine": ctx.engine.name,
-            "edge_url": ctx.edge.url(rr.public),
-        }
+    tested = [
+        (rr, rr.public) for rr in desired.values() if rr.public is not None and rr.role in variables
+    ]
+    for rr, _ in tested:
         ctx.progress.step(rr.role, "smoke test against the live edge")
-        timeouts = Timeouts(total=SMOKE_TIMEOUT)
-        outcome = _run_tests(ctx, env, rr, timeouts, "smoke", variables[rr.role])
-        failed = [c for c in outcome.checks if c.outcome in reasons.FAILED]
-        if failed or not outcome.ok:
-            logs = _instance_logs(ctx, rr)
-            failures.append(reasons.smoke_failure(rr.role, outcome.checks, outcome.log_tail, logs))
+    with ThreadPoolExecutor(max_workers=max(1, len(tested))) as pool:
+        found = list(pool.map(lambda t: _smoke_role(ctx, t[0], t[1], variables[t[0].role]), tested))
+    failures = [failure for failure in found if failure is not None]
     if failures:
         raise DeployError.of_roles(failures)
+
+
+def _smoke_role(
+    ctx: Context, rr: RoleRelease, port: int, variables: Mapping[str, str]
+) -> DeployError | None:
+    """``rr``'s smoke test through the edge's ``port``: None if it passed, else why not."""
+    env = {
+        "fleet": ctx.scope.fleet,
+        "role": rr.role,
+        "mode": "smoke",
+        "instances": [],
+        "engine": ctx.engine.name,
+        "edge_url": ctx.edge.url(port),
+    }
+    outcome = _run_tests(ctx, env, rr, Timeouts(total=SMOKE_TIMEOUT), "smoke", variables)
+    failed = [c for c in outcome.checks if c.outcome in reasons.FAILED]
+    if not failed and outcome.ok:
+        return None
+    logs = _instance_logs(ctx, rr)
+    return reasons.smoke_failure(rr.role, outcome.checks, outcome.log_tail, logs)
 
 
 def _instance_logs(ctx: Context, rr: RoleRelease) -> dict[str, str]:

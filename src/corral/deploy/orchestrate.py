@@ -387,8 +387,8 @@ def converge(
         if plan.edge.replaced_after_roles:
             converge_edge(ctx, desired, release.number, edge, journal)
         verify(ctx, desired, 0.0, edge)  # every role at its replicas before the smoke test
-        after(desired)
-        verify(ctx, desired, settle_time(desired, _changed(plan)), edge)
+        settling = settle_time(desired, _changed(plan))
+        side_by_side(lambda: after(desired), lambda: verify(ctx, desired, settling, edge))
     except CorralError as exc:
         if isinstance(exc, LockedError):  # another process took the lock: it owns the fleet
             _abort(ctx, journal, release, details, exc.message)
@@ -536,6 +536,23 @@ def _apply(
 
 def _changed(plan: Plan) -> list[str]:
     return [name for wave in plan.waves for name in wave if plan.role(name).changed]
+
+
+def side_by_side(beside: Callable[[], None], here: Callable[[], None]) -> None:
+    """Run ``beside`` in a thread while ``here`` runs; both end before this returns.
+
+    The smoke test and the settling watch each wait (on pytest starting, on the clock):
+    one after the other they added up. An error of ``here`` wins (a settling shortfall
+    names the instances that fell), else ``beside``'s is raised.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(beside)
+        try:
+            here()
+        except BaseException:
+            running.exception()  # it ends before the caller undoes anything
+            raise
+        running.result()
 
 
 def verify(ctx: Context, desired: Desired, seconds: float, edge: str | None) -> None:

@@ -10,9 +10,11 @@ the same version always means the same inputs.
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -70,7 +72,8 @@ def build_fleet(
     progress: Progress | None = None,
     force: bool = False,
 ) -> list[BuildResult]:
-    """Bake the images of ``roles`` (default: every role), in spec order.
+    """Bake the images of ``roles`` (default: every role), side by side; results in
+    spec order.
 
     Raises:
         UsageError: a named role is not in the spec.
@@ -83,7 +86,15 @@ def build_fleet(
         BakeTarget(spec.fleet.fleet, name, spec.fleet.roles[name], spec.root)
         for name in _select_roles(spec, roles)
     ]
-    return [bake_target(t, engine, state, progress, force) for t in targets]
+    for target in targets:  # each base made once, before the roles on it are baked
+        resolve_base(target, engine, progress)
+    # Side by side: a build waits on the engine (a container per step, a commit each)
+    # as much as it computes. A failed one leaves the others to finish; the first
+    # failure in spec order is raised.
+    workers = max(1, min(len(targets), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        baking = [pool.submit(bake_target, t, engine, state, progress, force) for t in targets]
+        return [b.result() for b in baking]
 
 
 def _select_roles(spec: LoadedSpec, roles: Sequence[str] | None) -> list[str]:

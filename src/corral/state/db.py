@@ -30,8 +30,9 @@ import os
 import re
 import sqlite3
 import stat
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -347,6 +348,9 @@ class Handle:
         self.path = path
         self.reopen = reopen or (lambda: open_sqlite(Path(path)))
         self._conn: Conn | None = conn
+        # One connection, several threads (the builds of a fleet run side by side): one
+        # read or write transaction at a time on it.
+        self._turn = threading.RLock()
 
     @property
     def dialect(self) -> str:
@@ -360,14 +364,16 @@ class Handle:
             raise StateError(f"the state database {self.path} is closed", path=str(self.path))
         return self._conn
 
-    def read(self, doing: str) -> AbstractContextManager[None]:
+    @contextmanager
+    def read(self, doing: str) -> Iterator[None]:
         """A block whose driver errors become :class:`StateError` naming ``doing``."""
-        return translated(self.path, doing)
+        with self._turn, translated(self.path, doing):
+            yield
 
     @contextmanager
     def write(self, doing: str) -> Iterator[Conn]:
         """One write transaction, its errors translated; rolled back if the block raises."""
-        with translated(self.path, doing), write_transaction(self.conn) as conn:
+        with self._turn, translated(self.path, doing), write_transaction(self.conn) as conn:
             yield conn
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -61,21 +62,32 @@ class Fleet:
         text = text.replace("replicas: 3", f"replicas: {replicas}")
         text = text.replace("public: 8080", f"public: {self.port}")
         self.spec.write_text(text.replace("public: 8081", f"public: {self.api_port}"))
+        self.events: list[tuple[float, str]] = []  # the last command's progress lines
 
     def corral(self, *args: str, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
+        """Run the CLI; its progress lines (stderr) are kept in ``events`` with their time."""
         started = time.perf_counter()
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [*CORRAL, "-f", str(self.spec), "--json", *args],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, **env},
-            timeout=1800,
-            check=False,
         )
+        pipe, out = proc.stdout, []
+        assert proc.stderr is not None and pipe is not None
+        reader = threading.Thread(target=lambda: out.append(pipe.read()))  # no pipe deadlock
+        reader.start()
+        self.events = [
+            (round(time.perf_counter() - started, 2), line.rstrip()) for line in proc.stderr
+        ]
+        reader.join()
+        proc.wait(timeout=1800)
         seconds = time.perf_counter() - started
         if proc.returncode != 0:
-            raise RuntimeError(f"corral {' '.join(args)} failed: {proc.stderr[-3000:]}")
-        data = json.loads(proc.stdout) if proc.stdout.strip() else {}
+            tail = "\n".join(line for _, line in self.events[-40:])
+            raise RuntimeError(f"corral {' '.join(args)} failed: {tail}")
+        data = json.loads(out[0]) if out[0].strip() else {}
         return seconds, data
 
     def cleanup(self, env: dict[str, str]) -> None:
@@ -144,6 +156,7 @@ def lane(fleet: Fleet, script: Path, env: dict[str, str], archive: Path, args: A
             for v in report["canary"]
         ],
         **traffic,
+        "events": fleet.events,  # the lane's progress lines: [seconds since its start, line]
     }
 
 

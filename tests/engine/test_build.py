@@ -146,10 +146,17 @@ def test_unreachable_mirror_is_a_clear_error(
     assert list(scratch.iterdir()) == []
 
 
+@pytest.mark.parametrize("roles", [1, 2])
 def test_ctrl_c_leaves_state_unchanged(
-    tmp_path: Path, cleanup_fleet: str, shared_base: str
+    tmp_path: Path, cleanup_fleet: str, shared_base: str, roles: int
 ) -> None:
+    """With two roles their builds run side by side, in threads Ctrl-C does not reach:
+    each must still record "interrupted"."""
     spec_path = write_fleet(tmp_path, cleanup_fleet, extra_run="sleep 60")
+    if roles == 2:
+        text = spec_path.read_text()
+        web = text[text.index("  web:\n") :]
+        spec_path.write_text(text + web.replace("  web:\n", "  api:\n", 1))
     scratch = tmp_path / "tmp"  # corral's own: other processes' files in /tmp do not count
     scratch.mkdir()
     proc = subprocess.Popen(
@@ -167,7 +174,7 @@ def test_ctrl_c_leaves_state_unchanged(
     assert proc.returncode == 130, err
     assert app.images(spec_path) == []
     with State.open(load_spec(spec_path).state_path) as state:
-        assert [b.status for b in state.builds(cleanup_fleet)] == ["interrupted"]
+        assert [b.status for b in state.builds(cleanup_fleet)] == ["interrupted"] * roles
     # corral's folders are gone (podman's own, "buildah...", are podman's business)
     assert [p.name for p in scratch.iterdir() if p.name.startswith("corral-")] == []
 

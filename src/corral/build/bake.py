@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -91,10 +92,21 @@ def build_fleet(
     # Side by side: a build waits on the engine (a container per step, a commit each)
     # as much as it computes. A failed one leaves the others to finish; the first
     # failure in spec order is raised.
-    workers = max(1, min(len(targets), os.cpu_count() or 1))
+    workers = min(len(targets), os.cpu_count() or 1)
+    if workers <= 1:
+        return [bake_target(t, engine, state, progress, force) for t in targets]
+    # Ctrl-C interrupts this thread only; the builds see their podman end (it got the
+    # signal too) and must record "interrupted", not "failed".
+    stopped = threading.Event()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        baking = [pool.submit(bake_target, t, engine, state, progress, force) for t in targets]
-        return [b.result() for b in baking]
+        baking = [
+            pool.submit(bake_target, t, engine, state, progress, force, stopped) for t in targets
+        ]
+        try:
+            return [b.result() for b in baking]
+        except KeyboardInterrupt:
+            stopped.set()
+            raise
 
 
 def _select_roles(spec: LoadedSpec, roles: Sequence[str] | None) -> list[str]:
@@ -108,15 +120,21 @@ def _select_roles(spec: LoadedSpec, roles: Sequence[str] | None) -> list[str]:
 
 
 def bake_target(
-    target: BakeTarget, engine: Engine, state: State, progress: Progress, force: bool = False
+    target: BakeTarget,
+    engine: Engine,
+    state: State,
+    progress: Progress,
+    force: bool = False,
+    stopped: threading.Event | None = None,
 ) -> BuildResult:
-    """Bake one image unless an image with the same content hash exists already."""
+    """Bake one image unless an image with the same content hash exists already;
+    ``stopped`` is set when the build is interrupted from another thread."""
     started = time.monotonic()
     base = resolve_base(target, engine, progress)
     content_hash = role_content_hash(target, base.id)
     current = None if force else _current_image(target, content_hash, engine, state)
     record = current or _bake(
-        target, base_record(target, base), content_hash, engine, state, progress
+        target, base_record(target, base), content_hash, engine, state, progress, stopped
     )
     status: Literal["built", "up-to-date"] = "up-to-date" if current else "built"
     return BuildResult(
@@ -260,6 +278,7 @@ def _bake(
     engine: Engine,
     state: State,
     progress: Progress,
+    stopped: threading.Event | None = None,
 ) -> ImageRecord:
     fleet, name = target.fleet, target.name
     build = state.start_build(fleet, name, content_hash)
@@ -280,7 +299,8 @@ def _bake(
         )
     except BaseException as exc:
         engine_cleanup(engine, stage_tag, tag)
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        interrupted = isinstance(exc, KeyboardInterrupt) or (stopped and stopped.is_set())
+        status = "interrupted" if interrupted else "failed"
         state.fail_build(build.id, status, _error_text(exc))
         state.record_audit(
             fleet, "build", name, status, {"version": version, "error": _error_text(exc)}

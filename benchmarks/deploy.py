@@ -257,6 +257,38 @@ class EdgeWatch(CounterWatch):
             "read_errors": self.errors[:5],
         }
 
+    def client_side(self) -> dict[str, int]:
+        """Counters of the clients' side (see ``CLIENT_SIDE``) summed over the frontends and
+        backends, and the log lines HAProxy dropped: read before wrk is stopped, whose own
+        stop aborts the requests it has in flight."""
+        rows = [
+            dict(zip(header, line.split(","), strict=False))
+            for header, line in _stat_lines(self.api.command("show stat"))
+        ]
+        sums = {
+            column: sum(
+                int(r.get(column) or 0) for r in rows if r["svname"] in ("FRONTEND", "BACKEND")
+            )
+            for column in CLIENT_SIDE
+        }
+        info = dict(
+            line.split(": ", 1)
+            for line in self.api.command("show info").splitlines()
+            if ": " in line
+        )
+        return {**sums, "dropped_logs": int(info.get("DroppedLogs", 0))}
+
+
+# Client-side troubles the failure counters leave out: a request that failed before it
+# reached a server (``ereq``), denied ones, and aborts by the client or the server.
+CLIENT_SIDE = ("ereq", "dreq", "dresp", "cli_abrt", "srv_abrt")
+
+
+def _stat_lines(answer: str) -> list[tuple[list[str], str]]:
+    lines = answer.splitlines()
+    header = lines[0][2:].split(",")
+    return [(header, line) for line in lines[1:] if line]
+
 
 class Load:
     """wrk on the edge, from a second before an action until two seconds after it."""
@@ -267,10 +299,12 @@ class Load:
         self.proc: subprocess.Popen[str] | None = None
         self.since = ""
         self.watch = EdgeWatch(fleet)
+        self.client_before: dict[str, int] = {}
 
     def __enter__(self) -> Load:
         self.since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.watch.start()
+        self.client_before = self.watch.client_side()
         self.proc = subprocess.Popen(
             [
                 "wrk",
@@ -296,11 +330,15 @@ class Load:
     def stop(self) -> dict[str, Any]:
         assert self.proc is not None
         time.sleep(2)
+        client_after = self.watch.client_side()
         self.proc.send_signal(signal.SIGINT)  # wrk prints its report when interrupted
         out, _ = self.proc.communicate(timeout=30)
         report = parse_wrk(out)
         report["edge_counters"] = self.watch.report()
         report["edge_errors"] = edge_errors(self.fleet, self.since)
+        report["edge_client_side"] = {
+            k: client_after[k] - self.client_before[k] for k in client_after
+        }
         return report
 
 

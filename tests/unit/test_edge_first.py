@@ -59,6 +59,8 @@ def test_a_role_replaced_beside_a_new_public_role_blocks_the_deploy() -> None:
     assert plan.edge.action == "replace"
     assert "deploy admin alone first (corral deploy admin)" in plan.edge.blocked
     assert "web would have no server" in plan.edge.blocked
+    assert plan.edge.blocked_roles == ("admin", "web")  # the refusal's JSON names them
+    assert plan.edge.to_dict()["blocked_roles"] == ["admin", "web"]
     assert plan_lines(plan)[0].startswith("REFUSED: a deploy would stop here: the new")
 
 

@@ -69,6 +69,8 @@ def test_reasons_and_addresses() -> None:
     assert reason_kind("tainted: break-glass by a@b: x") == "break-glass"
     assert reason_kind("not running (exited)") == "dead"
     assert reason_kind("role ghost is no longer in the spec") == "orphan"
+    assert reason_kind("role ghost is not in release 3") == "orphan"
+    assert reason_kind("role ghost is not in any earlier release") == "orphan"
     assert reason_kind("new image 3-abc") == "drift"
     assert parse_address("127.0.0.1:9464") == ("127.0.0.1", 9464)
     assert parse_address("[::1]:9464") == ("::1", 9464)

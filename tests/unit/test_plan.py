@@ -80,7 +80,8 @@ def build_instance(
 
 def load_case(path: Path) -> dict[str, Any]:
     case: dict[str, Any] = yaml.safe_load(path.read_text())
-    known = {"description", "fleet", "desired", "observed", "untouched", "expect", "xfail"}
+    known = {"description", "fleet", "desired", "observed", "untouched", "source", "expect"}
+    known.add("xfail")
     assert set(case) <= known, f"{path.name}: unknown keys {sorted(set(case) - known)}"
     return case
 
@@ -189,10 +190,11 @@ def test_there_are_enough_cases() -> None:
 def test_plan_case(path: Path) -> None:
     case = load_case(path)
     scope, desired, observed, untouched = build_inputs(case)
-    plan = plan_deploy(scope, desired, observed, untouched)
+    source = case.get("source")  # a rollback's or an undo's: the release gone back to
+    plan = plan_deploy(scope, desired, observed, untouched, source=source)
     check_plan(plan, desired, case["expect"])
     # The same inputs give the same plan, and the summary adds up.
-    assert plan_deploy(scope, desired, observed, untouched) == plan
+    assert plan_deploy(scope, desired, observed, untouched, source=source) == plan
     counts = summarize(plan)
     assert counts["start"] == sum(r.start for r in plan.roles)
     assert counts["volumes_touched"] == plan.volumes_touched

@@ -44,6 +44,8 @@ def reason_kind(reason: str) -> str:
         ("break-glass", "break-glass"),
         ("not running", "dead"),
         ("is no longer in the spec", "orphan"),
+        ("is not in release ", "orphan"),
+        ("is not in any earlier release", "orphan"),
         ("more than ", "surplus"),
     )
     for words, kind in kinds:

@@ -194,9 +194,12 @@ def deploy(
     notes = _rotation_notes(ctx, source, desired)
     observed = observe_fleet(ctx, desired, edge, seen, backups=True)
     release = next_release(ctx.state, ctx.scope.fleet)
-    plan = plan_deploy(ctx.scope, desired, observed, resolved.untouched, release)
+    source = change.source.number if change.source else None
+    plan = plan_deploy(ctx.scope, desired, observed, resolved.untouched, release, source=source)
     if plan.edge.blocked:
-        raise GateError(plan.edge.blocked, failures=(plan.edge.blocked,))
+        raise GateError(
+            plan.edge.blocked, roles=plan.edge.blocked_roles, failures=(plan.edge.blocked,)
+        )
     if edge and plan.edge.action in NEW_POD_ACTIONS:  # before anything changes
         ctx.edge.check_ports(desired)
     unfit = unfit_images(ctx.state, ctx.scope.fleet)
@@ -590,7 +593,7 @@ def undo(
     # The failed release is not "good": its instances are replaced by the previous ones,
     # named on from the highest index the previous release's instances have.
     number = previous.number if previous else 0
-    plan = plan_deploy(ctx.scope, desired, observed, release=number)
+    plan = plan_deploy(ctx.scope, desired, observed, release=number, source=number)
     # Instances the undo starts get today's values (old ones are never kept); their
     # labels say so (the executor's key), so the next plan sees what they really hold.
     starting = secret_names(desired, (rp.role for rp in plan.roles if rp.start))

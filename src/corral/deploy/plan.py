@@ -114,6 +114,7 @@ class EdgePlan:
     checks: tuple[Step, ...] = ()  # replace: every instance passes these before anything changes
     servers: tuple[Step, ...] = ()  # replace: the instances the new edge takes in
     blocked: str = ""  # why a deploy cannot carry this out ("": it can)
+    blocked_roles: tuple[str, ...] = ()  # the roles it names: the new ones, then the others
 
     @property
     def replaced_after_roles(self) -> bool:
@@ -129,6 +130,7 @@ class EdgePlan:
             data["servers"] = [step.to_dict() for step in self.servers]
         if self.blocked:
             data["blocked"] = self.blocked
+            data["blocked_roles"] = list(self.blocked_roles)
         return data
 
 
@@ -226,6 +228,14 @@ class Observed:
         return dataclasses.replace(self, tainted={**self.tainted, name: reason})
 
 
+def not_desired(source: int | None) -> str:
+    """Why an instance of a role outside the desired fleet goes: the spec dropped the
+    role, or the release gone back to (``source``; 0 for none) did not have it."""
+    if source is None:
+        return "is no longer in the spec"
+    return f"is not in release {source}" if source else "is not in any earlier release"
+
+
 def plan_deploy(
     scope: Scope,
     desired: Desired,
@@ -233,11 +243,14 @@ def plan_deploy(
     untouched: Collection[str] = (),
     release: int = 1,
     pending_public: Mapping[str, int] | None = None,
+    source: int | None = None,
 ) -> Plan:
     """What must change so that the fleet runs ``desired``, as named steps.
 
     ``pending_public``: public roles not in ``desired`` (``corral plan``: unbuilt), by
     port; one the edge has no backend for needs a new pod before the roles, as in a deploy.
+    ``source``: the recorded release ``desired`` comes from (a rollback or an undo), not
+    the spec; the reason an instance of another role is retired names it.
 
     Roles named in ``untouched`` are left exactly as they are (a deploy of some roles
     only); instances of any other role missing from ``desired`` are retired. New instances
@@ -249,7 +262,7 @@ def plan_deploy(
         for name, rr in sorted(desired.items())
     )
     gone = [i for i in observed.instances if i.role not in desired and i.role not in untouched]
-    orphans = tuple(Change(i.name, f"role {i.role} is no longer in the spec") for i in gone)
+    orphans = tuple(Change(i.name, f"role {i.role} {not_desired(source)}") for i in gone)
     orphan_steps = tuple(
         step
         for i, change in zip(gone, orphans, strict=True)
@@ -507,7 +520,8 @@ def _edge_first(
         Step(Action.ADD, i.role, i.name, i.version, "served by the old edge", timeout=30.0)
         for i in serving
     )
-    return EdgePlan("replace", why, observed.edge.image, checks, servers, blocked=blocked)
+    names = (*new, *replaced) if blocked else ()
+    return EdgePlan("replace", why, observed.edge.image, checks, servers, blocked, names)
 
 
 def _word(new: Sequence[str]) -> str:

@@ -194,8 +194,8 @@ def deploy(
     notes = _rotation_notes(ctx, source, desired)
     observed = observe_fleet(ctx, desired, edge, seen, backups=True)
     release = next_release(ctx.state, ctx.scope.fleet)
-    source = change.source.number if change.source else None
-    plan = plan_deploy(ctx.scope, desired, observed, resolved.untouched, release, source=source)
+    back_to = source.number if source else None  # a rollback's release
+    plan = plan_deploy(ctx.scope, desired, observed, resolved.untouched, release, source=back_to)
     if plan.edge.blocked:
         raise GateError(
             plan.edge.blocked, roles=plan.edge.blocked_roles, failures=(plan.edge.blocked,)

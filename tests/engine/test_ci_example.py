@@ -135,9 +135,9 @@ def test_the_ci_example_runs_as_written_from_fresh_clones(
     assert {_web(j, "build")["version"][:2] for j in both} == {"3-"}
     # An image tested from one clone is not tested again from another (same digest).
     assert _web(second, "test")["outcome"] == "passed"
-    assert _web(third, "test")["outcome"] == "skipped"
+    assert _web(third, "test")["outcome"] == "already-passed"
     assert _web(third, "test")["image_digest"] == _web(second, "test")["image_digest"]
-    assert sorted(_web(j, "test")["outcome"] for j in both) == ["passed", "skipped"]
+    assert sorted(_web(j, "test")["outcome"] for j in both) == ["already-passed", "passed"]
     assert len({_web(j, "test")["image_digest"] for j in both}) == 1
     # The deploys: r2, unchanged, then r3 and, after waiting for it, unchanged.
     assert second.output("deploy")["release"] == 2

@@ -90,7 +90,7 @@ def test_failing_test_blocks_deploy_and_fixing_it_passes(fleet: Fleet, shared_ba
     fleet.corral("deploy")  # passes the gate, then the smoke test against the live edge
     assert httpx.get(fleet.url).json()["version"] == "v2"
     again = json.loads(fleet.corral("test", "--json").stdout)["results"]
-    assert again[0]["outcome"] == "skipped"  # this digest already passed
+    assert again[0]["outcome"] == "already-passed"  # this digest, these tests
 
 
 def test_skip_tests_needs_a_reason_and_is_audited(fleet: Fleet, shared_base: str) -> None:

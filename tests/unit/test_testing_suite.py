@@ -154,7 +154,7 @@ def test_corral_test_runs_again_a_passed_record_that_ran_no_test(ctx: Context) -
     assert _already_passed(ctx, web, key) is None
     _record(ctx, web, "passed", [HEALTH, check("passed")])
     again = _already_passed(ctx, web, key)
-    assert again is not None and again.outcome == "skipped"
+    assert again is not None and again.outcome == "already-passed"
 
 
 def test_a_new_test_file_invalidates_an_earlier_pass(ctx: Context) -> None:

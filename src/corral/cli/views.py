@@ -39,7 +39,7 @@ from corral.errors import (
 )
 from corral.patch import PatchReport
 from corral.state import AuditEntry, RevocationRecord
-from corral.testing.suite import KINDS, CoverageRow, RoleTestResult
+from corral.testing.suite import ALREADY_PASSED, KINDS, CoverageRow, RoleTestResult
 
 
 def to_data(value: Any) -> Any:
@@ -518,7 +518,7 @@ def show_test_results(console: Console, results: Sequence[RoleTestResult]) -> No
             styled(f"{r.role}: {r.outcome}", style, f" ({r.image_version}, {r.seconds:.1f}s)"),
             highlight=False,
         )
-        if r.outcome == "skipped":
+        if r.outcome == ALREADY_PASSED:
             say(console, f"  {r.log_excerpt}")
         for check in r.checks:
             if check.outcome not in ("passed", "skipped"):

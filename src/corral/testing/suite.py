@@ -55,10 +55,15 @@ class RoleTestResult:
     role: str
     image_version: str
     image_digest: str
-    outcome: str  # passed | failed | skipped (already passed)
+    outcome: str  # passed | failed | already-passed (this digest, these tests: not run again)
     checks: tuple[CheckResult, ...]
     seconds: float
     log_excerpt: str = ""
+
+
+# A role whose digest passed under the same tests is not run again: its result says so.
+# "skipped" read as if its tests had been skipped.
+ALREADY_PASSED = "already-passed"
 
 
 def owners_folder(ctx: Context) -> Path:
@@ -128,7 +133,7 @@ def _already_passed(ctx: Context, rr: RoleRelease, key: str) -> RoleTestResult |
         rr.role,
         rr.image_version,
         rr.image_digest,
-        "skipped",
+        ALREADY_PASSED,
         (),
         0.0,
         f"already passed at {record.started_at}; use --again to re-run",

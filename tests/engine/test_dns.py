@@ -113,8 +113,26 @@ def test_role_names_resolve_without_stalls_during_container_churn(
         assert float(str(result["slowest"])) < 1.9, result
 
 
-def test_aardvark_dns_keeps_its_sockets_across_reloads() -> None:
+def test_aardvark_dns_keeps_its_sockets_across_reloads(
+    engine: PodmanEngine, shared_base: str, cleanup_fleet: str
+) -> None:
     """The aardvark-dns serving podman's networks is 1.11 or newer (containers/aardvark-dns#389)."""
+    # aardvark-dns runs only while a container is on a named network: it was not, in a CI
+    # run where no other test had one up at that moment.
+    labels = {"io.corral.fleet": cleanup_fleet}
+    network = f"{cleanup_fleet}-net"
+    engine.ensure_network(network, labels)
+    engine.start(
+        ContainerSpec(
+            name=f"{cleanup_fleet}-dns",
+            image=shared_base,
+            command=("sleep", "120"),
+            user="nobody",
+            labels=labels,
+            network=network,
+            network_aliases=("dns",),
+        )
+    )
     pid = Path("/run/containers/networks/aardvark-dns/aardvark.pid").read_text().strip()
     version = subprocess.run(
         [f"/proc/{pid}/exe", "--version"], capture_output=True, text=True, check=True
